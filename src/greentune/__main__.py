@@ -1,0 +1,5 @@
+"""``python -m greentune`` (what torchrun launches)."""
+
+from greentune.cli import main
+
+main()

@@ -1,0 +1,3 @@
+from greentune.cli import main
+
+main()

@@ -1,0 +1,208 @@
+"""The commands. Each parses its options, builds the config and calls one library function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from greentune.cli import app, config_app, console, data_app, handle_errors
+from greentune.config import RunConfig, dump_yaml, load_config
+from greentune.errors import ConfigError
+
+
+class RichProgress:
+    """The loop's progress reporter: steps, loss, epoch and ETA."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  epoch {task.fields[epoch]}"),
+            TimeRemainingColumn(), console=console, transient=False,
+        )
+        self._task = None
+
+    def start(self, total_steps: int, done: int) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=total_steps, completed=done, loss=0.0, epoch=0)
+
+    def update(self, step: int, loss: float, epoch: int) -> None:
+        self._bar.update(self._task, completed=step, loss=loss, epoch=epoch)
+
+    def stop(self) -> None:
+        self._bar.stop()
+
+
+def _logger(run_dir: Path):  # noqa: ANN202
+    log_path = run_dir / "log.txt"
+
+    def log(message: str) -> None:
+        console.print(message, highlight=False)
+        with log_path.open("a") as fh:
+            fh.write(message + "\n")
+
+    return log
+
+
+def _split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
+    config, overrides = None, []
+    for item in args or []:
+        if "=" in item:
+            overrides.append(item)
+        elif config is None:
+            config = item
+        else:
+            raise ConfigError(f"more than one config file given: {config} and {item}")
+    return config, overrides
+
+
+def _data_overrides(
+    data: str | None, time_col: str | None, target: str | None, covariates: str | None,
+    country: str | None, subdivision: str | None, fill_gaps: bool,
+) -> list[str]:
+    out = []
+    if data:
+        source = "parquet" if Path(data).suffix.lower() in (".parquet", ".pq") else "csv"
+        out += [f"data.source={source}", f"data.path={data}"]
+        if covariates is None:
+            out.append("data.covariates=[]")
+        out += ["data.temperature_col=null", "data.timezone=null", "data.country=null"]
+    pairs = {
+        "data.time_col": time_col, "data.target": target, "data.covariates": covariates,
+        "data.country": country, "data.subdivision": subdivision,
+    }
+    out += [f"{k}={v}" for k, v in pairs.items() if v is not None]
+    if fill_gaps:
+        out.append("data.fill_gaps=true")
+    return out
+
+
+DataOpt = Annotated[str | None, typer.Option("--data", help="CSV or Parquet file to forecast.")]
+TimeOpt = Annotated[str | None, typer.Option("--time-col", help="Timestamp column.")]
+TargetOpt = Annotated[str | None, typer.Option("--target", help="Column to forecast.")]
+CovOpt = Annotated[
+    str | None, typer.Option("--covariates", help="Known-future covariates, comma-separated.")
+]
+CountryOpt = Annotated[str | None, typer.Option("--country", help="Country for public holidays.")]
+SubdivOpt = Annotated[str | None, typer.Option("--subdivision", help="State/province for holidays.")]
+FillOpt = Annotated[bool, typer.Option("--fill-gaps", help="Interpolate missing timestamps.")]
+
+
+@app.command()
+@handle_errors
+def run(
+    args: Annotated[list[str] | None, typer.Argument(help="[CONFIG.yaml] [section.key=value ...]")] = None,
+    data: DataOpt = None, time_col: TimeOpt = None, target: TargetOpt = None,
+    covariates: CovOpt = None, country: CountryOpt = None, subdivision: SubdivOpt = None,
+    fill_gaps: FillOpt = False,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue this run directory.")] = None,
+) -> None:
+    """Fine-tune, evaluate against baselines and write a run directory."""
+    from greentune.rundir import new_run_dir, read_run, set_status, start_run
+    from greentune.train.run import resolve_config, run_task
+
+    if resume is not None:
+        if args:
+            raise ConfigError("--resume takes the run's own config.yaml; give no config or overrides")
+        run_dir, cfg = read_run(resume)
+    else:
+        path, overrides = _split_args(args)
+        overrides = _data_overrides(data, time_col, target, covariates, country, subdivision, fill_gaps) + overrides
+        cfg = load_config(path, overrides)
+        run_dir = new_run_dir(cfg)
+    log = _logger(run_dir)
+    try:
+        cfg = resolve_config(cfg)
+        start_run(run_dir, cfg)
+        log(f"run directory: {run_dir}")
+        metrics = run_task(cfg, run_dir, log, resume=resume is not None, progress=RichProgress())
+    except BaseException as exc:
+        set_status(run_dir, cfg.task, "failed", error=str(exc)[:500])
+        raise
+    set_status(run_dir, cfg.task, "complete")
+    _print_results(metrics, cfg)
+    console.print(f"\nrun directory: [bold]{run_dir}[/]")
+
+
+def _print_results(metrics: dict, cfg: RunConfig) -> None:
+    from greentune.evaluate.table import classification_table, forecast_table, verdict
+
+    if cfg.task == "classify":
+        console.print(classification_table(metrics["test"], "test split"))
+        return
+    console.print(forecast_table(metrics["test"], metrics["model"], "test split (same windows for every model)"))
+    for line in verdict(metrics["test"], metrics["model"]):
+        console.print(f"  {line}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def evaluate(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Score a run's saved model on its test split again and print the comparison."""
+    from greentune.inference import evaluate_run
+
+    metrics, cfg = evaluate_run(run_dir)
+    _print_results(metrics, cfg)
+
+
+@app.command()
+@handle_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A forecasting run directory.")],
+    data: Annotated[Path, typer.Option("--data", help="CSV/Parquet with recent history.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the forecast (CSV).")],
+    origins: Annotated[str, typer.Option(help="'last' (next horizon) or 'daily' (backtest).")] = "last",
+) -> None:
+    """Forecast from new data with a run's model."""
+    from greentune.inference import predict_run
+    from greentune.rundir import write_csv
+
+    frame = predict_run(run_dir, data, origins)
+    write_csv(out, frame)
+    console.print(f"wrote {len(frame):,} rows to [bold]{out}[/]")
+
+
+@data_app.command("check")
+@handle_errors
+def data_check(
+    path: Annotated[Path, typer.Argument(help="CSV or Parquet file.")],
+    time_col: TimeOpt = None, target: TargetOpt = None, covariates: CovOpt = None,
+    country: CountryOpt = None, subdivision: SubdivOpt = None, fill_gaps: FillOpt = False,
+    args: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
+) -> None:
+    """Validate a file as greentune would, and show the windows it yields."""
+    from greentune.data.windows import prepare_forecast_data
+
+    overrides = _data_overrides(str(path), time_col, target, covariates, country, subdivision, fill_gaps)
+    cfg = load_config(None, overrides + list(args or []))
+    data = prepare_forecast_data(cfg.data)
+    r = data.report
+    table = Table(title=f"{r.origin}: OK")
+    table.add_column("check")
+    table.add_column("result")
+    rows = [
+        ("rows", f"{r.rows:,}"), ("span", f"{r.start} .. {r.end}"), ("step", r.step),
+        ("gaps filled", str(r.filled_steps)),
+        ("missing values", ", ".join(f"{k}: {v}" for k, v in r.missing_values.items()) or "none"),
+        ("targets", ", ".join(data.target_cols)), ("known covariates", ", ".join(data.known_cols) or "none"),
+        ("past covariates", ", ".join(data.past_cols) or "none"),
+        ("windows train/val/test", f"{len(data.train):,} / {len(data.val):,} / {len(data.test):,}"),
+        ("test starts", str(data.frame.index[data.test_start])),
+    ]
+    rows += [("note", n) for n in r.notes]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+
+
+@config_app.command("show")
+@handle_errors
+def config_show(
+    args: Annotated[list[str] | None, typer.Argument(help="[CONFIG.yaml] [section.key=value ...]")] = None,
+) -> None:
+    """Print the resolved config, every default written out."""
+    path, overrides = _split_args(args)
+    console.print(dump_yaml(load_config(path, overrides)), highlight=False, end="")

@@ -1,0 +1,1 @@
+"""Data: sources, validation, features, chronological splits and windows; text datasets."""

@@ -1,0 +1,82 @@
+"""Known-future features: cyclic calendar, public holidays, temperature hinge (degree) features.
+
+All of these are known for the forecast horizon at the forecast origin (calendar exactly, weather
+as a forecast), so they are fed to the model for both the context and the horizon.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from greentune.config import DataConfig
+from greentune.errors import ConfigError
+
+# Demand is U-shaped in temperature: heating below ~14-18 C, cooling above ~22 C. Knots in C;
+# the /5 keeps the features near unit scale before standardisation.
+HEATING_KNOTS_C = (14.0, 18.0)
+COOLING_KNOTS_C = (22.0, 26.0, 30.0, 34.0)
+HINGE_SCALE_C = 5.0
+
+
+def calendar_features(index: pd.DatetimeIndex) -> pd.DataFrame:
+    """Hour of day, day of week and day of year as sine/cosine pairs (local time of the index)."""
+    hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
+    dow = index.dayofweek.to_numpy()
+    doy = index.dayofyear.to_numpy() - 1
+    cols = {
+        "cal_hour_sin": np.sin(2 * np.pi * hour / 24.0),
+        "cal_hour_cos": np.cos(2 * np.pi * hour / 24.0),
+        "cal_dow_sin": np.sin(2 * np.pi * dow / 7.0),
+        "cal_dow_cos": np.cos(2 * np.pi * dow / 7.0),
+        "cal_year_sin": np.sin(2 * np.pi * doy / 365.25),
+        "cal_year_cos": np.cos(2 * np.pi * doy / 365.25),
+    }
+    return pd.DataFrame(cols, index=index)
+
+
+def holiday_flags(index: pd.DatetimeIndex, country: str, subdivision: str | None) -> pd.Series:
+    """1.0 on public holidays of ``country``/``subdivision`` (local dates), else 0.0."""
+    import holidays
+
+    years = range(int(index.year.min()), int(index.year.max()) + 1)
+    try:
+        calendar = holidays.country_holidays(country, subdiv=subdivision, years=years)
+    except NotImplementedError:
+        raise ConfigError(
+            f"data.country={country!r} is not known to the holidays package; "
+            "use an ISO 3166 code such as AU, DE, GB, US"
+        ) from None
+    except Exception as exc:  # holidays raises for an unknown subdivision
+        raise ConfigError(f"data.subdivision={subdivision!r} for {country}: {exc}") from None
+    dates = index.date
+    flags = np.fromiter((d in calendar for d in dates), dtype=float, count=len(dates))
+    return pd.Series(flags, index=index, name="holiday")
+
+
+def hinge_features(temperature: pd.Series) -> pd.DataFrame:
+    """Heating- and cooling-degree hinges of a temperature column in C."""
+    t = temperature.to_numpy(dtype=float)
+    cols = {f"hdd_{k:g}": np.maximum(k - t, 0.0) / HINGE_SCALE_C for k in HEATING_KNOTS_C}
+    cols.update({f"cdd_{k:g}": np.maximum(t - k, 0.0) / HINGE_SCALE_C for k in COOLING_KNOTS_C})
+    return pd.DataFrame(cols, index=temperature.index)
+
+
+def add_features(frame: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Return the frame with feature columns appended, and the names of the added columns."""
+    parts: list[pd.DataFrame | pd.Series] = []
+    if cfg.calendar:
+        parts.append(calendar_features(frame.index))
+    if cfg.country:
+        parts.append(holiday_flags(frame.index, cfg.country, cfg.subdivision))
+    if cfg.temperature_col:
+        if cfg.temperature_col not in frame.columns:
+            raise ConfigError(
+                f"data.temperature_col={cfg.temperature_col!r} must also be a covariate; "
+                f"covariates are: {', '.join(frame.columns[1:]) or 'none'}"
+            )
+        parts.append(hinge_features(frame[cfg.temperature_col]))
+    if not parts:
+        return frame, []
+    added = pd.concat(parts, axis=1)
+    return pd.concat([frame, added], axis=1), list(added.columns)

@@ -1,0 +1,263 @@
+"""Chronological splits, train-only scaling and forecast windows.
+
+Windows are not materialised: a split holds the positions of its forecast origins (the first
+horizon step) into one scaled matrix, and ``batch`` gathers a batch by fancy indexing. That keeps
+memory at one copy of the series however many overlapping windows there are.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from greentune.config import DataConfig
+from greentune.data.features import add_features
+from greentune.data.sources import load_table, resolve
+from greentune.data.validate import DataReport, clean_frame
+from greentune.errors import ConfigError, DataError
+
+_DURATION = re.compile(r"^\d+(\.\d+)?\s*[A-Za-z]+$")
+
+
+@dataclass
+class Scaler:
+    """Per-column z-score fitted on training rows only."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def to_dict(self, columns: list[str]) -> dict[str, object]:
+        return {"columns": columns, "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, list[float]]) -> Scaler:
+        return cls(np.asarray(raw["mean"], dtype=float), np.asarray(raw["std"], dtype=float))
+
+    @classmethod
+    def fit(cls, values: np.ndarray, enabled: bool = True) -> Scaler:
+        if not enabled:
+            return cls(np.zeros(values.shape[1]), np.ones(values.shape[1]))
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0)
+        return cls(mean, np.where(std > 1e-12, std, 1.0))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return (values - self.mean) / self.std
+
+
+@dataclass
+class WindowSet:
+    """Forecast origins of one split, as positions into ``ForecastData.scaled``."""
+
+    name: str
+    origins: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+
+@dataclass
+class ForecastData:
+    """Everything the models and baselines need, in one place."""
+
+    frame: pd.DataFrame
+    """Unscaled model columns + features, regular time index."""
+    target_cols: list[str]
+    past_cols: list[str]
+    known_cols: list[str]
+    scaler: Scaler
+    scaled: np.ndarray
+    """float32 matrix, columns ordered targets + past + known."""
+    context_length: int
+    horizon: int
+    val_start: int
+    test_start: int
+    train: WindowSet
+    val: WindowSet
+    test: WindowSet
+    report: DataReport
+    dropped_windows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.target_cols, *self.past_cols, *self.known_cols]
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target_cols)
+
+    @property
+    def known_slice(self) -> slice:
+        start = len(self.target_cols) + len(self.past_cols)
+        return slice(start, start + len(self.known_cols))
+
+    def split(self, name: str) -> WindowSet:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def batch(self, origins: np.ndarray) -> dict[str, np.ndarray]:
+        """past (B, L, C), future known covariates (B, H, K) and targets y (B, H, T), scaled."""
+        return gather(
+            self.scaled, origins, self.context_length, self.horizon, self.n_targets,
+            self.known_slice,
+        )
+
+    def unscale_target(self, values: np.ndarray) -> np.ndarray:
+        """Map scaled targets (..., T) back to data units."""
+        t = self.n_targets
+        return values * self.scaler.std[:t] + self.scaler.mean[:t]
+
+    def target_values(self) -> np.ndarray:
+        """Unscaled targets (n, T)."""
+        return self.frame[self.target_cols].to_numpy(dtype=float)
+
+    def horizon_times(self, origins: np.ndarray) -> np.ndarray:
+        return np.asarray(self.frame.index)[origins[:, None] + np.arange(self.horizon)]
+
+
+def prepare_forecast_data(cfg: DataConfig) -> ForecastData:
+    """Load, validate, featurise, split, scale and index windows for ``cfg`` (resolved)."""
+    cfg = resolve(cfg)
+    frame, report = clean_frame(load_table(cfg), cfg)
+    return build_forecast_data(frame, cfg, report)
+
+
+def featurize(frame: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
+    """Add features; return (frame ordered targets + past + known, targets, past, known)."""
+    if cfg.multivariate:
+        target_cols = list(frame.columns)
+        past_cols: list[str] = []
+        covs: list[str] = []
+    else:
+        assert cfg.target is not None
+        target_cols = [cfg.target]
+        past_cols = [c for c in cfg.past_covariates if c != cfg.target]
+        covs = [c for c in (cfg.covariates or ()) if c not in (cfg.target, *past_cols)]
+    frame, added = add_features(frame, cfg)
+    known_cols = [*covs, *added]
+    return frame[[*target_cols, *past_cols, *known_cols]], target_cols, past_cols, known_cols
+
+
+def gather(
+    scaled: np.ndarray, origins: np.ndarray, context_length: int, horizon: int,
+    n_targets: int, known: slice,
+) -> dict[str, np.ndarray]:
+    """past (B, L, C), future known covariates (B, H, K) and targets y (B, H, T), scaled."""
+    ctx = origins[:, None] + np.arange(-context_length, 0)
+    hor = origins[:, None] + np.arange(horizon)
+    future = scaled[hor]
+    return {"past": scaled[ctx], "future": future[..., known], "y": future[..., :n_targets]}
+
+
+def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport) -> ForecastData:
+    frame, target_cols, past_cols, known_cols = featurize(frame, cfg)
+    n = len(frame)
+    test_start = _split_start(cfg.test, frame.index, n, n, "data.test")
+    val_start = _split_start(cfg.val, frame.index, test_start, n, "data.val")
+    L, H = cfg.context_length, cfg.horizon
+    _check_sizes(report.origin, n, val_start, test_start, L, H)
+    values = frame.to_numpy(dtype=float)
+    scaler = Scaler.fit(values[:val_start], enabled=cfg.scaler == "standard")
+    scaled = scaler.transform(values).astype(np.float32)
+    bad_rows = np.isnan(scaled).any(axis=1)
+    dropped: dict[str, int] = {}
+    train = _windows("train", np.arange(L, val_start - H + 1, cfg.train_stride), bad_rows, L, H, dropped)
+    val_o = _origins(frame.index, val_start, test_start - H + 1, cfg.val_origins)
+    test_o = _origins(frame.index, test_start, n - H + 1, cfg.eval_origins)
+    val = _windows("val", val_o[val_o >= L], bad_rows, L, H, dropped)
+    test = _windows("test", test_o[test_o >= L], bad_rows, L, H, dropped)
+    for ws in (train, val, test):
+        if len(ws) == 0:
+            raise DataError(
+                f"{report.origin}: no complete {ws.name} window of {L}+{H} steps without missing "
+                f"values; shorten data.context_length or change the splits (data.val, data.test)"
+            )
+    if dropped:
+        report.notes.append(
+            "dropped windows with missing values: "
+            + ", ".join(f"{k} {v}" for k, v in dropped.items())
+        )
+    scaled = np.nan_to_num(scaled, nan=0.0)
+    return ForecastData(
+        frame, target_cols, past_cols, known_cols, scaler, scaled, L, H,
+        val_start, test_start, train, val, test, report, dropped,
+    )
+
+
+def _split_start(spec: str, index: pd.DatetimeIndex, end: int, n: int, key: str) -> int:
+    """Position where a split that ends at ``end`` starts; spec: fraction, duration or date."""
+    spec = str(spec).strip()
+    try:
+        frac = float(spec)
+    except ValueError:
+        frac = None
+    if frac is not None:
+        if not 0.0 < frac < 1.0:
+            raise ConfigError(f"{key}={spec} as a fraction must lie in (0, 1)")
+        return end - max(1, round(n * frac))
+    step = index[1] - index[0]
+    if _DURATION.match(spec):
+        try:
+            span = pd.Timedelta(spec)
+        except ValueError:
+            raise ConfigError(f"{key}={spec!r}: not a duration such as '56D' or '12h'") from None
+        edge = index[end - 1] + step if end > 0 else index[0]
+        # Whole days are counted on the local calendar, so splits start at local midnight
+        # across daylight-saving changes.
+        whole_days = span % pd.Timedelta(days=1) == pd.Timedelta(0)
+        edge = edge - (pd.DateOffset(days=span.days) if whole_days else span)
+        return int(index.searchsorted(edge))
+    try:
+        stamp = pd.Timestamp(spec)
+    except ValueError:
+        raise ConfigError(
+            f"{key}={spec!r}: give a fraction (0.1), a duration (56D) or a date (2014-11-06)"
+        ) from None
+    if index.tz is not None and stamp.tzinfo is None:
+        stamp = stamp.tz_localize(index.tz)
+    pos = int(index.searchsorted(stamp))
+    return min(pos, end)
+
+
+def _check_sizes(origin: str, n: int, val_start: int, test_start: int, L: int, H: int) -> None:
+    need_train = L + H
+    if val_start < need_train or test_start <= val_start or n - test_start < H:
+        raise DataError(
+            f"{origin}: too little data for windows of {L} context + {H} horizon steps: "
+            f"{n} rows split into train {val_start}, val {test_start - val_start}, "
+            f"test {n - test_start}; train needs >= {need_train} rows and val/test >= {H} each. "
+            "Use more data, a shorter data.context_length, or smaller data.val/data.test"
+        )
+
+
+def _origins(index: pd.DatetimeIndex, start: int, stop: int, spec: str) -> np.ndarray:
+    if stop <= start:
+        return np.array([], dtype=np.int64)
+    if spec == "daily":
+        local = index[start:stop]
+        midnight = (local.hour == 0) & (local.minute == 0)
+        return np.flatnonzero(midnight) + start
+    try:
+        stride = int(spec)
+    except ValueError:
+        raise ConfigError(
+            f"data.eval_origins={spec!r}: use 'daily' or a step count such as '1'"
+        ) from None
+    if stride < 1:
+        raise ConfigError("data.eval_origins must be 'daily' or >= 1")
+    return np.arange(start, stop, stride)
+
+
+def _windows(
+    name: str, origins: np.ndarray, bad_rows: np.ndarray, L: int, H: int, dropped: dict[str, int]
+) -> WindowSet:
+    origins = origins.astype(np.int64)
+    if bad_rows.any() and len(origins):
+        bad_cum = np.concatenate([[0], np.cumsum(bad_rows)])
+        bad = bad_cum[origins + H] - bad_cum[origins - L] > 0
+        if bad.any():
+            dropped[name] = int(bad.sum())
+            origins = origins[~bad]
+    return WindowSet(name, origins)

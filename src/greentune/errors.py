@@ -1,0 +1,23 @@
+"""Errors that greentune raises on purpose. Each message says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class GreentuneError(Exception):
+    """Base class: the CLI prints the message as one red line and exits with code 2."""
+
+
+class ConfigError(GreentuneError):
+    """A config key, value or file is wrong."""
+
+
+class DataError(GreentuneError):
+    """Input data cannot be used as given (file, column, row named in the message)."""
+
+
+class ModelError(GreentuneError):
+    """A backbone, encoder or saved model cannot be loaded or built."""
+
+
+class CheckpointError(GreentuneError):
+    """A checkpoint or run directory is missing, incomplete or incompatible."""

@@ -1,0 +1,1 @@
+"""Metrics, baselines and comparison tables: every model scored on the same test windows."""

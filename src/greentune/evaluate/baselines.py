@@ -1,0 +1,316 @@
+"""Baselines scored on the same test windows as the network: seasonal naive, ridge, LightGBM.
+
+A baseline is a function ``(data, origins, quantiles) -> Forecast``. It fits on training rows
+(positions < ``data.val_start``) only; validation rows may pick hyperparameters, stop boosting
+early or calibrate quantiles. Test targets are read only as history before a forecast origin,
+exactly as the network sees them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import linalg
+
+from greentune.data.windows import ForecastData
+from greentune.errors import DataError
+from greentune.registry import Registry
+
+
+@dataclass
+class Forecast:
+    """Forecasts for N origins in data units: point and quantiles are (N, H, T)."""
+
+    point: np.ndarray
+    quantiles: dict[float, np.ndarray] | None = None
+    fit_s: float = 0.0
+    predict_s: float = 0.0
+
+
+Baseline = Callable[[ForecastData, np.ndarray, tuple[float, ...]], Forecast]
+BASELINES: Registry[Baseline] = Registry("baseline")
+
+# Ridge penalties relative to the mean diagonal of X'X, so the grid means the same at any size.
+RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)
+# Fewer phase-matched calibration windows than this and quantiles pool all clock times instead.
+MIN_CALIBRATION = 20
+LGBM_LAG_DAYS = 7
+LGBM_PARAMS: dict[str, object] = {
+    "n_estimators": 500,
+    "learning_rate": 0.05,
+    "num_leaves": 63,
+    "min_child_samples": 20,
+    "subsample": 0.8,
+    "subsample_freq": 1,  # bagging is off unless a frequency is set
+    "colsample_bytree": 0.8,
+    "verbose": -1,
+    "n_jobs": 2,
+    "seed": 0,
+    "deterministic": True,
+    "force_row_wise": True,  # with deterministic=True: identical trees run to run
+}
+EARLY_STOPPING_ROUNDS = 50
+
+
+def run_baseline(
+    name: str, data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...] = ()
+) -> Forecast:
+    """Run the baseline ``name`` on ``origins``; fit_s/predict_s hold the wall seconds."""
+    fn = BASELINES.get(name)
+    origins = np.asarray(origins, dtype=np.int64)
+    start = time.perf_counter()
+    forecast = fn(data, origins, tuple(float(q) for q in quantiles))
+    if forecast.fit_s == 0.0 and forecast.predict_s == 0.0:
+        forecast.predict_s = time.perf_counter() - start
+    expected = (len(origins), data.horizon, data.n_targets)
+    if forecast.point.shape != expected:  # pragma: no cover - a baseline bug
+        raise RuntimeError(f"baseline {name} returned {forecast.point.shape}, not {expected}")
+    return forecast
+
+
+def steps_per(data: ForecastData, period: str) -> int:
+    """Steps of the (regular) index in ``period``, e.g. 48 per '1D' for half-hourly data."""
+    step = data.frame.index[1] - data.frame.index[0]
+    return max(1, round(pd.Timedelta(period) / step))
+
+
+def seasonal_lags(horizon: int, m: int) -> np.ndarray:
+    """Lag per horizon step h: m * ceil((h + 1) / m), the last same-phase step before the origin."""
+    return m * ((np.arange(horizon) + m) // m)
+
+
+def _positions(origins: np.ndarray, horizon: int) -> np.ndarray:
+    return origins[:, None] + np.arange(horizon)
+
+
+def _calibration_origins(data: ForecastData, lo: int, hi: int, origins: np.ndarray) -> np.ndarray:
+    """Positions in [lo, hi) at the local clock times of ``origins``.
+
+    Daily origins all start at midnight, so horizon step h is always the same clock time; matching
+    the phase lets per-step residual quantiles reflect that time's spread (night load is calmer).
+    """
+    cand = np.arange(max(lo, 0), hi)
+    if len(cand) == 0:
+        raise DataError(
+            f"{data.report.origin}: no rows to calibrate baseline quantiles in [{lo}, {hi}); "
+            "use more data or ask for no quantiles"
+        )
+    idx = data.frame.index
+    tod = np.asarray(idx.hour * 60 + idx.minute)
+    matched = cand[np.isin(tod[cand], np.unique(tod[origins]))]
+    return matched if len(matched) >= MIN_CALIBRATION else cand
+
+
+def _residual_quantiles(
+    point: np.ndarray, residuals: np.ndarray, quantiles: tuple[float, ...]
+) -> dict[float, np.ndarray] | None:
+    """Point forecast plus empirical residual quantiles per horizon step and target."""
+    if not quantiles:
+        return None
+    offsets = np.nanquantile(residuals, quantiles, axis=0)  # (Q, H, T)
+    return {q: point + offsets[i][None] for i, q in enumerate(quantiles)}
+
+
+# ----------------------------------------------------------------------------- seasonal naive
+
+
+def _seasonal_naive(
+    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], m: int
+) -> Forecast:
+    t0 = time.perf_counter()
+    y, horizon = data.target_values(), data.horizon
+    lags = seasonal_lags(horizon, m)
+    if len(origins) and origins.min() < lags.max():
+        raise DataError(f"seasonal naive with period {m} needs origins >= {lags.max()}")
+    point = y[_positions(origins, horizon) - lags]
+    t1 = time.perf_counter()
+    q = None
+    if quantiles:
+        cal = _calibration_origins(data, int(lags.max()), data.val_start - horizon + 1, origins)
+        pos = _positions(cal, horizon)
+        q = _residual_quantiles(point, y[pos] - y[pos - lags], quantiles)
+    return Forecast(point, q, fit_s=time.perf_counter() - t1, predict_s=t1 - t0)
+
+
+@BASELINES.register("seasonal_naive_daily")
+def seasonal_naive_daily(
+    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
+) -> Forecast:
+    """Same clock time on the latest day before the origin."""
+    return _seasonal_naive(data, origins, quantiles, steps_per(data, "1D"))
+
+
+@BASELINES.register("seasonal_naive_weekly")
+def seasonal_naive_weekly(
+    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
+) -> Forecast:
+    """Same clock time and weekday in the latest week before the origin."""
+    return _seasonal_naive(data, origins, quantiles, steps_per(data, "7D"))
+
+
+# ----------------------------------------------------------------------------- linear (ridge)
+
+
+def _complete(data: ForecastData, origins: np.ndarray) -> np.ndarray:
+    """Origins whose context and horizon hold no missing value (``scaled`` has them as zeros)."""
+    bad = np.isnan(data.frame.to_numpy(dtype=float)).any(axis=1)
+    if not bad.any():
+        return origins
+    cum = np.concatenate([[0], np.cumsum(bad)])
+    return origins[cum[origins + data.horizon] - cum[origins - data.context_length] == 0]
+
+
+def _design(data: ForecastData, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened scaled context + known future (the network's inputs) and flattened scaled y."""
+    b = data.batch(origins)
+    n = len(origins)
+    x = np.concatenate([b["past"].reshape(n, -1), b["future"].reshape(n, -1)], axis=1)
+    return x, b["y"].reshape(n, -1)
+
+
+def _fit_ridge(
+    data: ForecastData, origins: np.ndarray, chunk: int = 2048
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Closed-form ridge for every alpha in RIDGE_ALPHAS: (x_mean, y_mean, coef) each.
+
+    X'X is accumulated over chunks of windows, so the stride-1 design matrix (thousands of
+    overlapping windows x L*C + H*K columns) is never held whole.
+    """
+    chunks = [origins[i : i + chunk] for i in range(0, len(origins), chunk)]
+    sx: np.ndarray | float = 0.0
+    sy: np.ndarray | float = 0.0
+    for c in chunks:  # pass 1: means, so the Gram matrix is centred without cancellation
+        x, y = _design(data, c)
+        sx, sy = sx + x.sum(0, dtype=np.float64), sy + y.sum(0, dtype=np.float64)
+    x_mean, y_mean = np.asarray(sx) / len(origins), np.asarray(sy) / len(origins)
+    gram = np.zeros((len(x_mean), len(x_mean)))
+    xty = np.zeros((len(x_mean), len(y_mean)))
+    for c in chunks:  # pass 2 in float64: float32 products left X'X indefinite at small alpha
+        x, y = _design(data, c)
+        x = x - x_mean
+        gram += x.T @ x
+        xty += x.T @ (y - y_mean)
+    scale = float(np.mean(np.diag(gram))) or 1.0
+    models = []
+    for alpha in RIDGE_ALPHAS:
+        factor = linalg.cho_factor(gram + alpha * scale * np.eye(len(gram)), check_finite=False)
+        models.append((x_mean, y_mean, linalg.cho_solve(factor, xty, check_finite=False)))
+    return models
+
+
+@BASELINES.register("linear")
+def linear(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
+    """DLinear-like direct multi-output ridge from the network's inputs to all H*T outputs."""
+    t0 = time.perf_counter()
+    L, H, T = data.context_length, data.horizon, data.n_targets
+    train = _complete(data, np.arange(L, data.val_start - H + 1))
+    val = _complete(data, data.val.origins)
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(f"{data.report.origin}: no complete train/val window for the linear model")
+    models = _fit_ridge(data, train)
+    xv, yv = _design(data, val)
+    # alpha by validation MSE in scaled units; validation is not test, so this is fair
+    errors = [float(np.mean(((xv - xm) @ w + ym - yv) ** 2)) for xm, ym, w in models]
+    xm, ym, w = models[int(np.argmin(errors))]
+
+    def predict(o: np.ndarray) -> np.ndarray:
+        x, _ = _design(data, o)
+        return data.unscale_target(((x - xm) @ w + ym).reshape(len(o), H, T))
+
+    q = None
+    if quantiles:
+        lo, hi = max(data.val_start, L), data.test_start - H + 1
+        cal = _complete(data, _calibration_origins(data, lo, hi, origins))
+        resid = data.target_values()[_positions(cal, H)] - predict(cal)
+        q = _residual_quantiles(np.zeros((1, H, T)), resid, quantiles)  # offsets, point added below
+    t1 = time.perf_counter()
+    point = predict(origins)
+    if q is not None:
+        q = {k: point + v for k, v in q.items()}
+    return Forecast(point, q, fit_s=t1 - t0, predict_s=time.perf_counter() - t1)
+
+
+# ----------------------------------------------------------------------------- LightGBM
+
+
+def lgbm_lags(data: ForecastData) -> np.ndarray:
+    """LGBM_LAG_DAYS consecutive whole-day lags, the first the smallest one >= the horizon."""
+    day = steps_per(data, "1D")
+    return day * (-(-data.horizon // day) + np.arange(LGBM_LAG_DAYS))
+
+
+def lgbm_features(data: ForecastData, target: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per-timestamp features for target column ``target``: (n, F) matrix, y (n,), names.
+
+    Lags are whole days of at least the horizon, so every one is known at the origin for every
+    horizon step (no recursion); calendar as integers of the local index (trees split them
+    directly, the cyclic sin/cos pairs are left out); known covariates at the target time.
+    """
+    frame = data.frame
+    y = frame[data.target_cols[target]].to_numpy(dtype=float)
+    cols: dict[str, np.ndarray] = {}
+    for lag in lgbm_lags(data):
+        shifted = np.full(len(y), np.nan)
+        shifted[lag:] = y[:-lag]
+        cols[f"lag_{lag}"] = shifted
+    cols["lag_mean"] = np.mean(np.stack(list(cols.values())), axis=0)
+    idx = frame.index
+    cols["minute_of_day"] = np.asarray(idx.hour * 60 + idx.minute, dtype=float)
+    cols["day_of_week"] = np.asarray(idx.dayofweek, dtype=float)
+    cols["day_of_year"] = np.asarray(idx.dayofyear, dtype=float)
+    for c in data.known_cols:
+        if not c.startswith("cal_"):
+            cols[c] = frame[c].to_numpy(dtype=float)
+    return np.column_stack(list(cols.values())), y, list(cols)
+
+
+def _fit_lgbm(
+    x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, alpha: float | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit one booster (l2, or pinball at ``alpha``); returns its predict at the best iteration."""
+    import lightgbm as lgb  # imported here: only this baseline needs it
+
+    params = dict(LGBM_PARAMS)
+    rounds = int(params.pop("n_estimators"))  # type: ignore[call-overload]
+    params["objective"] = "regression" if alpha is None else "quantile"
+    if alpha is not None:
+        params["alpha"] = alpha
+    train = lgb.Dataset(x, y, free_raw_data=False)
+    # early stopping on validation rows, by the objective's own metric (l2 or pinball at alpha)
+    booster = lgb.train(
+        params, train, num_boost_round=rounds,
+        valid_sets=[lgb.Dataset(xv, yv, reference=train)],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+    )
+    return lambda rows: booster.predict(rows, num_iteration=booster.best_iteration)
+
+
+@BASELINES.register("lightgbm")
+def lightgbm(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
+    """One LightGBM per target on per-timestamp rows (l2), plus one per quantile (pinball)."""
+    H, T = data.horizon, data.n_targets
+    pos = _positions(origins, H).ravel()
+    point = np.empty((len(origins), H, T))
+    qs = sorted(quantiles)
+    qarr = np.empty((len(qs), len(origins), H, T))
+    fit_s = predict_s = 0.0
+    for j in range(T):
+        t0 = time.perf_counter()
+        x, y, _ = lgbm_features(data, j)
+        rows = np.arange(len(y))
+        tr = rows[(rows >= lgbm_lags(data).max()) & (rows < data.val_start) & np.isfinite(y)]
+        va = rows[(rows >= data.val_start) & (rows < data.test_start) & np.isfinite(y)]
+        models = [_fit_lgbm(x[tr], y[tr], x[va], y[va], a) for a in [None, *qs]]
+        t1 = time.perf_counter()
+        preds = [predict(x[pos]).reshape(len(origins), H) for predict in models]
+        point[..., j] = preds[0]
+        # separately fitted quantile models can cross; sorting restores a valid set of quantiles
+        qarr[..., j] = np.sort(np.stack(preds[1:]), axis=0) if qs else 0.0
+        fit_s += t1 - t0
+        predict_s += time.perf_counter() - t1
+    q = {float(k): qarr[i] for i, k in enumerate(qs)} if qs else None
+    return Forecast(point, q, fit_s=fit_s, predict_s=predict_s)

@@ -1,0 +1,71 @@
+"""Comparison tables: the model and every baseline side by side, as rich tables."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+FORECAST_COLUMNS = (
+    ("mae", "MAE", "{:.4g}"),
+    ("rmse", "RMSE", "{:.4g}"),
+    ("mape", "MAPE %", "{:.2f}"),
+    ("smape", "sMAPE %", "{:.2f}"),
+    ("mase", "MASE", "{:.3f}"),
+    ("pinball", "pinball", "{:.4g}"),
+    ("coverage", "cover80 %", "{:.1f}"),
+    ("fit_s", "fit s", "{:.1f}"),
+)
+
+
+def forecast_table(results: dict[str, dict[str, float]], model: str, title: str) -> Table:
+    """Rows sorted by MAPE; the best value of each error column in bold green."""
+    table = Table(title=title)
+    table.add_column("model")
+    for _, header, _ in FORECAST_COLUMNS:
+        table.add_column(header, justify="right")
+    best = {
+        key: min((r[key] for r in results.values() if _finite(r.get(key))), default=None)
+        for key in ("mae", "rmse", "mape", "smape", "mase", "pinball")
+    }
+    for name, row in sorted(results.items(), key=lambda kv: kv[1].get("mape", math.inf)):
+        cells = []
+        for key, _, fmt in FORECAST_COLUMNS:
+            value = row.get(key)
+            text = fmt.format(value) if _finite(value) else "–"
+            cells.append(f"[bold green]{text}[/]" if value is not None and value == best.get(key) else text)
+        label = f"[bold]{name}[/] (fine-tuned)" if name == model else name
+        table.add_row(label, *cells)
+    return table
+
+
+def verdict(results: dict[str, dict[str, float]], model: str) -> list[str]:
+    """Plain sentences: how the fine-tuned model compares with each baseline on MAPE."""
+    ours = results[model]["mape"]
+    lines = []
+    for name, row in results.items():
+        if name == model:
+            continue
+        change = 100.0 * (ours - row["mape"]) / row["mape"]
+        word = "lower" if change < 0 else "higher"
+        lines.append(f"{model} MAPE is {abs(change):.1f} % {word} than {name}")
+    best = min(results, key=lambda k: results[k]["mape"])
+    if best != model:
+        lines.append(f"best on the test split: {best} (MAPE {results[best]['mape']:.2f} %), not the fine-tuned model")
+    return lines
+
+
+def classification_table(results: dict[str, dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for header in ("model", "accuracy", "macro-F1", "fit s"):
+        table.add_column(header, justify="right" if header != "model" else "left")
+    for name, row in results.items():
+        table.add_row(
+            name, f"{row['accuracy']:.4f}", f"{row['macro_f1']:.4f}", f"{row.get('fit_s', 0.0):.1f}"
+        )
+    return table
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

@@ -1,0 +1,1 @@
+"""Models: backbone loading, numeric encoders, forecasting and classification heads."""

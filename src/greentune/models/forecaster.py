@@ -1,0 +1,156 @@
+"""The forecasting network: encoder -> pretrained backbone -> head (+ a linear skip path).
+
+Saved layout (``model/``), loadable with transformers + peft + safetensors alone:
+
+    model/greentune_model.json   # ForecasterSpec: sizes, quantiles, encoder kind
+    model/backbone/              # AutoModel.from_pretrained(...) — base weights (vocab_size 1
+                                 #   for the patch encoder: the word embeddings are not used)
+    model/adapter/               # PeftModel.from_pretrained(backbone, ...) when a PEFT method ran
+    model/heads.safetensors      # encoder.*, head.*, skip.* tensors
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+
+from greentune.errors import ModelError
+from greentune.models.encoders import PatchEncoder
+
+SPEC_FILE = "greentune_model.json"
+
+
+@dataclass(frozen=True)
+class ForecasterSpec:
+    encoder: str
+    n_channels: int
+    n_known: int
+    n_targets: int
+    context_length: int
+    horizon: int
+    patch_len: int
+    quantiles: tuple[float, ...]
+    linear_skip: bool
+    pooling: str
+
+    @property
+    def n_quantiles(self) -> int:
+        return max(1, len(self.quantiles))
+
+    @property
+    def n_out(self) -> int:
+        return self.horizon * self.n_targets * self.n_quantiles
+
+
+class Forecaster(nn.Module):
+    """Maps a batch dict to (B, horizon, targets, quantiles) in scaled units."""
+
+    def __init__(self, spec: ForecasterSpec, backbone: nn.Module, hidden: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.backbone = backbone
+        if spec.encoder == "patch":
+            self.encoder: PatchEncoder | None = PatchEncoder(
+                spec.n_channels, spec.n_known, spec.context_length, spec.horizon,
+                spec.patch_len, hidden,
+            )
+            head_in = self.encoder.n_tokens * hidden
+        else:
+            self.encoder = None
+            head_in = hidden
+        self.head = nn.Linear(head_in, spec.n_out)
+        # Zero head: training starts from the linear skip path and the backbone's contribution
+        # grows from there (as LoRA's zero B matrix does), which made early epochs stable.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        skip_in = spec.context_length * spec.n_channels + spec.horizon * spec.n_known
+        self.skip = nn.Linear(skip_in, spec.n_out) if spec.linear_skip else None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        past, future = batch["past"], batch["future"]
+        if self.encoder is not None:
+            embeds = self.encoder(past, future)
+            states = self.backbone(inputs_embeds=embeds).last_hidden_state
+            features = states.flatten(1)
+        else:
+            mask = batch["attention_mask"]
+            states = self.backbone(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+            features = pool(states, mask, self.spec.pooling)
+        out = self.head(features)
+        if self.skip is not None:
+            out = out + self.skip(torch.cat([past.flatten(1), future.flatten(1)], dim=1))
+        s = self.spec
+        return out.view(-1, s.horizon, s.n_targets, s.n_quantiles)
+
+    def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        y = batch["y"].unsqueeze(-1)
+        if not self.spec.quantiles:
+            return ((out - y) ** 2).mean()
+        q = torch.tensor(self.spec.quantiles, dtype=out.dtype, device=out.device)
+        diff = y - out
+        return torch.maximum(q * diff, (q - 1) * diff).mean()
+
+
+def pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "cls":
+        return states[:, 0]
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def save_forecaster(model: Forecaster, directory: Path, tokenizer: Any = None) -> None:
+    """Write the layout above into ``directory`` (which the caller renames into place)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    backbone = model.backbone
+    if hasattr(backbone, "peft_config"):
+        backbone.save_pretrained(directory / "adapter")
+        # unload() strips the adapter layers and returns the untouched base weights.
+        base = copy.deepcopy(backbone).unload()
+    else:
+        base = backbone
+    base.save_pretrained(directory / "backbone")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory / "backbone")
+    tensors = {
+        k: v.detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+        if not k.startswith("backbone.")
+    }
+    save_file(tensors, str(directory / "heads.safetensors"))
+    spec = {**asdict(model.spec), "hidden": int(base.config.hidden_size)}
+    (directory / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+
+
+def load_forecaster(directory: Path) -> Forecaster:
+    spec_path = directory / SPEC_FILE
+    if not spec_path.is_file():
+        raise ModelError(f"{directory}: no {SPEC_FILE}; is this a greentune forecasting model?")
+    raw = json.loads(spec_path.read_text())
+    hidden = raw.pop("hidden")
+    raw["quantiles"] = tuple(raw["quantiles"])
+    spec = ForecasterSpec(**raw)
+    config = AutoConfig.from_pretrained(directory / "backbone", local_files_only=True)
+    kwargs = {"add_pooling_layer": False} if config.model_type == "bert" else {}
+    backbone: PreTrainedModel = AutoModel.from_pretrained(
+        directory / "backbone", local_files_only=True, **kwargs
+    )
+    if (directory / "adapter").is_dir():
+        from peft import PeftModel
+
+        backbone = PeftModel.from_pretrained(backbone, directory / "adapter")
+    model = Forecaster(spec, backbone, hidden)
+    missing, unexpected = model.load_state_dict(
+        load_file(str(directory / "heads.safetensors")), strict=False
+    )
+    bad = [k for k in missing if not k.startswith("backbone.")] + list(unexpected)
+    if bad:
+        raise ModelError(f"{directory}/heads.safetensors does not match the spec: {bad[:5]}")
+    return model.eval()

@@ -1,0 +1,1 @@
+"""Training: the loop (on accelerate), optimisers and schedules, early stopping, checkpoints."""

@@ -1,0 +1,71 @@
+"""Atomic checkpoints: model (trainable tensors), optimizer, scheduler, RNG and loop position.
+
+A checkpoint is written to a temporary file in the same folder and renamed into place, so a
+crash mid-write never leaves a truncated checkpoint behind the newest good one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from greentune.errors import CheckpointError
+
+_NAME = re.compile(r"^step-(\d{8})\.pt$")
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step-{step:08d}.pt"
+    tmp = directory / f".{path.name}.tmp-{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+
+
+def load_latest(directory: Path) -> dict[str, Any] | None:
+    """Newest readable checkpoint, or None when there is none."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a damaged file: say so, fall back to the one before
+            print(f"warning: skipping unreadable checkpoint {path}: {exc}")
+    if list_checkpoints(directory):
+        raise CheckpointError(f"{directory}: no readable checkpoint")
+    return None
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}

@@ -1,0 +1,284 @@
+"""Forecasting recipe: data -> model -> PEFT -> loop -> evaluate (+ baselines) -> run directory."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from greentune.config import RunConfig, replace, to_dict
+from greentune.data.windows import ForecastData, Scaler, prepare_forecast_data
+from greentune.evaluate.baselines import Forecast, run_baseline
+from greentune.evaluate.metrics import forecast_metrics, mase_scale
+from greentune.models.backbone import count_parameters, load_backbone, load_tokenizer, seed_everything
+from greentune.models.encoders import window_prompts
+from greentune.models.forecaster import Forecaster, ForecasterSpec, save_forecaster
+from greentune.rundir import replace_dir, write_json, write_parquet
+from greentune.train.loop import LoopResult, Progress, configure_threads, train
+from greentune.tuning.methods import MethodContext, apply_method, step_hook
+from greentune.train.loop import total_optimizer_steps
+
+Log = Callable[[str], None]
+RANDOM_INIT = "random_init"
+TEXT_MAX_TOKENS = 192
+
+
+@dataclass
+class ForecastBatches:
+    """Batches of one split for the loop and for prediction."""
+
+    data: ForecastData
+    origins: np.ndarray
+    tokens: list[np.ndarray] | None = None
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def get(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = {k: torch.from_numpy(v) for k, v in self.data.batch(self.origins[idx]).items()}
+        if self.tokens is not None:
+            rows = [self.tokens[i] for i in idx]
+            width = max(len(r) for r in rows)
+            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for j, r in enumerate(rows):
+                ids[j, : len(r)] = r
+                mask[j, : len(r)] = 1
+            batch["input_ids"], batch["attention_mask"] = torch.from_numpy(ids), torch.from_numpy(mask)
+        return batch
+
+
+def build_model(cfg: RunConfig, data: ForecastData, total_steps: int) -> tuple[Forecaster, Any]:
+    m = cfg.model
+    seed_everything(cfg.seed)
+    text = m.encoder == "text"
+    backbone = load_backbone(m, keep_word_embeddings=text)
+    backbone = apply_method(backbone, cfg.peft, MethodContext(total_steps=total_steps))
+    spec = ForecasterSpec(
+        encoder=m.encoder, n_channels=len(data.columns), n_known=len(data.known_cols),
+        n_targets=data.n_targets, context_length=data.context_length, horizon=data.horizon,
+        patch_len=m.patch_len, quantiles=m.quantiles, linear_skip=m.linear_skip, pooling=m.pooling,
+    )
+    model = Forecaster(spec, backbone, int(backbone.config.hidden_size))
+    return model, (load_tokenizer(m) if text else None)
+
+
+def make_batches(
+    cfg: RunConfig, data: ForecastData, origins: np.ndarray, tokenizer: Any
+) -> ForecastBatches:
+    if tokenizer is None:
+        return ForecastBatches(data, origins)
+    covariates = [c for c in data.known_cols if c in (cfg.data.covariates or ())]
+    prompts = window_prompts(
+        data.frame, data.target_cols, covariates, origins, data.context_length, data.horizon
+    )
+    enc = tokenizer(prompts, truncation=True, max_length=TEXT_MAX_TOKENS)
+    tokens = [np.asarray(ids, dtype=np.int64) for ids in enc["input_ids"]]
+    return ForecastBatches(data, origins, tokens, int(tokenizer.pad_token_id or 0))
+
+
+@torch.no_grad()
+def predict_scaled(model: Forecaster, batches: ForecastBatches, batch_size: int) -> np.ndarray:
+    model.eval()
+    outs = []
+    for start in range(0, len(batches), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(batches)))
+        outs.append(model(batches.get(idx)).float().numpy())
+    out = np.concatenate(outs)
+    return np.sort(out, axis=-1)  # quantiles must not cross
+
+
+def to_forecast(data: ForecastData, out: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
+    """(N, H, T, Q) scaled network output -> point + quantiles in data units."""
+    unscaled = data.unscale_target(np.moveaxis(out, -1, 0))  # (Q, N, H, T)
+    if not quantiles:
+        return Forecast(point=unscaled[0])
+    qs = {q: unscaled[i] for i, q in enumerate(quantiles)}
+    return Forecast(point=qs[0.5], quantiles=qs)
+
+
+def validation_loss(model: Forecaster, batches: ForecastBatches, batch_size: int) -> float:
+    total, n = 0.0, 0
+    for start in range(0, len(batches), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(batches)))
+        batch = batches.get(idx)
+        total += float(model.loss(model(batch), batch)) * len(idx)
+        n += len(idx)
+    return total / max(n, 1)
+
+
+def train_network(
+    cfg: RunConfig, data: ForecastData, log: Log, checkpoint_dir: Path | None,
+    resume: bool, progress: Progress | None,
+) -> tuple[Forecaster, Any, LoopResult]:
+    total_steps = total_optimizer_steps(len(data.train), cfg.train)
+    model, tokenizer = build_model(cfg, data, total_steps)
+    trainable, total = count_parameters(model)
+    log(
+        f"model: {cfg.model.backbone} ({_weights_word(cfg)}), "
+        f"{cfg.model.encoder} encoder, method {cfg.peft.method}: "
+        f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f} %)"
+    )
+    train_b = make_batches(cfg, data, data.train.origins, tokenizer)
+    val_b = make_batches(cfg, data, data.val.origins, tokenizer)
+    result = train(
+        model, train_b, cfg.train, cfg.seed,
+        validate=lambda: validation_loss(model, val_b, cfg.eval.batch_size),
+        checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+        step_hook=step_hook(model.backbone),
+    )
+    s = result.state
+    log(
+        f"trained {s.step} steps in {s.train_s:.1f} s ({result.samples_per_s:.0f} samples/s), "
+        f"best epoch {s.best_epoch}{', stopped early' if s.stopped_early else ''}"
+    )
+    return model, tokenizer, result
+
+
+def _weights_word(cfg: RunConfig) -> str:
+    from greentune.models.backbone import backbone_config
+
+    if not cfg.model.pretrained:
+        return "random init"
+    return "pretrained" if backbone_config(cfg.model)[1] else "random init: no pretrained weights"
+
+
+def evaluate_forecast(
+    data: ForecastData, origins: np.ndarray, fc: Forecast, season_length: int
+) -> dict[str, float]:
+    y = data.target_values()[origins[:, None] + np.arange(data.horizon)]
+    scale = mase_scale(data.target_values()[: data.val_start], season_length)
+    return forecast_metrics(y, fc.point, scale, fc.quantiles)
+
+
+def season_steps(data: ForecastData, season_length: int | None) -> int:
+    if season_length:
+        return season_length
+    step = data.frame.index[1] - data.frame.index[0]
+    return max(1, int(pd.Timedelta(days=1) / step))
+
+
+def prediction_rows(data: ForecastData, origins: np.ndarray, fc: Forecast, name: str) -> pd.DataFrame:
+    """Long format: one row per (origin, horizon step, target)."""
+    n, h, t = fc.point.shape
+    index = data.frame.index
+    times = np.asarray(index)[origins[:, None] + np.arange(h)]
+    y = data.target_values()[origins[:, None] + np.arange(h)]
+    cols: dict[str, Any] = {
+        "model": name,
+        "origin": np.repeat(np.asarray(index)[origins], h * t),
+        "time": np.repeat(times.reshape(-1), t),
+        "step": np.tile(np.repeat(np.arange(1, h + 1), t), n),
+        "target": np.tile(np.asarray(data.target_cols, dtype=object), n * h),
+        "y_true": y.reshape(-1),
+        "y_pred": fc.point.reshape(-1),
+    }
+    for q, arr in (fc.quantiles or {}).items():
+        cols[f"q{q:g}"] = arr.reshape(-1)
+    return pd.DataFrame(cols)
+
+
+def run_forecast(
+    cfg: RunConfig, run_dir: Path, log: Log, resume: bool = False, progress: Progress | None = None
+) -> dict[str, Any]:
+    """The whole forecasting run; returns (and writes) metrics.json's content."""
+    threads = configure_threads(cfg.train)
+    log(f"threads: {threads}")
+    t0 = time.perf_counter()
+    data = prepare_forecast_data(cfg.data)
+    log(
+        f"data: {data.report.origin}: {data.report.rows:,} rows every {data.report.step}; windows "
+        f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,}"
+        + (f"; {'; '.join(data.report.notes)}" if data.report.notes else "")
+    )
+    prep_s = time.perf_counter() - t0
+    season = season_steps(data, cfg.eval.season_length)
+    test = data.test.origins
+    model, tokenizer, result = train_network(
+        cfg, data, log, run_dir / "checkpoints", resume, progress
+    )
+    t1 = time.perf_counter()
+    fc = to_forecast(data, predict_scaled(model, make_batches(cfg, data, test, tokenizer),
+                                          cfg.eval.batch_size), cfg.model.quantiles)
+    fc.predict_s = time.perf_counter() - t1
+    name = f"{cfg.model.backbone}-{cfg.model.encoder}-{cfg.peft.method}"
+    results: dict[str, dict[str, float]] = {name: evaluate_forecast(data, test, fc, season)}
+    results[name].update(fit_s=result.state.train_s, predict_s=fc.predict_s)
+    frames = [prediction_rows(data, test, fc, name)]
+    save_model(model, tokenizer, data, run_dir)
+    for baseline in cfg.eval.baselines:
+        bfc = _baseline(baseline, cfg, data, test, log)
+        results[baseline] = evaluate_forecast(data, test, bfc, season)
+        results[baseline].update(fit_s=bfc.fit_s, predict_s=bfc.predict_s)
+        frames.append(prediction_rows(data, test, bfc, baseline))
+    write_parquet(run_dir / "predictions.parquet", pd.concat(frames, ignore_index=True))
+    metrics = {
+        "schema_version": 1,
+        "task": "forecast",
+        "model": name,
+        "test": results,
+        "training": _training_summary(result),
+        "data": {
+            "source": data.report.origin, "rows": data.report.rows, "step": data.report.step,
+            "start": data.report.start, "end": data.report.end,
+            "test_start": str(data.frame.index[data.test_start]),
+            "val_start": str(data.frame.index[data.val_start]),
+            "windows": {"train": len(data.train), "val": len(data.val), "test": len(test)},
+            "dropped_windows": data.dropped_windows, "notes": data.report.notes,
+            "prepare_s": prep_s, "mase_season_steps": season,
+        },
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _baseline(name: str, cfg: RunConfig, data: ForecastData, origins: np.ndarray, log: Log) -> Forecast:
+    if name != RANDOM_INIT:
+        fc = run_baseline(name, data, origins, cfg.model.quantiles)
+        log(f"baseline {name}: fitted in {fc.fit_s:.1f} s")
+        return fc
+    ablation = replace(cfg, model={"pretrained": False})
+    log("baseline random_init: the same network from random initialisation")
+    model, tokenizer, result = train_network(ablation, data, log, None, False, None)
+    t0 = time.perf_counter()
+    out = predict_scaled(model, make_batches(ablation, data, origins, tokenizer), cfg.eval.batch_size)
+    fc = to_forecast(data, out, cfg.model.quantiles)
+    fc.fit_s, fc.predict_s = result.state.train_s, time.perf_counter() - t0
+    return fc
+
+
+def _training_summary(result: LoopResult) -> dict[str, Any]:
+    s = result.state
+    return {
+        "steps": s.step, "epochs_run": s.epoch, "best_epoch": s.best_epoch,
+        "best_val_loss": s.best_val, "stopped_early": s.stopped_early,
+        "train_s": s.train_s, "samples": s.samples, "samples_per_s": result.samples_per_s,
+        "trainable_parameters": result.trainable, "total_parameters": result.total,
+        "loss_curve": [round(r["loss"], 6) for r in s.history],
+        "val_curve": s.val_history,
+    }
+
+
+def save_model(model: Forecaster, tokenizer: Any, data: ForecastData, run_dir: Path) -> None:
+    tmp = run_dir / ".model.tmp"
+    save_forecaster(model, tmp, tokenizer)
+    write_json(tmp / "scaler.json", data.scaler.to_dict(data.columns))
+    (tmp / "columns.json").write_text(
+        json.dumps({"targets": data.target_cols, "past": data.past_cols, "known": data.known_cols})
+    )
+    replace_dir(tmp, run_dir / "model")
+
+
+def load_scaler(model_dir: Path) -> Scaler:
+    return Scaler.from_dict(json.loads((model_dir / "scaler.json").read_text()))
+
+
+__all__ = ["run_forecast", "to_dict"]

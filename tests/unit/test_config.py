@@ -1,0 +1,100 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from greentune.config import RunConfig, build_config, dump_yaml, load_config, parse_override, to_dict
+from greentune.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+
+
+def test_defaults_are_the_documented_demo():
+    cfg = load_config()
+    assert cfg.task == "forecast"
+    assert cfg.data.source == "vic2014"
+    assert (cfg.data.context_length, cfg.data.horizon) == (336, 48)
+    assert cfg.model.backbone == "minilm" and cfg.peft.method == "lora"
+    assert cfg.model.quantiles == (0.1, 0.5, 0.9)
+    assert cfg.model.dropout == 0.0
+
+
+def test_precedence_defaults_yaml_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.01\n  epochs: 3\npeft:\n  method: ia3\n")
+    cfg = load_config(path, ["train.lr=3e-4", "peft.method=adalora"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.train.epochs == 3
+    assert cfg.peft.method == "adalora"
+    assert cfg.train.batch_size == RunConfig().train.batch_size
+
+
+def test_unknown_key_names_key_and_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown key train\.lrr; valid keys: .*\blr\b"):
+        build_config(overrides=["train.lrr=1"])
+
+
+def test_unknown_section():
+    with pytest.raises(ConfigError, match=r"unknown key trian; valid keys: task, name"):
+        build_config({"trian": {"lr": 1}})
+
+
+def test_bad_type_names_key():
+    with pytest.raises(ConfigError, match=r"train\.epochs must be an integer, got 'many'"):
+        build_config(overrides=["train.epochs=many"])
+
+
+def test_bad_choice_lists_choices():
+    with pytest.raises(ConfigError, match=r"peft\.method='lorax' is not valid; valid choices: full, frozen, lora, adalora, ia3, ln"):
+        build_config(overrides=["peft.method=lorax"])
+
+
+def test_value_checks():
+    with pytest.raises(ConfigError, match=r"train\.batch_size must be >= 1, got 0"):
+        build_config(overrides=["train.batch_size=0"])
+    with pytest.raises(ConfigError, match="must include 0.5"):
+        build_config(overrides=["model.quantiles=[0.1,0.9]"])
+
+
+def test_tuple_from_comma_string_and_list():
+    assert build_config(overrides=["data.covariates=a,b"]).data.covariates == ("a", "b")
+    assert build_config(overrides=["data.covariates=[a, b]"]).data.covariates == ("a", "b")
+    assert build_config(overrides=["model.quantiles=[0.05,0.5,0.95]"]).model.quantiles == (0.05, 0.5, 0.95)
+
+
+def test_override_syntax():
+    assert parse_override("train.epochs=3") == ("train.epochs", 3)
+    assert parse_override("data.covariates=[a, b]") == ("data.covariates", ["a", "b"])
+    assert parse_override("data.path=/x=y.csv") == ("data.path", "/x=y.csv")
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        parse_override("train.lr")
+
+
+def test_dump_round_trips_every_default(tmp_path):
+    cfg = build_config(overrides=["train.lr=0.002", "data.covariates=[t]", "eval.baselines=[linear]"])
+    text = dump_yaml(cfg)
+    raw = yaml.safe_load(text)
+    assert raw["schema_version"] == 1
+    assert set(raw["train"]) == set(to_dict(cfg.train))
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert load_config(path) == cfg
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)
+
+
+def test_configs_are_shipped():
+    assert len(CONFIGS) >= 4

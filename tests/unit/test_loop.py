@@ -1,0 +1,133 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from greentune.config import TrainConfig
+from greentune.train.checkpoint import list_checkpoints
+from greentune.train.loop import total_optimizer_steps, train
+
+
+class Toy(nn.Module):
+    """y = w.x + noise, with dropout so that RNG state matters for resume."""
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(8, 16)
+        self.out = nn.Linear(16, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, batch):
+        return self.out(self.drop(torch.relu(self.lin(batch["x"])))).squeeze(-1)
+
+    def loss(self, out, batch):
+        return ((out - batch["y"]) ** 2).mean()
+
+
+class ToyData:
+    def __init__(self, n: int = 100) -> None:
+        g = np.random.default_rng(1)
+        self.x = g.normal(size=(n, 8)).astype(np.float32)
+        self.y = (self.x @ np.arange(8) / 8 + 0.1 * g.normal(size=n)).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def get(self, idx):
+        return {"x": torch.from_numpy(self.x[idx]), "y": torch.from_numpy(self.y[idx])}
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAt:
+    """A progress reporter that kills the run after a given step, like a crash or SIGKILL."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def start(self, total_steps, done):
+        pass
+
+    def update(self, step, loss, epoch):
+        if step == self.step:
+            raise Interrupt
+
+    def stop(self):
+        pass
+
+
+def losses(result):
+    return [r["loss"] for r in result.state.history]
+
+
+def test_loss_goes_down_and_steps_are_counted():
+    cfg = TrainConfig(epochs=3, batch_size=10, lr=0.01, patience=None)
+    res = train(Toy(), ToyData(), cfg, seed=0)
+    assert res.state.step == 30 == total_optimizer_steps(100, cfg)
+    assert res.state.samples == 300
+    assert np.mean(losses(res)[-5:]) < 0.5 * np.mean(losses(res)[:5])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_resume_gives_the_same_loss_curve(tmp_path, dropout):
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.01, checkpoint_every=4, keep_checkpoints=50, patience=None)
+    data = ToyData()
+    full = train(Toy(dropout), data, cfg, seed=3, validate=lambda: 1.0)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Interrupt):
+        train(Toy(dropout), data, cfg, seed=3, validate=lambda: 1.0, checkpoint_dir=ckpt, progress=StopAt(11))
+    assert [p.name for p in list_checkpoints(ckpt)] == ["step-00000004.pt", "step-00000007.pt", "step-00000008.pt"]
+    resumed = train(Toy(dropout), data, cfg, seed=3, validate=lambda: 1.0, checkpoint_dir=ckpt, resume=True)
+    assert len(losses(resumed)) == len(losses(full)) == 21
+    assert losses(resumed) == pytest.approx(losses(full), rel=0, abs=1e-7)
+
+
+def test_gradient_accumulation_matches_a_big_batch():
+    data = ToyData(96)
+    big = train(Toy(), data, TrainConfig(epochs=1, batch_size=32, lr=0.05, clip_norm=None), seed=0)
+    acc = train(Toy(), data, TrainConfig(epochs=1, batch_size=8, grad_accum=4, lr=0.05, clip_norm=None), seed=0)
+    assert acc.state.step == big.state.step == 3
+    # permutation is the same, and 4 micro-batches of 8 average to the batch of 32
+    assert losses(acc) != pytest.approx([0, 0, 0])
+    for a, b in zip(acc.state.history, big.state.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_early_stopping_restores_the_best_epoch():
+    vals = iter([3.0, 1.0, 2.0, 2.5, 9.0, 9.0])
+    model = Toy()
+    snapshots = []
+
+    def validate():
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(vals)
+
+    res = train(model, ToyData(), TrainConfig(epochs=6, batch_size=50, lr=0.01, patience=2), seed=0, validate=validate)
+    assert res.state.stopped_early and res.state.best_epoch == 1 and res.state.epoch == 4
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[1][k])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "adafactor"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_optimizers_and_schedules(optimizer, schedule):
+    cfg = TrainConfig(epochs=2, batch_size=20, lr=0.01, optimizer=optimizer, schedule=schedule, warmup_ratio=0.2)
+    res = train(Toy(), ToyData(), cfg, seed=0)
+    lrs = [r["lr"] for r in res.state.history]
+    assert lrs[0] == pytest.approx(0.01 * 1 / 2)  # warmup: 2 of 10 steps
+    assert max(lrs) == pytest.approx(0.01)
+    if schedule == "constant":
+        assert lrs[-1] == pytest.approx(0.01)
+    else:
+        assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(math.isfinite(v) for v in losses(res))
+
+
+def test_max_steps_stops_mid_epoch():
+    res = train(Toy(), ToyData(), TrainConfig(epochs=5, batch_size=10, max_steps=7), seed=0)
+    assert res.state.step == 7 and res.state.samples == 70

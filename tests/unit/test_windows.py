@@ -1,0 +1,101 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from greentune.config import DataConfig
+from greentune.data.features import calendar_features, hinge_features, holiday_flags
+from greentune.data.validate import DataReport, clean_frame
+from greentune.data.sources import RawTable
+from greentune.data.windows import build_forecast_data
+from greentune.errors import ConfigError, DataError
+
+BASE = dict(source="csv", time_col="ts", target="load_mw", covariates=("temp_c",),
+            context_length=48, horizon=24, val="6D", test="6D", train_stride=1)
+
+
+def build(series, **kw):
+    cfg = DataConfig(**{**BASE, **kw})
+    frame, report = clean_frame(RawTable(series, "load.csv"), cfg)
+    return build_forecast_data(frame, cfg, report)
+
+
+def test_splits_by_duration_and_daily_origins(tiny_series):
+    d = build(tiny_series)
+    n = len(tiny_series)  # 40 days of hours
+    assert d.test_start == n - 6 * 24 and d.val_start == n - 12 * 24
+    assert d.frame.index[d.test.origins[0]] == pd.Timestamp("2021-02-07")
+    assert len(d.test) == 6 and all(d.frame.index[o].hour == 0 for o in d.test.origins)
+    assert d.train.origins[0] == 48 and d.train.origins[-1] == d.val_start - 24
+    assert len(d.train) == d.val_start - 24 - 48 + 1
+
+
+def test_splits_by_fraction_and_date(tiny_series):
+    d = build(tiny_series, val="0.1", test="0.2")
+    n = len(tiny_series)
+    assert d.test_start == n - round(0.2 * n) and d.val_start == d.test_start - round(0.1 * n)
+    d2 = build(tiny_series, test="2021-02-01", val="2021-01-25")
+    assert d2.frame.index[d2.test_start] == pd.Timestamp("2021-02-01")
+    assert d2.frame.index[d2.val_start] == pd.Timestamp("2021-01-25")
+    with pytest.raises(ConfigError, match=r"data.test='soon': give a fraction"):
+        build(tiny_series, test="soon")
+
+
+def test_scaler_uses_training_rows_only(tiny_series):
+    d = build(tiny_series)
+    train = d.frame.iloc[: d.val_start]
+    assert d.scaler.mean[0] == pytest.approx(train.load_mw.mean())
+    assert d.scaler.std[0] == pytest.approx(train.load_mw.std(ddof=0))
+    assert d.scaler.mean[0] != pytest.approx(d.frame.load_mw.mean())
+
+
+def test_batch_gathers_the_right_rows(tiny_series):
+    d = build(tiny_series)
+    o = d.test.origins[:2]
+    b = d.batch(o)
+    assert b["past"].shape == (2, 48, len(d.columns))
+    assert b["future"].shape == (2, 24, len(d.known_cols)) and b["y"].shape == (2, 24, 1)
+    y = d.unscale_target(b["y"])
+    assert y[0, 0, 0] == pytest.approx(d.frame.load_mw.iloc[o[0]], rel=1e-5)
+    assert d.unscale_target(b["past"][:, :, :1])[1, -1, 0] == pytest.approx(d.frame.load_mw.iloc[o[1] - 1], rel=1e-5)
+    # known covariates: temp + calendar (6) + hinge (6); the target and past covariates are not "known"
+    assert d.known_cols[0] == "temp_c" and "load_mw" not in d.known_cols
+
+
+def test_nan_targets_drop_windows_and_say_how_many(tiny_series):
+    s = tiny_series.copy()
+    s.loc[100, "load_mw"] = np.nan
+    d = build(s)
+    # every train window whose 48+24 rows cover row 100 is dropped: origins 77..148
+    assert d.dropped_windows == {"train": 72}
+    assert any("dropped windows with missing values: train 72" in n for n in d.report.notes)
+    assert not np.isnan(d.scaled).any()
+
+
+def test_too_little_data(tiny_series):
+    with pytest.raises(DataError, match=r"too little data for windows of 48 context \+ 24 horizon steps"):
+        build(tiny_series.iloc[: 24 * 13])
+
+
+def test_calendar_holidays_and_hinges():
+    idx = pd.date_range("2014-11-03 18:00", periods=12, freq="6h", tz="Australia/Melbourne")
+    cal = calendar_features(idx)
+    assert cal.cal_hour_sin.iloc[1] == pytest.approx(0.0, abs=1e-12)  # midnight
+    assert cal.cal_hour_cos.iloc[1] == pytest.approx(1.0)
+    hol = holiday_flags(idx, "AU", "VIC")
+    # Melbourne Cup day, Tuesday 4 November 2014, is a public holiday in Victoria only
+    assert hol.tolist() == [0.0] + [1.0] * 4 + [0.0] * 7
+    assert holiday_flags(idx, "AU", "NSW").sum() == 0
+    h = hinge_features(pd.Series([10.0, 20.0, 36.0]))
+    assert h.hdd_14.tolist() == [0.8, 0.0, 0.0]
+    assert h.cdd_22.tolist() == [0.0, 0.0, 2.8] and h.cdd_34.tolist() == [0.0, 0.0, 0.4]
+    with pytest.raises(ConfigError, match="data.country='XX' is not known"):
+        holiday_flags(idx, "XX", None)
+
+
+def test_embedded_default_split():
+    from greentune.data.windows import prepare_forecast_data
+
+    d = prepare_forecast_data(DataConfig())
+    assert d.frame.index[d.test_start] == pd.Timestamp("2014-11-06", tz="Australia/Melbourne")
+    assert d.frame.index[d.val_start] == pd.Timestamp("2014-09-11", tz="Australia/Melbourne")
+    assert len(d.test) == 56 and "holiday" in d.known_cols and "cdd_22" in d.known_cols
