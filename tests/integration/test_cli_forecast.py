@@ -1,0 +1,154 @@
+"""The CLI end to end on a tiny model and small data: run -> evaluate -> predict, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from greentune.cli import app, quiet_libraries
+from greentune.cli import commands  # noqa: F401  (registers the commands)
+from greentune.train.checkpoint import list_checkpoints
+from tests.conftest import series_overrides
+
+runner = CliRunner()
+quiet_libraries()
+FAST = ["train.epochs=2", "eval.baselines=[seasonal_naive_daily,seasonal_naive_weekly,linear]"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    from tests.conftest import make_series
+
+    tmp = tmp_path_factory.mktemp("fc")
+    csv = tmp / "load.csv"
+    make_series().to_csv(csv, index=False)
+    result = invoke("run", *series_overrides(csv, tmp / "runs"), *FAST,
+                    "eval.baselines=[seasonal_naive_daily,seasonal_naive_weekly,linear,random_init]")
+    assert result.exit_code == 0, result.output
+    return tmp / "runs" / "r"
+
+
+def test_run_writes_a_complete_run_directory(finished_run):
+    run = finished_run
+    for name in ("config.yaml", "metrics.json", "predictions.parquet", "log.txt", "run.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    metrics = json.loads((run / "metrics.json").read_text())
+    name = metrics["model"]
+    assert name == "tiny-bert-patch-lora"
+    assert set(metrics["test"]) == {name, "seasonal_naive_daily", "seasonal_naive_weekly", "linear", "random_init"}
+    for row in metrics["test"].values():
+        assert {"mae", "rmse", "mape", "smape", "mase"} <= set(row)
+    assert 0 <= metrics["test"][name]["coverage"] <= 100 and metrics["test"][name]["pinball"] > 0
+    pred = pd.read_parquet(run / "predictions.parquet")
+    assert set(pred.model) == set(metrics["test"])
+    assert len(pred) == 5 * 6 * 24  # models x daily test origins x horizon
+    assert {"q0.1", "q0.5", "q0.9"} <= set(pred.columns)
+    # every model is scored on the same windows
+    counts = pred.groupby("model").origin.nunique()
+    assert counts.nunique() == 1
+    assert (run / "model" / "adapter" / "adapter_config.json").is_file()
+    assert list_checkpoints(run / "checkpoints")
+
+
+def test_table_shows_every_model_side_by_side(tmp_path, tiny_csv):
+    result = invoke("run", *series_overrides(tiny_csv, tmp_path / "runs"), "train.max_steps=3",
+                    "eval.baselines=[seasonal_naive_weekly]")
+    assert result.exit_code == 0, result.output
+    assert "test split (same windows for every model)" in result.output
+    assert "seasonal_naive_weekly" in result.output and "MAPE %" in result.output
+    assert "run directory:" in result.output
+
+
+def test_evaluate_reproduces_the_run_metrics(finished_run):
+    before = json.loads((finished_run / "metrics.json").read_text())
+    result = invoke("evaluate", str(finished_run))
+    assert result.exit_code == 0, result.output
+    after = json.loads((finished_run / "metrics.json").read_text())
+    name = before["model"]
+    for key in ("mae", "rmse", "mape", "mase", "pinball", "coverage"):
+        assert after["test"][name][key] == pytest.approx(before["test"][name][key], rel=1e-5)
+
+
+def test_predict_next_day_and_backtest(finished_run, tmp_path):
+    from tests.conftest import make_series
+
+    new = make_series(days=5, seed=7)
+    new.loc[new.index[-24:], "load_mw"] = float("nan")  # tomorrow: temperature forecast only
+    path = tmp_path / "new.csv"
+    new.to_csv(path, index=False)
+    out = tmp_path / "forecast.csv"
+    result = invoke("predict", str(finished_run), "--data", str(path), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    fc = pd.read_csv(out)
+    assert len(fc) == 24 and fc.step.tolist() == list(range(1, 25))
+    assert fc.time.iloc[0] == str(new.ts.iloc[-24])
+    assert (fc["load_mw_q0.1"] <= fc["load_mw_q0.9"]).all()
+    assert fc.load_mw_forecast.between(50, 250).all()
+    back = tmp_path / "back.csv"
+    result = invoke("predict", str(finished_run), "--data", str(path), "--out", str(back), "--origins", "daily")
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(back)) == 3 * 24  # midnights with 48 h before and 24 h after
+
+
+def test_predict_needs_the_covariate_forecast(finished_run, tmp_path):
+    from tests.conftest import make_series
+
+    path = tmp_path / "hist.csv"
+    make_series(days=4).to_csv(path, index=False)
+    result = invoke("predict", str(finished_run), "--data", str(path), "--out", str(tmp_path / "x.csv"))
+    assert result.exit_code == 2
+    assert "needs 24 rows after the last observed 'load_mw' with temp_c filled" in result.output
+
+
+def test_resume_continues_to_the_same_loss_curve(tmp_path, tiny_csv):
+    args = [*series_overrides(tiny_csv, tmp_path / "runs", "full"), *FAST, "eval.baselines=[]",
+            "train.checkpoint_every=5", "train.keep_checkpoints=100", "model.dropout=0.1"]
+    assert invoke("run", *args).exit_code == 0
+    full_run = tmp_path / "runs" / "full"
+    curve = json.loads((full_run / "metrics.json").read_text())["training"]["loss_curve"]
+    # simulate a crash after step 10: keep only the checkpoints up to it, drop the outputs
+    part = tmp_path / "runs" / "part"
+    shutil.copytree(full_run, part)
+    for ckpt in list_checkpoints(part / "checkpoints"):
+        if int(ckpt.stem.split("-")[1]) > 10:
+            ckpt.unlink()
+    for name in ("model", "metrics.json", "predictions.parquet"):
+        p = part / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    result = invoke("run", "--resume", str(part))
+    assert result.exit_code == 0, result.output
+    resumed = json.loads((part / "metrics.json").read_text())["training"]["loss_curve"]
+    assert resumed == curve
+
+
+def test_gpt2_style_decoder_runs(tmp_path, tiny_csv):
+    result = invoke("run", *series_overrides(tiny_csv, tmp_path / "runs"), "model.backbone=tiny-gpt2",
+                    "train.max_steps=4", "eval.baselines=[]")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "r" / "model" / "backbone" / "config.json").read_text().count('"gpt2"')
+
+
+def test_text_encoder_runs(tmp_path, tiny_csv):
+    result = invoke("run", *series_overrides(tiny_csv, tmp_path / "runs"), "model.encoder=text",
+                    "train.max_steps=4", "eval.baselines=[]")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())["model"] == "tiny-bert-text-lora"
+
+
+def test_cli_data_options(tmp_path, tiny_csv):
+    result = invoke("run", "--data", str(tiny_csv), "--time-col", "ts", "--target", "load_mw",
+                    "--covariates", "temp_c", "--country", "DE", *series_overrides(tiny_csv, tmp_path / "runs")[4:],
+                    "train.max_steps=2", "eval.baselines=[]")
+    assert result.exit_code == 0, result.output
+    cfg = (tmp_path / "runs" / "r" / "config.yaml").read_text()
+    assert "country: DE" in cfg and "- temp_c" in cfg and "source: csv" in cfg

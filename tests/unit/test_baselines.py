@@ -1,0 +1,184 @@
+"""Baselines on small synthetic hourly series: exact values, leakage and quantile shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from greentune.config import DataConfig
+from greentune.data.validate import DataReport
+from greentune.data.windows import ForecastData, build_forecast_data
+from greentune.errors import ConfigError
+from greentune.evaluate.baselines import (
+    BASELINES,
+    run_baseline,
+    seasonal_lags,
+    steps_per,
+)
+from greentune.evaluate.metrics import forecast_metrics, mase_scale
+
+NAMES = ["lightgbm", "linear", "seasonal_naive_daily", "seasonal_naive_weekly"]
+QUANTILES = (0.1, 0.5, 0.9)
+N_ROWS = 24 * 7 * 10  # ten weeks hourly: train 6 weeks, validation and test 2 weeks each
+CFG = DataConfig(
+    source="csv", target="y", covariates=("temp",), calendar=True, temperature_col="temp",
+    context_length=48, horizon=24, val="0.2", test="0.2", eval_origins="daily", val_origins="24",
+)
+
+
+def _data(columns: dict[str, np.ndarray], cfg: DataConfig = CFG) -> ForecastData:
+    # a Monday midnight start, so position 24 * k is midnight of day k
+    index = pd.date_range("2021-01-04", periods=N_ROWS, freq="h", name="time")
+    return build_forecast_data(pd.DataFrame(columns, index=index), cfg, DataReport("synthetic"))
+
+
+def _truth(data: ForecastData, origins: np.ndarray) -> np.ndarray:
+    return data.target_values()[origins[:, None] + np.arange(data.horizon)]
+
+
+def _temperature(rng: np.random.Generator) -> np.ndarray:
+    """Daily cycle plus day-to-day weather anomalies, so demand is not simply periodic."""
+    t = np.arange(N_ROWS)
+    anomaly = np.repeat(rng.normal(0.0, 6.0, N_ROWS // 24), 24)
+    return 18.0 + 5.0 * np.sin(2 * np.pi * (t % 24 - 9) / 24) + anomaly
+
+
+@pytest.fixture(scope="module")
+def daily() -> ForecastData:
+    """A target that repeats every day exactly (an arbitrary 24-value profile)."""
+    rng = np.random.default_rng(1)
+    profile = rng.uniform(50.0, 150.0, 24)
+    return _data({"y": np.tile(profile, N_ROWS // 24), "temp": rng.normal(15.0, 5.0, N_ROWS)})
+
+
+@pytest.fixture(scope="module")
+def noisy() -> ForecastData:
+    """Daily and weekly shape + U-shaped temperature response + noise."""
+    rng = np.random.default_rng(2)
+    t = np.arange(N_ROWS)
+    temp = _temperature(rng)
+    y = (
+        100.0 + 10.0 * np.sin(2 * np.pi * (t % 24) / 24) + 8.0 * ((t // 24) % 7 < 5)
+        + 3.0 * np.maximum(temp - 22.0, 0.0) + 2.0 * np.maximum(14.0 - temp, 0.0)
+        + rng.normal(0.0, 1.0, N_ROWS)
+    )
+    return _data({"y": y, "temp": temp})
+
+
+def test_registry_lists_the_four_baselines() -> None:
+    assert set(NAMES) <= set(BASELINES.names())
+    with pytest.raises(ConfigError, match="seasonal_naive_daily"):
+        BASELINES.get("naive")
+
+
+def test_seasonal_lags_and_steps() -> None:
+    assert seasonal_lags(24, 24).tolist() == [24] * 24
+    assert seasonal_lags(36, 24).tolist() == [24] * 24 + [48] * 12
+    assert seasonal_lags(5, 168).tolist() == [168] * 5
+    assert seasonal_lags(3, 1).tolist() == [1, 2, 3]
+
+
+def test_daily_naive_is_exact_on_a_daily_periodic_series(daily: ForecastData) -> None:
+    assert steps_per(daily, "1D") == 24
+    origins = daily.test.origins
+    assert origins.tolist() == list(range(1344, N_ROWS - 23, 24))  # test starts at 0.8 * n
+    fc = run_baseline("seasonal_naive_daily", daily, origins, ())
+    y = daily.target_values()
+    assert fc.point.shape == (len(origins), 24, 1)
+    # hand-computed: the 24 values of the day before the first origin
+    np.testing.assert_array_equal(fc.point[0, :, 0], y[1320:1344, 0])
+    metrics = forecast_metrics(_truth(daily, origins), fc.point, mase_scale(y[:1008], 24))
+    assert metrics["mae"] == 0.0
+    assert metrics["mape"] == 0.0
+    assert fc.quantiles is None
+
+
+def test_weekly_naive_takes_the_value_seven_days_earlier(noisy: ForecastData) -> None:
+    origins = noisy.test.origins
+    fc = run_baseline("seasonal_naive_weekly", noisy, origins, ())
+    y = noisy.target_values()[:, 0]
+    assert origins[2] == 1392
+    assert fc.point[2, 5, 0] == y[1392 + 5 - 168]
+    np.testing.assert_array_equal(fc.point[:, :, 0], y[origins[:, None] + np.arange(24) - 168])
+
+
+def test_linear_recovers_a_linear_function_of_a_covariate() -> None:
+    rng = np.random.default_rng(3)
+    temp = rng.normal(15.0, 5.0, N_ROWS)
+    data = _data({"y": 2.0 * temp + 5.0, "temp": temp})
+    origins = data.test.origins
+    fc = run_baseline("linear", data, origins, ())
+    y = _truth(data, origins)
+    metrics = forecast_metrics(y, fc.point, mase_scale(data.target_values()[:1008], 24))
+    assert metrics["mae"] < 0.005 * np.std(y)  # ridge shrinks a little; the spread is ~10
+    assert metrics["mape"] < 0.1  # percent
+    assert fc.fit_s > 0.0
+
+
+def test_lightgbm_beats_weekly_naive_with_a_temperature_effect(noisy: ForecastData) -> None:
+    origins = noisy.test.origins
+    y = _truth(noisy, origins)
+    scale = mase_scale(noisy.target_values()[:1008], 24)
+    mae = {
+        name: forecast_metrics(y, run_baseline(name, noisy, origins, ()).point, scale)["mae"]
+        for name in ("lightgbm", "seasonal_naive_weekly", "linear")
+    }
+    assert mae["lightgbm"] < 0.6 * mae["seasonal_naive_weekly"]
+    assert mae["linear"] < mae["seasonal_naive_weekly"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_quantiles_have_shapes_and_order(noisy: ForecastData, name: str) -> None:
+    origins = noisy.test.origins
+    fc = run_baseline(name, noisy, origins, QUANTILES)
+    assert fc.quantiles is not None and sorted(fc.quantiles) == list(QUANTILES)
+    for pred in fc.quantiles.values():
+        assert pred.shape == (len(origins), 24, 1)
+        assert np.isfinite(pred).all()
+    lo, mid, hi = (fc.quantiles[q] for q in QUANTILES)
+    assert (lo <= mid).all() and (mid <= hi).all()
+    assert lo.mean() < mid.mean() < hi.mean()
+    assert fc.fit_s >= 0.0 and fc.predict_s >= 0.0
+
+
+@pytest.mark.parametrize("name", ["linear", "lightgbm"])
+def test_fitting_never_reads_test_targets(noisy: ForecastData, name: str) -> None:
+    frame = noisy.frame.copy()
+    frame.iloc[noisy.test_start :, 0] = 1e6
+    scaled = noisy.scaled.copy()
+    scaled[noisy.test_start :, 0] = 1e6
+    corrupt = dataclasses.replace(noisy, frame=frame, scaled=scaled)
+    val = noisy.val.origins
+    clean_fc = run_baseline(name, noisy, val, QUANTILES)
+    bad_fc = run_baseline(name, corrupt, val, QUANTILES)
+    np.testing.assert_allclose(bad_fc.point, clean_fc.point, rtol=1e-9, atol=1e-9)
+    assert clean_fc.quantiles is not None and bad_fc.quantiles is not None
+    for q in QUANTILES:
+        np.testing.assert_allclose(bad_fc.quantiles[q], clean_fc.quantiles[q], rtol=1e-9)
+    # the corruption is real: forecasts from test origins see it in their history
+    test = noisy.test.origins[1:]
+    assert not np.allclose(
+        run_baseline(name, corrupt, test, ()).point, run_baseline(name, noisy, test, ()).point
+    )
+
+
+def test_multivariate_targets() -> None:
+    rng = np.random.default_rng(4)
+    temp = _temperature(rng)
+    cfg = dataclasses.replace(
+        CFG, target=None, covariates=None, temperature_col=None, multivariate=True
+    )
+    data = _data({"load": 100.0 + 2.0 * temp + rng.normal(0, 1, N_ROWS), "temp": temp}, cfg)
+    assert data.target_cols == ["load", "temp"]
+    origins = data.test.origins
+    y = data.target_values()
+    for name in NAMES:
+        fc = run_baseline(name, data, origins, (0.1, 0.9))
+        assert fc.point.shape == (len(origins), 24, 2)
+        assert fc.quantiles is not None and fc.quantiles[0.1].shape == (len(origins), 24, 2)
+        assert np.isfinite(fc.point).all()
+    naive = run_baseline("seasonal_naive_daily", data, origins, ())
+    np.testing.assert_array_equal(naive.point[3], y[origins[3] - 24 : origins[3]])
