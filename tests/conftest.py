@@ -17,16 +17,24 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = ["model.backbone=tiny-bert", "train.batch_size=16", "eval.batch_size=64"]
 
 
-def make_series(days: int = 40, freq: str = "1h", seed: int = 0, tz: str | None = None) -> pd.DataFrame:
+def make_series(
+    days: int = 40, freq: str = "1h", seed: int = 0, tz: str | None = None
+) -> pd.DataFrame:
     """Hourly load with a daily cycle, a weekly cycle and a U-shaped temperature effect."""
     rng = np.random.default_rng(seed)
-    index = pd.date_range("2021-01-04", periods=days * 24 * 3600 // pd.Timedelta(freq).seconds,
-                          freq=freq, tz=tz)
+    index = pd.date_range(
+        "2021-01-04", periods=days * 24 * 3600 // pd.Timedelta(freq).seconds, freq=freq, tz=tz
+    )
     hours = index.hour.to_numpy() + index.minute.to_numpy() / 60
     temp = 15 + 8 * np.sin(2 * np.pi * (hours - 9) / 24) + rng.normal(0, 1, len(index))
     weekend = (index.dayofweek >= 5).astype(float)
-    load = (100 + 20 * np.sin(2 * np.pi * (hours - 6) / 24) - 10 * weekend
-            + 0.5 * (temp - 18) ** 2 + rng.normal(0, 2, len(index)))
+    load = (
+        100
+        + 20 * np.sin(2 * np.pi * (hours - 6) / 24)
+        - 10 * weekend
+        + 0.5 * (temp - 18) ** 2
+        + rng.normal(0, 2, len(index))
+    )
     return pd.DataFrame({"ts": index, "load_mw": load, "temp_c": temp})
 
 
@@ -50,8 +58,20 @@ def tmp_run_dir(tmp_path: Path) -> Path:
 def series_overrides(path: Path, out: Path, name: str = "r") -> list[str]:
     """A small hourly forecasting config: 2 days of context, 1 day ahead."""
     return [
-        "data.source=csv", f"data.path={path}", "data.time_col=ts", "data.target=load_mw",
-        "data.covariates=[temp_c]", "data.temperature_col=temp_c", "data.context_length=48",
-        "data.horizon=24", "data.val=6D", "data.test=6D", "data.val_origins=6",
-        "data.train_stride=3", "model.patch_len=12", f"output_dir={out}", f"name={name}", *TINY,
+        "data.source=csv",
+        f"data.path={path}",
+        "data.time_col=ts",
+        "data.target=load_mw",
+        "data.covariates=[temp_c]",
+        "data.temperature_col=temp_c",
+        "data.context_length=48",
+        "data.horizon=24",
+        "data.val=6D",
+        "data.test=6D",
+        "data.val_origins=6",
+        "data.train_stride=3",
+        "model.patch_len=12",
+        f"output_dir={out}",
+        f"name={name}",
+        *TINY,
     ]

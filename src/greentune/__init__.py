@@ -1,4 +1,4 @@
-"""greentune: fine-tune pretrained transformers for the grid, with the energy bill of every phase."""
+"""greentune: fine-tune pretrained transformers for the grid, with the energy bill of each phase."""
 
 from greentune.config import RunConfig, load_config
 from greentune.errors import ConfigError, DataError, GreentuneError

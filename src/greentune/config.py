@@ -233,7 +233,9 @@ _SECTION_OF = {
 # ----------------------------------------------------------------------------- building
 
 
-def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> RunConfig:
+def build_config(
+    data: dict[str, Any] | None = None, overrides: list[str] | None = None
+) -> RunConfig:
     """Defaults < ``data`` (a parsed YAML mapping) < ``overrides`` (``a.b=value`` strings)."""
     merged: dict[str, Any] = dict(data or {})
     for item in overrides or []:
@@ -264,7 +266,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=3e-4)")
+        raise ConfigError(
+            f"override {item!r} must look like section.key=value (e.g. train.lr=3e-4)"
+        )
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key:
@@ -297,7 +301,7 @@ def dump_yaml(cfg: RunConfig) -> str:
 
 
 def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
-    """Return a copy with some fields replaced, e.g. ``replace(cfg, model={'pretrained': False})``."""
+    """A copy with fields replaced: ``replace(cfg, model={'pretrained': False})``."""
     changes: dict[str, Any] = {}
     for name, value in sections.items():
         current = getattr(cfg, name)

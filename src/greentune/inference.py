@@ -57,9 +57,7 @@ def evaluate_run(path: str | Path) -> tuple[dict[str, Any], RunConfig]:
     return metrics, cfg
 
 
-def predict_run(
-    path: str | Path, data_path: str | Path, origins: str = "last"
-) -> pd.DataFrame:
+def predict_run(path: str | Path, data_path: str | Path, origins: str = "last") -> pd.DataFrame:
     """Forecast from new data with a run's model and the scaler fitted on its training rows.
 
     ``origins='last'`` forecasts the ``horizon`` steps after the last observed target; the file
@@ -80,14 +78,27 @@ def predict_run(
     featured, targets, past, known = featurize(frame, dcfg)
     expected = [*columns["targets"], *columns["past"], *columns["known"]]
     if [*targets, *past, *known] != expected:
-        raise DataError(f"{table.origin}: columns {[*targets, *past, *known]} differ from the run's {expected}")
+        raise DataError(
+            f"{table.origin}: columns {[*targets, *past, *known]} differ from the run's {expected}"
+        )
     scaler = load_scaler(run / "model")
     scaled = scaler.transform(featured.to_numpy(dtype=float)).astype(np.float32)
     chosen = _choose_origins(featured, targets, origins, L, H, table.origin)
     _check_inputs(featured, scaled, chosen, L, H, len(targets) + len(past), table.origin)
     data = ForecastData(
-        featured, targets, past, known, scaler, np.nan_to_num(scaled), L, H, 0, 0,
-        WindowSet("train", chosen[:0]), WindowSet("val", chosen[:0]), WindowSet("predict", chosen),
+        featured,
+        targets,
+        past,
+        known,
+        scaler,
+        np.nan_to_num(scaled),
+        L,
+        H,
+        0,
+        0,
+        WindowSet("train", chosen[:0]),
+        WindowSet("val", chosen[:0]),
+        WindowSet("predict", chosen),
         report,
     )
     out = predict_scaled(model, make_batches(cfg, data, chosen, tokenizer), cfg.eval.batch_size)
@@ -104,7 +115,11 @@ def _new_data_config(cfg: DataConfig, path: Path) -> DataConfig:
 
 
 def _extend_horizon(
-    frame: pd.DataFrame, cfg: DataConfig, columns: dict[str, list[str]], horizon: int, table: RawTable
+    frame: pd.DataFrame,
+    cfg: DataConfig,
+    columns: dict[str, list[str]],
+    horizon: int,
+    table: RawTable,
 ) -> pd.DataFrame:
     target = columns["targets"][0]
     observed = np.flatnonzero(frame[target].notna().to_numpy())
@@ -144,7 +159,13 @@ def _choose_origins(
 
 
 def _check_inputs(
-    frame: pd.DataFrame, scaled: np.ndarray, origins: np.ndarray, L: int, H: int, t: int, origin: str
+    frame: pd.DataFrame,
+    scaled: np.ndarray,
+    origins: np.ndarray,
+    L: int,
+    H: int,
+    t: int,
+    origin: str,
 ) -> None:
     for o in origins:
         window = scaled[o - L : o + H].copy()
@@ -153,21 +174,27 @@ def _check_inputs(
         if len(bad):
             row, col = bad[0]
             raise DataError(
-                f"{origin}: column {frame.columns[col]!r} is missing at {frame.index[o - L + row]}, "
+                f"{origin}: column {frame.columns[col]!r} is missing at "
+                f"{frame.index[o - L + row]}, "
                 "inside the window needed for the forecast; fill it (or use --fill-gaps for gaps)"
             )
 
 
 def _forecast_frame(
-    data: ForecastData, origins: np.ndarray, point: np.ndarray, quantiles: dict[float, np.ndarray] | None
+    data: ForecastData,
+    origins: np.ndarray,
+    point: np.ndarray,
+    quantiles: dict[float, np.ndarray] | None,
 ) -> pd.DataFrame:
     h = data.horizon
     rows = origins[:, None] + np.arange(h)
-    out = pd.DataFrame({
-        "origin": np.repeat(np.asarray(data.frame.index)[origins], h),
-        "time": np.asarray(data.frame.index)[rows].reshape(-1),
-        "step": np.tile(np.arange(1, h + 1), len(origins)),
-    })
+    out = pd.DataFrame(
+        {
+            "origin": np.repeat(np.asarray(data.frame.index)[origins], h),
+            "time": np.asarray(data.frame.index)[rows].reshape(-1),
+            "step": np.tile(np.arange(1, h + 1), len(origins)),
+        }
+    )
     for j, col in enumerate(data.target_cols):
         out[f"{col}_forecast"] = point[..., j].reshape(-1)
         for q, arr in (quantiles or {}).items():

@@ -7,13 +7,23 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from greentune.cli import app
-from greentune.cli import commands  # noqa: F401
+from greentune.cli import (
+    app,
+    commands,  # noqa: F401
+)
 from greentune.data.text import synthetic_incidents
 
 runner = CliRunner()
-ARGS = ["task=classify", "model.backbone=tiny-bert", "train.epochs=12", "train.batch_size=16", "train.patience=null",
-        "train.lr=0.003", "text.max_length=32", "name=c"]
+ARGS = [
+    "task=classify",
+    "model.backbone=tiny-bert",
+    "train.epochs=12",
+    "train.batch_size=16",
+    "train.patience=null",
+    "train.lr=0.003",
+    "text.max_length=32",
+    "name=c",
+]
 
 
 def invoke(*args: str):
@@ -34,7 +44,9 @@ def test_classify_run_and_evaluate(tmp_path, fmt):
 
         path = tmp_path / "ds"
         Dataset.from_pandas(frame).save_to_disk(str(path))
-    result = invoke("run", *ARGS, f"text.path={path}", f"output_dir={tmp_path}/runs", "peft.method=full")
+    result = invoke(
+        "run", *ARGS, f"text.path={path}", f"output_dir={tmp_path}/runs", "peft.method=full"
+    )
     assert result.exit_code == 0, result.output
     run = tmp_path / "runs" / "c"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -58,7 +70,9 @@ def test_classify_lora_saves_an_adapter_with_the_head(tmp_path):
 
     path = tmp_path / "t.csv"
     synthetic_incidents(80).to_csv(path, index=False)
-    result = invoke("run", *ARGS, "train.epochs=1", f"text.path={path}", f"output_dir={tmp_path}/runs")
+    result = invoke(
+        "run", *ARGS, "train.epochs=1", f"text.path={path}", f"output_dir={tmp_path}/runs"
+    )
     assert result.exit_code == 0, result.output
     model_dir = tmp_path / "runs" / "c" / "model"
     base = AutoModelForSequenceClassification.from_pretrained(model_dir / "backbone")
@@ -73,6 +87,12 @@ def test_classify_bad_inputs(tmp_path):
     frame.loc[7, "text"] = ""
     frame.to_csv(path, index=False)
     result = invoke("run", *ARGS, f"text.path={path}", f"output_dir={tmp_path}/runs")
-    assert result.exit_code == 2 and "column 'text' is empty at row 8" in " ".join(result.output.split())
-    result = invoke("run", *ARGS, f"text.path={path}", "text.label_col=category", f"output_dir={tmp_path}/r2")
-    assert result.exit_code == 2 and "column 'category' (text.label_col) not found" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "column 'text' is empty at row 8" in " ".join(
+        result.output.split()
+    )
+    result = invoke(
+        "run", *ARGS, f"text.path={path}", "text.label_col=category", f"output_dir={tmp_path}/r2"
+    )
+    assert result.exit_code == 2 and "column 'category' (text.label_col) not found" in " ".join(
+        result.output.split()
+    )

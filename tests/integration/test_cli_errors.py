@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from greentune.cli import app
-from greentune.cli import commands  # noqa: F401
+from greentune.cli import (
+    app,
+    commands,  # noqa: F401
+)
 
 runner = CliRunner()
 
@@ -36,44 +38,93 @@ def write(tmp_path, frame, name="bad.csv"):
         (lambda f: f.assign(ts=f.ts.where(f.index != 3)), "missing timestamp(s), first at row 4"),
         (lambda f: pd.concat([f.iloc[:10], f.iloc[9:10], f.iloc[10:]]), "1 duplicate timestamp(s)"),
         (lambda f: f.iloc[::-1], "is not sorted"),
-        (lambda f: f.astype({"temp_c": object}).assign(temp_c=lambda g: g.temp_c.where(g.index != 8, "warm")),
-         "column 'temp_c' is not numeric: row 9 holds 'warm'"),
+        (
+            lambda f: f.astype({"temp_c": object}).assign(
+                temp_c=lambda g: g.temp_c.where(g.index != 8, "warm")
+            ),
+            "column 'temp_c' is not numeric: row 9 holds 'warm'",
+        ),
         (lambda f: f.iloc[:100], "too little data for windows of 336 context + 48 horizon steps"),
     ],
     ids=["gap", "missing-ts", "duplicate", "unsorted", "non-numeric", "too-little"],
 )
 def test_data_check_errors(tmp_path, tiny_series, mutate, message):
     path = write(tmp_path, mutate(tiny_series).reset_index(drop=True))
-    check(["data", "check", path, "--time-col", "ts", "--target", "load_mw", "--covariates", "temp_c"], message)
+    check(
+        [
+            "data",
+            "check",
+            path,
+            "--time-col",
+            "ts",
+            "--target",
+            "load_mw",
+            "--covariates",
+            "temp_c",
+        ],
+        message,
+    )
 
 
 def test_data_check_unknown_column(tmp_path, tiny_csv):
-    check(["data", "check", str(tiny_csv), "--time-col", "ts", "--target", "load"],
-          "column(s) 'load' named in the config not found; columns are: ts, load_mw, temp_c")
+    check(
+        ["data", "check", str(tiny_csv), "--time-col", "ts", "--target", "load"],
+        "column(s) 'load' named in the config not found; columns are: ts, load_mw, temp_c",
+    )
 
 
 def test_data_check_ok_and_fill_gaps(tmp_path, tiny_series):
     path = write(tmp_path, tiny_series.drop(index=[30, 31]).reset_index(drop=True))
-    result = run("data", "check", path, "--time-col", "ts", "--target", "load_mw", "--fill-gaps",
-                 "data.context_length=48", "data.horizon=24", "data.val=5D", "data.test=5D")
+    result = run(
+        "data",
+        "check",
+        path,
+        "--time-col",
+        "ts",
+        "--target",
+        "load_mw",
+        "--fill-gaps",
+        "data.context_length=48",
+        "data.horizon=24",
+        "data.val=5D",
+        "data.test=5D",
+    )
     assert result.exit_code == 0, result.output
     assert "filled 2 missing steps in 1 gap(s)" in result.output
 
 
 def test_missing_file(tmp_path):
-    check(["data", "check", str(tmp_path / "nope.csv"), "--time-col", "ts", "--target", "y"], "nope.csv: file not found")
+    check(
+        ["data", "check", str(tmp_path / "nope.csv"), "--time-col", "ts", "--target", "y"],
+        "nope.csv: file not found",
+    )
 
 
 def test_bad_config_key_and_value(tmp_path):
     check(["config", "show", "train.lrr=1"], "unknown key train.lrr; valid keys:")
-    check(["run", "peft.method=qlora", f"output_dir={tmp_path}"], "peft.method='qlora' is not valid; valid choices")
+    check(
+        ["run", "peft.method=qlora", f"output_dir={tmp_path}"],
+        "peft.method='qlora' is not valid; valid choices",
+    )
     check(["config", "show", str(tmp_path / "missing.yaml")], "missing.yaml does not exist")
 
 
 def test_run_with_bad_data_marks_the_run_failed(tmp_path, tiny_series):
     path = write(tmp_path, tiny_series.iloc[::-1])
-    check(["run", "--data", path, "--time-col", "ts", "--target", "load_mw", f"output_dir={tmp_path}/runs",
-           "name=bad"], "is not sorted")
+    check(
+        [
+            "run",
+            "--data",
+            path,
+            "--time-col",
+            "ts",
+            "--target",
+            "load_mw",
+            f"output_dir={tmp_path}/runs",
+            "name=bad",
+        ],
+        "is not sorted",
+    )
     assert '"status": "failed"' in (tmp_path / "runs" / "bad" / "run.json").read_text()
 
 

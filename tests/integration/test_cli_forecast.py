@@ -10,8 +10,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from greentune.cli import app, quiet_libraries
-from greentune.cli import commands  # noqa: F401  (registers the commands)
+from greentune.cli import (
+    app,
+    commands,  # noqa: F401  (registers the commands)
+    quiet_libraries,
+)
 from greentune.train.checkpoint import list_checkpoints
 from tests.conftest import series_overrides
 
@@ -31,8 +34,12 @@ def finished_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("fc")
     csv = tmp / "load.csv"
     make_series().to_csv(csv, index=False)
-    result = invoke("run", *series_overrides(csv, tmp / "runs"), *FAST,
-                    "eval.baselines=[seasonal_naive_daily,seasonal_naive_weekly,linear,random_init]")
+    result = invoke(
+        "run",
+        *series_overrides(csv, tmp / "runs"),
+        *FAST,
+        "eval.baselines=[seasonal_naive_daily,seasonal_naive_weekly,linear,random_init]",
+    )
     assert result.exit_code == 0, result.output
     return tmp / "runs" / "r"
 
@@ -45,7 +52,13 @@ def test_run_writes_a_complete_run_directory(finished_run):
     metrics = json.loads((run / "metrics.json").read_text())
     name = metrics["model"]
     assert name == "tiny-bert-patch-lora"
-    assert set(metrics["test"]) == {name, "seasonal_naive_daily", "seasonal_naive_weekly", "linear", "random_init"}
+    assert set(metrics["test"]) == {
+        name,
+        "seasonal_naive_daily",
+        "seasonal_naive_weekly",
+        "linear",
+        "random_init",
+    }
     for row in metrics["test"].values():
         assert {"mae", "rmse", "mape", "smape", "mase"} <= set(row)
     assert 0 <= metrics["test"][name]["coverage"] <= 100 and metrics["test"][name]["pinball"] > 0
@@ -61,8 +74,12 @@ def test_run_writes_a_complete_run_directory(finished_run):
 
 
 def test_table_shows_every_model_side_by_side(tmp_path, tiny_csv):
-    result = invoke("run", *series_overrides(tiny_csv, tmp_path / "runs"), "train.max_steps=3",
-                    "eval.baselines=[seasonal_naive_weekly]")
+    result = invoke(
+        "run",
+        *series_overrides(tiny_csv, tmp_path / "runs"),
+        "train.max_steps=3",
+        "eval.baselines=[seasonal_naive_weekly]",
+    )
     assert result.exit_code == 0, result.output
     assert "test split (same windows for every model)" in result.output
     assert "seasonal_naive_weekly" in result.output and "MAPE %" in result.output
@@ -95,7 +112,9 @@ def test_predict_next_day_and_backtest(finished_run, tmp_path):
     assert (fc["load_mw_q0.1"] <= fc["load_mw_q0.9"]).all()
     assert fc.load_mw_forecast.between(50, 250).all()
     back = tmp_path / "back.csv"
-    result = invoke("predict", str(finished_run), "--data", str(path), "--out", str(back), "--origins", "daily")
+    result = invoke(
+        "predict", str(finished_run), "--data", str(path), "--out", str(back), "--origins", "daily"
+    )
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(back)) == 3 * 24  # midnights with 48 h before and 24 h after
 
@@ -105,14 +124,22 @@ def test_predict_needs_the_covariate_forecast(finished_run, tmp_path):
 
     path = tmp_path / "hist.csv"
     make_series(days=4).to_csv(path, index=False)
-    result = invoke("predict", str(finished_run), "--data", str(path), "--out", str(tmp_path / "x.csv"))
+    result = invoke(
+        "predict", str(finished_run), "--data", str(path), "--out", str(tmp_path / "x.csv")
+    )
     assert result.exit_code == 2
     assert "needs 24 rows after the last observed 'load_mw' with temp_c filled" in result.output
 
 
 def test_resume_continues_to_the_same_loss_curve(tmp_path, tiny_csv):
-    args = [*series_overrides(tiny_csv, tmp_path / "runs", "full"), *FAST, "eval.baselines=[]",
-            "train.checkpoint_every=5", "train.keep_checkpoints=100", "model.dropout=0.1"]
+    args = [
+        *series_overrides(tiny_csv, tmp_path / "runs", "full"),
+        *FAST,
+        "eval.baselines=[]",
+        "train.checkpoint_every=5",
+        "train.keep_checkpoints=100",
+        "model.dropout=0.1",
+    ]
     assert invoke("run", *args).exit_code == 0
     full_run = tmp_path / "runs" / "full"
     curve = json.loads((full_run / "metrics.json").read_text())["training"]["loss_curve"]
@@ -132,23 +159,51 @@ def test_resume_continues_to_the_same_loss_curve(tmp_path, tiny_csv):
 
 
 def test_gpt2_style_decoder_runs(tmp_path, tiny_csv):
-    result = invoke("run", *series_overrides(tiny_csv, tmp_path / "runs"), "model.backbone=tiny-gpt2",
-                    "train.max_steps=4", "eval.baselines=[]")
+    result = invoke(
+        "run",
+        *series_overrides(tiny_csv, tmp_path / "runs"),
+        "model.backbone=tiny-gpt2",
+        "train.max_steps=4",
+        "eval.baselines=[]",
+    )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "runs" / "r" / "model" / "backbone" / "config.json").read_text().count('"gpt2"')
+    assert (
+        (tmp_path / "runs" / "r" / "model" / "backbone" / "config.json").read_text().count('"gpt2"')
+    )
 
 
 def test_text_encoder_runs(tmp_path, tiny_csv):
-    result = invoke("run", *series_overrides(tiny_csv, tmp_path / "runs"), "model.encoder=text",
-                    "train.max_steps=4", "eval.baselines=[]")
+    result = invoke(
+        "run",
+        *series_overrides(tiny_csv, tmp_path / "runs"),
+        "model.encoder=text",
+        "train.max_steps=4",
+        "eval.baselines=[]",
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())["model"] == "tiny-bert-text-lora"
+    assert (
+        json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())["model"]
+        == "tiny-bert-text-lora"
+    )
 
 
 def test_cli_data_options(tmp_path, tiny_csv):
-    result = invoke("run", "--data", str(tiny_csv), "--time-col", "ts", "--target", "load_mw",
-                    "--covariates", "temp_c", "--country", "DE", *series_overrides(tiny_csv, tmp_path / "runs")[4:],
-                    "train.max_steps=2", "eval.baselines=[]")
+    result = invoke(
+        "run",
+        "--data",
+        str(tiny_csv),
+        "--time-col",
+        "ts",
+        "--target",
+        "load_mw",
+        "--covariates",
+        "temp_c",
+        "--country",
+        "DE",
+        *series_overrides(tiny_csv, tmp_path / "runs")[4:],
+        "train.max_steps=2",
+        "eval.baselines=[]",
+    )
     assert result.exit_code == 0, result.output
     cfg = (tmp_path / "runs" / "r" / "config.yaml").read_text()
     assert "country: DE" in cfg and "- temp_c" in cfg and "source: csv" in cfg

@@ -24,8 +24,17 @@ NAMES = ["lightgbm", "linear", "seasonal_naive_daily", "seasonal_naive_weekly"]
 QUANTILES = (0.1, 0.5, 0.9)
 N_ROWS = 24 * 7 * 10  # ten weeks hourly: train 6 weeks, validation and test 2 weeks each
 CFG = DataConfig(
-    source="csv", target="y", covariates=("temp",), calendar=True, temperature_col="temp",
-    context_length=48, horizon=24, val="0.2", test="0.2", eval_origins="daily", val_origins="24",
+    source="csv",
+    target="y",
+    covariates=("temp",),
+    calendar=True,
+    temperature_col="temp",
+    context_length=48,
+    horizon=24,
+    val="0.2",
+    test="0.2",
+    eval_origins="daily",
+    val_origins="24",
 )
 
 
@@ -61,8 +70,11 @@ def noisy() -> ForecastData:
     t = np.arange(N_ROWS)
     temp = _temperature(rng)
     y = (
-        100.0 + 10.0 * np.sin(2 * np.pi * (t % 24) / 24) + 8.0 * ((t // 24) % 7 < 5)
-        + 3.0 * np.maximum(temp - 22.0, 0.0) + 2.0 * np.maximum(14.0 - temp, 0.0)
+        100.0
+        + 10.0 * np.sin(2 * np.pi * (t % 24) / 24)
+        + 8.0 * ((t // 24) % 7 < 5)
+        + 3.0 * np.maximum(temp - 22.0, 0.0)
+        + 2.0 * np.maximum(14.0 - temp, 0.0)
         + rng.normal(0.0, 1.0, N_ROWS)
     )
     return _data({"y": y, "temp": temp})

@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from greentune.config import RunConfig, build_config, dump_yaml, load_config, parse_override, to_dict
+from greentune.config import (
+    RunConfig,
+    build_config,
+    dump_yaml,
+    load_config,
+    parse_override,
+    to_dict,
+)
 from greentune.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
@@ -45,7 +52,11 @@ def test_bad_type_names_key():
 
 
 def test_bad_choice_lists_choices():
-    with pytest.raises(ConfigError, match=r"peft\.method='lorax' is not valid; valid choices: full, frozen, lora, adalora, ia3, ln"):
+    with pytest.raises(
+        ConfigError,
+        match=r"peft\.method='lorax' is not valid; "
+        r"valid choices: full, frozen, lora, adalora, ia3, ln",
+    ):
         build_config(overrides=["peft.method=lorax"])
 
 
@@ -59,7 +70,11 @@ def test_value_checks():
 def test_tuple_from_comma_string_and_list():
     assert build_config(overrides=["data.covariates=a,b"]).data.covariates == ("a", "b")
     assert build_config(overrides=["data.covariates=[a, b]"]).data.covariates == ("a", "b")
-    assert build_config(overrides=["model.quantiles=[0.05,0.5,0.95]"]).model.quantiles == (0.05, 0.5, 0.95)
+    assert build_config(overrides=["model.quantiles=[0.05,0.5,0.95]"]).model.quantiles == (
+        0.05,
+        0.5,
+        0.95,
+    )
 
 
 def test_override_syntax():
@@ -71,7 +86,9 @@ def test_override_syntax():
 
 
 def test_dump_round_trips_every_default(tmp_path):
-    cfg = build_config(overrides=["train.lr=0.002", "data.covariates=[t]", "eval.baselines=[linear]"])
+    cfg = build_config(
+        overrides=["train.lr=0.002", "data.covariates=[t]", "eval.baselines=[linear]"]
+    )
     text = dump_yaml(cfg)
     raw = yaml.safe_load(text)
     assert raw["schema_version"] == 1

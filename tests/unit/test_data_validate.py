@@ -23,7 +23,9 @@ def test_clean_frame_indexes_by_time(tiny_series):
 
 def test_missing_time_column_lists_columns(tiny_series):
     cfg = DataConfig(source="csv", time_col="when", target="load_mw")
-    with pytest.raises(DataError, match=r"load.csv: time column 'when' not found; columns are: ts, load_mw, temp_c"):
+    with pytest.raises(
+        DataError, match=r"load.csv: time column 'when' not found; columns are: ts, load_mw, temp_c"
+    ):
         clean_frame(table(tiny_series), cfg)
 
 
@@ -50,21 +52,28 @@ def test_missing_timestamp(tiny_series):
 def test_duplicate_timestamps(tiny_series):
     frame = tiny_series.copy()
     frame.loc[10, "ts"] = frame.loc[9, "ts"]
-    with pytest.raises(DataError, match=r"1 duplicate timestamp\(s\), first 2021-01-04 09:00:00 at row 11"):
+    with pytest.raises(
+        DataError, match=r"1 duplicate timestamp\(s\), first 2021-01-04 09:00:00 at row 11"
+    ):
         clean_frame(table(frame), CFG)
 
 
 def test_unsorted_timestamps(tiny_series):
     frame = tiny_series.copy()
     frame.loc[[7, 8], "ts"] = frame.loc[[8, 7], "ts"].to_numpy()
-    with pytest.raises(DataError, match=r"is not sorted: row 9 \(2021-01-04 07:00:00\) comes before row 8"):
+    with pytest.raises(
+        DataError, match=r"is not sorted: row 9 \(2021-01-04 07:00:00\) comes before row 8"
+    ):
         clean_frame(table(frame), CFG)
 
 
 def test_gap_is_refused_then_filled_when_asked(tiny_series):
     frame = tiny_series.drop(index=[20, 21, 22]).reset_index(drop=True)
-    with pytest.raises(DataError, match=r"1 gap\(s\) in the time index \(3 missing steps of 0 days 01:00:00\), "
-                       r"first between 2021-01-04 19:00:00 and 2021-01-04 23:00:00; .*data.fill_gaps=true"):
+    with pytest.raises(
+        DataError,
+        match=r"1 gap\(s\) in the time index \(3 missing steps of 0 days 01:00:00\), "
+        r"first between 2021-01-04 19:00:00 and 2021-01-04 23:00:00; .*data.fill_gaps=true",
+    ):
         clean_frame(table(frame), CFG)
     filled, report = clean_frame(table(frame), DataConfig(**{**CFG.__dict__, "fill_gaps": True}))
     assert len(filled) == len(tiny_series) and report.filled_steps == 3
@@ -88,12 +97,26 @@ def test_non_numeric_column_names_row(tiny_series):
 
 
 def test_mixed_utc_offsets_parse_as_instants():
-    frame = pd.DataFrame({
-        "ts": ["2021-03-27 23:00:00+01:00", "2021-03-28 00:00:00+01:00", "2021-03-28 01:00:00+01:00",
-               "2021-03-28 03:00:00+02:00", "2021-03-28 04:00:00+02:00"],
-        "load_mw": [1.0, 2, 3, 4, 5], "temp_c": [0.0] * 5,
-    })
-    cfg = DataConfig(source="csv", time_col="ts", target="load_mw", covariates=("temp_c",), timezone="Europe/Berlin")
+    frame = pd.DataFrame(
+        {
+            "ts": [
+                "2021-03-27 23:00:00+01:00",
+                "2021-03-28 00:00:00+01:00",
+                "2021-03-28 01:00:00+01:00",
+                "2021-03-28 03:00:00+02:00",
+                "2021-03-28 04:00:00+02:00",
+            ],
+            "load_mw": [1.0, 2, 3, 4, 5],
+            "temp_c": [0.0] * 5,
+        }
+    )
+    cfg = DataConfig(
+        source="csv",
+        time_col="ts",
+        target="load_mw",
+        covariates=("temp_c",),
+        timezone="Europe/Berlin",
+    )
     out, report = clean_frame(table(frame), cfg)
     assert str(out.index.tz) == "Europe/Berlin" and report.gaps == []
     assert out.index[3].hour == 3  # 02:00 does not exist on that night
@@ -101,7 +124,7 @@ def test_mixed_utc_offsets_parse_as_instants():
 
 def test_vic2014_rebuilds_melbourne_timestamps():
     raw = load_vic2014(resolve(DataConfig()))
-    frame, report = clean_frame(raw, resolve(DataConfig()))
+    frame, _report = clean_frame(raw, resolve(DataConfig()))
     assert len(frame) == 17_520 and list(frame.columns) == ["Demand", "Temperature", "WorkDay"]
     assert frame.index[0] == pd.Timestamp("2014-01-01 00:00", tz="Australia/Melbourne")
     assert str(frame.index.tz) == "Australia/Melbourne"

@@ -75,14 +75,30 @@ def test_loss_goes_down_and_steps_are_counted():
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_resume_gives_the_same_loss_curve(tmp_path, dropout):
-    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.01, checkpoint_every=4, keep_checkpoints=50, patience=None)
+    cfg = TrainConfig(
+        epochs=3, batch_size=16, lr=0.01, checkpoint_every=4, keep_checkpoints=50, patience=None
+    )
     data = ToyData()
     full = train(Toy(dropout), data, cfg, seed=3, validate=lambda: 1.0)
     ckpt = tmp_path / "ckpt"
     with pytest.raises(Interrupt):
-        train(Toy(dropout), data, cfg, seed=3, validate=lambda: 1.0, checkpoint_dir=ckpt, progress=StopAt(11))
-    assert [p.name for p in list_checkpoints(ckpt)] == ["step-00000004.pt", "step-00000007.pt", "step-00000008.pt"]
-    resumed = train(Toy(dropout), data, cfg, seed=3, validate=lambda: 1.0, checkpoint_dir=ckpt, resume=True)
+        train(
+            Toy(dropout),
+            data,
+            cfg,
+            seed=3,
+            validate=lambda: 1.0,
+            checkpoint_dir=ckpt,
+            progress=StopAt(11),
+        )
+    assert [p.name for p in list_checkpoints(ckpt)] == [
+        "step-00000004.pt",
+        "step-00000007.pt",
+        "step-00000008.pt",
+    ]
+    resumed = train(
+        Toy(dropout), data, cfg, seed=3, validate=lambda: 1.0, checkpoint_dir=ckpt, resume=True
+    )
     assert len(losses(resumed)) == len(losses(full)) == 21
     assert losses(resumed) == pytest.approx(losses(full), rel=0, abs=1e-7)
 
@@ -90,7 +106,12 @@ def test_resume_gives_the_same_loss_curve(tmp_path, dropout):
 def test_gradient_accumulation_matches_a_big_batch():
     data = ToyData(96)
     big = train(Toy(), data, TrainConfig(epochs=1, batch_size=32, lr=0.05, clip_norm=None), seed=0)
-    acc = train(Toy(), data, TrainConfig(epochs=1, batch_size=8, grad_accum=4, lr=0.05, clip_norm=None), seed=0)
+    acc = train(
+        Toy(),
+        data,
+        TrainConfig(epochs=1, batch_size=8, grad_accum=4, lr=0.05, clip_norm=None),
+        seed=0,
+    )
     assert acc.state.step == big.state.step == 3
     # permutation is the same, and 4 micro-batches of 8 average to the batch of 32
     assert losses(acc) != pytest.approx([0, 0, 0])
@@ -107,7 +128,13 @@ def test_early_stopping_restores_the_best_epoch():
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return next(vals)
 
-    res = train(model, ToyData(), TrainConfig(epochs=6, batch_size=50, lr=0.01, patience=2), seed=0, validate=validate)
+    res = train(
+        model,
+        ToyData(),
+        TrainConfig(epochs=6, batch_size=50, lr=0.01, patience=2),
+        seed=0,
+        validate=validate,
+    )
     assert res.state.stopped_early and res.state.best_epoch == 1 and res.state.epoch == 4
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshots[1][k])
@@ -116,7 +143,9 @@ def test_early_stopping_restores_the_best_epoch():
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd", "adafactor"])
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
 def test_optimizers_and_schedules(optimizer, schedule):
-    cfg = TrainConfig(epochs=2, batch_size=20, lr=0.01, optimizer=optimizer, schedule=schedule, warmup_ratio=0.2)
+    cfg = TrainConfig(
+        epochs=2, batch_size=20, lr=0.01, optimizer=optimizer, schedule=schedule, warmup_ratio=0.2
+    )
     res = train(Toy(), ToyData(), cfg, seed=0)
     lrs = [r["lr"] for r in res.state.history]
     assert lrs[0] == pytest.approx(0.01 * 1 / 2)  # warmup: 2 of 10 steps
@@ -131,3 +160,16 @@ def test_optimizers_and_schedules(optimizer, schedule):
 def test_max_steps_stops_mid_epoch():
     res = train(Toy(), ToyData(), TrainConfig(epochs=5, batch_size=10, max_steps=7), seed=0)
     assert res.state.step == 7 and res.state.samples == 70
+
+
+def test_bf16_autocast_runs_where_asked():
+    res = train(Toy(), ToyData(), TrainConfig(epochs=1, batch_size=20, precision="bf16"), seed=0)
+    assert res.state.step == 5 and all(math.isfinite(v) for v in losses(res))
+
+
+def test_auto_precision_is_fp32_on_cpu():
+    from greentune.train.loop import make_accelerator
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only rule")
+    assert make_accelerator(TrainConfig()).mixed_precision == "no"

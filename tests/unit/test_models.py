@@ -9,17 +9,32 @@ from greentune.models.encoders import PatchEncoder, window_prompts
 from greentune.models.forecaster import Forecaster, ForecasterSpec, load_forecaster, save_forecaster
 from greentune.tuning.methods import MethodContext, apply_method
 
-SPEC = ForecasterSpec("patch", n_channels=3, n_known=2, n_targets=1, context_length=48, horizon=24,
-                      patch_len=12, quantiles=(0.1, 0.5, 0.9), linear_skip=True, pooling="mean")
+SPEC = ForecasterSpec(
+    "patch",
+    n_channels=3,
+    n_known=2,
+    n_targets=1,
+    context_length=48,
+    horizon=24,
+    patch_len=12,
+    quantiles=(0.1, 0.5, 0.9),
+    linear_skip=True,
+    pooling="mean",
+)
 
 
 def batch(b: int = 4) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"past": torch.randn(b, 48, 3, generator=g), "future": torch.randn(b, 24, 2, generator=g),
-            "y": torch.randn(b, 24, 1, generator=g)}
+    return {
+        "past": torch.randn(b, 48, 3, generator=g),
+        "future": torch.randn(b, 24, 2, generator=g),
+        "y": torch.randn(b, 24, 1, generator=g),
+    }
 
 
-def build(backbone: str = "tiny-bert", method: str = "lora", spec: ForecasterSpec = SPEC) -> Forecaster:
+def build(
+    backbone: str = "tiny-bert", method: str = "lora", spec: ForecasterSpec = SPEC
+) -> Forecaster:
     torch.manual_seed(0)
     bb = load_backbone(ModelConfig(backbone=backbone), keep_word_embeddings=spec.encoder == "text")
     bb = apply_method(bb, PeftConfig(method=method), MethodContext(total_steps=10))
@@ -31,7 +46,12 @@ def test_patch_encoder_pads_context_on_the_left():
     assert (enc.n_past, enc.n_future, enc.n_tokens) == (3, 2, 5)
     past = torch.arange(10.0).view(1, 10, 1)
     patches = enc._patches(past, 3, pad_left=True)
-    assert patches[0, 0].tolist() == [0.0, 0.0, 0.0, 1.0] and patches[0, 2].tolist() == [6.0, 7.0, 8.0, 9.0]
+    assert patches[0, 0].tolist() == [0.0, 0.0, 0.0, 1.0] and patches[0, 2].tolist() == [
+        6.0,
+        7.0,
+        8.0,
+        9.0,
+    ]
 
 
 @pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-gpt2"])
@@ -61,7 +81,7 @@ def test_every_method_trains_and_round_trips(backbone, method, tmp_path):
 
 
 def test_loadable_without_greentune(tmp_path):
-    """The saved folder loads with transformers + peft + safetensors alone (docs/model-format.md)."""
+    """The saved folder loads with transformers + peft + safetensors (docs/model-format.md)."""
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModel
@@ -75,11 +95,21 @@ def test_loadable_without_greentune(tmp_path):
     with torch.no_grad():
         p = b["past"].view(2, 4, 12 * 3)
         f = b["future"].view(2, 2, 12 * 2)
-        emb = torch.cat([p @ heads["encoder.past_proj.weight"].T + heads["encoder.past_proj.bias"],
-                         f @ heads["encoder.future_proj.weight"].T + heads["encoder.future_proj.bias"]], 1)
+        emb = torch.cat(
+            [
+                p @ heads["encoder.past_proj.weight"].T + heads["encoder.past_proj.bias"],
+                f @ heads["encoder.future_proj.weight"].T + heads["encoder.future_proj.bias"],
+            ],
+            1,
+        )
         h = bb(inputs_embeds=emb).last_hidden_state.flatten(1)
         flat = torch.cat([b["past"].flatten(1), b["future"].flatten(1)], 1)
-        out = h @ heads["head.weight"].T + heads["head.bias"] + flat @ heads["skip.weight"].T + heads["skip.bias"]
+        out = (
+            h @ heads["head.weight"].T
+            + heads["head.bias"]
+            + flat @ heads["skip.weight"].T
+            + heads["skip.bias"]
+        )
         assert torch.allclose(out.view(2, 24, 1, 3), model(b), atol=1e-5)
 
 
@@ -98,8 +128,10 @@ def test_minilm_drops_word_embeddings():
     n_full, n_lean = count_parameters(full)[1], count_parameters(lean)[1]
     assert n_full == 22_713_216 - 384 * 384 - 384  # all-MiniLM-L6-v2 without its pooler
     assert n_full - n_lean == 30_521 * 384
-    assert torch.equal(full.encoder.layer[0].attention.self.query.weight,
-                       lean.encoder.layer[0].attention.self.query.weight)
+    assert torch.equal(
+        full.encoder.layer[0].attention.self.query.weight,
+        lean.encoder.layer[0].attention.self.query.weight,
+    )
 
 
 def test_text_encoder_prompts_and_forward(tiny_series):
@@ -121,6 +153,8 @@ def test_text_encoder_prompts_and_forward(tiny_series):
 
 def test_unknown_backbone_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match="neither a built-in .*minilm, tiny-bert, tiny-gpt2"):
-        load_backbone(ModelConfig(backbone=str(tmp_path / "nothing-here")), keep_word_embeddings=True)
+        load_backbone(
+            ModelConfig(backbone=str(tmp_path / "nothing-here")), keep_word_embeddings=True
+        )
     with pytest.raises(ModelError, match="num_layers=9 but the backbone has 2"):
         load_backbone(ModelConfig(backbone="tiny-bert", num_layers=9), keep_word_embeddings=True)

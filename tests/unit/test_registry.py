@@ -38,7 +38,9 @@ def test_every_registry_entry_is_usable():
     assert set(get_args(get_type_hints(TrainConfig)["optimizer"])) == set(OPTIMIZERS.names())
     assert OPTIMIZERS.names() == ["adafactor", "adamw", "sgd"]
     assert set(BACKBONES.names()) == {"minilm", "tiny-bert", "tiny-gpt2"}
-    assert {"seasonal_naive_daily", "seasonal_naive_weekly", "linear", "lightgbm"} <= set(BASELINES.names())
+    assert {"seasonal_naive_daily", "seasonal_naive_weekly", "linear", "lightgbm"} <= set(
+        BASELINES.names()
+    )
     for name in BACKBONES.names():
         config, _ = BACKBONES.get(name)()
         assert config.hidden_size > 0

@@ -4,13 +4,22 @@ import pytest
 
 from greentune.config import DataConfig
 from greentune.data.features import calendar_features, hinge_features, holiday_flags
-from greentune.data.validate import DataReport, clean_frame
 from greentune.data.sources import RawTable
+from greentune.data.validate import clean_frame
 from greentune.data.windows import build_forecast_data
 from greentune.errors import ConfigError, DataError
 
-BASE = dict(source="csv", time_col="ts", target="load_mw", covariates=("temp_c",),
-            context_length=48, horizon=24, val="6D", test="6D", train_stride=1)
+BASE = dict(
+    source="csv",
+    time_col="ts",
+    target="load_mw",
+    covariates=("temp_c",),
+    context_length=48,
+    horizon=24,
+    val="6D",
+    test="6D",
+    train_stride=1,
+)
 
 
 def build(series, **kw):
@@ -56,8 +65,10 @@ def test_batch_gathers_the_right_rows(tiny_series):
     assert b["future"].shape == (2, 24, len(d.known_cols)) and b["y"].shape == (2, 24, 1)
     y = d.unscale_target(b["y"])
     assert y[0, 0, 0] == pytest.approx(d.frame.load_mw.iloc[o[0]], rel=1e-5)
-    assert d.unscale_target(b["past"][:, :, :1])[1, -1, 0] == pytest.approx(d.frame.load_mw.iloc[o[1] - 1], rel=1e-5)
-    # known covariates: temp + calendar (6) + hinge (6); the target and past covariates are not "known"
+    assert d.unscale_target(b["past"][:, :, :1])[1, -1, 0] == pytest.approx(
+        d.frame.load_mw.iloc[o[1] - 1], rel=1e-5
+    )
+    # known covariates: temp + calendar (6) + hinge (6); the target is not "known"
     assert d.known_cols[0] == "temp_c" and "load_mw" not in d.known_cols
 
 
@@ -72,7 +83,9 @@ def test_nan_targets_drop_windows_and_say_how_many(tiny_series):
 
 
 def test_too_little_data(tiny_series):
-    with pytest.raises(DataError, match=r"too little data for windows of 48 context \+ 24 horizon steps"):
+    with pytest.raises(
+        DataError, match=r"too little data for windows of 48 context \+ 24 horizon steps"
+    ):
         build(tiny_series.iloc[: 24 * 13])
 
 

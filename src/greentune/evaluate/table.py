@@ -34,7 +34,9 @@ def forecast_table(results: dict[str, dict[str, float]], model: str, title: str)
         for key, _, fmt in FORECAST_COLUMNS:
             value = row.get(key)
             text = fmt.format(value) if _finite(value) else "–"
-            cells.append(f"[bold green]{text}[/]" if value is not None and value == best.get(key) else text)
+            cells.append(
+                f"[bold green]{text}[/]" if value is not None and value == best.get(key) else text
+            )
         label = f"[bold]{name}[/] (fine-tuned)" if name == model else name
         table.add_row(label, *cells)
     return table
@@ -52,7 +54,10 @@ def verdict(results: dict[str, dict[str, float]], model: str) -> list[str]:
         lines.append(f"{model} MAPE is {abs(change):.1f} % {word} than {name}")
     best = min(results, key=lambda k: results[k]["mape"])
     if best != model:
-        lines.append(f"best on the test split: {best} (MAPE {results[best]['mape']:.2f} %), not the fine-tuned model")
+        lines.append(
+            f"best on the test split: {best} (MAPE {results[best]['mape']:.2f} %), "
+            "not the fine-tuned model"
+        )
     return lines
 
 

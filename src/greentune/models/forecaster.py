@@ -59,8 +59,12 @@ class Forecaster(nn.Module):
         self.backbone = backbone
         if spec.encoder == "patch":
             self.encoder: PatchEncoder | None = PatchEncoder(
-                spec.n_channels, spec.n_known, spec.context_length, spec.horizon,
-                spec.patch_len, hidden,
+                spec.n_channels,
+                spec.n_known,
+                spec.context_length,
+                spec.horizon,
+                spec.patch_len,
+                hidden,
             )
             head_in = self.encoder.n_tokens * hidden
         else:
@@ -82,7 +86,9 @@ class Forecaster(nn.Module):
             features = states.flatten(1)
         else:
             mask = batch["attention_mask"]
-            states = self.backbone(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+            states = self.backbone(
+                input_ids=batch["input_ids"], attention_mask=mask
+            ).last_hidden_state
             features = pool(states, mask, self.spec.pooling)
         out = self.head(features)
         if self.skip is not None:

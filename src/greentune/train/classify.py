@@ -83,8 +83,8 @@ def run_classify(
     log(f"threads: {configure_threads(cfg.train)}")
     splits = load_text_splits(cfg.text, cfg.seed)
     log(
-        f"data: {splits.origin}: {len(splits.label_names)} classes; train "
-        f"{len(splits.texts['train'])} / val {len(splits.texts['val'])} / test {len(splits.texts['test'])}"
+        f"data: {splits.origin}: {len(splits.label_names)} classes; "
+        + " / ".join(f"{k} {len(splits.texts[k])}" for k in ("train", "val", "test"))
     )
     tokenizer = load_tokenizer(cfg.model)
     batches = {
@@ -102,41 +102,67 @@ def run_classify(
     def val_loss() -> float:
         b = batches["val"]
         idx = np.arange(len(b))
-        losses = [float(model.loss(model(b.get(idx[i : i + 64])), b.get(idx[i : i + 64])))
-                  for i in range(0, len(idx), 64)]
+        losses = [
+            float(model.loss(model(b.get(idx[i : i + 64])), b.get(idx[i : i + 64])))
+            for i in range(0, len(idx), 64)
+        ]
         return float(np.mean(losses))
 
     result = train(
-        model, batches["train"], cfg.train, cfg.seed, validate=val_loss,
-        checkpoint_dir=run_dir / "checkpoints", resume=resume, progress=progress,
+        model,
+        batches["train"],
+        cfg.train,
+        cfg.seed,
+        validate=val_loss,
+        checkpoint_dir=run_dir / "checkpoints",
+        resume=resume,
+        progress=progress,
         step_hook=step_hook(model.model),
     )
-    log(f"trained {result.state.step} steps in {result.state.train_s:.1f} s "
-        f"({result.samples_per_s:.0f} samples/s)")
+    log(
+        f"trained {result.state.step} steps in {result.state.train_s:.1f} s "
+        f"({result.samples_per_s:.0f} samples/s)"
+    )
     t0 = time.perf_counter()
     pred = predict_labels(model, batches["test"], cfg.eval.batch_size)
     name = f"{cfg.model.backbone}-{cfg.peft.method}"
     n = len(splits.label_names)
     results = {
-        name: {**classification_metrics(splits.labels["test"], pred, n),
-               "fit_s": result.state.train_s, "predict_s": time.perf_counter() - t0},
+        name: {
+            **classification_metrics(splits.labels["test"], pred, n),
+            "fit_s": result.state.train_s,
+            "predict_s": time.perf_counter() - t0,
+        },
         **text_baselines(splits),
     }
     tmp = run_dir / ".model.tmp"
     save_classifier(model, tmp, tokenizer, splits.label_names)
     replace_dir(tmp, run_dir / "model")
-    write_parquet(run_dir / "predictions.parquet", pd.DataFrame({
-        "model": name, "text": splits.texts["test"],
-        "y_true": [splits.label_names[i] for i in splits.labels["test"]],
-        "y_pred": [splits.label_names[i] for i in pred],
-    }))
+    write_parquet(
+        run_dir / "predictions.parquet",
+        pd.DataFrame(
+            {
+                "model": name,
+                "text": splits.texts["test"],
+                "y_true": [splits.label_names[i] for i in splits.labels["test"]],
+                "y_pred": [splits.label_names[i] for i in pred],
+            }
+        ),
+    )
     metrics = {
-        "schema_version": 1, "task": "classify", "model": name, "labels": splits.label_names,
+        "schema_version": 1,
+        "task": "classify",
+        "model": name,
+        "labels": splits.label_names,
         "test": results,
-        "training": {"steps": result.state.step, "train_s": result.state.train_s,
-                     "samples_per_s": result.samples_per_s, "trainable_parameters": result.trainable,
-                     "total_parameters": result.total,
-                     "loss_curve": [round(r["loss"], 6) for r in result.state.history]},
+        "training": {
+            "steps": result.state.step,
+            "train_s": result.state.train_s,
+            "samples_per_s": result.samples_per_s,
+            "trainable_parameters": result.trainable,
+            "total_parameters": result.total,
+            "loss_curve": [round(r["loss"], 6) for r in result.state.history],
+        },
     }
     write_json(run_dir / "metrics.json", metrics)
     return metrics
@@ -149,12 +175,20 @@ def text_baselines(splits: TextSplits) -> dict[str, dict[str, Any]]:
     n = len(splits.label_names)
     y_train, y_test = splits.labels["train"], splits.labels["test"]
     majority = int(np.bincount(y_train, minlength=n).argmax())
-    out = {"majority_class": {**classification_metrics(y_test, np.full_like(y_test, majority), n), "fit_s": 0.0}}
+    out = {
+        "majority_class": {
+            **classification_metrics(y_test, np.full_like(y_test, majority), n),
+            "fit_s": 0.0,
+        }
+    }
     t0 = time.perf_counter()
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
     clf = LogisticRegression(max_iter=2000).fit(vec.fit_transform(splits.texts["train"]), y_train)
     pred = clf.predict(vec.transform(splits.texts["test"]))
-    out["tfidf_logreg"] = {**classification_metrics(y_test, pred, n), "fit_s": time.perf_counter() - t0}
+    out["tfidf_logreg"] = {
+        **classification_metrics(y_test, pred, n),
+        "fit_s": time.perf_counter() - t0,
+    }
     return out
 
 
@@ -164,6 +198,8 @@ def evaluate_classifier_run(run: Path, cfg: RunConfig) -> dict[str, Any]:
     model, tokenizer, labels = load_saved_classifier(run / "model")
     b = tokenize(tokenizer, splits.texts["test"], splits.labels["test"], cfg.text.max_length)
     pred = predict_labels(model, b, cfg.eval.batch_size)
-    metrics["test"][metrics["model"]].update(classification_metrics(splits.labels["test"], pred, len(labels)))
+    metrics["test"][metrics["model"]].update(
+        classification_metrics(splits.labels["test"], pred, len(labels))
+    )
     write_json(run / "metrics.json", metrics)
     return metrics

@@ -17,13 +17,23 @@ from greentune.config import RunConfig, replace, to_dict
 from greentune.data.windows import ForecastData, Scaler, prepare_forecast_data
 from greentune.evaluate.baselines import Forecast, run_baseline
 from greentune.evaluate.metrics import forecast_metrics, mase_scale
-from greentune.models.backbone import count_parameters, load_backbone, load_tokenizer, seed_everything
+from greentune.models.backbone import (
+    count_parameters,
+    load_backbone,
+    load_tokenizer,
+    seed_everything,
+)
 from greentune.models.encoders import window_prompts
 from greentune.models.forecaster import Forecaster, ForecasterSpec, save_forecaster
 from greentune.rundir import replace_dir, write_json, write_parquet
-from greentune.train.loop import LoopResult, Progress, configure_threads, train
+from greentune.train.loop import (
+    LoopResult,
+    Progress,
+    configure_threads,
+    total_optimizer_steps,
+    train,
+)
 from greentune.tuning.methods import MethodContext, apply_method, step_hook
-from greentune.train.loop import total_optimizer_steps
 
 Log = Callable[[str], None]
 RANDOM_INIT = "random_init"
@@ -52,7 +62,10 @@ class ForecastBatches:
             for j, r in enumerate(rows):
                 ids[j, : len(r)] = r
                 mask[j, : len(r)] = 1
-            batch["input_ids"], batch["attention_mask"] = torch.from_numpy(ids), torch.from_numpy(mask)
+            batch["input_ids"], batch["attention_mask"] = (
+                torch.from_numpy(ids),
+                torch.from_numpy(mask),
+            )
         return batch
 
 
@@ -63,9 +76,16 @@ def build_model(cfg: RunConfig, data: ForecastData, total_steps: int) -> tuple[F
     backbone = load_backbone(m, keep_word_embeddings=text)
     backbone = apply_method(backbone, cfg.peft, MethodContext(total_steps=total_steps))
     spec = ForecasterSpec(
-        encoder=m.encoder, n_channels=len(data.columns), n_known=len(data.known_cols),
-        n_targets=data.n_targets, context_length=data.context_length, horizon=data.horizon,
-        patch_len=m.patch_len, quantiles=m.quantiles, linear_skip=m.linear_skip, pooling=m.pooling,
+        encoder=m.encoder,
+        n_channels=len(data.columns),
+        n_known=len(data.known_cols),
+        n_targets=data.n_targets,
+        context_length=data.context_length,
+        horizon=data.horizon,
+        patch_len=m.patch_len,
+        quantiles=m.quantiles,
+        linear_skip=m.linear_skip,
+        pooling=m.pooling,
     )
     model = Forecaster(spec, backbone, int(backbone.config.hidden_size))
     return model, (load_tokenizer(m) if text else None)
@@ -116,8 +136,12 @@ def validation_loss(model: Forecaster, batches: ForecastBatches, batch_size: int
 
 
 def train_network(
-    cfg: RunConfig, data: ForecastData, log: Log, checkpoint_dir: Path | None,
-    resume: bool, progress: Progress | None,
+    cfg: RunConfig,
+    data: ForecastData,
+    log: Log,
+    checkpoint_dir: Path | None,
+    resume: bool,
+    progress: Progress | None,
 ) -> tuple[Forecaster, Any, LoopResult]:
     total_steps = total_optimizer_steps(len(data.train), cfg.train)
     model, tokenizer = build_model(cfg, data, total_steps)
@@ -130,9 +154,14 @@ def train_network(
     train_b = make_batches(cfg, data, data.train.origins, tokenizer)
     val_b = make_batches(cfg, data, data.val.origins, tokenizer)
     result = train(
-        model, train_b, cfg.train, cfg.seed,
+        model,
+        train_b,
+        cfg.train,
+        cfg.seed,
         validate=lambda: validation_loss(model, val_b, cfg.eval.batch_size),
-        checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        progress=progress,
         step_hook=step_hook(model.backbone),
     )
     s = result.state
@@ -166,7 +195,9 @@ def season_steps(data: ForecastData, season_length: int | None) -> int:
     return max(1, int(pd.Timedelta(days=1) / step))
 
 
-def prediction_rows(data: ForecastData, origins: np.ndarray, fc: Forecast, name: str) -> pd.DataFrame:
+def prediction_rows(
+    data: ForecastData, origins: np.ndarray, fc: Forecast, name: str
+) -> pd.DataFrame:
     """Long format: one row per (origin, horizon step, target)."""
     n, h, t = fc.point.shape
     index = data.frame.index
@@ -206,8 +237,11 @@ def run_forecast(
         cfg, data, log, run_dir / "checkpoints", resume, progress
     )
     t1 = time.perf_counter()
-    fc = to_forecast(data, predict_scaled(model, make_batches(cfg, data, test, tokenizer),
-                                          cfg.eval.batch_size), cfg.model.quantiles)
+    fc = to_forecast(
+        data,
+        predict_scaled(model, make_batches(cfg, data, test, tokenizer), cfg.eval.batch_size),
+        cfg.model.quantiles,
+    )
     fc.predict_s = time.perf_counter() - t1
     name = f"{cfg.model.backbone}-{cfg.model.encoder}-{cfg.peft.method}"
     results: dict[str, dict[str, float]] = {name: evaluate_forecast(data, test, fc, season)}
@@ -227,20 +261,27 @@ def run_forecast(
         "test": results,
         "training": _training_summary(result),
         "data": {
-            "source": data.report.origin, "rows": data.report.rows, "step": data.report.step,
-            "start": data.report.start, "end": data.report.end,
+            "source": data.report.origin,
+            "rows": data.report.rows,
+            "step": data.report.step,
+            "start": data.report.start,
+            "end": data.report.end,
             "test_start": str(data.frame.index[data.test_start]),
             "val_start": str(data.frame.index[data.val_start]),
             "windows": {"train": len(data.train), "val": len(data.val), "test": len(test)},
-            "dropped_windows": data.dropped_windows, "notes": data.report.notes,
-            "prepare_s": prep_s, "mase_season_steps": season,
+            "dropped_windows": data.dropped_windows,
+            "notes": data.report.notes,
+            "prepare_s": prep_s,
+            "mase_season_steps": season,
         },
     }
     write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
-def _baseline(name: str, cfg: RunConfig, data: ForecastData, origins: np.ndarray, log: Log) -> Forecast:
+def _baseline(
+    name: str, cfg: RunConfig, data: ForecastData, origins: np.ndarray, log: Log
+) -> Forecast:
     if name != RANDOM_INIT:
         fc = run_baseline(name, data, origins, cfg.model.quantiles)
         log(f"baseline {name}: fitted in {fc.fit_s:.1f} s")
@@ -249,7 +290,9 @@ def _baseline(name: str, cfg: RunConfig, data: ForecastData, origins: np.ndarray
     log("baseline random_init: the same network from random initialisation")
     model, tokenizer, result = train_network(ablation, data, log, None, False, None)
     t0 = time.perf_counter()
-    out = predict_scaled(model, make_batches(ablation, data, origins, tokenizer), cfg.eval.batch_size)
+    out = predict_scaled(
+        model, make_batches(ablation, data, origins, tokenizer), cfg.eval.batch_size
+    )
     fc = to_forecast(data, out, cfg.model.quantiles)
     fc.fit_s, fc.predict_s = result.state.train_s, time.perf_counter() - t0
     return fc
@@ -258,10 +301,16 @@ def _baseline(name: str, cfg: RunConfig, data: ForecastData, origins: np.ndarray
 def _training_summary(result: LoopResult) -> dict[str, Any]:
     s = result.state
     return {
-        "steps": s.step, "epochs_run": s.epoch, "best_epoch": s.best_epoch,
-        "best_val_loss": s.best_val, "stopped_early": s.stopped_early,
-        "train_s": s.train_s, "samples": s.samples, "samples_per_s": result.samples_per_s,
-        "trainable_parameters": result.trainable, "total_parameters": result.total,
+        "steps": s.step,
+        "epochs_run": s.epoch,
+        "best_epoch": s.best_epoch,
+        "best_val_loss": s.best_val,
+        "stopped_early": s.stopped_early,
+        "train_s": s.train_s,
+        "samples": s.samples,
+        "samples_per_s": result.samples_per_s,
+        "trainable_parameters": result.trainable,
+        "total_parameters": result.total,
         "loss_curve": [round(r["loss"], 6) for r in s.history],
         "val_curve": s.val_history,
     }

@@ -94,6 +94,11 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         # bf16 autocast measured 2.6x slower than fp32 on this CPU (../shared/STACK.md).
         bf16_gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         precision = "bf16" if bf16_gpu else "fp32"
+    # Accelerate keeps one global state per process; a second run in the same process (the
+    # random-init ablation, tests) may ask for another precision, so start from a clean one.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision="no" if precision == "fp32" else precision)
 
 
@@ -136,7 +141,9 @@ def train(
         while not state.finished and state.epoch < cfg.epochs:
             order = np.random.default_rng([seed, state.epoch]).permutation(len(data))
             while state.micro_in_epoch < n_micro:
-                group = range(state.micro_in_epoch, min(state.micro_in_epoch + cfg.grad_accum, n_micro))
+                group = range(
+                    state.micro_in_epoch, min(state.micro_in_epoch + cfg.grad_accum, n_micro)
+                )
                 loss_sum = 0.0
                 for micro in group:
                     idx = order[micro * cfg.batch_size : (micro + 1) * cfg.batch_size]
@@ -191,8 +198,11 @@ def _unwrap(model: nn.Module) -> Any:
 
 
 def _end_epoch(
-    state: LoopState, model: nn.Module, validate: Callable[[], float] | None,
-    cfg: TrainConfig, best: dict[str, torch.Tensor] | None,
+    state: LoopState,
+    model: nn.Module,
+    validate: Callable[[], float] | None,
+    cfg: TrainConfig,
+    best: dict[str, torch.Tensor] | None,
 ) -> dict[str, torch.Tensor] | None:
     epoch = state.epoch
     state.epoch += 1
@@ -214,8 +224,13 @@ def _end_epoch(
 
 
 def _save(
-    directory: Path, model: nn.Module, optimizer: Any, scheduler: Any, state: LoopState,
-    best: dict[str, torch.Tensor] | None, cfg: TrainConfig,
+    directory: Path,
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    state: LoopState,
+    best: dict[str, torch.Tensor] | None,
+    cfg: TrainConfig,
 ) -> None:
     payload = {
         "model": trainable_state(_unwrap(model)),

@@ -33,7 +33,9 @@ def _adafactor(groups: list[dict], cfg: TrainConfig) -> Optimizer:
     return Adafactor(groups, lr=cfg.lr, scale_parameter=False, relative_step=False)
 
 
-def build_optimizer(named_params: Iterable[tuple[str, torch.nn.Parameter]], cfg: TrainConfig) -> Optimizer:
+def build_optimizer(
+    named_params: Iterable[tuple[str, torch.nn.Parameter]], cfg: TrainConfig
+) -> Optimizer:
     """Weight decay on matrices only: biases and LayerNorm weights are not decayed."""
     decay, no_decay = [], []
     for name, p in named_params:
@@ -48,7 +50,7 @@ def build_optimizer(named_params: Iterable[tuple[str, torch.nn.Parameter]], cfg:
 
 
 def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, total_steps: int) -> LambdaLR:
-    warmup = int(round(cfg.warmup_ratio * total_steps))
+    warmup = round(cfg.warmup_ratio * total_steps)
     name = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
     return get_scheduler(
         name, optimizer, num_warmup_steps=warmup, num_training_steps=max(total_steps, 1)

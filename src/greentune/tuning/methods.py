@@ -61,8 +61,11 @@ def lora(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
     return _peft(
         model,
         LoraConfig(
-            r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-            target_modules=_targets(cfg), task_type=ctx.task_type,
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=_targets(cfg),
+            task_type=ctx.task_type,
         ),
     )
 
@@ -76,9 +79,16 @@ def adalora(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
     return _peft(
         model,
         AdaLoraConfig(
-            init_r=cfg.r, target_r=cfg.target_r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-            target_modules=_targets(cfg), task_type=ctx.task_type, total_step=total,
-            tinit=max(1, total // 10), tfinal=max(1, total // 5), deltaT=max(1, total // 50),
+            init_r=cfg.r,
+            target_r=cfg.target_r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=_targets(cfg),
+            task_type=ctx.task_type,
+            total_step=total,
+            tinit=max(1, total // 10),
+            tfinal=max(1, total // 5),
+            deltaT=max(1, total // 50),
         ),
     )
 
@@ -91,7 +101,8 @@ def ia3(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
     return _peft(
         model,
         IA3Config(
-            target_modules=targets, task_type=ctx.task_type,
+            target_modules=targets,
+            task_type=ctx.task_type,
             feedforward_modules=[] if targets else None,
         ),
     )

