@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from greentune.cli import quiet_libraries
-from greentune.config import RunConfig, TrainConfig, build_config
+from greentune.config import TrainConfig, build_config
 from greentune.data.text import synthetic_incidents
 from greentune.data.windows import prepare_forecast_data
 from greentune.models.backbone import load_tokenizer
@@ -79,10 +79,22 @@ def trainer_run(model, dataset, steps: int, collator=None) -> float:
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=1e-3,
-            logging_steps=10_000, save_strategy="no", report_to=[], use_cpu=True,
-            dataloader_num_workers=0, disable_tqdm=True, seed=0, lr_scheduler_type="cosine",
-            warmup_ratio=0.05, weight_decay=0.01, max_grad_norm=1.0,
+            output_dir=tmp,
+            per_device_train_batch_size=BATCH,
+            max_steps=steps,
+            learning_rate=1e-3,
+            logging_steps=10_000,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            seed=0,
+            lr_scheduler_type="cosine",
+            warmup_steps=max(1, steps // 20),
+            weight_decay=0.01,
+            max_grad_norm=1.0,
         )
         trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
         t0 = time.perf_counter()
@@ -122,28 +134,40 @@ def main() -> None:
         _, model, batches = forecast_setup(0.0)
         record("forecast/greentune loop (dropout 0)", greentune_loop(model, batches, args.steps))
         _, model, batches = forecast_setup(0.0)
-        record("forecast/HF Trainer (dropout 0)",
-               trainer_run(_LossWrapper(model), _WindowDataset(batches), args.steps))
+        record(
+            "forecast/HF Trainer (dropout 0)",
+            trainer_run(_LossWrapper(model), _WindowDataset(batches), args.steps),
+        )
         _, model, batches = forecast_setup(0.1)
         record("forecast/greentune loop (dropout 0.1)", greentune_loop(model, batches, args.steps))
         # classification, MiniLM seq-cls + LoRA r=8 on query/value
         _, tok, model = classify_setup(0.0, texts, labels, names)
         tb = tokenize(tok, texts, labels.astype(np.int64), 64)
-        record("classify/greentune loop (dynamic padding, dropout 0)",
-               greentune_loop(TextClassifier(model), tb, args.steps))
+        record(
+            "classify/greentune loop (dynamic padding, dropout 0)",
+            greentune_loop(TextClassifier(model), tb, args.steps),
+        )
         from transformers import DataCollatorWithPadding
 
         _, tok, model = classify_setup(0.0, texts, labels, names)
-        ds = [{"input_ids": t, "attention_mask": np.ones_like(t), "labels": int(y)}
-              for t, y in zip(tb.tokens, labels, strict=True)]
-        record("classify/HF Trainer + PEFT (dynamic padding, dropout 0)",
-               trainer_run(model, ds, args.steps, DataCollatorWithPadding(tok)))
+        ds = [
+            {"input_ids": t, "attention_mask": np.ones_like(t), "labels": int(y)}
+            for t, y in zip(tb.tokens, labels, strict=True)
+        ]
+        record(
+            "classify/HF Trainer + PEFT (dynamic padding, dropout 0)",
+            trainer_run(model, ds, args.steps, DataCollatorWithPadding(tok)),
+        )
         _, tok, model = classify_setup(0.1, texts, labels, names)
         enc = tok(texts, padding="max_length", truncation=True, max_length=64)
-        ds64 = [{"input_ids": i, "attention_mask": m, "labels": int(y)}
-                for i, m, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)]
-        record("classify/HF Trainer + PEFT (tutorial: pad 64, dropout 0.1)",
-               trainer_run(model, ds64, args.steps))
+        ds64 = [
+            {"input_ids": i, "attention_mask": m, "labels": int(y)}
+            for i, m, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)
+        ]
+        record(
+            "classify/HF Trainer + PEFT (tutorial: pad 64, dropout 0.1)",
+            trainer_run(model, ds64, args.steps),
+        )
 
     medians = {k: statistics.median(v) for k, v in runs.items()}
     ratios = {
@@ -151,18 +175,28 @@ def main() -> None:
         / medians["forecast/HF Trainer (dropout 0)"],
         "forecast: dropout 0 / dropout 0.1": medians["forecast/greentune loop (dropout 0)"]
         / medians["forecast/greentune loop (dropout 0.1)"],
-        "classify: greentune / Trainer (same settings)":
-            medians["classify/greentune loop (dynamic padding, dropout 0)"]
-            / medians["classify/HF Trainer + PEFT (dynamic padding, dropout 0)"],
-        "classify: greentune / Trainer tutorial defaults":
-            medians["classify/greentune loop (dynamic padding, dropout 0)"]
-            / medians["classify/HF Trainer + PEFT (tutorial: pad 64, dropout 0.1)"],
+        "classify: greentune / Trainer (same settings)": medians[
+            "classify/greentune loop (dynamic padding, dropout 0)"
+        ]
+        / medians["classify/HF Trainer + PEFT (dynamic padding, dropout 0)"],
+        "classify: greentune / Trainer tutorial defaults": medians[
+            "classify/greentune loop (dynamic padding, dropout 0)"
+        ]
+        / medians["classify/HF Trainer + PEFT (tutorial: pad 64, dropout 0.1)"],
     }
     out = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
-        "steps": args.steps, "batch": BATCH, "repeats": args.repeats,
-        "samples_per_s": runs, "median_samples_per_s": medians, "ratios": ratios,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "steps": args.steps,
+        "batch": BATCH,
+        "repeats": args.repeats,
+        "samples_per_s": runs,
+        "median_samples_per_s": medians,
+        "ratios": ratios,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "throughput.json").write_text(json.dumps(out, indent=2))

@@ -38,10 +38,18 @@ VIC_ELEC = ROOT.parent / "shared" / "data" / "demand" / "vic_elec" / "vic_electr
 DATASETS = {
     "embedded": ["data.source=vic2014", "data.test=56D", "data.val=56D", "data.train_stride=4"],
     "vic_elec": [
-        "data.source=csv", f"data.path={VIC_ELEC}", "data.time_col=Time", "data.target=Demand",
-        "data.covariates=[Temperature]", "data.timezone=Australia/Melbourne", "data.country=AU",
-        "data.subdivision=VIC", "data.temperature_col=Temperature", "data.test=92D",
-        "data.val=92D", "data.train_stride=8",
+        "data.source=csv",
+        f"data.path={VIC_ELEC}",
+        "data.time_col=Time",
+        "data.target=Demand",
+        "data.covariates=[Temperature]",
+        "data.timezone=Australia/Melbourne",
+        "data.country=AU",
+        "data.subdivision=VIC",
+        "data.temperature_col=Temperature",
+        "data.test=92D",
+        "data.val=92D",
+        "data.train_stride=8",
     ],
 }
 ALL_BASELINES = "[seasonal_naive_daily,seasonal_naive_weekly,linear,lightgbm,random_init]"
@@ -51,10 +59,17 @@ def run_one(dataset: str, method: str, baselines: str) -> dict:
     name = f"victoria-{dataset}-{method}"
     out = RESULTS / "runs"
     shutil.rmtree(out / name, ignore_errors=True)
-    cfg = resolve_config(build_config(overrides=[
-        *DATASETS[dataset], f"peft.method={method}", f"eval.baselines={baselines}",
-        f"output_dir={out}", f"name={name}",
-    ]))
+    cfg = resolve_config(
+        build_config(
+            overrides=[
+                *DATASETS[dataset],
+                f"peft.method={method}",
+                f"eval.baselines={baselines}",
+                f"output_dir={out}",
+                f"name={name}",
+            ]
+        )
+    )
     run_dir = out / name
     run_dir.mkdir(parents=True)
     start_run(run_dir, cfg)
@@ -68,30 +83,43 @@ def summarise(dataset: str, runs: dict[str, dict]) -> dict:
     rows: dict[str, dict] = {}
     for m in runs.values():
         for model, r in m["test"].items():
-            rows.setdefault(model, {k: r.get(k) for k in ("mape", "mase", "mae", "rmse",
-                                                           "pinball", "coverage", "fit_s")})
+            rows.setdefault(
+                model,
+                {
+                    k: r.get(k)
+                    for k in ("mape", "mase", "mae", "rmse", "pinball", "coverage", "fit_s")
+                },
+            )
     weekly = rows["seasonal_naive_weekly"]["mape"]
     lgbm = rows["lightgbm"]["mape"]
     for r in rows.values():
         r["mape_vs_weekly_naive"] = 1 - r["mape"] / weekly
         r["mape_vs_lightgbm"] = r["mape"] / lgbm - 1
-    return {"dataset": dataset, "rows": rows,
-            "wall_s": {k: v["wall_s"] for k, v in runs.items()},
-            "samples_per_s": {k: v["training"]["samples_per_s"] for k, v in runs.items()}}
+    return {
+        "dataset": dataset,
+        "rows": rows,
+        "wall_s": {k: v["wall_s"] for k, v in runs.items()},
+        "samples_per_s": {k: v["training"]["samples_per_s"] for k, v in runs.items()},
+    }
 
 
 def markdown(summaries: list[dict]) -> str:
     lines = ["# Victoria day-ahead benchmark", ""]
     for s in summaries:
-        lines += [f"## {s['dataset']}", "",
-                  "| model | MAPE % | MASE | pinball | cover80 % | vs weekly naive | vs LightGBM | fit s |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {s['dataset']}",
+            "",
+            "| model | MAPE % | MASE | pinball | cover80 % | vs weekly naive | vs LightGBM "
+            "| fit s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name, r in sorted(s["rows"].items(), key=lambda kv: kv[1]["mape"]):
             pin = "–" if r["pinball"] is None else f"{r['pinball']:.4g}"
             cov = "–" if r["coverage"] is None else f"{r['coverage']:.1f}"
             lines.append(
                 f"| {name} | {r['mape']:.2f} | {r['mase']:.3f} | {pin} | {cov} | "
-                f"{-100 * r['mape_vs_weekly_naive']:+.1f} % | {100 * r['mape_vs_lightgbm']:+.1f} % | "
+                f"{-100 * r['mape_vs_weekly_naive']:+.1f} % | "
+                f"{100 * r['mape_vs_lightgbm']:+.1f} % | "
                 f"{r['fit_s']:.0f} |"
             )
         lines.append("")
@@ -115,8 +143,12 @@ def main() -> None:
             runs[method] = run_one(dataset, method, ALL_BASELINES if i == 0 else "[]")
         summaries.append(summarise(dataset, runs))
     out = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
         "summaries": summaries,
     }
     RESULTS.mkdir(exist_ok=True)

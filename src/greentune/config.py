@@ -109,6 +109,9 @@ class ModelConfig:
     """Quantiles the head predicts (pinball loss); empty: point forecast with MSE."""
     linear_skip: bool = True
     """Add a linear path from the flattened inputs to the output (DLinear-style residual)."""
+    skip_init: Literal["ridge", "random"] = "ridge"
+    """ridge: start the skip path at the closed-form ridge fit (the `linear` baseline), so the
+    transformer learns what the linear model misses; random: default initialisation."""
     pooling: Literal["cls", "mean"] = "mean"
     """Pooling of token states for the text encoder and the classifier."""
 
@@ -306,7 +309,7 @@ def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
     for name, value in sections.items():
         current = getattr(cfg, name)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[name] = dataclasses.replace(current, **value)
+            changes[name] = dataclasses.replace(current, **value)  # type: ignore[type-var]
         else:
             changes[name] = value
     return dataclasses.replace(cfg, **changes)
@@ -349,7 +352,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value if value is not None else {}, key + ".")
+        return _build(tp, value if value is not None else {}, key + ".")  # type: ignore[arg-type]
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -107,7 +107,9 @@ def predict_run(path: str | Path, data_path: str | Path, origins: str = "last") 
 
 
 def _new_data_config(cfg: DataConfig, path: Path) -> DataConfig:
-    source = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    source: Literal["csv", "parquet", "ett"] = (
+        "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    )
     if cfg.source == "ett":
         source = "ett"
     resolved = resolve(cfg)

@@ -120,7 +120,7 @@ def test_gradient_accumulation_matches_a_big_batch():
 
 
 def test_early_stopping_restores_the_best_epoch():
-    vals = iter([3.0, 1.0, 2.0, 2.5, 9.0, 9.0])
+    vals = iter([5.0, 3.0, 1.0, 2.0, 2.5, 9.0, 9.0])  # the first is the starting point
     model = Toy()
     snapshots = []
 
@@ -137,7 +137,19 @@ def test_early_stopping_restores_the_best_epoch():
     )
     assert res.state.stopped_early and res.state.best_epoch == 1 and res.state.epoch == 4
     for k, v in model.state_dict().items():
-        assert torch.equal(v, snapshots[1][k])
+        assert torch.equal(v, snapshots[2][k])
+    assert [r["epoch"] for r in res.state.val_history] == [-1, 0, 1, 2, 3]
+
+
+def test_the_starting_point_wins_when_training_never_improves():
+    model = Toy()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    vals = iter([1.0, 2.0, 3.0])
+    cfg = TrainConfig(epochs=5, batch_size=50, lr=0.01, patience=2)
+    res = train(model, ToyData(), cfg, seed=0, validate=lambda: next(vals))
+    assert res.state.best_epoch == -1 and res.state.stopped_early and res.state.step == 4
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, start[k])
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd", "adafactor"])

@@ -16,9 +16,18 @@ ETT = SHARED_DATA / "benchmarks" / "ETT" / "ETTh1.csv"
 @pytest.mark.skipif(not VIC.is_file(), reason=f"{VIC} not present")
 def test_vic_elec_utc_times_become_melbourne_local():
     cfg = DataConfig(
-        source="csv", path=str(VIC), time_col="Time", target="Demand", covariates=("Temperature",),
-        timezone="Australia/Melbourne", country="AU", subdivision="VIC", temperature_col="Temperature",
-        test="92D", val="92D", train_stride=48,
+        source="csv",
+        path=str(VIC),
+        time_col="Time",
+        target="Demand",
+        covariates=("Temperature",),
+        timezone="Australia/Melbourne",
+        country="AU",
+        subdivision="VIC",
+        temperature_col="Temperature",
+        test="92D",
+        val="92D",
+        train_stride=48,
     )
     d = prepare_forecast_data(cfg)
     assert d.report.rows == 52_608 and d.report.gaps == []
@@ -32,8 +41,17 @@ def test_vic_elec_utc_times_become_melbourne_local():
 
 @pytest.mark.skipif(not ETT.is_file(), reason=f"{ETT} not present")
 def test_ett_layout_multivariate():
-    cfg = DataConfig(source="ett", path=str(ETT), multivariate=True, calendar=False,
-                     context_length=336, horizon=96, val="0.2", test="0.2", eval_origins="1")
+    cfg = DataConfig(
+        source="ett",
+        path=str(ETT),
+        multivariate=True,
+        calendar=False,
+        context_length=336,
+        horizon=96,
+        val="0.2",
+        test="0.2",
+        eval_origins="1",
+    )
     d = prepare_forecast_data(cfg)
     assert d.target_cols == ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
     assert d.known_cols == [] and d.report.rows == 17_420

@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from greentune.cli import app, config_app, console, data_app, handle_errors
@@ -27,7 +34,7 @@ class RichProgress:
             console=console,
             transient=False,
         )
-        self._task = None
+        self._task: TaskID | None = None
 
     def start(self, total_steps: int, done: int) -> None:
         self._bar.start()
@@ -36,7 +43,8 @@ class RichProgress:
         )
 
     def update(self, step: int, loss: float, epoch: int) -> None:
-        self._bar.update(self._task, completed=step, loss=loss, epoch=epoch)
+        if self._task is not None:
+            self._bar.update(self._task, completed=step, loss=loss, epoch=epoch)
 
     def stop(self) -> None:
         self._bar.stop()

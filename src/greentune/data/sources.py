@@ -47,7 +47,7 @@ def resolve(cfg: DataConfig) -> DataConfig:
     changes = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
     if cfg.covariates is None and "covariates" not in changes:
         changes["covariates"] = ()
-    return dataclasses.replace(cfg, **changes) if changes else cfg
+    return dataclasses.replace(cfg, **changes) if changes else cfg  # type: ignore[arg-type]
 
 
 def load_table(cfg: DataConfig) -> RawTable:

@@ -171,7 +171,7 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     values = frame.to_numpy(dtype=float)
     scaler = Scaler.fit(values[:val_start], enabled=cfg.scaler == "standard")
     scaled = scaler.transform(values).astype(np.float32)
-    bad_rows = np.isnan(scaled).any(axis=1)
+    bad_rows: np.ndarray = np.asarray(np.isnan(scaled).any(axis=1))
     dropped: dict[str, int] = {}
     train = _windows(
         "train", np.arange(L, val_start - H + 1, cfg.train_stride), bad_rows, L, H, dropped

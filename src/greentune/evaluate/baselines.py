@@ -206,11 +206,23 @@ def _fit_ridge(
     return x_mean, y_mean, solve
 
 
-@BASELINES.register("linear")
-def linear(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
-    """DLinear-like direct multi-output ridge from the network's inputs to all H*T outputs."""
-    t0 = time.perf_counter()
-    L, H, T = data.context_length, data.horizon, data.n_targets
+@dataclass
+class LinearFit:
+    """Ridge from the flattened scaled inputs (past, then future) to the flattened scaled y."""
+
+    weight: np.ndarray
+    """(L*C + H*K, H*T)"""
+    x_mean: np.ndarray
+    y_mean: np.ndarray
+    alpha: float
+
+    def predict_scaled(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.x_mean) @ self.weight + self.y_mean
+
+
+def fit_linear(data: ForecastData) -> LinearFit:
+    """Ridge on every training window (stride 1), alpha chosen on the validation windows."""
+    L, H = data.context_length, data.horizon
     train = _complete(data, np.arange(L, data.val_start - H + 1))
     val = _complete(data, data.val.origins)
     if len(train) == 0 or len(val) == 0:
@@ -237,10 +249,19 @@ def linear(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
         if best != start:
             break
     w = fits[best][1] if best in fits else solve(RIDGE_ALPHAS[best])
+    return LinearFit(w, xm, ym, RIDGE_ALPHAS[best])
+
+
+@BASELINES.register("linear")
+def linear(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
+    """DLinear-like direct multi-output ridge from the network's inputs to all H*T outputs."""
+    t0 = time.perf_counter()
+    L, H, T = data.context_length, data.horizon, data.n_targets
+    fit = fit_linear(data)
 
     def predict(o: np.ndarray) -> np.ndarray:
         x, _ = _design(data, o)
-        return data.unscale_target(((x - xm) @ w + ym).reshape(len(o), H, T))
+        return data.unscale_target(fit.predict_scaled(x).reshape(len(o), H, T))
 
     q = None
     if quantiles:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,8 +122,8 @@ def drop_word_embeddings(model: PreTrainedModel) -> None:
     For MiniLM this removes 11.7 M of its 22.7 M parameters from memory and from the saved
     model; ``vocab_size`` becomes 1 so that the saved folder still loads with AutoModel.
     """
-    old = model.get_input_embeddings()
-    model.set_input_embeddings(nn.Embedding(1, old.embedding_dim))
+    old: Any = model.get_input_embeddings()
+    model.set_input_embeddings(nn.Embedding(1, int(old.embedding_dim)))
     model.config.vocab_size = 1
 
 

@@ -55,7 +55,7 @@ def save_classifier(
     model: TextClassifier, directory: Path, tokenizer: Any, labels: list[str]
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    inner = model.model
+    inner: Any = model.model
     if hasattr(inner, "peft_config"):
         inner.save_pretrained(directory / "adapter")
         base = copy.deepcopy(inner).unload()

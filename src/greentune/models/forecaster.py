@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel
 
 from greentune.errors import ModelError
 from greentune.models.encoders import PatchEncoder
@@ -115,7 +115,7 @@ def pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 def save_forecaster(model: Forecaster, directory: Path, tokenizer: Any = None) -> None:
     """Write the layout above into ``directory`` (which the caller renames into place)."""
     directory.mkdir(parents=True, exist_ok=True)
-    backbone = model.backbone
+    backbone: Any = model.backbone
     if hasattr(backbone, "peft_config"):
         backbone.save_pretrained(directory / "adapter")
         # unload() strips the adapter layers and returns the untouched base weights.
@@ -145,7 +145,7 @@ def load_forecaster(directory: Path) -> Forecaster:
     spec = ForecasterSpec(**raw)
     config = AutoConfig.from_pretrained(directory / "backbone", local_files_only=True)
     kwargs = {"add_pooling_layer": False} if config.model_type == "bert" else {}
-    backbone: PreTrainedModel = AutoModel.from_pretrained(
+    backbone: Any = AutoModel.from_pretrained(
         directory / "backbone", local_files_only=True, **kwargs
     )
     if (directory / "adapter").is_dir():

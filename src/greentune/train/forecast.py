@@ -15,7 +15,7 @@ import torch
 
 from greentune.config import RunConfig, replace, to_dict
 from greentune.data.windows import ForecastData, Scaler, prepare_forecast_data
-from greentune.evaluate.baselines import Forecast, run_baseline
+from greentune.evaluate.baselines import Forecast, LinearFit, fit_linear, run_baseline
 from greentune.evaluate.metrics import forecast_metrics, mase_scale
 from greentune.models.backbone import (
     count_parameters,
@@ -69,12 +69,14 @@ class ForecastBatches:
         return batch
 
 
-def build_model(cfg: RunConfig, data: ForecastData, total_steps: int) -> tuple[Forecaster, Any]:
+def build_model(
+    cfg: RunConfig, data: ForecastData, total_steps: int, skip: LinearFit | None = None
+) -> tuple[Forecaster, Any]:
     m = cfg.model
     seed_everything(cfg.seed)
     text = m.encoder == "text"
-    backbone = load_backbone(m, keep_word_embeddings=text)
-    backbone = apply_method(backbone, cfg.peft, MethodContext(total_steps=total_steps))
+    base = load_backbone(m, keep_word_embeddings=text)
+    backbone = apply_method(base, cfg.peft, MethodContext(total_steps=total_steps))
     spec = ForecasterSpec(
         encoder=m.encoder,
         n_channels=len(data.columns),
@@ -87,8 +89,19 @@ def build_model(cfg: RunConfig, data: ForecastData, total_steps: int) -> tuple[F
         linear_skip=m.linear_skip,
         pooling=m.pooling,
     )
-    model = Forecaster(spec, backbone, int(backbone.config.hidden_size))
+    model = Forecaster(spec, backbone, int(base.config.hidden_size))
+    if skip is not None and model.skip is not None:
+        init_skip(model.skip, skip, spec.n_quantiles)
     return model, (load_tokenizer(m) if text else None)
+
+
+@torch.no_grad()
+def init_skip(layer: torch.nn.Linear, fit: LinearFit, n_quantiles: int) -> None:
+    """Every quantile's skip output starts at the ridge point forecast (output order h, t, q)."""
+    weight = np.repeat(fit.weight.T, n_quantiles, axis=0)
+    bias = np.repeat(fit.y_mean - fit.x_mean @ fit.weight, n_quantiles)
+    layer.weight.copy_(torch.from_numpy(weight))
+    layer.bias.copy_(torch.from_numpy(bias))
 
 
 def make_batches(
@@ -142,9 +155,10 @@ def train_network(
     checkpoint_dir: Path | None,
     resume: bool,
     progress: Progress | None,
+    skip: LinearFit | None = None,
 ) -> tuple[Forecaster, Any, LoopResult]:
     total_steps = total_optimizer_steps(len(data.train), cfg.train)
-    model, tokenizer = build_model(cfg, data, total_steps)
+    model, tokenizer = build_model(cfg, data, total_steps, skip)
     trainable, total = count_parameters(model)
     log(
         f"model: {cfg.model.backbone} ({_weights_word(cfg)}), "
@@ -233,8 +247,9 @@ def run_forecast(
     prep_s = time.perf_counter() - t0
     season = season_steps(data, cfg.eval.season_length)
     test = data.test.origins
+    skip, skip_s = ridge_skip(cfg, data, log)
     model, tokenizer, result = train_network(
-        cfg, data, log, run_dir / "checkpoints", resume, progress
+        cfg, data, log, run_dir / "checkpoints", resume, progress, skip
     )
     t1 = time.perf_counter()
     fc = to_forecast(
@@ -245,11 +260,11 @@ def run_forecast(
     fc.predict_s = time.perf_counter() - t1
     name = f"{cfg.model.backbone}-{cfg.model.encoder}-{cfg.peft.method}"
     results: dict[str, dict[str, float]] = {name: evaluate_forecast(data, test, fc, season)}
-    results[name].update(fit_s=result.state.train_s, predict_s=fc.predict_s)
+    results[name].update(fit_s=skip_s + result.state.train_s, predict_s=fc.predict_s)
     frames = [prediction_rows(data, test, fc, name)]
     save_model(model, tokenizer, data, run_dir)
     for baseline in cfg.eval.baselines:
-        bfc = _baseline(baseline, cfg, data, test, log)
+        bfc = _baseline(baseline, cfg, data, test, log, skip, skip_s)
         results[baseline] = evaluate_forecast(data, test, bfc, season)
         results[baseline].update(fit_s=bfc.fit_s, predict_s=bfc.predict_s)
         frames.append(prediction_rows(data, test, bfc, baseline))
@@ -279,8 +294,24 @@ def run_forecast(
     return metrics
 
 
+def ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[LinearFit | None, float]:
+    if not (cfg.model.linear_skip and cfg.model.skip_init == "ridge"):
+        return None, 0.0
+    t0 = time.perf_counter()
+    fit = fit_linear(data)
+    seconds = time.perf_counter() - t0
+    log(f"skip path: ridge fit (alpha {fit.alpha:g}) in {seconds:.1f} s")
+    return fit, seconds
+
+
 def _baseline(
-    name: str, cfg: RunConfig, data: ForecastData, origins: np.ndarray, log: Log
+    name: str,
+    cfg: RunConfig,
+    data: ForecastData,
+    origins: np.ndarray,
+    log: Log,
+    skip: LinearFit | None,
+    skip_s: float,
 ) -> Forecast:
     if name != RANDOM_INIT:
         fc = run_baseline(name, data, origins, cfg.model.quantiles)
@@ -288,13 +319,13 @@ def _baseline(
         return fc
     ablation = replace(cfg, model={"pretrained": False})
     log("baseline random_init: the same network from random initialisation")
-    model, tokenizer, result = train_network(ablation, data, log, None, False, None)
+    model, tokenizer, result = train_network(ablation, data, log, None, False, None, skip)
     t0 = time.perf_counter()
     out = predict_scaled(
         model, make_batches(ablation, data, origins, tokenizer), cfg.eval.batch_size
     )
     fc = to_forecast(data, out, cfg.model.quantiles)
-    fc.fit_s, fc.predict_s = result.state.train_s, time.perf_counter() - t0
+    fc.fit_s, fc.predict_s = skip_s + result.state.train_s, time.perf_counter() - t0
     return fc
 
 

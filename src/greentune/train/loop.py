@@ -131,6 +131,10 @@ def train(
         ckpt = load_latest(checkpoint_dir)
         if ckpt is not None:
             state, best = _restore(ckpt, model, optimizer, scheduler)
+    if validate is not None and state.step == 0 and not state.val_history:
+        # The starting point competes too: early stopping never returns a model worse on
+        # validation than the one training began from (e.g. a ridge-initialised skip path).
+        best = _validate(state, model, validate, epoch=-1)
     n_micro = math.ceil(len(data) / cfg.batch_size)
     trainable_params = [p for p in model.parameters() if p.requires_grad]
     if progress:
@@ -163,7 +167,7 @@ def train(
                 state.micro_in_epoch = group.stop
                 if step_hook:
                     step_hook(state.step)
-                lr = scheduler.get_last_lr()[0]
+                lr = float(scheduler.get_last_lr()[0])
                 state.history.append(
                     {"step": state.step, "epoch": state.epoch, "loss": loss_sum, "lr": lr}
                 )
@@ -209,6 +213,19 @@ def _end_epoch(
     state.micro_in_epoch = 0
     if validate is None:
         return best
+    improved = _validate(state, model, validate, epoch)
+    if improved is not None:
+        return improved
+    state.bad_epochs += 1
+    if cfg.patience is not None and state.bad_epochs >= cfg.patience:
+        state.stopped_early = state.finished = True
+    return best
+
+
+def _validate(
+    state: LoopState, model: nn.Module, validate: Callable[[], float], epoch: int
+) -> dict[str, torch.Tensor] | None:
+    """Record the validation loss; return a snapshot when it is the best so far."""
     model.eval()
     with torch.no_grad():
         val = float(validate())
@@ -217,10 +234,7 @@ def _end_epoch(
     if val < state.best_val:
         state.best_val, state.best_epoch, state.bad_epochs = val, epoch, 0
         return trainable_state(_unwrap(model))
-    state.bad_epochs += 1
-    if cfg.patience is not None and state.bad_epochs >= cfg.patience:
-        state.stopped_early = state.finished = True
-    return best
+    return None
 
 
 def _save(

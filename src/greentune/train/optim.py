@@ -37,7 +37,8 @@ def build_optimizer(
     named_params: Iterable[tuple[str, torch.nn.Parameter]], cfg: TrainConfig
 ) -> Optimizer:
     """Weight decay on matrices only: biases and LayerNorm weights are not decayed."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in named_params:
         if not p.requires_grad:
             continue

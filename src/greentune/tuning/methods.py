@@ -46,7 +46,7 @@ def _peft(model: nn.Module, peft_config: object) -> nn.Module:
     from peft import get_peft_model
 
     try:
-        return get_peft_model(model, peft_config)  # type: ignore[arg-type]
+        return get_peft_model(model, peft_config)  # type: ignore[call-overload]
     except ValueError as exc:
         raise ConfigError(
             f"peft cannot adapt this backbone ({exc}); set peft.target_modules to module names "

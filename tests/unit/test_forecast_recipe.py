@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from greentune.config import build_config
+from greentune.data.sources import RawTable
+from greentune.data.validate import clean_frame
+from greentune.data.windows import build_forecast_data
+from greentune.evaluate.baselines import _design, fit_linear
+from greentune.train.forecast import build_model, make_batches, predict_scaled, to_forecast
+from tests.conftest import make_series
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = build_config(overrides=[
+        "data.source=csv", "data.time_col=ts", "data.target=load_mw", "data.covariates=[temp_c]",
+        "data.temperature_col=temp_c", "data.context_length=48", "data.horizon=24",
+        "data.val=6D", "data.test=6D", "data.val_origins=6", "model.backbone=tiny-bert",
+        "model.patch_len=12",
+    ])
+    frame, report = clean_frame(RawTable(make_series(), "s.csv"), cfg.data)
+    return cfg, build_forecast_data(frame, cfg.data, report)
+
+
+def test_ridge_initialised_network_starts_at_the_linear_forecast(setup):
+    cfg, data = setup
+    fit = fit_linear(data)
+    model, _ = build_model(cfg, data, total_steps=10, skip=fit)
+    out = predict_scaled(model, make_batches(cfg, data, data.test.origins, None), 64)
+    x, _ = _design(data, data.test.origins)
+    ridge = fit.predict_scaled(x).reshape(len(x), 24, 1)
+    for q in range(3):  # every quantile starts at the ridge point forecast; the head is zero
+        np.testing.assert_allclose(out[..., q], ridge, atol=2e-4)
+
+
+def test_to_forecast_unscales_and_names_quantiles(setup):
+    _, data = setup
+    out = np.zeros((2, 24, 1, 3), dtype=np.float32)
+    out[..., 0], out[..., 2] = -1.0, 1.0
+    fc = to_forecast(data, out, (0.1, 0.5, 0.9))
+    mean, std = data.scaler.mean[0], data.scaler.std[0]
+    assert fc.point[0, 0, 0] == pytest.approx(mean)
+    assert fc.quantiles[0.9][1, 5, 0] == pytest.approx(mean + std)
+    assert fc.quantiles[0.1][1, 5, 0] == pytest.approx(mean - std)
