@@ -5,8 +5,14 @@ from greentune.config import build_config
 from greentune.data.sources import RawTable
 from greentune.data.validate import clean_frame
 from greentune.data.windows import build_forecast_data
-from greentune.evaluate.baselines import _design, fit_linear
-from greentune.train.forecast import build_model, make_batches, predict_scaled, to_forecast
+from greentune.evaluate.baselines import design_matrix, fit_linear
+from greentune.train.forecast import (
+    SkipInit,
+    build_model,
+    make_batches,
+    predict_scaled,
+    to_forecast,
+)
 from tests.conftest import make_series
 
 
@@ -25,12 +31,15 @@ def setup():
 def test_ridge_initialised_network_starts_at_the_linear_forecast(setup):
     cfg, data = setup
     fit = fit_linear(data)
-    model, _ = build_model(cfg, data, total_steps=10, skip=fit)
+    offsets = fit.residual_quantiles(data, data.train.origins, (0.1, 0.5, 0.9))
+    assert offsets.shape == (3, 24) and (offsets[0] < offsets[1]).all() and (offsets[1] < offsets[2]).all()
+    model, _ = build_model(cfg, data, total_steps=10, skip=SkipInit(fit, offsets))
+    assert not model.skip.weight.requires_grad and model.skip.bias.requires_grad
     out = predict_scaled(model, make_batches(cfg, data, data.test.origins, None), 64)
-    x, _ = _design(data, data.test.origins)
+    x, _ = design_matrix(data, data.test.origins)
     ridge = fit.predict_scaled(x).reshape(len(x), 24, 1)
-    for q in range(3):  # every quantile starts at the ridge point forecast; the head is zero
-        np.testing.assert_allclose(out[..., q], ridge, atol=2e-4)
+    for q in range(3):  # the head is zero: each quantile starts at ridge + its residual quantile
+        np.testing.assert_allclose(out[..., q], ridge + offsets[q][None, :, None], atol=2e-4)
 
 
 def test_to_forecast_unscales_and_names_quantiles(setup):

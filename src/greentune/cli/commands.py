@@ -85,10 +85,9 @@ def _data_overrides(
     out = []
     if data:
         source = "parquet" if Path(data).suffix.lower() in (".parquet", ".pq") else "csv"
+        # A csv/parquet source has no defaults of its own: the demo's temperature, time-zone and
+        # holiday settings do not leak into the user's data.
         out += [f"data.source={source}", f"data.path={data}"]
-        if covariates is None:
-            out.append("data.covariates=[]")
-        out += ["data.temperature_col=null", "data.timezone=null", "data.country=null"]
     pairs = {
         "data.time_col": time_col,
         "data.target": target,

@@ -166,7 +166,7 @@ def _complete(data: ForecastData, origins: np.ndarray) -> np.ndarray:
     return origins[cum[origins + data.horizon] - cum[origins - data.context_length] == 0]
 
 
-def _design(data: ForecastData, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def design_matrix(data: ForecastData, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flattened scaled context + known future (the network's inputs) and flattened scaled y."""
     b = data.batch(origins)
     n = len(origins)
@@ -186,13 +186,13 @@ def _fit_ridge(
     sx: np.ndarray | float = 0.0
     sy: np.ndarray | float = 0.0
     for c in chunks:  # pass 1: means, so the Gram matrix is centred without cancellation
-        x, y = _design(data, c)
+        x, y = design_matrix(data, c)
         sx, sy = sx + x.sum(0, dtype=np.float64), sy + y.sum(0, dtype=np.float64)
     x_mean, y_mean = np.asarray(sx) / len(origins), np.asarray(sy) / len(origins)
     gram = np.zeros((len(x_mean), len(x_mean)))
     xty = np.zeros((len(x_mean), len(y_mean)))
     for c in chunks:  # pass 2 in float64: float32 products left X'X indefinite at small alpha
-        x, y = _design(data, c)
+        x, y = design_matrix(data, c)
         x = x - x_mean
         gram += x.T @ x
         xty += x.T @ (y - y_mean)
@@ -219,6 +219,13 @@ class LinearFit:
     def predict_scaled(self, x: np.ndarray) -> np.ndarray:
         return (x - self.x_mean) @ self.weight + self.y_mean
 
+    def residual_quantiles(
+        self, data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
+    ) -> np.ndarray:
+        """(Q, H*T) quantiles of scaled residuals y - yhat over ``origins``."""
+        x, y = design_matrix(data, _complete(data, origins))
+        return np.quantile(y - self.predict_scaled(x), quantiles, axis=0)
+
 
 def fit_linear(data: ForecastData) -> LinearFit:
     """Ridge on every training window (stride 1), alpha chosen on the validation windows."""
@@ -228,7 +235,7 @@ def fit_linear(data: ForecastData) -> LinearFit:
     if len(train) == 0 or len(val) == 0:
         raise DataError(f"{data.report.origin}: no complete train/val window for the linear model")
     xm, ym, solve = _fit_ridge(data, train)
-    xv, yv = _design(data, val)
+    xv, yv = design_matrix(data, val)
     xv = xv - xm
     fits: dict[int, tuple[float, np.ndarray]] = {}
 
@@ -260,7 +267,7 @@ def linear(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
     fit = fit_linear(data)
 
     def predict(o: np.ndarray) -> np.ndarray:
-        x, _ = _design(data, o)
+        x, _ = design_matrix(data, o)
         return data.unscale_target(fit.predict_scaled(x).reshape(len(o), H, T))
 
     q = None

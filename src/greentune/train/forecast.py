@@ -70,7 +70,7 @@ class ForecastBatches:
 
 
 def build_model(
-    cfg: RunConfig, data: ForecastData, total_steps: int, skip: LinearFit | None = None
+    cfg: RunConfig, data: ForecastData, total_steps: int, skip: SkipInit | None = None
 ) -> tuple[Forecaster, Any]:
     m = cfg.model
     seed_everything(cfg.seed)
@@ -91,17 +91,30 @@ def build_model(
     )
     model = Forecaster(spec, backbone, int(base.config.hidden_size))
     if skip is not None and model.skip is not None:
-        init_skip(model.skip, skip, spec.n_quantiles)
+        init_skip(model.skip, skip)
     return model, (load_tokenizer(m) if text else None)
 
 
+@dataclass
+class SkipInit:
+    """The ridge fit and, per quantile, its residual quantiles on the training windows."""
+
+    fit: LinearFit
+    offsets: np.ndarray
+    """(Q, H*T) in scaled units; zeros for a point forecast."""
+
+
 @torch.no_grad()
-def init_skip(layer: torch.nn.Linear, fit: LinearFit, n_quantiles: int) -> None:
-    """Every quantile's skip output starts at the ridge point forecast (output order h, t, q)."""
-    weight = np.repeat(fit.weight.T, n_quantiles, axis=0)
-    bias = np.repeat(fit.y_mean - fit.x_mean @ fit.weight, n_quantiles)
+def init_skip(layer: torch.nn.Linear, init: SkipInit) -> None:
+    """Start the skip path at the ridge forecast plus each quantile's residual quantile, and
+    freeze its weights: Adam's first steps would otherwise scatter the ~10^6 ridge
+    coefficients. The biases still train; the transformer learns what the ridge misses."""
+    fit, q = init.fit, init.offsets.shape[0]
+    weight = np.repeat(fit.weight.T, q, axis=0)  # output order (h, t, q)
+    bias = (fit.y_mean - fit.x_mean @ fit.weight)[:, None] + init.offsets.T
     layer.weight.copy_(torch.from_numpy(weight))
-    layer.bias.copy_(torch.from_numpy(bias))
+    layer.bias.copy_(torch.from_numpy(bias.reshape(-1)))
+    layer.weight.requires_grad_(False)
 
 
 def make_batches(
@@ -155,7 +168,7 @@ def train_network(
     checkpoint_dir: Path | None,
     resume: bool,
     progress: Progress | None,
-    skip: LinearFit | None = None,
+    skip: SkipInit | None = None,
 ) -> tuple[Forecaster, Any, LoopResult]:
     total_steps = total_optimizer_steps(len(data.train), cfg.train)
     model, tokenizer = build_model(cfg, data, total_steps, skip)
@@ -294,14 +307,20 @@ def run_forecast(
     return metrics
 
 
-def ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[LinearFit | None, float]:
+def ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipInit | None, float]:
     if not (cfg.model.linear_skip and cfg.model.skip_init == "ridge"):
         return None, 0.0
     t0 = time.perf_counter()
     fit = fit_linear(data)
+    quantiles = cfg.model.quantiles
+    offsets = (
+        fit.residual_quantiles(data, data.train.origins, quantiles)
+        if quantiles
+        else np.zeros((1, fit.weight.shape[1]))
+    )
     seconds = time.perf_counter() - t0
-    log(f"skip path: ridge fit (alpha {fit.alpha:g}) in {seconds:.1f} s")
-    return fit, seconds
+    log(f"skip path: ridge fit (alpha {fit.alpha:g}) in {seconds:.1f} s, weights frozen")
+    return SkipInit(fit, offsets), seconds
 
 
 def _baseline(
@@ -310,7 +329,7 @@ def _baseline(
     data: ForecastData,
     origins: np.ndarray,
     log: Log,
-    skip: LinearFit | None,
+    skip: SkipInit | None,
     skip_s: float,
 ) -> Forecast:
     if name != RANDOM_INIT:

@@ -1,0 +1,154 @@
+"""ETTh1 with the standard long-horizon protocol, beside published results.
+
+Protocol (Zhou et al. 2021; used by DLinear, PatchTST, GPT4TS, Time-LLM): hourly ETTh1, splits
+12/4/4 months (rows [0, 8640) train, [8640, 11520) val, [11520, 14400) test), z-score with train
+statistics, input 336, horizons 96/192/336/720, every test window (stride 1), multivariate
+(7 channels) MSE and MAE on the normalised data.
+
+    .venv/bin/python benchmarks/ett.py [--epochs 2] [--horizons 96,192,336,720] [--method ln]
+
+Writes benchmarks/results/ett.json and ett.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from greentune.cli import quiet_libraries
+from greentune.config import load_config
+from greentune.rundir import start_run
+from greentune.train.forecast import run_forecast
+from greentune.train.run import resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+ETT = ROOT.parent / "shared" / "data" / "benchmarks" / "ETT" / "ETTh1.csv"
+PROTOCOL_ROWS = 14_400  # 12 + 4 + 4 months of 30 days
+PUBLISHED_MSE = {  # mean over the four horizons, as published
+    "GPT4TS (One Fits All)": 0.427,
+    "PatchTST": 0.413,
+    "Time-LLM": 0.408,
+    "DLinear": 0.423,
+}
+
+
+def normalised_errors(run_dir: Path, model: str) -> tuple[float, float]:
+    pred = pd.read_parquet(run_dir / "predictions.parquet")
+    pred = pred[pred.model == model]
+    scaler = json.loads((run_dir / "model" / "scaler.json").read_text())
+    std = dict(zip(scaler["columns"], scaler["std"], strict=True))
+    err = (pred.y_pred - pred.y_true) / pred.target.map(std)
+    return float((err**2).mean()), float(err.abs().mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--horizons", default="96,192,336,720")
+    parser.add_argument("--method", default="ln")
+    args = parser.parse_args()
+    if not ETT.is_file():
+        print(f"{ETT} not found; nothing to do")
+        return
+    quiet_libraries()
+    work = RESULTS / "runs"
+    work.mkdir(parents=True, exist_ok=True)
+    csv = work / "ETTh1_protocol.csv"  # the protocol's first 14,400 rows, unmodified
+    pd.read_csv(ETT).iloc[:PROTOCOL_ROWS].to_csv(csv, index=False)
+    rows = []
+    for horizon in map(int, args.horizons.split(",")):
+        name = f"ett-h{horizon}-{args.method}"
+        shutil.rmtree(work / name, ignore_errors=True)
+        cfg = resolve_config(
+            load_config(
+                ROOT / "configs" / "forecast" / "ett_h1.yaml",
+                [
+                    f"data.path={csv}",
+                    f"data.horizon={horizon}",
+                    f"train.epochs={args.epochs}",
+                    f"peft.method={args.method}",
+                    "eval.baselines=[linear]",
+                    f"output_dir={work}",
+                    f"name={name}",
+                ],
+            )
+        )
+        run_dir = work / name
+        run_dir.mkdir()
+        start_run(run_dir, cfg)
+        t0 = time.perf_counter()
+        metrics = run_forecast(
+            cfg, run_dir, log=lambda m, n=name: print(f"  [{n}] {m}", flush=True)
+        )
+        wall = time.perf_counter() - t0
+        ours = normalised_errors(run_dir, metrics["model"])
+        lin = normalised_errors(run_dir, "linear")
+        rows.append(
+            {
+                "horizon": horizon,
+                "mse": ours[0],
+                "mae": ours[1],
+                "linear_mse": lin[0],
+                "linear_mae": lin[1],
+                "wall_s": wall,
+                "train_s": metrics["training"]["train_s"],
+                "test_windows": metrics["data"]["windows"]["test"],
+            }
+        )
+        print(rows[-1], flush=True)
+    mean = {
+        k: float(np.mean([r[k] for r in rows])) for k in ("mse", "mae", "linear_mse", "linear_mae")
+    }
+    out = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "epochs": args.epochs,
+        "method": args.method,
+        "per_horizon": rows,
+        "mean": mean,
+        "published_mean_mse": PUBLISHED_MSE,
+        "total_wall_s": sum(r["wall_s"] for r in rows),
+    }
+    (RESULTS / "ett.json").write_text(json.dumps(out, indent=2))
+    lines = [
+        "# ETTh1, standard protocol (input 336, multivariate, normalised)",
+        "",
+        "| horizon | greentune MSE | MAE | ridge (ours) MSE | MAE | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['horizon']} | {r['mse']:.3f} | {r['mae']:.3f} | {r['linear_mse']:.3f} | "
+            f"{r['linear_mae']:.3f} | {r['wall_s']:.0f} |"
+        )
+    lines.append(
+        f"| mean | {mean['mse']:.3f} | {mean['mae']:.3f} | {mean['linear_mse']:.3f} | "
+        f"{mean['linear_mae']:.3f} | {out['total_wall_s']:.0f} |"
+    )
+    lines += [
+        "",
+        "Published means (MSE): " + ", ".join(f"{k} {v}" for k, v in PUBLISHED_MSE.items()),
+    ]
+    (RESULTS / "ett.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
