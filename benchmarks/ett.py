@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import time
@@ -23,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine_info
 
 from greentune.cli import quiet_libraries
 from greentune.config import load_config
@@ -113,12 +113,7 @@ def main() -> None:
         k: float(np.mean([r[k] for r in rows])) for k in ("mse", "mae", "linear_mse", "linear_mae")
     }
     out = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(),
         "epochs": args.epochs,
         "method": args.method,
         "per_horizon": rows,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine_info
 
 from greentune.cli import quiet_libraries
 from greentune.config import TrainConfig, build_config
@@ -185,12 +187,7 @@ def main() -> None:
         / medians["classify/HF Trainer + PEFT (tutorial: pad 64, dropout 0.1)"],
     }
     out = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(),
         "steps": args.steps,
         "batch": BATCH,
         "repeats": args.repeats,

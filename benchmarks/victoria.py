@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine_info
 
 from greentune.cli import quiet_libraries
 from greentune.config import build_config
@@ -143,12 +142,7 @@ def main() -> None:
             runs[method] = run_one(dataset, method, ALL_BASELINES if i == 0 else "[]")
         summaries.append(summarise(dataset, runs))
     out = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(),
         "summaries": summaries,
     }
     RESULTS.mkdir(exist_ok=True)

@@ -9,6 +9,7 @@ complete and can be re-run as it is.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import types
 import typing
 from dataclasses import dataclass, field
@@ -80,13 +81,18 @@ class TextDataConfig:
     path: str | None = None
     """CSV, JSONL, or a folder written by ``datasets.Dataset.save_to_disk``."""
     text_col: str = "text"
+    """Column holding the text."""
     label_col: str = "label"
+    """Column holding the class (any values; sorted names become class ids)."""
     val: str = "0.1"
     """Fraction held out for validation (rows are shuffled with the run seed first)."""
     test: str = "0.2"
     """Fraction held out for test."""
     max_length: int = 128
     """Tokens per text; batches are padded to their longest text only."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_length")
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,8 @@ class ModelConfig:
         for q in self.quantiles:
             if not 0.0 < q < 1.0:
                 raise ConfigError(f"model.quantiles must lie in (0, 1), got {q}")
+        if list(self.quantiles) != sorted(set(self.quantiles)):
+            raise ConfigError(f"model.quantiles must be strictly increasing, got {self.quantiles}")
         if self.quantiles and 0.5 not in self.quantiles:
             raise ConfigError("model.quantiles must include 0.5 (the point forecast is the median)")
 
@@ -136,7 +144,9 @@ class PeftConfig:
     r: int = 8
     """LoRA rank (adalora: initial rank)."""
     alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
     dropout: float = 0.0
+    """Dropout on the adapter's input (LoRA, AdaLoRA)."""
     target_modules: tuple[str, ...] | None = None
     """Modules to adapt; None: peft's default for the architecture."""
     target_r: int = 4
@@ -151,11 +161,15 @@ class TrainConfig:
     """The training loop (built on accelerate)."""
 
     epochs: int = 6
+    """Passes over the training windows (early stopping may end sooner)."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides epochs when reached first)."""
     batch_size: int = 32
+    """Samples per micro-batch."""
     grad_accum: int = 1
+    """Micro-batches per optimizer step."""
     lr: float = 1e-3
+    """Peak learning rate (after warmup)."""
     optimizer: Literal["adamw", "sgd", "adafactor"] = "adamw"
     weight_decay: float = 0.01
     schedule: Literal["linear", "cosine", "constant"] = "cosine"
@@ -174,7 +188,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "grad_accum", "checkpoint_every", "log_every")
-        _positive(self, "keep_checkpoints")
+        _positive(self, "keep_checkpoints", "max_steps", "patience", "threads")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -196,6 +210,10 @@ class EvalConfig:
     season_length: int | None = None
     """Seasonal period in steps for MASE's scale; None: one day at the data's frequency."""
     batch_size: int = 256
+    """Windows per forward pass when predicting."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "season_length", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -397,6 +415,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, dt.date):  # YAML reads 2014-11-06 as a date
+            return value.isoformat()
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{key} must be a string, got {value!r}")

@@ -15,7 +15,6 @@ from greentune.data.sources import RawTable, load_table, resolve
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, WindowSet, featurize, prepare_forecast_data
 from greentune.errors import CheckpointError, DataError
-from greentune.models.backbone import load_tokenizer
 from greentune.models.forecaster import Forecaster, load_forecaster
 from greentune.rundir import read_metrics, read_run, write_json
 from greentune.train.forecast import (
@@ -33,7 +32,11 @@ def load_run_model(run: Path, cfg: RunConfig) -> tuple[Forecaster, Any]:
     if not model_dir.is_dir():
         raise CheckpointError(f"{run} has no model/; the run did not finish training")
     model = load_forecaster(model_dir)
-    tokenizer = load_tokenizer(cfg.model) if model.spec.encoder == "text" else None
+    tokenizer = None
+    if model.spec.encoder == "text":  # the tokenizer saved with the run: no hub needed
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir / "backbone", local_files_only=True)
     return model, tokenizer
 
 
@@ -46,6 +49,15 @@ def evaluate_run(path: str | Path) -> tuple[dict[str, Any], RunConfig]:
         return evaluate_classifier_run(run, cfg), cfg
     metrics = read_metrics(run)
     data = prepare_forecast_data(cfg.data)
+    saved = metrics["data"]
+    now = {"test_start": str(data.frame.index[data.test_start]), "test": len(data.test.origins)}
+    if now != {"test_start": saved["test_start"], "test": saved["windows"]["test"]}:
+        raise DataError(
+            f"{data.report.origin} no longer gives the run's test windows (run: "
+            f"{saved['windows']['test']} from {saved['test_start']}; now: {now['test']} from "
+            f"{now['test_start']}); the baselines in metrics.json would not be comparable. "
+            "Use greentune predict --origins daily for new data"
+        )
     model, tokenizer = load_run_model(run, cfg)
     test = data.test.origins
     out = predict_scaled(model, make_batches(cfg, data, test, tokenizer), cfg.eval.batch_size)
@@ -74,7 +86,8 @@ def predict_run(path: str | Path, data_path: str | Path, origins: str = "last") 
     table = load_table(dcfg)
     frame, report = clean_frame(table, dcfg)
     L, H = model.spec.context_length, model.spec.horizon
-    frame = _extend_horizon(frame, dcfg, columns, H, table)
+    if origins == "last":
+        frame = _extend_horizon(frame, columns, H, table)
     featured, targets, past, known = featurize(frame, dcfg)
     expected = [*columns["targets"], *columns["past"], *columns["known"]]
     if [*targets, *past, *known] != expected:
@@ -117,12 +130,9 @@ def _new_data_config(cfg: DataConfig, path: Path) -> DataConfig:
 
 
 def _extend_horizon(
-    frame: pd.DataFrame,
-    cfg: DataConfig,
-    columns: dict[str, list[str]],
-    horizon: int,
-    table: RawTable,
+    frame: pd.DataFrame, columns: dict[str, list[str]], horizon: int, table: RawTable
 ) -> pd.DataFrame:
+    """Make room for the horizon after the last observed target when no input is missing."""
     target = columns["targets"][0]
     observed = np.flatnonzero(frame[target].notna().to_numpy())
     if len(observed) == 0:
@@ -130,7 +140,8 @@ def _extend_horizon(
     missing = observed[-1] + 1 + horizon - len(frame)
     if missing <= 0:
         return frame
-    raw_covariates = [c for c in frame.columns if c != target]
+    # only known-future covariates are read over the horizon; derived features are rebuilt
+    raw_covariates = [c for c in columns["known"] if c in frame.columns]
     if raw_covariates:
         raise DataError(
             f"{table.origin}: needs {horizon} rows after the last observed {target!r} "

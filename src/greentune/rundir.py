@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -41,7 +42,19 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    """Strict JSON: NaN and infinities (e.g. MAPE of an all-zero target) become null."""
+    text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
@@ -102,8 +115,11 @@ def read_run(path: str | Path) -> tuple[Path, RunConfig]:
     run = Path(path)
     if not (run / "config.yaml").is_file():
         raise CheckpointError(f"{run} is not a run directory (no config.yaml)")
-    raw = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    version = raw.get("schema_version", SCHEMA_VERSION)
+    try:
+        raw = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{run}/config.yaml is damaged: {exc}") from None
+    version = raw.get("schema_version", SCHEMA_VERSION) if isinstance(raw, dict) else 0
     if version > SCHEMA_VERSION:
         raise CheckpointError(
             f"{run} was written by a newer greentune (schema {version}); upgrade greentune"
@@ -115,4 +131,7 @@ def read_metrics(run: Path) -> dict[str, Any]:
     path = run / "metrics.json"
     if not path.is_file():
         raise CheckpointError(f"{run} has no metrics.json; the run did not finish")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is damaged: {exc}") from None

@@ -207,3 +207,68 @@ def test_cli_data_options(tmp_path, tiny_csv):
     assert result.exit_code == 0, result.output
     cfg = (tmp_path / "runs" / "r" / "config.yaml").read_text()
     assert "country: DE" in cfg and "- temp_c" in cfg and "source: csv" in cfg
+
+
+def test_backtest_on_a_fully_observed_file(finished_run, tmp_path):
+    from tests.conftest import make_series
+
+    path = tmp_path / "hist.csv"
+    make_series(days=4, seed=3).to_csv(path, index=False)
+    out = tmp_path / "bt.csv"
+    result = invoke(
+        "predict", str(finished_run), "--data", str(path), "--out", str(out), "--origins", "daily"
+    )
+    assert result.exit_code == 0, result.output
+    bt = pd.read_csv(out)
+    assert len(bt) == 2 * 24 and bt.load_mw_actual.notna().all()  # midnights of days 3 and 4
+
+
+def test_evaluate_refuses_data_that_moved(finished_run, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(finished_run, moved)
+    cfg_path = moved / "config.yaml"
+    cfg_path.write_text(cfg_path.read_text().replace("test: 6D", "test: 5D"))
+    result = invoke("evaluate", str(moved))
+    assert result.exit_code == 2
+    assert "no longer gives the run's test windows" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("method", ["adalora", "ia3", "ln", "full", "frozen"])
+def test_every_method_runs_from_the_cli(tmp_path, tiny_csv, method):
+    result = invoke(
+        "run",
+        *series_overrides(tiny_csv, tmp_path / "runs"),
+        f"peft.method={method}",
+        "train.max_steps=3",
+        "eval.baselines=[]",
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
+    assert metrics["training"]["steps"] == 3
+
+
+def test_unwritable_output_is_a_clear_error(finished_run, tmp_path):
+    from tests.conftest import make_series
+
+    path = tmp_path / "hist.csv"
+    make_series(days=4, seed=3).to_csv(path, index=False)
+    result = invoke(
+        "predict",
+        str(finished_run),
+        "--data",
+        str(path),
+        "--out",
+        str(tmp_path / "no" / "such" / "dir" / "x.csv"),
+        "--origins",
+        "daily",
+    )
+    assert result.exit_code == 2 and "non-existent directory" in result.output
+
+
+def test_unknown_baseline_is_refused_before_training(tmp_path, tiny_csv):
+    result = invoke(
+        "run", *series_overrides(tiny_csv, tmp_path / "runs"), "eval.baselines=[prophet]"
+    )
+    assert result.exit_code == 2
+    assert "eval.baselines: unknown prophet; valid choices:" in " ".join(result.output.split())
+    assert not (tmp_path / "runs" / "r" / "checkpoints").exists()

@@ -115,3 +115,26 @@ def test_every_shipped_config_loads(path):
 
 def test_configs_are_shipped():
     assert len(CONFIGS) >= 4
+
+
+def test_quantiles_must_increase():
+    with pytest.raises(ConfigError, match="strictly increasing"):
+        build_config(overrides=["model.quantiles=[0.9,0.5,0.1]"])
+
+
+def test_yaml_dates_become_strings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  test: 2014-11-06\n  val: 2014-09-11\n")
+    cfg = load_config(path, ["data.val=2014-09-01"])
+    assert (cfg.data.test, cfg.data.val) == ("2014-11-06", "2014-09-01")
+
+
+def test_more_value_checks():
+    for override in (
+        "eval.batch_size=0",
+        "train.max_steps=0",
+        "train.patience=0",
+        "text.max_length=0",
+    ):
+        with pytest.raises(ConfigError, match="must be >= 1"):
+            build_config(overrides=[override])

@@ -18,12 +18,22 @@ from tests.conftest import make_series
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = build_config(overrides=[
-        "data.source=csv", "data.time_col=ts", "data.target=load_mw", "data.covariates=[temp_c]",
-        "data.temperature_col=temp_c", "data.context_length=48", "data.horizon=24",
-        "data.val=6D", "data.test=6D", "data.val_origins=6", "model.backbone=tiny-bert",
-        "model.patch_len=12",
-    ])
+    cfg = build_config(
+        overrides=[
+            "data.source=csv",
+            "data.time_col=ts",
+            "data.target=load_mw",
+            "data.covariates=[temp_c]",
+            "data.temperature_col=temp_c",
+            "data.context_length=48",
+            "data.horizon=24",
+            "data.val=6D",
+            "data.test=6D",
+            "data.val_origins=6",
+            "model.backbone=tiny-bert",
+            "model.patch_len=12",
+        ]
+    )
     frame, report = clean_frame(RawTable(make_series(), "s.csv"), cfg.data)
     return cfg, build_forecast_data(frame, cfg.data, report)
 
@@ -32,7 +42,11 @@ def test_ridge_initialised_network_starts_at_the_linear_forecast(setup):
     cfg, data = setup
     fit = fit_linear(data)
     offsets = fit.residual_quantiles(data, data.train.origins, (0.1, 0.5, 0.9))
-    assert offsets.shape == (3, 24) and (offsets[0] < offsets[1]).all() and (offsets[1] < offsets[2]).all()
+    assert (
+        offsets.shape == (3, 24)
+        and (offsets[0] < offsets[1]).all()
+        and (offsets[1] < offsets[2]).all()
+    )
     model, _ = build_model(cfg, data, total_steps=10, skip=SkipInit(fit, offsets))
     assert not model.skip.weight.requires_grad and model.skip.bias.requires_grad
     out = predict_scaled(model, make_batches(cfg, data, data.test.origins, None), 64)
@@ -51,3 +65,14 @@ def test_to_forecast_unscales_and_names_quantiles(setup):
     assert fc.point[0, 0, 0] == pytest.approx(mean)
     assert fc.quantiles[0.9][1, 5, 0] == pytest.approx(mean + std)
     assert fc.quantiles[0.1][1, 5, 0] == pytest.approx(mean - std)
+
+
+def test_ridge_fit_is_shared_by_the_skip_path_and_the_linear_baseline(setup):
+    from greentune.evaluate.baselines import run_baseline
+
+    _, data = setup
+    data.cache.clear()
+    first = fit_linear(data)
+    assert fit_linear(data) is first and first.fit_s > 0
+    fc = run_baseline("linear", data, data.test.origins, ())
+    assert fc.fit_s >= first.fit_s  # the shared fit's seconds are still billed to the baseline

@@ -50,17 +50,6 @@ class RichProgress:
         self._bar.stop()
 
 
-def _logger(run_dir: Path):
-    log_path = run_dir / "log.txt"
-
-    def log(message: str) -> None:
-        console.print(message, highlight=False)
-        with log_path.open("a") as fh:
-            fh.write(message + "\n")
-
-    return log
-
-
 def _split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
     config, overrides = None, []
     for item in args or []:
@@ -132,33 +121,23 @@ def run(
     ] = None,
 ) -> None:
     """Fine-tune, evaluate against baselines and write a run directory."""
-    from greentune.rundir import new_run_dir, read_run, set_status, start_run
-    from greentune.train.run import resolve_config, run_task
+    from greentune.train.run import run as run_library
 
+    cfg = None
     if resume is not None:
         if args:
             raise ConfigError(
                 "--resume takes the run's own config.yaml; give no config or overrides"
             )
-        run_dir, cfg = read_run(resume)
     else:
         path, overrides = _split_args(args)
-        overrides = (
-            _data_overrides(data, time_col, target, covariates, country, subdivision, fill_gaps)
-            + overrides
+        data_args = _data_overrides(
+            data, time_col, target, covariates, country, subdivision, fill_gaps
         )
-        cfg = load_config(path, overrides)
-        run_dir = new_run_dir(cfg)
-    log = _logger(run_dir)
-    try:
-        cfg = resolve_config(cfg)
-        start_run(run_dir, cfg)
-        log(f"run directory: {run_dir}")
-        metrics = run_task(cfg, run_dir, log, resume=resume is not None, progress=RichProgress())
-    except BaseException as exc:
-        set_status(run_dir, cfg.task, "failed", error=str(exc)[:500])
-        raise
-    set_status(run_dir, cfg.task, "complete")
+        cfg = load_config(path, data_args + overrides)
+    run_dir, cfg, metrics = run_library(
+        cfg, resume, RichProgress(), echo=lambda m: console.print(m, highlight=False)
+    )
     _print_results(metrics, cfg)
     console.print(f"\nrun directory: [bold]{run_dir}[/]")
 

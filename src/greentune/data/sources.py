@@ -102,7 +102,7 @@ def load_csv(cfg: DataConfig) -> RawTable:
     path = _read_path(cfg)
     try:
         frame = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as exc:
         raise DataError(f"{path}: cannot be read as CSV ({exc})") from None
     return RawTable(frame, str(path))
 

@@ -108,11 +108,16 @@ def _parse_times(col: pd.Series, cfg: DataConfig, origin: str, name: str) -> pd.
             ) from None
     index = pd.DatetimeIndex(parsed).as_unit("ns")
     if cfg.timezone:
-        index = (
-            index.tz_convert(cfg.timezone)
-            if index.tz is not None
-            else _localise(index, cfg.timezone, origin, name)
-        )
+        if index.tz is None:
+            index = _localise(index, cfg.timezone, origin, name)
+        else:
+            try:
+                index = index.tz_convert(cfg.timezone)
+            except Exception:  # zoneinfo/pytz raise their own types for an unknown zone
+                raise DataError(
+                    f"data.timezone={cfg.timezone!r} is not a known time zone; "
+                    "use an IANA name such as Europe/Berlin or Australia/Melbourne"
+                ) from None
     return index
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,6 +81,8 @@ class ForecastData:
     test: WindowSet
     report: DataReport
     dropped_windows: dict[str, int] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Fits derived from this data alone (the ridge fit shared by the skip path and `linear`)."""
 
     @property
     def columns(self) -> list[str]:
@@ -176,8 +179,8 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     train = _windows(
         "train", np.arange(L, val_start - H + 1, cfg.train_stride), bad_rows, L, H, dropped
     )
-    val_o = _origins(frame.index, val_start, test_start - H + 1, cfg.val_origins)
-    test_o = _origins(frame.index, test_start, n - H + 1, cfg.eval_origins)
+    val_o = _origins(frame.index, val_start, test_start - H + 1, cfg.val_origins, "val_origins")
+    test_o = _origins(frame.index, test_start, n - H + 1, cfg.eval_origins, "eval_origins")
     val = _windows("val", val_o[val_o >= L], bad_rows, L, H, dropped)
     test = _windows("test", test_o[test_o >= L], bad_rows, L, H, dropped)
     for ws in (train, val, test):
@@ -242,6 +245,8 @@ def _split_start(spec: str, index: pd.DatetimeIndex, end: int, n: int, key: str)
         ) from None
     if index.tz is not None and stamp.tzinfo is None:
         stamp = stamp.tz_localize(index.tz)
+    elif index.tz is None and stamp.tzinfo is not None:
+        raise ConfigError(f"{key}={spec!r} has a time zone but the data's timestamps have none")
     pos = int(index.searchsorted(stamp))
     return min(pos, end)
 
@@ -257,7 +262,7 @@ def _check_sizes(origin: str, n: int, val_start: int, test_start: int, L: int, H
         )
 
 
-def _origins(index: pd.DatetimeIndex, start: int, stop: int, spec: str) -> np.ndarray:
+def _origins(index: pd.DatetimeIndex, start: int, stop: int, spec: str, key: str) -> np.ndarray:
     if stop <= start:
         return np.array([], dtype=np.int64)
     if spec == "daily":
@@ -267,11 +272,9 @@ def _origins(index: pd.DatetimeIndex, start: int, stop: int, spec: str) -> np.nd
     try:
         stride = int(spec)
     except ValueError:
-        raise ConfigError(
-            f"data.eval_origins={spec!r}: use 'daily' or a step count such as '1'"
-        ) from None
+        raise ConfigError(f"data.{key}={spec!r}: use 'daily' or a step count such as '1'") from None
     if stride < 1:
-        raise ConfigError("data.eval_origins must be 'daily' or >= 1")
+        raise ConfigError(f"data.{key} must be 'daily' or >= 1")
     return np.arange(start, stop, stride)
 
 

@@ -49,6 +49,9 @@ def verdict(results: dict[str, dict[str, float]], model: str) -> list[str]:
     for name, row in results.items():
         if name == model:
             continue
+        if not row["mape"] > 0:  # a perfect (or undefined) baseline: no ratio to state
+            lines.append(f"{name} has MAPE {row['mape']:.2f} %")
+            continue
         change = 100.0 * (ours - row["mape"]) / row["mape"]
         word = "lower" if change < 0 else "higher"
         lines.append(f"{model} MAPE is {abs(change):.1f} % {word} than {name}")

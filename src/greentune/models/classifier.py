@@ -6,7 +6,6 @@ Saved layout (``model/``): ``backbone/`` (AutoModelForSequenceClassification + t
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from transformers import AutoModelForSequenceClassification
 from greentune.config import ModelConfig
 from greentune.errors import ModelError
 from greentune.models.backbone import backbone_config
+from greentune.tuning.methods import save_with_adapter
 
 
 class TextClassifier(nn.Module):
@@ -55,13 +55,7 @@ def save_classifier(
     model: TextClassifier, directory: Path, tokenizer: Any, labels: list[str]
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    inner: Any = model.model
-    if hasattr(inner, "peft_config"):
-        inner.save_pretrained(directory / "adapter")
-        base = copy.deepcopy(inner).unload()
-    else:
-        base = inner
-    base.save_pretrained(directory / "backbone")
+    save_with_adapter(model.model, directory)
     tokenizer.save_pretrained(directory / "backbone")
     (directory / "labels.json").write_text(json.dumps(labels))
 

@@ -11,7 +11,6 @@ Saved layout (``model/``), loadable with transformers + peft + safetensors alone
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from transformers import AutoConfig, AutoModel
 
 from greentune.errors import ModelError
 from greentune.models.encoders import PatchEncoder
+from greentune.tuning.methods import save_with_adapter
 
 SPEC_FILE = "greentune_model.json"
 
@@ -115,14 +115,7 @@ def pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 def save_forecaster(model: Forecaster, directory: Path, tokenizer: Any = None) -> None:
     """Write the layout above into ``directory`` (which the caller renames into place)."""
     directory.mkdir(parents=True, exist_ok=True)
-    backbone: Any = model.backbone
-    if hasattr(backbone, "peft_config"):
-        backbone.save_pretrained(directory / "adapter")
-        # unload() strips the adapter layers and returns the untouched base weights.
-        base = copy.deepcopy(backbone).unload()
-    else:
-        base = backbone
-    base.save_pretrained(directory / "backbone")
+    base = save_with_adapter(model.backbone, directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory / "backbone")
     tensors = {

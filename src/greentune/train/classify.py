@@ -5,6 +5,7 @@ Baselines in the same run: the majority class and TF-IDF + logistic regression (
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import pandas as pd
 import torch
 
 from greentune.config import RunConfig
-from greentune.data.text import TextSplits, load_text_splits
+from greentune.data.text import TextSplits, load_text_splits, pad_tokens
 from greentune.evaluate.metrics import classification_metrics
 from greentune.models.backbone import count_parameters, load_tokenizer, seed_everything
 from greentune.models.classifier import (
@@ -45,18 +46,9 @@ class TextBatches:
         return len(self.tokens)
 
     def get(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        rows = [self.tokens[i] for i in idx]
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for j, r in enumerate(rows):
-            ids[j, : len(r)] = r
-            mask[j, : len(r)] = 1
-        return {
-            "input_ids": torch.from_numpy(ids),
-            "attention_mask": torch.from_numpy(mask),
-            "labels": torch.from_numpy(self.labels[idx]),
-        }
+        batch = pad_tokens([self.tokens[i] for i in idx], self.pad_id)
+        batch["labels"] = torch.from_numpy(self.labels[idx])
+        return batch
 
 
 def tokenize(tokenizer: Any, texts: list[str], labels: np.ndarray, max_length: int) -> TextBatches:
@@ -136,6 +128,7 @@ def run_classify(
         **text_baselines(splits),
     }
     tmp = run_dir / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted save
     save_classifier(model, tmp, tokenizer, splits.label_names)
     replace_dir(tmp, run_dir / "model")
     write_parquet(

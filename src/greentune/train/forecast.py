@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,8 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from greentune.config import RunConfig, replace, to_dict
+from greentune.config import RunConfig, replace
+from greentune.data.text import pad_tokens
 from greentune.data.windows import ForecastData, Scaler, prepare_forecast_data
+from greentune.errors import ConfigError, DataError
 from greentune.evaluate.baselines import Forecast, LinearFit, fit_linear, run_baseline
 from greentune.evaluate.metrics import forecast_metrics, mase_scale
 from greentune.models.backbone import (
@@ -55,17 +58,7 @@ class ForecastBatches:
     def get(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         batch = {k: torch.from_numpy(v) for k, v in self.data.batch(self.origins[idx]).items()}
         if self.tokens is not None:
-            rows = [self.tokens[i] for i in idx]
-            width = max(len(r) for r in rows)
-            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for j, r in enumerate(rows):
-                ids[j, : len(r)] = r
-                mask[j, : len(r)] = 1
-            batch["input_ids"], batch["attention_mask"] = (
-                torch.from_numpy(ids),
-                torch.from_numpy(mask),
-            )
+            batch.update(pad_tokens([self.tokens[i] for i in idx], self.pad_id))
         return batch
 
 
@@ -259,6 +252,7 @@ def run_forecast(
     )
     prep_s = time.perf_counter() - t0
     season = season_steps(data, cfg.eval.season_length)
+    check_before_training(cfg, data, season)
     test = data.test.origins
     skip, skip_s = ridge_skip(cfg, data, log)
     model, tokenizer, result = train_network(
@@ -305,6 +299,23 @@ def run_forecast(
     }
     write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def check_before_training(cfg: RunConfig, data: ForecastData, season: int) -> None:
+    """Refuse now what would otherwise fail after minutes of training."""
+    from greentune.evaluate.baselines import BASELINES
+
+    valid = [*BASELINES.names(), RANDOM_INIT]
+    unknown = [b for b in cfg.eval.baselines if b not in valid]
+    if unknown:
+        raise ConfigError(
+            f"eval.baselines: unknown {', '.join(unknown)}; valid choices: {', '.join(valid)}"
+        )
+    if season >= data.val_start:
+        raise DataError(
+            f"{data.report.origin}: MASE needs more than eval.season_length={season} training "
+            f"rows; there are {data.val_start}. Set eval.season_length or use more data"
+        )
 
 
 def ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipInit | None, float]:
@@ -368,6 +379,7 @@ def _training_summary(result: LoopResult) -> dict[str, Any]:
 
 def save_model(model: Forecaster, tokenizer: Any, data: ForecastData, run_dir: Path) -> None:
     tmp = run_dir / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted save
     save_forecaster(model, tmp, tokenizer)
     write_json(tmp / "scaler.json", data.scaler.to_dict(data.columns))
     (tmp / "columns.json").write_text(
@@ -378,6 +390,3 @@ def save_model(model: Forecaster, tokenizer: Any, data: ForecastData, run_dir: P
 
 def load_scaler(model_dir: Path) -> Scaler:
     return Scaler.from_dict(json.loads((model_dir / "scaler.json").read_text()))
-
-
-__all__ = ["run_forecast", "to_dict"]

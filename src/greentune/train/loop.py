@@ -162,11 +162,11 @@ def train(
                     accelerator.clip_grad_norm_(trainable_params, cfg.clip_norm)
                 optimizer.step()
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.micro_in_epoch = group.stop
-                if step_hook:
+                if step_hook:  # AdaLoRA reads the gradients: before they are cleared
                     step_hook(state.step)
+                optimizer.zero_grad(set_to_none=True)
                 lr = float(scheduler.get_last_lr()[0])
                 state.history.append(
                     {"step": state.step, "epoch": state.epoch, "loss": loss_sum, "lr": lr}
@@ -181,6 +181,8 @@ def train(
                     _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg)
             if not state.finished or state.micro_in_epoch >= n_micro:
                 best = _end_epoch(state, model, validate, cfg, best)
+            elif validate is not None:  # max_steps stopped mid-epoch: that model competes too
+                best = _validate(state, model, validate, state.epoch) or best
             if checkpoint_dir:
                 state.train_s = time.perf_counter() - t0
                 _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg)

@@ -7,8 +7,11 @@ the backbone (the encoder and head, or the classifier).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -136,6 +139,21 @@ def frozen(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
     for name, p in model.named_parameters():
         p.requires_grad_(any(name.startswith(h) for h in ctx.head_modules))
     return model
+
+
+def save_with_adapter(model: Any, directory: Path, base_name: str = "backbone") -> Any:
+    """Save a (possibly PEFT-wrapped) model as ``adapter/`` + ``<base_name>/``; return the base.
+
+    ``unload()`` on a copy strips the adapter layers and gives back the untouched base weights,
+    so the folder loads with ``PeftModel.from_pretrained(AutoModel...(base), adapter)``.
+    """
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(directory / "adapter")
+        base = copy.deepcopy(model).unload()
+    else:
+        base = model
+    base.save_pretrained(directory / base_name)
+    return base
 
 
 def step_hook(model: nn.Module) -> Callable[[int], None] | None:

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from greentune.evaluate.metrics import (
+    classification_metrics,
+    forecast_metrics,
+    interval_coverage,
+    mase_scale,
+    pinball_loss,
+)
+from greentune.evaluate.table import verdict
+
+
+def test_point_metrics_by_hand():
+    y = np.array([[[100.0], [200.0]]])
+    yhat = np.array([[[110.0], [190.0]]])
+    m = forecast_metrics(y, yhat, scale=5.0)
+    assert m["mae"] == 10.0 and m["rmse"] == 10.0 and m["mse"] == 100.0
+    assert m["mape"] == pytest.approx(100 * (0.1 + 0.05) / 2)
+    assert m["smape"] == pytest.approx(100 * (20 / 210 + 20 / 390) / 2)
+    assert m["mase"] == 2.0
+
+
+def test_mase_scale_is_the_in_sample_seasonal_naive_error():
+    train = np.array([1.0, 2.0, 4.0, 7.0])
+    assert mase_scale(train, 1) == pytest.approx((1 + 2 + 3) / 3)
+    assert mase_scale(train, 2) == pytest.approx((3 + 5) / 2)
+    with pytest.raises(ValueError, match="more than 4"):
+        mase_scale(train, 4)
+
+
+def test_pinball_and_coverage():
+    y = np.array([0.0, 10.0])
+    q = {0.1: np.array([1.0, 1.0]), 0.9: np.array([1.0, 1.0])}
+    # q=0.1: over by 1 -> 0.9; under by 9 -> 0.9;  q=0.9: over by 1 -> 0.1; under by 9 -> 8.1
+    assert pinball_loss(y, q) == pytest.approx(np.mean([(0.9 + 0.9) / 2, (0.1 + 8.1) / 2]))
+    assert interval_coverage(
+        np.array([0.0, 5.0, 11.0]), np.zeros(3), np.full(3, 10.0)
+    ) == pytest.approx(200 / 3)
+
+
+def test_classification_metrics():
+    m = classification_metrics(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), 3)
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    # F1: class 0 = 0.5, class 1 = 0.8, class 2 = 0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_verdict_states_wins_and_losses_plainly():
+    results = {
+        "ours": {"mape": 4.0},
+        "naive": {"mape": 8.0},
+        "lgbm": {"mape": 3.2},
+        "perfect": {"mape": 0.0},
+    }
+    lines = verdict(results, "ours")
+    assert "ours MAPE is 50.0 % lower than naive" in lines
+    assert "ours MAPE is 25.0 % higher than lgbm" in lines
+    assert "perfect has MAPE 0.00 %" in lines
+    assert lines[-1].startswith("best on the test split: perfect")
