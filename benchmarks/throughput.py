@@ -149,6 +149,11 @@ def main() -> None:
             "classify/greentune loop (dynamic padding, dropout 0)",
             greentune_loop(TextClassifier(model), tb, args.steps),
         )
+        _, tok, model = classify_setup(0.1, texts, labels, names)
+        record(
+            "classify/greentune loop (dynamic padding, dropout 0.1)",
+            greentune_loop(TextClassifier(model), tb, args.steps),
+        )
         from transformers import DataCollatorWithPadding
 
         _, tok, model = classify_setup(0.0, texts, labels, names)
@@ -177,6 +182,10 @@ def main() -> None:
         / medians["forecast/HF Trainer (dropout 0)"],
         "forecast: dropout 0 / dropout 0.1": medians["forecast/greentune loop (dropout 0)"]
         / medians["forecast/greentune loop (dropout 0.1)"],
+        "classify: dropout 0 / dropout 0.1": medians[
+            "classify/greentune loop (dynamic padding, dropout 0)"
+        ]
+        / medians["classify/greentune loop (dynamic padding, dropout 0.1)"],
         "classify: greentune / Trainer (same settings)": medians[
             "classify/greentune loop (dynamic padding, dropout 0)"
         ]
