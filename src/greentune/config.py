@@ -55,8 +55,9 @@ class DataConfig:
     """Steps of history per window (336 half-hours = 7 days)."""
     horizon: int = 48
     """Steps to forecast (48 half-hours = next day)."""
-    train_stride: int = 2
-    """Steps between consecutive training windows."""
+    train_stride: int = 4
+    """Steps between consecutive training windows (4 half-hours: the demo trains in minutes;
+    the benchmarks in benchmarks/README.md use this value)."""
     eval_origins: str = "daily"
     """Forecast origins on test: 'daily' (local midnight) or a step count such as '1'."""
     val_origins: str = "6"
