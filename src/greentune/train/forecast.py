@@ -185,9 +185,14 @@ def train_network(
         step_hook=step_hook(model.backbone),
     )
     s = result.state
+    best = (
+        "no epoch beat the starting point on validation: kept it"
+        if s.best_epoch == -1
+        else f"best epoch {s.best_epoch}"
+    )
     log(
         f"trained {s.step} steps in {s.train_s:.1f} s ({result.samples_per_s:.0f} samples/s), "
-        f"best epoch {s.best_epoch}{', stopped early' if s.stopped_early else ''}"
+        f"{best}{', stopped early' if s.stopped_early else ''}"
     )
     return model, tokenizer, result
 
