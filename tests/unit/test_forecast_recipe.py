@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,27 +15,13 @@ from greentune.train.forecast import (
     predict_scaled,
     to_forecast,
 )
-from tests.conftest import make_series
+from tests.conftest import make_series, series_overrides
 
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = build_config(
-        overrides=[
-            "data.source=csv",
-            "data.time_col=ts",
-            "data.target=load_mw",
-            "data.covariates=[temp_c]",
-            "data.temperature_col=temp_c",
-            "data.context_length=48",
-            "data.horizon=24",
-            "data.val=6D",
-            "data.test=6D",
-            "data.val_origins=6",
-            "model.backbone=tiny-bert",
-            "model.patch_len=12",
-        ]
-    )
+    # the table is passed in directly; the path and output folder are never touched
+    cfg = build_config(overrides=series_overrides(Path("s.csv"), Path("unused")))
     frame, report = clean_frame(RawTable(make_series(), "s.csv"), cfg.data)
     return cfg, build_forecast_data(frame, cfg.data, report)
 
