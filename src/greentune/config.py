@@ -111,7 +111,7 @@ class ModelConfig:
     num_layers: int | None = None
     """Keep only the first N transformer layers (GPT4TS keeps 6 of GPT-2's 12)."""
     dropout: float = 0.0
-    """Dropout inside the backbone. Off by default: it costs ~40 % of step time on CPU."""
+    """Dropout inside the backbone. Off by default: never faster, and costly on long sequences."""
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     """Quantiles the head predicts (pinball loss); empty: point forecast with MSE."""
     linear_skip: bool = True
@@ -177,7 +177,7 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     clip_norm: float | None = 1.0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """auto: bf16 on CUDA devices that support it, fp32 on CPU (bf16 measured 2.6x slower here)."""
+    """auto: bf16 on CUDA devices that support it, fp32 on CPU (bf16 ran 2.6x slower, STACK.md)."""
     patience: int | None = 3
     """Early stopping: epochs without validation improvement. None: off."""
     checkpoint_every: int = 200

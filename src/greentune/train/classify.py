@@ -36,7 +36,7 @@ HEAD_MODULES = ("classifier", "score")
 
 @dataclass
 class TextBatches:
-    """Token ids per text; each batch is padded to its longest text only (5x faster on CPU)."""
+    """Token ids per text; each batch is padded to its longest text only (see STACK.md)."""
 
     tokens: list[np.ndarray]
     labels: np.ndarray
