@@ -204,7 +204,7 @@ def _forecast_frame(
     out = pd.DataFrame(
         {
             "origin": np.repeat(np.asarray(data.frame.index)[origins], h),
-            "time": np.asarray(data.frame.index)[rows].reshape(-1),
+            "time": data.horizon_times(origins).reshape(-1),
             "step": np.tile(np.arange(1, h + 1), len(origins)),
         }
     )

@@ -226,7 +226,7 @@ def prediction_rows(
     """Long format: one row per (origin, horizon step, target)."""
     n, h, t = fc.point.shape
     index = data.frame.index
-    times = np.asarray(index)[origins[:, None] + np.arange(h)]
+    times = data.horizon_times(origins)
     y = data.target_values()[origins[:, None] + np.arange(h)]
     cols: dict[str, Any] = {
         "model": name,
