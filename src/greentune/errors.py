@@ -21,3 +21,7 @@ class ModelError(GreentuneError):
 
 class CheckpointError(GreentuneError):
     """A checkpoint or run directory is missing, incomplete or incompatible."""
+
+
+class EnergyError(GreentuneError):
+    """An energy counter, carbon-intensity source or ledger cannot be used as configured."""

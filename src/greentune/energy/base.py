@@ -1,0 +1,76 @@
+"""What every energy source and carbon-intensity provider offers the meter.
+
+Energy sources report *cumulative* joules per component since they were opened; the meter
+subtracts readings at window edges, so a window costs two reads and nothing in between.
+Sources whose counters wrap or that integrate power samples set ``poll_interval_s``; the meter
+then runs one background thread that calls ``poll()`` that often.
+
+Component names are short and CSV-friendly: ``cpu`` (all CPU packages), ``dram``, ``gpu0``,
+``gpu1``, ... A ledger column is ``energy_<component>_j``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+SourceKind = Literal["measured", "model"]
+J_PER_KWH = 3.6e6
+
+
+class EnergySource(Protocol):
+    """A counter (RAPL, NVML) or a model that yields cumulative joules per component."""
+
+    name: str
+    """Registry name: 'rapl', 'nvml', 'model', 'fake'."""
+    kind: SourceKind
+    """'measured' for hardware counters, 'model' for estimates; never mixed up in the ledger."""
+    poll_interval_s: float | None
+    """None: reads at window edges suffice; otherwise call ``poll()`` this often."""
+
+    def components(self) -> list[str]:
+        """Component names this source reports (stable for the source's lifetime)."""
+        ...
+
+    def read(self) -> dict[str, float]:
+        """Cumulative joules per component since the source was opened (non-decreasing)."""
+        ...
+
+    def poll(self) -> None:
+        """Cheap update between edges: catch counter wrap-around, integrate a power sample."""
+        ...
+
+    def details(self) -> dict[str, object]:
+        """What a reader of the ledger needs to trust the numbers (paths, constants, matches)."""
+        ...
+
+    def close(self) -> None:
+        """Release handles (NVML shutdown, files)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of time with one carbon intensity (gCO2e/kWh); times are UTC-aware."""
+
+    start: dt.datetime
+    end: dt.datetime
+    intensity_g_per_kwh: float
+
+
+class IntensityProvider(Protocol):
+    """Grid carbon intensity over time (a registry family: static, fixed, trace, live APIs)."""
+
+    name: str
+
+    def describe(self) -> str:
+        """One line for the ledger: what the numbers are and where they come from."""
+        ...
+
+    def segments(self, start: dt.datetime, end: dt.datetime) -> list[Segment]:
+        """Piecewise-constant intensity covering [start, end) exactly, in time order.
+
+        Raises EnergyError naming the source and its coverage when [start, end) is not covered.
+        """
+        ...
