@@ -1,0 +1,143 @@
+"""The ledger: every metered window of a run, in ``energy.json`` and ``energy.csv``.
+
+    energy.json
+      schema_version   1
+      sessions         one per command that metered this run: command, started, meter details
+                       (sources and their constants, carbon provider, PUE)
+      rows             one per window (see WindowResult): window, phase, parent, depth, command,
+                       rank, start, end (UTC ISO 8601), duration_s, energy_j {component: J},
+                       sources {component: source}, kind (measured|model|mixed),
+                       intensity_g_per_kwh, emissions_g, pue, ok
+      totals           by_phase {phase: {duration_s, energy_j, energy_<component>_j,
+                       emissions_g, windows}} and all (the same over every phase)
+
+Totals add up top-level windows only (depth 0): nested windows break their parent down and
+would otherwise be counted twice. energy.csv has the same rows with one ``energy_<component>_j``
+column per component. Later commands (evaluate, predict, compress, ...) append to the ledger;
+both files are rewritten atomically each time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from greentune.energy.base import J_PER_KWH
+from greentune.energy.meter import Meter, WindowResult
+from greentune.errors import EnergyError
+from greentune.rundir import write_csv, write_json
+
+SCHEMA_VERSION = 1
+LEDGER_JSON = "energy.json"
+LEDGER_CSV = "energy.csv"
+
+
+class Ledger:
+    """Rows of one run (all commands, all ranks) and their totals."""
+
+    def __init__(self, rows: list[dict[str, Any]] | None = None) -> None:
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        self.sessions: list[dict[str, Any]] = []
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Ledger:
+        path = Path(run_dir) / LEDGER_JSON
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+            ledger = cls(data["rows"])
+            ledger.sessions = list(data.get("sessions", []))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise EnergyError(
+                f"{path}: not a greentune energy ledger ({exc}); move it aside to start a new one"
+            ) from None
+        return ledger
+
+    def add(self, result: WindowResult) -> None:
+        self.rows.append(result.to_dict())
+
+    def add_session(self, meter: Meter, started: str) -> None:
+        self.sessions.append({"command": meter.command, "started": started, **meter.details()})
+        for result in sorted(meter.results, key=lambda r: (r.start, r.depth)):
+            self.add(result)
+
+    def components(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            seen.update(dict.fromkeys(row["energy_j"]))
+        return list(seen)
+
+    def totals(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        top = [r for r in (self.rows if rows is None else rows) if r["depth"] == 0]
+        by_phase: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in top:
+            by_phase[row["phase"]].append(row)
+        return {
+            "by_phase": {phase: summarise(rs) for phase, rs in by_phase.items()},
+            "all": summarise(top),
+        }
+
+    def window(self, name: str, command: str | None = None) -> dict[str, Any]:
+        """The summary of every row with this window name (latest command first wins)."""
+        rows = [r for r in self.rows if r["window"] == name and command in (None, r["command"])]
+        return summarise(rows)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "sessions": self.sessions,
+            "rows": self.rows,
+            "totals": self.totals(),
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        comps = self.components()
+        flat = []
+        for row in self.rows:
+            out = {k: v for k, v in row.items() if k not in ("energy_j", "sources", "extra")}
+            out["energy_j"] = sum(row["energy_j"].values())
+            for comp in comps:
+                out[f"energy_{comp}_j"] = row["energy_j"].get(comp)
+                out[f"source_{comp}"] = row["sources"].get(comp)
+            flat.append(out)
+        return pd.DataFrame(flat)
+
+    def save(self, run_dir: Path) -> None:
+        write_json(Path(run_dir) / LEDGER_JSON, self.to_json())
+        write_csv(Path(run_dir) / LEDGER_CSV, self.to_frame())
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum of duration, energy (total and per component) and emissions over rows."""
+    energy: dict[str, float] = defaultdict(float)
+    for row in rows:
+        for comp, joules in row["energy_j"].items():
+            energy[comp] += joules
+    grams = [r["emissions_g"] for r in rows]
+    out: dict[str, Any] = {
+        "windows": len(rows),
+        "duration_s": sum(r["duration_s"] for r in rows),
+        "energy_j": sum(energy.values()),
+        **{f"energy_{c}_j": j for c, j in energy.items()},
+        "emissions_g": None if any(g is None for g in grams) else sum(grams),
+        "kinds": sorted({r["kind"] for r in rows}),
+    }
+    return out
+
+
+def wh(energy_j: float) -> float:
+    return energy_j / 3600.0
+
+
+def kwh(energy_j: float) -> float:
+    return energy_j / J_PER_KWH
+
+
+def per_thousand(value: float, count: int) -> float:
+    return 1000.0 * value / count if count else math.nan

@@ -1,0 +1,268 @@
+"""The meter: named, nestable windows that return what the work inside them cost (Zeus design).
+
+    with meter.window("train") as w:
+        with meter.window("epoch-0"):      # recorded as "train/epoch-0"
+            run_epoch()
+    w.result.energy_j, w.result.emissions_g
+
+A window costs one read of every source at each edge; nothing runs in between unless a source
+asks to be polled (RAPL wrap-around, NVML power sampling, the model following child processes),
+and then one daemon thread polls them all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from greentune.energy.base import EnergySource, IntensityProvider
+from greentune.errors import EnergyError
+
+WallClock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class WindowResult:
+    """One ledger row: what one window of work cost."""
+
+    window: str
+    """Full name, nested names joined by '/': 'train/epoch-3'."""
+    phase: str
+    """First part of the name: data, train, test, baseline, evaluate, predict, measure."""
+    parent: str | None
+    depth: int
+    command: str
+    rank: int
+    start: str
+    """ISO 8601, UTC."""
+    end: str
+    duration_s: float
+    energy_j: dict[str, float]
+    """Per component: cpu, dram, gpu0, ..."""
+    sources: dict[str, str]
+    """Per component: which source produced it (rapl, nvml, model, fake)."""
+    kind: str
+    """'measured', 'model', or 'mixed' when components disagree."""
+    intensity_g_per_kwh: float | None
+    """Time-weighted mean grid intensity over the window (None: no provider)."""
+    emissions_g: float | None
+    pue: float = 1.0
+    ok: bool = True
+    """False when the work inside the window raised."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_j(self) -> float:
+        return sum(self.energy_j.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class WindowHandle:
+    name: str
+    result: WindowResult | None = None
+
+
+class Meter:
+    """Reads every source at window edges and prices the energy with the intensity provider."""
+
+    def __init__(
+        self,
+        sources: list[EnergySource],
+        provider: IntensityProvider | None = None,
+        pue: float = 1.0,
+        command: str = "run",
+        rank: int | None = None,
+        wall_clock: WallClock = utc_now,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if not sources:
+            raise EnergyError("a meter needs at least one energy source")
+        owners: dict[str, EnergySource] = {}
+        for source in sources:
+            for comp in source.components():
+                if comp in owners:
+                    raise EnergyError(
+                        f"component {comp!r} comes from both {owners[comp].name} and "
+                        f"{source.name}; keep one of them"
+                    )
+                owners[comp] = source
+        self.sources = sources
+        self.owners = owners
+        self.provider = provider
+        self.pue = pue
+        self.command = command
+        self.rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+        self.results: list[WindowResult] = []
+        self._wall = wall_clock
+        self._clock = clock
+        self._stack: list[str] = []
+        self._stop = threading.Event()
+        self._poller = self._start_poller()
+
+    def window(self, name: str) -> Any:
+        """Context manager; the handle's ``result`` is set (and appended to ``results``) on exit,
+        also when the work raised."""
+        return self._window(name)
+
+    @contextmanager
+    def _window(self, name: str) -> Iterator[WindowHandle]:
+        full = "/".join([*self._stack, name]) if self._stack else name
+        handle = WindowHandle(full)
+        parent = "/".join(self._stack) if self._stack else None
+        depth = len(self._stack)
+        self._stack.append(name)
+        start_wall, start_t, start_j = self._wall(), self._clock(), self._read()
+        ok = False
+        try:
+            yield handle
+            ok = True
+        finally:
+            end_j, end_t, end_wall = self._read(), self._clock(), self._wall()
+            self._stack.pop()
+            handle.result = self._result(
+                full, parent, depth, (start_wall, end_wall), end_t - start_t, start_j, end_j, ok
+            )
+            self.results.append(handle.result)
+
+    def _result(
+        self,
+        full: str,
+        parent: str | None,
+        depth: int,
+        walls: tuple[dt.datetime, dt.datetime],
+        duration_s: float,
+        start_j: dict[str, float],
+        end_j: dict[str, float],
+        ok: bool,
+    ) -> WindowResult:
+        energy = {c: max(0.0, end_j[c] - start_j[c]) for c in self.owners}
+        kinds = {self.owners[c].kind for c in energy}
+        intensity, grams = self.price(sum(energy.values()), *walls)
+        return WindowResult(
+            window=full,
+            phase=full.split("/", 1)[0],
+            parent=parent,
+            depth=depth,
+            command=self.command,
+            rank=self.rank,
+            start=walls[0].isoformat(),
+            end=walls[1].isoformat(),
+            duration_s=duration_s,
+            energy_j=energy,
+            sources={c: self.owners[c].name for c in energy},
+            kind=kinds.pop() if len(kinds) == 1 else "mixed",
+            intensity_g_per_kwh=intensity,
+            emissions_g=grams,
+            pue=self.pue,
+            ok=ok,
+        )
+
+    def price(
+        self, energy_j: float, start: dt.datetime, end: dt.datetime
+    ) -> tuple[float | None, float | None]:
+        """(mean intensity, emissions) of energy spent evenly over [start, end)."""
+        if self.provider is None:
+            return None, None
+        from greentune.energy.carbon import emissions_g
+
+        grams, intensity = emissions_g(energy_j, start, end, self.provider, self.pue)
+        return intensity, grams
+
+    def check_coverage(self) -> None:
+        """Fail before the work starts when the provider cannot price the present."""
+        now = self._wall()
+        self.price(0.0, now, now + dt.timedelta(seconds=1))
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "sources": {s.name: {"kind": s.kind, **s.details()} for s in self.sources},
+            "carbon": self.provider.describe() if self.provider else None,
+            "pue": self.pue,
+        }
+
+    def _read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for source in self.sources:
+            out.update(source.read())
+        return out
+
+    def _start_poller(self) -> threading.Thread | None:
+        intervals = [s.poll_interval_s for s in self.sources if s.poll_interval_s]
+        if not intervals:
+            return None
+        interval = min(intervals)
+        polled = [s for s in self.sources if s.poll_interval_s]
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                for source in polled:
+                    source.poll()
+
+        thread = threading.Thread(target=loop, name="greentune-energy-poll", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+        for source in self.sources:
+            source.close()
+
+    def __enter__(self) -> Meter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FakeSource:
+    """Deterministic readings for tests: each read adds ``watts`` x the fake clock's advance."""
+
+    name = "fake"
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        watts: dict[str, float] | None = None,
+        kind: str = "measured",
+    ) -> None:
+        self.kind = kind
+        self.poll_interval_s: float | None = None
+        self._clock = clock
+        self._watts = watts or {"cpu": 10.0}
+        self._t0 = clock()
+
+    def components(self) -> list[str]:
+        return list(self._watts)
+
+    def read(self) -> dict[str, float]:
+        elapsed = self._clock() - self._t0
+        return {c: w * elapsed for c, w in self._watts.items()}
+
+    def poll(self) -> None:
+        pass
+
+    def details(self) -> dict[str, object]:
+        return {"watts": dict(self._watts)}
+
+    def close(self) -> None:
+        pass
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

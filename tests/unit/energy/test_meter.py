@@ -1,0 +1,117 @@
+"""Meter windows: nesting, names, sums, failures, pricing, polling."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from greentune.energy import FakeSource, Meter
+from greentune.energy.carbon import FixedIntensity
+from greentune.errors import EnergyError
+from tests.unit.energy.fakes import FakeClock
+
+
+def make_meter(clock: FakeClock, **kwargs) -> Meter:
+    source = FakeSource(clock, {"cpu": 10.0, "gpu0": 50.0})
+    return Meter(
+        [source],
+        FixedIntensity(300.0),
+        clock=clock,
+        wall_clock=clock.wall,
+        rank=0,
+        **kwargs,
+    )
+
+
+def test_nested_windows_add_up_and_are_named_by_their_path():
+    clock = FakeClock()
+    meter = make_meter(clock)
+    with meter.window("train") as outer:
+        clock.advance(2)
+        with meter.window("epoch-0") as inner:
+            clock.advance(4)
+        clock.advance(4)
+    child, parent = inner.result, outer.result
+    assert child.window == "train/epoch-0" and child.parent == "train" and child.depth == 1
+    assert parent.window == "train" and parent.parent is None and parent.depth == 0
+    assert child.phase == parent.phase == "train"
+    assert child.energy_j == {"cpu": 40.0, "gpu0": 200.0}
+    assert parent.energy_j == {"cpu": 100.0, "gpu0": 500.0}
+    assert parent.duration_s == 10.0
+    assert parent.start == "2023-01-01T00:00:00+00:00"
+    assert parent.end == "2023-01-01T00:00:10+00:00"
+    assert parent.emissions_g == pytest.approx(600.0 / 3.6e6 * 300.0)
+    assert parent.intensity_g_per_kwh == 300.0
+    assert parent.sources == {"cpu": "fake", "gpu0": "fake"} and parent.kind == "measured"
+    assert [r.window for r in meter.results] == ["train/epoch-0", "train"]
+
+
+def test_pue_scales_emissions_not_energy():
+    clock = FakeClock()
+    meter = make_meter(clock, pue=1.5)
+    with meter.window("data") as w:
+        clock.advance(6)
+    assert w.result.total_j == 360.0
+    assert w.result.emissions_g == pytest.approx(360.0 / 3.6e6 * 300.0 * 1.5)
+
+
+def test_a_failing_window_is_still_billed_and_the_error_propagates():
+    clock = FakeClock()
+    meter = make_meter(clock)
+    with pytest.raises(ZeroDivisionError), meter.window("train"):
+        clock.advance(1)
+        _ = 1 / 0
+    (result,) = meter.results
+    assert result.ok is False and result.energy_j["cpu"] == 10.0
+    with meter.window("after") as w:  # the stack was unwound
+        pass
+    assert w.result.window == "after"
+
+
+def test_two_sources_claiming_one_component_are_refused():
+    clock = FakeClock()
+    with pytest.raises(EnergyError, match="'cpu' comes from both fake and fake"):
+        Meter([FakeSource(clock), FakeSource(clock)], None)
+
+
+def test_components_from_model_and_measured_sources_make_a_mixed_row():
+    clock = FakeClock()
+    meter = Meter(
+        [FakeSource(clock, {"cpu": 1.0}, kind="model"), FakeSource(clock, {"gpu0": 2.0})],
+        None,
+        clock=clock,
+        wall_clock=clock.wall,
+    )
+    with meter.window("train") as w:
+        clock.advance(3)
+    assert w.result.kind == "mixed"
+    assert w.result.energy_j == {"cpu": 3.0, "gpu0": 6.0}
+    assert w.result.emissions_g is None  # no provider: nothing is made up
+
+
+def test_sources_that_ask_for_polling_are_polled_on_a_thread():
+    clock = FakeClock()
+    polled = threading.Event()
+
+    class Polled(FakeSource):
+        def poll(self) -> None:
+            polled.set()
+
+    source = Polled(clock)
+    source.poll_interval_s = 0.01
+    meter = Meter([source], None, clock=clock, wall_clock=clock.wall)
+    assert polled.wait(2.0)
+    meter.close()
+    assert meter._poller is not None and not meter._poller.is_alive()
+
+
+def test_meter_without_polled_sources_starts_no_thread():
+    meter = make_meter(FakeClock())
+    assert meter._poller is None
+
+
+def test_rank_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    clock = FakeClock()
+    assert Meter([FakeSource(clock)], None).rank == 3
