@@ -218,6 +218,51 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class EnergyConfig:
+    """How energy is metered and priced in carbon (see docs/energy.md)."""
+
+    enabled: bool = True
+    """Meter every phase and write energy.json / energy.csv to the run."""
+    meter: str = "auto"
+    """auto (RAPL, else the process model; plus NVML when GPUs are visible), or a
+    comma-separated list of sources: rapl, nvml, model."""
+    carbon: str = "static:WORLD"
+    """Carbon-intensity provider spec: static[:COUNTRY], fixed:G_PER_KWH, trace:FILE,
+    trace:DIR@ZONE, electricitymaps:ZONE, uk."""
+    carbon_fallback: str | None = None
+    """Provider spec used where ``carbon`` does not cover a window (e.g. static:DE)."""
+    pue: float = 1.0
+    """Power usage effectiveness of the site: facility energy / IT energy (>= 1)."""
+    cpu_power_per_thread_w: float | None = None
+    """Model: active power of one busy hardware thread; None: TDP table look-up."""
+    memory_power_per_gb_w: float = 0.375
+    """Model: power per GB of resident memory (CodeCarbon 2.x: 3 W per 8 GB)."""
+    rapl_root: str = "/sys/class/powercap"
+    """Where the RAPL powercap tree lives (tests point it at a fake one)."""
+    target: str = "2%"
+    """Quality tolerance for 'greenest model': within this relative distance of the best."""
+
+    def __post_init__(self) -> None:
+        if self.pue < 1.0:
+            raise ConfigError(f"energy.pue must be >= 1 (facility / IT energy), got {self.pue}")
+        if self.memory_power_per_gb_w < 0 or (self.cpu_power_per_thread_w or 0) < 0:
+            raise ConfigError("energy power constants must be >= 0")
+        parse_target(self.target)
+
+
+def parse_target(text: str) -> float:
+    """'2%' or '0.02' -> 0.02 (a relative tolerance)."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ConfigError(f"energy.target={text!r}: give a percentage such as '2%'") from None
+    if not 0 <= value < 1:
+        raise ConfigError(f"energy.target={text!r} must lie in [0%, 100%)")
+    return value
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run: one section per concern."""
 
@@ -232,6 +277,7 @@ class RunConfig:
     peft: PeftConfig = field(default_factory=PeftConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -249,6 +295,7 @@ _SECTION_OF = {
     "PeftConfig": "peft",
     "TrainConfig": "train",
     "EvalConfig": "eval",
+    "EnergyConfig": "energy",
 }
 
 

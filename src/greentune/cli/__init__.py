@@ -24,7 +24,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect data before a run.", no_args_is_help=True)
 config_app = typer.Typer(help="Show resolved configs.", no_args_is_help=True)
+energy_app = typer.Typer(help="Measure energy and carbon.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(energy_app, name="energy")
 app.add_typer(config_app, name="config")
 
 # Comparison tables need ~120 columns; rich assumes 80 when output is not a terminal.

@@ -16,7 +16,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from greentune.cli import app, config_app, console, data_app, handle_errors
+from greentune.cli import (
+    app,
+    config_app,
+    console,
+    data_app,
+    energy_app,
+    err_console,
+    handle_errors,
+)
 from greentune.config import RunConfig, dump_yaml, load_config
 from greentune.errors import ConfigError
 
@@ -119,6 +127,13 @@ def run(
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue this run directory.")
     ] = None,
+    green_target: Annotated[
+        str | None,
+        typer.Option(
+            "--green-target",
+            help="Greenest model within this quality distance of the best (default 2%).",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune, evaluate against baselines and write a run directory."""
     from greentune.train.run import run as run_library
@@ -134,7 +149,8 @@ def run(
         data_args = _data_overrides(
             data, time_col, target, covariates, country, subdivision, fill_gaps
         )
-        cfg = load_config(path, data_args + overrides)
+        target_args = [f"energy.target={green_target}"] if green_target else []
+        cfg = load_config(path, data_args + target_args + overrides)
     run_dir, cfg, metrics = run_library(
         cfg, resume, RichProgress(), echo=lambda m: console.print(m, highlight=False)
     )
@@ -143,17 +159,24 @@ def run(
 
 
 def _print_results(metrics: dict, cfg: RunConfig) -> None:
-    from greentune.evaluate.table import classification_table, forecast_table, verdict
+    from greentune.evaluate.table import (
+        classification_table,
+        energy_lines,
+        forecast_table,
+        verdict,
+    )
 
     if cfg.task == "classify":
         console.print(classification_table(metrics["test"], "test split"))
-        return
-    console.print(
-        forecast_table(
-            metrics["test"], metrics["model"], "test split (same windows for every model)"
+    else:
+        console.print(
+            forecast_table(
+                metrics["test"], metrics["model"], "test split (same windows for every model)"
+            )
         )
-    )
-    for line in verdict(metrics["test"], metrics["model"]):
+        for line in verdict(metrics["test"], metrics["model"]):
+            console.print(f"  {line}", highlight=False)
+    for line in energy_lines(metrics):
         console.print(f"  {line}", highlight=False)
 
 
@@ -161,10 +184,17 @@ def _print_results(metrics: dict, cfg: RunConfig) -> None:
 @handle_errors
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Score a run's saved model on its test split again and print the comparison."""
+    from greentune.energy.session import cost_line, metered_window
     from greentune.inference import evaluate_run
+    from greentune.rundir import read_run
 
-    metrics, cfg = evaluate_run(run_dir)
+    run, cfg = read_run(run_dir)
+    with metered_window(run, cfg.energy, "evaluate") as window:
+        metrics, cfg = evaluate_run(run)
     _print_results(metrics, cfg)
+    console.print(
+        f"  this evaluation: {cost_line(window.result if window else None)}", highlight=False
+    )
 
 
 @app.command()
@@ -178,12 +208,17 @@ def predict(
     ] = "last",
 ) -> None:
     """Forecast from new data with a run's model."""
+    from greentune.energy.session import cost_line, metered_window
     from greentune.inference import predict_run
-    from greentune.rundir import write_csv
+    from greentune.rundir import read_run, write_csv
 
-    frame = predict_run(run_dir, data, origins)
+    run, cfg = read_run(run_dir)
+    with metered_window(run, cfg.energy, "predict") as window:
+        frame = predict_run(run, data, origins)
     write_csv(out, frame)
     console.print(f"wrote {len(frame):,} rows to [bold]{out}[/]")
+    forecasts = frame["origin"].nunique() if "origin" in frame else 0
+    console.print(cost_line(window.result if window else None, forecasts), highlight=False)
 
 
 @data_app.command("check")
@@ -238,3 +273,44 @@ def config_show(
     """Print the resolved config, every default written out."""
     path, overrides = _split_args(args)
     console.print(dump_yaml(load_config(path, overrides)), highlight=False, end="")
+
+
+@energy_app.command(
+    "measure", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+@handle_errors
+def energy_measure(
+    command: Annotated[list[str], typer.Argument(help="The command, after `--`.")],
+    meter: Annotated[
+        str | None, typer.Option("--meter", help="auto, or sources: rapl,nvml,model.")
+    ] = None,
+    carbon: Annotated[
+        str | None, typer.Option("--carbon", help="Provider spec: static:DE, trace:FILE, ...")
+    ] = None,
+    ledger: Annotated[
+        Path | None, typer.Option("--ledger", help="Append the row to DIR/energy.json + .csv.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the result as JSON to this file.")
+    ] = None,
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="energy.KEY=VALUE, repeatable.")
+    ] = None,
+) -> None:
+    """Meter any command, like `time`: energy per component, source, gCO2e."""
+    from greentune.energy.measure import measure_command
+    from greentune.energy.session import cost_line
+    from greentune.rundir import write_json
+
+    overrides = [*(settings or [])]
+    overrides += [f"energy.meter={meter}"] if meter else []
+    overrides += [f"energy.carbon={carbon}"] if carbon else []
+    cfg = load_config(None, overrides).energy
+    code, result = measure_command(list(command), cfg, ledger)
+    parts = ", ".join(
+        f"{c} {j / 3600:.3g} Wh ({result.sources[c]})" for c, j in result.energy_j.items()
+    )
+    err_console.print(f"{cost_line(result)}: {parts}", highlight=False)
+    if json_out is not None:
+        write_json(json_out, result.to_dict())
+    raise typer.Exit(code=code)

@@ -12,8 +12,12 @@ Component names are short and CSV-friendly: ``cpu`` (all CPU packages), ``dram``
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
+
+from greentune.errors import EnergyError
 
 SourceKind = Literal["measured", "model"]
 J_PER_KWH = 3.6e6
@@ -74,3 +78,19 @@ class IntensityProvider(Protocol):
         Raises EnergyError naming the source and its coverage when [start, end) is not covered.
         """
         ...
+
+
+def codecarbon_data_path(*parts: str) -> Path:
+    """A file of the tables CodeCarbon ships (CPU TDPs, country intensities).
+
+    find_spec locates the package without running codecarbon/__init__.py, which imports the whole
+    tracker (psutil, GPU probes); importlib.resources.files("codecarbon") would run it.
+    """
+    spec = importlib.util.find_spec("codecarbon")
+    if spec is None or not spec.submodule_search_locations:
+        raise EnergyError(
+            "the codecarbon package is not installed; greentune reads its CPU and carbon "
+            "tables (pip install codecarbon), or set energy.cpu_power_per_thread_w and "
+            "energy.carbon=fixed:<g/kWh>"
+        )
+    return Path(next(iter(spec.submodule_search_locations))).joinpath("data", *parts)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from greentune.energy.base import EnergySource, IntensityProvider
+from greentune.energy.base import EnergySource, IntensityProvider, SourceKind
 from greentune.errors import EnergyError
 
 WallClock = Callable[[], dt.datetime]
@@ -239,7 +239,7 @@ class FakeSource:
         self,
         clock: Callable[[], float],
         watts: dict[str, float] | None = None,
-        kind: str = "measured",
+        kind: SourceKind = "measured",
     ) -> None:
         self.kind = kind
         self.poll_interval_s: float | None = None

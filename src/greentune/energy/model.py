@@ -14,7 +14,6 @@ Every row this source produces says ``model``; it is never reported as measured.
 from __future__ import annotations
 
 import csv
-import importlib.resources
 import os
 import re
 import threading
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from greentune.energy.base import SourceKind, codecarbon_data_path
 from greentune.errors import EnergyError
 
 DEFAULT_POWER_PER_THREAD_W = 4.0
@@ -71,10 +71,10 @@ def match_tdp(cpu_model: str, table: dict[str, float]) -> tuple[str, float] | No
 
 def load_tdp_table() -> dict[str, float]:
     """CodeCarbon's CPU table: name -> TDP in watts."""
+    path = codecarbon_data_path("hardware", "cpu_power.csv")
     try:
-        ref = importlib.resources.files("codecarbon") / "data" / "hardware" / "cpu_power.csv"
-        text = ref.read_text(encoding="utf-8-sig")
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
         raise EnergyError(
             f"the CPU power table of the codecarbon package is missing ({exc}); reinstall "
             "greentune's dependencies or set energy.cpu_power_per_thread_w"
@@ -136,7 +136,7 @@ class ProcessModelSource:
     """
 
     name = "model"
-    kind = "model"
+    kind: SourceKind = "model"
 
     def __init__(
         self,

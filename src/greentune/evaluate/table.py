@@ -16,6 +16,8 @@ FORECAST_COLUMNS = (
     ("pinball", "pinball", "{:.4g}"),
     ("coverage", "cover80 %", "{:.1f}"),
     ("fit_s", "fit s", "{:.1f}"),
+    ("energy_wh", "Wh", "{:.3g}"),
+    ("emissions_g", "gCO2e", "{:.3g}"),
 )
 
 
@@ -66,13 +68,50 @@ def verdict(results: dict[str, dict[str, float]], model: str) -> list[str]:
 
 def classification_table(results: dict[str, dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for header in ("model", "accuracy", "macro-F1", "fit s"):
+    for header in ("model", "accuracy", "macro-F1", "fit s", "Wh", "gCO2e"):
         table.add_column(header, justify="right" if header != "model" else "left")
     for name, row in results.items():
         table.add_row(
-            name, f"{row['accuracy']:.4f}", f"{row['macro_f1']:.4f}", f"{row.get('fit_s', 0.0):.1f}"
+            name,
+            f"{row['accuracy']:.4f}",
+            f"{row['macro_f1']:.4f}",
+            f"{row.get('fit_s', 0.0):.1f}",
+            *(_fmt(row.get(k), "{:.3g}") for k in ("energy_wh", "emissions_g")),
         )
     return table
+
+
+def energy_lines(metrics: dict[str, Any]) -> list[str]:
+    """What the run cost, and the greenest model within the quality target."""
+    e = metrics.get("energy")
+    if not e:
+        return []
+    kinds = "/".join(e["kinds"])
+    grams = e["run_g"]
+    lines = [
+        f"energy ({kinds}): {e['run_wh']:.3g} Wh"
+        + (f", {grams:.3g} gCO2e" if _finite(grams) else "")
+        + f" for the whole run; intensity: {e['carbon']}"
+    ]
+    if e.get("greenest"):
+        rows = metrics["test"]
+        green, best, key = e["greenest"], e["best"], e["quality_metric"]
+        target = 100 * e["target"]
+        if green == best:
+            lines.append(f"greenest within {target:g} % of the best {key}: {best}, the best itself")
+        else:
+            ratio = e["energy_ratio_to_best"]
+            lines.append(
+                f"greenest within {target:g} % of the best {key} ({best}, {rows[best][key]:.4g}): "
+                f"{green} ({key} {rows[green][key]:.4g}, {rows[green]['energy_wh']:.3g} Wh"
+                + (f", {ratio:.2g}x the best's energy" if ratio is not None else "")
+                + ")"
+            )
+    return lines
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    return fmt.format(value) if _finite(value) else "–"
 
 
 def _finite(value: Any) -> bool:

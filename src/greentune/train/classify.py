@@ -27,7 +27,15 @@ from greentune.models.classifier import (
     save_classifier,
 )
 from greentune.rundir import read_metrics, replace_dir, write_json, write_parquet
-from greentune.train.loop import Progress, configure_threads, total_optimizer_steps, train
+from greentune.train.loop import (
+    LoopResult,
+    Progress,
+    Window,
+    configure_threads,
+    no_window,
+    total_optimizer_steps,
+    train,
+)
 from greentune.tuning.methods import MethodContext, apply_method, step_hook
 
 Log = Callable[[str], None]
@@ -70,53 +78,33 @@ def predict_labels(model: TextClassifier, batches: TextBatches, batch_size: int)
 
 
 def run_classify(
-    cfg: RunConfig, run_dir: Path, log: Log, resume: bool = False, progress: Progress | None = None
+    cfg: RunConfig,
+    run_dir: Path,
+    log: Log,
+    resume: bool = False,
+    progress: Progress | None = None,
+    window: Window = no_window,
 ) -> dict[str, Any]:
+    """Classification recipe; phases in windows data, train, test, save, baseline/<name>."""
     log(f"threads: {configure_threads(cfg.train)}")
-    splits = load_text_splits(cfg.text, cfg.seed)
+    with window("data"):
+        splits = load_text_splits(cfg.text, cfg.seed)
+        tokenizer = load_tokenizer(cfg.model)
+        batches = {
+            k: tokenize(tokenizer, splits.texts[k], splits.labels[k], cfg.text.max_length)
+            for k in ("train", "val", "test")
+        }
     log(
         f"data: {splits.origin}: {len(splits.label_names)} classes; "
         + " / ".join(f"{k} {len(splits.texts[k])}" for k in ("train", "val", "test"))
     )
-    tokenizer = load_tokenizer(cfg.model)
-    batches = {
-        k: tokenize(tokenizer, splits.texts[k], splits.labels[k], cfg.text.max_length)
-        for k in ("train", "val", "test")
-    }
-    seed_everything(cfg.seed)
-    inner = load_classifier(cfg.model, splits.label_names, int(tokenizer.pad_token_id or 0))
-    total_steps = total_optimizer_steps(len(batches["train"]), cfg.train)
-    ctx = MethodContext(total_steps=total_steps, task_type="SEQ_CLS", head_modules=HEAD_MODULES)
-    model = TextClassifier(apply_method(inner, cfg.peft, ctx))
-    trainable, total = count_parameters(model)
-    log(f"method {cfg.peft.method}: {trainable:,} trainable of {total:,} parameters")
-
-    def val_loss() -> float:
-        b = batches["val"]
-        idx = np.arange(len(b))
-        losses = [
-            float(model.loss(model(b.get(idx[i : i + 64])), b.get(idx[i : i + 64])))
-            for i in range(0, len(idx), 64)
-        ]
-        return float(np.mean(losses))
-
-    result = train(
-        model,
-        batches["train"],
-        cfg.train,
-        cfg.seed,
-        validate=val_loss,
-        checkpoint_dir=run_dir / "checkpoints",
-        resume=resume,
-        progress=progress,
-        step_hook=step_hook(model.model),
-    )
-    log(
-        f"trained {result.state.step} steps in {result.state.train_s:.1f} s "
-        f"({result.samples_per_s:.0f} samples/s)"
-    )
+    with window("train"):
+        model, result = _train_classifier(
+            cfg, splits, batches, run_dir, log, resume, progress, window
+        )
     t0 = time.perf_counter()
-    pred = predict_labels(model, batches["test"], cfg.eval.batch_size)
+    with window("test"):
+        pred = predict_labels(model, batches["test"], cfg.eval.batch_size)
     name = f"{cfg.model.backbone}-{cfg.peft.method}"
     n = len(splits.label_names)
     results = {
@@ -124,13 +112,16 @@ def run_classify(
             **classification_metrics(splits.labels["test"], pred, n),
             "fit_s": result.state.train_s,
             "predict_s": time.perf_counter() - t0,
+            "predictions": len(pred),
+            "energy_windows": {"fit": {"train": 1.0}, "predict": {"test": 1.0}},
         },
-        **text_baselines(splits),
+        **text_baselines(splits, window),
     }
-    tmp = run_dir / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted save
-    save_classifier(model, tmp, tokenizer, splits.label_names)
-    replace_dir(tmp, run_dir / "model")
+    with window("save"):
+        tmp = run_dir / ".model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted save
+        save_classifier(model, tmp, tokenizer, splits.label_names)
+        replace_dir(tmp, run_dir / "model")
     write_parquet(
         run_dir / "predictions.parquet",
         pd.DataFrame(
@@ -161,27 +152,82 @@ def run_classify(
     return metrics
 
 
-def text_baselines(splits: TextSplits) -> dict[str, dict[str, Any]]:
+def _train_classifier(
+    cfg: RunConfig,
+    splits: TextSplits,
+    batches: dict[str, TextBatches],
+    run_dir: Path,
+    log: Log,
+    resume: bool,
+    progress: Progress | None,
+    window: Window,
+) -> tuple[TextClassifier, LoopResult]:
+    seed_everything(cfg.seed)
+    inner = load_classifier(cfg.model, splits.label_names, batches["train"].pad_id)
+    total_steps = total_optimizer_steps(len(batches["train"]), cfg.train)
+    ctx = MethodContext(total_steps=total_steps, task_type="SEQ_CLS", head_modules=HEAD_MODULES)
+    model = TextClassifier(apply_method(inner, cfg.peft, ctx))
+    trainable, total = count_parameters(model)
+    log(f"method {cfg.peft.method}: {trainable:,} trainable of {total:,} parameters")
+
+    def val_loss() -> float:
+        b = batches["val"]
+        idx = np.arange(len(b))
+        losses = [
+            float(model.loss(model(b.get(idx[i : i + 64])), b.get(idx[i : i + 64])))
+            for i in range(0, len(idx), 64)
+        ]
+        return float(np.mean(losses))
+
+    result = train(
+        model,
+        batches["train"],
+        cfg.train,
+        cfg.seed,
+        validate=val_loss,
+        checkpoint_dir=run_dir / "checkpoints",
+        resume=resume,
+        progress=progress,
+        step_hook=step_hook(model.model),
+        window=window,
+    )
+    log(
+        f"trained {result.state.step} steps in {result.state.train_s:.1f} s "
+        f"({result.samples_per_s:.0f} samples/s)"
+    )
+    return model, result
+
+
+def text_baselines(splits: TextSplits, window: Window = no_window) -> dict[str, dict[str, Any]]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     n = len(splits.label_names)
     y_train, y_test = splits.labels["train"], splits.labels["test"]
-    majority = int(np.bincount(y_train, minlength=n).argmax())
-    out = {
-        "majority_class": {
-            **classification_metrics(y_test, np.full_like(y_test, majority), n),
-            "fit_s": 0.0,
-        }
-    }
+    out: dict[str, dict[str, Any]] = {}
+    with window("baseline/majority_class"):
+        majority = int(np.bincount(y_train, minlength=n).argmax())
+        pred = np.full_like(y_test, majority)
+    out["majority_class"] = {**classification_metrics(y_test, pred, n), "fit_s": 0.0}
     t0 = time.perf_counter()
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
-    clf = LogisticRegression(max_iter=2000).fit(vec.fit_transform(splits.texts["train"]), y_train)
-    pred = clf.predict(vec.transform(splits.texts["test"]))
+    with window("baseline/tfidf_logreg"):
+        vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
+        clf = LogisticRegression(max_iter=2000).fit(
+            vec.fit_transform(splits.texts["train"]), y_train
+        )
+        t1 = time.perf_counter()
+        pred = clf.predict(vec.transform(splits.texts["test"]))
     out["tfidf_logreg"] = {
         **classification_metrics(y_test, pred, n),
-        "fit_s": time.perf_counter() - t0,
+        "fit_s": t1 - t0,
+        "predict_s": time.perf_counter() - t1,
     }
+    for name, row in out.items():
+        busy_s = row["fit_s"] + row.get("predict_s", 0.0)
+        share = row["fit_s"] / busy_s if busy_s > 0 else 0.0
+        own = f"baseline/{name}"
+        row["predictions"] = len(y_test)
+        row["energy_windows"] = {"fit": {own: share}, "predict": {own: 1.0 - share}}
     return out
 
 

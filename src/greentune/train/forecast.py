@@ -32,7 +32,9 @@ from greentune.rundir import replace_dir, write_json, write_parquet
 from greentune.train.loop import (
     LoopResult,
     Progress,
+    Window,
     configure_threads,
+    no_window,
     total_optimizer_steps,
     train,
 )
@@ -162,6 +164,7 @@ def train_network(
     resume: bool,
     progress: Progress | None,
     skip: SkipInit | None = None,
+    window: Window = no_window,
 ) -> tuple[Forecaster, Any, LoopResult]:
     total_steps = total_optimizer_steps(len(data.train), cfg.train)
     model, tokenizer = build_model(cfg, data, total_steps, skip)
@@ -183,6 +186,7 @@ def train_network(
         resume=resume,
         progress=progress,
         step_hook=step_hook(model.backbone),
+        window=window,
     )
     s = result.state
     best = (
@@ -243,13 +247,23 @@ def prediction_rows(
 
 
 def run_forecast(
-    cfg: RunConfig, run_dir: Path, log: Log, resume: bool = False, progress: Progress | None = None
+    cfg: RunConfig,
+    run_dir: Path,
+    log: Log,
+    resume: bool = False,
+    progress: Progress | None = None,
+    window: Window = no_window,
 ) -> dict[str, Any]:
-    """The whole forecasting run; returns (and writes) metrics.json's content."""
+    """The whole forecasting run; returns (and writes) metrics.json's content.
+
+    Phases run inside meter windows: data, train (ridge-skip, epoch-N, validate-N), test, save,
+    and baseline/<name>; each result's ``energy_windows`` says which windows it is billed for.
+    """
     threads = configure_threads(cfg.train)
     log(f"threads: {threads}")
     t0 = time.perf_counter()
-    data = prepare_forecast_data(cfg.data)
+    with window("data"):
+        data = prepare_forecast_data(cfg.data)
     log(
         f"data: {data.report.origin}: {data.report.rows:,} rows every {data.report.step}; windows "
         f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,}"
@@ -259,26 +273,40 @@ def run_forecast(
     season = season_steps(data, cfg.eval.season_length)
     check_before_training(cfg, data, season)
     test = data.test.origins
-    skip, skip_s = ridge_skip(cfg, data, log)
-    model, tokenizer, result = train_network(
-        cfg, data, log, run_dir / "checkpoints", resume, progress, skip
-    )
+    with window("train"):
+        with window("ridge-skip"):
+            skip, skip_s = ridge_skip(cfg, data, log)
+        model, tokenizer, result = train_network(
+            cfg, data, log, run_dir / "checkpoints", resume, progress, skip, window
+        )
     t1 = time.perf_counter()
-    fc = to_forecast(
-        data,
-        predict_scaled(model, make_batches(cfg, data, test, tokenizer), cfg.eval.batch_size),
-        cfg.model.quantiles,
-    )
+    with window("test"):
+        batches = make_batches(cfg, data, test, tokenizer)
+        fc = to_forecast(
+            data, predict_scaled(model, batches, cfg.eval.batch_size), cfg.model.quantiles
+        )
     fc.predict_s = time.perf_counter() - t1
     name = f"{cfg.model.backbone}-{cfg.model.encoder}-{cfg.peft.method}"
-    results: dict[str, dict[str, float]] = {name: evaluate_forecast(data, test, fc, season)}
-    results[name].update(fit_s=skip_s + result.state.train_s, predict_s=fc.predict_s)
+    results: dict[str, dict[str, Any]] = {name: evaluate_forecast(data, test, fc, season)}
+    results[name].update(
+        fit_s=skip_s + result.state.train_s,
+        predict_s=fc.predict_s,
+        predictions=len(test),
+        energy_windows={"fit": {"train": 1.0}, "predict": {"test": 1.0}},
+    )
     frames = [prediction_rows(data, test, fc, name)]
-    save_model(model, tokenizer, data, run_dir)
+    with window("save"):
+        save_model(model, tokenizer, data, run_dir)
     for baseline in cfg.eval.baselines:
-        bfc = _baseline(baseline, cfg, data, test, log, skip, skip_s)
+        with window(f"baseline/{baseline}"):
+            bfc = _baseline(baseline, cfg, data, test, log, skip, skip_s, window)
         results[baseline] = evaluate_forecast(data, test, bfc, season)
-        results[baseline].update(fit_s=bfc.fit_s, predict_s=bfc.predict_s)
+        results[baseline].update(
+            fit_s=bfc.fit_s,
+            predict_s=bfc.predict_s,
+            predictions=len(test),
+            energy_windows=_baseline_windows(baseline, bfc, reuses_ridge=skip is not None),
+        )
         frames.append(prediction_rows(data, test, bfc, baseline))
     write_parquet(run_dir / "predictions.parquet", pd.concat(frames, ignore_index=True))
     metrics = {
@@ -347,6 +375,7 @@ def _baseline(
     log: Log,
     skip: SkipInit | None,
     skip_s: float,
+    window: Window = no_window,
 ) -> Forecast:
     if name != RANDOM_INIT:
         fc = run_baseline(name, data, origins, cfg.model.quantiles)
@@ -354,7 +383,7 @@ def _baseline(
         return fc
     ablation = replace(cfg, model={"pretrained": False})
     log("baseline random_init: the same network from random initialisation")
-    model, tokenizer, result = train_network(ablation, data, log, None, False, None, skip)
+    model, tokenizer, result = train_network(ablation, data, log, None, False, None, skip, window)
     t0 = time.perf_counter()
     out = predict_scaled(
         model, make_batches(ablation, data, origins, tokenizer), cfg.eval.batch_size
@@ -362,6 +391,22 @@ def _baseline(
     fc = to_forecast(data, out, cfg.model.quantiles)
     fc.fit_s, fc.predict_s = skip_s + result.state.train_s, time.perf_counter() - t0
     return fc
+
+
+def _baseline_windows(name: str, fc: Forecast, reuses_ridge: bool) -> dict[str, dict[str, float]]:
+    """Which metered windows a baseline is billed for.
+
+    A baseline fits and predicts inside one window; its energy is split between the two in
+    proportion to their wall times. The linear baseline and the random-init network reuse the
+    ridge fit of the model's skip path, so they are billed for that window too.
+    """
+    own = f"baseline/{name}"
+    busy_s = fc.fit_s + fc.predict_s
+    fit_share = fc.fit_s / busy_s if busy_s > 0 else 0.0
+    fit = {own: fit_share}
+    if reuses_ridge and name in ("linear", RANDOM_INIT):
+        fit["train/ridge-skip"] = 1.0
+    return {"fit": fit, "predict": {own: 1.0 - fit_share}}
 
 
 def _training_summary(result: LoopResult) -> dict[str, Any]:

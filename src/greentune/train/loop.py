@@ -10,6 +10,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +43,14 @@ class TrainableModel(Protocol):
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+Window = Callable[[str], AbstractContextManager[Any]]
+"""``meter.window``: the loop opens ``epoch-N`` and ``validate-N`` windows through it."""
+
+
+def no_window(name: str) -> AbstractContextManager[Any]:
+    return nullcontext()
 
 
 class Progress(Protocol):
@@ -119,8 +128,13 @@ def train(
     resume: bool = False,
     progress: Progress | None = None,
     step_hook: Callable[[int], None] | None = None,
+    window: Window = no_window,
 ) -> LoopResult:
-    """Train ``model`` in place; returns the loop state with per-step losses."""
+    """Train ``model`` in place; returns the loop state with per-step losses.
+
+    Each epoch's steps run inside ``window("epoch-N")`` and each validation inside
+    ``window("validate-N")`` (``validate-init`` before the first step), so a meter can bill them.
+    """
     accelerator = make_accelerator(cfg)
     total_steps = total_optimizer_steps(len(data), cfg)
     optimizer = build_optimizer(model.named_parameters(), cfg)
@@ -134,55 +148,35 @@ def train(
     if validate is not None and state.step == 0 and not state.val_history:
         # The starting point competes too: early stopping never returns a model worse on
         # validation than the one training began from (e.g. a ridge-initialised skip path).
-        best = _validate(state, model, validate, epoch=-1)
+        best = _validate(state, model, validate, -1, window)
     n_micro = math.ceil(len(data) / cfg.batch_size)
     trainable_params = [p for p in model.parameters() if p.requires_grad]
     if progress:
         progress.start(total_steps, state.step)
     t0 = time.perf_counter() - state.train_s
+    engine = _Engine(
+        model,
+        data,
+        cfg,
+        seed,
+        accelerator,
+        optimizer,
+        scheduler,
+        trainable_params,
+        progress,
+        step_hook,
+        checkpoint_dir,
+        t0,
+    )
     model.train()
     try:
         while not state.finished and state.epoch < cfg.epochs:
-            order = np.random.default_rng([seed, state.epoch]).permutation(len(data))
-            while state.micro_in_epoch < n_micro:
-                group = range(
-                    state.micro_in_epoch, min(state.micro_in_epoch + cfg.grad_accum, n_micro)
-                )
-                loss_sum = 0.0
-                for micro in group:
-                    idx = order[micro * cfg.batch_size : (micro + 1) * cfg.batch_size]
-                    batch = {k: v.to(accelerator.device) for k, v in data.get(idx).items()}
-                    with accelerator.autocast():
-                        out = model(batch)
-                        loss = _unwrap(model).loss(out, batch)
-                    accelerator.backward(loss / len(group))
-                    loss_sum += float(loss.detach()) / len(group)
-                    state.samples += len(idx)
-                if cfg.clip_norm:
-                    accelerator.clip_grad_norm_(trainable_params, cfg.clip_norm)
-                optimizer.step()
-                scheduler.step()
-                state.step += 1
-                state.micro_in_epoch = group.stop
-                if step_hook:  # AdaLoRA reads the gradients: before they are cleared
-                    step_hook(state.step)
-                optimizer.zero_grad(set_to_none=True)
-                lr = float(scheduler.get_last_lr()[0])
-                state.history.append(
-                    {"step": state.step, "epoch": state.epoch, "loss": loss_sum, "lr": lr}
-                )
-                if progress:
-                    progress.update(state.step, loss_sum, state.epoch)
-                if cfg.max_steps and state.step >= cfg.max_steps:
-                    state.finished = True
-                    break
-                if checkpoint_dir and state.step % cfg.checkpoint_every == 0:
-                    state.train_s = time.perf_counter() - t0
-                    _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg)
+            with window(f"epoch-{state.epoch}"):
+                _run_epoch(engine, state, best)
             if not state.finished or state.micro_in_epoch >= n_micro:
-                best = _end_epoch(state, model, validate, cfg, best)
+                best = _end_epoch(state, model, validate, cfg, best, window)
             elif validate is not None:  # max_steps stopped mid-epoch: that model competes too
-                best = _validate(state, model, validate, state.epoch) or best
+                best = _validate(state, model, validate, state.epoch, window) or best
             if checkpoint_dir:
                 state.train_s = time.perf_counter() - t0
                 _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg)
@@ -199,6 +193,62 @@ def train(
     return LoopResult(state, trainable, total)
 
 
+@dataclass
+class _Engine:
+    """What one epoch needs, so ``_run_epoch`` takes three arguments instead of fourteen."""
+
+    model: nn.Module
+    data: Batches
+    cfg: TrainConfig
+    seed: int
+    accelerator: Accelerator
+    optimizer: Any
+    scheduler: Any
+    trainable_params: list[nn.Parameter]
+    progress: Progress | None
+    step_hook: Callable[[int], None] | None
+    checkpoint_dir: Path | None
+    t0: float
+
+
+def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | None) -> None:
+    """Optimizer steps until the epoch ends or ``max_steps`` is reached."""
+    cfg, model = e.cfg, e.model
+    n_micro = math.ceil(len(e.data) / cfg.batch_size)
+    order = np.random.default_rng([e.seed, state.epoch]).permutation(len(e.data))
+    while state.micro_in_epoch < n_micro:
+        group = range(state.micro_in_epoch, min(state.micro_in_epoch + cfg.grad_accum, n_micro))
+        loss_sum = 0.0
+        for micro in group:
+            idx = order[micro * cfg.batch_size : (micro + 1) * cfg.batch_size]
+            batch = {k: v.to(e.accelerator.device) for k, v in e.data.get(idx).items()}
+            with e.accelerator.autocast():
+                out = model(batch)
+                loss = _unwrap(model).loss(out, batch)
+            e.accelerator.backward(loss / len(group))
+            loss_sum += float(loss.detach()) / len(group)
+            state.samples += len(idx)
+        if cfg.clip_norm:
+            e.accelerator.clip_grad_norm_(e.trainable_params, cfg.clip_norm)
+        e.optimizer.step()
+        e.scheduler.step()
+        state.step += 1
+        state.micro_in_epoch = group.stop
+        if e.step_hook:  # AdaLoRA reads the gradients: before they are cleared
+            e.step_hook(state.step)
+        e.optimizer.zero_grad(set_to_none=True)
+        lr = float(e.scheduler.get_last_lr()[0])
+        state.history.append({"step": state.step, "epoch": state.epoch, "loss": loss_sum, "lr": lr})
+        if e.progress:
+            e.progress.update(state.step, loss_sum, state.epoch)
+        if cfg.max_steps and state.step >= cfg.max_steps:
+            state.finished = True
+            return
+        if e.checkpoint_dir and state.step % cfg.checkpoint_every == 0:
+            state.train_s = time.perf_counter() - e.t0
+            _save(e.checkpoint_dir, model, e.optimizer, e.scheduler, state, best, cfg)
+
+
 def _unwrap(model: nn.Module) -> Any:
     return getattr(model, "module", model)
 
@@ -209,13 +259,14 @@ def _end_epoch(
     validate: Callable[[], float] | None,
     cfg: TrainConfig,
     best: dict[str, torch.Tensor] | None,
+    window: Window = no_window,
 ) -> dict[str, torch.Tensor] | None:
     epoch = state.epoch
     state.epoch += 1
     state.micro_in_epoch = 0
     if validate is None:
         return best
-    improved = _validate(state, model, validate, epoch)
+    improved = _validate(state, model, validate, epoch, window)
     if improved is not None:
         return improved
     state.bad_epochs += 1
@@ -225,11 +276,15 @@ def _end_epoch(
 
 
 def _validate(
-    state: LoopState, model: nn.Module, validate: Callable[[], float], epoch: int
+    state: LoopState,
+    model: nn.Module,
+    validate: Callable[[], float],
+    epoch: int,
+    window: Window = no_window,
 ) -> dict[str, torch.Tensor] | None:
     """Record the validation loss; return a snapshot when it is the best so far."""
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), window(f"validate-{epoch if epoch >= 0 else 'init'}"):
         val = float(validate())
     model.train()
     state.val_history.append({"epoch": epoch, "step": state.step, "val_loss": val})

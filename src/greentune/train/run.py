@@ -9,8 +9,10 @@ from typing import Any
 
 from greentune.config import RunConfig
 from greentune.data.sources import resolve
-from greentune.rundir import new_run_dir, read_run, set_status, start_run
-from greentune.train.loop import Progress
+from greentune.energy.session import metered
+from greentune.evaluate.green import bill_models
+from greentune.rundir import new_run_dir, read_run, set_status, start_run, write_json
+from greentune.train.loop import Progress, Window, no_window
 
 Log = Callable[[str], None]
 
@@ -54,7 +56,12 @@ def run(
         cfg = resolve_config(cfg)
         start_run(run_dir, cfg)
         log(f"run directory: {run_dir}")
-        metrics = run_task(cfg, run_dir, log, resume=resume is not None, progress=progress)
+        with metered(run_dir, cfg.energy, "run", log) as meter:
+            window = meter.window if meter else no_window
+            metrics = run_task(cfg, run_dir, log, resume is not None, progress, window)
+        if meter is not None:
+            metrics = bill_models(metrics, run_dir, cfg.energy)
+            write_json(run_dir / "metrics.json", metrics)
     except BaseException as exc:
         set_status(run_dir, cfg.task, "failed", error=str(exc)[:500])
         raise
@@ -63,12 +70,17 @@ def run(
 
 
 def run_task(
-    cfg: RunConfig, run_dir: Path, log: Log, resume: bool = False, progress: Progress | None = None
+    cfg: RunConfig,
+    run_dir: Path,
+    log: Log,
+    resume: bool = False,
+    progress: Progress | None = None,
+    window: Window = no_window,
 ) -> dict[str, Any]:
     if cfg.task == "classify":
         from greentune.train.classify import run_classify
 
-        return run_classify(cfg, run_dir, log, resume=resume, progress=progress)
+        return run_classify(cfg, run_dir, log, resume, progress, window)
     from greentune.train.forecast import run_forecast
 
-    return run_forecast(cfg, run_dir, log, resume=resume, progress=progress)
+    return run_forecast(cfg, run_dir, log, resume, progress, window)

@@ -1,0 +1,117 @@
+"""Energy and carbon: meters with nestable windows, sources, carbon providers, the ledger.
+
+``build_meter(cfg.energy, command)`` picks the sources (``energy.meter``) and the carbon
+provider (``energy.carbon``); commands wrap their phases in ``meter.window(...)`` and add the
+meter's results to the run's ``Ledger``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from greentune.config import EnergyConfig
+from greentune.energy.base import EnergySource, IntensityProvider
+from greentune.energy.meter import FakeSource, Meter, WindowResult
+from greentune.errors import EnergyError
+from greentune.registry import Registry
+
+__all__ = [
+    "ENERGY_SOURCES",
+    "FakeSource",
+    "Meter",
+    "WindowResult",
+    "build_meter",
+    "build_provider",
+    "build_sources",
+]
+
+SourceFactory = Callable[[EnergyConfig, bool], EnergySource]
+ENERGY_SOURCES: Registry[SourceFactory] = Registry("energy source")
+
+
+@ENERGY_SOURCES.register("rapl")
+def _rapl(cfg: EnergyConfig, children: bool) -> EnergySource:
+    from greentune.energy.rapl import RaplSource
+
+    return RaplSource(Path(cfg.rapl_root))
+
+
+@ENERGY_SOURCES.register("nvml")
+def _nvml(cfg: EnergyConfig, children: bool) -> EnergySource:
+    from greentune.energy.nvml import NvmlSource
+
+    return NvmlSource()
+
+
+@ENERGY_SOURCES.register("model")
+def _model(cfg: EnergyConfig, children: bool) -> EnergySource:
+    from greentune.energy.model import ProcessModelSource, resolve_cpu_power
+
+    cpu = resolve_cpu_power(cfg.cpu_power_per_thread_w)
+    return ProcessModelSource(cpu, cfg.memory_power_per_gb_w, children=children)
+
+
+def auto_source_names(cfg: EnergyConfig) -> tuple[list[str], list[str]]:
+    """Names of the sources ``auto`` picks, and why each other one was left out."""
+    from greentune.energy.nvml import nvml_available
+    from greentune.energy.rapl import rapl_available
+
+    names, notes = [], []
+    rapl_ok, why = rapl_available(Path(cfg.rapl_root))
+    if rapl_ok:
+        names.append("rapl")
+    else:
+        names.append("model")
+        notes.append(f"RAPL not used ({why}): CPU and memory are modelled")
+    nvml_ok, why = nvml_available()
+    if nvml_ok:
+        names.append("nvml")
+    else:
+        notes.append(f"NVML not used ({why})")
+    return names, notes
+
+
+def build_sources(
+    cfg: EnergyConfig, children: bool = False
+) -> tuple[list[EnergySource], list[str]]:
+    if cfg.meter.strip() == "auto":
+        names, notes = auto_source_names(cfg)
+    else:
+        names = [n.strip() for n in cfg.meter.split(",") if n.strip()]
+        notes = []
+        for name in names:
+            ENERGY_SOURCES.get(name)  # unknown names fail before any is opened
+    sources: list[EnergySource] = []
+    try:
+        for name in names:
+            sources.append(ENERGY_SOURCES.get(name)(cfg, children))
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    return sources, notes
+
+
+def build_provider(cfg: EnergyConfig) -> IntensityProvider:
+    from greentune.energy.carbon import parse_provider_spec, with_fallback
+
+    provider = parse_provider_spec(cfg.carbon)
+    if cfg.carbon_fallback:
+        provider = with_fallback(provider, parse_provider_spec(cfg.carbon_fallback))
+    return provider
+
+
+def build_meter(cfg: EnergyConfig, command: str, children: bool = False) -> tuple[Meter, list[str]]:
+    """The meter for one command, and notes on how its sources were chosen."""
+    if not cfg.enabled:
+        raise EnergyError("energy metering is off (energy.enabled=false)")
+    provider = build_provider(cfg)
+    sources, notes = build_sources(cfg, children)
+    meter = Meter(sources, provider, pue=cfg.pue, command=command)
+    try:
+        meter.check_coverage()
+    except BaseException:
+        meter.close()
+        raise
+    return meter, notes

@@ -1,0 +1,74 @@
+"""One metered command: build the meter, hand out its windows, append to the run's ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from greentune.config import EnergyConfig
+from greentune.energy import build_meter
+from greentune.energy.ledger import Ledger
+from greentune.energy.meter import Meter, WindowHandle, WindowResult, utc_now
+
+
+@contextmanager
+def metered(
+    run_dir: Path | None,
+    cfg: EnergyConfig,
+    command: str,
+    log: Callable[[str], None] = lambda message: None,
+    children: bool = False,
+) -> Iterator[Meter | None]:
+    """Yield a meter (None when ``energy.enabled`` is false). On exit, also after an error, its
+    windows are appended to ``run_dir``'s ledger: energy spent is energy spent."""
+    if not cfg.enabled:
+        yield None
+        return
+    meter, notes = build_meter(cfg, command, children)
+    for note in notes:
+        log(f"energy: {note}")
+    for source in meter.sources:
+        rule = source.details().get("cpu_rule")
+        log(f"energy: {source.name} ({source.kind})" + (f": CPU {rule}" if rule else ""))
+    started = utc_now().isoformat()
+    try:
+        yield meter
+    finally:
+        meter.close()
+        if run_dir is not None and meter.results:
+            ledger = Ledger.load(run_dir)
+            ledger.add_session(meter, started)
+            ledger.save(run_dir)
+
+
+@contextmanager
+def metered_window(
+    run_dir: Path | None,
+    cfg: EnergyConfig,
+    command: str,
+    log: Callable[[str], None] = lambda message: None,
+    children: bool = False,
+) -> Iterator[WindowHandle | None]:
+    """A command that is one phase: one top-level window named after the command."""
+    with metered(run_dir, cfg, command, log, children) as meter:
+        if meter is None:
+            yield None
+            return
+        with meter.window(command) as handle:
+            yield handle
+
+
+def cost_line(result: WindowResult | None, predictions: int = 0) -> str:
+    """'energy (model): 1.23 Wh, 0.58 gCO2e in 4.1 s; 0.05 Wh per 1,000 predictions'."""
+    if result is None:
+        return "energy: not metered (energy.enabled=false)"
+    grams = result.emissions_g
+    line = (
+        f"energy ({result.kind}): {result.total_j / 3600:.3g} Wh"
+        + (f", {grams:.3g} gCO2e" if grams is not None else "")
+        + f" in {result.duration_s:.1f} s"
+    )
+    if predictions:
+        line += f"; {1000 * result.total_j / 3600 / predictions:.3g} Wh per 1,000 predictions"
+    return line

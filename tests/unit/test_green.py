@@ -1,0 +1,120 @@
+"""Energy-normalised metrics and the greenest model within the quality target."""
+
+from __future__ import annotations
+
+import pytest
+
+from greentune.config import EnergyConfig
+from greentune.energy.ledger import Ledger
+from greentune.evaluate.green import bill_models, greenest
+
+
+def row(window: str, joules: float, start: str, command: str = "run", depth: int = 0) -> dict:
+    return {
+        "window": window,
+        "phase": window.split("/")[0],
+        "parent": None if depth == 0 else window.rsplit("/", 1)[0],
+        "depth": depth,
+        "command": command,
+        "rank": 0,
+        "start": start,
+        "end": start,
+        "duration_s": 1.0,
+        "energy_j": {"cpu": joules},
+        "sources": {"cpu": "fake"},
+        "kind": "model",
+        "intensity_g_per_kwh": 360.0,
+        "emissions_g": joules / 3.6e6 * 360.0,
+        "pue": 1.0,
+        "ok": True,
+        "extra": {},
+    }
+
+
+def forecast_metrics() -> dict:
+    return {
+        "task": "forecast",
+        "model": "net",
+        "test": {
+            "net": {
+                "mape": 4.0,
+                "predictions": 10,
+                "energy_windows": {"fit": {"train": 1.0}, "predict": {"test": 1.0}},
+            },
+            "linear": {
+                "mape": 4.06,
+                "predictions": 10,
+                "energy_windows": {
+                    "fit": {"baseline/linear": 0.5, "train/ridge-skip": 1.0},
+                    "predict": {"baseline/linear": 0.5},
+                },
+            },
+            "seasonal_naive_weekly": {
+                "mape": 8.0,
+                "predictions": 10,
+                "energy_windows": {"fit": {}, "predict": {"baseline/seasonal_naive_weekly": 1.0}},
+            },
+        },
+    }
+
+
+def resumed_ledger(tmp_path) -> None:
+    ledger = Ledger(
+        [
+            row("train", 3600.0, "2024-01-01T00:00:00"),  # first session, interrupted
+            row("test", 999.0, "2024-01-01T00:30:00"),  # redone after the resume: not billed
+            row("train", 7200.0, "2024-01-01T01:00:00"),
+            row("train/ridge-skip", 36.0, "2024-01-01T01:00:00", depth=1),
+            row("test", 360.0, "2024-01-01T02:00:00"),
+            row("baseline/linear", 72.0, "2024-01-01T02:01:00"),
+            row("baseline/seasonal_naive_weekly", 3.6, "2024-01-01T02:02:00"),
+            row("evaluate", 50.0, "2024-01-01T03:00:00", command="evaluate"),
+        ]
+    )
+    ledger.sessions = [
+        {"command": "run", "started": "2024-01-01T00:00:00", "carbon": "fixed"},
+        {"command": "run", "started": "2024-01-01T01:00:00", "carbon": "fixed"},
+    ]
+    ledger.save(tmp_path)
+
+
+def test_models_are_billed_for_their_windows(tmp_path):
+    resumed_ledger(tmp_path)
+    metrics = bill_models(forecast_metrics(), tmp_path, EnergyConfig())
+    net = metrics["test"]["net"]
+    assert net["fit_wh"] == pytest.approx(3.0)  # both training sessions: 3600 + 7200 J
+    assert net["predict_wh"] == pytest.approx(0.1)  # the latest test window only
+    assert net["wh_per_1k_predictions"] == pytest.approx(10.0)
+    assert net["emissions_g"] == pytest.approx((10800 + 360) / 3.6e6 * 360)
+    linear = metrics["test"]["linear"]
+    assert linear["fit_wh"] == pytest.approx((36 + 36) / 3600)  # half its window + the ridge fit
+    assert linear["predict_wh"] == pytest.approx(36 / 3600)
+    # skill over weekly naive per kWh: (1 - 4/8) / kWh
+    assert net["skill_per_kwh"] == pytest.approx(0.5 / (net["energy_wh"] / 1000))
+    assert metrics["energy"]["run_wh"] == pytest.approx((7200 + 360 + 72 + 3.6) / 3600)
+
+
+def test_the_greenest_model_within_target_can_be_a_baseline(tmp_path):
+    resumed_ledger(tmp_path)
+    metrics = bill_models(forecast_metrics(), tmp_path, EnergyConfig(target="2%"))
+    energy = metrics["energy"]
+    assert energy["best"] == "net" and energy["greenest"] == "linear"
+    assert energy["energy_ratio_to_best"] == pytest.approx(
+        metrics["test"]["linear"]["energy_wh"] / metrics["test"]["net"]["energy_wh"]
+    )
+    strict = greenest(metrics, 0.01)  # linear's 1.5 % gap is outside 1 %
+    assert strict["greenest"] == "net"
+
+
+def test_greenest_for_classification_uses_macro_f1():
+    metrics = {
+        "task": "classify",
+        "test": {
+            "bert": {"macro_f1": 0.90, "energy_wh": 10.0, "emissions_g": 4.0},
+            "tfidf": {"macro_f1": 0.89, "energy_wh": 0.01, "emissions_g": 0.004},
+            "majority": {"macro_f1": 0.30, "energy_wh": 0.0, "emissions_g": 0.0},
+        },
+    }
+    out = greenest(metrics, 0.02)
+    assert out["best"] == "bert" and out["greenest"] == "tfidf"
+    assert out["energy_ratio_to_best"] == pytest.approx(0.001)
