@@ -26,9 +26,7 @@ from machine import machine_info
 
 from greentune.cli import quiet_libraries
 from greentune.config import build_config
-from greentune.rundir import start_run
-from greentune.train.forecast import run_forecast
-from greentune.train.run import resolve_config
+from greentune.train.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -58,22 +56,18 @@ def run_one(dataset: str, method: str, baselines: str) -> dict:
     name = f"victoria-{dataset}-{method}"
     out = RESULTS / "runs"
     shutil.rmtree(out / name, ignore_errors=True)
-    cfg = resolve_config(
-        build_config(
-            overrides=[
-                *DATASETS[dataset],
-                f"peft.method={method}",
-                f"eval.baselines={baselines}",
-                f"output_dir={out}",
-                f"name={name}",
-            ]
-        )
+    cfg = build_config(
+        overrides=[
+            *DATASETS[dataset],
+            f"peft.method={method}",
+            f"eval.baselines={baselines}",
+            f"output_dir={out}",
+            f"name={name}",
+            "energy.carbon=static:AU",  # Victoria's grid; the hourly traces end in 2024
+        ]
     )
-    run_dir = out / name
-    run_dir.mkdir(parents=True)
-    start_run(run_dir, cfg)
     t0 = time.perf_counter()
-    metrics = run_forecast(cfg, run_dir, log=lambda m: print(f"  [{name}] {m}", flush=True))
+    _, _, metrics = run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
     metrics["wall_s"] = time.perf_counter() - t0
     return metrics
 
@@ -86,7 +80,18 @@ def summarise(dataset: str, runs: dict[str, dict]) -> dict:
                 model,
                 {
                     k: r.get(k)
-                    for k in ("mape", "mase", "mae", "rmse", "pinball", "coverage", "fit_s")
+                    for k in (
+                        "mape",
+                        "mase",
+                        "mae",
+                        "rmse",
+                        "pinball",
+                        "coverage",
+                        "fit_s",
+                        "energy_wh",
+                        "emissions_g",
+                        "wh_per_1k_predictions",
+                    )
                 },
             )
     weekly = rows["seasonal_naive_weekly"]["mape"]
@@ -109,8 +114,8 @@ def markdown(summaries: list[dict]) -> str:
             f"## {s['dataset']}",
             "",
             "| model | MAPE % | MASE | pinball | cover80 % | vs weekly naive | vs LightGBM "
-            "| fit s |",
-            "|---|---|---|---|---|---|---|---|",
+            "| fit s | Wh | gCO2e |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in sorted(s["rows"].items(), key=lambda kv: kv[1]["mape"]):
             pin = "–" if r["pinball"] is None else f"{r['pinball']:.4g}"
@@ -119,10 +124,14 @@ def markdown(summaries: list[dict]) -> str:
                 f"| {name} | {r['mape']:.2f} | {r['mase']:.3f} | {pin} | {cov} | "
                 f"{-100 * r['mape_vs_weekly_naive']:+.1f} % | "
                 f"{100 * r['mape_vs_lightgbm']:+.1f} % | "
-                f"{r['fit_s']:.0f} |"
+                f"{r['fit_s']:.0f} | {_num(r['energy_wh'])} | {_num(r['emissions_g'])} |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
 
 
 def main() -> None:
@@ -132,6 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_libraries()
     summaries = []
+    greenest: dict[str, dict] = {}
     for dataset in args.datasets.split(","):
         if dataset == "vic_elec" and not VIC_ELEC.is_file():
             print(f"skipping vic_elec: {VIC_ELEC} not found")
@@ -140,10 +150,12 @@ def main() -> None:
         for i, method in enumerate(args.methods.split(",")):
             # baselines and the ablation once per dataset, with the default method's run
             runs[method] = run_one(dataset, method, ALL_BASELINES if i == 0 else "[]")
+            greenest[f"{dataset}/{method}"] = runs[method].get("energy", {})
         summaries.append(summarise(dataset, runs))
     out = {
         "machine": machine_info(),
         "summaries": summaries,
+        "greenest": greenest,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "victoria.json").write_text(json.dumps(out, indent=2, default=str))

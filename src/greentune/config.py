@@ -70,6 +70,9 @@ class DataConfig:
     """Z-score every channel with statistics of the training rows only."""
     multivariate: bool = False
     """Forecast every numeric channel (ETT protocol) instead of one target."""
+    channel_independent: bool = False
+    """Treat each target channel as its own univariate series with one shared network and one
+    shared linear model (PatchTST, DLinear); each sees its own history plus the covariates."""
 
     def __post_init__(self) -> None:
         _positive(self, "context_length", "horizon", "train_stride")

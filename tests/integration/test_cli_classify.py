@@ -58,6 +58,11 @@ def test_classify_run_and_evaluate(tmp_path, fmt):
     # templated classes are easy: even a tiny random transformer learns them
     assert ours["accuracy"] > metrics["test"]["majority_class"]["accuracy"]
     assert metrics["test"]["tfidf_logreg"]["accuracy"] >= 0.9
+    for row in metrics["test"].values():  # every model has its energy bill
+        assert row["energy_wh"] >= 0 and "macro_f1_per_kwh" in row
+    assert metrics["energy"]["quality_metric"] == "macro_f1"
+    windows = {r["window"] for r in json.loads((run / "energy.json").read_text())["rows"]}
+    assert {"data", "train", "train/epoch-0", "test", "baseline/tfidf_logreg"} <= windows
     result = invoke("evaluate", str(run))
     assert result.exit_code == 0, result.output
     again = json.loads((run / "metrics.json").read_text())["test"]["tiny-bert-full"]

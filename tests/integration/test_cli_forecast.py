@@ -156,6 +156,14 @@ def test_resume_continues_to_the_same_loss_curve(tmp_path, tiny_csv):
     assert result.exit_code == 0, result.output
     resumed = json.loads((part / "metrics.json").read_text())["training"]["loss_curve"]
     assert resumed == curve
+    # the ledger keeps both sessions; the model is billed for the training of both
+    ledger = json.loads((part / "energy.json").read_text())
+    assert [s["command"] for s in ledger["sessions"]] == ["run", "run"]
+    trains = [r for r in ledger["rows"] if r["window"] == "train"]
+    assert len(trains) == 2
+    metrics = json.loads((part / "metrics.json").read_text())
+    billed = metrics["test"][metrics["model"]]["fit_wh"]
+    assert billed == pytest.approx(sum(sum(r["energy_j"].values()) for r in trains) / 3600)
 
 
 def test_gpt2_style_decoder_runs(tmp_path, tiny_csv):

@@ -83,6 +83,8 @@ class ForecastData:
     dropped_windows: dict[str, int] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
     """Fits derived from this data alone (the ridge fit shared by the skip path and `linear`)."""
+    channel_independent: bool = False
+    """Models see each target as its own series (``fold_channels``)."""
 
     @property
     def columns(self) -> list[str]:
@@ -149,6 +151,27 @@ def featurize(
     return frame[[*target_cols, *past_cols, *known_cols]], target_cols, past_cols, known_cols
 
 
+def fold_channels(
+    past: np.ndarray, future: np.ndarray, y: np.ndarray, n_targets: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Channel independence: (B, L, C), (B, H, K), (B, H, T) -> (B*T, L, 1 + C - T),
+    (B*T, H, K), (B*T, H, 1). Row b*T + t holds target t's own history, then the shared
+    covariates; the same order as ``Forecaster`` folds its tensors."""
+    b, length, _ = past.shape
+    t = n_targets
+    own = past[..., :t].transpose(0, 2, 1).reshape(b * t, length, 1)
+    shared = np.repeat(past[..., t:], t, axis=0)
+    folded_y = y.transpose(0, 2, 1).reshape(b * t, y.shape[1], 1)
+    return np.concatenate([own, shared], axis=-1), np.repeat(future, t, axis=0), folded_y
+
+
+def unfold_targets(values: np.ndarray, n_targets: int) -> np.ndarray:
+    """(B*T, H, ...) rows of folded targets back to (B, H, T, ...)."""
+    rest = values.shape[2:]
+    out = values.reshape(-1, n_targets, values.shape[1], *rest)
+    return np.moveaxis(out, 1, 2)
+
+
 def gather(
     scaled: np.ndarray,
     origins: np.ndarray,
@@ -211,6 +234,7 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
         test,
         report,
         dropped,
+        channel_independent=cfg.channel_independent,
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg
 
-from greentune.data.windows import ForecastData
+from greentune.data.windows import ForecastData, fold_channels, unfold_targets
 from greentune.errors import DataError
 from greentune.registry import Registry
 
@@ -167,11 +167,15 @@ def _complete(data: ForecastData, origins: np.ndarray) -> np.ndarray:
 
 
 def design_matrix(data: ForecastData, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flattened scaled context + known future (the network's inputs) and flattened scaled y."""
+    """Flattened scaled context + known future (the network's inputs) and flattened scaled y;
+    one row per window, or per (window, target) when the data is channel-independent."""
     b = data.batch(origins)
-    n = len(origins)
-    x = np.concatenate([b["past"].reshape(n, -1), b["future"].reshape(n, -1)], axis=1)
-    return x, b["y"].reshape(n, -1)
+    past, future, y = b["past"], b["future"], b["y"]
+    if data.channel_independent:
+        past, future, y = fold_channels(past, future, y, data.n_targets)
+    n = len(past)
+    x = np.concatenate([past.reshape(n, -1), future.reshape(n, -1)], axis=1)
+    return x, y.reshape(n, -1)
 
 
 def _fit_ridge(
@@ -278,7 +282,10 @@ def linear(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
 
     def predict(o: np.ndarray) -> np.ndarray:
         x, _ = design_matrix(data, o)
-        return data.unscale_target(fit.predict_scaled(x).reshape(len(o), H, T))
+        scaled = fit.predict_scaled(x)
+        if data.channel_independent:
+            return data.unscale_target(unfold_targets(scaled, T))
+        return data.unscale_target(scaled.reshape(len(o), H, T))
 
     q = None
     if quantiles:

@@ -40,14 +40,26 @@ class ForecasterSpec:
     quantiles: tuple[float, ...]
     linear_skip: bool
     pooling: str
+    channel_independent: bool = False
+    """Fold targets into the batch: one shared univariate network per target channel."""
 
     @property
     def n_quantiles(self) -> int:
         return max(1, len(self.quantiles))
 
     @property
+    def series_targets(self) -> int:
+        """Targets one forward row predicts: 1 when channel-independent."""
+        return 1 if self.channel_independent else self.n_targets
+
+    @property
+    def series_channels(self) -> int:
+        """Past channels one forward row sees: its own target + the covariates when folded."""
+        return 1 + self.n_channels - self.n_targets if self.channel_independent else self.n_channels
+
+    @property
     def n_out(self) -> int:
-        return self.horizon * self.n_targets * self.n_quantiles
+        return self.horizon * self.series_targets * self.n_quantiles
 
 
 class Forecaster(nn.Module):
@@ -59,7 +71,7 @@ class Forecaster(nn.Module):
         self.backbone = backbone
         if spec.encoder == "patch":
             self.encoder: PatchEncoder | None = PatchEncoder(
-                spec.n_channels,
+                spec.series_channels,
                 spec.n_known,
                 spec.context_length,
                 spec.horizon,
@@ -75,11 +87,17 @@ class Forecaster(nn.Module):
         # grows from there (as LoRA's zero B matrix does), which made early epochs stable.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        skip_in = spec.context_length * spec.n_channels + spec.horizon * spec.n_known
+        skip_in = spec.context_length * spec.series_channels + spec.horizon * spec.n_known
         self.skip = nn.Linear(skip_in, spec.n_out) if spec.linear_skip else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         past, future = batch["past"], batch["future"]
+        s = self.spec
+        if s.channel_independent:  # same row order as greentune.data.windows.fold_channels
+            t = s.n_targets
+            own = past[..., :t].transpose(1, 2).reshape(-1, past.shape[1], 1)
+            past = torch.cat([own, past[..., t:].repeat_interleave(t, dim=0)], dim=-1)
+            future = future.repeat_interleave(t, dim=0)
         if self.encoder is not None:
             embeds = self.encoder(past, future)
             states = self.backbone(inputs_embeds=embeds).last_hidden_state
@@ -93,7 +111,8 @@ class Forecaster(nn.Module):
         out = self.head(features)
         if self.skip is not None:
             out = out + self.skip(torch.cat([past.flatten(1), future.flatten(1)], dim=1))
-        s = self.spec
+        if s.channel_independent:  # (B*T, H*Q) -> (B, H, T, Q)
+            return out.view(-1, s.n_targets, s.horizon, s.n_quantiles).transpose(1, 2)
         return out.view(-1, s.horizon, s.n_targets, s.n_quantiles)
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

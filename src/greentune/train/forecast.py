@@ -83,6 +83,7 @@ def build_model(
         quantiles=m.quantiles,
         linear_skip=m.linear_skip,
         pooling=m.pooling,
+        channel_independent=data.channel_independent,
     )
     model = Forecaster(spec, backbone, int(base.config.hidden_size))
     if skip is not None and model.skip is not None:
@@ -338,6 +339,11 @@ def check_before_training(cfg: RunConfig, data: ForecastData, season: int) -> No
     """Refuse now what would otherwise fail after minutes of training."""
     from greentune.evaluate.baselines import BASELINES
 
+    if data.channel_independent and cfg.model.encoder != "patch":
+        raise ConfigError(
+            "data.channel_independent needs model.encoder=patch (the text encoder serialises "
+            "all channels into one prompt)"
+        )
     valid = [*BASELINES.names(), RANDOM_INIT]
     unknown = [b for b in cfg.eval.baselines if b not in valid]
     if unknown:
