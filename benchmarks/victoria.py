@@ -49,6 +49,9 @@ DATASETS = {
         "data.train_stride=8",
     ],
 }
+# Per-method settings from the recipes study (benchmarks/README.md): LN-tuning trains few
+# parameters and needs the higher learning rate; LoRA runs with the defaults.
+METHOD_OVERRIDES = {"ln": ["train.lr=1e-3"]}
 ALL_BASELINES = "[seasonal_naive_daily,seasonal_naive_weekly,linear,lightgbm,random_init]"
 
 
@@ -60,6 +63,7 @@ def run_one(dataset: str, method: str, baselines: str) -> dict:
         overrides=[
             *DATASETS[dataset],
             f"peft.method={method}",
+            *METHOD_OVERRIDES.get(method, []),
             f"eval.baselines={baselines}",
             f"output_dir={out}",
             f"name={name}",
