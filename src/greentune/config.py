@@ -189,7 +189,9 @@ class TrainConfig:
     """Optimizer steps between checkpoints (a checkpoint is also written at each epoch end)."""
     keep_checkpoints: int = 2
     threads: int | None = None
-    """torch intra-op threads; None: the cores available to this process."""
+    """torch intra-op threads per process; None: the cores available / processes on the node."""
+    dist_timeout_s: float = 1800.0
+    """With several processes: how long a collective waits for a rank before failing."""
     log_every: int = 10
 
     def __post_init__(self) -> None:

@@ -160,7 +160,5 @@ def test_energy_errors_are_clear(tmp_path):
     trace.write_text("timestamp,intensity\n2021-01-01T00:00:00Z,100\n2021-01-01T01:00:00Z,120\n")
     result = invoke("energy", "measure", "--carbon", f"trace:{trace}", "--", "true")
     assert result.exit_code == 2 and "does not cover the window" in result.output
-    result = invoke(
-        "energy", "measure", "--carbon", f"trace:{trace}|static:DE", "--", "true"
-    )
+    result = invoke("energy", "measure", "--carbon", f"trace:{trace}|static:DE", "--", "true")
     assert result.exit_code == 0, result.output

@@ -134,8 +134,15 @@ def run(
             help="Greenest model within this quality distance of the best (default 2%).",
         ),
     ] = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Train with N local processes (torchrun, DDP).")
+    ] = 1,
+    max_restarts: Annotated[
+        int, typer.Option("--max-restarts", help="With --nproc: restarts after a failure.")
+    ] = 0,
 ) -> None:
     """Fine-tune, evaluate against baselines and write a run directory."""
+    from greentune.distributed import ranks
     from greentune.train.run import run as run_library
 
     cfg = None
@@ -151,10 +158,35 @@ def run(
         )
         target_args = [f"energy.target={green_target}"] if green_target else []
         cfg = load_config(path, data_args + target_args + overrides)
+    if nproc > 1 and not ranks.launched():
+        _run_with_torchrun(cfg, resume, nproc, max_restarts)
+        return
     run_dir, cfg, metrics = run_library(
         cfg, resume, RichProgress(), echo=lambda m: console.print(m, highlight=False)
     )
+    if not ranks.is_main():
+        return
     _print_results(metrics, cfg)
+    console.print(f"\nrun directory: [bold]{run_dir}[/]")
+
+
+def _run_with_torchrun(
+    cfg: RunConfig | None, resume: Path | None, nproc: int, max_restarts: int
+) -> None:
+    from greentune.distributed.launch import launch_local
+    from greentune.rundir import new_run_dir, read_metrics, read_run, start_run
+    from greentune.train.run import resolve_config
+
+    if resume is None:
+        cfg = resolve_config(cfg or RunConfig())
+        run_dir = new_run_dir(cfg)
+        start_run(run_dir, cfg)
+    else:
+        run_dir = resume
+    console.print(f"launching {nproc} processes (torchrun) for [bold]{run_dir}[/]")
+    launch_local(run_dir, nproc, max_restarts)
+    _, cfg = read_run(run_dir)
+    _print_results(read_metrics(run_dir), cfg)
     console.print(f"\nrun directory: [bold]{run_dir}[/]")
 
 

@@ -7,6 +7,7 @@ meter's results to the run's ``Ledger``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,7 +42,22 @@ def _rapl(cfg: EnergyConfig, children: bool) -> EnergySource:
 def _nvml(cfg: EnergyConfig, children: bool) -> EnergySource:
     from greentune.energy.nvml import NvmlSource
 
-    return NvmlSource()
+    return NvmlSource(devices=_own_gpu())
+
+
+def _local() -> tuple[int, int]:
+    return int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def _own_gpu() -> list[int] | None:
+    """With several processes on a node each rank reads only its own GPU (NVML index)."""
+    local_rank, local_world = _local()
+    if local_world == 1:
+        return None
+    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if visible and all(v.strip().isdigit() for v in visible):
+        return [int(visible[local_rank % len(visible)])]
+    return [local_rank]
 
 
 @ENERGY_SOURCES.register("model")
@@ -82,6 +98,11 @@ def build_sources(
         notes = []
         for name in names:
             ENERGY_SOURCES.get(name)  # unknown names fail before any is opened
+    local_rank, local_world = _local()
+    if "rapl" in names and local_world > 1 and local_rank != 0:
+        # RAPL counts the whole machine: one reader per node, or every rank would bill it all
+        names = [n for n in names if n != "rapl"]
+        notes.append("RAPL is machine-wide: local rank 0 reads it for the whole node")
     sources: list[EnergySource] = []
     try:
         for name in names:

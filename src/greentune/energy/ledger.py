@@ -20,14 +20,12 @@ both files are rewritten atomically each time.
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from greentune.energy.base import J_PER_KWH
 from greentune.energy.meter import Meter, WindowResult
 from greentune.errors import EnergyError
 from greentune.rundir import write_csv, write_json
@@ -62,9 +60,13 @@ class Ledger:
     def add(self, result: WindowResult) -> None:
         self.rows.append(result.to_dict())
 
-    def add_session(self, meter: Meter, started: str) -> None:
+    def add_session(
+        self, meter: Meter, started: str, results: list[WindowResult] | None = None
+    ) -> None:
+        """The meter's details and its windows (or ``results``: every rank's windows)."""
         self.sessions.append({"command": meter.command, "started": started, **meter.details()})
-        for result in sorted(meter.results, key=lambda r: (r.start, r.depth)):
+        rows = meter.results if results is None else results
+        for result in sorted(rows, key=lambda r: (r.start, r.rank, r.depth)):
             self.add(result)
 
     def components(self) -> list[str]:
@@ -82,11 +84,6 @@ class Ledger:
             "by_phase": {phase: summarise(rs) for phase, rs in by_phase.items()},
             "all": summarise(top),
         }
-
-    def window(self, name: str, command: str | None = None) -> dict[str, Any]:
-        """The summary of every row with this window name (latest command first wins)."""
-        rows = [r for r in self.rows if r["window"] == name and command in (None, r["command"])]
-        return summarise(rows)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -129,15 +126,3 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "kinds": sorted({r["kind"] for r in rows}),
     }
     return out
-
-
-def wh(energy_j: float) -> float:
-    return energy_j / 3600.0
-
-
-def kwh(energy_j: float) -> float:
-    return energy_j / J_PER_KWH
-
-
-def per_thousand(value: float, count: int) -> float:
-    return 1000.0 * value / count if count else math.nan

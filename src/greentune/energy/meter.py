@@ -13,7 +13,6 @@ and then one daemon thread polls them all.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import threading
 import time
@@ -262,7 +261,3 @@ class FakeSource:
 
     def close(self) -> None:
         pass
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

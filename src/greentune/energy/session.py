@@ -28,18 +28,43 @@ def metered(
     meter, notes = build_meter(cfg, command, children)
     for note in notes:
         log(f"energy: {note}")
+    if meter is None:  # still joins the gather below, so the ranks' collectives stay paired
+        yield None
+        _gather([])
+        return
     for source in meter.sources:
         rule = source.details().get("cpu_rule")
         log(f"energy: {source.name} ({source.kind})" + (f": CPU {rule}" if rule else ""))
     started = utc_now().isoformat()
+    ok = False
     try:
         yield meter
+        ok = True
     finally:
         meter.close()
-        if run_dir is not None and meter.results:
+        # With several processes rank 0 writes every rank's rows; after an error no collective
+        # is attempted (a dead peer would make it wait), so each rank keeps only its own.
+        results = _gather(meter.results) if ok else meter.results
+        if run_dir is not None and results and _rank() == 0:
             ledger = Ledger.load(run_dir)
-            ledger.add_session(meter, started)
+            ledger.add_session(meter, started, results)
             ledger.save(run_dir)
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _gather(results: list[WindowResult]) -> list[WindowResult]:
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return results
+    parts: list[list[WindowResult] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, results)
+    return [r for part in parts for r in part or []]
 
 
 @contextmanager

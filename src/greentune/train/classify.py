@@ -18,6 +18,7 @@ import torch
 
 from greentune.config import RunConfig
 from greentune.data.text import TextSplits, load_text_splits, pad_tokens
+from greentune.distributed import ranks
 from greentune.evaluate.metrics import classification_metrics
 from greentune.models.backbone import count_parameters, load_tokenizer, seed_everything
 from greentune.models.classifier import (
@@ -33,6 +34,7 @@ from greentune.train.loop import (
     Window,
     configure_threads,
     no_window,
+    threads_line,
     total_optimizer_steps,
     train,
 )
@@ -68,13 +70,14 @@ def tokenize(tokenizer: Any, texts: list[str], labels: np.ndarray, max_length: i
 @torch.no_grad()
 def predict_labels(model: TextClassifier, batches: TextBatches, batch_size: int) -> np.ndarray:
     model.eval()
+    mine = ranks.shard(len(batches))  # several processes: each its shard, gathered once
     # Sorting by length keeps padding small; results are put back in input order.
-    order = np.argsort([len(t) for t in batches.tokens], kind="stable")
-    preds = np.empty(len(batches), dtype=np.int64)
+    order = np.argsort([len(batches.tokens[i]) for i in mine], kind="stable")
+    preds = np.empty(len(mine), dtype=np.int64)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        preds[idx] = model(batches.get(idx)).argmax(-1).numpy()
-    return preds
+        preds[idx] = model(batches.get(mine[idx])).argmax(-1).numpy()
+    return ranks.gather_shards(preds, len(batches))
 
 
 def run_classify(
@@ -86,7 +89,7 @@ def run_classify(
     window: Window = no_window,
 ) -> dict[str, Any]:
     """Classification recipe; phases in windows data, train, test, save, baseline/<name>."""
-    log(f"threads: {configure_threads(cfg.train)}")
+    log(threads_line(configure_threads(cfg.train)))
     with window("data"):
         splits = load_text_splits(cfg.text, cfg.seed)
         tokenizer = load_tokenizer(cfg.model)
@@ -115,8 +118,10 @@ def run_classify(
             "predictions": len(pred),
             "energy_windows": {"fit": {"train": 1.0}, "predict": {"test": 1.0}},
         },
-        **text_baselines(splits, window),
+        **(text_baselines(splits, window) if ranks.is_main() else {}),
     }
+    if not ranks.is_main():
+        return {"task": "classify", "model": name, "test": results}
     with window("save"):
         tmp = run_dir / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted save
@@ -172,12 +177,14 @@ def _train_classifier(
 
     def val_loss() -> float:
         b = batches["val"]
-        idx = np.arange(len(b))
-        losses = [
-            float(model.loss(model(b.get(idx[i : i + 64])), b.get(idx[i : i + 64])))
-            for i in range(0, len(idx), 64)
-        ]
-        return float(np.mean(losses))
+        mine = ranks.shard(len(b))
+        total = sum(
+            float(model.loss(model(b.get(mine[i : i + 64])), b.get(mine[i : i + 64])))
+            * len(mine[i : i + 64])
+            for i in range(0, len(mine), 64)
+        )
+        total, n = ranks.all_sum([total, float(len(mine))])
+        return total / max(n, 1.0)
 
     result = train(
         model,

@@ -17,6 +17,7 @@ import torch
 from greentune.config import RunConfig, replace
 from greentune.data.text import pad_tokens
 from greentune.data.windows import ForecastData, Scaler, prepare_forecast_data
+from greentune.distributed import ranks
 from greentune.errors import ConfigError, DataError
 from greentune.evaluate.baselines import Forecast, LinearFit, fit_linear, run_baseline
 from greentune.evaluate.metrics import forecast_metrics, mase_scale
@@ -35,6 +36,7 @@ from greentune.train.loop import (
     Window,
     configure_threads,
     no_window,
+    threads_line,
     total_optimizer_steps,
     train,
 )
@@ -129,12 +131,17 @@ def make_batches(
 
 @torch.no_grad()
 def predict_scaled(model: Forecaster, batches: ForecastBatches, batch_size: int) -> np.ndarray:
+    """Network output (N, H, T, Q) for every window; with several processes each predicts its
+    shard and the shards are gathered, every window exactly once."""
     model.eval()
-    outs = []
-    for start in range(0, len(batches), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(batches)))
-        outs.append(model(batches.get(idx)).float().numpy())
-    out = np.concatenate(outs)
+    mine = ranks.shard(len(batches))
+    outs = [
+        model(batches.get(mine[start : start + batch_size])).float().numpy()
+        for start in range(0, len(mine), batch_size)
+    ]
+    spec = model.spec
+    empty = np.zeros((0, spec.horizon, spec.n_targets, spec.n_quantiles), dtype=np.float32)
+    out = ranks.gather_shards(np.concatenate(outs) if outs else empty, len(batches))
     return np.sort(out, axis=-1)  # quantiles must not cross
 
 
@@ -148,13 +155,17 @@ def to_forecast(data: ForecastData, out: np.ndarray, quantiles: tuple[float, ...
 
 
 def validation_loss(model: Forecaster, batches: ForecastBatches, batch_size: int) -> float:
+    """Mean loss over the validation windows; with several processes each scores its shard
+    and the sums are reduced, so every rank takes the same early-stopping decision."""
     total, n = 0.0, 0
-    for start in range(0, len(batches), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(batches)))
+    mine = ranks.shard(len(batches))
+    for start in range(0, len(mine), batch_size):
+        idx = mine[start : start + batch_size]
         batch = batches.get(idx)
         total += float(model.loss(model(batch), batch)) * len(idx)
         n += len(idx)
-    return total / max(n, 1)
+    total, n_all = ranks.all_sum([total, float(n)])
+    return total / max(n_all, 1.0)
 
 
 def train_network(
@@ -195,9 +206,14 @@ def train_network(
         if s.best_epoch == -1
         else f"best epoch {s.best_epoch}"
     )
+    resumed = (
+        f" (resumed from the checkpoint at step {result.resumed_from_step})"
+        if result.resumed_from_step is not None
+        else ""
+    )
     log(
-        f"trained {s.step} steps in {s.train_s:.1f} s ({result.samples_per_s:.0f} samples/s), "
-        f"{best}{', stopped early' if s.stopped_early else ''}"
+        f"trained {s.step} steps in {s.train_s:.1f} s ({result.samples_per_s:.0f} samples/s)"
+        f"{resumed}, {best}{', stopped early' if s.stopped_early else ''}"
     )
     return model, tokenizer, result
 
@@ -260,8 +276,7 @@ def run_forecast(
     Phases run inside meter windows: data, train (ridge-skip, epoch-N, validate-N), test, save,
     and baseline/<name>; each result's ``energy_windows`` says which windows it is billed for.
     """
-    threads = configure_threads(cfg.train)
-    log(f"threads: {threads}")
+    log(threads_line(configure_threads(cfg.train)))
     t0 = time.perf_counter()
     with window("data"):
         data = prepare_forecast_data(cfg.data)
@@ -296,9 +311,13 @@ def run_forecast(
         energy_windows={"fit": {"train": 1.0}, "predict": {"test": 1.0}},
     )
     frames = [prediction_rows(data, test, fc, name)]
-    with window("save"):
-        save_model(model, tokenizer, data, run_dir)
+    main = ranks.is_main()
+    if main:
+        with window("save"):
+            save_model(model, tokenizer, data, run_dir)
     for baseline in cfg.eval.baselines:
+        if baseline != RANDOM_INIT and not main:
+            continue  # one-process baselines run on rank 0; the ablation trains on every rank
         with window(f"baseline/{baseline}"):
             bfc = _baseline(baseline, cfg, data, test, log, skip, skip_s, window)
         results[baseline] = evaluate_forecast(data, test, bfc, season)
@@ -309,7 +328,8 @@ def run_forecast(
             energy_windows=_baseline_windows(baseline, bfc, reuses_ridge=skip is not None),
         )
         frames.append(prediction_rows(data, test, bfc, baseline))
-    write_parquet(run_dir / "predictions.parquet", pd.concat(frames, ignore_index=True))
+    if main:
+        write_parquet(run_dir / "predictions.parquet", pd.concat(frames, ignore_index=True))
     metrics = {
         "schema_version": 1,
         "task": "forecast",
@@ -331,7 +351,8 @@ def run_forecast(
             "mase_season_steps": season,
         },
     }
-    write_json(run_dir / "metrics.json", metrics)
+    if main:
+        write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 

@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from greentune.config import TrainConfig
+from greentune.distributed import ranks
 from greentune.train.checkpoint import (
     load_latest,
     rng_state,
@@ -85,6 +86,8 @@ class LoopResult:
     state: LoopState
     trainable: int
     total: int
+    resumed_from_step: int | None = None
+    """The checkpoint's step when training continued from one."""
 
     @property
     def samples_per_s(self) -> float:
@@ -92,9 +95,21 @@ class LoopResult:
 
 
 def configure_threads(cfg: TrainConfig) -> int:
-    threads = cfg.threads or len(os.sched_getaffinity(0))
+    """Threads for this process: the given number, else the cores it may use shared evenly
+    among the processes torchrun started on this node."""
+    threads = cfg.threads or max(1, len(os.sched_getaffinity(0)) // ranks.local_world_size())
     torch.set_num_threads(threads)
     return threads
+
+
+def threads_line(threads: int) -> str:
+    world = ranks.world_size()
+    if world == 1:
+        return f"threads: {threads}"
+    return (
+        f"threads: {threads} per process x {ranks.local_world_size()} processes on this node, "
+        f"{world} processes in all"
+    )
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -108,7 +123,10 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision="no" if precision == "fp32" else precision)
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision="no" if precision == "fp32" else precision,
+    )
 
 
 def total_optimizer_steps(n_samples: int, cfg: TrainConfig) -> int:
@@ -141,10 +159,12 @@ def train(
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     state, best = LoopState(), None
+    resumed_from = None
     if resume and checkpoint_dir is not None:
         ckpt = load_latest(checkpoint_dir)
         if ckpt is not None:
             state, best = _restore(ckpt, model, optimizer, scheduler)
+            resumed_from = state.step
     if validate is not None and state.step == 0 and not state.val_history:
         # The starting point competes too: early stopping never returns a model worse on
         # validation than the one training began from (e.g. a ridge-initialised skip path).
@@ -190,7 +210,7 @@ def train(
     model.eval()
     trainable = sum(p.numel() for p in trainable_params)
     total = sum(p.numel() for p in model.parameters())
-    return LoopResult(state, trainable, total)
+    return LoopResult(state, trainable, total, resumed_from)
 
 
 @dataclass
@@ -218,16 +238,13 @@ def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | Non
     order = np.random.default_rng([e.seed, state.epoch]).permutation(len(e.data))
     while state.micro_in_epoch < n_micro:
         group = range(state.micro_in_epoch, min(state.micro_in_epoch + cfg.grad_accum, n_micro))
-        loss_sum = 0.0
+        local_sum = 0.0
         for micro in group:
             idx = order[micro * cfg.batch_size : (micro + 1) * cfg.batch_size]
-            batch = {k: v.to(e.accelerator.device) for k, v in e.data.get(idx).items()}
-            with e.accelerator.autocast():
-                out = model(batch)
-                loss = _unwrap(model).loss(out, batch)
-            e.accelerator.backward(loss / len(group))
-            loss_sum += float(loss.detach()) / len(group)
+            local_sum += _micro_step(e, idx, len(group))
             state.samples += len(idx)
+        # every rank logs the global batch's loss, the same number one process would see
+        loss_sum = ranks.all_sum([local_sum])[0]
         if cfg.clip_norm:
             e.accelerator.clip_grad_norm_(e.trainable_params, cfg.clip_norm)
         e.optimizer.step()
@@ -247,6 +264,28 @@ def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | Non
         if e.checkpoint_dir and state.step % cfg.checkpoint_every == 0:
             state.train_s = time.perf_counter() - e.t0
             _save(e.checkpoint_dir, model, e.optimizer, e.scheduler, state, best, cfg)
+
+
+def _micro_step(e: _Engine, idx: np.ndarray, group_size: int) -> float:
+    """Forward and backward of this rank's share of one global micro-batch.
+
+    Rank r takes every world-th sample. DDP averages gradients over ranks, so each rank's mean
+    loss is weighted by its share (n_r * world / n): the average of the weighted gradients is
+    the gradient of the global batch's mean loss, also when the batch does not split evenly.
+    A rank left without a sample runs one with weight 0, so every rank joins the all-reduce.
+    Returns this rank's part of the global mean loss (they sum to it).
+    """
+    world = ranks.world_size()
+    local = idx[ranks.rank() :: world]
+    weight = len(local) * world / len(idx)
+    if len(local) == 0:
+        local, weight = idx[:1], 0.0
+    batch = {k: v.to(e.accelerator.device) for k, v in e.data.get(local).items()}
+    with e.accelerator.autocast():
+        out = e.model(batch)
+        loss = _unwrap(e.model).loss(out, batch)
+    e.accelerator.backward(loss * weight / group_size)
+    return float(loss.detach()) * weight / world / group_size
 
 
 def _unwrap(model: nn.Module) -> Any:
@@ -303,6 +342,8 @@ def _save(
     best: dict[str, torch.Tensor] | None,
     cfg: TrainConfig,
 ) -> None:
+    if not ranks.is_main():  # the model and optimizer are identical on every rank: save once
+        return
     payload = {
         "model": trainable_state(_unwrap(model)),
         "optimizer": optimizer.state_dict(),

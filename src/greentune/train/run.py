@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from greentune.config import RunConfig
 from greentune.data.sources import resolve
+from greentune.distributed import ranks
 from greentune.energy.session import metered
+from greentune.errors import CheckpointError, GreentuneError
 from greentune.evaluate.green import bill_models
 from greentune.rundir import new_run_dir, read_run, set_status, start_run, write_json
 from greentune.train.loop import Progress, Window, no_window
@@ -46,27 +49,76 @@ def run(
 
     run.json says ``running`` while it works, then ``complete``, or ``failed`` with the error.
     """
+    cfg = cfg or RunConfig()
+    resume = resume or restarted_run(cfg)
     if resume is not None:
         run_dir, cfg = read_run(resume)
-    else:
-        cfg = cfg or RunConfig()
-        run_dir = new_run_dir(cfg)
-    log = run_logger(run_dir, echo)
+    ranks.init(cfg.train.dist_timeout_s)
+    main = ranks.is_main()
+    if resume is None:
+        run_dir = _create_run_dir(cfg)
+    log = run_logger(run_dir, echo) if main else _silent
+    stop_on_sigterm()
     try:
         cfg = resolve_config(cfg)
-        start_run(run_dir, cfg)
+        if main:
+            start_run(run_dir, cfg)
         log(f"run directory: {run_dir}")
         with metered(run_dir, cfg.energy, "run", log) as meter:
             window = meter.window if meter else no_window
-            metrics = run_task(cfg, run_dir, log, resume is not None, progress, window)
-        if meter is not None:
+            metrics = run_task(
+                cfg, run_dir, log, resume is not None, progress if main else None, window
+            )
+        if meter is not None and main:
             metrics = bill_models(metrics, run_dir, cfg.energy)
             write_json(run_dir / "metrics.json", metrics)
     except BaseException as exc:
-        set_status(run_dir, cfg.task, "failed", error=str(exc)[:500])
+        if main:
+            set_status(run_dir, cfg.task, "failed", error=str(exc)[:500])
         raise
-    set_status(run_dir, cfg.task, "complete")
+    if main:
+        set_status(run_dir, cfg.task, "complete")
     return run_dir, cfg, metrics
+
+
+def stop_on_sigterm() -> None:
+    """torchrun (and schedulers) stop workers with SIGTERM; turning it into SystemExit lets the
+    run unwind: run.json says failed, the ledger keeps the energy spent, checkpoints stay."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def restarted_run(cfg: RunConfig) -> Path | None:
+    """Under torchrun ``--max-restarts``, a restarted worker group continues its named run."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0 or not cfg.name:
+        return None
+    path = Path(cfg.output_dir) / cfg.name
+    return path if (path / "config.yaml").is_file() else None
+
+
+def _create_run_dir(cfg: RunConfig) -> Path:
+    """Rank 0 creates the run directory; every rank gets its path, or rank 0's error."""
+    made: Path | str
+    try:
+        made = new_run_dir(cfg) if ranks.is_main() else ""
+    except GreentuneError as exc:
+        made = f"error: {exc}"
+    made = ranks.broadcast(made)
+    if isinstance(made, str):
+        raise CheckpointError(made.removeprefix("error: "))
+    return made
+
+
+def _silent(message: str) -> None:
+    """Ranks other than 0 print nothing: one run, one log."""
 
 
 def run_task(
