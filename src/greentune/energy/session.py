@@ -42,8 +42,8 @@ def metered(
         ok = True
     finally:
         meter.close()
-        # With several processes rank 0 writes every rank's rows; after an error no collective
-        # is attempted (a dead peer would make it wait), so each rank keeps only its own.
+        # With several processes rank 0 writes every rank's rows. After an error no collective
+        # is attempted (a dead peer would make it wait): rank 0 then writes only its own rows.
         results = _gather(meter.results) if ok else meter.results
         if run_dir is not None and results and _rank() == 0:
             ledger = Ledger.load(run_dir)
