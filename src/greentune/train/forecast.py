@@ -379,8 +379,26 @@ def check_before_training(cfg: RunConfig, data: ForecastData, season: int) -> No
 
 
 def ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipInit | None, float]:
+    """The ridge start of the skip path. With several processes rank 0 fits it and sends it to
+    the others, which would otherwise burn the same CPU seconds for the same numbers."""
     if not (cfg.model.linear_skip and cfg.model.skip_init == "ridge"):
         return None, 0.0
+    if ranks.world_size() == 1:
+        return _fit_ridge_skip(cfg, data, log)
+    sent: tuple[SkipInit, float] | DataError | None = None
+    if ranks.is_main():
+        try:
+            sent = _fit_ridge_skip(cfg, data, log)
+        except DataError as exc:  # every rank must leave the broadcast, with the same error
+            sent = exc
+    sent = ranks.broadcast(sent)
+    if isinstance(sent, DataError) or sent is None:
+        raise sent or DataError("the ridge fit did not reach this rank")
+    data.cache.setdefault("ridge", sent[0].fit)
+    return sent
+
+
+def _fit_ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipInit, float]:
     t0 = time.perf_counter()
     fit = fit_linear(data)
     quantiles = cfg.model.quantiles
