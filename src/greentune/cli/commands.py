@@ -158,6 +158,8 @@ def run(
         )
         target_args = [f"energy.target={green_target}"] if green_target else []
         cfg = load_config(path, data_args + target_args + overrides)
+    if nproc < 1 or max_restarts < 0:
+        raise ConfigError("--nproc must be >= 1 and --max-restarts >= 0")
     if nproc > 1 and not ranks.launched():
         _run_with_torchrun(cfg, resume, nproc, max_restarts)
         return
