@@ -162,8 +162,3 @@ def test_energy_errors_are_clear(tmp_path):
     assert result.exit_code == 2 and "does not cover the window" in result.output
     result = invoke("energy", "measure", "--carbon", f"trace:{trace}|static:DE", "--", "true")
     assert result.exit_code == 0, result.output
-
-
-def test_bad_process_counts_are_refused():
-    result = invoke("run", "--nproc", "0")
-    assert result.exit_code == 2 and "--nproc must be >= 1" in result.output

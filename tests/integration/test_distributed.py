@@ -221,3 +221,8 @@ def test_two_nodes_over_loopback(one_and_two, csv, tmp_path):
     outputs = [p.communicate(timeout=300)[0].decode() for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], "\n".join(outputs)
     _same_curve(curve(one), curve(tmp_path / "nodes"))
+
+
+def test_bad_process_counts_are_refused():
+    result = invoke("run", "--nproc", "0")
+    assert result.exit_code == 2 and "--nproc must be >= 1" in result.output
