@@ -17,38 +17,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hf_anchor import LossWrapper, WindowDataset
 
 from greentune.cli import quiet_libraries
 from greentune.config import build_config
 from greentune.data.windows import prepare_forecast_data
 from greentune.train.forecast import build_model, make_batches, ridge_skip, validation_loss
-
-
-class WindowDataset(torch.utils.data.Dataset):
-    def __init__(self, batches) -> None:
-        self.b = batches
-
-    def __len__(self) -> int:
-        return len(self.b)
-
-    def __getitem__(self, i: int):
-        return {k: v[0] for k, v in self.b.get(np.array([i])).items()}
-
-
-class LossWrapper(torch.nn.Module):
-    """The Trainer wants forward(**batch) -> {'loss': ...}; the network is the same."""
-
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, **batch):
-        out = self.model(batch)
-        return {"loss": self.model.loss(out, batch), "logits": out}
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from hf_anchor import LossWrapper, WindowDataset
 from machine import machine_info
 
 from greentune.cli import quiet_libraries
@@ -51,29 +52,6 @@ def greentune_loop(model, batches, steps: int) -> float:
     cfg = TrainConfig(epochs=1, batch_size=BATCH, max_steps=steps, patience=None, lr=1e-3)
     res = train(model, batches, cfg, seed=0)
     return res.samples_per_s
-
-
-class _WindowDataset(torch.utils.data.Dataset):
-    def __init__(self, batches) -> None:
-        self.b = batches
-
-    def __len__(self) -> int:
-        return len(self.b)
-
-    def __getitem__(self, i: int):
-        return {k: v[0] for k, v in self.b.get(np.array([i])).items()}
-
-
-class _LossWrapper(torch.nn.Module):
-    """The Trainer wants forward(**batch) -> {'loss': ...}; the network is the same."""
-
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, **batch):
-        out = self.model(batch)
-        return {"loss": self.model.loss(out, batch), "logits": out}
 
 
 def trainer_run(model, dataset, steps: int, collator=None) -> float:
@@ -138,7 +116,7 @@ def main() -> None:
         _, model, batches = forecast_setup(0.0)
         record(
             "forecast/HF Trainer (dropout 0)",
-            trainer_run(_LossWrapper(model), _WindowDataset(batches), args.steps),
+            trainer_run(LossWrapper(model), WindowDataset(batches), args.steps),
         )
         _, model, batches = forecast_setup(0.1)
         record("forecast/greentune loop (dropout 0.1)", greentune_loop(model, batches, args.steps))
