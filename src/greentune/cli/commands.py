@@ -177,6 +177,7 @@ def _run_with_torchrun(
 ) -> None:
     from greentune.distributed.launch import launch_local
     from greentune.rundir import new_run_dir, read_metrics, read_run, start_run
+    from greentune.train import pause
     from greentune.train.run import resolve_config
 
     if resume is None:
@@ -186,7 +187,9 @@ def _run_with_torchrun(
     else:
         run_dir = resume
     console.print(f"launching {nproc} processes (torchrun) for [bold]{run_dir}[/]")
-    launch_local(run_dir, nproc, max_restarts)
+    if launch_local(run_dir, nproc, max_restarts) == "paused":
+        console.print(f"paused: continue with greentune run --resume {run_dir} --nproc {nproc}")
+        raise typer.Exit(code=pause.EXIT_CODE)
     _, cfg = read_run(run_dir)
     _print_results(read_metrics(run_dir), cfg)
     console.print(f"\nrun directory: [bold]{run_dir}[/]")

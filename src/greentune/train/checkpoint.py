@@ -54,6 +54,14 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
 
 
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a checkpoint file was written at (from its name)."""
+    match = _NAME.match(path.name)
+    if match is None:
+        raise CheckpointError(f"{path}: not a checkpoint name (expected step-NNNNNNNN.pt)")
+    return int(match.group(1))
+
+
 def load_latest(directory: Path) -> dict[str, Any] | None:
     """Newest readable checkpoint, or None when there is none."""
     for path in reversed(list_checkpoints(directory)):

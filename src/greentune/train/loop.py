@@ -22,6 +22,7 @@ from torch import nn
 
 from greentune.config import TrainConfig
 from greentune.distributed import ranks
+from greentune.train import pause
 from greentune.train.checkpoint import (
     load_latest,
     rng_state,
@@ -189,17 +190,23 @@ def train(
         t0,
     )
     model.train()
+    # Only a loop that can checkpoint can pause; elsewhere SIGTERM exits at once.
+    pausable = pause.pausable() if checkpoint_dir else nullcontext()
     try:
-        while not state.finished and state.epoch < cfg.epochs:
-            with window(f"epoch-{state.epoch}"):
-                _run_epoch(engine, state, best)
-            if not state.finished or state.micro_in_epoch >= n_micro:
-                best = _end_epoch(state, model, validate, cfg, best, window)
-            elif validate is not None:  # max_steps stopped mid-epoch: that model competes too
-                best = _validate(state, model, validate, state.epoch, window) or best
-            if checkpoint_dir:
-                state.train_s = time.perf_counter() - t0
-                _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg)
+        with pausable:
+            while not state.finished and state.epoch < cfg.epochs:
+                with window(f"epoch-{state.epoch}"):
+                    _run_epoch(engine, state, best)
+                if not state.finished or state.micro_in_epoch >= n_micro:
+                    best = _end_epoch(state, model, validate, cfg, best, window)
+                elif validate is not None:  # max_steps stopped mid-epoch: that model competes
+                    best = _validate(state, model, validate, state.epoch, window) or best
+                if checkpoint_dir:
+                    state.train_s = time.perf_counter() - t0
+                    _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg)
+                    # a SIGTERM during validation or the save: this checkpoint is the pause's
+                    if ranks.all_sum([float(pause.requested())])[0]:
+                        raise pause.TrainingPaused(state.step)
     finally:
         if progress:
             progress.stop()
@@ -243,8 +250,9 @@ def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | Non
             idx = order[micro * cfg.batch_size : (micro + 1) * cfg.batch_size]
             local_sum += _micro_step(e, idx, len(group))
             state.samples += len(idx)
-        # every rank logs the global batch's loss, the same number one process would see
-        loss_sum = ranks.all_sum([local_sum])[0]
+        # every rank logs the global batch's loss, the same number one process would see; the
+        # pause flag rides along, so all ranks agree on it without a collective of its own
+        loss_sum, pause_votes = ranks.all_sum([local_sum, float(pause.requested())])
         if cfg.clip_norm:
             e.accelerator.clip_grad_norm_(e.trainable_params, cfg.clip_norm)
         e.optimizer.step()
@@ -261,9 +269,12 @@ def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | Non
         if cfg.max_steps and state.step >= cfg.max_steps:
             state.finished = True
             return
-        if e.checkpoint_dir and state.step % cfg.checkpoint_every == 0:
+        paused = e.checkpoint_dir is not None and pause_votes > 0
+        if e.checkpoint_dir and (paused or state.step % cfg.checkpoint_every == 0):
             state.train_s = time.perf_counter() - e.t0
             _save(e.checkpoint_dir, model, e.optimizer, e.scheduler, state, best, cfg)
+        if paused:
+            raise pause.TrainingPaused(state.step)
 
 
 def _micro_step(e: _Engine, idx: np.ndarray, group_size: int) -> float:

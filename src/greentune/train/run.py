@@ -15,6 +15,8 @@ from greentune.energy.session import metered
 from greentune.errors import CheckpointError, GreentuneError
 from greentune.evaluate.green import bill_models
 from greentune.rundir import new_run_dir, read_run, set_status, start_run, write_json
+from greentune.train import pause
+from greentune.train.checkpoint import checkpoint_step, list_checkpoints
 from greentune.train.loop import Progress, Window, no_window
 
 Log = Callable[[str], None]
@@ -47,7 +49,8 @@ def run(
 ) -> tuple[Path, RunConfig, dict[str, Any]]:
     """Run (or resume) a run; returns its directory, resolved config and metrics.
 
-    run.json says ``running`` while it works, then ``complete``, or ``failed`` with the error.
+    run.json says ``running`` while it works, then ``complete``, ``failed`` with the error, or
+    ``paused`` after a SIGTERM (see ``greentune.train.pause``; the process then exits with 143).
     """
     cfg = cfg or RunConfig()
     resume = resume or restarted_run(cfg)
@@ -58,7 +61,7 @@ def run(
     if resume is None:
         run_dir = _create_run_dir(cfg)
     log = run_logger(run_dir, echo) if main else _silent
-    stop_on_sigterm()
+    pause.install()
     try:
         cfg = resolve_config(cfg)
         if main:
@@ -73,27 +76,37 @@ def run(
             metrics = bill_models(metrics, run_dir, cfg.energy)
             write_json(run_dir / "metrics.json", metrics)
     except BaseException as exc:
-        if main:
+        # Unwinding (not os._exit) keeps what matters: the ledger has the energy spent, the
+        # checkpoints stay, run.json says why the run stopped.
+        if main and pause.is_stop(exc):
+            _record_pause(run_dir, cfg, exc, log)
+        elif main:
             set_status(run_dir, cfg.task, "failed", error=str(exc)[:500])
+        if isinstance(exc, pause.TrainingPaused):
+            ranks.barrier()  # no rank leaves before rank 0 wrote the checkpoint and run.json
+            raise SystemExit(pause.EXIT_CODE) from None
         raise
     if main:
-        set_status(run_dir, cfg.task, "complete")
+        stale = ("error", "paused_at_step", "resume_command") if resume is not None else ()
+        set_status(run_dir, cfg.task, "complete", **dict.fromkeys(stale))
     return run_dir, cfg, metrics
 
 
-def stop_on_sigterm() -> None:
-    """torchrun (and schedulers) stop workers with SIGTERM; turning it into SystemExit lets the
-    run unwind: run.json says failed, the ledger keeps the energy spent, checkpoints stay."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
+def _record_pause(run_dir: Path, cfg: RunConfig, exc: BaseException, log: Log) -> None:
+    """run.json: status paused, the step of the checkpoint to continue from, the command."""
+    if isinstance(exc, pause.TrainingPaused):
+        step: int | None = exc.step
+        how = f"paused after optimizer step {step} (SIGTERM); checkpoint written"
+    else:
+        newest = list_checkpoints(run_dir / "checkpoints")
+        step = checkpoint_step(newest[-1]) if newest else None
+        how = "stopped by SIGTERM outside the training loop; " + (
+            f"the newest checkpoint is at step {step}" if newest else "no checkpoint yet"
+        )
+    world = ranks.world_size()
+    command = f"greentune run --resume {run_dir}" + (f" --nproc {world}" if world > 1 else "")
+    set_status(run_dir, cfg.task, "paused", paused_at_step=step, resume_command=command, error=None)
+    log(f"{how}: continue with {command}")
 
 
 def restarted_run(cfg: RunConfig) -> Path | None:

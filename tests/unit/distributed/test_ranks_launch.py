@@ -32,7 +32,7 @@ def test_local_world_comes_from_torchrun_environment(monkeypatch):
 
 def test_torchrun_command_resumes_the_prepared_run():
     cmd = torchrun_command(Path("runs/x"), 3, max_restarts=2)
-    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert cmd[:3] == [sys.executable, "-m", "greentune.distributed.launch"]  # wraps torchrun
     assert "--standalone" in cmd and "--nproc-per-node=3" in cmd and "--max-restarts=2" in cmd
     assert cmd[-5:] == ["-m", "greentune", "run", "--resume", "runs/x"]
 
