@@ -1,0 +1,59 @@
+"""Measured emissions of an executed plan: each run's ledger rows priced by its site's trace.
+
+The ledger stamps rows with real (wall-clock) times; under a simulated clock they are mapped to
+simulated time with the executor's origin and speedup, then priced at the site the plan chose.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from greentune.energy.carbon import emissions_g, parse_provider_spec
+from greentune.errors import ScheduleError
+
+__all__ = ["measured_emissions"]
+
+
+def measured_emissions(
+    plan: dict[str, Any], state: dict[str, Any], output_dir: Path
+) -> dict[str, Any]:
+    """Per done greentune job: measured energy_wh and emissions_g next to the plan's expected_g."""
+    origin_sim = dt.datetime.fromisoformat(state["sim_origin"])
+    origin_real, speedup = float(state["real_origin"]), float(state["speedup"])
+    out: dict[str, Any] = {}
+    for row in plan["jobs"]:
+        if state["jobs"][row["name"]]["status"] != "done":
+            continue
+        ledger_path = output_dir / row["name"] / "energy.json"
+        if not ledger_path.is_file():
+            continue  # not a greentune run, or metering was off
+        try:
+            rows = [r for r in json.loads(ledger_path.read_text())["rows"] if r["depth"] == 0]
+        except (ValueError, KeyError) as exc:
+            raise ScheduleError(f"{ledger_path} is not a greentune energy ledger ({exc})") from None
+        provider = parse_provider_spec(plan["sites"][row["site"]]["carbon"])
+        grams = energy = 0.0
+        for r in rows:
+            start, end = (
+                origin_sim + (dt.datetime.fromisoformat(r[k]) - _real(origin_real)) * speedup
+                for k in ("start", "end")
+            )
+            joules = sum(r["energy_j"].values())
+            grams += emissions_g(joules, start, max(end, start), provider)[0]
+            energy += joules
+        expected = row["expected_g"]
+        out[row["name"]] = {
+            "energy_wh": energy / 3600.0,
+            "planned_energy_wh": row["energy_wh"],
+            "emissions_g": grams,
+            "expected_g": expected,
+            "ratio": grams / expected if expected else None,
+        }
+    return out
+
+
+def _real(epoch_s: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC)

@@ -1,0 +1,132 @@
+"""The job file: valid files load to exact values; every mistake names file, job and key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from greentune.errors import ScheduleError
+from greentune.schedule.jobs import job_argv, load_jobs
+
+NOW = dt.datetime(2024, 1, 3, 0, 0, tzinfo=dt.UTC)
+
+GOOD = """
+schedule: {now: 2024-01-03T00:00Z, slot: 30min, policy: spatial, forecast: seasonal-naive}
+sites:
+  a: {carbon: "fixed:100", capacity: 2}
+  b: {carbon: "fixed:50", capacity: 1}
+jobs:
+  - name: j1
+    config: c.yaml
+    overrides: [train.epochs=2]
+    energy: {energy_wh: 10, duration: 90min}
+    deadline: +1D
+    interruptible: true
+    min_chunk: 1h
+    sites: [a, b]
+  - name: j2
+    command: [python, x.py]
+    energy: {energy_j: 7200, duration: 1h}
+    earliest_start: 2024-01-03T06:00+01:00
+    deadline: 2024-01-03T12:00Z
+"""
+
+
+def test_a_valid_file_loads_with_exact_values(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD)
+    jf = load_jobs(path)
+    assert jf.settings.now == NOW and jf.settings.slot_s == 1800 and jf.settings.policy == "spatial"
+    j1, j2 = jf.jobs
+    assert j1.estimate.energy_j == 36000 and j1.estimate.duration_s == 5400
+    assert j1.estimate.power_w == pytest.approx(36000 / 5400)
+    assert j1.earliest_start == NOW and j1.deadline == NOW + dt.timedelta(days=1)
+    assert j1.interruptible and j1.min_chunk_s == 3600 and j1.sites == ("a", "b")
+    assert j2.earliest_start == dt.datetime(2024, 1, 3, 5, tzinfo=dt.UTC)  # +01:00 -> UTC
+    assert j2.sites == ("a",) and j2.min_chunk_s == 1800 and not j2.is_greentune
+    assert job_argv(j1, "runs", resume=False) == [
+        "greentune",
+        "run",
+        "c.yaml",
+        "train.epochs=2",
+        "name=j1",
+        "output_dir=runs",
+    ]
+    assert job_argv(j1, "runs", resume=True) == ["greentune", "run", "--resume", "runs/j1"]
+    assert job_argv(j2, "runs", resume=True) == ["python", "x.py"]
+
+
+def test_energy_from_an_earlier_runs_ledger(tmp_path):
+    run = tmp_path / "runs" / "old"
+    run.mkdir(parents=True)
+    ledger = {"rows": [], "totals": {"all": {"energy_j": 5000.0, "duration_s": 100.0}}}
+    (run / "energy.json").write_text(json.dumps(ledger))
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD.replace("{energy_wh: 10, duration: 90min}", "{from_run: runs/old}"))
+    jf = load_jobs(path)
+    assert (jf.jobs[0].estimate.energy_j, jf.jobs[0].estimate.duration_s) == (5000.0, 100.0)
+    assert jf.jobs[0].estimate.source == f"ledger {run}"
+    scaled = load_jobs(path, time_scale=60)
+    assert scaled.jobs[0].estimate.duration_s == 6000.0  # 100 real s on a 60x clock
+    assert scaled.jobs[0].estimate.energy_j == 5000.0
+
+
+def test_energy_from_a_profiling_run(tmp_path):
+    def profiler(job, steps):
+        run = tmp_path / f"{job.name}-p"
+        run.mkdir()
+        totals = {
+            "all": {"energy_j": 300.0, "duration_s": 30.0},
+            "by_phase": {"train": {"energy_j": 200.0, "duration_s": 20.0}},
+        }
+        (run / "energy.json").write_text(json.dumps({"totals": totals}))
+        assert steps == 10
+        return run
+
+    path = tmp_path / "jobs.yaml"
+    path.write_text(
+        GOOD.replace("{energy_wh: 10, duration: 90min}", "{profile_steps: 10, steps: 50}")
+    )
+    est = load_jobs(path, profiler=profiler).jobs[0].estimate
+    # other phases once (100 J, 10 s) + training scaled by 50 / 10
+    assert (est.energy_j, est.duration_s) == (100.0 + 1000.0, 10.0 + 100.0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("deadline: +1D", "deadline: tomorrow"),
+            r"job 1 \(j1\): deadline: cannot read 'tomorrow'",
+        ),
+        (("deadline: +1D", "deadline: 2024-01-04 09:00"), "has no time zone"),
+        (("sites: [a, b]", "sites: [a, c]"), r"unknown site 'c' in 'sites'; defined sites: a, b"),
+        (("min_chunk: 1h", "min_chunk: 1h\n    colour: red"), "unknown key 'colour'; valid keys"),
+        (("{energy_wh: 10, duration: 90min}", "{energy_wh: 10}"), "energy: expected one of"),
+        (("deadline: +1D", "deadline: +1h"), "shorter than the job"),
+        (("config: c.yaml", "config: c.yaml\n    command: [x]"), "exactly one of 'config'"),
+        (("capacity: 1}", "capacity: 0}"), r"site 'b': 'capacity' must be a whole number >= 1"),
+        (("- name: j2", "- name: j1"), "repeats the name 'j1'"),
+        (("slot: 30min", "slot: 7h"), "slot must divide a day"),
+    ],
+)
+def test_bad_job_files_name_file_job_and_key(tmp_path, change, message):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD.replace(*change, 1))
+    with pytest.raises(ScheduleError, match=message) as err:
+        load_jobs(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_ledger_and_unreadable_file(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD.replace("{energy_wh: 10, duration: 90min}", "{from_run: nowhere}"))
+    with pytest.raises(ScheduleError, match="energy.json not found; run the config once"):
+        load_jobs(path)
+    with pytest.raises(ScheduleError, match="cannot read job file"):
+        load_jobs(tmp_path / "absent.yaml")
+    path.write_text("jobs: [\n")
+    with pytest.raises(ScheduleError, match="not valid YAML"):
+        load_jobs(path)

@@ -1,0 +1,116 @@
+"""Plans on a synthetic trace whose greenest hours are known; emit and plot outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from greentune.errors import ScheduleError
+from greentune.schedule.emit import emit
+from greentune.schedule.jobs import load_jobs
+from greentune.schedule.plan import make_plan
+from greentune.schedule.plot import plot_html, plot_png
+from tests.unit.schedule.helpers import write_jobs, write_trace
+
+# Planning at 2024-01-03 00:00: 00-03 at 100 g/kWh, 03-06 at 500, then 200 (every day).
+JOBS = """
+schedule: {{now: 2024-01-03T00:00Z, forecast: {forecast}, history: 2D}}
+sites:
+  home: {{carbon: "trace:{trace}", capacity: 1}}
+  away: {{carbon: "fixed:120", capacity: 1}}
+jobs:
+  - name: chunky
+    config: c.yaml
+    energy: {{energy_wh: 60, duration: 6h}}
+    deadline: +12h
+    interruptible: true
+    sites: [home, away]
+  - name: late
+    command: [sleep, "1"]
+    energy: {{energy_wh: 10, duration: 2h}}
+    earliest_start: +1h
+    deadline: +3h
+"""
+
+
+@pytest.fixture
+def job_file(tmp_path):
+    def make(forecast="seasonal-naive", days=10):
+        trace = write_trace(tmp_path / "trace.csv", days=days)
+        return write_jobs(tmp_path / "jobs.yaml", JOBS.format(forecast=forecast, trace=trace))
+
+    return make
+
+
+def test_greenest_chunks_plan_has_the_known_optimum(job_file):
+    plan = make_plan(load_jobs(job_file()), "greenest-chunks")
+    chunky, late = plan["jobs"]
+    # 00-03 at 100 g, then the 200 g hours 06-09 (03-06 at 500 g are skipped); 10 Wh per hour
+    assert [(c["start"][11:16], c["end"][11:16]) for c in chunky["chunks"]] == [
+        ("00:00", "03:00"),
+        ("06:00", "09:00"),
+    ]
+    assert chunky["expected_g"] == pytest.approx(3 * 0.01 * 100 + 3 * 0.01 * 200)
+    assert chunky["run_now_g"] == pytest.approx(3 * 0.01 * 100 + 3 * 0.01 * 500)
+    assert chunky["actual_g"] == pytest.approx(chunky["expected_g"])  # seasonal naive is exact here
+    # "late" needs home's only unit at 01:00-03:00, which "chunky" holds: it misses its deadline
+    assert late["status"] == "infeasible" and "late" in late["reason"]
+    assert plan["totals"]["infeasible"] == ["late"]
+    assert plan["totals"]["saving_pct"] == pytest.approx(100 * (1 - 9 / 18))
+    assert plan["sites"]["home"]["forecast_error"]["mape_pct"] == 0.0
+
+
+def test_spatial_moves_the_job_to_the_greener_site(job_file):
+    plan = make_plan(load_jobs(job_file()), "spatial")
+    chunky, late = plan["jobs"]
+    # away: 6 h x 120 = 720 < home's best 3 x 100 + 3 x 200 = 900
+    assert chunky["site"] == "away" and chunky["expected_g"] == pytest.approx(0.06 * 120)
+    # with chunky gone from home, late gets home's unit in its only window
+    assert late["status"] == "planned" and late["site"] == "home"
+    assert [(c["start"][11:16], c["end"][11:16]) for c in late["chunks"]] == [("01:00", "03:00")]
+
+
+def test_a_trace_that_does_not_cover_the_window_is_a_clear_error(job_file):
+    path = job_file(days=2)  # the trace ends at planning time
+    text = path.read_text()
+    write_jobs(path, text.replace("seasonal-naive", "perfect"))
+    with pytest.raises(
+        ScheduleError,
+        match=r"site 'home' .*perfect forecast replays the source, "
+        r"which has no data for 2024-01-03 00:00 UTC inside the planning window "
+        r"2024-01-03 00:00 \.\. 2024-01-03 12:00",
+    ):
+        make_plan(load_jobs(path), None)
+    write_jobs(path, text.replace("history: 2D", "history: 20D"))
+    with pytest.raises(ScheduleError, match=r"covers only 48 of the 480 slots of history"):
+        make_plan(load_jobs(path), None)
+
+
+def test_emit_slurm_chains_chunks_and_at_uses_timeout(job_file, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    jf = load_jobs(job_file())
+    plan = make_plan(jf, "greenest-chunks")
+    jobs = {j.name: j for j in jf.jobs}
+    slurm = emit(plan, jobs, "runs", "slurm")
+    assert slurm[2] == (
+        "chunky_1=$(sbatch --parsable --job-name=chunky-1 --begin=2024-01-03T00:00:00 "
+        "--wrap='timeout -s TERM --kill-after=300 10800s greentune run c.yaml name=chunky "
+        "output_dir=runs')"
+    )
+    assert slurm[3] == (
+        "chunky_2=$(sbatch --parsable --job-name=chunky-2 --begin=2024-01-03T06:00:00 "
+        "--dependency=afterany:$chunky_1 --wrap='greentune run --resume runs/chunky')"
+    )
+    assert slurm[4].startswith("# late: not scheduled: ")
+    at = emit(plan, jobs, "runs", "at")
+    assert at[3] == "echo 'greentune run --resume runs/chunky' | at -t 202401030600.00"
+    with pytest.raises(ScheduleError, match="unknown --emit 'cron'"):
+        emit(plan, jobs, "runs", "cron")
+
+
+def test_plot_writes_a_png_and_a_self_contained_html(job_file, tmp_path):
+    plan = make_plan(load_jobs(job_file()), "greenest-chunks")
+    plot_png(plan, tmp_path / "plan.png")
+    plot_html(plan, tmp_path / "plan.html")
+    assert (tmp_path / "plan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (tmp_path / "plan.html").read_text()
+    assert "data:image/png;base64," in html and "<td>chunky</td>" in html and "http" not in html
