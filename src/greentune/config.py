@@ -192,6 +192,10 @@ class TrainConfig:
     """torch intra-op threads per process; None: the cores available / processes on the node."""
     dist_timeout_s: float = 1800.0
     """With several processes: how long a collective waits for a rank before failing."""
+    distributed_strategy: Literal["ddp", "fsdp"] = "ddp"
+    """With several processes: ddp (a full replica per process, gradients all-reduced) or fsdp
+    (parameters, gradients and optimizer state sharded over the processes, torch's FSDP2) for
+    models that do not fit one device. One process ignores it (docs/distributed.md)."""
     log_every: int = 10
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from greentune.cli import (
@@ -137,6 +138,51 @@ def test_resume_with_another_number_of_processes(one_and_two, tmp_path):
     assert result.exit_code == 0, result.output
     assert "resumed from the checkpoint at step 13" in (part / "log.txt").read_text()
     _same_curve(curve(two), curve(part))
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(csv, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fsdp")
+    args = [*series_overrides(csv, out, "fsdp"), *BASE, "train.distributed_strategy=fsdp"]
+    result = invoke("run", *args, "--nproc", "2")
+    assert result.exit_code == 0, result.output
+    return out / "fsdp"
+
+
+def test_fsdp_takes_the_ddp_steps(one_and_two, fsdp_run):
+    one, two, _ = one_and_two
+    _same_curve(curve(one), curve(fsdp_run))
+    # reduce-scatter of the shards averages the same gradients as DDP's all-reduce (measured:
+    # equal to the last bit at 2 processes)
+    np.testing.assert_allclose(curve(fsdp_run), curve(two), rtol=0, atol=1e-6)
+    m2 = json.loads((two / "metrics.json").read_text())
+    mf = json.loads((fsdp_run / "metrics.json").read_text())
+    name = m2["model"]
+    # the whole model is gathered back for evaluation: the test error DDP's model has
+    assert mf["test"][name]["mape"] == pytest.approx(m2["test"][name]["mape"], rel=1e-6)
+    assert mf["training"]["trainable_parameters"] == m2["training"]["trainable_parameters"]
+    # checkpoints hold whole tensors gathered from the shards, written once
+    last_ddp = torch.load(list_checkpoints(two / "checkpoints")[-1], weights_only=False)
+    last_fsdp = torch.load(list_checkpoints(fsdp_run / "checkpoints")[-1], weights_only=False)
+    assert last_fsdp["optimizer_format"] == "fqn" and last_ddp["optimizer_format"] == "index"
+    assert last_fsdp["model"].keys() == last_ddp["model"].keys()
+    for key, value in last_ddp["model"].items():
+        torch.testing.assert_close(last_fsdp["model"][key], value, rtol=0, atol=1e-6)
+
+
+def test_an_fsdp_checkpoint_resumes_with_one_process(fsdp_run, tmp_path):
+    part = tmp_path / "part"
+    shutil.copytree(fsdp_run, part)
+    for ckpt in list_checkpoints(part / "checkpoints"):
+        if int(ckpt.stem.split("-")[1]) > 13:  # keep the end of epoch 0
+            ckpt.unlink()
+    for name in ("model", "metrics.json", "predictions.parquet"):
+        p = part / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    result = invoke("run", "--resume", str(part))  # 2 FSDP processes -> 1 process
+    assert result.exit_code == 0, result.output
+    assert "resumed from the checkpoint at step 13" in (part / "log.txt").read_text()
+    _same_curve(curve(fsdp_run), curve(part))
 
 
 def _cli(*args: str) -> list[str]:

@@ -21,7 +21,8 @@ from accelerate import Accelerator
 from torch import nn
 
 from greentune.config import TrainConfig
-from greentune.distributed import ranks
+from greentune.distributed import fsdp, ranks
+from greentune.errors import ConfigError
 from greentune.train import pause
 from greentune.train.checkpoint import (
     load_latest,
@@ -156,9 +157,21 @@ def train(
     """
     accelerator = make_accelerator(cfg)
     total_steps = total_optimizer_steps(len(data), cfg)
+    whole = model  # what the caller gets back, trained, also when a sharded copy trains
+    sharded = cfg.distributed_strategy == "fsdp" and ranks.world_size() > 1
+    if sharded:
+        if step_hook is not None:
+            raise ConfigError(
+                "train.distributed_strategy=fsdp cannot run peft.method=adalora (its rank "
+                "allocator reads whole gradients after each step); use ddp"
+            )
+        model = fsdp.shard(model, accelerator.device)
+        if validate is not None:
+            validate = fsdp.with_whole_model(validate, model, whole)
     optimizer = build_optimizer(model.named_parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if not sharded:
+        model, optimizer = accelerator.prepare(model, optimizer)
     state, best = LoopState(), None
     resumed_from = None
     if resume and checkpoint_dir is not None:
@@ -212,10 +225,15 @@ def train(
             progress.stop()
     state.finished = True
     state.train_s = time.perf_counter() - t0
+    if sharded:
+        if validate is not None:  # the whole snapshots live on rank 0
+            best = ranks.broadcast(best)
+        fsdp.unshard_into(model, whole)
+        model = whole
     if best is not None:
         _unwrap(model).load_state_dict(best, strict=False)
     model.eval()
-    trainable = sum(p.numel() for p in trainable_params)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return LoopResult(state, trainable, total, resumed_from)
 
@@ -340,8 +358,15 @@ def _validate(
     state.val_history.append({"epoch": epoch, "step": state.step, "val_loss": val})
     if val < state.best_val:
         state.best_val, state.best_epoch, state.bad_epochs = val, epoch, 0
-        return trainable_state(_unwrap(model))
+        return _snapshot(model)
     return None
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable tensors, whole (under FSDP gathered to rank 0, the others get {})."""
+    return (
+        fsdp.trainable_state(model) if fsdp.is_sharded(model) else trainable_state(_unwrap(model))
+    )
 
 
 def _save(
@@ -353,24 +378,37 @@ def _save(
     best: dict[str, torch.Tensor] | None,
     cfg: TrainConfig,
 ) -> None:
-    if not ranks.is_main():  # the model and optimizer are identical on every rank: save once
+    sharded = fsdp.is_sharded(model)
+    if not sharded and not ranks.is_main():  # DDP replicas are identical: rank 0 saves alone
         return
-    payload = {
-        "model": trainable_state(_unwrap(model)),
-        "optimizer": optimizer.state_dict(),
+    payload = {  # under FSDP every rank joins the gathers; rank 0 writes
+        "model": _snapshot(model),
+        "optimizer": fsdp.optimizer_state(model, optimizer) if sharded else optimizer.state_dict(),
+        "optimizer_format": fsdp.OPTIMIZER_FORMAT if sharded else "index",
         "scheduler": scheduler.state_dict(),
         "rng": rng_state(),
         "loop": asdict(state),
         "best": best,
     }
-    save_checkpoint(directory, state.step, payload, cfg.keep_checkpoints)
+    if ranks.is_main():
+        save_checkpoint(directory, state.step, payload, cfg.keep_checkpoints)
 
 
 def _restore(
     ckpt: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: Any
 ) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
-    _unwrap(model).load_state_dict(ckpt["model"], strict=False)
-    optimizer.load_state_dict(ckpt["optimizer"])
+    """Any checkpoint into any strategy and number of processes (all hold whole tensors)."""
+    sharded = fsdp.is_sharded(model)
+    if sharded:
+        fsdp.load_model_state(model, ckpt["model"])
+    else:
+        _unwrap(model).load_state_dict(ckpt["model"], strict=False)
+    if sharded or ckpt.get("optimizer_format") == fsdp.OPTIMIZER_FORMAT:
+        fsdp.load_optimizer_state(
+            model, getattr(optimizer, "optimizer", optimizer), ckpt["optimizer"]
+        )
+    else:
+        optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     set_rng_state(ckpt["rng"])
     return LoopState(**ckpt["loop"]), ckpt["best"]
