@@ -189,6 +189,74 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+EXEC_JOBS = """
+schedule: {{now: {now}, slot: 30min, policy: greenest-chunks, forecast: perfect, history: 2D,
+           output_dir: {runs}}}
+sites:
+  gb: {{carbon: "trace:{data}@GB", capacity: 1}}
+jobs:
+  - name: tiny
+    config: {config}
+    overrides: {overrides}
+    energy: {{from_run: {ref}}}
+    deadline: +12h
+    interruptible: true
+    min_chunk: 30min
+"""
+EXEC_OVERRIDES = ["train.max_steps=60", "train.patience=null", "train.checkpoint_every=5"]
+
+
+def executor(args: argparse.Namespace) -> None:
+    """Reference run -> its ledger is the estimate -> plan -> `greentune schedule run`."""
+    import subprocess
+    import tempfile
+
+    python = str(ROOT / ".venv" / "bin" / "python")
+    config = ROOT / "configs" / "forecast" / "gpt2_tiny_smoke.yaml"
+    reps = []
+    for _ in range(args.repeats):
+        tmp = Path(tempfile.mkdtemp(prefix="gt-sched-"))
+        ref = tmp / "ref"
+        cmd = [python, "-m", "greentune", "run", str(config), *EXEC_OVERRIDES,
+               f"output_dir={ref}", "name=ref"]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True)
+        jobs = tmp / "jobs.yaml"
+        jobs.write_text(EXEC_JOBS.format(now=args.now, runs=tmp / "runs", data=args.data,
+                                         config=config, overrides=json.dumps(EXEC_OVERRIDES),
+                                         ref=ref / "ref"))  # fmt: skip
+        out = tmp / "out"
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [python, "-m", "greentune", "schedule", "run", str(jobs), "--out", str(out),
+             "--speedup", str(args.speedup)], capture_output=True, text=True,
+        )  # fmt: skip
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            sys.exit(f"schedule run failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+        plan = json.loads((out / "plan.json").read_text())
+        state = json.loads((out / "state.json").read_text())
+        measured = json.loads((out / "measured.json").read_text())["tiny"]
+        row = plan["jobs"][0]
+        reps.append({
+            "chunks": row["chunks"], "launches": state["jobs"]["tiny"]["launches"],
+            "planned_g": row["expected_g"], "run_now_g": row["run_now_g"],
+            "measured_g": measured["emissions_g"], "ratio": measured["ratio"],
+            "planned_wh": row["energy_wh"], "measured_wh": measured["energy_wh"], "wall_s": wall,
+        })  # fmt: skip
+        print(json.dumps(reps[-1] | {"chunks": len(row["chunks"])}), flush=True)
+    summary = {
+        "median_ratio_measured_to_planned": statistics.median(r["ratio"] for r in reps),
+        "median_energy_ratio": statistics.median(r["measured_wh"] / r["planned_wh"] for r in reps),
+        "median_planned_saving_pct": statistics.median(
+            100 * (1 - r["planned_g"] / r["run_now_g"]) for r in reps
+        ),
+    }
+    save("executor", {"setup": vars(args) | {"data": str(args.data), "config": str(config),
+                                             "overrides": EXEC_OVERRIDES},
+                      "summary": summary, "repeats": reps})  # fmt: skip
+    print(json.dumps(summary, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="part", required=True)
@@ -198,10 +266,15 @@ def main() -> None:
     p.add_argument("--years", nargs="+", type=int, default=[2021, 2022, 2023, 2024])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--error", type=float, default=0.05)
+    p = sub.add_parser("executor")
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--now", default="2023-03-06T08:00Z")
+    p.add_argument("--speedup", type=float, default=180.0)
+    p.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data} not found: the traces live in ../shared/data/carbon/electricitymaps")
-    {"lwa": lwa}[args.part](args)
+    {"lwa": lwa, "executor": executor}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -28,17 +28,17 @@ Every error names the file, the job and the key, and says what to write instead.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
 from greentune.errors import ScheduleError
+from greentune.schedule.estimate import EnergyEstimate, Profiler, resolve_estimate
+from greentune.schedule.fields import check_keys, parse_duration_s, parse_time
 
 __all__ = [
     "EnergyEstimate",
@@ -51,10 +51,6 @@ __all__ = [
     "parse_time",
 ]
 
-J_PER_WH = 3600.0
-Profiler = Callable[["Job", int], Path]
-"""(job, steps) -> the run directory of a short profiling run of that job."""
-
 
 @dataclass(frozen=True)
 class Site:
@@ -65,20 +61,6 @@ class Site:
     """Carbon provider spec (energy.carbon grammar), e.g. trace:DIR@GB."""
     capacity: int
     """Units (cores or GPUs) that jobs running at the same time may take together."""
-
-
-@dataclass(frozen=True)
-class EnergyEstimate:
-    """What one job costs: energy and wall time when it runs uninterrupted."""
-
-    energy_j: float
-    duration_s: float
-    source: str
-    """'given', 'ledger <run dir>' or 'profile <run dir> x <factor>'."""
-
-    @property
-    def power_w(self) -> float:
-        return self.energy_j / self.duration_s
 
 
 @dataclass(frozen=True)
@@ -137,9 +119,6 @@ _JOB_KEYS = (
     "sites",
     "units",
 )
-_ENERGY_FORMS = (
-    "{energy_wh: 40, duration: 2h}, {from_run: runs/x} or {profile_steps: 20, steps: 600}"
-)
 
 
 def load_jobs(
@@ -163,7 +142,7 @@ def load_jobs(
         raise ScheduleError(f"{file} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ScheduleError(f"{file}: expected a mapping with 'sites' and 'jobs' at the top")
-    _unknown(raw, ("schedule", "sites", "jobs"), f"{file}")
+    check_keys(raw, ("schedule", "sites", "jobs"), f"{file}")
     settings = _settings(raw.get("schedule") or {}, file, clock)
     sites = _sites(raw.get("sites"), file)
     jobs_raw = raw.get("jobs")
@@ -181,61 +160,11 @@ def load_jobs(
     return JobFile(file, settings, sites, tuple(jobs))
 
 
-def parse_time(value: Any, now: dt.datetime, where: str) -> dt.datetime:
-    """An aware datetime from YAML: an ISO time with zone, ``now`` or ``+DURATION`` after now."""
-    if isinstance(value, dt.datetime):
-        when = value
-    elif isinstance(value, str) and value.strip() == "now":
-        return now
-    elif isinstance(value, str) and value.strip().startswith("+"):
-        return now + dt.timedelta(seconds=parse_duration_s(value.strip()[1:], where))
-    elif isinstance(value, str):
-        try:
-            when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ScheduleError(
-                f"{where}: cannot read {value!r} as a time; write e.g. 2024-03-04T09:00Z, "
-                "now, or +24h"
-            ) from None
-    else:
-        raise ScheduleError(f"{where}: expected a time such as 2024-03-04T09:00Z, got {value!r}")
-    if when.tzinfo is None:
-        raise ScheduleError(
-            f"{where}: {value!r} has no time zone; add one, e.g. 2024-03-04T09:00Z or +01:00"
-        )
-    return when.astimezone(dt.UTC)
-
-
-def parse_duration_s(value: Any, where: str) -> float:
-    """Seconds from '90min', '2h', '1 days', or a number of seconds."""
-    if isinstance(value, bool):
-        raise ScheduleError(f"{where}: expected a duration such as 2h, got {value!r}")
-    try:
-        seconds = (
-            float(value)
-            if isinstance(value, int | float)
-            else pd.Timedelta(str(value).strip()).total_seconds()
-        )
-    except ValueError:
-        raise ScheduleError(
-            f"{where}: cannot read {value!r} as a duration; write e.g. 30min, 2h or 1D"
-        ) from None
-    if not seconds > 0:
-        raise ScheduleError(f"{where}: duration must be positive, got {value!r}")
-    return seconds
-
-
-def _unknown(raw: dict[str, Any], valid: tuple[str, ...], where: str) -> None:
-    for key in raw:
-        if key not in valid:
-            raise ScheduleError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
-
-
 def _settings(raw: Any, file: Path, clock: Callable[[], dt.datetime]) -> Settings:
     if not isinstance(raw, dict):
         raise ScheduleError(f"{file}: 'schedule' must be a mapping of settings")
     where = f"{file}: schedule"
-    _unknown(raw, _SETTINGS_KEYS, where)
+    check_keys(raw, _SETTINGS_KEYS, where)
     now = clock().astimezone(dt.UTC)
     if "now" in raw:
         now = parse_time(raw["now"], now, f"{where}.now")
@@ -266,7 +195,7 @@ def _sites(raw: Any, file: Path) -> dict[str, Site]:
         where = f"{file}: site {name!r}"
         if not isinstance(spec, dict):
             raise ScheduleError(f"{where}: expected {{carbon: SPEC, capacity: N}}")
-        _unknown(spec, _SITE_KEYS, where)
+        check_keys(spec, _SITE_KEYS, where)
         carbon = spec.get("carbon")
         if not isinstance(carbon, str) or not carbon:
             raise ScheduleError(f"{where}: 'carbon' must be a provider spec, e.g. trace:DIR@GB")
@@ -292,7 +221,7 @@ def _job(
     where = f"{file}: job {index + 1}" + (f" ({label})" if label else "")
     if not isinstance(raw, dict):
         raise ScheduleError(f"{where}: expected a mapping with name, energy, deadline, ...")
-    _unknown(raw, _JOB_KEYS, where)
+    check_keys(raw, _JOB_KEYS, where)
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ScheduleError(f"{where}: 'name' must be letters, digits, '.', '_' or '-'")
@@ -349,7 +278,7 @@ def _job(
         sites=tuple(job_sites),
         units=units,
     )
-    estimate = _estimate(raw.get("energy"), f"{where}: energy", partial, file, profiler)
+    estimate = resolve_estimate(raw.get("energy"), f"{where}: energy", partial, file, profiler)
     if estimate.source != "given" and time_scale != 1.0:
         estimate = EnergyEstimate(
             estimate.energy_j,
@@ -362,81 +291,6 @@ def _job(
             f"shorter than the job ({estimate.duration_s / 3600:.2f} h); move the deadline later"
         )
     return Job(**{**partial.__dict__, "estimate": estimate})
-
-
-def _estimate(
-    raw: Any, where: str, job: Job, file: Path, profiler: Profiler | None
-) -> EnergyEstimate:
-    if not isinstance(raw, dict):
-        raise ScheduleError(f"{where}: expected one of {_ENERGY_FORMS}")
-    if "from_run" in raw:
-        _unknown(raw, ("from_run",), where)
-        run = _relative(raw["from_run"], file)
-        energy_j, duration_s = ledger_totals(run, where)
-        return EnergyEstimate(energy_j, duration_s, f"ledger {run}")
-    if "profile_steps" in raw:
-        _unknown(raw, ("profile_steps", "steps"), where)
-        return _profile(raw, where, job, profiler)
-    _unknown(raw, ("energy_wh", "energy_j", "duration"), where)
-    if ("energy_wh" in raw) == ("energy_j" in raw) or "duration" not in raw:
-        raise ScheduleError(f"{where}: expected one of {_ENERGY_FORMS}")
-    value = raw.get("energy_wh", raw.get("energy_j"))
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ScheduleError(f"{where}: energy must be a positive number, got {value!r}")
-    energy_j = float(value) * (J_PER_WH if "energy_wh" in raw else 1.0)
-    return EnergyEstimate(energy_j, parse_duration_s(raw["duration"], f"{where}.duration"), "given")
-
-
-def _relative(value: Any, file: Path) -> Path:
-    path = Path(str(value))
-    if path.is_absolute() or path.exists():
-        return path
-    return file.parent / path
-
-
-def ledger_totals(run: Path, where: str) -> tuple[float, float]:
-    """(energy_j, duration_s) of every top-level window in a run's energy.json."""
-    path = Path(run) / "energy.json"
-    try:
-        totals = json.loads(path.read_text())["totals"]["all"]
-        energy_j, duration_s = float(totals["energy_j"]), float(totals["duration_s"])
-    except OSError:
-        raise ScheduleError(
-            f"{where}: {path} not found; run the config once with energy metering on, or give "
-            "{energy_wh: ..., duration: ...}"
-        ) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ScheduleError(f"{where}: {path} is not a greentune energy ledger ({exc})") from None
-    if energy_j <= 0 or duration_s <= 0:
-        raise ScheduleError(f"{where}: {path} records no energy; use another run or give one")
-    return energy_j, duration_s
-
-
-def _profile(
-    raw: dict[str, Any], where: str, job: Job, profiler: Profiler | None
-) -> EnergyEstimate:
-    steps, total = raw.get("profile_steps"), raw.get("steps")
-    for key, value in (("profile_steps", steps), ("steps", total)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ScheduleError(f"{where}.{key} must be a whole number >= 1, got {value!r}")
-    if not job.is_greentune:
-        raise ScheduleError(f"{where}: profiling needs a greentune 'config'; give the energy")
-    if profiler is None:
-        raise ScheduleError(f"{where}: profiling needs to run the job; not available here")
-    steps_n, total_n = int(steps), int(total)  # type: ignore[arg-type]
-    run = profiler(job, steps_n)
-    ledger = json.loads((run / "energy.json").read_text())["totals"]
-    train = ledger["by_phase"].get("train")
-    if not train:
-        raise ScheduleError(f"{where}: the profiling run {run} has no 'train' phase in its ledger")
-    other_j = ledger["all"]["energy_j"] - train["energy_j"]
-    other_s = ledger["all"]["duration_s"] - train["duration_s"]
-    factor = total_n / steps_n
-    return EnergyEstimate(
-        other_j + train["energy_j"] * factor,
-        other_s + train["duration_s"] * factor,
-        f"profile {run} x {factor:g}",
-    )
 
 
 def job_argv(
