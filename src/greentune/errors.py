@@ -25,3 +25,11 @@ class CheckpointError(GreentuneError):
 
 class EnergyError(GreentuneError):
     """An energy counter, carbon-intensity source or ledger cannot be used as configured."""
+
+
+class ScheduleError(GreentuneError):
+    """A job file, carbon forecast or schedule cannot be used (file, job and key named)."""
+
+
+class CompressError(GreentuneError):
+    """A run cannot be compressed as asked, or a variant failed its checks (method named)."""

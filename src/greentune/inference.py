@@ -15,6 +15,7 @@ from greentune.data.sources import RawTable, load_table, resolve
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, WindowSet, featurize, prepare_forecast_data
 from greentune.errors import CheckpointError, DataError
+from greentune.models.classifier import load_saved_classifier
 from greentune.models.forecaster import Forecaster, load_forecaster
 from greentune.rundir import read_metrics, read_run, write_json
 from greentune.train.forecast import (
@@ -27,11 +28,23 @@ from greentune.train.forecast import (
 )
 
 
-def load_run_model(run: Path, cfg: RunConfig) -> tuple[Forecaster, Any]:
+def _model_dir(run: Path) -> Path:
     model_dir = run / "model"
     if not model_dir.is_dir():
         raise CheckpointError(f"{run} has no model/; the run did not finish training")
-    model = load_forecaster(model_dir)
+    return model_dir
+
+
+def load_run_model(run: Path, cfg: RunConfig) -> tuple[Forecaster, Any]:
+    """The run's forecaster: the trained torch model, or a compressed variant of it (int8,
+    ONNX) behind the same call interface."""
+    model_dir = _model_dir(run)
+    if variant_format(model_dir) != "torch":
+        from greentune.compress.formats import load_forecast_variant
+
+        model = load_forecast_variant(model_dir)
+    else:
+        model = load_forecaster(model_dir)
     tokenizer = None
     if model.spec.encoder == "text":  # the tokenizer saved with the run: no hub needed
         from transformers import AutoTokenizer
@@ -40,13 +53,34 @@ def load_run_model(run: Path, cfg: RunConfig) -> tuple[Forecaster, Any]:
     return model, tokenizer
 
 
+def load_run_classifier(run: Path) -> tuple[Any, Any, list[str]]:
+    """(classifier, tokenizer, label names) of a classification run or of its compressed variant."""
+    model_dir = _model_dir(run)
+    if variant_format(model_dir) != "torch":
+        from greentune.compress.formats import load_classify_variant
+
+        return load_classify_variant(model_dir)
+    return load_saved_classifier(model_dir)
+
+
+def variant_format(model_dir: Path) -> str:
+    """'torch' for a trained (or pruned/distilled) model; what compress wrote otherwise."""
+    marker = model_dir / "variant.json"
+    if not marker.is_file():
+        return "torch"
+    try:
+        return str(json.loads(marker.read_text())["format"])
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise CheckpointError(f"{marker} is damaged ({exc}); compress the parent again") from None
+
+
 def evaluate_run(path: str | Path) -> tuple[dict[str, Any], RunConfig]:
     """Score the saved model on the run's test windows again; baselines come from metrics.json."""
     run, cfg = read_run(path)
     if cfg.task == "classify":
         from greentune.train.classify import evaluate_classifier_run
 
-        return evaluate_classifier_run(run, cfg), cfg
+        return evaluate_classifier_run(run, cfg, load_run_classifier(run)), cfg
     metrics = read_metrics(run)
     data = prepare_forecast_data(cfg.data)
     saved = metrics["data"]

@@ -65,6 +65,10 @@ def handle_errors(fn: F) -> F:
 
 def main() -> None:
     from greentune.cli import commands  # noqa: F401  (registers the commands)
+    from greentune.cli.schedule import schedule_app
+
+    app.add_typer(schedule_app, name="schedule")
+    from greentune.cli import compress  # noqa: F401
 
     quiet_libraries()
     app(prog_name="greentune")

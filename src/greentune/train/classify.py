@@ -24,7 +24,6 @@ from greentune.models.backbone import count_parameters, load_tokenizer, seed_eve
 from greentune.models.classifier import (
     TextClassifier,
     load_classifier,
-    load_saved_classifier,
     save_classifier,
 )
 from greentune.rundir import read_metrics, replace_dir, write_json, write_parquet
@@ -238,10 +237,13 @@ def text_baselines(splits: TextSplits, window: Window = no_window) -> dict[str, 
     return out
 
 
-def evaluate_classifier_run(run: Path, cfg: RunConfig) -> dict[str, Any]:
+def evaluate_classifier_run(
+    run: Path, cfg: RunConfig, loaded: tuple[Any, Any, list[str]]
+) -> dict[str, Any]:
+    """Score a loaded (classifier, tokenizer, labels) on the run's test split again."""
     metrics = read_metrics(run)
     splits = load_text_splits(cfg.text, cfg.seed)
-    model, tokenizer, labels = load_saved_classifier(run / "model")
+    model, tokenizer, labels = loaded
     b = tokenize(tokenizer, splits.texts["test"], splits.labels["test"], cfg.text.max_length)
     pred = predict_labels(model, b, cfg.eval.batch_size)
     metrics["test"][metrics["model"]].update(

@@ -1,0 +1,306 @@
+"""``greentune compress RUN --method M ...``: build each variant as a run of its own, measure
+every variant and the original the same way, apply the quality guard, write compression.json.
+
+    runs/<parent>/compression.json       the comparison (reference row + one row per variant)
+    runs/<parent>-<method>/              a run: config.yaml, run.json (parent, method),
+                                         metrics.json, predictions.parquet, energy.json, model/
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from greentune.compress.formats import write_variant
+from greentune.compress.measure import BenchPlan, bench, dir_bytes, latency_row
+from greentune.compress.methods import COMPRESSORS, Built, parse_method
+from greentune.compress.task import TaskModel, load_task, sample_batch
+from greentune.config import dump_yaml, replace
+from greentune.energy.meter import Meter
+from greentune.energy.session import metered
+from greentune.errors import CheckpointError, CompressError, ModelError
+from greentune.rundir import (
+    read_metrics,
+    replace_dir,
+    set_status,
+    write_json,
+    write_parquet,
+    write_text,
+)
+
+Log = Callable[[str], None]
+REFERENCE = "fp32"
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    methods: tuple[str, ...]
+    max_metric_drop: float | None = None
+    """Relative worsening of the headline metric a variant may show (0.01 = 1 %); None: any."""
+    threads: int | None = None
+    plan: BenchPlan = field(default_factory=BenchPlan)
+    replace: bool = False
+    keep_rejected: bool = False
+
+
+@dataclass
+class Variant:
+    name: str
+    method: str
+    options: dict[str, Any]
+    scratch: Path
+    final: Path
+    built: Built | None = None
+    build_s: float = 0.0
+    build_j: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    frame: pd.DataFrame | None = None
+    error: str | None = None
+
+
+def variant_name(parent: Path, method: str, options: dict[str, Any]) -> str:
+    defaults = COMPRESSORS.get(method).options
+    changed = [f"{k}{v:g}" for k, v in options.items() if v != defaults[k] and v is not None]
+    return "-".join([parent.name, method, *changed])
+
+
+def compress_run(path: str | Path, opts: CompressOptions, log: Log) -> dict[str, Any]:
+    parsed = [parse_method(m) for m in opts.methods]  # bad options fail before any work
+    threads = opts.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)  # before any ONNX session: they take the same count
+    task = load_task(path)
+    variants = _plan_variants(task.run, parsed, opts.replace)
+    log(f"compress {task.run} ({task.kind}, {task.model_name}) with {threads} threads")
+    with ExitStack() as stack:
+        parent_meter = stack.enter_context(metered(task.run, task.cfg.energy, "compress"))
+        with _window(parent_meter, "reference/test"):
+            ref_metrics, _ = task.score(task.model)
+        models: dict[str, Any] = {REFERENCE: task.model}
+        meters: dict[str, Meter | None] = {REFERENCE: parent_meter}
+        for v in variants:
+            v.scratch.mkdir(parents=True)
+            meter = stack.enter_context(metered(v.scratch, task.cfg.energy, "compress"))
+            _build(task, v, meter, log)
+            if v.built is not None:
+                models[v.name], meters[v.name] = v.built.model, meter
+        log(f"timing {len(models)} models in {opts.plan.rounds} interleaved rounds")
+        timings = bench(models, sample_batch(task, 1), sample_batch(task, 32), opts.plan, meters)
+    rows = [_reference_row(task, ref_metrics, latency_row(timings[REFERENCE], 32))]
+    for v in variants:
+        row = _variant_row(task, v, rows[0], timings.get(v.name), opts)
+        rows.append(row)
+        _finish(task, v, row, opts.keep_rejected)
+    report = _report(task, threads, opts, rows)
+    write_json(task.run / "compression.json", report)
+    return report
+
+
+@contextmanager
+def _window(meter: Meter | None, name: str) -> Iterator[Any]:
+    if meter is None:
+        yield None
+        return
+    with meter.window(name) as handle:
+        yield handle
+
+
+def _plan_variants(
+    parent: Path, parsed: list[tuple[str, dict[str, Any]]], replace_existing: bool
+) -> list[Variant]:
+    variants: list[Variant] = []
+    for method, options in parsed:
+        name = variant_name(parent, method, options)
+        if any(v.name == name for v in variants):
+            raise CompressError(f"--method {method} is given twice with the same options")
+        final = parent.parent / name
+        if final.exists() and not replace_existing:
+            raise CheckpointError(
+                f"{final} already exists; delete it or pass --replace to build it again"
+            )
+        scratch = parent.parent / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        variants.append(Variant(name, method, options, scratch, final))
+    return variants
+
+
+def _build(task: TaskModel, v: Variant, meter: Meter | None, log: Log) -> None:
+    info = COMPRESSORS.get(v.method)
+    window = meter.window if meter is not None else _no_window
+    t0 = time.perf_counter()
+    try:
+        with _window(meter, "build") as handle:
+            v.built = info.build(task, v.options, v.scratch / "model", window)
+        v.build_s = time.perf_counter() - t0
+        v.build_j = handle.result.total_j if handle is not None and handle.result else None
+        with _window(meter, "test"):
+            v.metrics, v.frame = task.score(v.built.model)
+    except (CompressError, ModelError) as exc:
+        v.built, v.error = None, str(exc)
+        log(f"{v.name}: failed: {exc}")
+        return
+    log(f"{v.name}: built in {v.build_s:.1f} s; {task.headline} {v.metrics[task.headline]:.4g}")
+
+
+@contextmanager
+def _no_window(name: str) -> Iterator[None]:
+    yield None
+
+
+def _reference_row(task: TaskModel, metrics: dict[str, Any], timing: dict[str, Any]) -> dict:
+    model_dir = task.run / "model"
+    return {
+        "name": REFERENCE,
+        "method": "none",
+        "run": str(task.run),
+        "status": "reference",
+        "format": "torch",
+        "size_bytes": dir_bytes(model_dir) - _tokenizer_bytes(model_dir),
+        "parameters": sum(p.numel() for p in task.model.parameters()),
+        "metrics": _headline_metrics(metrics),
+        **timing,
+    }
+
+
+def _tokenizer_bytes(model_dir: Path) -> int:
+    """Sizes compare weights and configs; a text model's tokenizer files are the same in all."""
+    names = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+    return sum(p.stat().st_size for n in names for p in model_dir.rglob(n))
+
+
+def _headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k != "confusion"}
+
+
+def _variant_row(
+    task: TaskModel,
+    v: Variant,
+    ref: dict[str, Any],
+    timing: Any,
+    opts: CompressOptions,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": v.name, "method": v.method, "options": v.options}
+    if v.built is None:
+        return {**row, "status": "failed", "error": v.error}
+    model_dir = v.scratch / "model"
+    size = dir_bytes(model_dir) - _tokenizer_bytes(model_dir)
+    timing_row = latency_row(timing, 32)
+    change = _relative_change(task, v.metrics[task.headline], ref["metrics"][task.headline])
+    limit = opts.max_metric_drop
+    accepted = limit is None or change <= limit
+    row.update(
+        run=str(v.final),
+        status="accepted" if accepted else "rejected",
+        format=v.built.fmt,
+        size_bytes=size,
+        size_ratio=size / ref["size_bytes"],
+        parameters=v.built.parameters,
+        metrics=_headline_metrics(v.metrics),
+        metric_drop=change,
+        **timing_row,
+        speedup_b1=ref["latency_b1_ms"]["median"] / timing_row["latency_b1_ms"]["median"],
+        speedup_b32=ref["latency_b32_ms"]["median"] / timing_row["latency_b32_ms"]["median"],
+        build_s=v.build_s,
+        build_wh=v.build_j / 3600 if v.build_j is not None else None,
+        notes=v.built.notes,
+    )
+    if not accepted:
+        row["reason"] = (
+            f"{task.headline} worsened by {100 * change:.2f} % (limit {100 * (limit or 0):.2f} %)"
+        )
+    return row
+
+
+def _relative_change(task: TaskModel, value: float, reference: float) -> float:
+    """How much worse the variant is, relative to the reference (negative: better)."""
+    worse = reference - value if task.higher_is_better else value - reference
+    return worse / abs(reference) if reference else worse
+
+
+def _finish(task: TaskModel, v: Variant, row: dict[str, Any], keep_rejected: bool) -> None:
+    """Accepted variants become runs; a rejected one is removed unless asked to keep it."""
+    if v.built is None or (row["status"] == "rejected" and not keep_rejected):
+        shutil.rmtree(v.scratch, ignore_errors=True)
+        return
+    parent_metrics = read_metrics(task.run)
+    model_row_name = f"{task.model_name}+{v.method}"
+    results = {k: r for k, r in parent_metrics["test"].items() if k != task.model_name}
+    results = {
+        model_row_name: {
+            **v.metrics,
+            "predictions": len(task.batches["test"]),
+            "energy_windows": {"fit": {"build": 1.0}, "predict": {"test": 1.0}},
+        },
+        **results,
+    }
+    metrics = {**parent_metrics, "model": model_row_name, "test": results}
+    metrics["compression"] = {k: row[k] for k in ("method", "options", "status") if k in row}
+    write_json(v.scratch / "metrics.json", metrics)
+    cfg = replace(task.cfg, name=v.final.name, output_dir=str(v.final.parent))
+    write_text(v.scratch / "config.yaml", dump_yaml(cfg))
+    _write_predictions(task, v, model_row_name)
+    write_variant(
+        v.scratch / "model",
+        {
+            "format": row["format"],
+            "method": v.method,
+            "options": v.options,
+            "parent": str(task.run),
+            "inputs": list(task.input_names),
+        },
+    )
+    set_status(
+        v.scratch,
+        task.cfg.task,
+        "complete" if row["status"] == "accepted" else "rejected",
+        parent=str(task.run),
+        compression={"method": v.method, "options": v.options},
+    )
+    replace_dir(v.scratch, v.final)
+
+
+def _write_predictions(task: TaskModel, v: Variant, model_row_name: str) -> None:
+    frames = []
+    parent_file = task.run / "predictions.parquet"
+    if parent_file.is_file():
+        parent = pd.read_parquet(parent_file)
+        frames.append(parent[parent["model"] != task.model_name])
+    if v.frame is not None:
+        frames.insert(0, v.frame.assign(model=model_row_name))
+    if frames:
+        write_parquet(v.scratch / "predictions.parquet", pd.concat(frames, ignore_index=True))
+
+
+def _report(
+    task: TaskModel, threads: int, opts: CompressOptions, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    import platform
+
+    from greentune.energy.model import cpu_info
+
+    return {
+        "schema_version": 1,
+        "parent": str(task.run),
+        "task": task.kind,
+        "headline": task.headline,
+        "higher_is_better": task.higher_is_better,
+        "max_metric_drop": opts.max_metric_drop,
+        "threads": threads,
+        "machine": {"cpu": cpu_info().get("model name"), "platform": platform.platform()},
+        "bench": {
+            "rounds": opts.plan.rounds,
+            "calls_b1": opts.plan.calls_b1,
+            "calls_b32": opts.plan.calls_b32,
+            "warmup": opts.plan.warmup,
+        },
+        "reference": rows[0],
+        "variants": rows[1:],
+    }
