@@ -206,6 +206,23 @@ jobs:
 EXEC_OVERRIDES = ["train.max_steps=60", "train.patience=null", "train.checkpoint_every=5"]
 
 
+def _split_start(jobs: Path, args: argparse.Namespace, config: Path, tmp: Path, ref: Path) -> str:
+    """The first planning time (every 6 h from --now) whose plan pauses the job at least once."""
+    from greentune.schedule.jobs import load_jobs
+    from greentune.schedule.plan import make_plan
+
+    start = pd.Timestamp(args.now)
+    for k in range(60):
+        now = (start + pd.Timedelta(hours=6 * k)).strftime("%Y-%m-%dT%H:%MZ")
+        jobs.write_text(EXEC_JOBS.format(now=now, runs=tmp / "runs", data=args.data,
+                                         config=config, overrides=json.dumps(EXEC_OVERRIDES),
+                                         ref=ref))  # fmt: skip
+        plan = make_plan(load_jobs(jobs, time_scale=args.speedup))
+        if len(plan["jobs"][0]["chunks"]) >= 2:
+            return now
+    sys.exit("no planning time with a paused job in 15 days; try another --now")
+
+
 def executor(args: argparse.Namespace) -> None:
     """Reference run -> its ledger is the estimate -> plan -> `greentune schedule run`."""
     import subprocess
@@ -221,9 +238,7 @@ def executor(args: argparse.Namespace) -> None:
                f"output_dir={ref}", "name=ref"]  # fmt: skip
         subprocess.run(cmd, check=True, capture_output=True)
         jobs = tmp / "jobs.yaml"
-        jobs.write_text(EXEC_JOBS.format(now=args.now, runs=tmp / "runs", data=args.data,
-                                         config=config, overrides=json.dumps(EXEC_OVERRIDES),
-                                         ref=ref / "ref"))  # fmt: skip
+        now = _split_start(jobs, args, config, tmp, ref / "ref")
         out = tmp / "out"
         t0 = time.perf_counter()
         done = subprocess.run(
@@ -238,7 +253,7 @@ def executor(args: argparse.Namespace) -> None:
         measured = json.loads((out / "measured.json").read_text())["tiny"]
         row = plan["jobs"][0]
         reps.append({
-            "chunks": row["chunks"], "launches": state["jobs"]["tiny"]["launches"],
+            "now": now, "chunks": row["chunks"], "launches": state["jobs"]["tiny"]["launches"],
             "planned_g": row["expected_g"], "run_now_g": row["run_now_g"],
             "measured_g": measured["emissions_g"], "ratio": measured["ratio"],
             "planned_wh": row["energy_wh"], "measured_wh": measured["energy_wh"], "wall_s": wall,
@@ -247,6 +262,10 @@ def executor(args: argparse.Namespace) -> None:
     summary = {
         "median_ratio_measured_to_planned": statistics.median(r["ratio"] for r in reps),
         "median_energy_ratio": statistics.median(r["measured_wh"] / r["planned_wh"] for r in reps),
+        # emissions ratio / energy ratio: where the energy was spent against where it was planned
+        "median_intensity_ratio": statistics.median(
+            r["ratio"] / (r["measured_wh"] / r["planned_wh"]) for r in reps
+        ),
         "median_planned_saving_pct": statistics.median(
             100 * (1 - r["planned_g"] / r["run_now_g"]) for r in reps
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,24 @@ def test_missing_ledger_and_unreadable_file(tmp_path):
     path.write_text("jobs: [\n")
     with pytest.raises(ScheduleError, match="not valid YAML"):
         load_jobs(path)
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[3] / "configs" / "schedule").glob("*.yml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_job_file_loads_and_plans(path, monkeypatch):
+    from greentune.schedule.plan import make_plan
+    from tests.conftest import SHARED_DATA
+
+    jf = load_jobs(path)
+    assert jf.jobs
+    if not (SHARED_DATA / "carbon" / "electricitymaps").is_dir():
+        pytest.skip("shared carbon traces not found")
+    monkeypatch.chdir(path.parents[2])  # the shipped files name the traces from the repo root
+    plan = make_plan(jf)
+    assert all(j["status"] == "planned" for j in plan["jobs"])
+
+
+def test_job_files_are_shipped():
+    assert SHIPPED
