@@ -210,3 +210,20 @@ def test_classifier_variants(tmp_path):
         (onnx_dir / "model" / "backbone").glob("tokenizer*")
     )
     shutil.rmtree(tmp_path / "runs")
+
+
+def test_text_encoder_forecaster_exports_with_a_dynamic_token_axis(tmp_path):
+    csv = tmp_path / "load.csv"
+    make_series().to_csv(csv, index=False)
+    args = [*series_overrides(csv, tmp_path / "runs", "t"), "model.encoder=text"]
+    result = invoke("run", *args, "train.max_steps=4", "eval.baselines=[]")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "t"
+    result = invoke("compress", str(run), "-m", "onnx", "-m", "int8-dynamic", "--rounds", "1")
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "compression.json").read_text())
+    by = {v["method"]: v for v in report["variants"]}
+    assert by["onnx"]["notes"]["max_abs_diff"] < 1e-4  # batches of 1 and 32, other lengths
+    variant = json.loads((run.parent / "t-onnx" / "model" / "variant.json").read_text())
+    assert variant["inputs"] == ["input_ids", "attention_mask", "past", "future"]
+    assert invoke("evaluate", str(run.parent / "t-onnx")).exit_code == 0
