@@ -80,6 +80,16 @@ def compress_run(path: str | Path, opts: CompressOptions, log: Log) -> dict[str,
     task = load_task(path)
     variants = _plan_variants(task.run, parsed, opts.replace)
     log(f"compress {task.run} ({task.kind}, {task.model_name}) with {threads} threads")
+    try:
+        return _compress(task, variants, threads, opts, log)
+    finally:  # an interrupted call leaves no half-built variant behind
+        for v in variants:
+            shutil.rmtree(v.scratch, ignore_errors=True)
+
+
+def _compress(
+    task: TaskModel, variants: list[Variant], threads: int, opts: CompressOptions, log: Log
+) -> dict[str, Any]:
     with ExitStack() as stack:
         parent_meter = stack.enter_context(metered(task.run, task.cfg.energy, "compress"))
         with _window(parent_meter, "reference/test"):
