@@ -1,0 +1,155 @@
+"""One short check for a machine with NVIDIA GPUs: the CUDA paths CI cannot run.
+
+    OUT=/some/dir .venv/bin/python benchmarks/gpu_check.py [--backbone tiny-bert]
+
+1. ``greentune run`` in one process on CUDA, fp32 then bf16 autocast: training samples/s of
+   each (the bf16 / fp32 ratio), and every GPU row of energy.json read from NVML.
+2. The same under ``torchrun --nproc-per-node 1`` (the launcher on a GPU machine).
+3. With 2 or more GPUs: ``greentune run --nproc 2`` with DDP and with FSDP on NCCL; both must
+   take the same steps (equal loss curves), and each rank bills its own GPU.
+
+Writes $OUT/gpu_check.json (or --out) and exits 0 when every check passed, 1 when one failed,
+3 when no CUDA device is visible (nothing run). About 2-4 minutes with the tiny backbone.
+``--allow-cpu`` runs steps 1-2 on a CPU machine to try the script itself (its NVML checks fail).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def _series_args(csv: Path, out: Path, name: str, backbone: str) -> list[str]:
+    from tests.conftest import series_overrides
+
+    args = series_overrides(csv, out, name)
+    return [a for a in args if not a.startswith("model.backbone=")] + [
+        f"model.backbone={backbone}",
+        "train.epochs=2",
+        "train.patience=null",
+        "eval.baselines=[seasonal_naive_daily]",
+        "energy.meter=auto",
+    ]
+
+
+def _run(cmd: list[str], run: Path) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    wall_s = time.perf_counter() - t0
+    result: dict[str, Any] = {"command": " ".join(cmd[2:]), "exit_code": done.returncode}
+    result["wall_s"] = round(wall_s, 1)
+    if done.returncode != 0:
+        result["output_tail"] = (done.stdout + done.stderr)[-3000:]
+        return result
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = json.loads((run / "energy.json").read_text())["rows"]
+    gpu_rows = [r for r in rows if "gpu" in r["energy_j"]]
+    result.update(
+        samples_per_s=metrics["training"]["samples_per_s"],
+        loss_curve=metrics["training"]["loss_curve"],
+        gpu_rows=len(gpu_rows),
+        gpu_sources=sorted({r["sources"]["gpu"] for r in gpu_rows}),
+        gpu_ranks=sorted({r["rank"] for r in gpu_rows}),
+        gpu_energy_j=sum(r["energy_j"]["gpu"] for r in gpu_rows),
+    )
+    return result
+
+
+def _nvml_ok(r: dict[str, Any], ranks: list[int]) -> bool:
+    return (
+        r["exit_code"] == 0
+        and r["gpu_sources"] == ["nvml"]
+        and r["gpu_ranks"] == ranks
+        and r["gpu_energy_j"] > 0
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
+    parser.add_argument("--backbone", default="tiny-bert")
+    parser.add_argument(
+        "--allow-cpu", action="store_true", help="run anyway (to try the script; NVML checks fail)"
+    )
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    report: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        print("gpu_check: no CUDA device is visible (torch.cuda.is_available() is False); run it")
+        print("on a machine with an NVIDIA GPU and a CUDA build of torch. Nothing was run.")
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+        return 3
+    from machine import machine_info
+
+    from tests.conftest import make_series
+
+    gpus = torch.cuda.device_count()
+    report.update(gpus=gpus, machine=machine_info())
+    if gpus:
+        report.update(gpu_name=torch.cuda.get_device_name(0))
+        report["bf16_supported"] = torch.cuda.is_bf16_supported()
+    cli = [sys.executable, "-m", "greentune", "run"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    checks: dict[str, bool] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "load.csv"
+        make_series().to_csv(csv, index=False)
+        runs = Path(tmp) / "runs"
+
+        def base(name: str) -> list[str]:
+            return _series_args(csv, runs, name, args.backbone)
+
+        for precision in ("fp32", "bf16"):
+            r = _run([*cli, *base(precision), f"train.precision={precision}"], runs / precision)
+            report[f"one_process_{precision}"] = r
+            checks[f"one process {precision}: NVML rows"] = _nvml_ok(r, [0])
+        fp32, bf16 = report["one_process_fp32"], report["one_process_bf16"]
+        if fp32["exit_code"] == 0 and bf16["exit_code"] == 0:
+            report["bf16_over_fp32_samples_per_s"] = bf16["samples_per_s"] / fp32["samples_per_s"]
+        cmd = [*torchrun, "--nproc-per-node=1", "-m", "greentune", "run", *base("torchrun1")]
+        report["torchrun_1"] = _run(cmd, runs / "torchrun1")
+        checks["torchrun 1 process: NVML rows"] = _nvml_ok(report["torchrun_1"], [0])
+        if gpus >= 2:
+            for strategy in ("ddp", "fsdp"):
+                cmd = [*cli, *base(strategy), f"train.distributed_strategy={strategy}"]
+                r = _run([*cmd, "--nproc", "2"], runs / strategy)
+                report[f"nccl_{strategy}"] = r
+                checks[f"NCCL {strategy}, 2 processes: NVML rows per rank"] = _nvml_ok(r, [0, 1])
+            ddp, fsdp = report["nccl_ddp"], report["nccl_fsdp"]
+            if ddp["exit_code"] == 0 and fsdp["exit_code"] == 0:
+                gap = max(
+                    abs(a - b) for a, b in zip(ddp["loss_curve"], fsdp["loss_curve"], strict=True)
+                )
+                report["fsdp_ddp_max_step_loss_difference"] = gap
+                checks["FSDP takes DDP's steps (losses within 1e-3)"] = gap < 1e-3
+        else:
+            report["nccl"] = "skipped: NCCL needs 2 GPUs (one rank per GPU); this machine has 1"
+    report["checks"] = checks
+    report["date"] = time.strftime("%Y-%m-%d")
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    for name, ok in checks.items():
+        print(f"{'ok  ' if ok else 'FAIL'} {name}")
+    if "bf16_over_fp32_samples_per_s" in report:
+        print(
+            f"bf16 autocast / fp32 training samples/s: {report['bf16_over_fp32_samples_per_s']:.2f}"
+        )
+    print(f"wrote {out / 'gpu_check.json'}")
+    return 0 if checks and all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
