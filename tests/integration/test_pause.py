@@ -29,9 +29,13 @@ from tests.unit.test_loop import Toy, ToyData, losses
 
 runner = CliRunner()
 quiet_libraries()
-# 201 training windows / 16 = 13 steps per epoch; only epoch ends checkpoint on their own
+# 201 training windows / 16 = 13 steps per epoch; only epoch ends checkpoint on their own.
+# 30 epochs (390 steps of a few ms each) keep training going well past the first checkpoint,
+# when the SIGTERM is sent; one thread per process keeps the step time steady on a busy machine.
+EPOCHS = 30
 RUN = [
-    "train.epochs=3",
+    f"train.epochs={EPOCHS}",
+    "train.threads=1",
     "train.patience=null",
     "train.checkpoint_every=1000",
     "train.keep_checkpoints=10",
@@ -124,7 +128,7 @@ def _resume_and_check(run: Path, step: int) -> None:
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     assert json.loads((run / "run.json").read_text())["resume_command"] is None
     metrics = json.loads((run / "metrics.json").read_text())
-    assert len(metrics["training"]["loss_curve"]) == 3 * 13  # as many steps as uninterrupted
+    assert len(metrics["training"]["loss_curve"]) == EPOCHS * 13  # as uninterrupted
 
 
 def test_sigterm_pauses_a_run_and_resume_completes(tmp_path, sigterm_handler):

@@ -1,5 +1,8 @@
 """Atomic checkpoints: model (trainable tensors), optimizer, scheduler, RNG and loop position.
 
+Written once, by rank 0, with whole tensors (under FSDP gathered from the shards first), so any
+checkpoint resumes with any number of processes and either strategy.
+
 A checkpoint is written to a temporary file in the same folder and renamed into place, so a
 crash mid-write never leaves a truncated checkpoint behind the newest good one.
 """
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from greentune.distributed import fsdp, ranks
 from greentune.errors import CheckpointError
 
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
@@ -77,3 +81,58 @@ def load_latest(directory: Path) -> dict[str, Any] | None:
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def unwrap(model: torch.nn.Module) -> Any:
+    """The module inside a DDP wrapper (itself otherwise)."""
+    return getattr(model, "module", model)
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable tensors, whole (under FSDP gathered to rank 0, the others get {})."""
+    return fsdp.trainable_state(model) if fsdp.is_sharded(model) else trainable_state(unwrap(model))
+
+
+def save_state(
+    directory: Path,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    loop: dict[str, Any],
+    best: dict[str, torch.Tensor] | None,
+    keep: int,
+) -> None:
+    """Call on every rank: under FSDP each joins the gathers; rank 0 writes."""
+    sharded = fsdp.is_sharded(model)
+    if not sharded and not ranks.is_main():  # DDP replicas are identical: rank 0 saves alone
+        return
+    payload = {
+        "model": snapshot(model),
+        "optimizer": fsdp.optimizer_state(model, optimizer) if sharded else optimizer.state_dict(),
+        "optimizer_format": fsdp.OPTIMIZER_FORMAT if sharded else "index",
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "loop": loop,
+        "best": best,
+    }
+    if ranks.is_main():
+        save_checkpoint(directory, loop["step"], payload, keep)
+
+
+def restore_state(
+    ckpt: dict[str, Any], model: torch.nn.Module, optimizer: Any, scheduler: Any
+) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Any checkpoint into any strategy and number of processes; returns (loop, best)."""
+    sharded = fsdp.is_sharded(model)
+    if sharded:
+        fsdp.load_model_state(model, ckpt["model"])
+    else:
+        unwrap(model).load_state_dict(ckpt["model"], strict=False)
+    if sharded or ckpt.get("optimizer_format") == fsdp.OPTIMIZER_FORMAT:
+        raw = getattr(optimizer, "optimizer", optimizer)  # inside accelerate's wrapper
+        fsdp.load_optimizer_state(model, raw, ckpt["optimizer"])
+    else:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    return ckpt["loop"], ckpt["best"]

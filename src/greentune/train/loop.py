@@ -24,13 +24,7 @@ from greentune.config import TrainConfig
 from greentune.distributed import fsdp, ranks
 from greentune.errors import ConfigError
 from greentune.train import pause
-from greentune.train.checkpoint import (
-    load_latest,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    trainable_state,
-)
+from greentune.train.checkpoint import load_latest, restore_state, save_state, snapshot, unwrap
 from greentune.train.optim import build_optimizer, build_scheduler
 
 
@@ -177,7 +171,8 @@ def train(
     if resume and checkpoint_dir is not None:
         ckpt = load_latest(checkpoint_dir)
         if ckpt is not None:
-            state, best = _restore(ckpt, model, optimizer, scheduler)
+            loop, best = restore_state(ckpt, model, optimizer, scheduler)
+            state = LoopState(**loop)
             resumed_from = state.step
     if validate is not None and state.step == 0 and not state.val_history:
         # The starting point competes too: early stopping never returns a model worse on
@@ -231,7 +226,7 @@ def train(
         fsdp.unshard_into(model, whole)
         model = whole
     if best is not None:
-        _unwrap(model).load_state_dict(best, strict=False)
+        unwrap(model).load_state_dict(best, strict=False)
     model.eval()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -312,13 +307,9 @@ def _micro_step(e: _Engine, idx: np.ndarray, group_size: int) -> float:
     batch = {k: v.to(e.accelerator.device) for k, v in e.data.get(local).items()}
     with e.accelerator.autocast():
         out = e.model(batch)
-        loss = _unwrap(e.model).loss(out, batch)
+        loss = unwrap(e.model).loss(out, batch)
     e.accelerator.backward(loss * weight / group_size)
     return float(loss.detach()) * weight / world / group_size
-
-
-def _unwrap(model: nn.Module) -> Any:
-    return getattr(model, "module", model)
 
 
 def _end_epoch(
@@ -358,15 +349,8 @@ def _validate(
     state.val_history.append({"epoch": epoch, "step": state.step, "val_loss": val})
     if val < state.best_val:
         state.best_val, state.best_epoch, state.bad_epochs = val, epoch, 0
-        return _snapshot(model)
+        return snapshot(model)
     return None
-
-
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable tensors, whole (under FSDP gathered to rank 0, the others get {})."""
-    return (
-        fsdp.trainable_state(model) if fsdp.is_sharded(model) else trainable_state(_unwrap(model))
-    )
 
 
 def _save(
@@ -378,37 +362,4 @@ def _save(
     best: dict[str, torch.Tensor] | None,
     cfg: TrainConfig,
 ) -> None:
-    sharded = fsdp.is_sharded(model)
-    if not sharded and not ranks.is_main():  # DDP replicas are identical: rank 0 saves alone
-        return
-    payload = {  # under FSDP every rank joins the gathers; rank 0 writes
-        "model": _snapshot(model),
-        "optimizer": fsdp.optimizer_state(model, optimizer) if sharded else optimizer.state_dict(),
-        "optimizer_format": fsdp.OPTIMIZER_FORMAT if sharded else "index",
-        "scheduler": scheduler.state_dict(),
-        "rng": rng_state(),
-        "loop": asdict(state),
-        "best": best,
-    }
-    if ranks.is_main():
-        save_checkpoint(directory, state.step, payload, cfg.keep_checkpoints)
-
-
-def _restore(
-    ckpt: dict[str, Any], model: nn.Module, optimizer: Any, scheduler: Any
-) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
-    """Any checkpoint into any strategy and number of processes (all hold whole tensors)."""
-    sharded = fsdp.is_sharded(model)
-    if sharded:
-        fsdp.load_model_state(model, ckpt["model"])
-    else:
-        _unwrap(model).load_state_dict(ckpt["model"], strict=False)
-    if sharded or ckpt.get("optimizer_format") == fsdp.OPTIMIZER_FORMAT:
-        fsdp.load_optimizer_state(
-            model, getattr(optimizer, "optimizer", optimizer), ckpt["optimizer"]
-        )
-    else:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    set_rng_state(ckpt["rng"])
-    return LoopState(**ckpt["loop"]), ckpt["best"]
+    save_state(directory, model, optimizer, scheduler, asdict(state), best, cfg.keep_checkpoints)
