@@ -4,7 +4,8 @@
 
 1. ``greentune run`` in one process on CUDA, fp32 then bf16 autocast: training samples/s of
    each (the bf16 / fp32 ratio), and every GPU row of energy.json read from NVML.
-2. The same under ``torchrun --nproc-per-node 1`` (the launcher on a GPU machine).
+2. The same under ``torchrun --nproc-per-node 1`` (the launcher on a GPU machine), and an NCCL
+   all-reduce probe (greentune itself makes no process group for one process).
 3. With 2 or more GPUs: ``greentune run --nproc 2`` with DDP and with FSDP on NCCL; both must
    take the same steps (equal loss curves), and each rank bills its own GPU.
 
@@ -28,6 +29,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+NCCL_PROBE = """import torch, torch.distributed as dist
+dist.init_process_group("nccl")
+torch.cuda.set_device(0)
+t = torch.ones(1, device="cuda")
+dist.all_reduce(t)
+dist.destroy_process_group()
+print("nccl ok", t.item())
+"""
 
 
 def _series_args(csv: Path, out: Path, name: str, backbone: str) -> list[str]:
@@ -123,6 +134,14 @@ def main() -> int:
         cmd = [*torchrun, "--nproc-per-node=1", "-m", "greentune", "run", *base("torchrun1")]
         report["torchrun_1"] = _run(cmd, runs / "torchrun1")
         checks["torchrun 1 process: NVML rows"] = _nvml_ok(report["torchrun_1"], [0])
+        if gpus >= 1:  # greentune makes no process group for 1 process: probe NCCL directly
+            probe = Path(tmp) / "nccl_probe.py"
+            probe.write_text(NCCL_PROBE)
+            done = subprocess.run(
+                [*torchrun, "--nproc-per-node=1", str(probe)], capture_output=True, text=True
+            )
+            report["nccl_probe_1_process"] = (done.stdout + done.stderr)[-1000:]
+            checks["NCCL all-reduce, 1 process"] = "nccl ok 1.0" in done.stdout
         if gpus >= 2:
             for strategy in ("ddp", "fsdp"):
                 cmd = [*cli, *base(strategy), f"train.distributed_strategy={strategy}"]
@@ -137,7 +156,9 @@ def main() -> int:
                 report["fsdp_ddp_max_step_loss_difference"] = gap
                 checks["FSDP takes DDP's steps (losses within 1e-3)"] = gap < 1e-3
         else:
-            report["nccl"] = "skipped: NCCL needs 2 GPUs (one rank per GPU); this machine has 1"
+            report["nccl"] = (
+                f"greentune on NCCL skipped: it needs 2 GPUs (one per rank), not {gpus}"
+            )
     report["checks"] = checks
     report["date"] = time.strftime("%Y-%m-%d")
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
