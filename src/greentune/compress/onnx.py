@@ -45,7 +45,13 @@ def export(task: TaskModel, path: Path) -> float:
     batch = torch.export.Dim("batch")
     tokens = torch.export.Dim("tokens")
     shapes = tuple({0: batch, 1: tokens} if k in TOKEN_INPUTS else {0: batch} for k in names)
+    inner = task.inner(task.model)
+    attention = getattr(inner.config, "_attn_implementation", None)
     try:
+        if attention and hasattr(inner, "set_attn_implementation"):
+            # eager attention exports as plain MatMul/Softmax: fewer nodes than SDPA's
+            # NaN-guarded graph (measured: 2.15 vs 2.29 ms per int8 call at batch 1)
+            inner.set_attn_implementation("eager")
         with _quiet(), torch.no_grad():
             program = torch.onnx.export(
                 _Positional(task.model.eval(), names),
@@ -60,6 +66,9 @@ def export(task: TaskModel, path: Path) -> float:
     except Exception as exc:  # the exporter raises many types; the user needs the first line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CompressError(f"ONNX export of {task.run} failed: {first}") from exc
+    finally:
+        if attention and hasattr(inner, "set_attn_implementation"):
+            inner.set_attn_implementation(attention)
     if program is None:
         raise CompressError("torch.onnx.export returned no program")
     program.save(str(path), external_data=False)
