@@ -40,6 +40,9 @@ def metered(
     try:
         yield meter
         ok = True
+    except BaseException as exc:
+        ok = getattr(exc, "every_rank", False) is True  # a pause stops all ranks together
+        raise
     finally:
         meter.close()
         # With several processes rank 0 writes every rank's rows. After an error no collective
