@@ -74,6 +74,8 @@ def build_model(
     text = m.encoder == "text"
     base = load_backbone(m, keep_word_embeddings=text)
     backbone = apply_method(base, cfg.peft, MethodContext(total_steps=total_steps))
+    if not text:  # the one-row word embedding is never used: a trainable unused parameter
+        base.get_input_embeddings().weight.requires_grad_(False)  # breaks DDP (method full)
     spec = ForecasterSpec(
         encoder=m.encoder,
         n_channels=len(data.columns),
