@@ -84,7 +84,10 @@ def _detect_columns(
                 f"{missing}; that format needs the columns {wanted}"
             )
         zones = set(frame[_EM_ZONE].str.strip())
-        if zone and zones - {zone}:
+        # Electricity Maps renamed some zones, and rows keep the old id (DE-LU_2023_hourly.csv
+        # holds "DE"): an id that the asked zone extends ("DE" for "DE-LU") is that zone.
+        other = {z for z in zones - {zone or ""} if not (zone or "").startswith(f"{z}-")}
+        if zone and other:
             raise EnergyError(
                 f"carbon trace file {file} holds zone(s) {sorted(zones)}, not {zone!r}"
             )

@@ -308,6 +308,12 @@ def test_bad_concatenation_and_missing_files(tmp_path: Path) -> None:
     zoned = write(tmp_path, "DE_2024_hourly.csv", em_rows("FR", [("2024-01-01 00:00:00", 1, 2)]))
     with pytest.raises(EnergyError, match=r"holds zone\(s\) \['FR'\], not 'DE'"):
         TraceIntensity(zoned, zone="DE")
+    renamed = write(
+        tmp_path,
+        "DE-LU_2024_hourly.csv",
+        em_rows("DE", [("2024-01-01 00:00:00", 1, 2), ("2024-01-01 01:00:00", 3, 4)]),
+    )
+    assert TraceIntensity(renamed, zone="DE-LU").zone == "DE-LU"  # the export's old zone id
 
 
 # --- specs and options ------------------------------------------------------------------------
