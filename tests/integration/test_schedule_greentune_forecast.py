@@ -1,0 +1,69 @@
+"""A greentune forecasting run as the scheduler's carbon forecaster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from greentune.cli import app, commands  # noqa: F401
+from greentune.errors import ScheduleError
+from greentune.schedule.forecast import make_forecaster
+from tests.conftest import TINY, make_series
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def carbon_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("carbon")
+    series = make_series(days=30).rename(columns={"load_mw": "intensity"})
+    series[["ts", "intensity"]].to_csv(tmp / "trace.csv", index=False)
+    args = [
+        "data.source=csv",
+        f"data.path={tmp / 'trace.csv'}",
+        "data.time_col=ts",
+        "data.target=intensity",
+        "data.context_length=48",
+        "data.horizon=24",
+        "data.val=5D",
+        "data.test=5D",
+        "data.train_stride=3",
+        "model.patch_len=12",
+        "train.epochs=1",
+        "eval.baselines=[seasonal_naive_daily]",
+        f"output_dir={tmp / 'runs'}",
+        "name=carbon",
+        *TINY,
+    ]
+    result = runner.invoke(app, ["run", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return tmp / "runs" / "carbon", series
+
+
+def test_forecasts_recursively_beyond_the_runs_horizon(carbon_run):
+    run, series = carbon_run
+    forecaster = make_forecaster(f"greentune:{run}")
+    assert forecaster.name == f"greentune:{run}" and not forecaster.uses_future
+    times = pd.DatetimeIndex(pd.to_datetime(series["ts"]).dt.tz_localize("UTC"))
+    values = series["intensity"].to_numpy(float)
+    issue = 24 * 20
+    out = forecaster.predict(values, times, issue, 60)  # 24 + 24 + 12: three calls
+    assert out.shape == (60,) and np.isfinite(out).all()
+    truth = values[issue : issue + 60]
+    assert np.mean(np.abs(out - truth) / truth) < 0.25  # a daily cycle it has learned
+    # the first day comes from the history alone: the same as one predict call
+    np.testing.assert_allclose(forecaster.predict(values, times, issue, 24), out[:24])
+
+
+def test_refusals(carbon_run, tmp_path):
+    run, _ = carbon_run
+    forecaster = make_forecaster(f"greentune:{run}")
+    half_hourly = pd.date_range("2021-01-04", periods=24 * 40, freq="30min", tz="UTC")
+    with pytest.raises(
+        ScheduleError, match=r"trained on data every 0 days 01:00:00; set schedule.slot"
+    ):
+        forecaster.predict(np.full(len(half_hourly), 100.0), half_hourly, 24 * 20, 24)
+    with pytest.raises(ScheduleError, match="is not a run directory"):
+        make_forecaster(f"greentune:{tmp_path}")
