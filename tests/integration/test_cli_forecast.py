@@ -156,6 +156,9 @@ def test_resume_continues_to_the_same_loss_curve(tmp_path, tiny_csv):
     assert result.exit_code == 0, result.output
     resumed = json.loads((part / "metrics.json").read_text())["training"]["loss_curve"]
     assert resumed == curve
+    # the resumed session reuses the saved ridge fit instead of fitting it again
+    assert "ridge fit loaded from" in (part / "log.txt").read_text()
+    assert "ridge fit loaded from" not in (full_run / "log.txt").read_text()
     # the ledger keeps both sessions; the model is billed for the training of both
     ledger = json.loads((part / "energy.json").read_text())
     assert [s["command"] for s in ledger["sessions"]] == ["run", "run"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from greentune.tuning.methods import MethodContext, apply_method, step_hook
 
 Log = Callable[[str], None]
 RANDOM_INIT = "random_init"
+RIDGE_FILE = "ridge-skip.npz"
 TEXT_MAX_TOKENS = 192
 
 
@@ -293,7 +295,7 @@ def run_forecast(
     test = data.test.origins
     with window("train"):
         with window("ridge-skip"):
-            skip, skip_s = ridge_skip(cfg, data, log)
+            skip, skip_s = ridge_skip(cfg, data, log, run_dir / "checkpoints" / RIDGE_FILE)
         model, tokenizer, result = train_network(
             cfg, data, log, run_dir / "checkpoints", resume, progress, skip, window
         )
@@ -380,17 +382,21 @@ def check_before_training(cfg: RunConfig, data: ForecastData, season: int) -> No
         )
 
 
-def ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipInit | None, float]:
+def ridge_skip(
+    cfg: RunConfig, data: ForecastData, log: Log, cache: Path | None = None
+) -> tuple[SkipInit | None, float]:
     """The ridge start of the skip path. With several processes rank 0 fits it and sends it to
-    the others, which would otherwise burn the same CPU seconds for the same numbers."""
+    the others, which would otherwise burn the same CPU seconds for the same numbers. With a
+    ``cache`` file the fit is saved once and a resumed run loads it instead of fitting again
+    (on Victoria the fit is most of a short run's energy: a paused job would pay it per chunk)."""
     if not (cfg.model.linear_skip and cfg.model.skip_init == "ridge"):
         return None, 0.0
     if ranks.world_size() == 1:
-        return _fit_ridge_skip(cfg, data, log)
+        return _cached_ridge_skip(cfg, data, log, cache)
     sent: tuple[SkipInit, float] | DataError | None = None
     if ranks.is_main():
         try:
-            sent = _fit_ridge_skip(cfg, data, log)
+            sent = _cached_ridge_skip(cfg, data, log, cache)
         except DataError as exc:  # every rank must leave the broadcast, with the same error
             sent = exc
     sent = ranks.broadcast(sent)
@@ -398,6 +404,70 @@ def ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipInit |
         raise sent or DataError("the ridge fit did not reach this rank")
     data.cache.setdefault("ridge", sent[0].fit)
     return sent
+
+
+def _cached_ridge_skip(
+    cfg: RunConfig, data: ForecastData, log: Log, cache: Path | None
+) -> tuple[SkipInit, float]:
+    key = _ridge_key(cfg, data)
+    loaded = _load_ridge_skip(cache, key) if cache else None
+    if loaded is not None:
+        log(f"skip path: ridge fit loaded from {cache} (fitted in {loaded[1]:.1f} s)")
+        data.cache.setdefault("ridge", loaded[0].fit)
+        return loaded
+    skip, seconds = _fit_ridge_skip(cfg, data, log)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}.npz")
+        f = skip.fit
+        np.savez(
+            tmp,
+            weight=f.weight,
+            x_mean=f.x_mean,
+            y_mean=f.y_mean,
+            offsets=skip.offsets,
+            alpha=f.alpha,
+            fit_s=f.fit_s,
+            seconds=seconds,
+            key=key,
+        )
+        os.replace(tmp, cache)
+    return skip, seconds
+
+
+def _ridge_key(cfg: RunConfig, data: ForecastData) -> str:
+    """What the fit depends on: a saved fit is reused only for the same data and windows."""
+    return json.dumps(
+        [
+            data.columns,
+            data.context_length,
+            data.horizon,
+            len(data.train),
+            len(data.val),
+            data.channel_independent,
+            list(cfg.model.quantiles),
+            str(data.frame.index[0]),
+            str(data.frame.index[-1]),
+        ]
+    )
+
+
+def _load_ridge_skip(cache: Path, key: str) -> tuple[SkipInit, float] | None:
+    """The saved fit, if it was fitted on this data (else None: fit again)."""
+    from greentune.evaluate.baselines import LinearFit
+
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache) as z:
+            if str(z["key"]) != key:
+                return None
+            fit = LinearFit(
+                z["weight"], z["x_mean"], z["y_mean"], float(z["alpha"]), float(z["fit_s"])
+            )
+            return SkipInit(fit, z["offsets"]), float(z["seconds"])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _fit_ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipInit, float]:
