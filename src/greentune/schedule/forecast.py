@@ -277,4 +277,5 @@ def forecast_error(actual: np.ndarray, forecast: np.ndarray) -> ForecastError:
     mape = float(np.mean(np.abs(f[nz] - a[nz]) / np.abs(a[nz])) * 100) if nz.any() else math.nan
     return ForecastError(mape, float(np.mean(np.abs(f - a))), float(np.mean(f - a)), len(a))
 
+
 from greentune.schedule import forecast_run  # noqa: E402, F401  (registers "greentune")
