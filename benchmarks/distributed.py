@@ -91,10 +91,13 @@ def fsdp_run(out: str, name: str, strategy: str, method: str) -> dict:
         "eval.baselines=[]", "train.patience=null", f"train.distributed_strategy={strategy}",
         *SETUPS[method], "--nproc", "2",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peaks = peak_rss_by_rank(proc)
+    log_path = Path(out) / f"{name}.console.txt"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        peaks = peak_rss_by_rank(proc)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+        tail = log_path.read_text()[-3000:]
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{tail}")
     metrics = json.loads((Path(out) / name / "metrics.json").read_text())
     return {
         "strategy": strategy,

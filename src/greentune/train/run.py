@@ -84,11 +84,14 @@ def run(
             set_status(run_dir, cfg.task, "failed", error=str(exc)[:500])
         if isinstance(exc, pause.TrainingPaused):
             ranks.barrier()  # no rank leaves before rank 0 wrote the checkpoint and run.json
+            ranks.shutdown()
             raise SystemExit(pause.EXIT_CODE) from None
+        ranks.shutdown()
         raise
     if main:
         stale = ("error", "paused_at_step", "resume_command") if resume is not None else ()
         set_status(run_dir, cfg.task, "complete", **dict.fromkeys(stale))
+    ranks.shutdown()
     return run_dir, cfg, metrics
 
 
