@@ -27,7 +27,8 @@ from hf_anchor import LossWrapper, WindowDataset
 from greentune.cli import quiet_libraries
 from greentune.config import build_config
 from greentune.data.windows import prepare_forecast_data
-from greentune.train.forecast import build_model, make_batches, ridge_skip, validation_loss
+from greentune.train.forecast import build_model, make_batches, validation_loss
+from greentune.train.ridge import ridge_skip
 
 
 def main() -> None:

@@ -9,12 +9,12 @@ from greentune.data.validate import clean_frame
 from greentune.data.windows import build_forecast_data
 from greentune.evaluate.baselines import design_matrix, fit_linear
 from greentune.train.forecast import (
-    SkipInit,
     build_model,
     make_batches,
     predict_scaled,
     to_forecast,
 )
+from greentune.train.ridge import SkipInit
 from tests.conftest import make_series, series_overrides
 
 

@@ -27,7 +27,6 @@ from greentune.compress.recover import (
     greedy_layer_choice,
     keep_layers,
     train_student,
-    training_notes,
 )
 from greentune.compress.task import TaskModel, fresh_copy, sample_batch
 from greentune.errors import ConfigError
@@ -184,7 +183,7 @@ def prune_magnitude(
     task.save_torch(student, out)
     zeros = sum(int((m.weight == 0).sum()) for m, _ in linears)
     total = sum(m.weight.numel() for m, _ in linears)
-    notes = {"sparsity": zeros / total, "recovery": training_notes(result)}
+    notes = {"sparsity": zeros / total, "recovery": result.summary()}
     return Built(student, "torch", parameters(student), notes)
 
 
@@ -218,7 +217,7 @@ def prune_layers(
         "of_layers": n,
         "choice": trail,
         "choose_s": choose_s,
-        "recovery": training_notes(result),
+        "recovery": result.summary(),
     }
     return Built(student, "torch", parameters(student), notes)
 
@@ -246,5 +245,5 @@ def distill(
     epochs = int(options["epochs"] or task.cfg.train.epochs)
     result = train_student(task, student, epochs, float(options["lr"]), options["alpha"], window)
     task.save_torch(student, out)
-    notes = {"layers_kept": kept, "of_layers": n, "training": training_notes(result)}
+    notes = {"layers_kept": kept, "of_layers": n, "training": result.summary()}
     return Built(student, "torch", parameters(student), notes)

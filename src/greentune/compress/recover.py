@@ -152,14 +152,3 @@ def train_student(
     )
     student.eval()
     return result
-
-
-def training_notes(result: LoopResult) -> dict[str, Any]:
-    s = result.state
-    return {
-        "steps": s.step,
-        "epochs_run": s.epoch,
-        "best_epoch": s.best_epoch,
-        "best_val_loss": s.best_val,
-        "train_s": s.train_s,
-    }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from greentune.data.text import pad_tokens
 from greentune.data.windows import ForecastData, Scaler, prepare_forecast_data
 from greentune.distributed import ranks
 from greentune.errors import ConfigError, DataError
-from greentune.evaluate.baselines import Forecast, LinearFit, fit_linear, run_baseline
+from greentune.evaluate.baselines import Forecast, run_baseline
 from greentune.evaluate.metrics import forecast_metrics, mase_scale
 from greentune.models.backbone import (
     count_parameters,
@@ -41,11 +40,11 @@ from greentune.train.loop import (
     total_optimizer_steps,
     train,
 )
+from greentune.train.ridge import RIDGE_FILE, SkipInit, init_skip, ridge_skip
 from greentune.tuning.methods import MethodContext, apply_method, step_hook
 
 Log = Callable[[str], None]
 RANDOM_INIT = "random_init"
-RIDGE_FILE = "ridge-skip.npz"
 TEXT_MAX_TOKENS = 192
 
 
@@ -95,28 +94,6 @@ def build_model(
     if skip is not None and model.skip is not None:
         init_skip(model.skip, skip)
     return model, (load_tokenizer(m) if text else None)
-
-
-@dataclass
-class SkipInit:
-    """The ridge fit and, per quantile, its residual quantiles on the training windows."""
-
-    fit: LinearFit
-    offsets: np.ndarray
-    """(Q, H*T) in scaled units; zeros for a point forecast."""
-
-
-@torch.no_grad()
-def init_skip(layer: torch.nn.Linear, init: SkipInit) -> None:
-    """Start the skip path at the ridge forecast plus each quantile's residual quantile, and
-    freeze its weights: Adam's first steps would otherwise scatter the ~10^6 ridge
-    coefficients. The biases still train; the transformer learns what the ridge misses."""
-    fit, q = init.fit, init.offsets.shape[0]
-    weight = np.repeat(fit.weight.T, q, axis=0)  # output order (h, t, q)
-    bias = (fit.y_mean - fit.x_mean @ fit.weight)[:, None] + init.offsets.T
-    layer.weight.copy_(torch.from_numpy(weight))
-    layer.bias.copy_(torch.from_numpy(bias.reshape(-1)))
-    layer.weight.requires_grad_(False)
 
 
 def make_batches(
@@ -339,7 +316,7 @@ def run_forecast(
         "task": "forecast",
         "model": name,
         "test": results,
-        "training": _training_summary(result),
+        "training": result.summary(),
         "data": {
             "source": data.report.origin,
             "rows": data.report.rows,
@@ -382,108 +359,6 @@ def check_before_training(cfg: RunConfig, data: ForecastData, season: int) -> No
         )
 
 
-def ridge_skip(
-    cfg: RunConfig, data: ForecastData, log: Log, cache: Path | None = None
-) -> tuple[SkipInit | None, float]:
-    """The ridge start of the skip path. With several processes rank 0 fits it and sends it to
-    the others, which would otherwise burn the same CPU seconds for the same numbers. With a
-    ``cache`` file the fit is saved once and a resumed run loads it instead of fitting again
-    (on Victoria the fit is most of a short run's energy: a paused job would pay it per chunk)."""
-    if not (cfg.model.linear_skip and cfg.model.skip_init == "ridge"):
-        return None, 0.0
-    if ranks.world_size() == 1:
-        return _cached_ridge_skip(cfg, data, log, cache)
-    sent: tuple[SkipInit, float] | DataError | None = None
-    if ranks.is_main():
-        try:
-            sent = _cached_ridge_skip(cfg, data, log, cache)
-        except DataError as exc:  # every rank must leave the broadcast, with the same error
-            sent = exc
-    sent = ranks.broadcast(sent)
-    if isinstance(sent, DataError) or sent is None:
-        raise sent or DataError("the ridge fit did not reach this rank")
-    data.cache.setdefault("ridge", sent[0].fit)
-    return sent
-
-
-def _cached_ridge_skip(
-    cfg: RunConfig, data: ForecastData, log: Log, cache: Path | None
-) -> tuple[SkipInit, float]:
-    key = _ridge_key(cfg, data)
-    loaded = _load_ridge_skip(cache, key) if cache else None
-    if loaded is not None:
-        log(f"skip path: ridge fit loaded from {cache} (fitted in {loaded[1]:.1f} s)")
-        data.cache.setdefault("ridge", loaded[0].fit)
-        return loaded
-    skip, seconds = _fit_ridge_skip(cfg, data, log)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}.npz")
-        f = skip.fit
-        np.savez(
-            tmp,
-            weight=f.weight,
-            x_mean=f.x_mean,
-            y_mean=f.y_mean,
-            offsets=skip.offsets,
-            alpha=f.alpha,
-            fit_s=f.fit_s,
-            seconds=seconds,
-            key=key,
-        )
-        os.replace(tmp, cache)
-    return skip, seconds
-
-
-def _ridge_key(cfg: RunConfig, data: ForecastData) -> str:
-    """What the fit depends on: a saved fit is reused only for the same data and windows."""
-    return json.dumps(
-        [
-            data.columns,
-            data.context_length,
-            data.horizon,
-            len(data.train),
-            len(data.val),
-            data.channel_independent,
-            list(cfg.model.quantiles),
-            str(data.frame.index[0]),
-            str(data.frame.index[-1]),
-        ]
-    )
-
-
-def _load_ridge_skip(cache: Path, key: str) -> tuple[SkipInit, float] | None:
-    """The saved fit, if it was fitted on this data (else None: fit again)."""
-    from greentune.evaluate.baselines import LinearFit
-
-    if not cache.is_file():
-        return None
-    try:
-        with np.load(cache) as z:
-            if str(z["key"]) != key:
-                return None
-            fit = LinearFit(
-                z["weight"], z["x_mean"], z["y_mean"], float(z["alpha"]), float(z["fit_s"])
-            )
-            return SkipInit(fit, z["offsets"]), float(z["seconds"])
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _fit_ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipInit, float]:
-    t0 = time.perf_counter()
-    fit = fit_linear(data)
-    quantiles = cfg.model.quantiles
-    offsets = (
-        fit.residual_quantiles(data, data.train.origins, quantiles)
-        if quantiles
-        else np.zeros((1, fit.weight.shape[1]))
-    )
-    seconds = time.perf_counter() - t0
-    log(f"skip path: ridge fit (alpha {fit.alpha:g}) in {seconds:.1f} s, weights frozen")
-    return SkipInit(fit, offsets), seconds
-
-
 def _baseline(
     name: str,
     cfg: RunConfig,
@@ -524,24 +399,6 @@ def _baseline_windows(name: str, fc: Forecast, reuses_ridge: bool) -> dict[str, 
     if reuses_ridge and name in ("linear", RANDOM_INIT):
         fit["train/ridge-skip"] = 1.0
     return {"fit": fit, "predict": {own: 1.0 - fit_share}}
-
-
-def _training_summary(result: LoopResult) -> dict[str, Any]:
-    s = result.state
-    return {
-        "steps": s.step,
-        "epochs_run": s.epoch,
-        "best_epoch": s.best_epoch,
-        "best_val_loss": s.best_val,
-        "stopped_early": s.stopped_early,
-        "train_s": s.train_s,
-        "samples": s.samples,
-        "samples_per_s": result.samples_per_s,
-        "trainable_parameters": result.trainable,
-        "total_parameters": result.total,
-        "loss_curve": [round(r["loss"], 6) for r in s.history],
-        "val_curve": s.val_history,
-    }
 
 
 def save_model(model: Forecaster, tokenizer: Any, data: ForecastData, run_dir: Path) -> None:

@@ -89,6 +89,24 @@ class LoopResult:
     def samples_per_s(self) -> float:
         return self.state.samples / self.state.train_s if self.state.train_s else 0.0
 
+    def summary(self) -> dict[str, Any]:
+        """What metrics.json (and compress's notes) say about a training."""
+        s = self.state
+        return {
+            "steps": s.step,
+            "epochs_run": s.epoch,
+            "best_epoch": s.best_epoch,
+            "best_val_loss": s.best_val,
+            "stopped_early": s.stopped_early,
+            "train_s": s.train_s,
+            "samples": s.samples,
+            "samples_per_s": self.samples_per_s,
+            "trainable_parameters": self.trainable,
+            "total_parameters": self.total,
+            "loss_curve": [round(r["loss"], 6) for r in s.history],
+            "val_curve": s.val_history,
+        }
+
 
 def configure_threads(cfg: TrainConfig) -> int:
     """Threads for this process: the given number, else the cores it may use shared evenly

@@ -1,0 +1,146 @@
+"""The forecaster's linear skip path: a ridge fit (the `linear` baseline's) that the network
+starts from, with each quantile offset by the ridge's residual quantile. Rank 0 fits it once and
+sends it to the other ranks; it is saved beside the checkpoints and reused on resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from greentune.config import RunConfig
+from greentune.data.windows import ForecastData
+from greentune.distributed import ranks
+from greentune.errors import DataError
+from greentune.evaluate.baselines import LinearFit, fit_linear
+
+Log = Callable[[str], None]
+RIDGE_FILE = "ridge-skip.npz"
+
+
+@dataclass
+class SkipInit:
+    """The ridge fit and, per quantile, its residual quantiles on the training windows."""
+
+    fit: LinearFit
+    offsets: np.ndarray
+    """(Q, H*T) in scaled units; zeros for a point forecast."""
+
+
+@torch.no_grad()
+def init_skip(layer: torch.nn.Linear, init: SkipInit) -> None:
+    """Start the skip path at the ridge forecast plus each quantile's residual quantile, and
+    freeze its weights: Adam's first steps would otherwise scatter the ~10^6 ridge
+    coefficients. The biases still train; the transformer learns what the ridge misses."""
+    fit, q = init.fit, init.offsets.shape[0]
+    weight = np.repeat(fit.weight.T, q, axis=0)  # output order (h, t, q)
+    bias = (fit.y_mean - fit.x_mean @ fit.weight)[:, None] + init.offsets.T
+    layer.weight.copy_(torch.from_numpy(weight))
+    layer.bias.copy_(torch.from_numpy(bias.reshape(-1)))
+    layer.weight.requires_grad_(False)
+
+
+def ridge_skip(
+    cfg: RunConfig, data: ForecastData, log: Log, cache: Path | None = None
+) -> tuple[SkipInit | None, float]:
+    """The ridge start of the skip path. With several processes rank 0 fits it and sends it to
+    the others, which would otherwise burn the same CPU seconds for the same numbers. With a
+    ``cache`` file the fit is saved once and a resumed run loads it instead of fitting again
+    (on Victoria the fit is most of a short run's energy: a paused job would pay it per chunk)."""
+    if not (cfg.model.linear_skip and cfg.model.skip_init == "ridge"):
+        return None, 0.0
+    if ranks.world_size() == 1:
+        return _cached_ridge_skip(cfg, data, log, cache)
+    sent: tuple[SkipInit, float] | DataError | None = None
+    if ranks.is_main():
+        try:
+            sent = _cached_ridge_skip(cfg, data, log, cache)
+        except DataError as exc:  # every rank must leave the broadcast, with the same error
+            sent = exc
+    sent = ranks.broadcast(sent)
+    if isinstance(sent, DataError) or sent is None:
+        raise sent or DataError("the ridge fit did not reach this rank")
+    data.cache.setdefault("ridge", sent[0].fit)
+    return sent
+
+
+def _cached_ridge_skip(
+    cfg: RunConfig, data: ForecastData, log: Log, cache: Path | None
+) -> tuple[SkipInit, float]:
+    key = _ridge_key(cfg, data)
+    loaded = _load_ridge_skip(cache, key) if cache else None
+    if loaded is not None:
+        log(f"skip path: ridge fit loaded from {cache} (fitted in {loaded[1]:.1f} s)")
+        data.cache.setdefault("ridge", loaded[0].fit)
+        return loaded
+    skip, seconds = _fit_ridge_skip(cfg, data, log)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}.npz")
+        f = skip.fit
+        np.savez(
+            tmp,
+            weight=f.weight,
+            x_mean=f.x_mean,
+            y_mean=f.y_mean,
+            offsets=skip.offsets,
+            alpha=f.alpha,
+            fit_s=f.fit_s,
+            seconds=seconds,
+            key=key,
+        )
+        os.replace(tmp, cache)
+    return skip, seconds
+
+
+def _ridge_key(cfg: RunConfig, data: ForecastData) -> str:
+    """What the fit depends on: a saved fit is reused only for the same data and windows."""
+    return json.dumps(
+        [
+            data.columns,
+            data.context_length,
+            data.horizon,
+            len(data.train),
+            len(data.val),
+            data.channel_independent,
+            list(cfg.model.quantiles),
+            str(data.frame.index[0]),
+            str(data.frame.index[-1]),
+        ]
+    )
+
+
+def _load_ridge_skip(cache: Path, key: str) -> tuple[SkipInit, float] | None:
+    """The saved fit, if it was fitted on this data (else None: fit again)."""
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache) as z:
+            if str(z["key"]) != key:
+                return None
+            fit = LinearFit(
+                z["weight"], z["x_mean"], z["y_mean"], float(z["alpha"]), float(z["fit_s"])
+            )
+            return SkipInit(fit, z["offsets"]), float(z["seconds"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _fit_ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipInit, float]:
+    t0 = time.perf_counter()
+    fit = fit_linear(data)
+    quantiles = cfg.model.quantiles
+    offsets = (
+        fit.residual_quantiles(data, data.train.origins, quantiles)
+        if quantiles
+        else np.zeros((1, fit.weight.shape[1]))
+    )
+    seconds = time.perf_counter() - t0
+    log(f"skip path: ridge fit (alpha {fit.alpha:g}) in {seconds:.1f} s, weights frozen")
+    return SkipInit(fit, offsets), seconds
