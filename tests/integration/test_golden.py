@@ -1,0 +1,91 @@
+"""Pinned results of two tiny deterministic runs: refactors must not change a digit.
+
+``tests/data/golden_tiny_runs.json`` was written by greentune before the Python API (issue 11)
+existed, from exactly these configs; it is never regenerated to make a change pass. Values are
+compared to 1e-6 relative: on this machine they match exactly, the tolerance only absorbs
+floating-point differences between CPU instruction sets.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from greentune.config import build_config
+from greentune.data.text import synthetic_incidents
+from greentune.train.run import run
+from tests.conftest import make_series, series_overrides
+
+GOLDEN = json.loads((Path(__file__).parents[1] / "data" / "golden_tiny_runs.json").read_text())
+QUALITY_KEYS = ("mae", "rmse", "mse", "mape", "smape", "mase", "pinball", "coverage", "interval")
+
+
+def _forecast_cfg(tmp: Path):
+    csv = tmp / "load.csv"
+    make_series().to_csv(csv, index=False)
+    return build_config(
+        overrides=[
+            *series_overrides(csv, tmp / "runs", "fc"),
+            "train.epochs=3",
+            "train.lr=0.003",
+            "model.skip_init=random",
+            "eval.baselines=[seasonal_naive_daily,seasonal_naive_weekly,linear,lightgbm,random_init]",
+        ]
+    )
+
+
+def _classify_cfg(tmp: Path):
+    txt = tmp / "t.csv"
+    synthetic_incidents(160, seed=1).to_csv(txt, index=False)
+    return build_config(
+        overrides=[
+            "task=classify",
+            "model.backbone=tiny-bert",
+            "train.epochs=8",
+            "train.patience=null",
+            "train.batch_size=16",
+            "train.lr=0.003",
+            "peft.method=full",
+            "text.max_length=32",
+            "name=cl",
+            f"text.path={txt}",
+            f"output_dir={tmp}/runs",
+        ]
+    )
+
+
+def _metrics(path: Path) -> dict:
+    return json.loads((path / "metrics.json").read_text())
+
+
+def test_tiny_forecast_run_matches_its_golden_values(tmp_path):
+    run_dir, _, _ = run(_forecast_cfg(tmp_path), echo=lambda m: None)
+    metrics = _metrics(run_dir)
+    assert set(metrics["test"]) == set(GOLDEN["forecast"])
+    for name, want in GOLDEN["forecast"].items():
+        got = metrics["test"][name]
+        for key in QUALITY_KEYS:
+            assert got[key] == pytest.approx(want[key], rel=1e-6), (name, key)
+        assert got["predictions"] == want["predictions"]
+    training = metrics["training"]
+    assert training["loss_curve"] == pytest.approx(GOLDEN["forecast_loss"], abs=2e-6)
+    assert [v["val_loss"] for v in training["val_curve"]] == pytest.approx(
+        [v["val_loss"] for v in GOLDEN["forecast_val"]], rel=1e-6
+    )
+    assert [(v["epoch"], v["step"]) for v in training["val_curve"]] == [
+        (v["epoch"], v["step"]) for v in GOLDEN["forecast_val"]
+    ]
+
+
+def test_tiny_classify_run_matches_its_golden_values(tmp_path):
+    run_dir, _, _ = run(_classify_cfg(tmp_path), echo=lambda m: None)
+    metrics = _metrics(run_dir)
+    assert set(metrics["test"]) == set(GOLDEN["classify"])
+    for name, want in GOLDEN["classify"].items():
+        got = metrics["test"][name]
+        assert got["accuracy"] == pytest.approx(want["accuracy"], rel=1e-9), name
+        assert got["macro_f1"] == pytest.approx(want["macro_f1"], rel=1e-9), name
+        assert got["confusion"] == want["confusion"], name
+    assert metrics["training"]["loss_curve"] == pytest.approx(GOLDEN["classify_loss"], abs=2e-6)
