@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from greentune.energy.base import Segment
-from greentune.energy.carbon import (
+from greentune.energy.intensity import (
     CARBON_PROVIDERS,
     SPEC_ARGUMENTS,
     Basis,

@@ -1,7 +1,7 @@
 """Carbon-intensity traces from CSV files: a generic ``timestamp,intensity`` layout and the
 Electricity Maps export, one file, a list, or a directory of ``ZONE_YEAR_hourly.csv`` files.
 
-Registered as the ``trace`` provider by ``greentune.energy.carbon``.
+Registers the ``trace`` provider (and its spec argument) where it is defined.
 """
 
 from __future__ import annotations
@@ -9,12 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from greentune.energy.base import Segment
-from greentune.energy.carbon import (
+from greentune.energy.intensity import (
+    CARBON_PROVIDERS,
+    SPEC_ARGUMENTS,
     Basis,
     IntensityTrace,
     _from_ns,
@@ -264,3 +267,19 @@ def _check_timezone(name: str) -> None:
             f"unknown timezone {name!r} for the carbon trace; use an IANA name such as "
             "UTC, Europe/London or Australia/Melbourne"
         ) from exc
+
+
+def _trace_argument(arg: str) -> dict[str, Any]:
+    if not arg:
+        raise ConfigError(
+            "trace needs a file or directory, e.g. trace:/data/gb.csv or trace:/dir@GB"
+        )
+    path, at, zone = arg.rpartition("@")
+    # A zone is short and plain; '@' followed by a path or file name belongs to the path.
+    if at and zone and not re.search(r"[/\\.]", zone):
+        return {"path": path, "zone": zone}
+    return {"path": arg}
+
+
+CARBON_PROVIDERS.add("trace", TraceIntensity)
+SPEC_ARGUMENTS.add("trace", _trace_argument)
