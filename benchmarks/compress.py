@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
 
+import greentune as gt
 from greentune.cli import quiet_libraries
 from greentune.compress import CompressOptions, compress_run
 from greentune.compress.measure import BenchPlan
 from greentune.config import load_config
-from greentune.train.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -68,8 +68,8 @@ def train_parent(task: str) -> Path:
     overrides = [o for o in TASKS[task] if not o.startswith("--config=")]
     config = next((o.split("=", 1)[1] for o in TASKS[task] if o.startswith("--config=")), None)
     cfg = load_config(config, [*overrides, f"output_dir={out}", f"name={name}"])
-    run_dir, _, _ = run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
-    return run_dir
+    run_dir = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
+    return run_dir.path
 
 
 def targets(report: dict[str, Any], chain: dict[str, Any] | None) -> dict[str, Any]:

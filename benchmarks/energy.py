@@ -89,7 +89,8 @@ def agreement(repeats: int, steps: int) -> None:
     from greentune.energy import Meter
     from greentune.energy.carbon import StaticIntensity
     from greentune.energy.model import ProcessModelSource, resolve_cpu_power
-    from greentune.train.forecast import build_model, make_batches
+    from greentune.tasks.forecast.batches import make_batches
+    from greentune.tasks.forecast.model import build_model
     from greentune.train.loop import train
 
     quiet_libraries()

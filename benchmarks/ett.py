@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
 
+import greentune as gt
 from greentune.cli import quiet_libraries
 from greentune.config import load_config
-from greentune.train.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -87,7 +87,8 @@ def main() -> None:
             ],
         )
         t0 = time.perf_counter()
-        run_dir, _, metrics = run(cfg, echo=lambda m, n=name: print(f"  [{n}] {m}", flush=True))
+        run = gt.run(cfg, echo=lambda m, n=name: print(f"  [{n}] {m}", flush=True))
+        run_dir, metrics = run.path, run.metrics.to_dict()
         wall = time.perf_counter() - t0
         ours = normalised_errors(run_dir, metrics["model"])
         lin = normalised_errors(run_dir, "linear")

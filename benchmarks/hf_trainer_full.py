@@ -27,8 +27,10 @@ from hf_anchor import LossWrapper, WindowDataset
 from greentune.cli import quiet_libraries
 from greentune.config import build_config
 from greentune.data.windows import prepare_forecast_data
-from greentune.train.forecast import build_model, make_batches, validation_loss
-from greentune.train.ridge import ridge_skip
+from greentune.tasks.base import mean_loss
+from greentune.tasks.forecast.batches import make_batches
+from greentune.tasks.forecast.model import build_model
+from greentune.tasks.forecast.skip import ridge_skip
 
 
 def main() -> None:
@@ -67,7 +69,7 @@ def main() -> None:
         def on_epoch_end(self, targs, state, control, **kwargs):
             model.eval()
             with torch.no_grad():
-                val = validation_loss(model, val_b, cfg.eval.batch_size)
+                val = mean_loss(model, val_b, cfg.eval.batch_size)
             model.train()
             history.append({"epoch": state.epoch, "step": state.global_step, "val_loss": val})
             print(f"epoch {state.epoch:.0f}: val loss {val:.5f} (target {args.target:.5f})")

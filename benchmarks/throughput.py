@@ -32,8 +32,9 @@ from greentune.data.text import synthetic_incidents
 from greentune.data.windows import prepare_forecast_data
 from greentune.models.backbone import load_tokenizer
 from greentune.models.classifier import TextClassifier, load_classifier
-from greentune.train.classify import tokenize
-from greentune.train.forecast import build_model, make_batches
+from greentune.tasks.classify.batches import tokenize
+from greentune.tasks.forecast.batches import make_batches
+from greentune.tasks.forecast.model import build_model
 from greentune.train.loop import train
 from greentune.tuning.methods import MethodContext, apply_method
 

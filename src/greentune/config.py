@@ -197,6 +197,11 @@ class TrainConfig:
     (parameters, gradients and optimizer state sharded over the processes, torch's FSDP2) for
     models that do not fit one device. One process ignores it (docs/distributed.md)."""
     log_every: int = 10
+    """Steps between lines of the ``loss-log`` callback."""
+    callbacks: tuple[str, ...] = ()
+    """Training callbacks by name (``greentune.train.callbacks.CALLBACKS``): loss-log (a line
+    every ``log_every`` steps and per validation, in log.txt), nan-guard (stop at a non-finite
+    loss). Python code passes callback objects to ``greentune.run`` instead."""
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "grad_accum", "checkpoint_every", "log_every")
@@ -263,14 +268,23 @@ class EnergyConfig:
 
 def parse_target(text: str) -> float:
     """'2%' or '0.02' -> 0.02 (a relative tolerance)."""
-    raw = text.strip()
-    try:
-        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise ConfigError(f"energy.target={text!r}: give a percentage such as '2%'") from None
+    value = parse_fraction(text, "energy.target")
     if not 0 <= value < 1:
         raise ConfigError(f"energy.target={text!r} must lie in [0%, 100%)")
     return value
+
+
+def parse_fraction(text: str | float, key: str) -> float:
+    """'2%', '0.02' or 0.02 -> 0.02; ``key`` names the setting in the error."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    raw = str(text).strip()
+    try:
+        return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{key} must look like 1% or 0.01 (a percentage or a fraction), got {text!r}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -321,7 +335,7 @@ def build_config(
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(merged, key, value)
-    return _build(RunConfig, merged, prefix="")
+    return build(RunConfig, merged)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -406,6 +420,17 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+T = typing.TypeVar("T")
+
+
+def build(cls: type[T], data: Any, prefix: str = "") -> T:
+    """An instance of the frozen dataclass ``cls`` from a plain mapping (parsed YAML or CLI
+    values): every value checked against its field's type, unknown keys and wrong types raised
+    as ConfigError naming the key (``prefix`` + field) and the valid choices. The one config
+    system: run configs, job files and compress options are all built here."""
+    return typing.cast(T, _build(cls, data, prefix))
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     where = prefix.rstrip(".") or "config"
     if not isinstance(data, dict):
@@ -417,6 +442,10 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if key not in valid:
             raise ConfigError(f"unknown key {prefix}{key}; valid keys: {', '.join(valid)}")
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in kwargs:
+            raise ConfigError(f"{prefix}{f.name} is missing")
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -428,6 +457,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if tp is Any:
+        return value
     if dataclasses.is_dataclass(tp):
         return _build(tp, value if value is not None else {}, key + ".")  # type: ignore[arg-type]
     if origin in (typing.Union, types.UnionType):
@@ -448,12 +479,23 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 f"{key}={value!r} is not valid; valid choices: {', '.join(map(str, args))}"
             )
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return {
+            _coerce(args[0], k, f"{key}"): _coerce(args[1], v, f"{key}.{k}")
+            for k, v in value.items()
+        }
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        raise ConfigError(f"{key} must be a date and time, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -31,5 +31,9 @@ class ScheduleError(GreentuneError):
     """A job file, carbon forecast or schedule cannot be used (file, job and key named)."""
 
 
+class TrainingError(GreentuneError):
+    """Training cannot go on as configured (a diverged loss, a callback that refuses)."""
+
+
 class CompressError(GreentuneError):
     """A run cannot be compressed as asked, or a variant failed its checks (method named)."""

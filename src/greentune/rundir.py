@@ -1,24 +1,27 @@
-"""The run directory: the unit every command reads and writes.
+"""The run directory: the unit every command reads and writes, through ``RunDir`` alone.
 
     runs/<name>/
-      run.json              schema_version, status (running|complete|failed), task, created
+      run.json              schema_version, task, status, created (+ error, paused_at_step,
+                            resume_command; parent and compression for a compressed variant)
       config.yaml           resolved config, every default written out
-      metrics.json          test metrics of the model and every baseline, training figures
-      predictions.parquet   long format: model, origin, time, step, target, y_true, y_pred, q*
-      model/                Hugging Face layout (see models/forecaster.py, models/classifier.py)
+      metrics.json          test scores of the model and every baseline, training, data, energy
+      energy.json/.csv      the ledger: one row per metered window (greentune.energy.ledger)
+      predictions.parquet   test predictions of every model, long format
+      model/                Hugging Face layout (docs/model-format.md)
       checkpoints/          step-XXXXXXXX.pt, atomic
       log.txt               what the run printed
 
-Every file is written to a temporary name in the same folder and renamed into place.
+docs/run-dir.md documents every key. Every file is written to a temporary name in the same
+folder and renamed into place (``greentune.io``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
-import math
 import os
-import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,112 +29,269 @@ import pandas as pd
 import yaml
 
 from greentune.config import RunConfig, dump_yaml, load_config
+from greentune.energy.ledger import Ledger
 from greentune.errors import CheckpointError
+from greentune.io import write_json, write_parquet, write_text
+from greentune.results import METRICS_SCHEMA_VERSION, RunMetrics
 
 SCHEMA_VERSION = 1
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.parquet"
+COMPRESSION_FILE = "compression.json"
+ORIGINAL = ("fp32", "original")
+STATUSES = ("running", "complete", "failed", "paused", "rejected")
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+@dataclass(frozen=True)
+class RunInfo:
+    """``run.json``: what the run is and where it stands."""
+
+    task: str
+    status: str
+    """running, complete, failed (see ``error``), paused (see ``resume_command``), rejected
+    (a compressed variant beyond the quality guard), or unknown when run.json is missing."""
+    created: str | None = None
+    """UTC, ISO 8601."""
+    error: str | None = None
+    paused_at_step: int | None = None
+    resume_command: str | None = None
+    parent: str | None = None
+    """A compressed variant: the run it was made from."""
+    compression: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def write_text(path: Path, text: str) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+class RunDir:
+    """One run directory: typed access to its config, status, metrics, ledger and predictions.
 
+    ``RunDir.open(path)`` for an existing run, ``RunDir.create(cfg)`` for a new one. A
+    ``RunDir`` is also a path (``os.fspath``), so it goes wherever a path goes.
+    """
 
-def write_json(path: Path, data: Any) -> None:
-    """Strict JSON: NaN and infinities (e.g. MAPE of an all-zero target) become null."""
-    text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
-    write_text(path, text + "\n")
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
 
+    def __fspath__(self) -> str:
+        return str(self.path)
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
 
+    def __str__(self) -> str:
+        return str(self.path)
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path | dt.datetime | pd.Timestamp):
-        return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and other.path == self.path
 
+    def __hash__(self) -> int:
+        return hash(self.path)
 
-def write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    tmp = _tmp(path)
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    # ------------------------------------------------------------------ create and open
 
+    @classmethod
+    def create(cls, cfg: RunConfig) -> RunDir:
+        """A new, empty run directory ``output_dir/name`` (name: task + timestamp if unset)."""
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(cfg.output_dir) / (cfg.name or f"{cfg.task}-{stamp}")
+        if path.exists() and any(path.iterdir()):
+            raise CheckpointError(
+                f"{path} already exists; pick another name=..., or continue it with --resume {path}"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
 
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    tmp = _tmp(path)
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RunDir:
+        """An existing run directory; refuses a folder that is not one, or a newer schema."""
+        run = cls(path)
+        config = run.path / CONFIG_FILE
+        if not config.is_file():
+            raise CheckpointError(f"{run.path} is not a run directory (no {CONFIG_FILE})")
+        try:
+            raw = yaml.safe_load(config.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise CheckpointError(f"{config} is damaged: {exc}") from None
+        version = raw.get("schema_version", SCHEMA_VERSION) if isinstance(raw, dict) else 0
+        _check_version(version, config)
+        return run
 
+    # ------------------------------------------------------------------ files
 
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move a fully written folder into place, replacing an older one."""
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
+    @property
+    def name(self) -> str:
+        return self.path.name
 
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
 
-def new_run_dir(cfg: RunConfig) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = cfg.name or f"{cfg.task}-{stamp}"
-    path = Path(cfg.output_dir) / name
-    if path.exists() and any(path.iterdir()):
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.txt"
+
+    @property
+    def config(self) -> RunConfig:
+        return load_config(self.path / CONFIG_FILE)
+
+    def write_config(self, cfg: RunConfig) -> None:
+        write_text(self.path / CONFIG_FILE, dump_yaml(cfg))
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def info(self) -> RunInfo:
+        raw = self._read_json(RUN_FILE, missing_ok=True)
+        if raw is None:
+            return RunInfo(task=self.config.task, status="unknown")
+        _check_version(raw.get("schema_version", SCHEMA_VERSION), self.path / RUN_FILE)
+        names = {f.name for f in dataclasses.fields(RunInfo)} - {"extra"}
+        known = {k: v for k, v in raw.items() if k in names}
+        known.setdefault("task", self.config.task)
+        known.setdefault("status", "unknown")
+        return RunInfo(**known, extra={k: v for k, v in raw.items() if k not in names})
+
+    @property
+    def status(self) -> str:
+        return self.info.status
+
+    def start(self, cfg: RunConfig) -> None:
+        """Write the resolved config and mark the run ``running``."""
+        self.write_config(cfg)
+        self.set_status("running", task=cfg.task)
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        """Update run.json; ``extra`` keys are written as given (None writes null, which
+        clears a stale value such as an earlier error)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown run status {status!r}; use one of {', '.join(STATUSES)}")
+        info = self._read_json(RUN_FILE, missing_ok=True) or {}
+        info.setdefault("created", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        task = extra.pop("task", None) or info.get("task") or self.config.task
+        info.update(schema_version=SCHEMA_VERSION, task=task, status=status, **extra)
+        write_json(self.path / RUN_FILE, info)
+
+    # ------------------------------------------------------------------ results
+
+    @property
+    def metrics(self) -> RunMetrics:
+        raw = self._read_json(METRICS_FILE)
+        if raw is None:  # pragma: no cover - _read_json raises when missing
+            raise CheckpointError(f"{self.path} has no {METRICS_FILE}")
+        _check_version(raw.get("schema_version", 1), self.path / METRICS_FILE)
+        try:
+            return RunMetrics.from_dict(raw)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{self.path / METRICS_FILE} is not a greentune metrics file ({exc!r})"
+            ) from None
+
+    def write_metrics(self, metrics: RunMetrics) -> None:
+        if metrics.schema_version > METRICS_SCHEMA_VERSION:  # pragma: no cover - guarded on read
+            raise CheckpointError(f"cannot write metrics schema {metrics.schema_version}")
+        write_json(self.path / METRICS_FILE, metrics.to_dict())
+
+    @property
+    def ledger(self) -> Ledger:
+        """Every metered window of every command on this run (empty when none was metered)."""
+        return Ledger.load(self.path)
+
+    def energy_by_phase(self, command: str | None = None) -> pd.DataFrame:
+        """Energy (J and Wh), emissions and duration per phase (data, train, test, baseline,
+        save, evaluate, ...), over the top-level windows of ``command`` (default: all)."""
+        ledger = self.ledger
+        rows = [r for r in ledger.rows if command is None or r["command"] == command]
+        by_phase = ledger.totals(rows)["by_phase"]
+        frame = pd.DataFrame.from_dict(by_phase, orient="index")
+        if frame.empty:
+            return pd.DataFrame(columns=["windows", "duration_s", "energy_j", "energy_wh"])
+        frame.index.name = "phase"
+        frame.insert(frame.columns.get_loc("energy_j") + 1, "energy_wh", frame["energy_j"] / 3600)
+        return frame
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        path = self.path / PREDICTIONS_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{self.path} has no {PREDICTIONS_FILE}; the run did not finish")
+        return pd.read_parquet(path)
+
+    def write_predictions(self, frame: pd.DataFrame) -> None:
+        write_parquet(self.path / PREDICTIONS_FILE, frame)
+
+    # ------------------------------------------------------------------ variants
+
+    def variants(self) -> dict[str, RunDir]:
+        """Compressed variants of this run that exist on disk, by name (from compression.json,
+        which ``greentune compress`` writes here)."""
+        raw = self._read_json(COMPRESSION_FILE, missing_ok=True) or {}
+        out: dict[str, RunDir] = {}
+        for row in raw.get("variants", []):
+            path = Path(str(row.get("run") or ""))
+            if row.get("run") and (path / CONFIG_FILE).is_file():
+                out[str(row["name"])] = RunDir(path)
+        return out
+
+    def variant(self, name: str | None) -> RunDir:
+        """This run (None, ``fp32``) or one of its compressed variants: by method
+        (``int8-dynamic``), by the variant run's folder name, or by path."""
+        if name is None or name in ORIGINAL:
+            return self
+        built = self.variants()
+        for key in (name, f"{self.name}-{name}"):
+            if key in built:
+                return RunDir.open(built[key].path)
+        for path in (self.path.parent / f"{self.name}-{name}", Path(name)):
+            if (path / CONFIG_FILE).is_file():
+                return RunDir.open(path)
+        listed = ", ".join(["fp32", *built]) if built else "fp32 (none compressed yet)"
         raise CheckpointError(
-            f"{path} already exists; pick another name=..., or continue it with --resume {path}"
+            f"{self.path} has no variant {name!r}; variants: {listed}. Build one with "
+            f"greentune compress {self.path} -m {name}"
         )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+
+    # ------------------------------------------------------------------ helpers
+
+    def _read_json(self, name: str, missing_ok: bool = False) -> dict[str, Any] | None:
+        path = self.path / name
+        if not path.is_file():
+            if missing_ok:
+                return None
+            raise CheckpointError(f"{self.path} has no {name}; the run did not finish")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path} is damaged: {exc}") from None
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{path} is damaged: expected a JSON object")
+        return raw
 
 
-def start_run(path: Path, cfg: RunConfig) -> None:
-    write_text(path / "config.yaml", dump_yaml(cfg))
-    set_status(path, cfg.task, "running")
-
-
-def set_status(path: Path, task: str, status: str, **extra: Any) -> None:
-    info_path = path / "run.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    info.setdefault("created", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-    info.update(schema_version=SCHEMA_VERSION, task=task, status=status, **extra)
-    write_json(info_path, info)
-
-
-def read_run(path: str | Path) -> tuple[Path, RunConfig]:
-    run = Path(path)
-    if not (run / "config.yaml").is_file():
-        raise CheckpointError(f"{run} is not a run directory (no config.yaml)")
+def read_status(path: str | os.PathLike[str]) -> str | None:
+    """The status in ``path``/run.json, or None when there is none (or it cannot be read):
+    for supervisors (the scheduler, the torchrun launcher) that must not fail on a half-made
+    run."""
     try:
-        raw = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"{run}/config.yaml is damaged: {exc}") from None
-    version = raw.get("schema_version", SCHEMA_VERSION) if isinstance(raw, dict) else 0
+        status = RunDir(path).info.status
+    except (CheckpointError, OSError):
+        return None
+    return None if status == "unknown" else status
+
+
+def _check_version(version: Any, path: Path) -> None:
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(
+            f"{path} has schema_version {version!r}, which no greentune wrote; "
+            "the file is damaged or not greentune's"
+        )
     if version > SCHEMA_VERSION:
         raise CheckpointError(
-            f"{run} was written by a newer greentune (schema {version}); upgrade greentune"
+            f"{path} was written by a newer greentune (schema {version}, this one reads "
+            f"{SCHEMA_VERSION}); upgrade greentune (pip install -U greentune) to open it"
         )
-    return run, load_config(run / "config.yaml")
-
-
-def read_metrics(run: Path) -> dict[str, Any]:
-    path = run / "metrics.json"
-    if not path.is_file():
-        raise CheckpointError(f"{run} has no metrics.json; the run did not finish")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is damaged: {exc}") from None

@@ -19,7 +19,9 @@ from greentune.data.sources import RawTable
 from greentune.data.validate import clean_frame
 from greentune.data.windows import build_forecast_data
 from greentune.distributed import ranks
-from greentune.train.forecast import build_model, make_batches
+from greentune.tasks.forecast.batches import make_batches
+from greentune.tasks.forecast.model import build_model
+from greentune.train.callbacks import Callbacks
 from greentune.train.loop import _Engine, _micro_step, make_accelerator
 from tests.conftest import make_series, series_overrides
 
@@ -46,8 +48,8 @@ def main() -> None:
     accelerator = make_accelerator(cfg.train)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
-    engine = _Engine(wrapped, batches, cfg.train, 0, accelerator, optimizer, None, [], None,
-                     None, None, 0.0)  # fmt: skip
+    engine = _Engine(wrapped, batches, cfg.train, 0, accelerator, optimizer, None, [],
+                     Callbacks(), None, 0.0)  # fmt: skip
     part = _micro_step(engine, idx, 1)
     loss = ranks.all_sum([part])[0]
     batch = batches.get(idx)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+import greentune as gt
 from greentune.config import build_config
 from greentune.data.text import synthetic_incidents
-from greentune.train.run import run
 from tests.conftest import make_series, series_overrides
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "data" / "golden_tiny_runs.json").read_text())
@@ -61,8 +61,8 @@ def _metrics(path: Path) -> dict:
 
 
 def test_tiny_forecast_run_matches_its_golden_values(tmp_path):
-    run_dir, _, _ = run(_forecast_cfg(tmp_path), echo=lambda m: None)
-    metrics = _metrics(run_dir)
+    run_dir = gt.run(_forecast_cfg(tmp_path), echo=lambda m: None)
+    metrics = _metrics(run_dir.path)
     assert set(metrics["test"]) == set(GOLDEN["forecast"])
     for name, want in GOLDEN["forecast"].items():
         got = metrics["test"][name]
@@ -80,8 +80,8 @@ def test_tiny_forecast_run_matches_its_golden_values(tmp_path):
 
 
 def test_tiny_classify_run_matches_its_golden_values(tmp_path):
-    run_dir, _, _ = run(_classify_cfg(tmp_path), echo=lambda m: None)
-    metrics = _metrics(run_dir)
+    run_dir = gt.run(_classify_cfg(tmp_path), echo=lambda m: None)
+    metrics = _metrics(run_dir.path)
     assert set(metrics["test"]) == set(GOLDEN["classify"])
     for name, want in GOLDEN["classify"].items():
         got = metrics["test"][name]

@@ -22,6 +22,7 @@ from greentune.cli import (
 )
 from greentune.config import TrainConfig
 from greentune.train import pause
+from greentune.train.callbacks import Callback
 from greentune.train.checkpoint import checkpoint_step, list_checkpoints
 from greentune.train.loop import train
 from tests.conftest import make_series, series_overrides
@@ -72,12 +73,13 @@ def test_the_loop_finishes_the_step_checkpoints_it_and_resume_matches(tmp_path, 
     pause.install()
     ckpt = tmp_path / "ckpt"
 
-    def sigterm_at_7(step: int) -> None:
-        if step == 7:
-            _kill_self()
+    class SigtermAt7(Callback):
+        def on_step_end(self, state, loss):
+            if state.step == 7:
+                _kill_self()
 
     with pytest.raises(pause.TrainingPaused) as paused:
-        train(Toy(), ToyData(), cfg, seed=0, checkpoint_dir=ckpt, step_hook=sigterm_at_7)
+        train(Toy(), ToyData(), cfg, seed=0, checkpoint_dir=ckpt, callbacks=[SigtermAt7()])
     # the signal came after step 7's update, so step 8 was the one running: it completed
     assert paused.value.step == 8
     assert [checkpoint_step(p) for p in list_checkpoints(ckpt)] == [8]

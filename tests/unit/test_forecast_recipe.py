@@ -8,13 +8,10 @@ from greentune.data.sources import RawTable
 from greentune.data.validate import clean_frame
 from greentune.data.windows import build_forecast_data
 from greentune.evaluate.baselines import design_matrix, fit_linear
-from greentune.train.forecast import (
-    build_model,
-    make_batches,
-    predict_scaled,
-    to_forecast,
-)
-from greentune.train.ridge import SkipInit
+from greentune.tasks.forecast.batches import make_batches
+from greentune.tasks.forecast.model import build_model
+from greentune.tasks.forecast.predict import predict_scaled, to_forecast
+from greentune.tasks.forecast.skip import SkipInit
 from tests.conftest import make_series, series_overrides
 
 

@@ -7,6 +7,14 @@ import pytest
 from greentune.config import EnergyConfig
 from greentune.energy.ledger import Ledger
 from greentune.evaluate.green import bill_models, greenest
+from greentune.results import RunMetrics
+from greentune.tasks.classify.task import QUALITY as CLASSIFY
+from greentune.tasks.forecast.task import QUALITY as FORECAST
+
+
+def billed(tmp_path, target: str = "2%") -> RunMetrics:
+    metrics = RunMetrics.from_dict(forecast_metrics())
+    return bill_models(metrics, Ledger.load(tmp_path), EnergyConfig(target=target), FORECAST)
 
 
 def row(window: str, joules: float, start: str, command: str = "run", depth: int = 0) -> dict:
@@ -80,7 +88,7 @@ def resumed_ledger(tmp_path) -> None:
 
 def test_models_are_billed_for_their_windows(tmp_path):
     resumed_ledger(tmp_path)
-    metrics = bill_models(forecast_metrics(), tmp_path, EnergyConfig())
+    metrics = billed(tmp_path).to_dict()
     net = metrics["test"]["net"]
     assert net["fit_wh"] == pytest.approx(3.0)  # both training sessions: 3600 + 7200 J
     assert net["predict_wh"] == pytest.approx(0.1)  # the latest test window only
@@ -96,25 +104,27 @@ def test_models_are_billed_for_their_windows(tmp_path):
 
 def test_the_greenest_model_within_target_can_be_a_baseline(tmp_path):
     resumed_ledger(tmp_path)
-    metrics = bill_models(forecast_metrics(), tmp_path, EnergyConfig(target="2%"))
+    typed = billed(tmp_path, "2%")
+    metrics = typed.to_dict()
     energy = metrics["energy"]
     assert energy["best"] == "net" and energy["greenest"] == "linear"
     assert energy["energy_ratio_to_best"] == pytest.approx(
         metrics["test"]["linear"]["energy_wh"] / metrics["test"]["net"]["energy_wh"]
     )
-    strict = greenest(metrics, 0.01)  # linear's 1.5 % gap is outside 1 %
+    strict = greenest(typed, 0.01, FORECAST)  # linear's 1.5 % gap is outside 1 %
     assert strict["greenest"] == "net"
 
 
 def test_greenest_for_classification_uses_macro_f1():
     metrics = {
         "task": "classify",
+        "model": "bert",
         "test": {
             "bert": {"macro_f1": 0.90, "energy_wh": 10.0, "emissions_g": 4.0},
             "tfidf": {"macro_f1": 0.89, "energy_wh": 0.01, "emissions_g": 0.004},
             "majority": {"macro_f1": 0.30, "energy_wh": 0.0, "emissions_g": 0.0},
         },
     }
-    out = greenest(metrics, 0.02)
+    out = greenest(RunMetrics.from_dict(metrics), 0.02, CLASSIFY)
     assert out["best"] == "bert" and out["greenest"] == "tfidf"
     assert out["energy_ratio_to_best"] == pytest.approx(0.001)

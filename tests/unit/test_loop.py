@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from greentune.config import TrainConfig
+from greentune.train.callbacks import Callback
 from greentune.train.checkpoint import list_checkpoints
 from greentune.train.loop import total_optimizer_steps, train
 
@@ -44,21 +45,15 @@ class Interrupt(Exception):
     pass
 
 
-class StopAt:
-    """A progress reporter that kills the run after a given step, like a crash or SIGKILL."""
+class StopAt(Callback):
+    """A callback that kills the run after a given step, like a crash or SIGKILL."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def start(self, total_steps, done):
-        pass
-
-    def update(self, step, loss, epoch):
-        if step == self.step:
+    def on_step_end(self, state, loss):
+        if state.step == self.step:
             raise Interrupt
-
-    def stop(self):
-        pass
 
 
 def losses(result):
@@ -96,7 +91,7 @@ def test_resume_gives_the_same_loss_curve(tmp_path, dropout):
             seed=3,
             validate=validator(part_model),
             checkpoint_dir=ckpt,
-            progress=StopAt(11),
+            callbacks=[StopAt(11)],
         )
     assert [p.name for p in list_checkpoints(ckpt)] == [
         "step-00000004.pt",
@@ -201,7 +196,7 @@ def test_adalora_trains_through_the_loop():
     """AdaLoRA's rank allocation reads gradients after the optimizer step."""
     from greentune.config import ModelConfig, PeftConfig
     from greentune.models.backbone import load_backbone
-    from greentune.tuning.methods import MethodContext, apply_method, step_hook
+    from greentune.tuning.methods import MethodContext, apply_method, method_callbacks
 
     bb = load_backbone(ModelConfig(backbone="tiny-bert"), keep_word_embeddings=False)
     bb = apply_method(bb, PeftConfig(method="adalora"), MethodContext(total_steps=10))
@@ -218,8 +213,9 @@ def test_adalora_trains_through_the_loop():
         def loss(self, out, batch):
             return ((out - batch["y"]) ** 2).mean()
 
+    (allocator,) = method_callbacks(bb)
     res = train(
-        Wrap(), ToyData(), TrainConfig(epochs=1, batch_size=10), seed=0, step_hook=step_hook(bb)
+        Wrap(), ToyData(), TrainConfig(epochs=1, batch_size=10), seed=0, callbacks=[allocator]
     )
     assert res.state.step == 10 and all(math.isfinite(v) for v in losses(res))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -16,7 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from greentune.cli import (
+from greentune.cli.app import (
     app,
     config_app,
     console,
@@ -27,6 +27,9 @@ from greentune.cli import (
 )
 from greentune.config import RunConfig, dump_yaml, load_config
 from greentune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from greentune.rundir import RunDir
 
 
 class RichProgress:
@@ -163,12 +166,12 @@ def run(
     if nproc > 1 and not ranks.launched():
         _run_with_torchrun(cfg, resume, nproc, max_restarts)
         return
-    run_dir, cfg, metrics = run_library(
+    run_dir = run_library(
         cfg, resume, RichProgress(), echo=lambda m: console.print(m, highlight=False)
     )
     if ranks.is_main():
-        _print_results(metrics, cfg)
-        console.print(f"\nrun directory: [bold]{run_dir}[/]")
+        _print_results(run_dir)
+        console.print(f"\nrun directory: [bold]{run_dir.path}[/]")
     if ranks.launched():
         _leave_worker()
 
@@ -190,44 +193,35 @@ def _run_with_torchrun(
     cfg: RunConfig | None, resume: Path | None, nproc: int, max_restarts: int
 ) -> None:
     from greentune.distributed.launch import launch_local
-    from greentune.rundir import new_run_dir, read_metrics, read_run, start_run
+    from greentune.rundir import RunDir
+    from greentune.tasks import TASKS
     from greentune.train import pause
-    from greentune.train.run import resolve_config
 
     if resume is None:
-        cfg = resolve_config(cfg or RunConfig())
-        run_dir = new_run_dir(cfg)
-        start_run(run_dir, cfg)
+        cfg = cfg or RunConfig()
+        cfg = TASKS.get(cfg.task).resolve_config(cfg)
+        run_dir = RunDir.create(cfg)
+        run_dir.start(cfg)
     else:
-        run_dir = resume
-    console.print(f"launching {nproc} processes (torchrun) for [bold]{run_dir}[/]")
+        run_dir = RunDir.open(resume)
+    console.print(f"launching {nproc} processes (torchrun) for [bold]{run_dir.path}[/]")
     if launch_local(run_dir, nproc, max_restarts) == "paused":
-        console.print(f"paused: continue with greentune run --resume {run_dir} --nproc {nproc}")
-        raise typer.Exit(code=pause.EXIT_CODE)
-    _, cfg = read_run(run_dir)
-    _print_results(read_metrics(run_dir), cfg)
-    console.print(f"\nrun directory: [bold]{run_dir}[/]")
-
-
-def _print_results(metrics: dict, cfg: RunConfig) -> None:
-    from greentune.evaluate.table import (
-        classification_table,
-        energy_lines,
-        forecast_table,
-        verdict,
-    )
-
-    if cfg.task == "classify":
-        console.print(classification_table(metrics["test"], "test split"))
-    else:
         console.print(
-            forecast_table(
-                metrics["test"], metrics["model"], "test split (same windows for every model)"
-            )
+            f"paused: continue with greentune run --resume {run_dir.path} --nproc {nproc}"
         )
-        for line in verdict(metrics["test"], metrics["model"]):
-            console.print(f"  {line}", highlight=False)
-    for line in energy_lines(metrics):
+        raise typer.Exit(code=pause.EXIT_CODE)
+    _print_results(run_dir)
+    console.print(f"\nrun directory: [bold]{run_dir.path}[/]")
+
+
+def _print_results(run_dir: RunDir) -> None:
+    from greentune.evaluate.table import energy_lines
+    from greentune.tasks import TASKS
+
+    metrics = run_dir.metrics
+    for item in TASKS.get(metrics.task).render(metrics):
+        console.print(item, highlight=False)
+    for line in energy_lines(metrics.to_dict()):
         console.print(f"  {line}", highlight=False)
 
 
@@ -236,16 +230,15 @@ def _print_results(metrics: dict, cfg: RunConfig) -> None:
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Score a run's saved model on its test split again and print the comparison."""
     from greentune.energy.session import cost_line, metered_window
-    from greentune.inference import evaluate_run
-    from greentune.rundir import read_run
+    from greentune.rundir import RunDir
+    from greentune.tasks import TASKS, Predictor
 
-    run, cfg = read_run(run_dir)
-    with metered_window(run, cfg.energy, "evaluate") as window:
-        metrics, cfg = evaluate_run(run)
-    _print_results(metrics, cfg)
-    console.print(
-        f"  this evaluation: {cost_line(window.result if window else None)}", highlight=False
-    )
+    run = RunDir.open(run_dir)
+    cfg = run.config
+    with metered_window(run.path, cfg.energy, "evaluate") as window:
+        TASKS.get(cfg.task).evaluate(run, Predictor.from_run(run))
+    _print_results(run)
+    console.print(f"  this evaluation: {cost_line(window.result)}", highlight=False)
 
 
 @app.command()
@@ -260,16 +253,22 @@ def predict(
 ) -> None:
     """Forecast from new data with a run's model."""
     from greentune.energy.session import cost_line, metered_window
-    from greentune.inference import predict_run
-    from greentune.rundir import read_run, write_csv
+    from greentune.errors import CheckpointError
+    from greentune.io import write_csv
+    from greentune.rundir import RunDir
+    from greentune.tasks import Predictor
+    from greentune.tasks.forecast import ForecastPredictor
 
-    run, cfg = read_run(run_dir)
-    with metered_window(run, cfg.energy, "predict") as window:
-        frame = predict_run(run, data, origins)
+    run = RunDir.open(run_dir)
+    predictor = Predictor.from_run(run)
+    if not isinstance(predictor, ForecastPredictor):
+        raise CheckpointError(f"{run} is a {predictor.task} run; predict takes forecasting runs")
+    with metered_window(run.path, run.config.energy, "predict") as window:
+        frame = predictor.predict_file(data, origins)  # type: ignore[arg-type]
     write_csv(out, frame)
     console.print(f"wrote {len(frame):,} rows to [bold]{out}[/]")
     forecasts = frame["origin"].nunique() if "origin" in frame else 0
-    console.print(cost_line(window.result if window else None, forecasts), highlight=False)
+    console.print(cost_line(window.result, forecasts), highlight=False)
 
 
 @data_app.command("check")
@@ -351,7 +350,7 @@ def energy_measure(
     """Meter any command, like `time`: energy per component, source, gCO2e."""
     from greentune.energy.measure import measure_command
     from greentune.energy.session import cost_line
-    from greentune.rundir import write_json
+    from greentune.io import write_json
 
     overrides = [*(settings or [])]
     overrides += [f"energy.meter={meter}"] if meter else []

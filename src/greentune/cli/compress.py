@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from greentune.cli import app, console, handle_errors
+from greentune.cli.app import app, console, handle_errors
 from greentune.errors import ConfigError
 
 
@@ -49,17 +49,22 @@ def compress(
     Exit code 1 when a variant was rejected by --max-metric-drop or failed; 2 on bad input.
     """
     from greentune.compress import CompressOptions, compress_run
-    from greentune.compress.measure import BenchPlan
+    from greentune.config import build, parse_fraction
 
-    if rounds < 1 or (threads is not None and threads < 1):
-        raise ConfigError("--rounds and --threads must be >= 1")
-    opts = CompressOptions(
-        methods=tuple(method),
-        max_metric_drop=_fraction(max_metric_drop),
-        threads=threads,
-        plan=BenchPlan(rounds=rounds),
-        replace=replace,
-        keep_rejected=keep_rejected,
+    drop = None if max_metric_drop is None else parse_fraction(max_metric_drop, "--max-metric-drop")
+    if drop is not None and drop < 0:
+        raise ConfigError(f"--max-metric-drop must be >= 0, got {max_metric_drop!r}")
+    opts = build(
+        CompressOptions,
+        {
+            "methods": list(method),
+            "max_metric_drop": drop,
+            "threads": threads,
+            "plan": {"rounds": rounds},
+            "replace": replace,
+            "keep_rejected": keep_rejected,
+        },
+        prefix="compress.",
     )
     report = compress_run(run_dir, opts, log=lambda m: console.print(m, highlight=False))
     console.print(compression_table(report))
@@ -74,18 +79,6 @@ def compress(
     console.print(f"  comparison: {Path(report['parent']) / 'compression.json'}", highlight=False)
     if bad:
         raise typer.Exit(code=1)
-
-
-def _fraction(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-    except ValueError:
-        raise ConfigError(f"--max-metric-drop must look like 1% or 0.01, got {text!r}") from None
-    if value < 0:
-        raise ConfigError(f"--max-metric-drop must be >= 0, got {text!r}")
-    return value
 
 
 def compression_table(report: dict[str, Any]) -> Table:

@@ -10,12 +10,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from greentune.cli import console, handle_errors
-from greentune.rundir import write_json
+from greentune.cli.app import app, console, handle_errors
+from greentune.io import write_json
 
 schedule_app = typer.Typer(
     help="Plan, run and simulate jobs in low-carbon hours.", no_args_is_help=True
 )
+app.add_typer(schedule_app, name="schedule")
 
 JobsArg = Annotated[Path, typer.Argument(help="Job file (YAML): sites and jobs.")]
 PolicyOpt = Annotated[
@@ -34,30 +35,13 @@ def _load(jobs_file: Path, forecast: str | None, time_scale: float = 1.0) -> Any
     import dataclasses
 
     from greentune.schedule.jobs import load_jobs
+    from greentune.schedule.profile import subprocess_profiler
 
-    jf = load_jobs(jobs_file, time_scale=time_scale, profiler=_profiler(jobs_file))
+    profiler = subprocess_profiler(jobs_file.parent / ".profile")
+    jf = load_jobs(jobs_file, time_scale=time_scale, profiler=profiler)
     if forecast:
         jf = dataclasses.replace(jf, settings=dataclasses.replace(jf.settings, forecast=forecast))
     return jf
-
-
-def _profiler(jobs_file: Path) -> Any:
-    def profile(job: Any, steps: int) -> Path:
-        import subprocess
-
-        from greentune.errors import ScheduleError
-        from greentune.schedule.jobs import job_argv
-
-        out = jobs_file.parent / ".profile"
-        argv = job_argv(job, out, resume=False, greentune=(sys.executable, "-m", "greentune"))
-        argv += [f"train.max_steps={steps}", f"name={job.name}-profile-{steps}"]
-        done = subprocess.run(argv, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise ScheduleError(f"profiling run of job {job.name} failed: {tail[0]}")
-        return out / f"{job.name}-profile-{steps}"
-
-    return profile
 
 
 def _out(jobs_file: Path, out: Path | None) -> Path:
@@ -161,10 +145,8 @@ def run(
     ] = 1.0,
 ) -> None:
     """Execute the plan here: wait, start, pause at checkpoints, resume; restart-safe."""
-    import json
-
     from greentune.errors import ScheduleError
-    from greentune.schedule.executor import STATE_JSON, SimClock, execute, load_state
+    from greentune.schedule.executor import SimClock, execute, started_plan
     from greentune.schedule.measure import measured_emissions
     from greentune.schedule.plan import make_plan
 
@@ -172,9 +154,8 @@ def run(
         raise ScheduleError(f"--speedup must be > 0, got {speedup}")
     folder = _out(jobs_file, out)
     jf = _load(jobs_file, forecast, time_scale=speedup)
-    state = load_state(folder / STATE_JSON)
-    if state is not None and (folder / "plan.json").is_file():
-        result = json.loads((folder / "plan.json").read_text())
+    result = started_plan(folder)
+    if result is not None:
         console.print(f"continuing the plan in {folder} (state.json found)")
     else:
         result = make_plan(jf, policy)

@@ -13,17 +13,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from greentune.energy.meter import Meter
+from greentune.energy.session import AnyMeter
+from greentune.errors import ConfigError
 
 Predict = Callable[[dict[str, torch.Tensor]], Any]
 
 
 @dataclass(frozen=True)
 class BenchPlan:
+    """How every model is timed: interleaved rounds of batch-1 and batch-32 calls."""
+
     rounds: int = 5
     calls_b1: int = 20
+    """Batch-1 calls per round."""
     calls_b32: int = 4
+    """Batch-32 calls per round (inside the round's energy window)."""
     warmup: int = 3
+    """Untimed calls per model before the first round."""
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "calls_b1", "calls_b32"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
 
 
 @dataclass
@@ -54,7 +67,7 @@ def bench(
     b1: dict[str, torch.Tensor],
     b32: dict[str, torch.Tensor],
     plan: BenchPlan,
-    meters: dict[str, Meter | None],
+    meters: dict[str, AnyMeter],
 ) -> dict[str, Timings]:
     """Time every model on the same two batches; batch-32 calls run inside a meter window of
     the model's own run ("bench/b32-<round>"), which gives its energy per prediction."""

@@ -1,6 +1,6 @@
 """The compression methods (a registry): each turns a run's model into a variant on disk.
 
-A method gets the run (``TaskModel``), its options and an empty ``model/`` folder to fill, and
+A method gets the run (``LoadedRun``), its options and an empty ``model/`` folder to fill, and
 returns what it built. Methods never change ``task.model``: that is the reference every variant
 is measured against.
 """
@@ -28,10 +28,10 @@ from greentune.compress.recover import (
     keep_layers,
     train_student,
 )
-from greentune.compress.task import TaskModel, fresh_copy, sample_batch
+from greentune.compress.task import LoadedRun, fresh_copy, sample_batch
 from greentune.errors import ConfigError
 from greentune.registry import Registry
-from greentune.train.loop import Window, no_window
+from greentune.train.callbacks import Window, no_window
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Built:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-Method = Callable[[TaskModel, dict[str, Any], Path, Window], Built]
+Method = Callable[[LoadedRun, dict[str, Any], Path, Window], Built]
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def max_abs_diff(reference: Any, candidate: Any, batch: dict[str, torch.Tensor])
 
 
 @register("int8-dynamic", "PyTorch dynamic quantization of the transformer's Linear layers")
-def int8_dynamic(task: TaskModel, options: dict[str, Any], out: Path, window: Window) -> Built:
+def int8_dynamic(task: LoadedRun, options: dict[str, Any], out: Path, window: Window) -> Built:
     model = fresh_copy(task.model)
     task.save_torch(model, out)
     _quantize_inner(task, model)
@@ -116,16 +116,13 @@ def int8_dynamic(task: TaskModel, options: dict[str, Any], out: Path, window: Wi
     )
 
 
-def _quantize_inner(task: TaskModel, model: Any) -> None:
+def _quantize_inner(task: LoadedRun, model: Any) -> None:
     """Only the transformer: a forecaster's ridge-initialised skip path keeps fp32 weights."""
-    if task.kind == "forecast":
-        model.backbone = quantize_linear(task.inner(model))
-    else:
-        model.model = quantize_linear(task.inner(model))
+    setattr(model, task.inner_attr, quantize_linear(task.inner(model)))
 
 
 @register("onnx", "export to ONNX (torch.onnx, dynamo), run by ONNX Runtime, fp32")
-def onnx_fp32(task: TaskModel, options: dict[str, Any], out: Path, window: Window) -> Built:
+def onnx_fp32(task: LoadedRun, options: dict[str, Any], out: Path, window: Window) -> Built:
     from greentune.compress.onnx import export, ort_model
 
     task.save_torch(task.model, out)
@@ -141,7 +138,7 @@ def onnx_fp32(task: TaskModel, options: dict[str, Any], out: Path, window: Windo
     per_channel=0,
     skip_int8=0,
 )
-def onnx_int8(task: TaskModel, options: dict[str, Any], out: Path, window: Window) -> Built:
+def onnx_int8(task: LoadedRun, options: dict[str, Any], out: Path, window: Window) -> Built:
     from greentune.compress.onnx import export, ort_model, quantize
 
     task.save_torch(task.model, out)
@@ -165,7 +162,7 @@ def onnx_int8(task: TaskModel, options: dict[str, Any], out: Path, window: Windo
     alpha=0.5,
 )
 def prune_magnitude(
-    task: TaskModel, options: dict[str, Any], out: Path, window: Window = no_window
+    task: LoadedRun, options: dict[str, Any], out: Path, window: Window = no_window
 ) -> Built:
     from torch.nn.utils import prune
 
@@ -183,7 +180,7 @@ def prune_magnitude(
     task.save_torch(student, out)
     zeros = sum(int((m.weight == 0).sum()) for m, _ in linears)
     total = sum(m.weight.numel() for m, _ in linears)
-    notes = {"sparsity": zeros / total, "recovery": result.summary()}
+    notes = {"sparsity": zeros / total, "recovery": result.summary().to_dict()}
     return Built(student, "torch", parameters(student), notes)
 
 
@@ -196,7 +193,7 @@ def prune_magnitude(
     alpha=0.5,
 )
 def prune_layers(
-    task: TaskModel, options: dict[str, Any], out: Path, window: Window = no_window
+    task: LoadedRun, options: dict[str, Any], out: Path, window: Window = no_window
 ) -> Built:
     student = fresh_copy(task.model)
     n = depth(task, student)
@@ -217,7 +214,7 @@ def prune_layers(
         "of_layers": n,
         "choice": trail,
         "choose_s": choose_s,
-        "recovery": result.summary(),
+        "recovery": result.summary().to_dict(),
     }
     return Built(student, "torch", parameters(student), notes)
 
@@ -231,7 +228,7 @@ def prune_layers(
     alpha=0.2,  # the teacher's outputs weigh most: best of a 4-setting sweep (benchmarks)
 )
 def distill(
-    task: TaskModel, options: dict[str, Any], out: Path, window: Window = no_window
+    task: LoadedRun, options: dict[str, Any], out: Path, window: Window = no_window
 ) -> Built:
     import numpy as np
 
@@ -245,5 +242,5 @@ def distill(
     epochs = int(options["epochs"] or task.cfg.train.epochs)
     result = train_student(task, student, epochs, float(options["lr"]), options["alpha"], window)
     task.save_torch(student, out)
-    notes = {"layers_kept": kept, "of_layers": n, "training": result.summary()}
+    notes = {"layers_kept": kept, "of_layers": n, "training": result.summary().to_dict()}
     return Built(student, "torch", parameters(student), notes)

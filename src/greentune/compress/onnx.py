@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from greentune.compress.formats import ONNX_FILE, OrtModel
-from greentune.compress.task import TaskModel, sample_batch
+from greentune.compress.task import LoadedRun, sample_batch
 from greentune.errors import CompressError
+from greentune.models.variants import ONNX_FILE, OrtModel
 
 EXPORT_TOLERANCE = 1e-3
 """Largest |onnx - torch| accepted for an fp32 export, relative to the output's scale."""
@@ -37,7 +37,7 @@ class _Positional(nn.Module):
         return self.model(dict(zip(self.names, tensors, strict=True)))
 
 
-def export(task: TaskModel, path: Path) -> float:
+def export(task: LoadedRun, path: Path) -> float:
     """Export ``task.model`` with a dynamic batch (and token) axis; returns the largest absolute
     difference to PyTorch over a batch of 1 and a batch of 32 test inputs."""
     names = task.input_names
@@ -89,7 +89,7 @@ def export(task: TaskModel, path: Path) -> float:
 
 
 def quantize(
-    task: TaskModel, fp32: Path, out: Path, optimize: bool, per_channel: bool, skip_int8: bool
+    task: LoadedRun, fp32: Path, out: Path, optimize: bool, per_channel: bool, skip_int8: bool
 ) -> dict[str, Any]:
     """ONNX Runtime dynamic quantization: int8 weights for MatMul and the embedding tables
     (Gather), activations quantized per batch. ``optimize`` first fuses the graph with ORT's
@@ -151,12 +151,12 @@ def _quiet() -> Iterator[None]:
             logging.getLogger(n).setLevel(lvl)
 
 
-def _is_bert(task: TaskModel) -> bool:
+def _is_bert(task: LoadedRun) -> bool:
     config = getattr(task.inner(task.model), "config", None)
     return getattr(config, "model_type", "") == "bert"
 
 
-def _fuse_bert(task: TaskModel, fp32: Path) -> Path:
+def _fuse_bert(task: LoadedRun, fp32: Path) -> Path:
     from onnxruntime.transformers.optimizer import optimize_model
 
     config = task.inner(task.model).config
@@ -173,6 +173,6 @@ def _fuse_bert(task: TaskModel, fp32: Path) -> Path:
     return fused
 
 
-def ort_model(task: TaskModel, model_dir: Path) -> OrtModel:
+def ort_model(task: LoadedRun, model_dir: Path) -> OrtModel:
     spec = getattr(task.model, "spec", None)
     return OrtModel(model_dir / ONNX_FILE, list(task.input_names), spec)

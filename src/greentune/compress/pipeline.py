@@ -8,11 +8,12 @@ every variant and the original the same way, apply the quality guard, write comp
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,19 +24,13 @@ import torch
 from greentune.compress.formats import write_variant
 from greentune.compress.measure import BenchPlan, bench, dir_bytes, latency_row
 from greentune.compress.methods import COMPRESSORS, Built, parse_method
-from greentune.compress.task import TaskModel, load_task, sample_batch
-from greentune.config import dump_yaml, replace
-from greentune.energy.meter import Meter
-from greentune.energy.session import metered
-from greentune.errors import CheckpointError, CompressError, ModelError
-from greentune.rundir import (
-    read_metrics,
-    replace_dir,
-    set_status,
-    write_json,
-    write_parquet,
-    write_text,
-)
+from greentune.compress.task import LoadedRun, load_task, sample_batch
+from greentune.config import parse_fraction, replace
+from greentune.energy.session import AnyMeter, metered
+from greentune.errors import CheckpointError, CompressError, ConfigError, ModelError
+from greentune.io import replace_dir, write_json
+from greentune.results import ModelResult
+from greentune.rundir import RunDir
 
 Log = Callable[[str], None]
 REFERENCE = "fp32"
@@ -43,13 +38,34 @@ REFERENCE = "fp32"
 
 @dataclass(frozen=True)
 class CompressOptions:
+    """What ``greentune compress`` is asked to do (built with ``greentune.config.build``)."""
+
     methods: tuple[str, ...]
-    max_metric_drop: float | None = None
-    """Relative worsening of the headline metric a variant may show (0.01 = 1 %); None: any."""
+    """Methods with options, ``NAME[:key=value,...]`` (``COMPRESSORS``)."""
+    max_metric_drop: float | str | None = None
+    """Relative worsening of the headline metric a variant may show: 0.01 or '1%'; None: any."""
     threads: int | None = None
+    """Threads for every variant; None: all cores this process may use."""
     plan: BenchPlan = field(default_factory=BenchPlan)
     replace: bool = False
+    """Rebuild variants that already exist."""
     keep_rejected: bool = False
+    """Keep the run of a variant the quality guard rejected."""
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ConfigError("give at least one method: --method int8-dynamic (or -m ...)")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if isinstance(self.max_metric_drop, str):
+            drop = parse_fraction(self.max_metric_drop, "max_metric_drop")
+            object.__setattr__(self, "max_metric_drop", drop)
+        if self.max_metric_drop is not None and self.max_metric_drop < 0:
+            raise ConfigError(f"max_metric_drop must be >= 0, got {self.max_metric_drop}")
+
+    @property
+    def drop_limit(self) -> float | None:
+        return None if self.max_metric_drop is None else float(self.max_metric_drop)
 
 
 @dataclass
@@ -62,7 +78,7 @@ class Variant:
     built: Built | None = None
     build_s: float = 0.0
     build_j: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    result: ModelResult | None = None
     frame: pd.DataFrame | None = None
     error: str | None = None
 
@@ -78,8 +94,8 @@ def compress_run(path: str | Path, opts: CompressOptions, log: Log) -> dict[str,
     threads = opts.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)  # before any ONNX session: they take the same count
     task = load_task(path)
-    variants = _plan_variants(task.run, parsed, opts.replace)
-    log(f"compress {task.run} ({task.kind}, {task.model_name}) with {threads} threads")
+    variants = _plan_variants(task.run.path, parsed, opts.replace)
+    log(f"compress {task.run} ({task.task}, {task.model_name}) with {threads} threads")
     try:
         return _compress(task, variants, threads, opts, log)
     finally:  # an interrupted call leaves no half-built variant behind
@@ -88,14 +104,14 @@ def compress_run(path: str | Path, opts: CompressOptions, log: Log) -> dict[str,
 
 
 def _compress(
-    task: TaskModel, variants: list[Variant], threads: int, opts: CompressOptions, log: Log
+    task: LoadedRun, variants: list[Variant], threads: int, opts: CompressOptions, log: Log
 ) -> dict[str, Any]:
     with ExitStack() as stack:
-        parent_meter = stack.enter_context(metered(task.run, task.cfg.energy, "compress"))
-        with _window(parent_meter, "reference/test"):
-            ref_metrics, _ = task.score(task.model)
+        parent_meter = stack.enter_context(metered(task.run.path, task.cfg.energy, "compress"))
+        with parent_meter.window("reference/test"):
+            ref_result, _ = task.score(task.model)
         models: dict[str, Any] = {REFERENCE: task.model}
-        meters: dict[str, Meter | None] = {REFERENCE: parent_meter}
+        meters: dict[str, AnyMeter] = {REFERENCE: parent_meter}
         for v in variants:
             v.scratch.mkdir(parents=True)
             meter = stack.enter_context(metered(v.scratch, task.cfg.energy, "compress"))
@@ -104,23 +120,14 @@ def _compress(
                 models[v.name], meters[v.name] = v.built.model, meter
         log(f"timing {len(models)} models in {opts.plan.rounds} interleaved rounds")
         timings = bench(models, sample_batch(task, 1), sample_batch(task, 32), opts.plan, meters)
-    rows = [_reference_row(task, ref_metrics, latency_row(timings[REFERENCE], 32))]
+    rows = [_reference_row(task, ref_result, latency_row(timings[REFERENCE], 32))]
     for v in variants:
         row = _variant_row(task, v, rows[0], timings.get(v.name), opts)
         rows.append(row)
         _finish(task, v, row, opts.keep_rejected)
     report = _report(task, threads, opts, rows)
-    write_json(task.run / "compression.json", report)
+    write_json(task.run.path / "compression.json", report)
     return report
-
-
-@contextmanager
-def _window(meter: Meter | None, name: str) -> Iterator[Any]:
-    if meter is None:
-        yield None
-        return
-    with meter.window(name) as handle:
-        yield handle
 
 
 def _plan_variants(
@@ -142,31 +149,26 @@ def _plan_variants(
     return variants
 
 
-def _build(task: TaskModel, v: Variant, meter: Meter | None, log: Log) -> None:
+def _build(task: LoadedRun, v: Variant, meter: AnyMeter, log: Log) -> None:
     info = COMPRESSORS.get(v.method)
-    window = meter.window if meter is not None else _no_window
     t0 = time.perf_counter()
     try:
-        with _window(meter, "build") as handle:
-            v.built = info.build(task, v.options, v.scratch / "model", window)
+        with meter.window("build") as handle:
+            v.built = info.build(task, v.options, v.scratch / "model", meter.window)
         v.build_s = time.perf_counter() - t0
-        v.build_j = handle.result.total_j if handle is not None and handle.result else None
-        with _window(meter, "test"):
-            v.metrics, v.frame = task.score(v.built.model)
+        v.build_j = handle.result.total_j if handle.result else None
+        with meter.window("test"):
+            v.result, v.frame = task.score(v.built.model)
     except (CompressError, ModelError) as exc:
         v.built, v.error = None, str(exc)
         log(f"{v.name}: failed: {exc}")
         return
-    log(f"{v.name}: built in {v.build_s:.1f} s; {task.headline} {v.metrics[task.headline]:.4g}")
+    key = task.quality.metric
+    log(f"{v.name}: built in {v.build_s:.1f} s; {key} {v.result.score(key):.4g}")
 
 
-@contextmanager
-def _no_window(name: str) -> Iterator[None]:
-    yield None
-
-
-def _reference_row(task: TaskModel, metrics: dict[str, Any], timing: dict[str, Any]) -> dict:
-    model_dir = task.run / "model"
+def _reference_row(task: LoadedRun, result: ModelResult, timing: dict[str, Any]) -> dict:
+    model_dir = task.run.model_dir
     return {
         "name": REFERENCE,
         "method": "none",
@@ -175,7 +177,7 @@ def _reference_row(task: TaskModel, metrics: dict[str, Any], timing: dict[str, A
         "format": "torch",
         "size_bytes": dir_bytes(model_dir) - _tokenizer_bytes(model_dir),
         "parameters": sum(p.numel() for p in task.model.parameters()),
-        "metrics": _headline_metrics(metrics),
+        "metrics": dict(result.scores),
         **timing,
     }
 
@@ -186,25 +188,22 @@ def _tokenizer_bytes(model_dir: Path) -> int:
     return sum(p.stat().st_size for n in names for p in model_dir.rglob(n))
 
 
-def _headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if k != "confusion"}
-
-
 def _variant_row(
-    task: TaskModel,
+    task: LoadedRun,
     v: Variant,
     ref: dict[str, Any],
     timing: Any,
     opts: CompressOptions,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"name": v.name, "method": v.method, "options": v.options}
-    if v.built is None:
+    if v.built is None or v.result is None:
         return {**row, "status": "failed", "error": v.error}
     model_dir = v.scratch / "model"
     size = dir_bytes(model_dir) - _tokenizer_bytes(model_dir)
     timing_row = latency_row(timing, 32)
-    change = _relative_change(task, v.metrics[task.headline], ref["metrics"][task.headline])
-    limit = opts.max_metric_drop
+    key = task.quality.metric
+    change = task.quality.worsening(v.result.score(key), ref["metrics"][key])
+    limit = opts.drop_limit
     accepted = limit is None or change <= limit
     row.update(
         run=str(v.final),
@@ -213,7 +212,7 @@ def _variant_row(
         size_bytes=size,
         size_ratio=size / ref["size_bytes"],
         parameters=v.built.parameters,
-        metrics=_headline_metrics(v.metrics),
+        metrics=dict(v.result.scores),
         metric_drop=change,
         **timing_row,
         speedup_b1=ref["latency_b1_ms"]["median"] / timing_row["latency_b1_ms"]["median"],
@@ -223,40 +222,30 @@ def _variant_row(
         notes=v.built.notes,
     )
     if not accepted:
-        row["reason"] = (
-            f"{task.headline} worsened by {100 * change:.2f} % (limit {100 * (limit or 0):.2f} %)"
-        )
+        row["reason"] = f"{key} worsened by {100 * change:.2f} % (limit {100 * (limit or 0):.2f} %)"
     return row
 
 
-def _relative_change(task: TaskModel, value: float, reference: float) -> float:
-    """How much worse the variant is, relative to the reference (negative: better)."""
-    worse = reference - value if task.higher_is_better else value - reference
-    return worse / abs(reference) if reference else worse
-
-
-def _finish(task: TaskModel, v: Variant, row: dict[str, Any], keep_rejected: bool) -> None:
+def _finish(task: LoadedRun, v: Variant, row: dict[str, Any], keep_rejected: bool) -> None:
     """Accepted variants become runs; a rejected one is removed unless asked to keep it."""
-    if v.built is None or (row["status"] == "rejected" and not keep_rejected):
+    if v.built is None or v.result is None or (row["status"] == "rejected" and not keep_rejected):
         shutil.rmtree(v.scratch, ignore_errors=True)
         return
-    parent_metrics = read_metrics(task.run)
-    model_row_name = f"{task.model_name}+{v.method}"
-    results = {k: r for k, r in parent_metrics["test"].items() if k != task.model_name}
-    results = {
-        model_row_name: {
-            **v.metrics,
-            "predictions": len(task.batches["test"]),
-            "energy_windows": {"fit": {"build": 1.0}, "predict": {"test": 1.0}},
-        },
-        **results,
-    }
-    metrics = {**parent_metrics, "model": model_row_name, "test": results}
-    metrics["compression"] = {k: row[k] for k in ("method", "options", "status") if k in row}
-    write_json(v.scratch / "metrics.json", metrics)
-    cfg = replace(task.cfg, name=v.final.name, output_dir=str(v.final.parent))
-    write_text(v.scratch / "config.yaml", dump_yaml(cfg))
-    _write_predictions(task, v, model_row_name)
+    parent = task.run.metrics
+    row_name = f"{task.model_name}+{v.method}"
+    mine = ModelResult(
+        dict(v.result.scores),
+        confusion=v.result.confusion,
+        predictions=len(task.batches["test"]),
+        energy_windows={"fit": {"build": 1.0}, "predict": {"test": 1.0}},
+    )
+    results = {row_name: mine, **{k: r for k, r in parent.test.items() if k != task.model_name}}
+    compression = {k: row[k] for k in ("method", "options", "status") if k in row}
+    metrics = dataclasses.replace(parent, model=row_name, test=results, compression=compression)
+    scratch = RunDir(v.scratch)
+    scratch.write_metrics(metrics)
+    scratch.write_config(replace(task.cfg, name=v.final.name, output_dir=str(v.final.parent)))
+    _write_predictions(task, v, scratch, row_name)
     write_variant(
         v.scratch / "model",
         {
@@ -267,30 +256,28 @@ def _finish(task: TaskModel, v: Variant, row: dict[str, Any], keep_rejected: boo
             "inputs": list(task.input_names),
         },
     )
-    set_status(
-        v.scratch,
-        task.cfg.task,
+    scratch.set_status(
         "complete" if row["status"] == "accepted" else "rejected",
+        task=task.cfg.task,
         parent=str(task.run),
         compression={"method": v.method, "options": v.options},
     )
     replace_dir(v.scratch, v.final)
 
 
-def _write_predictions(task: TaskModel, v: Variant, model_row_name: str) -> None:
+def _write_predictions(task: LoadedRun, v: Variant, scratch: RunDir, row_name: str) -> None:
     frames = []
-    parent_file = task.run / "predictions.parquet"
-    if parent_file.is_file():
-        parent = pd.read_parquet(parent_file)
+    if (task.run.path / "predictions.parquet").is_file():
+        parent = task.run.predictions
         frames.append(parent[parent["model"] != task.model_name])
     if v.frame is not None:
-        frames.insert(0, v.frame.assign(model=model_row_name))
+        frames.insert(0, v.frame.assign(model=row_name))
     if frames:
-        write_parquet(v.scratch / "predictions.parquet", pd.concat(frames, ignore_index=True))
+        scratch.write_predictions(pd.concat(frames, ignore_index=True))
 
 
 def _report(
-    task: TaskModel, threads: int, opts: CompressOptions, rows: list[dict[str, Any]]
+    task: LoadedRun, threads: int, opts: CompressOptions, rows: list[dict[str, Any]]
 ) -> dict[str, Any]:
     import platform
 
@@ -299,10 +286,10 @@ def _report(
     return {
         "schema_version": 1,
         "parent": str(task.run),
-        "task": task.kind,
-        "headline": task.headline,
-        "higher_is_better": task.higher_is_better,
-        "max_metric_drop": opts.max_metric_drop,
+        "task": task.task,
+        "headline": task.quality.metric,
+        "higher_is_better": task.quality.higher_is_better,
+        "max_metric_drop": opts.drop_limit,
         "threads": threads,
         "machine": {"cpu": cpu_info().get("model name"), "platform": platform.platform()},
         "bench": {

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from greentune.compress.task import TaskModel
+from greentune.compress.task import LoadedRun
 from greentune.errors import CompressError
-from greentune.train.loop import Batches, LoopResult, Window, no_window, train
+from greentune.tasks.base import mean_loss
+from greentune.train.callbacks import EnergyWindows, Window, no_window
+from greentune.train.loop import Batches, LoopResult, train
 
 _LAYER_LISTS = ("encoder.layer", "h", "layers", "transformer.h", "model.layers")
 
@@ -48,22 +50,15 @@ def keep_layers(model: Any, keep: list[int]) -> None:
     model.config.num_hidden_layers = len(kept)
 
 
-def depth(task: TaskModel, model: nn.Module) -> int:
+def depth(task: LoadedRun, model: nn.Module) -> int:
     return len(layer_list(task.inner(model))[2])
 
 
-@torch.no_grad()
-def val_loss(task: TaskModel, model: Any, batch_size: int = 64) -> float:
-    val = task.batches["val"]
-    total = 0.0
-    for start in range(0, len(val), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(val)))
-        batch = val.get(idx)
-        total += float(task.loss(model, model(batch), batch)) * len(idx)
-    return total / max(len(val), 1)
+def val_loss(task: LoadedRun, model: Any) -> float:
+    return mean_loss(model, task.batches["val"], task.cfg.eval.batch_size)
 
 
-def greedy_layer_choice(task: TaskModel, model: nn.Module, keep: int) -> tuple[list[int], list]:
+def greedy_layer_choice(task: LoadedRun, model: nn.Module, keep: int) -> tuple[list[int], list]:
     """Drop, one at a time, the block whose removal hurts validation loss least."""
     import copy
 
@@ -127,7 +122,7 @@ class Student(nn.Module):
 
 
 def train_student(
-    task: TaskModel,
+    task: LoadedRun,
     student: nn.Module,
     epochs: int,
     lr: float,
@@ -148,7 +143,7 @@ def train_student(
         cfg,
         task.cfg.seed,
         validate=lambda: val_loss(task, student),
-        window=window,
+        callbacks=[EnergyWindows(window)],
     )
     student.eval()
     return result

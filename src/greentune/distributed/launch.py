@@ -21,13 +21,12 @@ sent to this process's group from reaching torchrun twice: a second SIGTERM mean
 
 from __future__ import annotations
 
-import json
+import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from greentune.errors import GreentuneError
 
@@ -36,7 +35,9 @@ class DistributedError(GreentuneError):
     """A worker process failed; the message names the run directory to resume."""
 
 
-def torchrun_command(run_dir: Path, nproc: int, max_restarts: int = 0) -> list[str]:
+def torchrun_command(
+    run_dir: str | os.PathLike[str], nproc: int, max_restarts: int = 0
+) -> list[str]:
     """The torchrun command line that starts ``nproc`` workers on this machine."""
     return [
         sys.executable,
@@ -49,11 +50,11 @@ def torchrun_command(run_dir: Path, nproc: int, max_restarts: int = 0) -> list[s
         "greentune",
         "run",
         "--resume",
-        str(run_dir),
+        os.fspath(run_dir),
     ]
 
 
-def launch_local(run_dir: Path, nproc: int, max_restarts: int = 0) -> str | None:
+def launch_local(run_dir: str | os.PathLike[str], nproc: int, max_restarts: int = 0) -> str | None:
     """Run the workers to the end; returns run.json's status (``complete`` or ``paused``).
 
     A failed worker group becomes a DistributedError.
@@ -91,12 +92,11 @@ def forward_signals(proc: subprocess.Popen[bytes], signals: tuple[int, ...]) -> 
             signal.signal(sig, handler)
 
 
-def run_status(run_dir: Path) -> str | None:
-    """run.json's status, or None when the workers never wrote one."""
-    try:
-        return str(json.loads((run_dir / "run.json").read_text())["status"])
-    except (OSError, ValueError, KeyError):
-        return None
+def run_status(run_dir: str | os.PathLike[str]) -> str | None:
+    """run.json's status, or None when the workers never wrote one (or it is unreadable)."""
+    from greentune.rundir import read_status
+
+    return read_status(run_dir)
 
 
 def _torchrun(argv: list[str]) -> int:

@@ -78,6 +78,13 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
+def global_rank() -> int:
+    """This process's rank, also before ``init`` and after ``shutdown`` (torchrun's RANK)."""
+    if dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
@@ -88,9 +95,7 @@ def local_world_size() -> int:
 
 def is_main() -> bool:
     """Rank 0; before init and after shutdown torchrun's RANK still says which process this is."""
-    if dist.is_initialized():
-        return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
+    return global_rank() == 0
 
 
 def shard(n: int) -> np.ndarray:

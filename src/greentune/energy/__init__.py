@@ -13,7 +13,7 @@ from pathlib import Path
 
 from greentune.config import EnergyConfig
 from greentune.energy.base import EnergySource, IntensityProvider
-from greentune.energy.meter import FakeSource, Meter, WindowResult
+from greentune.energy.meter import FakeSource, Meter, NullMeter, WindowResult
 from greentune.errors import EnergyError
 from greentune.registry import Registry
 
@@ -21,6 +21,7 @@ __all__ = [
     "ENERGY_SOURCES",
     "FakeSource",
     "Meter",
+    "NullMeter",
     "WindowResult",
     "build_meter",
     "build_provider",
@@ -45,13 +46,11 @@ def _nvml(cfg: EnergyConfig, children: bool) -> EnergySource:
     return NvmlSource(devices=_own_gpu())
 
 
-def _local() -> tuple[int, int]:
-    return int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-
-
 def _own_gpu() -> list[int] | None:
     """With several processes on a node each rank reads only its own GPU (NVML index)."""
-    local_rank, local_world = _local()
+    from greentune.distributed import ranks
+
+    local_rank, local_world = ranks.local_rank(), ranks.local_world_size()
     if local_world == 1:
         return None
     visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
@@ -98,7 +97,9 @@ def build_sources(
         notes = []
         for name in names:
             ENERGY_SOURCES.get(name)  # unknown names fail before any is opened
-    local_rank, local_world = _local()
+    from greentune.distributed import ranks  # torch: only once sources are built
+
+    local_rank, local_world = ranks.local_rank(), ranks.local_world_size()
     if "rapl" in names and local_world > 1 and local_rank != 0:
         # RAPL counts the whole machine: one reader per node, or every rank would bill it all
         names = [n for n in names if n != "rapl"]

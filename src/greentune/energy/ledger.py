@@ -28,7 +28,7 @@ import pandas as pd
 
 from greentune.energy.meter import Meter, WindowResult
 from greentune.errors import EnergyError
-from greentune.rundir import write_csv, write_json
+from greentune.io import write_csv, write_json
 
 SCHEMA_VERSION = 1
 LEDGER_JSON = "energy.json"

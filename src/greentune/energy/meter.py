@@ -13,7 +13,6 @@ and then one daemon thread polls them all.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -75,8 +74,32 @@ class WindowHandle:
     result: WindowResult | None = None
 
 
+class NullMeter:
+    """Metering switched off (``energy.enabled=false``): windows run their work and record
+    nothing, so callers never branch on whether a meter exists."""
+
+    enabled = False
+
+    def __init__(self, command: str = "run") -> None:
+        self.command = command
+        self.sources: list[EnergySource] = []
+        self.results: list[WindowResult] = []
+
+    @contextmanager
+    def window(self, name: str) -> Iterator[WindowHandle]:
+        yield WindowHandle(name)
+
+    def details(self) -> dict[str, Any]:
+        return {"enabled": False}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class Meter:
     """Reads every source at window edges and prices the energy with the intensity provider."""
+
+    enabled = True
 
     def __init__(
         self,
@@ -104,7 +127,11 @@ class Meter:
         self.provider = provider
         self.pue = pue
         self.command = command
-        self.rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+        if rank is None:
+            from greentune.distributed import ranks  # torch: only once a meter is built
+
+            rank = ranks.global_rank()
+        self.rank = rank
         self.results: list[WindowResult] = []
         self._wall = wall_clock
         self._clock = clock

@@ -7,9 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from greentune.config import EnergyConfig
+from greentune.distributed import ranks
 from greentune.energy import build_meter
 from greentune.energy.ledger import Ledger
-from greentune.energy.meter import Meter, WindowHandle, WindowResult, utc_now
+from greentune.energy.meter import Meter, NullMeter, WindowHandle, WindowResult, utc_now
+
+AnyMeter = Meter | NullMeter
 
 
 @contextmanager
@@ -19,19 +22,15 @@ def metered(
     command: str,
     log: Callable[[str], None] = lambda message: None,
     children: bool = False,
-) -> Iterator[Meter | None]:
-    """Yield a meter (None when ``energy.enabled`` is false). On exit, also after an error, its
-    windows are appended to ``run_dir``'s ledger: energy spent is energy spent."""
+) -> Iterator[AnyMeter]:
+    """Yield a meter (a ``NullMeter`` when ``energy.enabled`` is false). On exit, also after an
+    error, its windows are appended to ``run_dir``'s ledger: energy spent is energy spent."""
     if not cfg.enabled:
-        yield None
+        yield NullMeter(command)
         return
     meter, notes = build_meter(cfg, command, children)
     for note in notes:
         log(f"energy: {note}")
-    if meter is None:  # still joins the gather below, so the ranks' collectives stay paired
-        yield None
-        _gather([])
-        return
     for source in meter.sources:
         rule = source.details().get("cpu_rule")
         log(f"energy: {source.name} ({source.kind})" + (f": CPU {rule}" if rule else ""))
@@ -48,26 +47,14 @@ def metered(
         # With several processes rank 0 writes every rank's rows. After an error no collective
         # is attempted (a dead peer would make it wait): rank 0 then writes only its own rows.
         results = _gather(meter.results) if ok else meter.results
-        if run_dir is not None and results and _rank() == 0:
+        if run_dir is not None and results and ranks.is_main():
             ledger = Ledger.load(run_dir)
             ledger.add_session(meter, started, results)
             ledger.save(run_dir)
 
 
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
 def _gather(results: list[WindowResult]) -> list[WindowResult]:
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return results
-    parts: list[list[WindowResult] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, results)
-    return [r for part in parts for r in part or []]
+    return [r for part in ranks.gather_objects(results) for r in part or []]
 
 
 @contextmanager
@@ -77,14 +64,11 @@ def metered_window(
     command: str,
     log: Callable[[str], None] = lambda message: None,
     children: bool = False,
-) -> Iterator[WindowHandle | None]:
-    """A command that is one phase: one top-level window named after the command."""
-    with metered(run_dir, cfg, command, log, children) as meter:
-        if meter is None:
-            yield None
-            return
-        with meter.window(command) as handle:
-            yield handle
+) -> Iterator[WindowHandle]:
+    """A command that is one phase: one top-level window named after the command. Its
+    handle's ``result`` is None when metering is off."""
+    with metered(run_dir, cfg, command, log, children) as meter, meter.window(command) as handle:
+        yield handle
 
 
 def cost_line(result: WindowResult | None, predictions: int = 0) -> str:

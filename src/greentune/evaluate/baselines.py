@@ -19,17 +19,7 @@ from scipy import linalg
 from greentune.data.windows import ForecastData, fold_channels, unfold_targets
 from greentune.errors import DataError
 from greentune.registry import Registry
-
-
-@dataclass
-class Forecast:
-    """Forecasts for N origins in data units: point and quantiles are (N, H, T)."""
-
-    point: np.ndarray
-    quantiles: dict[float, np.ndarray] | None = None
-    fit_s: float = 0.0
-    predict_s: float = 0.0
-
+from greentune.results import Forecast
 
 Baseline = Callable[[ForecastData, np.ndarray, tuple[float, ...]], Forecast]
 BASELINES: Registry[Baseline] = Registry("baseline")

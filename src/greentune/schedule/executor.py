@@ -25,13 +25,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from greentune.errors import ScheduleError
-from greentune.rundir import write_json
+from greentune.io import write_json
+from greentune.rundir import read_status
 from greentune.schedule.jobs import Job, job_argv
 
-__all__ = ["Handle", "PopenRunner", "SimClock", "execute", "load_state"]
+__all__ = ["Handle", "PopenRunner", "SimClock", "execute", "load_state", "started_plan"]
 
 TERMINAL = ("done", "failed", "infeasible")
 STATE_JSON = "state.json"
+PLAN_JSON = "plan.json"
 
 
 class Handle(Protocol):
@@ -142,6 +144,19 @@ def load_state(path: Path) -> dict[str, Any] | None:
         ) from None
 
 
+def started_plan(folder: Path) -> dict[str, Any] | None:
+    """The plan an executor already started in ``folder`` (state.json beside plan.json): a
+    restarted ``schedule run`` continues it rather than planning anew."""
+    if load_state(folder / STATE_JSON) is None or not (folder / PLAN_JSON).is_file():
+        return None
+    try:
+        return dict(json.loads((folder / PLAN_JSON).read_text()))
+    except json.JSONDecodeError as exc:
+        raise ScheduleError(
+            f"{folder / PLAN_JSON} is damaged ({exc}); move {folder} aside to plan again"
+        ) from None
+
+
 def _chunks(row: dict[str, Any]) -> list[tuple[dt.datetime, dt.datetime]]:
     return [
         (dt.datetime.fromisoformat(c["start"]), dt.datetime.fromisoformat(c["end"]))
@@ -150,11 +165,8 @@ def _chunks(row: dict[str, Any]) -> list[tuple[dt.datetime, dt.datetime]]:
 
 
 def _run_status(output_dir: Path, job: Job) -> str | None:
-    info = output_dir / job.name / "run.json"
-    try:
-        return str(json.loads(info.read_text()).get("status"))
-    except (OSError, ValueError):
-        return None
+    """The job's run.json status; None when the run never wrote one (or it is unreadable)."""
+    return read_status(output_dir / job.name)
 
 
 class _Executor:

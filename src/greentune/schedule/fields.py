@@ -1,4 +1,4 @@
-"""Values of the job file: times with zones, durations, and the check for unknown keys."""
+"""Values of the job file: times with zones and durations."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 
 from greentune.errors import ScheduleError
 
-__all__ = ["check_keys", "parse_duration_s", "parse_time"]
+__all__ = ["parse_duration_s", "parse_time"]
 
 
 def parse_time(value: Any, now: dt.datetime, where: str) -> dt.datetime:
@@ -54,9 +54,3 @@ def parse_duration_s(value: Any, where: str) -> float:
     if not seconds > 0:
         raise ScheduleError(f"{where}: duration must be positive, got {value!r}")
     return seconds
-
-
-def check_keys(raw: dict[str, Any], valid: tuple[str, ...], where: str) -> None:
-    for key in raw:
-        if key not in valid:
-            raise ScheduleError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")

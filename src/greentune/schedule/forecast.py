@@ -15,36 +15,17 @@ models read the future on purpose and say so in their names:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from greentune.errors import ScheduleError
-from greentune.registry import Registry
+from greentune.schedule import forecast_run  # noqa: F401  (registers "greentune")
+from greentune.schedule.forecaster import FORECASTERS, Forecaster
 
 __all__ = ["FORECASTERS", "ForecastError", "Forecaster", "forecast_error", "make_forecaster"]
-
-
-class Forecaster(Protocol):
-    name: str
-    uses_future: bool
-    """True for the replay models that read the trace after the issue slot."""
-
-    def fit(self, values: np.ndarray, times: pd.DatetimeIndex, slots_per_day: int) -> None:
-        """Learn from a history (no future values)."""
-        ...
-
-    def predict(
-        self, values: np.ndarray, times: pd.DatetimeIndex, issue: int, horizon: int
-    ) -> np.ndarray:
-        """Forecast slots issue .. issue + horizon - 1; ``times`` covers them too."""
-        ...
-
-
-FORECASTERS = Registry[Callable[..., Forecaster]]("carbon forecaster")
 
 
 @dataclass
@@ -276,6 +257,3 @@ def forecast_error(actual: np.ndarray, forecast: np.ndarray) -> ForecastError:
     nz = np.abs(a) > 1e-9
     mape = float(np.mean(np.abs(f[nz] - a[nz]) / np.abs(a[nz])) * 100) if nz.any() else math.nan
     return ForecastError(mape, float(np.mean(np.abs(f - a))), float(np.mean(f - a)), len(a))
-
-
-from greentune.schedule import forecast_run  # noqa: E402, F401  (registers "greentune")

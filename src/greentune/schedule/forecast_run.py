@@ -9,20 +9,16 @@ Train once on an intensity trace, e.g. the Electricity Maps export::
 then plan with ``schedule.forecast: greentune:runs/carbon-gb``. The run must use calendar
 features only (no covariates whose future is unknown here) and the trace's step must equal the
 plan's slot. Horizons longer than the run's are forecast recursively, each forecast fed back as
-history; the plan reports the error against what happened.
+history, with the model loaded once; the plan reports the error against what happened.
 """
 
 from __future__ import annotations
-
-import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from greentune.errors import GreentuneError, ScheduleError
-from greentune.schedule.forecast import FORECASTERS
+from greentune.schedule.forecaster import FORECASTERS
 
 
 class GreentuneRunForecaster:
@@ -31,24 +27,22 @@ class GreentuneRunForecaster:
     def __init__(self, run: str) -> None:
         if not run:
             raise ScheduleError("the greentune forecast needs a run: greentune:RUN_DIR")
-        from greentune.rundir import read_run
+        from greentune.tasks.forecast import ForecastPredictor
 
         try:
-            self.run, self.cfg = read_run(run)
-        except GreentuneError as exc:
+            predictor = ForecastPredictor.from_run(run)
+            self.step = pd.Timedelta((predictor.run.metrics.data or {})["step"])  # type: ignore[union-attr]
+        except (GreentuneError, KeyError) as exc:
             raise ScheduleError(f"schedule.forecast greentune:{run}: {exc}") from None
-        if self.cfg.task != "forecast":
-            raise ScheduleError(f"greentune:{run} is a {self.cfg.task} run; need a forecast run")
-        columns = json.loads((self.run / "model" / "columns.json").read_text())
-        if len(columns["targets"]) != 1 or columns["past"]:
+        assert isinstance(predictor, ForecastPredictor)
+        columns = predictor.columns
+        if len(columns.targets) != 1 or columns.past:
             raise ScheduleError(
-                f"greentune:{run} forecasts {columns['targets']} from past covariates "
-                f"{columns['past']}; a carbon forecast needs one target and calendar features only"
+                f"greentune:{run} forecasts {columns.targets} from past covariates "
+                f"{columns.past}; a carbon forecast needs one target and calendar features only"
             )
-        from greentune.rundir import read_metrics
-
-        self.step = pd.Timedelta(read_metrics(self.run)["data"]["step"])
-        self.name = f"greentune:{self.run}"
+        self.predictor = predictor
+        self.name = f"greentune:{predictor.run}"
 
     def fit(self, values: np.ndarray, times: pd.DatetimeIndex, slots_per_day: int) -> None:
         """Trained already: ``greentune run`` fitted it (and its baselines) on its own split."""
@@ -56,32 +50,26 @@ class GreentuneRunForecaster:
     def predict(
         self, values: np.ndarray, times: pd.DatetimeIndex, issue: int, horizon: int
     ) -> np.ndarray:
-        from greentune.inference import predict_run
-
-        d = self.cfg.data
+        d = self.predictor.cfg.data
         step = times[1] - times[0]
         if step != self.step:
             raise ScheduleError(
                 f"{self.name} was trained on data every {self.step}; set schedule.slot to that "
                 f"step (it is {step})"
             )
+        target = str(d.target)
         history = pd.Series(np.asarray(values[:issue], float), index=times[:issue])
         out: list[float] = []
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "history.csv"
-            while len(out) < horizon:
-                frame = pd.DataFrame(
-                    {d.time_col: history.index.strftime("%Y-%m-%dT%H:%M:%S%z"), d.target: history}
-                )
-                frame.to_csv(path, index=False)
-                try:
-                    fc = predict_run(self.run, path, origins="last")
-                except GreentuneError as exc:
-                    raise ScheduleError(f"{self.name}: {exc}") from None
-                got = pd.to_datetime(fc["time"], utc=True)
-                new = fc[f"{d.target}_forecast"].to_numpy(float)
-                out.extend(new)
-                history = pd.concat([history, pd.Series(new, index=pd.DatetimeIndex(got))])
+        while len(out) < horizon:
+            frame = pd.DataFrame({d.time_col or "time": history.index, target: history.to_numpy()})
+            try:
+                fc = self.predictor.predict(frame, origins="last", source=self.name)
+            except GreentuneError as exc:
+                raise ScheduleError(f"{self.name}: {exc}") from None
+            new = fc[f"{target}_forecast"].to_numpy(float)
+            out.extend(new)
+            got = pd.DatetimeIndex(pd.to_datetime(fc["time"], utc=True))
+            history = pd.concat([history, pd.Series(new, index=got)])
         return np.asarray(out[:horizon])
 
 

@@ -22,7 +22,9 @@
         sites: [home]                              # first = where run-now would run it
         units: 1                                   # cores/GPUs taken from a site's capacity
 
-Every error names the file, the job and the key, and says what to write instead.
+The sections are frozen dataclasses built by ``greentune.config.build``, the config system of
+run configs and compress options: types are checked there, and every error names the file, the
+job and the key, and says what to write instead.
 """
 
 from __future__ import annotations
@@ -30,26 +32,99 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from greentune.errors import ScheduleError
-from greentune.schedule.estimate import EnergyEstimate, Profiler, resolve_estimate
-from greentune.schedule.fields import check_keys, parse_duration_s, parse_time
+from greentune.config import build
+from greentune.errors import ConfigError, ScheduleError
+from greentune.schedule.estimate import EnergyEstimate, EnergySection, resolve_estimate
+from greentune.schedule.fields import parse_duration_s, parse_time
 
 __all__ = [
     "EnergyEstimate",
     "Job",
     "JobFile",
+    "Launch",
     "Settings",
     "Site",
     "job_argv",
     "load_jobs",
     "parse_time",
 ]
+
+Time = str | dt.datetime
+"""A time in a job file: ISO 8601 with a zone (YAML may read it as a datetime), ``now``, or
+``+DURATION`` after ``schedule.now``."""
+
+
+# ----------------------------------------------------------------------------- file sections
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    """``schedule:``: how to plan."""
+
+    now: Time | None = None
+    """Plan as if it were this time; None: the clock."""
+    slot: float | str = "1h"
+    """Planning resolution; must divide a day (15min, 30min, 1h)."""
+    policy: str = "greenest-chunks"
+    """Registry name: run-now, lowest-window, greenest-chunks, spatial."""
+    forecast: str = "seasonal-naive"
+    """Carbon forecaster: seasonal-naive, weekly-naive, lightgbm, noisy:0.05, perfect,
+    greentune:RUN."""
+    history: float | str = "28D"
+    """Trace history the forecaster learns from."""
+    output_dir: str = "runs"
+    """Where greentune jobs write their run directories."""
+
+
+@dataclass(frozen=True)
+class SiteSection:
+    """A site: a grid region (its carbon source) and how many units it offers."""
+
+    carbon: str
+    """Carbon provider spec (the energy.carbon grammar), e.g. trace:DIR@GB."""
+    capacity: int = 1
+    """Units (cores or GPUs) that jobs running at the same time may take together."""
+
+
+@dataclass(frozen=True)
+class JobSection:
+    """One entry of ``jobs:``."""
+
+    name: str
+    """Letters, digits, '.', '_' or '-'; greentune jobs write ``output_dir/<name>``."""
+    energy: EnergySection
+    deadline: Time
+    config: str | None = None
+    """A greentune run config (give this or ``command``)."""
+    overrides: tuple[str, ...] = ()
+    """``key=value`` overrides of the config."""
+    command: str | tuple[str, ...] | None = None
+    """Any other command: a list of arguments (or one string split on spaces)."""
+    earliest_start: Time = "now"
+    interruptible: bool = False
+    """A greentune job pauses at a checkpoint (SIGTERM); a command is stopped (SIGSTOP)."""
+    min_chunk: float | str | None = None
+    """Shortest piece an interruptible job is cut into; None: one slot."""
+    sites: tuple[str, ...] | None = None
+    """Where it may run, the first where run-now would run it; None: the first site."""
+    units: int = 1
+
+
+@dataclass(frozen=True)
+class JobFileSection:
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    sites: dict[str, SiteSection] = field(default_factory=dict)
+    jobs: tuple[dict[str, Any], ...] = ()
+    """Built one by one, so an error names the job."""
+
+
+# ------------------------------------------------------------------ what the planner uses
 
 
 @dataclass(frozen=True)
@@ -61,6 +136,31 @@ class Site:
     """Carbon provider spec (energy.carbon grammar), e.g. trace:DIR@GB."""
     capacity: int
     """Units (cores or GPUs) that jobs running at the same time may take together."""
+
+
+class Launchable(Protocol):
+    name: str
+    config: str | None
+    overrides: tuple[str, ...]
+    command: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How a job starts: a greentune config with overrides, or any command."""
+
+    name: str
+    config: str | None
+    overrides: tuple[str, ...]
+    command: tuple[str, ...] | None
+
+    @property
+    def is_greentune(self) -> bool:
+        return self.command is None
+
+
+Profiler = Callable[[Launch, int], Path]
+"""(job, steps) -> the run directory of a short profiling run of that job."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +183,14 @@ class Job:
     def is_greentune(self) -> bool:
         return self.command is None
 
+    @property
+    def launch(self) -> Launch:
+        return Launch(self.name, self.config, self.overrides, self.command)
+
 
 @dataclass(frozen=True)
 class Settings:
-    """The ``schedule:`` section."""
+    """The ``schedule:`` section, resolved: times aware, durations in seconds."""
 
     now: dt.datetime
     slot_s: float = 3600.0
@@ -104,21 +208,7 @@ class JobFile:
     jobs: tuple[Job, ...]
 
 
-_SETTINGS_KEYS = ("now", "slot", "policy", "forecast", "history", "output_dir")
-_SITE_KEYS = ("carbon", "capacity")
-_JOB_KEYS = (
-    "name",
-    "config",
-    "overrides",
-    "command",
-    "energy",
-    "earliest_start",
-    "deadline",
-    "interruptible",
-    "min_chunk",
-    "sites",
-    "units",
-)
+# ----------------------------------------------------------------------------- loading
 
 
 def load_jobs(
@@ -142,50 +232,53 @@ def load_jobs(
         raise ScheduleError(f"{file} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ScheduleError(f"{file}: expected a mapping with 'sites' and 'jobs' at the top")
-    check_keys(raw, ("schedule", "sites", "jobs"), f"{file}")
-    settings = _settings(raw.get("schedule") or {}, file, clock)
-    sites = _sites(raw.get("sites"), file)
-    jobs_raw = raw.get("jobs")
-    if not isinstance(jobs_raw, list) or not jobs_raw:
+    top = _section(JobFileSection, raw, f"{file}")
+    settings = _settings(top.schedule, file, clock)
+    sites = _sites(top.sites, file)
+    if not top.jobs:
         raise ScheduleError(f"{file}: 'jobs' must be a non-empty list of jobs")
-    jobs, names = [], set()
-    for i, item in enumerate(jobs_raw):
+    jobs: list[Job] = []
+    for i, item in enumerate(top.jobs):
         job = _job(item, i, file, settings, sites, profiler, time_scale)
-        if job.name in names:
+        if any(j.name == job.name for j in jobs):
             raise ScheduleError(
                 f"{file}: job {i + 1} repeats the name {job.name!r}; names must differ"
             )
-        names.add(job.name)
         jobs.append(job)
     return JobFile(file, settings, sites, tuple(jobs))
 
 
-def _settings(raw: Any, file: Path, clock: Callable[[], dt.datetime]) -> Settings:
-    if not isinstance(raw, dict):
-        raise ScheduleError(f"{file}: 'schedule' must be a mapping of settings")
+def _section(cls: type, raw: Any, where: str) -> Any:
+    """``cls`` built from ``raw``; config errors become schedule errors naming ``where``."""
+    try:
+        return build(cls, raw)
+    except ConfigError as exc:
+        raise ScheduleError(f"{where}: {exc}") from None
+
+
+def _settings(s: ScheduleSection, file: Path, clock: Callable[[], dt.datetime]) -> Settings:
     where = f"{file}: schedule"
-    check_keys(raw, _SETTINGS_KEYS, where)
     now = clock().astimezone(dt.UTC)
-    if "now" in raw:
-        now = parse_time(raw["now"], now, f"{where}.now")
-    out = Settings(now=now)
-    kwargs: dict[str, Any] = {}
-    if "slot" in raw:
-        kwargs["slot_s"] = parse_duration_s(raw["slot"], f"{where}.slot")
-        if 86400 % kwargs["slot_s"]:
-            raise ScheduleError(f"{where}.slot must divide a day (e.g. 15min, 30min, 1h)")
-    if "history" in raw:
-        kwargs["history_s"] = parse_duration_s(raw["history"], f"{where}.history")
+    if s.now is not None:
+        now = parse_time(s.now, now, f"{where}.now")
+    slot_s = parse_duration_s(s.slot, f"{where}.slot")
+    if 86400 % slot_s:
+        raise ScheduleError(f"{where}.slot must divide a day (e.g. 15min, 30min, 1h)")
     for key in ("policy", "forecast", "output_dir"):
-        if key in raw:
-            if not isinstance(raw[key], str) or not raw[key]:
-                raise ScheduleError(f"{where}.{key} must be a name, got {raw[key]!r}")
-            kwargs[key] = raw[key]
-    return Settings(now=out.now, **kwargs)
+        if not getattr(s, key):
+            raise ScheduleError(f"{where}.{key} must be a name, got {getattr(s, key)!r}")
+    return Settings(
+        now=now,
+        slot_s=slot_s,
+        policy=s.policy,
+        forecast=s.forecast,
+        history_s=parse_duration_s(s.history, f"{where}.history"),
+        output_dir=s.output_dir,
+    )
 
 
-def _sites(raw: Any, file: Path) -> dict[str, Site]:
-    if not isinstance(raw, dict) or not raw:
+def _sites(raw: dict[str, SiteSection], file: Path) -> dict[str, Site]:
+    if not raw:
         raise ScheduleError(
             f"{file}: 'sites' must map site names to {{carbon: SPEC, capacity: N}}, e.g. "
             "home: {carbon: static:GB, capacity: 2}"
@@ -193,18 +286,13 @@ def _sites(raw: Any, file: Path) -> dict[str, Site]:
     out = {}
     for name, spec in raw.items():
         where = f"{file}: site {name!r}"
-        if not isinstance(spec, dict):
-            raise ScheduleError(f"{where}: expected {{carbon: SPEC, capacity: N}}")
-        check_keys(spec, _SITE_KEYS, where)
-        carbon = spec.get("carbon")
-        if not isinstance(carbon, str) or not carbon:
+        if not spec.carbon:
             raise ScheduleError(f"{where}: 'carbon' must be a provider spec, e.g. trace:DIR@GB")
-        capacity = spec.get("capacity", 1)
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        if spec.capacity < 1:
             raise ScheduleError(
-                f"{where}: 'capacity' must be a whole number >= 1, got {capacity!r}"
+                f"{where}: 'capacity' must be a whole number >= 1, got {spec.capacity!r}"
             )
-        out[str(name)] = Site(str(name), carbon, capacity)
+        out[name] = Site(name, spec.carbon, spec.capacity)
     return out
 
 
@@ -221,64 +309,38 @@ def _job(
     where = f"{file}: job {index + 1}" + (f" ({label})" if label else "")
     if not isinstance(raw, dict):
         raise ScheduleError(f"{where}: expected a mapping with name, energy, deadline, ...")
-    check_keys(raw, _JOB_KEYS, where)
-    name = raw.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+    spec: JobSection = _section(JobSection, raw, where)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
         raise ScheduleError(f"{where}: 'name' must be letters, digits, '.', '_' or '-'")
-    config, command = raw.get("config"), raw.get("command")
-    if (config is None) == (command is None):
+    command = spec.command.split() if isinstance(spec.command, str) else spec.command
+    if (spec.config is None) == (command is None):
         raise ScheduleError(f"{where}: give exactly one of 'config' (greentune) or 'command'")
-    if command is not None:
-        if isinstance(command, str):
-            command = command.split()
-        if not isinstance(command, list) or not command:
-            raise ScheduleError(f"{where}: 'command' must be a list of arguments")
-    overrides = raw.get("overrides") or []
-    if not isinstance(overrides, list) or not all(
-        isinstance(o, str) and "=" in o for o in overrides
-    ):
+    if command is not None and not command:
+        raise ScheduleError(f"{where}: 'command' must be a list of arguments")
+    if not all("=" in o for o in spec.overrides):
         raise ScheduleError(f"{where}: 'overrides' must be a list of key=value strings")
-    job_sites = raw.get("sites") or list(sites)[:1]
-    if isinstance(job_sites, str):
-        job_sites = [job_sites]
+    job_sites = spec.sites or tuple(sites)[:1]
     for site in job_sites:
         if site not in sites:
             raise ScheduleError(
                 f"{where}: unknown site {site!r} in 'sites'; defined sites: {', '.join(sites)}"
             )
-    units = raw.get("units", 1)
-    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-        raise ScheduleError(f"{where}: 'units' must be a whole number >= 1, got {units!r}")
+    if spec.units < 1:
+        raise ScheduleError(f"{where}: 'units' must be a whole number >= 1, got {spec.units!r}")
     for site in job_sites:
-        if units > sites[site].capacity:
+        if spec.units > sites[site].capacity:
             raise ScheduleError(
-                f"{where}: needs {units} units but site {site!r} has capacity "
+                f"{where}: needs {spec.units} units but site {site!r} has capacity "
                 f"{sites[site].capacity}; lower 'units' or raise the site's capacity"
             )
-    earliest = parse_time(
-        raw.get("earliest_start", "now"), settings.now, f"{where}: earliest_start"
-    )
-    if "deadline" not in raw:
-        raise ScheduleError(f"{where}: 'deadline' is missing; e.g. deadline: +24h")
-    deadline = parse_time(raw["deadline"], settings.now, f"{where}: deadline")
-    interruptible = raw.get("interruptible", False)
-    if not isinstance(interruptible, bool):
-        raise ScheduleError(f"{where}: 'interruptible' must be true or false")
-    min_chunk_s = parse_duration_s(raw.get("min_chunk", settings.slot_s), f"{where}: min_chunk")
-    partial = Job(
-        name=name,
-        config=str(config) if config is not None else None,
-        overrides=tuple(overrides),
-        command=tuple(str(c) for c in command) if command is not None else None,
-        estimate=EnergyEstimate(1.0, 1.0, "pending"),
-        earliest_start=earliest,
-        deadline=deadline,
-        interruptible=interruptible,
-        min_chunk_s=min_chunk_s,
-        sites=tuple(job_sites),
-        units=units,
-    )
-    estimate = resolve_estimate(raw.get("energy"), f"{where}: energy", partial, file, profiler)
+    earliest = parse_time(spec.earliest_start, settings.now, f"{where}: earliest_start")
+    deadline = parse_time(spec.deadline, settings.now, f"{where}: deadline")
+    min_chunk = spec.min_chunk if spec.min_chunk is not None else settings.slot_s
+    launch = Launch(spec.name, spec.config, spec.overrides, command)
+    profile = None
+    if profiler is not None:
+        profile = lambda steps: profiler(launch, steps)  # noqa: E731
+    estimate = resolve_estimate(spec.energy, f"{where}: energy", file, profile, launch.is_greentune)
     if estimate.source != "given" and time_scale != 1.0:
         estimate = EnergyEstimate(
             estimate.energy_j,
@@ -290,11 +352,26 @@ def _job(
             f"{where}: the window {earliest:%Y-%m-%d %H:%M} .. {deadline:%Y-%m-%d %H:%M} UTC is "
             f"shorter than the job ({estimate.duration_s / 3600:.2f} h); move the deadline later"
         )
-    return Job(**{**partial.__dict__, "estimate": estimate})
+    return Job(
+        name=spec.name,
+        config=spec.config,
+        overrides=spec.overrides,
+        command=command,
+        estimate=estimate,
+        earliest_start=earliest,
+        deadline=deadline,
+        interruptible=spec.interruptible,
+        min_chunk_s=parse_duration_s(min_chunk, f"{where}: min_chunk"),
+        sites=job_sites,
+        units=spec.units,
+    )
 
 
 def job_argv(
-    job: Job, output_dir: str | Path, resume: bool, greentune: tuple[str, ...] = ("greentune",)
+    job: Launchable,
+    output_dir: str | Path,
+    resume: bool,
+    greentune: tuple[str, ...] = ("greentune",),
 ) -> list[str]:
     """The command line that starts (or, for greentune jobs, resumes) a job.
 

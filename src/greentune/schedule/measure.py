@@ -7,12 +7,12 @@ simulated time with the executor's origin and speedup, then priced at the site t
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
 from greentune.energy.carbon import emissions_g, parse_provider_spec
-from greentune.errors import ScheduleError
+from greentune.energy.ledger import LEDGER_JSON, Ledger
+from greentune.errors import GreentuneError, ScheduleError
 
 __all__ = ["measured_emissions"]
 
@@ -27,13 +27,13 @@ def measured_emissions(
     for row in plan["jobs"]:
         if state["jobs"][row["name"]]["status"] != "done":
             continue
-        ledger_path = output_dir / row["name"] / "energy.json"
-        if not ledger_path.is_file():
+        run = output_dir / row["name"]
+        if not (run / LEDGER_JSON).is_file():
             continue  # not a greentune run, or metering was off
         try:
-            rows = [r for r in json.loads(ledger_path.read_text())["rows"] if r["depth"] == 0]
-        except (ValueError, KeyError) as exc:
-            raise ScheduleError(f"{ledger_path} is not a greentune energy ledger ({exc})") from None
+            rows = [r for r in Ledger.load(run).rows if r["depth"] == 0]
+        except GreentuneError as exc:
+            raise ScheduleError(str(exc)) from None
         provider = parse_provider_spec(plan["sites"][row["site"]]["carbon"])
         grams = energy = 0.0
         for r in rows:

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from greentune.rundir import write_text
+from greentune.io import write_text
 
 __all__ = ["plot_html", "plot_png"]
 

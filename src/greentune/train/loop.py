@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,10 +22,13 @@ from torch import nn
 
 from greentune.config import TrainConfig
 from greentune.distributed import fsdp, ranks
-from greentune.errors import ConfigError
 from greentune.train import pause
+from greentune.train.callbacks import Callback, Callbacks, EarlyStopping, SetupContext
 from greentune.train.checkpoint import load_latest, restore_state, save_state, snapshot, unwrap
 from greentune.train.optim import build_optimizer, build_scheduler
+from greentune.train.state import LoopResult, LoopState
+
+__all__ = ["Batches", "LoopResult", "LoopState", "TrainableModel", "train"]
 
 
 class Batches(Protocol):
@@ -40,72 +43,6 @@ class TrainableModel(Protocol):
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
-
-
-Window = Callable[[str], AbstractContextManager[Any]]
-"""``meter.window``: the loop opens ``epoch-N`` and ``validate-N`` windows through it."""
-
-
-def no_window(name: str) -> AbstractContextManager[Any]:
-    return nullcontext()
-
-
-class Progress(Protocol):
-    def start(self, total_steps: int, done: int) -> None: ...
-
-    def update(self, step: int, loss: float, epoch: int) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-@dataclass
-class LoopState:
-    epoch: int = 0
-    step: int = 0
-    """Optimizer steps taken."""
-    micro_in_epoch: int = 0
-    """Micro-batches of the current epoch already consumed."""
-    best_val: float = math.inf
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    stopped_early: bool = False
-    finished: bool = False
-    history: list[dict[str, float]] = field(default_factory=list)
-    """One row per optimizer step: step, epoch, loss, lr."""
-    val_history: list[dict[str, float]] = field(default_factory=list)
-    train_s: float = 0.0
-    samples: int = 0
-
-
-@dataclass
-class LoopResult:
-    state: LoopState
-    trainable: int
-    total: int
-    resumed_from_step: int | None = None
-    """The checkpoint's step when training continued from one."""
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.state.samples / self.state.train_s if self.state.train_s else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        """What metrics.json (and compress's notes) say about a training."""
-        s = self.state
-        return {
-            "steps": s.step,
-            "epochs_run": s.epoch,
-            "best_epoch": s.best_epoch,
-            "best_val_loss": s.best_val,
-            "stopped_early": s.stopped_early,
-            "train_s": s.train_s,
-            "samples": s.samples,
-            "samples_per_s": self.samples_per_s,
-            "trainable_parameters": self.trainable,
-            "total_parameters": self.total,
-            "loss_curve": [round(r["loss"], 6) for r in s.history],
-            "val_curve": s.val_history,
-        }
 
 
 def configure_threads(cfg: TrainConfig) -> int:
@@ -158,25 +95,21 @@ def train(
     validate: Callable[[], float] | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
-    progress: Progress | None = None,
-    step_hook: Callable[[int], None] | None = None,
-    window: Window = no_window,
+    callbacks: Iterable[Callback] = (),
 ) -> LoopResult:
     """Train ``model`` in place; returns the loop state with per-step losses.
 
-    Each epoch's steps run inside ``window("epoch-N")`` and each validation inside
-    ``window("validate-N")`` (``validate-init`` before the first step), so a meter can bill them.
+    ``callbacks`` join the loop (greentune.train.callbacks); ``cfg.patience`` adds early
+    stopping. Each epoch's steps run in the callbacks' ``phase("epoch-N")`` and each validation
+    in ``phase("validate-N")`` (``validate-init`` before the first step): a meter's windows.
     """
+    stopping = [EarlyStopping(cfg.patience)] if cfg.patience is not None else []
+    cbs = Callbacks([*stopping, *callbacks])
     accelerator = make_accelerator(cfg)
     total_steps = total_optimizer_steps(len(data), cfg)
     whole = model  # what the caller gets back, trained, also when a sharded copy trains
     sharded = cfg.distributed_strategy == "fsdp" and ranks.world_size() > 1
     if sharded:
-        if step_hook is not None:
-            raise ConfigError(
-                "train.distributed_strategy=fsdp cannot run peft.method=adalora (its rank "
-                "allocator reads whole gradients after each step); use ddp"
-            )
         model = fsdp.shard(model, accelerator.device)
         if validate is not None:
             validate = fsdp.with_whole_model(validate, model, whole)
@@ -192,52 +125,51 @@ def train(
             loop, best = restore_state(ckpt, model, optimizer, scheduler)
             state = LoopState(**loop)
             resumed_from = state.step
-    if validate is not None and state.step == 0 and not state.val_history:
-        # The starting point competes too: early stopping never returns a model worse on
-        # validation than the one training began from (e.g. a ridge-initialised skip path).
-        best = _validate(state, model, validate, -1, window)
     n_micro = math.ceil(len(data) / cfg.batch_size)
-    trainable_params = [p for p in model.parameters() if p.requires_grad]
-    if progress:
-        progress.start(total_steps, state.step)
-    t0 = time.perf_counter() - state.train_s
-    engine = _Engine(
-        model,
-        data,
-        cfg,
-        seed,
-        accelerator,
-        optimizer,
-        scheduler,
-        trainable_params,
-        progress,
-        step_hook,
-        checkpoint_dir,
-        t0,
-    )
-    model.train()
+    setup = SetupContext(model, optimizer, data, state, total_steps, sharded)
     # Only a loop that can checkpoint can pause; elsewhere SIGTERM exits at once.
     pausable = pause.pausable() if checkpoint_dir else nullcontext()
     try:
+        cbs.on_setup(setup)
+        model, optimizer, data = setup.model, setup.optimizer, setup.batches
+        if validate is not None and state.step == 0 and not state.val_history:
+            # The starting point competes too: early stopping never returns a model worse on
+            # validation than the one training began from (e.g. a ridge-initialised skip path).
+            best = _validate(state, model, validate, -1, cbs)
+        trainable_params = [p for p in model.parameters() if p.requires_grad]
+        t0 = time.perf_counter() - state.train_s
+        engine = _Engine(
+            model,
+            data,
+            cfg,
+            seed,
+            accelerator,
+            optimizer,
+            scheduler,
+            trainable_params,
+            cbs,
+            checkpoint_dir,
+            t0,
+        )
+        model.train()
         with pausable:
             while not state.finished and state.epoch < cfg.epochs:
-                with window(f"epoch-{state.epoch}"):
+                with cbs.phase(f"epoch-{state.epoch}"):
                     _run_epoch(engine, state, best)
                 if not state.finished or state.micro_in_epoch >= n_micro:
-                    best = _end_epoch(state, model, validate, cfg, best, window)
+                    best = _end_epoch(state, model, validate, best, cbs)
                 elif validate is not None:  # max_steps stopped mid-epoch: that model competes
-                    best = _validate(state, model, validate, state.epoch, window) or best
+                    best = _validate(state, model, validate, state.epoch, cbs, final=True) or best
                 if checkpoint_dir:
                     state.train_s = time.perf_counter() - t0
                     _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg)
                     # a SIGTERM during validation or the save: this checkpoint is the pause's
                     if ranks.all_sum([float(pause.requested())])[0]:
                         raise pause.TrainingPaused(state.step)
+        state.finished = True
+        state.train_s = time.perf_counter() - t0
     finally:
-        if progress:
-            progress.stop()
-    state.finished = True
-    state.train_s = time.perf_counter() - t0
+        cbs.on_end(state)
     if sharded:
         if validate is not None:  # the whole snapshots live on rank 0
             best = ranks.broadcast(best)
@@ -263,8 +195,7 @@ class _Engine:
     optimizer: Any
     scheduler: Any
     trainable_params: list[nn.Parameter]
-    progress: Progress | None
-    step_hook: Callable[[int], None] | None
+    callbacks: Callbacks
     checkpoint_dir: Path | None
     t0: float
 
@@ -290,13 +221,10 @@ def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | Non
         e.scheduler.step()
         state.step += 1
         state.micro_in_epoch = group.stop
-        if e.step_hook:  # AdaLoRA reads the gradients: before they are cleared
-            e.step_hook(state.step)
-        e.optimizer.zero_grad(set_to_none=True)
         lr = float(e.scheduler.get_last_lr()[0])
         state.history.append({"step": state.step, "epoch": state.epoch, "loss": loss_sum, "lr": lr})
-        if e.progress:
-            e.progress.update(state.step, loss_sum, state.epoch)
+        e.callbacks.on_step_end(state, loss_sum)  # before zero_grad: AdaLoRA reads gradients
+        e.optimizer.zero_grad(set_to_none=True)
         if cfg.max_steps and state.step >= cfg.max_steps:
             state.finished = True
             return
@@ -334,21 +262,15 @@ def _end_epoch(
     state: LoopState,
     model: nn.Module,
     validate: Callable[[], float] | None,
-    cfg: TrainConfig,
     best: dict[str, torch.Tensor] | None,
-    window: Window = no_window,
+    cbs: Callbacks,
 ) -> dict[str, torch.Tensor] | None:
     epoch = state.epoch
     state.epoch += 1
     state.micro_in_epoch = 0
-    if validate is None:
-        return best
-    improved = _validate(state, model, validate, epoch, window)
-    if improved is not None:
-        return improved
-    state.bad_epochs += 1
-    if cfg.patience is not None and state.bad_epochs >= cfg.patience:
-        state.stopped_early = state.finished = True
+    if validate is not None:
+        best = _validate(state, model, validate, epoch, cbs) or best
+    cbs.on_epoch_end(state)
     return best
 
 
@@ -357,18 +279,25 @@ def _validate(
     model: nn.Module,
     validate: Callable[[], float],
     epoch: int,
-    window: Window = no_window,
+    cbs: Callbacks,
+    final: bool = False,
 ) -> dict[str, torch.Tensor] | None:
-    """Record the validation loss; return a snapshot when it is the best so far."""
+    """Record the validation loss and ask the callbacks whether to stop; return a snapshot
+    when it is the best so far. ``final``: training has already ended (max_steps)."""
     model.eval()
-    with torch.no_grad(), window(f"validate-{epoch if epoch >= 0 else 'init'}"):
+    with torch.no_grad(), cbs.phase(f"validate-{epoch if epoch >= 0 else 'init'}"):
         val = float(validate())
     model.train()
     state.val_history.append({"epoch": epoch, "step": state.step, "val_loss": val})
-    if val < state.best_val:
+    improved = val < state.best_val
+    if improved:
         state.best_val, state.best_epoch, state.bad_epochs = val, epoch, 0
-        return snapshot(model)
-    return None
+    elif epoch >= 0 and not final:
+        state.bad_epochs += 1
+    snap = snapshot(model) if improved else None
+    if cbs.on_validation(state, val) and not final:
+        state.stopped_early = state.finished = True
+    return snap
 
 
 def _save(

@@ -18,6 +18,7 @@ from torch import nn
 from greentune.config import PeftConfig
 from greentune.errors import ConfigError
 from greentune.registry import Registry
+from greentune.train.callbacks import Callback, LoopState, SetupContext
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,39 @@ def save_with_adapter(model: Any, directory: Path, base_name: str = "backbone") 
     return base
 
 
-def step_hook(model: nn.Module) -> Callable[[int], None] | None:
-    """Per-optimizer-step callback some methods need (AdaLoRA's rank allocation)."""
+def merge_adapter(model: Any, where: Path) -> Any:
+    """A PEFT-wrapped model with its adapter folded into the weights; plain models unchanged.
+    ``where`` (the run) is named in the error for methods that cannot be merged."""
+    if not hasattr(model, "peft_config"):
+        return model
+    if not hasattr(model, "merge_and_unload"):
+        raise ConfigError(
+            f"{where}: its PEFT method cannot be merged into the weights (prompt/prefix "
+            "tuning); use a run trained with lora, adalora, ia3, ln or full"
+        )
+    return model.merge_and_unload()
+
+
+class AdaLoraAllocator(Callback):
+    """AdaLoRA prunes ranks on a schedule: after each optimizer step, before the gradients are
+    cleared, ``update_and_allocate`` reads them. It needs whole gradients, so FSDP is refused."""
+
+    def __init__(self, update: Callable[[int], None]) -> None:
+        self.update = update
+
+    def on_setup(self, ctx: SetupContext) -> None:
+        if ctx.sharded:
+            raise ConfigError(
+                "train.distributed_strategy=fsdp cannot run peft.method=adalora (its rank "
+                "allocator reads whole gradients after each step); use ddp"
+            )
+
+    def on_step_end(self, state: LoopState, loss: float) -> None:
+        self.update(state.step)
+
+
+def method_callbacks(model: nn.Module) -> list[Callback]:
+    """The training callbacks a model's PEFT method needs (AdaLoRA's rank allocation)."""
     base = getattr(model, "base_model", None)
     update = getattr(base, "update_and_allocate", None)
-    if update is None:
-        return None
-    return lambda step: update(step)
+    return [AdaLoraAllocator(update)] if update is not None else []

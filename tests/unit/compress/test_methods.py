@@ -122,10 +122,13 @@ def test_greedy_choice_drops_the_layer_that_does_nothing():
         def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             return self.backbone(inputs_embeds=batch["x"]).last_hidden_state
 
+        def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return ((out - batch["y"]) ** 2).mean()
+
     task = SimpleNamespace(
-        kind="forecast",
+        task="forecast",
+        cfg=SimpleNamespace(eval=SimpleNamespace(batch_size=64)),
         batches={"val": Batches()},
-        loss=lambda m, out, b: ((out - b["y"]) ** 2).mean(),
         inner=lambda m: m.backbone,
     )
     kept, trail = greedy_layer_choice(task, Wrapper(model), keep=2)  # type: ignore[arg-type]

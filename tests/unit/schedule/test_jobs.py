@@ -3,15 +3,44 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pytest
 
+from greentune.energy.ledger import Ledger
 from greentune.errors import ScheduleError
 from greentune.schedule.jobs import job_argv, load_jobs
 
 NOW = dt.datetime(2024, 1, 3, 0, 0, tzinfo=dt.UTC)
+
+
+def write_ledger(run: Path, phases: dict[str, tuple[float, float]]) -> None:
+    """A real ledger (energy.json + .csv) with one top-level window per phase: (J, s)."""
+    rows = [
+        {
+            "window": phase,
+            "phase": phase,
+            "parent": None,
+            "depth": 0,
+            "command": "run",
+            "rank": 0,
+            "start": "2024-01-01T00:00:00+00:00",
+            "end": "2024-01-01T00:00:00+00:00",
+            "duration_s": seconds,
+            "energy_j": {"cpu": joules},
+            "sources": {"cpu": "fake"},
+            "kind": "model",
+            "intensity_g_per_kwh": None,
+            "emissions_g": None,
+            "pue": 1.0,
+            "ok": True,
+            "extra": {},
+        }
+        for phase, (joules, seconds) in phases.items()
+    ]
+    run.mkdir(parents=True, exist_ok=True)
+    Ledger(rows).save(run)
+
 
 GOOD = """
 schedule: {now: 2024-01-03T00:00Z, slot: 30min, policy: spatial, forecast: seasonal-naive}
@@ -61,9 +90,7 @@ def test_a_valid_file_loads_with_exact_values(tmp_path):
 
 def test_energy_from_an_earlier_runs_ledger(tmp_path):
     run = tmp_path / "runs" / "old"
-    run.mkdir(parents=True)
-    ledger = {"rows": [], "totals": {"all": {"energy_j": 5000.0, "duration_s": 100.0}}}
-    (run / "energy.json").write_text(json.dumps(ledger))
+    write_ledger(run, {"data": (1000.0, 40.0), "train": (4000.0, 60.0)})
     path = tmp_path / "jobs.yaml"
     path.write_text(GOOD.replace("{energy_wh: 10, duration: 90min}", "{from_run: runs/old}"))
     jf = load_jobs(path)
@@ -77,12 +104,7 @@ def test_energy_from_an_earlier_runs_ledger(tmp_path):
 def test_energy_from_a_profiling_run(tmp_path):
     def profiler(job, steps):
         run = tmp_path / f"{job.name}-p"
-        run.mkdir()
-        totals = {
-            "all": {"energy_j": 300.0, "duration_s": 30.0},
-            "by_phase": {"train": {"energy_j": 200.0, "duration_s": 20.0}},
-        }
-        (run / "energy.json").write_text(json.dumps({"totals": totals}))
+        write_ledger(run, {"data": (100.0, 10.0), "train": (200.0, 20.0)})
         assert steps == 10
         return run
 
@@ -104,7 +126,10 @@ def test_energy_from_a_profiling_run(tmp_path):
         ),
         (("deadline: +1D", "deadline: 2024-01-04 09:00"), "has no time zone"),
         (("sites: [a, b]", "sites: [a, c]"), r"unknown site 'c' in 'sites'; defined sites: a, b"),
-        (("min_chunk: 1h", "min_chunk: 1h\n    colour: red"), "unknown key 'colour'; valid keys"),
+        (
+            ("min_chunk: 1h", "min_chunk: 1h\n    colour: red"),
+            r"job 1 \(j1\): unknown key colour; valid keys: name, energy, deadline",
+        ),
         (("{energy_wh: 10, duration: 90min}", "{energy_wh: 10}"), "energy: expected one of"),
         (("deadline: +1D", "deadline: +1h"), "shorter than the job"),
         (("config: c.yaml", "config: c.yaml\n    command: [x]"), "exactly one of 'config'"),

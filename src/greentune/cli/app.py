@@ -1,0 +1,63 @@
+"""The typer application, its sub-apps, consoles and the error handler every command uses."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from greentune.errors import GreentuneError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="greentune",
+    help="Fine-tune pretrained transformers for demand forecasting and text classification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect data before a run.", no_args_is_help=True)
+config_app = typer.Typer(help="Show resolved configs.", no_args_is_help=True)
+energy_app = typer.Typer(help="Measure energy and carbon.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(energy_app, name="energy")
+app.add_typer(config_app, name="config")
+
+# Comparison tables need ~120 columns; rich assumes 80 when output is not a terminal.
+console = Console() if sys.stdout.isatty() else Console(width=140)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
+
+
+def quiet_libraries() -> None:
+    """Hub progress bars and load reports are noise for an offline, packaged model."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def handle_errors(fn: F) -> F:
+    """GreentuneError -> one red line on stderr and exit code 2; never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (GreentuneError, OSError) as exc:  # OSError: a path that cannot be read/written
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]

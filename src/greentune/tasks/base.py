@@ -1,0 +1,153 @@
+"""What every task provides (``Task``), its registry, and what a loaded run offers:
+``Predictor`` (DataFrame in, DataFrame out) and ``LoadedRun`` (the model with its data, for
+compression).
+
+The built-in tasks register themselves when ``greentune.tasks`` is imported, which Python does
+before it runs this module; a task defined elsewhere registers with ``TASKS.add(name, task)``.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from greentune.config import RunConfig
+from greentune.distributed import ranks
+from greentune.errors import CheckpointError
+from greentune.registry import Registry
+from greentune.results import ModelResult, Quality, RunMetrics
+from greentune.rundir import RunDir
+from greentune.train.loop import Batches, TrainableModel
+
+__all__ = ["TASKS", "LoadedRun", "Predictor", "Task", "mean_loss"]
+
+
+class Predictor(ABC):
+    """A finished run's model, loaded once: ``predict`` maps a DataFrame to a DataFrame.
+
+    ``Predictor.from_run(path)`` picks the task's predictor (forecast: quantile forecasts with
+    timestamps; classify: labels and class probabilities) and the variant: None or ``"fp32"``
+    for the run's own model, else a compressed variant by name (``"int8-dynamic"``,
+    ``"onnx-int8"``, the variant run's folder name) or path.
+    """
+
+    task: str
+    run: RunDir | None
+    variant: str
+    """fp32 for a trained model; the compression method of a variant."""
+
+    @classmethod
+    def from_run(cls, path: str | os.PathLike[str], variant: str | None = None) -> Predictor:
+        run = RunDir.open(path).variant(variant)
+        predictor = TASKS.get(run.config.task).load_predictor(run)
+        if not isinstance(predictor, cls):
+            raise CheckpointError(
+                f"{run.path} is a {predictor.task} run; {cls.__name__} loads "
+                f"{getattr(cls, 'task', 'other')} runs"
+            )
+        return predictor
+
+    @abstractmethod
+    def predict(self, frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
+        """Predictions for the rows (or windows) of ``frame``; errors name the column and row."""
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What served predictions should carry: run, task and variant."""
+        return {
+            "run": str(self.run.path) if self.run else None,
+            "task": self.task,
+            "variant": self.variant,
+        }
+
+
+Score = Callable[[Any], tuple[ModelResult, pd.DataFrame]]
+"""model -> (its test result, prediction rows in predictions.parquet's layout)."""
+
+
+def _mse(out: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.mse_loss(out, teacher)
+
+
+@dataclass
+class LoadedRun:
+    """A finished run's fp32 torch model (adapter merged) with its data: what compression and
+    other model-to-model transforms need, for any task."""
+
+    run: RunDir
+    cfg: RunConfig
+    task: str
+    model_name: str
+    """The model's row in metrics.json."""
+    model: nn.Module
+    batches: dict[str, Batches]
+    """train / val / test batches in the run's own split."""
+    quality: Quality
+    input_names: tuple[str, ...]
+    """The batch keys the network reads (the inputs of an exported graph)."""
+    inner_attr: str
+    """Attribute of the task model that holds the transformers model (its layers)."""
+    score: Score
+    save_torch: Callable[[nn.Module, Path], None]
+    """Write a complete model/ folder in the run layout (loadable by ``Predictor``)."""
+    soft_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=_mse)
+    """How far a student's output is from its teacher's (distillation and recovery)."""
+
+    def inner(self, model: Any) -> Any:
+        return getattr(model, self.inner_attr)
+
+    def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model.loss(out, batch)
+
+
+class Task(Protocol):
+    """A kind of run (forecast, classify). Its recipe is ``greentune.train.recipes``' entry of
+    the same name."""
+
+    name: str
+    quality: Quality
+
+    def resolve_config(self, cfg: RunConfig) -> RunConfig:
+        """The config with the data source's defaults written in (what config.yaml records)."""
+        ...
+
+    def load_predictor(self, run: RunDir) -> Predictor:
+        """The run's model (or the variant the run holds), loaded once."""
+        ...
+
+    def evaluate(self, run: RunDir, predictor: Predictor) -> RunMetrics:
+        """Score ``predictor`` on the run's test split again and write metrics.json."""
+        ...
+
+    def load_for_compression(self, run: RunDir) -> LoadedRun: ...
+
+    def render(self, metrics: RunMetrics) -> list[Any]:
+        """What the CLI prints about a finished run: tables (rich) and sentences."""
+        ...
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+@torch.no_grad()
+def mean_loss(model: TrainableModel, batches: Batches, batch_size: int) -> float:
+    """Mean loss over every sample of ``batches``. With several processes each scores its
+    shard and the sums are reduced, so every rank takes the same early-stopping decision."""
+    total, n = 0.0, 0
+    mine = ranks.shard(len(batches))
+    for start in range(0, len(mine), batch_size):
+        idx = mine[start : start + batch_size]
+        batch = batches.get(np.asarray(idx))
+        total += float(model.loss(model(batch), batch)) * len(idx)
+        n += len(idx)
+    total, n_all = ranks.all_sum([total, float(n)])
+    return total / max(n_all, 1.0)

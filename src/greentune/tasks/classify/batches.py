@@ -1,0 +1,32 @@
+"""Texts as token ids; each batch is padded to its longest text only (see STACK.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from greentune.data.text import pad_tokens
+
+
+@dataclass
+class TextBatches:
+    tokens: list[np.ndarray]
+    labels: np.ndarray
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def get(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = pad_tokens([self.tokens[i] for i in idx], self.pad_id)
+        batch["labels"] = torch.from_numpy(self.labels[idx])
+        return batch
+
+
+def tokenize(tokenizer: Any, texts: list[str], labels: np.ndarray, max_length: int) -> TextBatches:
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    tokens = [np.asarray(t, dtype=np.int64) for t in enc["input_ids"]]
+    return TextBatches(tokens, labels, int(tokenizer.pad_token_id or 0))

@@ -1,0 +1,102 @@
+"""From network output to forecasts in data units, their scores and their rows on disk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from greentune.data.windows import ForecastData
+from greentune.distributed import ranks
+from greentune.evaluate.metrics import forecast_metrics, mase_scale
+from greentune.results import Forecast
+from greentune.tasks.forecast.batches import ForecastBatches
+
+
+@torch.no_grad()
+def predict_scaled(model: Any, batches: ForecastBatches, batch_size: int) -> np.ndarray:
+    """Network output (N, H, T, Q) for every window; with several processes each predicts its
+    shard and the shards are gathered, every window exactly once."""
+    model.eval()
+    mine = ranks.shard(len(batches))
+    outs = [
+        model(batches.get(mine[start : start + batch_size])).float().numpy()
+        for start in range(0, len(mine), batch_size)
+    ]
+    spec = model.spec
+    empty = np.zeros((0, spec.horizon, spec.n_targets, spec.n_quantiles), dtype=np.float32)
+    out = ranks.gather_shards(np.concatenate(outs) if outs else empty, len(batches))
+    return np.sort(out, axis=-1)  # quantiles must not cross
+
+
+def to_forecast(data: ForecastData, out: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
+    """(N, H, T, Q) scaled network output -> point + quantiles in data units."""
+    unscaled = data.unscale_target(np.moveaxis(out, -1, 0))  # (Q, N, H, T)
+    if not quantiles:
+        return Forecast(point=unscaled[0])
+    qs = {q: unscaled[i] for i, q in enumerate(quantiles)}
+    return Forecast(point=qs[0.5], quantiles=qs)
+
+
+def evaluate_forecast(
+    data: ForecastData, origins: np.ndarray, fc: Forecast, season_length: int
+) -> dict[str, float]:
+    """Scores of ``fc`` against the targets; MASE is scaled by the training rows' naive error."""
+    y = data.target_values()[origins[:, None] + np.arange(data.horizon)]
+    scale = mase_scale(data.target_values()[: data.val_start], season_length)
+    return forecast_metrics(y, fc.point, scale, fc.quantiles)
+
+
+def season_steps(data: ForecastData, season_length: int | None) -> int:
+    """MASE's season in steps: the given one, else one day at the data's frequency."""
+    if season_length:
+        return season_length
+    step = data.frame.index[1] - data.frame.index[0]
+    return max(1, int(pd.Timedelta(days=1) / step))
+
+
+def prediction_rows(
+    data: ForecastData, origins: np.ndarray, fc: Forecast, name: str
+) -> pd.DataFrame:
+    """predictions.parquet's long format: one row per (origin, horizon step, target)."""
+    n, h, t = fc.point.shape
+    index = data.frame.index
+    times = data.horizon_times(origins)
+    y = data.target_values()[origins[:, None] + np.arange(h)]
+    cols: dict[str, Any] = {
+        "model": name,
+        "origin": np.repeat(np.asarray(index)[origins], h * t),
+        "time": np.repeat(times.reshape(-1), t),
+        "step": np.tile(np.repeat(np.arange(1, h + 1), t), n),
+        "target": np.tile(np.asarray(data.target_cols, dtype=object), n * h),
+        "y_true": y.reshape(-1),
+        "y_pred": fc.point.reshape(-1),
+    }
+    for q, arr in (fc.quantiles or {}).items():
+        cols[f"q{q:g}"] = arr.reshape(-1)
+    return pd.DataFrame(cols)
+
+
+def forecast_frame(data: ForecastData, origins: np.ndarray, fc: Forecast) -> pd.DataFrame:
+    """What a ``Predictor`` returns: one row per (origin, step) with a column per target and
+    quantile (``<target>_forecast``, ``<target>_q0.1``, ...) and ``<target>_actual`` where the
+    input held the values."""
+    h = data.horizon
+    rows = origins[:, None] + np.arange(h)
+    out = pd.DataFrame(
+        {
+            "origin": np.repeat(np.asarray(data.frame.index)[origins], h),
+            "time": data.horizon_times(origins).reshape(-1),
+            "step": np.tile(np.arange(1, h + 1), len(origins)),
+        }
+    )
+    for j, col in enumerate(data.target_cols):
+        out[f"{col}_forecast"] = fc.point[..., j].reshape(-1)
+        for q, arr in (fc.quantiles or {}).items():
+            out[f"{col}_q{q:g}"] = arr[..., j].reshape(-1)
+        actual = data.frame[col].to_numpy()[rows].reshape(-1)
+        if not np.isnan(actual).all():
+            out[f"{col}_actual"] = actual
+    return out

@@ -1,0 +1,223 @@
+"""``ForecastPredictor``: a forecasting run's model and scaler, loaded once; history in,
+quantile forecasts with timestamps out."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from greentune.config import DataConfig, RunConfig
+from greentune.data.sources import RawTable, load_table, resolve
+from greentune.data.validate import clean_frame
+from greentune.data.windows import ForecastData, Scaler, WindowSet, featurize
+from greentune.errors import DataError
+from greentune.models.variants import read_variant
+from greentune.results import Forecast
+from greentune.rundir import RunDir
+from greentune.tasks.base import Predictor
+from greentune.tasks.forecast.artifacts import (
+    Columns,
+    load_columns,
+    load_model,
+    load_scaler,
+    require_model_dir,
+)
+from greentune.tasks.forecast.batches import make_batches
+from greentune.tasks.forecast.predict import forecast_frame, predict_scaled, to_forecast
+
+Origins = Literal["last", "daily"]
+
+
+class ForecastPredictor(Predictor):
+    """``predict(history)`` forecasts the horizon after the last observed target
+    (``origins='last'``) or backtests every local midnight (``origins='daily'``).
+
+    ``history`` has the run's time column (or a DatetimeIndex), its target(s) and covariates;
+    for ``last`` it also holds the known covariates (e.g. the temperature forecast) over the
+    horizon, unless the model uses calendar features only. The result has one row per
+    (origin, step): ``origin``, ``time``, ``step``, ``<target>_forecast``, one
+    ``<target>_q<level>`` per quantile, and ``<target>_actual`` where the input held it.
+    """
+
+    task = "forecast"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        cfg: RunConfig,
+        scaler: Scaler,
+        columns: Columns,
+        run: RunDir | None = None,
+        variant: str = "fp32",
+    ) -> None:
+        self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
+        self.scaler, self.columns = scaler, columns
+        self.run, self.variant = run, variant
+
+    @classmethod
+    def load(cls, run: RunDir) -> ForecastPredictor:
+        model_dir = require_model_dir(run.path)
+        model, tokenizer = load_model(model_dir)
+        variant = str(read_variant(model_dir).get("method", "fp32"))
+        cfg = run.config
+        return cls(
+            model, tokenizer, cfg, load_scaler(model_dir), load_columns(model_dir), run, variant
+        )
+
+    def with_model(self, model: Any) -> ForecastPredictor:
+        """The same scaler and columns around another network (a compressed candidate)."""
+        return ForecastPredictor(
+            model, self.tokenizer, self.cfg, self.scaler, self.columns, self.run, self.variant
+        )
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.spec.context_length)
+
+    @property
+    def horizon(self) -> int:
+        return int(self.model.spec.horizon)
+
+    # ------------------------------------------------------------------ predictions
+
+    def forecast(self, data: ForecastData, origins: np.ndarray) -> Forecast:
+        """Forecasts in data units for windows already prepared (a run's own splits)."""
+        batches = make_batches(self.cfg, data, origins, self.tokenizer)
+        out = predict_scaled(self.model, batches, self.cfg.eval.batch_size)
+        return to_forecast(data, out, self.cfg.model.quantiles)
+
+    def predict(  # type: ignore[override]
+        self, frame: pd.DataFrame, origins: Origins = "last", source: str = "the DataFrame"
+    ) -> pd.DataFrame:
+        """Forecasts from ``frame`` (see the class docstring); ``source`` names it in errors."""
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"{source}: expected a pandas DataFrame, got {type(frame).__name__}")
+        dcfg = resolve(self.cfg.data)
+        time_col = dcfg.time_col or "time"
+        if time_col not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
+            frame = frame.rename_axis(time_col).reset_index()
+        return self._predict(RawTable(frame, source), dcfg, origins)
+
+    def predict_file(self, path: str | Path, origins: Origins = "last") -> pd.DataFrame:
+        """``predict`` on a CSV or Parquet file (ETT files for an ETT run)."""
+        dcfg = _file_config(self.cfg.data, Path(path))
+        return self._predict(load_table(dcfg), dcfg, origins)
+
+    def _predict(self, table: RawTable, dcfg: DataConfig, origins: str) -> pd.DataFrame:
+        data, chosen = self._windows(table, dcfg, origins)
+        return forecast_frame(data, chosen, self.forecast(data, chosen))
+
+    def _windows(
+        self, table: RawTable, dcfg: DataConfig, how: str
+    ) -> tuple[ForecastData, np.ndarray]:
+        frame, report = clean_frame(table, dcfg)
+        L, H = self.context_length, self.horizon
+        if how == "last":
+            frame = _extend_horizon(frame, self.columns, H, table.origin)
+        featured, targets, past, known = featurize(frame, dcfg)
+        got = [*targets, *past, *known]
+        if got != self.columns.all:
+            raise DataError(
+                f"{table.origin}: columns {got} differ from the run's {self.columns.all}"
+            )
+        scaled = self.scaler.transform(featured.to_numpy(dtype=float)).astype(np.float32)
+        chosen = _choose_origins(featured, targets, how, L, H, table.origin)
+        _check_inputs(featured, scaled, chosen, L, H, len(targets) + len(past), table.origin)
+        data = ForecastData(
+            featured,
+            targets,
+            past,
+            known,
+            self.scaler,
+            np.nan_to_num(scaled),
+            L,
+            H,
+            0,
+            0,
+            WindowSet("train", chosen[:0]),
+            WindowSet("val", chosen[:0]),
+            WindowSet("predict", chosen),
+            report,
+        )
+        return data, chosen
+
+
+def _file_config(cfg: DataConfig, path: Path) -> DataConfig:
+    source: Literal["csv", "parquet", "ett"] = (
+        "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    )
+    if cfg.source == "ett":
+        source = "ett"
+    return dataclasses.replace(resolve(cfg), source=source, path=str(path))
+
+
+def _extend_horizon(
+    frame: pd.DataFrame, columns: Columns, horizon: int, origin: str
+) -> pd.DataFrame:
+    """Make room for the horizon after the last observed target when no input is missing."""
+    target = columns.targets[0]
+    observed = np.flatnonzero(frame[target].notna().to_numpy())
+    if len(observed) == 0:
+        raise DataError(f"{origin}: column {target!r} has no values to forecast from")
+    missing = observed[-1] + 1 + horizon - len(frame)
+    if missing <= 0:
+        return frame
+    # only known-future covariates are read over the horizon; derived features are rebuilt
+    raw_covariates = [c for c in columns.known if c in frame.columns]
+    if raw_covariates:
+        raise DataError(
+            f"{origin}: needs {horizon} rows after the last observed {target!r} "
+            f"with {', '.join(raw_covariates)} filled (their forecast); it has {horizon - missing}"
+        )
+    step = frame.index[1] - frame.index[0]
+    extra = pd.date_range(frame.index[-1] + step, periods=missing, freq=step)
+    return pd.concat([frame, pd.DataFrame(index=extra, columns=frame.columns, dtype=float)])
+
+
+def _choose_origins(
+    frame: pd.DataFrame, targets: list[str], how: str, L: int, H: int, origin: str
+) -> np.ndarray:
+    observed = np.flatnonzero(frame[targets[0]].notna().to_numpy())
+    if how == "last":
+        o = int(observed[-1]) + 1
+        if o < L:
+            raise DataError(
+                f"{origin}: needs {L} observed rows of {targets[0]!r} before the forecast (the "
+                f"model's context); it has {o}. Give a longer history"
+            )
+        return np.array([o])
+    if how != "daily":
+        raise DataError(f"origins={how!r}: use 'last' or 'daily'")
+    idx = frame.index
+    mids = np.flatnonzero((idx.hour == 0) & (idx.minute == 0))
+    chosen = mids[(mids >= L) & (mids + H <= len(frame))]
+    if len(chosen) == 0:
+        raise DataError(f"{origin}: no local midnight with {L} steps before and {H} after")
+    return chosen
+
+
+def _check_inputs(
+    frame: pd.DataFrame,
+    scaled: np.ndarray,
+    origins: np.ndarray,
+    L: int,
+    H: int,
+    t: int,
+    origin: str,
+) -> None:
+    for o in origins:
+        window = scaled[o - L : o + H].copy()
+        window[L:, :t] = 0.0  # future targets and past-only covariates are not inputs
+        bad = np.argwhere(np.isnan(window))
+        if len(bad):
+            row, col = bad[0]
+            raise DataError(
+                f"{origin}: column {frame.columns[col]!r} is missing at "
+                f"{frame.index[o - L + row]}, "
+                "inside the window needed for the forecast; fill it (or use --fill-gaps for gaps)"
+            )

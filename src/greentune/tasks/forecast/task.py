@@ -1,0 +1,106 @@
+"""The forecasting task: what is particular to forecasting runs once they exist."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pandas as pd
+
+from greentune.config import RunConfig
+from greentune.data.sources import resolve
+from greentune.data.windows import prepare_forecast_data
+from greentune.errors import DataError
+from greentune.evaluate.table import forecast_table, verdict
+from greentune.results import ModelResult, Quality, RunMetrics
+from greentune.rundir import RunDir
+from greentune.tasks.base import LoadedRun, Predictor
+from greentune.tasks.forecast.artifacts import save_model
+from greentune.tasks.forecast.batches import make_batches
+from greentune.tasks.forecast.predict import evaluate_forecast, prediction_rows, season_steps
+from greentune.tasks.forecast.predictor import ForecastPredictor
+from greentune.tuning.methods import merge_adapter
+
+QUALITY = Quality("mape", higher_is_better=False, skill_reference="seasonal_naive_weekly")
+
+
+class ForecastTask:
+    name = "forecast"
+    quality = QUALITY
+
+    def resolve_config(self, cfg: RunConfig) -> RunConfig:
+        return dataclasses.replace(cfg, data=resolve(cfg.data))
+
+    def load_predictor(self, run: RunDir) -> Predictor:
+        return ForecastPredictor.load(run)
+
+    def evaluate(self, run: RunDir, predictor: Predictor) -> RunMetrics:
+        """The saved model on the run's test windows again; baselines keep their scores."""
+        assert isinstance(predictor, ForecastPredictor)
+        metrics = run.metrics
+        cfg = run.config
+        data = prepare_forecast_data(cfg.data)
+        saved = metrics.data or {}
+        now = {"test_start": str(data.frame.index[data.test_start]), "test": len(data.test)}
+        was = {"test_start": saved.get("test_start"), "test": saved.get("windows", {}).get("test")}
+        if now != was:
+            raise DataError(
+                f"{data.report.origin} no longer gives the run's test windows (run: "
+                f"{was['test']} from {was['test_start']}; now: {now['test']} from "
+                f"{now['test_start']}); the baselines in metrics.json would not be comparable. "
+                "Use greentune predict --origins daily for new data"
+            )
+        test = data.test.origins
+        fresh = evaluate_forecast(
+            data, test, predictor.forecast(data, test), season_steps(data, cfg.eval.season_length)
+        )
+        metrics.result.scores.update(fresh)
+        run.write_metrics(metrics)
+        return metrics
+
+    def load_for_compression(self, run: RunDir) -> LoadedRun:
+        cfg = run.config
+        metrics = run.metrics
+        predictor = ForecastPredictor.load(run)
+        model = predictor.model
+        model.backbone = merge_adapter(model.backbone, run.path)
+        data = prepare_forecast_data(cfg.data)
+        batches = {
+            split: make_batches(cfg, data, data.split(split).origins, predictor.tokenizer)
+            for split in ("train", "val", "test")
+        }
+        test = data.test.origins
+        season = season_steps(data, cfg.eval.season_length)
+        name = metrics.model
+
+        def score(m: Any) -> tuple[ModelResult, pd.DataFrame]:
+            fc = predictor.with_model(m).forecast(data, test)
+            result = ModelResult(evaluate_forecast(data, test, fc, season))
+            return result, prediction_rows(data, test, fc, name)
+
+        inputs = (
+            ("past", "future")
+            if model.spec.encoder == "patch"
+            else ("input_ids", "attention_mask", "past", "future")
+        )
+        return LoadedRun(
+            run=run,
+            cfg=cfg,
+            task=self.name,
+            model_name=name,
+            model=model.eval(),
+            batches=batches,  # type: ignore[arg-type]
+            quality=self.quality,
+            input_names=inputs,
+            inner_attr="backbone",
+            score=score,
+            save_torch=lambda m, d: save_model(m, predictor.tokenizer, data, d),
+        )
+
+    def render(self, metrics: RunMetrics) -> list[Any]:
+        results = {name: r.to_dict() for name, r in metrics.test.items()}
+        title = "test split (same windows for every model)"
+        return [
+            forecast_table(results, metrics.model, title),
+            *(f"  {line}" for line in verdict(results, metrics.model)),
+        ]

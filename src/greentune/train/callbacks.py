@@ -1,0 +1,247 @@
+"""Training callbacks: how code outside the loop joins it, without a branch in the loop.
+
+Hooks, in the order the loop calls them::
+
+    on_setup(ctx)              once, after the model is prepared and a checkpoint restored:
+                               may replace ctx.model, ctx.optimizer or ctx.batches (DP wraps)
+    phase("validate-init")     a context around each validation and each epoch's steps
+    phase("epoch-N")             (energy windows, tracing)
+      on_step_end(state, loss)   after each optimizer step, gradients still present
+    phase("validate-N")
+    on_validation(state, loss)   after each validation; return True to stop training
+    on_epoch_end(state)
+    on_end(state)              always, also when training raised (state.finished says)
+
+From Python: ``train(..., callbacks=[MyCallback()])`` or ``greentune.run(cfg,
+callbacks=[...])``. From a config: ``train.callbacks: [loss-log, nan-guard]`` names entries of
+``CALLBACKS``. Built-in behaviour is made of callbacks too: early stopping (``train.patience``),
+progress bars, energy windows and AdaLoRA's rank allocation (``tuning.methods``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import nn
+
+from greentune.config import RunConfig
+from greentune.errors import TrainingError
+from greentune.registry import Registry
+from greentune.train.state import LoopResult, LoopState
+
+__all__ = [
+    "CALLBACKS",
+    "Callback",
+    "CallbackContext",
+    "Callbacks",
+    "EarlyStopping",
+    "EnergyWindows",
+    "LoopResult",
+    "LoopState",
+    "LossLog",
+    "NanGuard",
+    "Progress",
+    "ProgressBar",
+    "SetupContext",
+    "Window",
+    "build_callbacks",
+    "no_window",
+]
+
+Window = Callable[[str], AbstractContextManager[Any]]
+"""A meter's ``window``: a named context whose energy is recorded."""
+
+
+def no_window(name: str) -> AbstractContextManager[Any]:
+    """A ``Window`` that records nothing."""
+    return nullcontext()
+
+
+@dataclass
+class SetupContext:
+    """What ``on_setup`` sees and may replace before the first step."""
+
+    model: nn.Module
+    optimizer: Any
+    batches: Any
+    """The training data (``Batches``: ``len`` and ``get(positions)``)."""
+    state: LoopState
+    """After a resume: the checkpoint's state (``state.step`` steps done)."""
+    total_steps: int
+    sharded: bool
+    """True under FSDP with several processes: parameters and gradients are shards."""
+
+
+class Callback:
+    """Override the hooks you need; each does nothing here."""
+
+    def on_setup(self, ctx: SetupContext) -> None:
+        """Before training: may wrap or replace ``ctx.model``, ``ctx.optimizer``,
+        ``ctx.batches``."""
+
+    def phase(self, name: str) -> AbstractContextManager[Any]:
+        """A context around each phase of the loop: ``epoch-N``, ``validate-N``,
+        ``validate-init``."""
+        return nullcontext()
+
+    def on_step_end(self, state: LoopState, loss: float) -> None:
+        """After optimizer step ``state.step`` (gradients not yet cleared); ``loss`` is the
+        global batch's mean loss."""
+
+    def on_validation(self, state: LoopState, val_loss: float) -> bool:
+        """After a validation (``state.val_history[-1]``); return True to stop training."""
+        return False
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        """After an epoch and its validation."""
+
+    def on_end(self, state: LoopState) -> None:
+        """When the loop ends: finished, stopped, or interrupted by an error or a pause."""
+
+
+class Callbacks:
+    """Several callbacks called as one, in order."""
+
+    def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
+        self.items = list(callbacks)
+
+    def on_setup(self, ctx: SetupContext) -> None:
+        for c in self.items:
+            c.on_setup(ctx)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        with ExitStack() as stack:
+            for c in self.items:
+                stack.enter_context(c.phase(name))
+            yield
+
+    def on_step_end(self, state: LoopState, loss: float) -> None:
+        for c in self.items:
+            c.on_step_end(state, loss)
+
+    def on_validation(self, state: LoopState, val_loss: float) -> bool:
+        """Every callback sees the validation; training stops when any asks."""
+        votes = [bool(c.on_validation(state, val_loss)) for c in self.items]
+        return any(votes)
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        for c in self.items:
+            c.on_epoch_end(state)
+
+    def on_end(self, state: LoopState) -> None:
+        for c in self.items:
+            c.on_end(state)
+
+
+# ----------------------------------------------------------------------------- built-ins
+
+
+class EarlyStopping(Callback):
+    """Stop after ``patience`` epochs without a better validation loss (the loop keeps and
+    restores the best weights)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+
+    def on_validation(self, state: LoopState, val_loss: float) -> bool:
+        return state.bad_epochs >= self.patience
+
+
+class EnergyWindows(Callback):
+    """Each phase of the loop in a meter window (``train/epoch-3``, ``train/validate-3``)."""
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+
+    def phase(self, name: str) -> AbstractContextManager[Any]:
+        return self.window(name)
+
+
+class Progress(Protocol):
+    """A progress display (the CLI's rich bar)."""
+
+    def start(self, total_steps: int, done: int) -> None: ...
+
+    def update(self, step: int, loss: float, epoch: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class ProgressBar(Callback):
+    """Drives a ``Progress`` display: started at setup, one update per step, stopped at the
+    end (also when training raised)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def on_setup(self, ctx: SetupContext) -> None:
+        self.progress.start(ctx.total_steps, ctx.state.step)
+
+    def on_step_end(self, state: LoopState, loss: float) -> None:
+        self.progress.update(state.step, loss, state.epoch)
+
+    def on_end(self, state: LoopState) -> None:
+        self.progress.stop()
+
+
+class LossLog(Callback):
+    """One line every ``every`` steps and after each validation, through the run's log (and so
+    in log.txt): for runs without a terminal, where the progress bar says nothing."""
+
+    def __init__(self, log: Callable[[str], None], every: int) -> None:
+        self.log, self.every, self.total = log, every, 0
+
+    def on_setup(self, ctx: SetupContext) -> None:
+        self.total = ctx.total_steps
+
+    def on_step_end(self, state: LoopState, loss: float) -> None:
+        if state.step % self.every == 0 or state.step == self.total:
+            lr = state.history[-1]["lr"] if state.history else math.nan
+            self.log(
+                f"step {state.step}/{self.total} epoch {state.epoch}: loss {loss:.6g}, lr {lr:.3g}"
+            )
+
+    def on_validation(self, state: LoopState, val_loss: float) -> bool:
+        row = state.val_history[-1] if state.val_history else {}
+        best = " (best so far)" if val_loss <= state.best_val else ""
+        self.log(f"validation at step {row.get('step', state.step)}: loss {val_loss:.6g}{best}")
+        return False
+
+
+class NanGuard(Callback):
+    """Stop with a clear error at the first step whose loss is not finite (a diverged run
+    would otherwise train on, and checkpoint, NaN weights)."""
+
+    def on_step_end(self, state: LoopState, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"training diverged: the loss is {loss} at step {state.step} (epoch "
+                f"{state.epoch}); lower train.lr, set train.clip_norm, or check the data for "
+                "extreme values. The last checkpoint before it is kept"
+            )
+
+
+# ----------------------------------------------------------------------------- by name
+
+
+@dataclass(frozen=True)
+class CallbackContext:
+    """What a callback built by name from ``train.callbacks`` may use."""
+
+    cfg: RunConfig
+    log: Callable[[str], None]
+
+
+CALLBACKS: Registry[Callable[[CallbackContext], Callback]] = Registry("train.callbacks entry")
+CALLBACKS.add("loss-log", lambda ctx: LossLog(ctx.log, ctx.cfg.train.log_every))
+CALLBACKS.add("nan-guard", lambda ctx: NanGuard())
+
+
+def build_callbacks(ctx: CallbackContext) -> list[Callback]:
+    """The callbacks ``train.callbacks`` names, in order; unknown names list the valid ones."""
+    return [CALLBACKS.get(name)(ctx) for name in ctx.cfg.train.callbacks]

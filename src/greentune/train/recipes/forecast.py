@@ -1,0 +1,236 @@
+"""Forecasting recipe: data -> ridge skip path -> model -> PEFT -> loop -> test -> baselines.
+
+Phases run inside meter windows: data, train (ridge-skip, epoch-N, validate-N), test, save,
+and baseline/<name>; each result's ``energy_windows`` says which windows it is billed for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from greentune.config import RunConfig, replace
+from greentune.data.windows import ForecastData, prepare_forecast_data
+from greentune.distributed import ranks
+from greentune.errors import ConfigError, DataError
+from greentune.evaluate.baselines import BASELINES, run_baseline
+from greentune.models.backbone import count_parameters
+from greentune.models.forecaster import Forecaster
+from greentune.results import Forecast, ModelResult, RunMetrics, energy_windows
+from greentune.tasks.base import mean_loss
+from greentune.tasks.forecast.artifacts import save_model
+from greentune.tasks.forecast.batches import make_batches
+from greentune.tasks.forecast.model import build_model, weights_word
+from greentune.tasks.forecast.predict import (
+    evaluate_forecast,
+    predict_scaled,
+    prediction_rows,
+    season_steps,
+    to_forecast,
+)
+from greentune.tasks.forecast.skip import RIDGE_FILE, SkipInit, ridge_skip
+from greentune.train.callbacks import Callback
+from greentune.train.loop import (
+    LoopResult,
+    configure_threads,
+    threads_line,
+    total_optimizer_steps,
+    train,
+)
+from greentune.train.recipe import RECIPES, RecipeContext
+from greentune.tuning.methods import method_callbacks
+
+Log = Callable[[str], None]
+RANDOM_INIT = "random_init"
+
+
+@RECIPES.register("forecast")
+def run_forecast(ctx: RecipeContext) -> RunMetrics:
+    """The whole forecasting run; returns metrics.json's content (written by the caller)."""
+    cfg, log, window = ctx.cfg, ctx.log, ctx.window
+    log(threads_line(configure_threads(cfg.train)))
+    t0 = time.perf_counter()
+    with window("data"):
+        data = prepare_forecast_data(cfg.data)
+    log(
+        f"data: {data.report.origin}: {data.report.rows:,} rows every {data.report.step}; windows "
+        f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,}"
+        + (f"; {'; '.join(data.report.notes)}" if data.report.notes else "")
+    )
+    prep_s = time.perf_counter() - t0
+    season = season_steps(data, cfg.eval.season_length)
+    check_before_training(cfg, data, season)
+    test = data.test.origins
+    checkpoints = ctx.run.checkpoint_dir
+    with window("train"):
+        with window("ridge-skip"):
+            skip, skip_s = ridge_skip(cfg, data, log, checkpoints / RIDGE_FILE)
+        model, tokenizer, result = train_network(
+            cfg, data, log, checkpoints, ctx.resume, skip, ctx.callbacks
+        )
+    t1 = time.perf_counter()
+    with window("test"):
+        batches = make_batches(cfg, data, test, tokenizer)
+        fc = to_forecast(
+            data, predict_scaled(model, batches, cfg.eval.batch_size), cfg.model.quantiles
+        )
+    fc.predict_s = time.perf_counter() - t1
+    name = f"{cfg.model.backbone}-{cfg.model.encoder}-{cfg.peft.method}"
+    results = {
+        name: ModelResult(
+            evaluate_forecast(data, test, fc, season),
+            fit_s=skip_s + result.state.train_s,
+            predict_s=fc.predict_s,
+            predictions=len(test),
+            energy_windows={"fit": {"train": 1.0}, "predict": {"test": 1.0}},
+        )
+    }
+    frames = [prediction_rows(data, test, fc, name)]
+    main = ranks.is_main()
+    if main:
+        with window("save"):
+            save_model(model, tokenizer, data, ctx.run.model_dir)
+    for baseline in cfg.eval.baselines:
+        if baseline != RANDOM_INIT and not main:
+            continue  # one-process baselines run on rank 0; the ablation trains on every rank
+        with window(f"baseline/{baseline}"):
+            bfc = _baseline(baseline, ctx, data, test, skip, skip_s)
+        reused = ("train/ridge-skip",) if skip and baseline in ("linear", RANDOM_INIT) else ()
+        results[baseline] = ModelResult(
+            evaluate_forecast(data, test, bfc, season),
+            fit_s=bfc.fit_s,
+            predict_s=bfc.predict_s,
+            predictions=len(test),
+            energy_windows=energy_windows(f"baseline/{baseline}", bfc.fit_s, bfc.predict_s, reused),
+        )
+        frames.append(prediction_rows(data, test, bfc, baseline))
+    if main:
+        ctx.run.write_predictions(pd.concat(frames, ignore_index=True))
+    return RunMetrics(
+        task="forecast",
+        model=name,
+        test=results,
+        training=result.summary(),
+        data=_data_summary(data, prep_s, season),
+    )
+
+
+def train_network(
+    cfg: RunConfig,
+    data: ForecastData,
+    log: Log,
+    checkpoint_dir: Path | None,
+    resume: bool,
+    skip: SkipInit | None = None,
+    callbacks: list[Callback] | None = None,
+) -> tuple[Forecaster, Any, LoopResult]:
+    total_steps = total_optimizer_steps(len(data.train), cfg.train)
+    model, tokenizer = build_model(cfg, data, total_steps, skip)
+    trainable, total = count_parameters(model)
+    log(
+        f"model: {cfg.model.backbone} ({weights_word(cfg)}), "
+        f"{cfg.model.encoder} encoder, method {cfg.peft.method}: "
+        f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f} %)"
+    )
+    train_b = make_batches(cfg, data, data.train.origins, tokenizer)
+    val_b = make_batches(cfg, data, data.val.origins, tokenizer)
+    result = train(
+        model,
+        train_b,
+        cfg.train,
+        cfg.seed,
+        validate=lambda: mean_loss(model, val_b, cfg.eval.batch_size),
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        callbacks=[*method_callbacks(model.backbone), *(callbacks or [])],
+    )
+    log(_trained_line(result))
+    return model, tokenizer, result
+
+
+def _trained_line(result: LoopResult) -> str:
+    s = result.state
+    best = (
+        "no epoch beat the starting point on validation: kept it"
+        if s.best_epoch == -1
+        else f"best epoch {s.best_epoch}"
+    )
+    resumed = (
+        f" (resumed from the checkpoint at step {result.resumed_from_step})"
+        if result.resumed_from_step is not None
+        else ""
+    )
+    return (
+        f"trained {s.step} steps in {s.train_s:.1f} s ({result.samples_per_s:.0f} samples/s)"
+        f"{resumed}, {best}{', stopped early' if s.stopped_early else ''}"
+    )
+
+
+def check_before_training(cfg: RunConfig, data: ForecastData, season: int) -> None:
+    """Refuse now what would otherwise fail after minutes of training."""
+    if data.channel_independent and cfg.model.encoder != "patch":
+        raise ConfigError(
+            "data.channel_independent needs model.encoder=patch (the text encoder serialises "
+            "all channels into one prompt)"
+        )
+    valid = [*BASELINES.names(), RANDOM_INIT]
+    unknown = [b for b in cfg.eval.baselines if b not in valid]
+    if unknown:
+        raise ConfigError(
+            f"eval.baselines: unknown {', '.join(unknown)}; valid choices: {', '.join(valid)}"
+        )
+    if season >= data.val_start:
+        raise DataError(
+            f"{data.report.origin}: MASE needs more than eval.season_length={season} training "
+            f"rows; there are {data.val_start}. Set eval.season_length or use more data"
+        )
+
+
+def _baseline(
+    name: str,
+    ctx: RecipeContext,
+    data: ForecastData,
+    origins: np.ndarray,
+    skip: SkipInit | None,
+    skip_s: float,
+) -> Forecast:
+    cfg, log = ctx.cfg, ctx.log
+    if name != RANDOM_INIT:
+        fc = run_baseline(name, data, origins, cfg.model.quantiles)
+        log(f"baseline {name}: fitted in {fc.fit_s:.1f} s")
+        return fc
+    ablation = replace(cfg, model={"pretrained": False})
+    log("baseline random_init: the same network from random initialisation")
+    model, tokenizer, result = train_network(
+        ablation, data, log, None, False, skip, ctx.baseline_callbacks()
+    )
+    t0 = time.perf_counter()
+    out = predict_scaled(
+        model, make_batches(ablation, data, origins, tokenizer), cfg.eval.batch_size
+    )
+    fc = to_forecast(data, out, cfg.model.quantiles)
+    fc.fit_s, fc.predict_s = skip_s + result.state.train_s, time.perf_counter() - t0
+    return fc
+
+
+def _data_summary(data: ForecastData, prep_s: float, season: int) -> dict[str, Any]:
+    """metrics.json's ``data``: where the series came from and how it was cut."""
+    return {
+        "source": data.report.origin,
+        "rows": data.report.rows,
+        "step": data.report.step,
+        "start": data.report.start,
+        "end": data.report.end,
+        "test_start": str(data.frame.index[data.test_start]),
+        "val_start": str(data.frame.index[data.val_start]),
+        "windows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "dropped_windows": data.dropped_windows,
+        "notes": data.report.notes,
+        "prepare_s": prep_s,
+        "mase_season_steps": season,
+    }

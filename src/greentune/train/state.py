@@ -1,0 +1,59 @@
+"""Where a training loop stands (checkpointed as a whole) and what it returns."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from greentune.results import TrainingSummary
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    step: int = 0
+    """Optimizer steps taken."""
+    micro_in_epoch: int = 0
+    """Micro-batches of the current epoch already consumed."""
+    best_val: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    """Epochs since validation last improved (what early stopping counts)."""
+    stopped_early: bool = False
+    finished: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+    """One row per optimizer step: step, epoch, loss, lr."""
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    train_s: float = 0.0
+    samples: int = 0
+
+
+@dataclass
+class LoopResult:
+    state: LoopState
+    trainable: int
+    total: int
+    resumed_from_step: int | None = None
+    """The checkpoint's step when training continued from one."""
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.state.samples / self.state.train_s if self.state.train_s else 0.0
+
+    def summary(self) -> TrainingSummary:
+        """What metrics.json (and compress's notes) say about a training."""
+        s = self.state
+        return TrainingSummary(
+            steps=s.step,
+            epochs_run=s.epoch,
+            best_epoch=s.best_epoch,
+            best_val_loss=s.best_val,
+            stopped_early=s.stopped_early,
+            train_s=s.train_s,
+            samples=s.samples,
+            samples_per_s=self.samples_per_s,
+            trainable_parameters=self.trainable,
+            total_parameters=self.total,
+            loss_curve=[round(r["loss"], 6) for r in s.history],
+            val_curve=s.val_history,
+        )
