@@ -30,7 +30,7 @@ import yaml
 
 from greentune.config import RunConfig, dump_yaml, load_config
 from greentune.energy.ledger import Ledger
-from greentune.errors import CheckpointError
+from greentune.errors import CheckpointError, GreentuneError
 from greentune.io import write_json, write_parquet, write_text
 from greentune.results import METRICS_SCHEMA_VERSION, RunMetrics
 
@@ -149,7 +149,8 @@ class RunDir:
     def info(self) -> RunInfo:
         raw = self._read_json(RUN_FILE, missing_ok=True)
         if raw is None:
-            return RunInfo(task=self.config.task, status="unknown")
+            task = self.config.task if (self.path / CONFIG_FILE).is_file() else "unknown"
+            return RunInfo(task=task, status="unknown")
         _check_version(raw.get("schema_version", SCHEMA_VERSION), self.path / RUN_FILE)
         names = {f.name for f in dataclasses.fields(RunInfo)} - {"extra"}
         known = {k: v for k, v in raw.items() if k in names}
@@ -279,7 +280,7 @@ def read_status(path: str | os.PathLike[str]) -> str | None:
     run."""
     try:
         status = RunDir(path).info.status
-    except (CheckpointError, OSError):
+    except (GreentuneError, OSError):
         return None
     return None if status == "unknown" else status
 

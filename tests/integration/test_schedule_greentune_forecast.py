@@ -67,3 +67,23 @@ def test_refusals(carbon_run, tmp_path):
         forecaster.predict(np.full(len(half_hourly), 100.0), half_hourly, 24 * 20, 24)
     with pytest.raises(ScheduleError, match="is not a run directory"):
         make_forecaster(f"greentune:{tmp_path}")
+
+
+def test_the_model_is_loaded_once_for_every_recursive_step(carbon_run, monkeypatch):
+    from greentune.tasks.forecast import ForecastPredictor
+
+    run, series = carbon_run
+    loads: list[str] = []
+    original = ForecastPredictor.load.__func__
+
+    def counting(cls, run_dir):
+        loads.append(str(run_dir))
+        return original(cls, run_dir)
+
+    monkeypatch.setattr(ForecastPredictor, "load", classmethod(counting))
+    forecaster = make_forecaster(f"greentune:{run}")
+    times = pd.DatetimeIndex(pd.to_datetime(series["ts"]).dt.tz_localize("UTC"))
+    values = series["intensity"].to_numpy(float)
+    forecaster.predict(values, times, 24 * 20, 72)  # three recursive calls
+    forecaster.predict(values, times, 24 * 21, 24)
+    assert loads == [str(run)]

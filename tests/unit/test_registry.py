@@ -44,3 +44,35 @@ def test_every_registry_entry_is_usable():
     for name in BACKBONES.names():
         config, _ = BACKBONES.get(name)()
         assert config.hidden_size > 0
+
+
+def test_tasks_recipes_and_the_config_agree():
+    """A task is registered with its recipe, and the config accepts exactly those tasks."""
+    from typing import get_args, get_type_hints
+
+    from greentune.config import RunConfig
+    from greentune.tasks import TASKS
+    from greentune.train import recipes  # noqa: F401
+    from greentune.train.recipe import RECIPES
+
+    assert TASKS.names() == RECIPES.names() == ["classify", "forecast"]
+    assert set(get_args(get_type_hints(RunConfig)["task"])) == set(TASKS.names())
+    for name in TASKS.names():
+        task = TASKS.get(name)
+        assert task.name == name and task.quality.metric
+        assert task.resolve_config(RunConfig(task=name)).task == name
+
+
+def test_carbon_forecasters_and_callbacks_are_registered():
+    from greentune.schedule.forecast import FORECASTERS
+    from greentune.train.callbacks import CALLBACKS
+
+    assert FORECASTERS.names() == [
+        "greentune",
+        "lightgbm",
+        "noisy",
+        "perfect",
+        "seasonal-naive",
+        "weekly-naive",
+    ]
+    assert CALLBACKS.names() == ["loss-log", "nan-guard"]

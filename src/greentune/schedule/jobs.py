@@ -312,7 +312,7 @@ def _job(
     spec: JobSection = _section(JobSection, raw, where)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
         raise ScheduleError(f"{where}: 'name' must be letters, digits, '.', '_' or '-'")
-    command = spec.command.split() if isinstance(spec.command, str) else spec.command
+    command = tuple(spec.command.split()) if isinstance(spec.command, str) else spec.command
     if (spec.config is None) == (command is None):
         raise ScheduleError(f"{where}: give exactly one of 'config' (greentune) or 'command'")
     if command is not None and not command:

@@ -134,3 +134,25 @@ def test_greedy_choice_drops_the_layer_that_does_nothing():
     kept, trail = greedy_layer_choice(task, Wrapper(model), keep=2)  # type: ignore[arg-type]
     assert kept == [0, 2]
     assert trail[0]["dropped"] == 1 and trail[0]["val_loss"] < 1e-10
+
+
+def test_compress_options_are_built_by_the_config_system():
+    from greentune.compress import CompressOptions
+    from greentune.config import build
+    from greentune.errors import ConfigError
+
+    opts = build(
+        CompressOptions, {"methods": ["onnx"], "max_metric_drop": "1%", "plan": {"rounds": 3}}
+    )
+    assert opts.drop_limit == pytest.approx(0.01) and opts.plan.rounds == 3
+    assert opts.plan.calls_b1 == 20  # defaults filled in
+    cases = [
+        ({"methods": ["onnx"], "plan": {"rounds": 0}}, "rounds must be >= 1, got 0"),
+        ({"methods": ["onnx"], "plan": {"round": 2}}, "unknown key plan.round; valid keys"),
+        ({"methods": ["onnx"], "max_metric_drop": "a lot"}, "max_metric_drop must look like 1%"),
+        ({"methods": ["onnx"], "threads": 0}, "threads must be >= 1"),
+        ({"methods": []}, "give at least one method"),
+    ]
+    for raw, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            build(CompressOptions, raw)

@@ -115,3 +115,19 @@ def test_rank_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("RANK", "3")
     clock = FakeClock()
     assert Meter([FakeSource(clock)], None).rank == 3
+
+
+def test_metering_off_yields_a_null_meter_whose_windows_record_nothing(tmp_path):
+    from greentune.config import EnergyConfig
+    from greentune.energy.meter import NullMeter
+    from greentune.energy.session import metered, metered_window
+
+    with metered(tmp_path, EnergyConfig(enabled=False), "run") as meter:
+        assert isinstance(meter, NullMeter) and not meter.enabled
+        with meter.window("train") as outer, meter.window("epoch-0") as inner:
+            pass
+    assert outer.result is None and inner.result is None and meter.results == []
+    with metered_window(tmp_path, EnergyConfig(enabled=False), "evaluate") as handle:
+        pass
+    assert handle.result is None
+    assert not (tmp_path / "energy.json").exists()

@@ -177,3 +177,32 @@ def test_every_shipped_job_file_loads_and_plans(path, monkeypatch):
 
 def test_job_files_are_shipped():
     assert SHIPPED
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("interruptible: true", "interruptible: yes please"), "interruptible must be true or"),
+        (("    deadline: 2024-01-03T12:00Z\n", ""), r"job 2 \(j2\): deadline is missing"),
+        (("min_chunk: 1h", "min_chunk: 1h\n    units: two"), "units must be an integer, got 'two'"),
+        (("capacity: 2}", "capacity: 2, colour: red}"), "unknown key sites.a.colour; valid keys"),
+        (("slot: 30min,", "slot: [30min],"), "schedule.slot: \\['30min'\\] fits none of"),
+    ],
+)
+def test_job_files_are_typed_like_run_configs(tmp_path, change, message):
+    """Job files go through the same config system as run configs (greentune.config.build)."""
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD.replace(*change, 1))
+    with pytest.raises(ScheduleError, match=message) as err:
+        load_jobs(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_command_string_and_yaml_datetimes(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    text = GOOD.replace("command: [python, x.py]", "command: python x.py --fast")
+    text = text.replace("deadline: 2024-01-03T12:00Z", "deadline: 2024-01-03T12:00:00Z")
+    path.write_text(text)
+    j2 = load_jobs(path).jobs[1]
+    assert j2.command == ("python", "x.py", "--fast")
+    assert j2.deadline == dt.datetime(2024, 1, 3, 12, tzinfo=dt.UTC)
