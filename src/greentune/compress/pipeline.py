@@ -60,7 +60,7 @@ class CompressOptions:
         if isinstance(self.max_metric_drop, str):
             drop = parse_fraction(self.max_metric_drop, "max_metric_drop")
             object.__setattr__(self, "max_metric_drop", drop)
-        if self.max_metric_drop is not None and self.max_metric_drop < 0:
+        if self.drop_limit is not None and self.drop_limit < 0:
             raise ConfigError(f"max_metric_drop must be >= 0, got {self.max_metric_drop}")
 
     @property
@@ -240,7 +240,7 @@ def _finish(task: LoadedRun, v: Variant, row: dict[str, Any], keep_rejected: boo
         energy_windows={"fit": {"build": 1.0}, "predict": {"test": 1.0}},
     )
     results = {row_name: mine, **{k: r for k, r in parent.test.items() if k != task.model_name}}
-    compression = {k: row[k] for k in ("method", "options", "status") if k in row}
+    compression: dict[str, Any] = {k: row[k] for k in ("method", "options", "status") if k in row}
     metrics = dataclasses.replace(parent, model=row_name, test=results, compression=compression)
     scratch = RunDir(v.scratch)
     scratch.write_metrics(metrics)

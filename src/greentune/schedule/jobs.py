@@ -139,10 +139,19 @@ class Site:
 
 
 class Launchable(Protocol):
-    name: str
-    config: str | None
-    overrides: tuple[str, ...]
-    command: tuple[str, ...] | None
+    """What ``job_argv`` reads: a ``Job`` or a ``Launch``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> str | None: ...
+
+    @property
+    def overrides(self) -> tuple[str, ...]: ...
+
+    @property
+    def command(self) -> tuple[str, ...] | None: ...
 
 
 @dataclass(frozen=True)

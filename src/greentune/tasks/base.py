@@ -97,7 +97,7 @@ class LoadedRun:
     inner_attr: str
     """Attribute of the task model that holds the transformers model (its layers)."""
     score: Score
-    save_torch: Callable[[nn.Module, Path], None]
+    save_torch: Callable[[Any, Path], None]
     """Write a complete model/ folder in the run layout (loadable by ``Predictor``)."""
     soft_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=_mse)
     """How far a student's output is from its teacher's (distillation and recovery)."""
