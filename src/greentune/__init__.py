@@ -29,6 +29,7 @@ from greentune.rundir import RunDir
 
 if TYPE_CHECKING:  # loaded on first use: ``import greentune`` stays light (no torch)
     from greentune.energy.ledger import Ledger
+    from greentune.quiet import quiet_libraries
     from greentune.tasks import TASKS, Predictor
     from greentune.train.callbacks import CALLBACKS, Callback
     from greentune.train.run import run
@@ -54,6 +55,7 @@ __all__ = [
     "__version__",
     "build_config",
     "load_config",
+    "quiet_libraries",
     "run",
 ]
 
@@ -64,6 +66,7 @@ _LAZY = {
     "Callback": ("greentune.train.callbacks", "Callback"),
     "CALLBACKS": ("greentune.train.callbacks", "CALLBACKS"),
     "Ledger": ("greentune.energy.ledger", "Ledger"),
+    "quiet_libraries": ("greentune.quiet", "quiet_libraries"),
 }
 
 

@@ -191,3 +191,23 @@ def test_classify_predictor_gives_labels_and_probabilities(tmp_path):
         CheckpointError, match="is a classify run; ForecastPredictor loads forecast"
     ):
         ForecastPredictor.from_run(run)
+
+
+def test_the_documented_tour_runs(tmp_path):
+    """examples/api_tour.py is what docs/api.md shows; it must keep working."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "examples/api_tour.py", "--tiny", "--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "run: " in done.stdout and "complete" in done.stdout
+    assert "greenest within 2 % of the best:" in done.stdout
+    assert "next-day MAPE" in done.stdout
+    assert "Warning" not in done.stderr  # quiet_libraries keeps a notebook clean

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -12,6 +11,9 @@ import typer
 from rich.console import Console
 
 from greentune.errors import GreentuneError
+from greentune.quiet import quiet_libraries
+
+__all__ = ["app", "handle_errors", "quiet_libraries"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,21 +34,6 @@ app.add_typer(config_app, name="config")
 # Comparison tables need ~120 columns; rich assumes 80 when output is not a terminal.
 console = Console() if sys.stdout.isatty() else Console(width=140)
 err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
-
-
-def quiet_libraries() -> None:
-    """Hub progress bars and load reports are noise for an offline, packaged model."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    import transformers
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def handle_errors(fn: F) -> F:

@@ -136,6 +136,12 @@ def test_energy_from_a_profiling_run(tmp_path):
         (("capacity: 1}", "capacity: 0}"), r"site 'b': 'capacity' must be a whole number >= 1"),
         (("- name: j2", "- name: j1"), "repeats the name 'j1'"),
         (("slot: 30min", "slot: 7h"), "slot must divide a day"),
+        # the same config system as run configs (greentune.config.build) types every key
+        (("interruptible: true", "interruptible: yes please"), "interruptible must be true or"),
+        (("    deadline: 2024-01-03T12:00Z\n", ""), r"job 2 \(j2\): deadline is missing"),
+        (("min_chunk: 1h", "min_chunk: 1h\n    units: two"), "units must be an integer, got 'two'"),
+        (("capacity: 2}", "capacity: 2, colour: red}"), "unknown key sites.a.colour; valid keys"),
+        (("slot: 30min,", "slot: [30min],"), "schedule.slot: \\['30min'\\] fits none of"),
     ],
 )
 def test_bad_job_files_name_file_job_and_key(tmp_path, change, message):
@@ -177,25 +183,6 @@ def test_every_shipped_job_file_loads_and_plans(path, monkeypatch):
 
 def test_job_files_are_shipped():
     assert SHIPPED
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (("interruptible: true", "interruptible: yes please"), "interruptible must be true or"),
-        (("    deadline: 2024-01-03T12:00Z\n", ""), r"job 2 \(j2\): deadline is missing"),
-        (("min_chunk: 1h", "min_chunk: 1h\n    units: two"), "units must be an integer, got 'two'"),
-        (("capacity: 2}", "capacity: 2, colour: red}"), "unknown key sites.a.colour; valid keys"),
-        (("slot: 30min,", "slot: [30min],"), "schedule.slot: \\['30min'\\] fits none of"),
-    ],
-)
-def test_job_files_are_typed_like_run_configs(tmp_path, change, message):
-    """Job files go through the same config system as run configs (greentune.config.build)."""
-    path = tmp_path / "jobs.yaml"
-    path.write_text(GOOD.replace(*change, 1))
-    with pytest.raises(ScheduleError, match=message) as err:
-        load_jobs(path)
-    assert str(path) in str(err.value)
 
 
 def test_a_command_string_and_yaml_datetimes(tmp_path):
