@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
 
+import greentune as gt
 from greentune.cli import quiet_libraries
 from greentune.config import build_config
-from greentune.train.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -71,7 +71,7 @@ def run_one(dataset: str, method: str, baselines: str) -> dict:
         ]
     )
     t0 = time.perf_counter()
-    _, _, metrics = run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
+    metrics = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True)).metrics.to_dict()
     metrics["wall_s"] = time.perf_counter() - t0
     return metrics
 

@@ -51,6 +51,14 @@ class Quality:
 # ----------------------------------------------------------------------------- one model
 
 
+def _written(values: dict[str, Any], read: tuple[str, ...]) -> dict[str, Any]:
+    """What ``to_dict`` writes: the values that are set, plus those read from a file even when
+    null, in the order they were read (new keys after): a file read and written back is the
+    same file."""
+    kept = {k: v for k, v in values.items() if v is not None or k in read}
+    return {**{k: kept[k] for k in read if k in kept}, **kept}
+
+
 @dataclass
 class EnergyBill:
     """What one model cost in the run's ledger: fitting it and predicting the test split."""
@@ -87,6 +95,8 @@ class ModelResult:
     bill: EnergyBill | None = None
     per_kwh: dict[str, float] = field(default_factory=dict)
     """skill_per_kwh (forecast) or macro_f1_per_kwh (classify)."""
+    read_keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """The keys of the row this was read from, in order (``to_dict`` keeps them)."""
 
     def score(self, name: str) -> float:
         value = self.scores.get(name)
@@ -109,19 +119,16 @@ class ModelResult:
             energy_windows=raw.get("energy_windows"),
             bill=bill,
             per_kwh=per_kwh,
+            read_keys=tuple(raw),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.scores)
-        for key in _RESULT_KEYS:
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
+        out.update({key: getattr(self, key) for key in _RESULT_KEYS})
         if self.bill is not None:
-            bill = dataclasses.asdict(self.bill)
-            out.update({k: v for k, v in bill.items() if v is not None or "_per_1k_" not in k})
+            out.update(dataclasses.asdict(self.bill))
         out.update(self.per_kwh)
-        return out
+        return _written(out, self.read_keys)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -145,16 +152,17 @@ class TrainingSummary:
     total_parameters: int = 0
     loss_curve: list[float] = field(default_factory=list)
     """Loss of every optimizer step (rounded to 6 digits)."""
-    val_curve: list[dict[str, float]] = field(default_factory=list)
+    val_curve: list[dict[str, float]] | None = None
     """One row per validation: epoch (-1 before training), step, val_loss."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    read_keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainingSummary:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        return cls(**_split(cls, raw))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return _record_dict(self)
 
 
 @dataclass
@@ -175,19 +183,35 @@ class EnergySummary:
     greenest_cost: str | None = None
     """emissions_g, or energy_wh when some emissions are unknown."""
     energy_ratio_to_best: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    read_keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> EnergySummary:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        return cls(**_split(cls, raw))
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        optional = ("target", "quality_metric", "best", "greenest", "greenest_cost")
-        if self.greenest is None:  # no model could be billed: no verdict keys at all
-            for key in (*optional, "energy_ratio_to_best"):
-                out.pop(key)
+        out = _record_dict(self)
+        if self.greenest is not None:  # the verdict: its ratio is written even when unknown
+            out.setdefault("energy_ratio_to_best", self.energy_ratio_to_best)
         return out
+
+
+def _split(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments from a mapping: known fields, the rest in ``extra``."""
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra", "read_keys"}
+    known = {k: v for k, v in raw.items() if k in names}
+    extra = {k: v for k, v in raw.items() if k not in names}
+    return {**known, "extra": extra, "read_keys": tuple(raw)}
+
+
+def _record_dict(record: Any) -> dict[str, Any]:
+    values = {
+        f.name: getattr(record, f.name)
+        for f in dataclasses.fields(record)
+        if f.name not in ("extra", "read_keys")
+    }
+    return _written({**values, **record.extra}, record.read_keys)
 
 
 @dataclass

@@ -149,12 +149,12 @@ class RunDir:
     def info(self) -> RunInfo:
         raw = self._read_json(RUN_FILE, missing_ok=True)
         if raw is None:
-            task = self.config.task if (self.path / CONFIG_FILE).is_file() else "unknown"
-            return RunInfo(task=task, status="unknown")
+            return RunInfo(task=self._config_task(), status="unknown")
         _check_version(raw.get("schema_version", SCHEMA_VERSION), self.path / RUN_FILE)
         names = {f.name for f in dataclasses.fields(RunInfo)} - {"extra"}
         known = {k: v for k, v in raw.items() if k in names}
-        known.setdefault("task", self.config.task)
+        if "task" not in known:
+            known["task"] = self._config_task()
         known.setdefault("status", "unknown")
         return RunInfo(**known, extra={k: v for k, v in raw.items() if k not in names})
 
@@ -174,7 +174,7 @@ class RunDir:
             raise ValueError(f"unknown run status {status!r}; use one of {', '.join(STATUSES)}")
         info = self._read_json(RUN_FILE, missing_ok=True) or {}
         info.setdefault("created", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-        task = extra.pop("task", None) or info.get("task") or self.config.task
+        task = extra.pop("task", None) or info.get("task") or self._config_task()
         info.update(schema_version=SCHEMA_VERSION, task=task, status=status, **extra)
         write_json(self.path / RUN_FILE, info)
 
@@ -228,6 +228,10 @@ class RunDir:
 
     # ------------------------------------------------------------------ variants
 
+    def write_compression(self, report: dict[str, Any]) -> None:
+        """compression.json: ``greentune compress``'s comparison of this run's variants."""
+        write_json(self.path / COMPRESSION_FILE, report)
+
     def variants(self) -> dict[str, RunDir]:
         """Compressed variants of this run that exist on disk, by name (from compression.json,
         which ``greentune compress`` writes here)."""
@@ -258,6 +262,13 @@ class RunDir:
         )
 
     # ------------------------------------------------------------------ helpers
+
+    def _config_task(self) -> str:
+        """The task in config.yaml, or 'unknown' while there is none (a run being created)."""
+        try:
+            return self.config.task if (self.path / CONFIG_FILE).is_file() else "unknown"
+        except GreentuneError:
+            return "unknown"
 
     def _read_json(self, name: str, missing_ok: bool = False) -> dict[str, Any] | None:
         path = self.path / name

@@ -148,3 +148,59 @@ def test_predictions_and_metrics_are_written_atomically(tmp_path):
     run.write_metrics(metrics)
     assert json.loads((tmp_path / "metrics.json").read_text())["test"]["a"]["mape"] is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "predictions.parquet"]
+
+
+def test_an_old_classification_metrics_file_round_trips_too():
+    """Written before the API: its training section had six keys and a null; all survive."""
+    raw = {
+        "schema_version": 1,
+        "task": "classify",
+        "model": "minilm-lora",
+        "labels": ["a", "b"],
+        "test": {
+            "minilm-lora": {
+                "accuracy": 0.5,
+                "macro_f1": 0.4,
+                "confusion": [[1, 1], [0, 0]],
+                "fit_s": 1.0,
+                "predict_s": 0.1,
+                "predictions": 2,
+                "energy_windows": {"fit": {"train": 1.0}, "predict": {"test": 1.0}},
+                "fit_wh": 0.1,
+                "fit_g": None,
+                "predict_wh": 0.0,
+                "predict_g": None,
+                "energy_wh": 0.1,
+                "emissions_g": None,
+                "wh_per_1k_predictions": 0.01,
+                "g_per_1k_predictions": None,
+                "macro_f1_per_kwh": 4000.0,
+            },
+            "majority_class": {"accuracy": 0.5, "macro_f1": 0.33, "confusion": [[2, 0], [0, 0]]},
+        },
+        "training": {
+            "steps": 4,
+            "train_s": 1.0,
+            "samples_per_s": 8.0,
+            "trainable_parameters": 10,
+            "total_parameters": 20,
+            "loss_curve": [0.7, 0.6, 0.5, 0.4],
+            "a_future_key": {"x": 1},
+        },
+        "energy": {
+            "kinds": ["model"],
+            "carbon": None,
+            "run_wh": 0.2,
+            "run_g": None,
+            "by_phase_wh": {"train": 0.2},
+            "target": 0.02,
+            "quality_metric": "macro_f1",
+            "best": "minilm-lora",
+            "greenest": "minilm-lora",
+            "greenest_cost": "energy_wh",
+            "energy_ratio_to_best": None,
+        },
+    }
+    again = RunMetrics.from_dict(raw).to_dict()
+    assert again == raw
+    assert json.dumps(again) == json.dumps(raw)  # the same key order too

@@ -260,10 +260,12 @@ def predict(
     from greentune.tasks.forecast import ForecastPredictor
 
     run = RunDir.open(run_dir)
-    predictor = Predictor.from_run(run)
-    if not isinstance(predictor, ForecastPredictor):
-        raise CheckpointError(f"{run} is a {predictor.task} run; predict takes forecasting runs")
-    with metered_window(run.path, run.config.energy, "predict") as window:
+    with metered_window(run.path, run.config.energy, "predict") as window:  # the load included
+        predictor = Predictor.from_run(run)
+        if not isinstance(predictor, ForecastPredictor):
+            raise CheckpointError(
+                f"{run} is a {predictor.task} run; predict takes forecasting runs"
+            )
         frame = predictor.predict_file(data, origins)  # type: ignore[arg-type]
     write_csv(out, frame)
     console.print(f"wrote {len(frame):,} rows to [bold]{out}[/]")

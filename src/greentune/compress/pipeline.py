@@ -28,7 +28,7 @@ from greentune.compress.task import LoadedRun, load_task, sample_batch
 from greentune.config import parse_fraction, replace
 from greentune.energy.session import AnyMeter, metered
 from greentune.errors import CheckpointError, CompressError, ConfigError, ModelError
-from greentune.io import replace_dir, write_json
+from greentune.io import replace_dir
 from greentune.results import ModelResult
 from greentune.rundir import RunDir
 
@@ -126,7 +126,7 @@ def _compress(
         rows.append(row)
         _finish(task, v, row, opts.keep_rejected)
     report = _report(task, threads, opts, rows)
-    write_json(task.run.path / "compression.json", report)
+    task.run.write_compression(report)
     return report
 
 

@@ -112,7 +112,9 @@ def gather_shards(local: np.ndarray, n: int) -> np.ndarray:
         return local
     parts: list[Any] = [None] * world_size()
     dist.all_gather_object(parts, local)
-    out = np.empty((n, *local.shape[1:]), dtype=local.dtype)
+    # a rank left without rows may not know the row shape (e.g. classes); take it from one that has
+    full = next((p for p in parts if len(p)), local)
+    out = np.empty((n, *full.shape[1:]), dtype=full.dtype)
     for r, part in enumerate(parts):
         out[r :: world_size()] = part
     return out

@@ -32,6 +32,18 @@ from greentune.io import write_csv, write_json
 
 SCHEMA_VERSION = 1
 LEDGER_JSON = "energy.json"
+ROW_KEYS = (
+    "window",
+    "phase",
+    "depth",
+    "command",
+    "start",
+    "duration_s",
+    "energy_j",
+    "emissions_g",
+    "kind",
+)
+"""What every row must hold for the totals and the bills (emissions_g may be null)."""
 LEDGER_CSV = "energy.csv"
 
 
@@ -51,6 +63,10 @@ class Ledger:
             data = json.loads(path.read_text())
             ledger = cls(data["rows"])
             ledger.sessions = list(data.get("sessions", []))
+            for i, row in enumerate(ledger.rows):
+                missing = [k for k in ROW_KEYS if k not in row]
+                if missing or not isinstance(row["energy_j"], dict):
+                    raise KeyError(f"row {i + 1} lacks {', '.join(missing) or 'energy_j values'}")
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise EnergyError(
                 f"{path}: not a greentune energy ledger ({exc}); move it aside to start a new one"

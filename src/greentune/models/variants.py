@@ -36,9 +36,12 @@ def read_variant(model_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {"format": "torch"}
     try:
-        return dict(json.loads(path.read_text()))
-    except json.JSONDecodeError as exc:
+        info = dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} is damaged ({exc}); compress the parent again") from None
+    if not isinstance(info.get("format"), str):
+        raise CheckpointError(f"{path} is damaged (no format); compress the parent again")
+    return info
 
 
 def quantize_linear(model: nn.Module) -> nn.Module:

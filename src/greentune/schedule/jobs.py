@@ -40,7 +40,12 @@ import yaml
 
 from greentune.config import build
 from greentune.errors import ConfigError, ScheduleError
-from greentune.schedule.estimate import EnergyEstimate, EnergySection, resolve_estimate
+from greentune.schedule.estimate import (
+    ENERGY_FORMS,
+    EnergyEstimate,
+    EnergySection,
+    resolve_estimate,
+)
 from greentune.schedule.fields import parse_duration_s, parse_time
 
 __all__ = [
@@ -102,7 +107,7 @@ class JobSection:
     deadline: Time
     config: str | None = None
     """A greentune run config (give this or ``command``)."""
-    overrides: tuple[str, ...] = ()
+    overrides: tuple[str, ...] | None = None
     """``key=value`` overrides of the config."""
     command: str | tuple[str, ...] | None = None
     """Any other command: a list of arguments (or one string split on spaces)."""
@@ -241,6 +246,14 @@ def load_jobs(
         raise ScheduleError(f"{file} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ScheduleError(f"{file}: expected a mapping with 'sites' and 'jobs' at the top")
+    for name, site in (
+        (raw.get("sites") or {}).items() if isinstance(raw.get("sites"), dict) else ()
+    ):
+        if isinstance(site, dict) and "carbon" not in site:
+            raise ScheduleError(
+                f"{file}: site {name!r}: 'carbon' is missing; give a provider spec, e.g. "
+                "carbon: trace:DIR@GB"
+            )
     top = _section(JobFileSection, raw, f"{file}")
     settings = _settings(top.schedule, file, clock)
     sites = _sites(top.sites, file)
@@ -318,7 +331,11 @@ def _job(
     where = f"{file}: job {index + 1}" + (f" ({label})" if label else "")
     if not isinstance(raw, dict):
         raise ScheduleError(f"{where}: expected a mapping with name, energy, deadline, ...")
+    for key, example in (("deadline", "deadline: +24h"), ("energy", ENERGY_FORMS)):
+        if key not in raw:
+            raise ScheduleError(f"{where}: '{key}' is missing; e.g. {example}")
     spec: JobSection = _section(JobSection, raw, where)
+    overrides = spec.overrides or ()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
         raise ScheduleError(f"{where}: 'name' must be letters, digits, '.', '_' or '-'")
     command = tuple(spec.command.split()) if isinstance(spec.command, str) else spec.command
@@ -326,7 +343,7 @@ def _job(
         raise ScheduleError(f"{where}: give exactly one of 'config' (greentune) or 'command'")
     if command is not None and not command:
         raise ScheduleError(f"{where}: 'command' must be a list of arguments")
-    if not all("=" in o for o in spec.overrides):
+    if not all("=" in o for o in overrides):
         raise ScheduleError(f"{where}: 'overrides' must be a list of key=value strings")
     job_sites = spec.sites or tuple(sites)[:1]
     for site in job_sites:
@@ -345,7 +362,7 @@ def _job(
     earliest = parse_time(spec.earliest_start, settings.now, f"{where}: earliest_start")
     deadline = parse_time(spec.deadline, settings.now, f"{where}: deadline")
     min_chunk = spec.min_chunk if spec.min_chunk is not None else settings.slot_s
-    launch = Launch(spec.name, spec.config, spec.overrides, command)
+    launch = Launch(spec.name, spec.config, overrides, command)
     profile = None
     if profiler is not None:
         profile = lambda steps: profiler(launch, steps)  # noqa: E731
@@ -364,7 +381,7 @@ def _job(
     return Job(
         name=spec.name,
         config=spec.config,
-        overrides=spec.overrides,
+        overrides=overrides,
         command=command,
         estimate=estimate,
         earliest_start=earliest,

@@ -3,14 +3,21 @@
 Hooks, in the order the loop calls them::
 
     on_setup(ctx)              once, after the model is prepared and a checkpoint restored:
-                               may replace ctx.model, ctx.optimizer or ctx.batches (DP wraps)
+                               may wrap ctx.model, ctx.optimizer or ctx.batches (DP does)
     phase("validate-init")     a context around each validation and each epoch's steps
+    on_validation(state, loss)   also after validate-init: True there means no step at all
     phase("epoch-N")             (energy windows, tracing)
       on_step_end(state, loss)   after each optimizer step, gradients still present
     phase("validate-N")
     on_validation(state, loss)   after each validation; return True to stop training
     on_epoch_end(state)
     on_end(state)              always, also when training raised (state.finished says)
+
+Wrapping in ``on_setup``: the learning-rate schedule and a restored checkpoint act on the
+optimizer the loop built, so a replacement must wrap it and share its ``param_groups`` (as
+Opacus' DPOptimizer does); wrapped batches keep the planned number of samples. With several
+processes every rank runs the callbacks; a stop asked by any rank stops them all. After the
+validation that ends a ``max_steps`` run mid-epoch, the vote is ignored (training is over).
 
 From Python: ``train(..., callbacks=[MyCallback()])`` or ``greentune.run(cfg,
 callbacks=[...])``. From a config: ``train.callbacks: [loss-log, nan-guard]`` names entries of

@@ -125,13 +125,13 @@ def train(
             loop, best = restore_state(ckpt, model, optimizer, scheduler)
             state = LoopState(**loop)
             resumed_from = state.step
-    n_micro = math.ceil(len(data) / cfg.batch_size)
     setup = SetupContext(model, optimizer, data, state, total_steps, sharded)
     # Only a loop that can checkpoint can pause; elsewhere SIGTERM exits at once.
     pausable = pause.pausable() if checkpoint_dir else nullcontext()
     try:
         cbs.on_setup(setup)
         model, optimizer, data = setup.model, setup.optimizer, setup.batches
+        n_micro = math.ceil(len(data) / cfg.batch_size)
         if validate is not None and state.step == 0 and not state.val_history:
             # The starting point competes too: early stopping never returns a model worse on
             # validation than the one training began from (e.g. a ridge-initialised skip path).
@@ -295,7 +295,10 @@ def _validate(
     elif epoch >= 0 and not final:
         state.bad_epochs += 1
     snap = snapshot(model) if improved else None
-    if cbs.on_validation(state, val) and not final:
+    # every rank asks its callbacks; one rank's stop (a wall-clock budget, say) stops them all,
+    # or the others would wait for it in the next step's collectives
+    stop = ranks.all_sum([float(cbs.on_validation(state, val))])[0] > 0
+    if stop and not final:
         state.stopped_early = state.finished = True
     return snap
 

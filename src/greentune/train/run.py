@@ -83,9 +83,9 @@ def run(
         # Unwinding (not os._exit) keeps what matters: the ledger has the energy spent, the
         # checkpoints stay, run.json says why the run stopped.
         if main and pause.is_stop(exc):
-            _record_pause(run_dir, exc, log)
+            _record_pause(run_dir, cfg.task, exc, log)
         elif main:
-            run_dir.set_status("failed", error=str(exc)[:500])
+            run_dir.set_status("failed", task=cfg.task, error=str(exc)[:500])
         if isinstance(exc, pause.TrainingPaused):
             ranks.barrier()  # no rank leaves before rank 0 wrote the checkpoint and run.json
             ranks.shutdown()
@@ -110,7 +110,7 @@ def run_logger(log_path: Path, echo: Log) -> Log:
     return log
 
 
-def _record_pause(run_dir: RunDir, exc: BaseException, log: Log) -> None:
+def _record_pause(run_dir: RunDir, task: str, exc: BaseException, log: Log) -> None:
     """run.json: status paused, the step of the checkpoint to continue from, the command."""
     if isinstance(exc, pause.TrainingPaused):
         step: int | None = exc.step
@@ -123,7 +123,7 @@ def _record_pause(run_dir: RunDir, exc: BaseException, log: Log) -> None:
         )
     world = ranks.world_size()
     command = f"greentune run --resume {run_dir.path}" + (f" --nproc {world}" if world > 1 else "")
-    run_dir.set_status("paused", paused_at_step=step, resume_command=command, error=None)
+    run_dir.set_status("paused", task=task, paused_at_step=step, resume_command=command, error=None)
     log(f"{how}: continue with {command}")
 
 

@@ -138,9 +138,13 @@ def test_energy_from_a_profiling_run(tmp_path):
         (("slot: 30min", "slot: 7h"), "slot must divide a day"),
         # the same config system as run configs (greentune.config.build) types every key
         (("interruptible: true", "interruptible: yes please"), "interruptible must be true or"),
-        (("    deadline: 2024-01-03T12:00Z\n", ""), r"job 2 \(j2\): deadline is missing"),
+        (
+            ("    deadline: 2024-01-03T12:00Z\n", ""),
+            r"job 2 \(j2\): 'deadline' is missing; e.g. deadline: \+24h",
+        ),
         (("min_chunk: 1h", "min_chunk: 1h\n    units: two"), "units must be an integer, got 'two'"),
         (("capacity: 2}", "capacity: 2, colour: red}"), "unknown key sites.a.colour; valid keys"),
+        (('carbon: "fixed:100", ', ""), "site 'a': 'carbon' is missing; give a provider spec"),
         (("slot: 30min,", "slot: [30min],"), "schedule.slot: \\['30min'\\] fits none of"),
     ],
 )
@@ -193,3 +197,9 @@ def test_a_command_string_and_yaml_datetimes(tmp_path):
     j2 = load_jobs(path).jobs[1]
     assert j2.command == ("python", "x.py", "--fast")
     assert j2.deadline == dt.datetime(2024, 1, 3, 12, tzinfo=dt.UTC)
+
+
+def test_empty_overrides_mean_none(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD.replace("overrides: [train.epochs=2]", "overrides:"))
+    assert load_jobs(path).jobs[0].overrides == ()
