@@ -207,11 +207,11 @@ class Settings:
     """The ``schedule:`` section, resolved: times aware, durations in seconds."""
 
     now: dt.datetime
-    slot_s: float = 3600.0
-    policy: str = "greenest-chunks"
-    forecast: str = "seasonal-naive"
-    history_s: float = 28 * 86400.0
-    output_dir: str = "runs"
+    slot_s: float
+    policy: str
+    forecast: str
+    history_s: float
+    output_dir: str
 
 
 @dataclass(frozen=True)
