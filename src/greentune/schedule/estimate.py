@@ -8,6 +8,7 @@ from pathlib import Path
 
 from greentune.energy.ledger import LEDGER_JSON, Ledger
 from greentune.errors import GreentuneError, ScheduleError
+from greentune.rundir import RunDir
 from greentune.schedule.fields import parse_duration_s
 
 __all__ = ["EnergyEstimate", "EnergySection", "ledger_totals", "resolve_estimate"]
@@ -97,7 +98,7 @@ def _ledger(run: Path, where: str) -> Ledger:
             "on, or give {energy_wh: ..., duration: ...}"
         )
     try:
-        return Ledger.load(run)
+        return RunDir(run).ledger  # also a folder that `greentune energy measure --ledger` wrote
     except GreentuneError as exc:
         raise ScheduleError(f"{where}: {exc}") from None
 

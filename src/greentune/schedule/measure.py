@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from greentune.energy.carbon import emissions_g, parse_provider_spec
-from greentune.energy.ledger import LEDGER_JSON, Ledger
+from greentune.energy.ledger import LEDGER_JSON
 from greentune.errors import GreentuneError, ScheduleError
+from greentune.rundir import RunDir
 
 __all__ = ["measured_emissions"]
 
@@ -31,7 +32,7 @@ def measured_emissions(
         if not (run / LEDGER_JSON).is_file():
             continue  # not a greentune run, or metering was off
         try:
-            rows = [r for r in Ledger.load(run).rows if r["depth"] == 0]
+            rows = [r for r in RunDir(run).ledger.rows if r["depth"] == 0]
         except GreentuneError as exc:
             raise ScheduleError(str(exc)) from None
         provider = parse_provider_spec(plan["sites"][row["site"]]["carbon"])
