@@ -31,10 +31,10 @@ class GreentuneRunForecaster:
 
         try:
             predictor = ForecastPredictor.from_run(run)
-            self.step = pd.Timedelta((predictor.run.metrics.data or {})["step"])  # type: ignore[union-attr]
+            assert isinstance(predictor, ForecastPredictor) and predictor.run is not None
+            self.step = pd.Timedelta((predictor.run.metrics.data or {})["step"])
         except (GreentuneError, KeyError) as exc:
             raise ScheduleError(f"schedule.forecast greentune:{run}: {exc}") from None
-        assert isinstance(predictor, ForecastPredictor)
         columns = predictor.columns
         if len(columns.targets) != 1 or columns.past:
             raise ScheduleError(
