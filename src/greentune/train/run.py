@@ -44,11 +44,9 @@ def run(
     """
     cfg = cfg or RunConfig()
     resume_path = Path(resume) if resume is not None else restarted_run(cfg)
-    if resume_path is not None:
-        run_dir: RunDir | None = RunDir.open(resume_path)
-        cfg = run_dir.config  # type: ignore[union-attr]
-    else:
-        run_dir = None
+    run_dir = RunDir.open(resume_path) if resume_path is not None else None
+    if run_dir is not None:
+        cfg = run_dir.config
     task, recipe = TASKS.get(cfg.task), RECIPES.get(cfg.task)
     for name in cfg.train.callbacks:  # a typo fails now, not after the data is loaded
         CALLBACKS.get(name)
