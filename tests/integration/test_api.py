@@ -23,7 +23,7 @@ from greentune.tasks.classify import ClassifyPredictor
 from greentune.tasks.forecast import ForecastPredictor
 from tests.conftest import make_series, series_overrides
 
-V1 = Path(__file__).resolve().parents[1] / "data" / "runs" / "v1-forecast"
+V1 = Path(__file__).resolve().parents[1] / "data" / "v1-forecast-run"
 
 
 class CountSteps(gt.Callback):

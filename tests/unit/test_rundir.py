@@ -14,7 +14,7 @@ from greentune.errors import CheckpointError
 from greentune.results import ModelResult, RunMetrics
 from greentune.rundir import RunDir, read_status
 
-V1 = Path(__file__).resolve().parents[1] / "data" / "runs" / "v1-forecast"
+V1 = Path(__file__).resolve().parents[1] / "data" / "v1-forecast-run"
 
 
 @pytest.fixture
