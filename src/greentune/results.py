@@ -39,9 +39,6 @@ class Quality:
     """A baseline whose score defines skill = 1 - metric / reference (forecast: weekly naive).
     With one, results get ``skill_per_kwh``; without, ``<metric>_per_kwh``."""
 
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.higher_is_better else a < b
-
     def worsening(self, value: float, reference: float) -> float:
         """How much worse ``value`` is than ``reference``, relative (negative: better)."""
         worse = reference - value if self.higher_is_better else value - reference
