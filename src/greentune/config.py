@@ -9,9 +9,6 @@ complete and can be re-run as it is.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +16,19 @@ from typing import Any, Literal
 import yaml
 
 from greentune.errors import ConfigError
+from greentune.typed import build, parse_fraction, to_dict
+
+__all__ = [
+    "RunConfig",
+    "build",
+    "build_config",
+    "dump_yaml",
+    "load_config",
+    "parse_fraction",
+    "parse_override",
+    "replace",
+    "to_dict",
+]
 
 SCHEMA_VERSION = 1
 
@@ -274,19 +284,6 @@ def parse_target(text: str) -> float:
     return value
 
 
-def parse_fraction(text: str | float, key: str) -> float:
-    """'2%', '0.02' or 0.02 -> 0.02; ``key`` names the setting in the error."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return float(text)
-    raw = str(text).strip()
-    try:
-        return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{key} must look like 1% or 0.01 (a percentage or a fraction), got {text!r}"
-        ) from None
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """A whole run: one section per concern."""
@@ -374,20 +371,6 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain, YAML-safe dict with every field written out (tuples become lists)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            out[f.name] = to_dict(value)
-        elif isinstance(value, tuple):
-            out[f.name] = list(value)
-        else:
-            out[f.name] = value
-    return out
-
-
 def dump_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(
         {"schema_version": SCHEMA_VERSION, **to_dict(cfg)}, sort_keys=False, allow_unicode=True
@@ -418,107 +401,3 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError(f"cannot set {key}: {part} is a value, not a section")
         node = child
     node[parts[-1]] = value
-
-
-T = typing.TypeVar("T")
-
-
-def build(cls: type[T], data: Any, prefix: str = "") -> T:
-    """An instance of the frozen dataclass ``cls`` from a plain mapping (parsed YAML or CLI
-    values): every value checked against its field's type, unknown keys and wrong types raised
-    as ConfigError naming the key (``prefix`` + field) and the valid choices. The one config
-    system: run configs, job files and compress options are all built here."""
-    return typing.cast(T, _build(cls, data, prefix))
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "config"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in valid:
-            raise ConfigError(f"unknown key {prefix}{key}; valid keys: {', '.join(valid)}")
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
-    for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and f.name not in kwargs:
-            raise ConfigError(f"{prefix}{f.name} is missing")
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value if value is not None else {}, key + ".")  # type: ignore[arg-type]
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(
-                f"{key}={value!r} is not valid; valid choices: {', '.join(map(str, args))}"
-            )
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return {
-            _coerce(args[0], k, f"{key}"): _coerce(args[1], v, f"{key}.{k}")
-            for k, v in value.items()
-        }
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is dt.datetime:
-        if isinstance(value, dt.datetime):
-            return value
-        raise ConfigError(f"{key} must be a date and time, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, dt.date):  # YAML reads 2014-11-06 as a date
-            return value.isoformat()
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key} must be a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - schema bug

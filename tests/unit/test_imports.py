@@ -152,6 +152,8 @@ def test_recipes_are_leaves():
             },
         ),
         ("greentune.registry", {"greentune.errors"}),
+        ("greentune.typed", {"greentune.errors"}),
+        ("greentune.config", {"greentune.errors", "greentune.typed"}),
         ("greentune.results", set()),
         ("greentune.io", set()),
         ("greentune.distributed.ranks", set()),

@@ -49,7 +49,7 @@ def compress(
     Exit code 1 when a variant was rejected by --max-metric-drop or failed; 2 on bad input.
     """
     from greentune.compress import CompressOptions, compress_run
-    from greentune.config import build, parse_fraction
+    from greentune.typed import build, parse_fraction
 
     drop = None if max_metric_drop is None else parse_fraction(max_metric_drop, "--max-metric-drop")
     if drop is not None and drop < 0:

@@ -25,12 +25,13 @@ from greentune.compress.formats import write_variant
 from greentune.compress.measure import BenchPlan, bench, dir_bytes, latency_row
 from greentune.compress.methods import COMPRESSORS, Built, parse_method
 from greentune.compress.task import LoadedRun, load_task, sample_batch
-from greentune.config import parse_fraction, replace
+from greentune.config import replace
 from greentune.energy.session import AnyMeter, metered
 from greentune.errors import CheckpointError, CompressError, ConfigError, ModelError
 from greentune.io import replace_dir
 from greentune.results import ModelResult
 from greentune.rundir import RunDir
+from greentune.typed import parse_fraction
 
 Log = Callable[[str], None]
 REFERENCE = "fp32"
@@ -38,7 +39,7 @@ REFERENCE = "fp32"
 
 @dataclass(frozen=True)
 class CompressOptions:
-    """What ``greentune compress`` is asked to do (built with ``greentune.config.build``)."""
+    """What ``greentune compress`` is asked to do (built with ``greentune.typed.build``)."""
 
     methods: tuple[str, ...]
     """Methods with options, ``NAME[:key=value,...]`` (``COMPRESSORS``)."""

@@ -22,7 +22,7 @@
         sites: [home]                              # first = where run-now would run it
         units: 1                                   # cores/GPUs taken from a site's capacity
 
-The sections are frozen dataclasses built by ``greentune.config.build``, the config system of
+The sections are frozen dataclasses built by ``greentune.typed.build``, the config system of
 run configs and compress options: types are checked there, and every error names the file, the
 job and the key, and says what to write instead.
 """
@@ -38,7 +38,6 @@ from typing import Any, Protocol
 
 import yaml
 
-from greentune.config import build
 from greentune.errors import ConfigError, ScheduleError
 from greentune.schedule.estimate import (
     ENERGY_FORMS,
@@ -47,6 +46,7 @@ from greentune.schedule.estimate import (
     resolve_estimate,
 )
 from greentune.schedule.fields import parse_duration_s, parse_time
+from greentune.typed import build
 
 __all__ = [
     "EnergyEstimate",
