@@ -73,6 +73,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._config: RunConfig | None = None
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -138,10 +139,14 @@ class RunDir:
 
     @property
     def config(self) -> RunConfig:
-        return load_config(self.path / CONFIG_FILE)
+        """Read once per ``RunDir`` (opening a model reads it several times)."""
+        if self._config is None:
+            self._config = load_config(self.path / CONFIG_FILE)
+        return self._config
 
     def write_config(self, cfg: RunConfig) -> None:
         write_text(self.path / CONFIG_FILE, dump_yaml(cfg))
+        self._config = cfg
 
     # ------------------------------------------------------------------ status
 
