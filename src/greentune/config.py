@@ -267,8 +267,16 @@ class EnergyConfig:
     """Where the RAPL powercap tree lives (tests point it at a fake one)."""
     target: str = "2%"
     """Quality tolerance for 'greenest model': within this relative distance of the best."""
+    journal_interval_s: float = 5.0
+    """Seconds between readings journaled to disk while a command runs (and at every training
+    checkpoint): a crash loses at most this much metered energy, which is then estimated.
+    0: only at checkpoints."""
 
     def __post_init__(self) -> None:
+        if self.journal_interval_s < 0:
+            raise ConfigError(
+                f"energy.journal_interval_s must be >= 0 seconds, got {self.journal_interval_s}"
+            )
         if self.pue < 1.0:
             raise ConfigError(f"energy.pue must be >= 1 (facility / IT energy), got {self.pue}")
         if self.memory_power_per_gb_w < 0 or (self.cpu_power_per_thread_w or 0) < 0:

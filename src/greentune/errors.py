@@ -37,3 +37,8 @@ class TrainingError(GreentuneError):
 
 class CompressError(GreentuneError):
     """A run cannot be compressed as asked, or a variant failed its checks (method named)."""
+
+
+class StorageError(GreentuneError):
+    """A file cannot be written (disk full, read-only file system, permission denied); the
+    files written before are left complete."""

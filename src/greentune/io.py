@@ -1,22 +1,59 @@
 """Atomic file writes: every file is written to a temporary name in its folder, then renamed.
 
-A crash mid-write leaves the previous file (or none), never a truncated one. These helpers know
-nothing of greentune's files; ``greentune.rundir`` and ``greentune.energy.ledger`` use them.
+A crash mid-write leaves the previous file (or none), never a truncated one. A write that fails
+(disk full, read-only file system, permission denied) removes its temporary file and raises one
+StorageError that names the file and what to do. These helpers know nothing of greentune's
+files; ``greentune.rundir`` and ``greentune.energy.ledger`` use them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from greentune import faults
+from greentune.errors import StorageError
+
+_ELSEWHERE = "or write the run elsewhere (output_dir=...)"
+_HINTS = {
+    errno.ENOSPC: f"the disk is full: free some space, {_ELSEWHERE}",
+    errno.EDQUOT: f"the disk quota is used up: free some space, {_ELSEWHERE}",
+    errno.EROFS: f"the file system is read-only: {_ELSEWHERE.removeprefix('or ')}",
+    errno.EACCES: f"permission denied: make the folder writable, {_ELSEWHERE}",
+    errno.EPERM: f"permission denied: make the folder writable, {_ELSEWHERE}",
+}
+
+
+def storage_error(path: Path, exc: OSError) -> StorageError:
+    """One clear error for a file that cannot be written."""
+    hint = _HINTS.get(exc.errno or 0, "check the disk and the folder's permissions")
+    return StorageError(f"cannot write {path}: {exc.strerror or exc}; {hint}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` then rename over ``path``; on failure the temporary file goes and the
+    old ``path`` stays as it was."""
+    tmp = _tmp(path)
+    try:
+        faults.check_write(path.name)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(path, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _tmp(path: Path) -> Path:
@@ -24,9 +61,7 @@ def _tmp(path: Path) -> Path:
 
 
 def write_text(path: Path, text: str) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -55,15 +90,11 @@ def _json_default(obj: Any) -> Any:
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    tmp = _tmp(path)
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    tmp = _tmp(path)
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -81,10 +112,16 @@ def staged_dir(dst: Path) -> Iterator[Path]:
     as a whole, when it fails it is removed and ``dst`` stays as it was."""
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted save
-    tmp.mkdir(parents=True)
     try:
+        tmp.mkdir(parents=True)
+        faults.check_write(dst.name)
         yield tmp
+        replace_dir(tmp, dst)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno not in _HINTS:  # not a failed write (a file the block could not read)
+            raise
+        raise storage_error(Path(exc.filename) if exc.filename else dst, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    replace_dir(tmp, dst)

@@ -9,6 +9,9 @@
       predictions.parquet   test predictions of every model, long format
       model/                Hugging Face layout (docs/model-format.md)
       checkpoints/          step-XXXXXXXX.pt, atomic
+      energy-journal/       windows of commands still running (or crashed), merged into the
+                            ledger by the next command (greentune.energy.journal)
+      run.lock              held by the one process writing the run (greentune.runlock)
       log.txt               what the run printed
 
 docs/run-dir.md documents every key. Every file is written to a temporary name in the same
@@ -21,6 +24,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ from greentune.energy.ledger import Ledger
 from greentune.errors import CheckpointError, GreentuneError
 from greentune.io import write_json, write_parquet, write_text
 from greentune.results import METRICS_SCHEMA_VERSION, RunMetrics
+from greentune.runlock import RunLock, acquire, live_holder, read_holder
 
 SCHEMA_VERSION = 1
 CONFIG_FILE = "config.yaml"
@@ -51,7 +56,9 @@ class RunInfo:
     task: str
     status: str
     """running, complete, failed (see ``error``), paused (see ``resume_command``), rejected
-    (a compressed variant beyond the quality guard), or unknown when run.json is missing."""
+    (a compressed variant beyond the quality guard), unknown when run.json is missing, or
+    crashed: run.json says running but no live process holds the run's lock (never written,
+    always read; see ``error`` and ``resume_command``)."""
     created: str | None = None
     """UTC, ISO 8601."""
     error: str | None = None
@@ -161,7 +168,51 @@ class RunDir:
         if "task" not in known:
             known["task"] = self._config_task()
         known.setdefault("status", "unknown")
+        if known["status"] == "running":
+            holder = live_holder(self.path)
+            # running needs a live `run` behind it; a lock held by another command (evaluate,
+            # compress) was free when it was taken, so the run's process had died
+            if holder is None or not holder.command.startswith("run"):
+                known.update(status="crashed", **self._crash_note())
         return RunInfo(**known, extra={k: v for k, v in raw.items() if k not in names})
+
+    def _crash_note(self) -> dict[str, Any]:
+        holder = read_holder(self.path)
+        who = holder.runner().describe() if holder else "the process that ran it"
+        newest = list_checkpoints(self.checkpoint_dir)
+        where = (
+            f"its newest checkpoint is at step {checkpoint_step(newest[-1])}"
+            if newest
+            else "it wrote no checkpoint yet"
+        )
+        return {
+            "error": f"{who} died without finishing (killed or crashed); {where}",
+            "resume_command": f"greentune run --resume {self.path}",
+        }
+
+    def lock(self, command: str) -> RunLock:
+        """Become this run's one writer (``with run.lock("evaluate"):``); a second process
+        gets RunLockedError naming the first."""
+        return acquire(self.path, command)
+
+    def check_finished(self, purpose: str) -> None:
+        """Refuse a run that is still being written, crashed, paused or failed: ``purpose``
+        ('evaluate it') needs its saved model and metrics."""
+        info = self.info
+        if info.status in ("complete", "rejected", "unknown"):
+            return
+        if info.status == "running":
+            holder = live_holder(self.path)
+            who = holder.describe() if holder else "another process"
+            raise CheckpointError(
+                f"{self.path} is still being written by {who}; wait for it to finish, then "
+                f"{purpose}"
+            )
+        why = f": {info.error}" if info.error else ""
+        command = info.resume_command or f"greentune run --resume {self.path}"
+        raise CheckpointError(
+            f"{self.path} is {info.status}{why}. Continue it with {command}, then {purpose}"
+        )
 
     @property
     def status(self) -> str:
@@ -288,6 +339,24 @@ class RunDir:
         if not isinstance(raw, dict):
             raise CheckpointError(f"{path} is damaged: expected a JSON object")
         return raw
+
+
+_CHECKPOINT = re.compile(r"^step-(\d{8})\.pt$")
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files (``step-NNNNNNNN.pt``) in step order; temporary files excluded."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _CHECKPOINT.match(p.name))
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a checkpoint file was written at (from its name)."""
+    match = _CHECKPOINT.match(path.name)
+    if match is None:
+        raise CheckpointError(f"{path}: not a checkpoint name (expected step-NNNNNNNN.pt)")
+    return int(match.group(1))
 
 
 def read_status(path: str | os.PathLike[str]) -> str | None:

@@ -139,8 +139,9 @@ def test_recipes_are_leaves():
 @pytest.mark.parametrize(
     ("package", "allowed"),
     [
-        # energy/ builds on the leaves only: errors, registry, config, atomic I/O and the one
-        # rank helper (DESIGN.md; distributed.ranks imports nothing of greentune)
+        # energy/ builds on the leaves only: errors, registry, config, atomic I/O, the fault
+        # points, the run lock and the one rank helper (DESIGN.md; distributed.ranks imports
+        # nothing of greentune)
         (
             "greentune.energy",
             {
@@ -148,6 +149,8 @@ def test_recipes_are_leaves():
                 "greentune.registry",
                 "greentune.config",
                 "greentune.io",
+                "greentune.faults",
+                "greentune.runlock",
                 "greentune.distributed.ranks",
             },
         ),
@@ -155,7 +158,9 @@ def test_recipes_are_leaves():
         ("greentune.typed", {"greentune.errors"}),
         ("greentune.config", {"greentune.errors", "greentune.typed"}),
         ("greentune.results", set()),
-        ("greentune.io", set()),
+        ("greentune.io", {"greentune.errors", "greentune.faults"}),
+        ("greentune.faults", set()),
+        ("greentune.runlock", {"greentune.errors"}),
         ("greentune.distributed.ranks", set()),
     ],
 )

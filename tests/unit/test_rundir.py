@@ -92,8 +92,10 @@ def test_create_start_status_and_refusals(tmp_path):
     cfg = build_config(overrides=[f"output_dir={tmp_path}", "name=r"])
     run = RunDir.create(cfg)
     assert run.path == tmp_path / "r" and read_status(run.path) is None
-    run.start(cfg)
-    assert run.status == "running" and run.config == cfg
+    with run.lock("run"):
+        run.start(cfg)
+        assert run.status == "running" and run.config == cfg
+    assert run.status == "crashed"  # running, and nobody holds the lock
     run.set_status("failed", error="boom")
     assert run.info.error == "boom"
     run.set_status("complete", error=None)

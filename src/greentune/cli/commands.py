@@ -201,11 +201,17 @@ def _run_with_torchrun(
         cfg = cfg or RunConfig()
         cfg = TASKS.get(cfg.task).resolve_config(cfg)
         run_dir = RunDir.create(cfg)
-        run_dir.start(cfg)
     else:
         run_dir = RunDir.open(resume)
-    console.print(f"launching {nproc} processes (torchrun) for [bold]{run_dir.path}[/]")
-    if launch_local(run_dir, nproc, max_restarts) == "paused":
+    before = run_dir.info
+    with run_dir.lock("run --nproc") as lock:
+        if cfg is not None and resume is None:
+            run_dir.start(cfg)
+        elif before.status == "crashed":
+            console.print(f"{run_dir.path} crashed: {before.error}; resuming", highlight=False)
+        console.print(f"launching {nproc} processes (torchrun) for [bold]{run_dir.path}[/]")
+        status = launch_local(run_dir, nproc, max_restarts, lock)
+    if status == "paused":
         console.print(
             f"paused: continue with greentune run --resume {run_dir.path} --nproc {nproc}"
         )
@@ -235,7 +241,7 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) 
 
     run = RunDir.open(run_dir)
     cfg = run.config
-    with metered_window(run.path, cfg.energy, "evaluate") as window:
+    with run.lock("evaluate"), metered_window(run.path, cfg.energy, "evaluate") as window:
         TASKS.get(cfg.task).evaluate(run, Predictor.from_run(run))
     _print_results(run)
     console.print(f"  this evaluation: {cost_line(window.result)}", highlight=False)
@@ -260,7 +266,7 @@ def predict(
     from greentune.tasks.forecast import ForecastPredictor
 
     run = RunDir.open(run_dir)
-    with metered_window(run.path, run.config.energy, "predict") as window:  # the load included
+    with run.lock("predict"), metered_window(run.path, run.config.energy, "predict") as window:
         predictor = Predictor.from_run(run)
         if not isinstance(predictor, ForecastPredictor):
             raise CheckpointError(

@@ -94,14 +94,15 @@ def compress_run(path: str | Path, opts: CompressOptions, log: Log) -> dict[str,
     parsed = [parse_method(m) for m in opts.methods]  # bad options fail before any work
     threads = opts.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)  # before any ONNX session: they take the same count
-    task = load_task(path)
-    variants = _plan_variants(task.run.path, parsed, opts.replace)
-    log(f"compress {task.run} ({task.task}, {task.model_name}) with {threads} threads")
-    try:
-        return _compress(task, variants, threads, opts, log)
-    finally:  # an interrupted call leaves no half-built variant behind
-        for v in variants:
-            shutil.rmtree(v.scratch, ignore_errors=True)
+    with RunDir.open(path).lock("compress"):
+        task = load_task(path)
+        variants = _plan_variants(task.run.path, parsed, opts.replace)
+        log(f"compress {task.run} ({task.task}, {task.model_name}) with {threads} threads")
+        try:
+            return _compress(task, variants, threads, opts, log)
+        finally:  # an interrupted call leaves no half-built variant behind
+            for v in variants:
+                shutil.rmtree(v.scratch, ignore_errors=True)
 
 
 def _compress(
@@ -115,7 +116,10 @@ def _compress(
         meters: dict[str, AnyMeter] = {REFERENCE: parent_meter}
         for v in variants:
             v.scratch.mkdir(parents=True)
-            meter = stack.enter_context(metered(v.scratch, task.cfg.energy, "compress"))
+            # journaled in the parent: a crash removes the scratch, not what it cost
+            meter = stack.enter_context(
+                metered(v.scratch, task.cfg.energy, "compress", journal_dir=task.run.path)
+            )
             _build(task, v, meter, log)
             if v.built is not None:
                 models[v.name], meters[v.name] = v.built.model, meter

@@ -21,6 +21,7 @@ __all__ = ["LoadedRun", "fresh_copy", "load_task", "sample_batch"]
 
 def load_task(path: str | os.PathLike[str]) -> LoadedRun:
     run = RunDir.open(path)
+    run.check_finished("compress it")
     fmt = read_variant(run.model_dir)["format"]
     if fmt != "torch":
         raise CompressError(

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from greentune.errors import GreentuneError
+from greentune.runlock import RunLock
 
 
 class DistributedError(GreentuneError):
@@ -54,14 +55,23 @@ def torchrun_command(
     ]
 
 
-def launch_local(run_dir: str | os.PathLike[str], nproc: int, max_restarts: int = 0) -> str | None:
+def launch_local(
+    run_dir: str | os.PathLike[str], nproc: int, max_restarts: int = 0, lock: RunLock | None = None
+) -> str | None:
     """Run the workers to the end; returns run.json's status (``complete`` or ``paused``).
 
-    A failed worker group becomes a DistributedError.
+    A failed worker group becomes a DistributedError. With the run's ``lock`` held here,
+    torchrun shares it (it stays held while torchrun lives, even if this process dies) and the
+    workers work under it.
     """
     if nproc < 1:
         raise DistributedError(f"--nproc must be >= 1, got {nproc}")
-    proc = subprocess.Popen(torchrun_command(run_dir, nproc, max_restarts), start_new_session=True)
+    fds = (lock.fd,) if lock is not None and lock.fd is not None else ()
+    proc = subprocess.Popen(
+        torchrun_command(run_dir, nproc, max_restarts), start_new_session=True, pass_fds=fds
+    )
+    if lock is not None:
+        lock.add_pid(proc.pid)
     with forward_signals(proc, (signal.SIGTERM, signal.SIGINT)):
         code = proc.wait()
     status = run_status(run_dir)

@@ -2,11 +2,12 @@
 
     energy.json
       schema_version   1
-      sessions         one per command that metered this run: command, started, meter details
-                       (sources and their constants, carbon provider, PUE)
+      sessions         one per command that metered this run: id, command, started, ranks,
+                       journals, meter details (sources and their constants, carbon provider,
+                       PUE); ``recovered`` when read back from the journal of a dead process
       rows             one per window (see WindowResult): window, phase, parent, depth, command,
                        rank, start, end (UTC ISO 8601), duration_s, energy_j {component: J},
-                       sources {component: source}, kind (measured|model|mixed),
+                       sources {component: source}, kind (measured|model|mixed|estimated),
                        intensity_g_per_kwh, emissions_g, pue, ok
       totals           by_phase {phase: {duration_s, energy_j, energy_<component>_j,
                        emissions_g, windows}} and all (the same over every phase)
@@ -14,11 +15,13 @@
 Totals add up top-level windows only (depth 0): nested windows break their parent down and
 would otherwise be counted twice. energy.csv has the same rows with one ``energy_<component>_j``
 column per component. Later commands (evaluate, predict, compress, ...) append to the ledger;
-both files are rewritten atomically each time.
+both files are rewritten atomically each time. While a command runs its windows are in its
+journal (greentune.energy.journal); ``fold_journals`` adds those of dead processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -26,9 +29,12 @@ from typing import Any
 
 import pandas as pd
 
+from greentune import faults
+from greentune.energy.journal import JOURNAL_DIR, JournalFile, Price, read_journals
 from greentune.energy.meter import Meter, WindowResult
 from greentune.errors import EnergyError
 from greentune.io import write_csv, write_json
+from greentune.runlock import live_holder
 
 SCHEMA_VERSION = 1
 LEDGER_JSON = "energy.json"
@@ -77,13 +83,52 @@ class Ledger:
         self.rows.append(result.to_dict())
 
     def add_session(
-        self, meter: Meter, started: str, results: list[WindowResult] | None = None
+        self,
+        meter: Meter,
+        started: str,
+        results: list[WindowResult] | None = None,
+        journals: list[str] | None = None,
+        session_id: str | None = None,
     ) -> None:
-        """The meter's details and its windows (or ``results``: every rank's windows)."""
-        self.sessions.append({"command": meter.command, "started": started, **meter.details()})
+        """The meter's details and its windows (or ``results``: every rank's windows);
+        ``journals`` names the journal files (stems) whose rows these are."""
         rows = meter.results if results is None else results
+        self.sessions.append(
+            {
+                **({"id": session_id} if session_id else {}),
+                "command": meter.command,
+                "started": started,
+                "ranks": sorted({r.rank for r in rows}) or [meter.rank],
+                **({"journals": journals} if journals else {}),
+                **meter.details(),
+            }
+        )
         for result in sorted(rows, key=lambda r: (r.start, r.rank, r.depth)):
             self.add(result)
+
+    def fold_journals(
+        self, run_dir: Path, price: Price | None = None, live: bool = False
+    ) -> list[JournalFile]:
+        """Add the journals of dead processes not yet in this ledger, as recovered sessions
+        (priced with ``price`` when given; else their emissions are null); with ``live``, also
+        the closed windows of commands still running (for reading, never for saving).
+        Returns the dead processes' journals it added."""
+        listed = {stem for s in self.sessions for stem in s.get("journals", [])}
+        lock_held = live_holder(run_dir) is not None
+        folded = []
+        for jf in read_journals(run_dir):
+            if jf.path.stem in listed:
+                continue
+            if jf.alive(lock_held):
+                if live:
+                    self.rows.extend(jf.rows)
+                continue
+            self.sessions.append({**jf.ledger_session(), "journals": [jf.path.stem]})
+            self.rows.extend(jf.recovered_rows(price))
+            folded.append(jf)
+        if folded:
+            self.sessions.sort(key=lambda s: str(s.get("started", "")))
+        return folded
 
     def components(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -122,8 +167,18 @@ class Ledger:
         return pd.DataFrame(flat)
 
     def save(self, run_dir: Path) -> None:
+        faults.point("ledger-save")
         write_json(Path(run_dir) / LEDGER_JSON, self.to_json())
         write_csv(Path(run_dir) / LEDGER_CSV, self.to_frame())
+
+
+def remove_journals(run_dir: Path, stems: list[str]) -> None:
+    """Delete journal files whose rows are now in energy.json (the folder too once empty)."""
+    folder = Path(run_dir) / JOURNAL_DIR
+    for stem in stems:
+        (folder / f"{stem}.jsonl").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty (another process's journal) or gone
+        folder.rmdir()
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,7 +7,9 @@
 
 A window costs one read of every source at each edge; nothing runs in between unless a source
 asks to be polled (RAPL wrap-around, NVML power sampling, the model following child processes),
-and then one daemon thread polls them all.
+and then one daemon thread polls them all. With a journal attached (``attach_journal``) every
+window's opening and closing, and a reading every ``interval_s``, go to disk as they happen
+(greentune.energy.journal), so a crash keeps what was spent.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from greentune import faults
 from greentune.energy.base import EnergySource, IntensityProvider, SourceKind
 from greentune.errors import EnergyError
+
+if TYPE_CHECKING:
+    from greentune.energy.journal import Journal
 
 WallClock = Callable[[], dt.datetime]
 
@@ -87,7 +93,11 @@ class NullMeter:
 
     @contextmanager
     def window(self, name: str) -> Iterator[WindowHandle]:
+        faults.point(name)
         yield WindowHandle(name)
+
+    def tick(self) -> None:
+        """Nothing to journal."""
 
     def details(self) -> dict[str, Any]:
         return {"enabled": False}
@@ -137,7 +147,10 @@ class Meter:
         self._clock = clock
         self._stack: list[str] = []
         self._stop = threading.Event()
+        self._sources_lock = threading.Lock()  # edges, polls and journal ticks share the sources
         self._poller = self._start_poller()
+        self.journal: Journal | None = None
+        self._ticker: threading.Thread | None = None
 
     def window(self, name: str) -> Any:
         """Context manager; the handle's ``result`` is set (and appended to ``results``) on exit,
@@ -152,8 +165,20 @@ class Meter:
         depth = len(self._stack)
         self._stack.append(name)
         start_wall, start_t, start_j = self._wall(), self._clock(), self._read()
+        if self.journal is not None:
+            self.journal.write(
+                {
+                    "type": "open",
+                    "window": full,
+                    "parent": parent,
+                    "depth": depth,
+                    "start": start_wall.isoformat(),
+                    "energy_j": start_j,
+                }
+            )
         ok = False
         try:
+            faults.point(full)
             yield handle
             ok = True
         finally:
@@ -163,6 +188,30 @@ class Meter:
                 full, parent, depth, (start_wall, end_wall), end_t - start_t, start_j, end_j, ok
             )
             self.results.append(handle.result)
+            if self.journal is not None:
+                self.journal.write({"type": "row", **handle.result.to_dict()})
+
+    def attach_journal(self, journal: Journal, interval_s: float) -> None:
+        """Journal every window from now on, and a reading every ``interval_s`` (0: only when
+        ``tick`` is called, e.g. at training checkpoints)."""
+        self.journal = journal
+        if interval_s > 0:
+
+            def loop() -> None:
+                while not self._stop.wait(interval_s):
+                    self.tick()
+
+            self._ticker = threading.Thread(target=loop, name="greentune-journal", daemon=True)
+            self._ticker.start()
+
+    def tick(self) -> None:
+        """Journal the sources' cumulative readings now (open windows are priced from it if
+        the process dies before they close)."""
+        if self.journal is not None:
+            reading = self._read()
+            self.journal.write(
+                {"type": "tick", "time": self._wall().isoformat(), "energy_j": reading}
+            )
 
     def _result(
         self,
@@ -222,9 +271,14 @@ class Meter:
 
     def _read(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        for source in self.sources:
-            out.update(source.read())
+        with self._sources_lock:
+            for source in self.sources:
+                out.update(source.read())
         return out
+
+    def owners_record(self) -> dict[str, list[str]]:
+        """{component: [source name, kind]}: what a journal needs to label rows it rebuilds."""
+        return {c: [s.name, s.kind] for c, s in self.owners.items()}
 
     def _start_poller(self) -> threading.Thread | None:
         intervals = [s.poll_interval_s for s in self.sources if s.poll_interval_s]
@@ -235,8 +289,9 @@ class Meter:
 
         def loop() -> None:
             while not self._stop.wait(interval):
-                for source in polled:
-                    source.poll()
+                with self._sources_lock:
+                    for source in polled:
+                        source.poll()
 
         thread = threading.Thread(target=loop, name="greentune-energy-poll", daemon=True)
         thread.start()
@@ -244,8 +299,9 @@ class Meter:
 
     def close(self) -> None:
         self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
+        for thread in (self._poller, self._ticker):
+            if thread is not None:
+                thread.join(timeout=5)
         for source in self.sources:
             source.close()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,7 +12,8 @@ from pathlib import Path
 from greentune.config import EnergyConfig
 from greentune.distributed import ranks
 from greentune.energy import build_meter
-from greentune.energy.ledger import Ledger
+from greentune.energy.journal import JOURNAL_DIR, Journal, journal_path, process_started
+from greentune.energy.ledger import Ledger, remove_journals
 from greentune.energy.meter import Meter, NullMeter, WindowHandle, WindowResult, utc_now
 
 AnyMeter = Meter | NullMeter
@@ -22,9 +26,12 @@ def metered(
     command: str,
     log: Callable[[str], None] = lambda message: None,
     children: bool = False,
+    journal_dir: Path | None = None,
 ) -> Iterator[AnyMeter]:
-    """Yield a meter (a ``NullMeter`` when ``energy.enabled`` is false). On exit, also after an
-    error, its windows are appended to ``run_dir``'s ledger: energy spent is energy spent."""
+    """Yield a meter (a ``NullMeter`` when ``energy.enabled`` is false). Its windows are
+    journaled in ``journal_dir`` (default ``run_dir``) as they happen, and on exit, also after
+    an error, appended to ``run_dir``'s ledger: energy spent is energy spent. Journals left by
+    dead processes are folded into the ledger first."""
     if not cfg.enabled:
         yield NullMeter(command)
         return
@@ -35,6 +42,17 @@ def metered(
         rule = source.details().get("cpu_rule")
         log(f"energy: {source.name} ({source.kind})" + (f": CPU {rule}" if rule else ""))
     started = utc_now().isoformat()
+    journal = None
+    journal_dir = journal_dir or run_dir
+    try:
+        if run_dir is not None and ranks.is_main():
+            _fold_crashed(run_dir, meter, log)
+        if journal_dir is not None:
+            journal = _open_journal(journal_dir, meter, started, cfg.journal_interval_s)
+            meter.attach_journal(journal, cfg.journal_interval_s)
+    except BaseException:
+        meter.close()
+        raise
     ok = False
     try:
         yield meter
@@ -44,17 +62,69 @@ def metered(
         raise
     finally:
         meter.close()
-        # With several processes rank 0 writes every rank's rows. After an error no collective
-        # is attempted (a dead peer would make it wait): rank 0 then writes only its own rows.
-        results = _gather(meter.results) if ok else meter.results
-        if run_dir is not None and results and ranks.is_main():
-            ledger = Ledger.load(run_dir)
-            ledger.add_session(meter, started, results)
-            ledger.save(run_dir)
+        _write_session(run_dir, meter, started, journal, ok)
 
 
-def _gather(results: list[WindowResult]) -> list[WindowResult]:
-    return [r for part in ranks.gather_objects(results) for r in part or []]
+def _open_journal(folder: Path, meter: Meter, started: str, interval_s: float) -> Journal:
+    session_id = uuid.uuid4().hex[:12]
+    pid = os.getpid()
+    session = {
+        "id": session_id,
+        "command": meter.command,
+        "started": started,
+        "rank": meter.rank,
+        "pid": pid,
+        "host": socket.gethostname(),
+        "process_started": process_started(pid),
+        "interval_s": interval_s,
+        "owners": meter.owners_record(),
+        **meter.details(),
+    }
+    return Journal(journal_path(folder, session_id, meter.rank), session)
+
+
+def _fold_crashed(run_dir: Path, meter: Meter, log: Callable[[str], None]) -> None:
+    """Journals of dead processes into the ledger, priced by this meter's carbon provider."""
+    if not (run_dir / JOURNAL_DIR).is_dir():
+        return
+    ledger = Ledger.load(run_dir)
+    folded = ledger.fold_journals(run_dir, meter.price)
+    if not folded:
+        return
+    ledger.save(run_dir)
+    remove_journals(run_dir, [jf.path.stem for jf in folded])
+    for jf in folded:
+        rows = jf.recovered_rows(None)
+        top = [r for r in rows if r["depth"] == 0]
+        guessed = sum(sum(r["energy_j"].values()) for r in top if r["kind"] == "estimated")
+        total = sum(sum(r["energy_j"].values()) for r in top)
+        log(
+            f"energy: recovered {len(rows)} windows ({total / 3600:.3g} Wh, of which "
+            f"{guessed / 3600:.2g} Wh estimated) from the journal of the `{jf.session['command']}`"
+            f" process {jf.session.get('pid')} that died after {jf.last_seen}"
+        )
+
+
+def _write_session(
+    run_dir: Path | None, meter: Meter, started: str, journal: Journal | None, ok: bool
+) -> None:
+    """Rank 0 writes every rank's rows, then drops the journals they came from. After an error
+    no collective is attempted (a dead peer would make it wait): rank 0 then writes only its
+    own rows, and the other ranks' journals are folded in once their processes are gone."""
+    stem = journal.path.stem if journal is not None else None
+    if journal is not None:
+        journal.close()
+    parts = ranks.gather_objects((meter.results, stem)) if ok else [(meter.results, stem)]
+    if run_dir is None or not ranks.is_main():
+        return
+    results = [r for rows, _ in parts for r in rows or []]
+    stems = [s for _, s in parts if s]
+    if results:
+        ledger = Ledger.load(run_dir)
+        ledger.fold_journals(run_dir, meter.price)
+        ledger.add_session(meter, started, results, stems, stem.split(".")[0] if stem else None)
+        ledger.save(run_dir)
+    remove_journals(journal.path.parents[1] if journal else run_dir, stems)
 
 
 @contextmanager

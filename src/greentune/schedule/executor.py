@@ -32,6 +32,8 @@ from greentune.schedule.jobs import Job, job_argv
 __all__ = ["Handle", "PopenRunner", "SimClock", "execute", "load_state", "started_plan"]
 
 TERMINAL = ("done", "failed", "infeasible")
+RESUMABLE = ("paused", "failed", "crashed", "running")
+"""run.json statuses of a greentune job whose process is gone: continue it with --resume."""
 STATE_JSON = "state.json"
 PLAN_JSON = "plan.json"
 
@@ -236,7 +238,7 @@ class _Executor:
         run_status = _run_status(self.output_dir, job) if job.is_greentune else None
         if code == 0 or run_status == "complete":
             st.status = "done"
-        elif st.stopping or (code is None and run_status in ("paused", "failed", "running")):
+        elif st.stopping or (code is None and run_status in RESUMABLE):
             st.status, st.chunk = "paused", st.chunk + 1
         else:
             st.status, st.note = "failed", f"exit code {code}; see {self.out / (name + '.log')}"

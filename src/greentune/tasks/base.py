@@ -47,7 +47,9 @@ class Predictor(ABC):
 
     @classmethod
     def from_run(cls, path: str | os.PathLike[str], variant: str | None = None) -> Predictor:
-        run = RunDir.open(path).variant(variant)
+        run = RunDir.open(path)
+        run.check_finished("load its model")
+        run = run.variant(variant)
         predictor = TASKS.get(run.config.task).load_predictor(run)
         if not isinstance(predictor, cls):
             raise CheckpointError(

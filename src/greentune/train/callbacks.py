@@ -106,6 +106,9 @@ class Callback:
     def on_epoch_end(self, state: LoopState) -> None:
         """After an epoch and its validation."""
 
+    def on_checkpoint(self, state: LoopState) -> None:
+        """After a checkpoint at ``state.step`` is on disk (rank 0 wrote it)."""
+
     def on_end(self, state: LoopState) -> None:
         """When the loop ends: finished, stopped, or interrupted by an error or a pause."""
 
@@ -140,6 +143,10 @@ class Callbacks:
         for c in self.items:
             c.on_epoch_end(state)
 
+    def on_checkpoint(self, state: LoopState) -> None:
+        for c in self.items:
+            c.on_checkpoint(state)
+
     def on_end(self, state: LoopState) -> None:
         for c in self.items:
             c.on_end(state)
@@ -160,13 +167,20 @@ class EarlyStopping(Callback):
 
 
 class EnergyWindows(Callback):
-    """Each phase of the loop in a meter window (``train/epoch-3``, ``train/validate-3``)."""
+    """Each phase of the loop in a meter window (``train/epoch-3``, ``train/validate-3``);
+    ``tick`` journals the meter's readings at every checkpoint, so a crash loses at most the
+    energy since the last one (or since the last periodic tick, if sooner)."""
 
-    def __init__(self, window: Window) -> None:
+    def __init__(self, window: Window, tick: Callable[[], None] | None = None) -> None:
         self.window = window
+        self.tick = tick
 
     def phase(self, name: str) -> AbstractContextManager[Any]:
         return self.window(name)
+
+    def on_checkpoint(self, state: LoopState) -> None:
+        if self.tick is not None:
+            self.tick()
 
 
 class Progress(Protocol):

@@ -9,19 +9,20 @@ crash mid-write never leaves a truncated checkpoint behind the newest good one.
 
 from __future__ import annotations
 
-import os
 import random
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from greentune import faults
 from greentune.distributed import fsdp, ranks
 from greentune.errors import CheckpointError
+from greentune.io import atomic_write
+from greentune.rundir import checkpoint_step, list_checkpoints
 
-_NAME = re.compile(r"^step-(\d{8})\.pt$")
+__all__ = ["checkpoint_step", "list_checkpoints", "load_latest", "restore_state", "save_state"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -44,26 +45,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:08d}.pt"
-    tmp = directory / f".{path.name}.tmp-{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        torch.save(state, tmp)
+        faults.point("checkpoint-write")
+
+    atomic_write(path, write)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
-
-
-def list_checkpoints(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
-
-
-def checkpoint_step(path: Path) -> int:
-    """The optimizer step a checkpoint file was written at (from its name)."""
-    match = _NAME.match(path.name)
-    if match is None:
-        raise CheckpointError(f"{path}: not a checkpoint name (expected step-NNNNNNNN.pt)")
-    return int(match.group(1))
 
 
 def load_latest(directory: Path) -> dict[str, Any] | None:

@@ -163,6 +163,7 @@ def train(
                 if checkpoint_dir:
                     state.train_s = time.perf_counter() - t0
                     _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg)
+                    cbs.on_checkpoint(state)
                     # a SIGTERM during validation or the save: this checkpoint is the pause's
                     if ranks.all_sum([float(pause.requested())])[0]:
                         raise pause.TrainingPaused(state.step)
@@ -232,6 +233,7 @@ def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | Non
         if e.checkpoint_dir and (paused or state.step % cfg.checkpoint_every == 0):
             state.train_s = time.perf_counter() - e.t0
             _save(e.checkpoint_dir, model, e.optimizer, e.scheduler, state, best, cfg)
+            e.callbacks.on_checkpoint(state)
         if paused:
             raise pause.TrainingPaused(state.step)
 

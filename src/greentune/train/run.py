@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
 
 from greentune.config import RunConfig
@@ -11,7 +13,8 @@ from greentune.distributed import ranks
 from greentune.energy.session import metered
 from greentune.errors import CheckpointError, GreentuneError
 from greentune.evaluate.green import bill_models
-from greentune.rundir import RunDir
+from greentune.rundir import RunDir, RunInfo
+from greentune.runlock import RunLock, RunLockedError, read_holder
 from greentune.tasks import TASKS
 from greentune.train import pause, recipes  # noqa: F401  (recipes: registers them)
 from greentune.train.callbacks import (
@@ -54,22 +57,27 @@ def run(
     main = ranks.is_main()
     if run_dir is None:
         run_dir = _create_run_dir(cfg)
+    before = run_dir.info if resume_path is not None and main else None
+    lock = _lock_run(run_dir)
     log = run_logger(run_dir.log_path, echo) if main else _silent
     pause.install()
     try:
         cfg = task.resolve_config(cfg)
         if main:
+            if before is not None and before.status == "crashed" and lock and not lock.inherited:
+                _record_crash(run_dir, before, log)
             run_dir.start(cfg)
         log(f"run directory: {run_dir.path}")
         with metered(run_dir.path, cfg.energy, "run", log) as meter:
             shown = [ProgressBar(progress)] if progress is not None and main else []
             named = build_callbacks(CallbackContext(cfg, log))
+            energy = EnergyWindows(meter.window, meter.tick)
             ctx = RecipeContext(
                 cfg=cfg,
                 run=run_dir,
                 log=log,
                 resume=resume_path is not None,
-                callbacks=[EnergyWindows(meter.window), *shown, *named, *callbacks],
+                callbacks=[energy, *shown, *named, *callbacks],
                 window=meter.window,
             )
             metrics = recipe(ctx)
@@ -77,22 +85,27 @@ def run(
             if meter.enabled:
                 metrics = bill_models(metrics, run_dir.ledger, cfg.energy, task.quality)
             run_dir.write_metrics(metrics)
+            stale = ("error", "paused_at_step", "resume_command") if resume_path else ()
+            run_dir.set_status("complete", **dict.fromkeys(stale))
     except BaseException as exc:
         # Unwinding (not os._exit) keeps what matters: the ledger has the energy spent, the
         # checkpoints stay, run.json says why the run stopped.
-        if main and pause.is_stop(exc):
+        # A SIGTERM that lands while an error unwinds (torchrun stopping the survivors of a
+        # dead rank) does not turn the failure into a pause: the error is the reason.
+        cause = exc.__context__ if pause.is_stop(exc) and exc.__context__ is not None else exc
+        if main and pause.is_stop(cause):
             _record_pause(run_dir, cfg.task, exc, log)
         elif main:
-            run_dir.set_status("failed", task=cfg.task, error=str(exc)[:500])
+            run_dir.set_status("failed", task=cfg.task, error=str(cause)[:500])
         if isinstance(exc, pause.TrainingPaused):
             ranks.barrier()  # no rank leaves before rank 0 wrote the checkpoint and run.json
             ranks.shutdown()
             raise SystemExit(pause.EXIT_CODE) from None
         ranks.shutdown()
         raise
-    if main:
-        stale = ("error", "paused_at_step", "resume_command") if resume_path is not None else ()
-        run_dir.set_status("complete", **dict.fromkeys(stale))
+    finally:
+        if lock is not None:
+            lock.release()
     ranks.shutdown()
     return run_dir
 
@@ -106,6 +119,25 @@ def run_logger(log_path: Path, echo: Log) -> Log:
             fh.write(message + "\n")
 
     return log
+
+
+def _record_crash(run_dir: RunDir, before: RunInfo, log: Log) -> None:
+    """run.json keeps every crash this run survived; the log says what happened."""
+    newest = list_checkpoints(run_dir.checkpoint_dir)
+    step = checkpoint_step(newest[-1]) if newest else None
+    log(
+        f"{run_dir.path} crashed: {before.error}. Resuming "
+        + (f"from the checkpoint at step {step}" if step is not None else "from the start")
+    )
+    crashes = list(before.extra.get("crashes") or [])
+    crashes.append(
+        {
+            "detected": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "holder": asdict(holder) if (holder := read_holder(run_dir.path)) else None,
+            "resumed_from_step": step,
+        }
+    )
+    run_dir.set_status("running", crashes=crashes)
 
 
 def _record_pause(run_dir: RunDir, task: str, exc: BaseException, log: Log) -> None:
@@ -144,6 +176,20 @@ def _create_run_dir(cfg: RunConfig) -> RunDir:
     if isinstance(made, str):
         raise CheckpointError(made.removeprefix("error: "))
     return RunDir(made)
+
+
+def _lock_run(run_dir: RunDir) -> RunLock | None:
+    """Rank 0 becomes the run's one writer; every rank gets rank 0's error if it cannot."""
+    lock, error = None, ""
+    if ranks.is_main():
+        try:
+            lock = run_dir.lock("run")
+        except GreentuneError as exc:
+            error = str(exc)
+    error = ranks.broadcast(error)
+    if error:
+        raise RunLockedError(error)
+    return lock
 
 
 def _silent(message: str) -> None:

@@ -1,0 +1,245 @@
+"""The energy journal: a command's windows on disk as they happen, so a crash keeps its bill.
+
+Each metered process appends JSON lines to ``energy-journal/<session>.rank<r>.jsonl`` in the run
+directory, flushed and fsynced line by line:
+
+    {"type": "session", id, command, started, rank, pid, host, process_started, interval_s,
+     owners {component: [source, kind]}, sources, carbon, pue}
+    {"type": "open", window, parent, depth, start, energy_j}      a window began (cumulative J)
+    {"type": "tick", time, energy_j}                              every ``interval_s`` and at
+                                                                  every training checkpoint
+    {"type": "row", ...}                                          a window closed (a ledger row)
+
+When the command ends normally its rows go into energy.json and its journal is deleted. When
+its process died, the next command on the run (``run --resume``, ``evaluate``, ...) folds the
+journal into the ledger as a session marked ``recovered``: the closed windows as they were,
+every window still open at the last tick as a partial row (``ok`` false, energy up to the tick)
+and, for the outermost open window, one row for the interval between the last tick and the
+death, ``kind: estimated``: half the journal interval (the expected gap) at the power of the last
+tick interval. A crash therefore loses nothing measured before the last tick; what came after
+is estimated and says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+JOURNAL_DIR = "energy-journal"
+Price = Callable[[float, dt.datetime, dt.datetime], tuple[float | None, float | None]]
+"""(energy J, start, end) -> (mean intensity g/kWh, emissions g)."""
+
+
+def journal_path(run_dir: Path, session_id: str, rank: int) -> Path:
+    return Path(run_dir) / JOURNAL_DIR / f"{session_id}.rank{rank}.jsonl"
+
+
+def process_started(pid: int) -> float | None:
+    """The process's start time (tells a live pid from a reused one), None when it is gone."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+class Journal:
+    """Appends one process's records; every line reaches the disk before the call returns."""
+
+    def __init__(self, path: Path, session: dict[str, Any]) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("a", encoding="utf-8")
+        self.write({"type": "session", **session})
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._fh.closed:
+            return
+        self._fh.write(json.dumps(record, default=str) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class JournalFile:
+    """One journal as read back: the session, its closed rows, its open windows, its ticks."""
+
+    path: Path
+    session: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    open: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ticks: list[dict[str, Any]] = field(default_factory=list)
+    last_seen: str = ""
+    """The time of the newest record (UTC, ISO 8601)."""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return str(self.session["id"]), int(self.session["rank"])
+
+    def alive(self, lock_held: bool) -> bool:
+        """Is the process that writes it still running? On this host its pid and start time
+        say; a process on another host (a torchrun rank) counts as alive while the run's lock
+        is held."""
+        if self.session.get("host") != socket.gethostname():
+            return lock_held
+        started = process_started(int(self.session["pid"]))
+        return started is not None and abs(started - float(self.session["process_started"])) < 1
+
+    def recovered_rows(self, price: Price | None) -> list[dict[str, Any]]:
+        """Closed rows, partial rows for the windows open at the last tick, and the estimate
+        of the lost interval after it."""
+        out = list(self.rows)
+        tick = self.ticks[-1] if self.ticks else None
+        if tick is None:
+            return out
+        end = dt.datetime.fromisoformat(tick["time"])
+        partial = []
+        for w in self.open.values():
+            start = dt.datetime.fromisoformat(w["start"])
+            if start > end:
+                continue  # opened after the last tick: nothing measured inside it
+            now_j = tick["energy_j"]
+            energy = {c: max(0.0, now_j.get(c, 0.0) - j) for c, j in w["energy_j"].items()}
+            row = self._row(w, start, end, energy, price)
+            row["extra"] = {"crashed": f"energy up to the last journal tick at {tick['time']}"}
+            partial.append(row)
+        out += partial
+        outer = next((r for r in partial if r["depth"] == 0), None)
+        if outer is not None:
+            out.append(self._lost(outer, end, price))
+        return out
+
+    def _lost(self, outer: dict[str, Any], end: dt.datetime, price: Price | None) -> dict[str, Any]:
+        interval_s = float(self.session.get("interval_s") or 0.0)
+        lost_s = interval_s / 2
+        watts = self._last_power(outer)
+        energy = {c: w * lost_s for c, w in watts.items()}
+        row = self._row(
+            {**outer, "start": end.isoformat()},
+            end,
+            end + dt.timedelta(seconds=lost_s),
+            energy,
+            price,
+        )
+        row["kind"] = "estimated"
+        row["sources"] = dict.fromkeys(energy, "estimate")
+        row["extra"] = {
+            "estimated": (
+                f"the interval between the last journal tick and the crash: half the journal "
+                f"interval ({lost_s:g} s of {interval_s:g} s) at the power of the last tick "
+                f"interval"
+            )
+        }
+        return row
+
+    def _last_power(self, outer: dict[str, Any]) -> dict[str, float]:
+        """W per component over the last two ticks, else over the open window so far."""
+        last = self.ticks[-1]
+        if len(self.ticks) >= 2:
+            first = self.ticks[-2]
+        else:
+            opened = self.open[outer["window"]]
+            first = {"time": opened["start"], "energy_j": opened["energy_j"]}
+        seconds = (
+            dt.datetime.fromisoformat(last["time"]) - dt.datetime.fromisoformat(first["time"])
+        ).total_seconds()
+        return {
+            c: max(0.0, j - first["energy_j"].get(c, 0.0)) / seconds if seconds > 0 else 0.0
+            for c, j in last["energy_j"].items()
+        }
+
+    def _row(
+        self,
+        w: dict[str, Any],
+        start: dt.datetime,
+        end: dt.datetime,
+        energy: dict[str, float],
+        price: Price | None,
+    ) -> dict[str, Any]:
+        intensity, grams = price(sum(energy.values()), start, end) if price else (None, None)
+        owners: dict[str, list[str]] = self.session.get("owners") or {}
+        kinds = {owners.get(c, ["?", "model"])[1] for c in energy}
+        return {
+            "window": w["window"],
+            "phase": w["window"].split("/", 1)[0],
+            "parent": w["parent"],
+            "depth": w["depth"],
+            "command": self.session["command"],
+            "rank": self.session["rank"],
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "duration_s": (end - start).total_seconds(),
+            "energy_j": energy,
+            "sources": {c: owners.get(c, ["?", "model"])[0] for c in energy},
+            "kind": kinds.pop() if len(kinds) == 1 else "mixed",
+            "intensity_g_per_kwh": intensity,
+            "emissions_g": grams,
+            "pue": self.session.get("pue", 1.0),
+            "ok": False,
+            "extra": {},
+        }
+
+    def ledger_session(self) -> dict[str, Any]:
+        """The session entry of a recovered journal in energy.json."""
+        keep = ("id", "command", "started", "sources", "carbon", "pue", "pid", "host")
+        out = {k: self.session[k] for k in keep if k in self.session}
+        out["ranks"] = [self.session["rank"]]
+        out["recovered"] = (
+            f"the process died; rows read back from its energy journal, last entry at "
+            f"{self.last_seen}"
+        )
+        return out
+
+
+def read_journal(path: Path) -> JournalFile | None:
+    """A journal file, or None when it holds no session line. A torn last line (the crash
+    came mid-write) is ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    if not records or records[0].get("type") != "session":
+        return None
+    jf = JournalFile(path, {k: v for k, v in records[0].items() if k != "type"})
+    jf.last_seen = str(jf.session.get("started", ""))
+    for rec in records[1:]:
+        kind = rec.pop("type", None)
+        if kind == "open":
+            jf.open[rec["window"]] = rec
+            jf.last_seen = max(jf.last_seen, rec["start"])
+        elif kind == "row":
+            jf.rows.append(rec)
+            jf.open.pop(rec["window"], None)
+            jf.last_seen = max(jf.last_seen, rec["end"])
+        elif kind == "tick":
+            jf.ticks.append(rec)
+            jf.last_seen = max(jf.last_seen, rec["time"])
+    return jf
+
+
+def read_journals(run_dir: Path) -> list[JournalFile]:
+    folder = Path(run_dir) / JOURNAL_DIR
+    if not folder.is_dir():
+        return []
+    found = (read_journal(p) for p in sorted(folder.glob("*.jsonl")))
+    return [jf for jf in found if jf is not None]

@@ -1,0 +1,147 @@
+"""Faults injected into real commands (the short CI version of ``benchmarks/faults.py``):
+kill -9 at named phases of ``run``, then the invariants: the run directory opens and says
+``crashed`` with the command to continue, ``--resume`` finishes with the uninterrupted run's
+test metrics, every checkpoint is readable (or skipped for an older one), the energy of the
+killed process is in the ledger. Plus: a second writer is refused, and failed writes exit 2
+leaving the files that were complete still complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from greentune import faults
+from greentune.cli import (
+    app,
+    commands,  # noqa: F401  (registers the commands)
+    quiet_libraries,
+)
+from greentune.rundir import RunDir, list_checkpoints
+from tests.conftest import make_series, series_overrides
+
+runner = CliRunner()
+quiet_libraries()
+RUN = [
+    "train.epochs=3",
+    "train.patience=null",
+    "train.checkpoint_every=5",
+    "train.keep_checkpoints=10",
+    "train.threads=1",
+    "eval.baselines=[seasonal_naive_daily,linear]",
+    "energy.journal_interval_s=0.2",
+]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("faults") / "load.csv"
+    make_series().to_csv(path, index=False)
+    return path
+
+
+def cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    """A command in its own process, as a user runs it: the energy of every run compared here
+    then includes the same imports (in pytest's process they are paid once, by the first)."""
+    env = {**os.environ, faults.ENV: fault} if fault else os.environ
+    return subprocess.run(
+        [sys.executable, "-m", "greentune", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(csv, tmp_path_factory) -> RunDir:
+    out = tmp_path_factory.mktemp("ref")
+    result = cli("run", *series_overrides(csv, out, "ref"), *RUN)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return RunDir.open(out / "ref")
+
+
+def _scores(run: RunDir) -> dict[str, dict[str, float]]:
+    return {name: r.scores for name, r in run.metrics.test.items()}
+
+
+def _killed_run(csv: Path, out: Path, fault: str) -> RunDir:
+    proc = cli("run", *series_overrides(csv, out, "k"), *RUN, fault=fault)
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    return RunDir.open(out / "k")
+
+
+@pytest.mark.parametrize("point", ["train/epoch-1", "save", "baseline/linear"])
+def test_kill_9_in_a_phase_then_resume_matches_the_uninterrupted_run(
+    csv, tmp_path, reference, point
+):
+    run = _killed_run(csv, tmp_path, f"kill@{point}")
+    info = run.info
+    assert info.status == "crashed" and "died without finishing" in (info.error or "")
+    refused = invoke("evaluate", str(run.path))
+    assert refused.exit_code == 2
+    assert "is crashed" in refused.output and f"greentune run --resume {run.path}" in refused.output
+    for path in list_checkpoints(run.checkpoint_dir):
+        torch.load(path, map_location="cpu", weights_only=False)  # every one readable
+    journaled = run.ledger.rows  # read view: the dead process's windows, from its journal
+    assert {"data", "train/ridge-skip"} <= {r["window"] for r in journaled}
+
+    resumed = cli("run", "--resume", str(run.path))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"{run.path} crashed:" in run.log_path.read_text()
+    assert run.status == "complete" and len(run.info.extra["crashes"]) == 1
+    assert _scores(run) == _scores(reference)
+    ledger = run.ledger
+    recovered = [s for s in ledger.sessions if s.get("recovered")]
+    assert len(recovered) == 1 and recovered[0]["command"] == "run"
+    assert not (run.path / "energy-journal").exists()
+    assert ledger.totals()["all"]["energy_j"] >= 0.95 * reference.ledger.totals()["all"]["energy_j"]
+
+
+def test_a_kill_mid_checkpoint_and_a_truncated_newest_checkpoint_fall_back(
+    csv, tmp_path, reference
+):
+    run = _killed_run(csv, tmp_path, "kill@checkpoint-write#3")
+    kept = list_checkpoints(run.checkpoint_dir)
+    assert [p.name for p in kept] == ["step-00000005.pt", "step-00000010.pt"]
+    kept[-1].write_bytes(kept[-1].read_bytes()[:100])  # and the disk lost the newest's tail
+    resumed = invoke("run", "--resume", str(run.path))
+    assert resumed.exit_code == 0, resumed.output
+    assert "skipping unreadable checkpoint" in resumed.output
+    assert "resumed from the checkpoint at step 5" in run.log_path.read_text()
+    assert _scores(run) == _scores(reference)
+
+
+def test_a_second_writer_is_refused_with_exit_2(reference):
+    with reference.lock("run"):
+        for args in (["evaluate"], ["run", "--resume"]):
+            result = invoke(*args, str(reference.path))
+            assert result.exit_code == 2
+            assert f"is in use by `greentune run` (pid {os.getpid()}" in result.output
+
+
+def test_a_full_disk_exits_2_and_keeps_what_was_written(csv, tmp_path, monkeypatch, reference):
+    metrics = (reference.path / "metrics.json").read_bytes()
+    monkeypatch.setenv(faults.ENV, "enospc@metrics.json")
+    again = invoke("evaluate", str(reference.path))
+    assert again.exit_code == 2
+    assert f"error: cannot write {reference.path / 'metrics.json'}: No space left" in again.output
+    assert (reference.path / "metrics.json").read_bytes() == metrics  # untouched
+
+    result = invoke("run", *series_overrides(csv, tmp_path, "full"), *RUN)
+    assert result.exit_code == 2 and "the disk is full" in result.output
+    run = RunDir.open(tmp_path / "full")
+    assert run.status == "failed" and "No space left on device" in (run.info.error or "")
+    assert len(run.predictions) > 0  # written before metrics.json, and complete
+    assert json.loads((run.path / "energy.json").read_text())["rows"]
+    assert not [p for p in run.path.iterdir() if ".tmp" in p.name]

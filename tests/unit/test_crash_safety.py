@@ -1,0 +1,342 @@
+"""Crash safety in pieces: the run lock and the crashed status, the energy journal and its
+recovery, folding into the ledger, and writes that fail cleanly."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from greentune import faults
+from greentune.config import EnergyConfig, build_config
+from greentune.energy.journal import Journal, journal_path, read_journal, read_journals
+from greentune.energy.ledger import Ledger, remove_journals
+from greentune.energy.meter import FakeSource, Meter
+from greentune.energy.session import metered
+from greentune.errors import CheckpointError, StorageError
+from greentune.io import atomic_write, staged_dir, write_json
+from greentune.rundir import RunDir
+from greentune.runlock import RunLockedError, acquire, live_holder, read_holder
+from tests.unit.energy.fakes import FakeClock
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> RunDir:
+    cfg = build_config(overrides=[f"output_dir={tmp_path}", "name=r"])
+    made = RunDir.create(cfg)
+    made.write_config(cfg)
+    return made
+
+
+# ---------------------------------------------------------------------------- lock and status
+
+
+def test_one_writer_at_a_time_and_the_second_is_told_who(run):
+    with run.lock("run") as lock:
+        assert live_holder(run.path) == lock.holder and lock.holder.command == "run"
+        with pytest.raises(RunLockedError) as err:
+            acquire(run.path, "evaluate")
+        text = str(err.value)
+        assert f"pid {os.getpid()}" in text and "`greentune run`" in text
+        assert f"kill -TERM {os.getpid()}" in text and f"--resume {run.path}" in text
+    assert live_holder(run.path) is None
+    with run.lock("evaluate"):  # free again
+        pass
+
+
+def _hold_lock_then_die(run: RunDir, how: int) -> int:
+    """A child process takes the lock, marks the run running and is killed with ``how``."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from greentune.rundir import RunDir
+        run = RunDir({str(run.path)!r})
+        lock = run.lock("run")
+        run.set_status("running")
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    assert run.status == "running" and live_holder(run.path).pid == child.pid
+    os.kill(child.pid, how)
+    child.wait(timeout=30)
+    return child.pid
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_a_run_whose_process_died_reads_crashed_with_the_command_to_continue(run, how):
+    (run.checkpoint_dir).mkdir()
+    (run.checkpoint_dir / "step-00000040.pt").write_bytes(b"x")
+    pid = _hold_lock_then_die(run, how)
+    info = run.info
+    assert info.status == "crashed"
+    assert f"pid {pid}" in info.error and "died without finishing" in info.error
+    assert "newest checkpoint is at step 40" in info.error
+    assert info.resume_command == f"greentune run --resume {run.path}"
+    assert json.loads((run.path / "run.json").read_text())["status"] == "running"  # as left
+    with pytest.raises(CheckpointError, match=r"is crashed: .* Continue it with greentune run"):
+        run.check_finished("evaluate it")
+    with run.lock("evaluate"):  # a dead holder's lock is free; evaluate does not run it
+        assert run.status == "crashed" and f"pid {pid}" in run.info.error
+    with run.lock("run"):
+        assert run.status == "running"
+
+
+def test_a_live_run_is_refused_by_commands_that_need_it_finished(run):
+    with run.lock("run"):
+        run.set_status("running")
+        with pytest.raises(CheckpointError, match=r"still being written by `greentune run`"):
+            run.check_finished("evaluate it")
+    run.set_status("paused", resume_command="greentune run --resume X")
+    with pytest.raises(CheckpointError, match=r"is paused\. Continue it with greentune run"):
+        run.check_finished("compress it")
+    run.set_status("complete")
+    run.check_finished("evaluate it")
+
+
+def test_workers_under_a_supervisor_share_its_lock(run):
+    """The supervisor's record names this process's parent: a worker works under it."""
+    with run.lock("run --nproc") as lock:
+        code = textwrap.dedent(f"""
+            from greentune.runlock import acquire
+            lock = acquire({str(run.path)!r}, "run")
+            print(lock.inherited)
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.stdout.strip() == "True", out.stderr
+        lock.add_pid(12345)
+        assert read_holder(run.path).pids == [12345]
+
+
+# ---------------------------------------------------------------------------- the journal
+
+
+def _meter(clock: FakeClock, watts: float = 10.0) -> Meter:
+    return Meter(
+        [FakeSource(clock, {"cpu": watts})],
+        command="run",
+        rank=0,
+        wall_clock=clock.wall,
+        clock=clock,
+    )
+
+
+def _journal(tmp_path: Path, meter: Meter, interval_s: float = 4.0, pid: int | None = None):
+    session = {
+        "id": "abc",
+        "command": meter.command,
+        "started": "2023-01-01T00:00:00+00:00",
+        "rank": 0,
+        "pid": pid or os.getpid(),
+        "host": os.uname().nodename,
+        "process_started": 0.0 if pid else _started(),
+        "interval_s": interval_s,
+        "owners": meter.owners_record(),
+        **meter.details(),
+    }
+    journal = Journal(journal_path(tmp_path, "abc", 0), session)
+    meter.attach_journal(journal, 0)  # ticks by hand
+    return journal
+
+
+def _started() -> float:
+    from greentune.energy.journal import process_started
+
+    started = process_started(os.getpid())
+    assert started is not None
+    return started
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_crash_keeps_closed_windows_prices_open_ones_to_the_last_tick_and_estimates_the_rest(
+    tmp_path,
+):
+    clock = FakeClock()
+    meter = _meter(clock)
+    _journal(tmp_path, meter, interval_s=4.0, pid=_dead_pid())
+    with meter.window("data"):
+        clock.advance(3)
+    train = meter.window("train")
+    train.__enter__()
+    epoch = meter.window("epoch-0")
+    epoch.__enter__()
+    clock.advance(5)
+    meter.tick()
+    clock.advance(2)
+    meter.tick()
+    clock.advance(1)  # ... and the process dies here: nothing after the last tick is on disk
+    jf = read_journal(journal_path(tmp_path, "abc", 0))
+    assert jf is not None and not jf.alive(lock_held=False)
+    rows = jf.recovered_rows(lambda j, a, b: (100.0, j / 3.6e6 * 100.0))
+    by_name = {(r["window"], r["kind"]): r for r in rows}
+    assert by_name[("data", "measured")]["energy_j"] == {"cpu": 30.0}
+    assert by_name[("data", "measured")]["ok"] is True
+    partial = by_name[("train", "measured")]
+    assert partial["energy_j"] == {"cpu": 70.0} and partial["duration_s"] == 7.0
+    assert partial["ok"] is False and "last journal tick" in partial["extra"]["crashed"]
+    assert partial["emissions_g"] == pytest.approx(70.0 / 3.6e6 * 100.0)
+    assert by_name[("train/epoch-0", "measured")]["energy_j"] == {"cpu": 70.0}
+    assert by_name[("train/epoch-0", "measured")]["depth"] == 1
+    lost = by_name[("train", "estimated")]
+    # half the journal interval (2 s) at the power of the last tick interval (10 W)
+    assert lost["energy_j"] == {"cpu": 20.0} and lost["duration_s"] == 2.0
+    assert lost["depth"] == 0 and lost["sources"] == {"cpu": "estimate"}
+    assert "half the journal interval" in lost["extra"]["estimated"]
+    top = Ledger(rows).totals()["all"]
+    assert top["energy_j"] == 30.0 + 70.0 + 20.0 and top["kinds"] == ["estimated", "measured"]
+
+
+def test_one_tick_prices_the_lost_interval_at_the_open_windows_mean_power(tmp_path):
+    clock = FakeClock()
+    meter = _meter(clock, watts=6.0)
+    _journal(tmp_path, meter, interval_s=10.0, pid=_dead_pid())
+    train = meter.window("train")  # kept: a collected window would close itself
+    train.__enter__()
+    clock.advance(4)
+    meter.tick()
+    rows = read_journal(journal_path(tmp_path, "abc", 0)).recovered_rows(None)
+    lost = next(r for r in rows if r["kind"] == "estimated")
+    assert lost["energy_j"] == {"cpu": 30.0} and lost["emissions_g"] is None  # 6 W x 5 s
+
+
+def test_no_tick_no_partial_rows_and_a_torn_last_line_is_ignored(tmp_path):
+    clock = FakeClock()
+    meter = _meter(clock)
+    journal = _journal(tmp_path, meter, pid=_dead_pid())
+    with meter.window("data"):
+        clock.advance(1)
+    train = meter.window("train")
+    train.__enter__()
+    journal._fh.write('{"type": "tick", "time": "2023-01-01T00:0')  # the crash, mid-line
+    journal.close()
+    rows = read_journal(journal.path).recovered_rows(None)
+    assert [r["window"] for r in rows] == ["data"]
+
+
+def test_folding_adds_dead_journals_once_and_leaves_live_ones(tmp_path):
+    clock = FakeClock()
+    dead_meter = _meter(clock)
+    dead = _journal(tmp_path, dead_meter, pid=_dead_pid())
+    with dead_meter.window("data"):
+        clock.advance(2)
+    live_meter = _meter(clock)
+    live_session = {**read_journal(dead.path).session, "id": "live", "pid": os.getpid()}
+    live_session["process_started"] = _started()
+    live = Journal(journal_path(tmp_path, "live", 0), live_session)
+    live_meter.attach_journal(live, 0)
+    with live_meter.window("evaluate"):
+        clock.advance(1)
+    ledger = Ledger.load(tmp_path)
+    folded = ledger.fold_journals(tmp_path)
+    assert [jf.path.stem for jf in folded] == ["abc.rank0"]
+    assert [r["window"] for r in ledger.rows] == ["data"]
+    assert ledger.sessions[0]["journals"] == ["abc.rank0"]
+    assert "the process died" in ledger.sessions[0]["recovered"]
+    ledger.save(tmp_path)
+    again = Ledger.load(tmp_path)
+    assert again.fold_journals(tmp_path) == []  # listed: never twice
+    reading = Ledger.load(tmp_path)
+    reading.fold_journals(tmp_path, live=True)
+    assert [r["window"] for r in reading.rows] == ["data", "evaluate"]
+    remove_journals(tmp_path, ["abc.rank0", "live.rank0"])
+    assert read_journals(tmp_path) == []
+
+
+def test_metered_journals_as_it_goes_then_leaves_only_the_ledger(run):
+    cfg = EnergyConfig(meter="model", carbon="fixed:100", journal_interval_s=0.05)
+    with metered(run.path, cfg, "evaluate") as meter, meter.window("evaluate"):
+        (journal,) = read_journals(run.path)
+        assert journal.open["evaluate"]["depth"] == 0
+        assert journal.alive(lock_held=False)
+    assert read_journals(run.path) == [] and not (run.path / "energy-journal").exists()
+    ledger = Ledger.load(run.path)
+    assert [r["window"] for r in ledger.rows] == ["evaluate"]
+    assert ledger.sessions[0]["journals"][0].endswith(".rank0")
+
+
+def test_metered_folds_a_crashed_journal_first_and_says_so(run):
+    clock = FakeClock()
+    meter = _meter(clock)
+    _journal(run.path, meter, pid=_dead_pid())
+    train = meter.window("train")
+    train.__enter__()
+    clock.advance(3)
+    meter.tick()
+    lines: list[str] = []
+    cfg = EnergyConfig(meter="model", carbon="fixed:100")
+    with metered(run.path, cfg, "run", lines.append):
+        ledger = Ledger.load(run.path)
+        assert [r["kind"] for r in ledger.rows] == ["measured", "estimated"]
+        # priced with this meter's provider: fixed 100 g/kWh
+        assert ledger.rows[0]["emissions_g"] == pytest.approx(30.0 / 3.6e6 * 100)
+    assert any("recovered 2 windows" in line and "Wh estimated" in line for line in lines)
+    assert [s.get("recovered") is not None for s in Ledger.load(run.path).sessions] == [True]
+
+
+# ---------------------------------------------------------------------------- failed writes
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"old": 1})
+
+    def half_then_full(tmp: Path) -> None:
+        tmp.write_text('{"new": ')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+
+    with pytest.raises(StorageError) as err:
+        atomic_write(path, half_then_full)
+    assert str(err.value) == (
+        f"cannot write {path}: No space left on device; the disk is full: free some space, "
+        "or write the run elsewhere (output_dir=...)"
+    )
+    assert json.loads(path.read_text()) == {"old": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("enospc", "No space left on device; the disk is full"),
+        ("erofs", "Read-only file system; the file system is read-only: write the run elsewhere"),
+        ("eacces", "Permission denied; permission denied: make the folder writable"),
+    ],
+)
+def test_injected_write_faults_name_the_file_and_what_to_do(tmp_path, monkeypatch, fault, message):
+    monkeypatch.setenv(faults.ENV, f"{fault}@model")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_text("old")
+    with pytest.raises(StorageError, match=message), staged_dir(tmp_path / "model") as tmp:
+        (tmp / "weights.bin").write_text("new")
+    assert (tmp_path / "model" / "weights.bin").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_fault_spec_that_cannot_be_read_is_refused(monkeypatch):
+    monkeypatch.setenv(faults.ENV, "explode@train")
+    with pytest.raises(ValueError, match=r"cannot read 'explode@train' \(e.g. kill@train/epoch-1"):
+        faults.point("train")
+
+
+def test_the_nth_arrival_at_a_point_fires(monkeypatch):
+    fired: list[int] = []
+    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: fired.append(sig))
+    monkeypatch.setattr(faults, "_seen", faults.Counter())
+    monkeypatch.setenv(faults.ENV, "term@save#2")
+    faults.point("save")
+    faults.point("other")
+    assert fired == []
+    faults.point("save")
+    assert fired == [signal.SIGTERM]
