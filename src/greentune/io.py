@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,10 +35,41 @@ _HINTS = {
 }
 
 
+def is_write_error(exc: OSError) -> bool:
+    """Disk full, quota, read-only file system, permission denied."""
+    return exc.errno in _HINTS
+
+
 def storage_error(path: Path, exc: OSError) -> StorageError:
     """One clear error for a file that cannot be written."""
     hint = _HINTS.get(exc.errno or 0, "check the disk and the folder's permissions")
     return StorageError(f"cannot write {path}: {exc.strerror or exc}; {hint}")
+
+
+_OS_ERROR = re.compile(r"os error (\d+)")
+
+
+def write_failure(exc: BaseException, folder: Path) -> OSError | None:
+    """The OSError behind a failed write, also when a library wrapped it: torch.save raises
+    RuntimeError ("file write failed"), safetensors its own error ("... (os error 28)"). Else,
+    when the folder's file system is full or read-only now, that. None: not a write failure."""
+    if isinstance(exc, OSError):
+        return exc
+    if not isinstance(exc, Exception):
+        return None
+    match = _OS_ERROR.search(str(exc))
+    if match:
+        code = int(match.group(1))
+        return OSError(code, os.strerror(code))
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return OSError(errno.EROFS, os.strerror(errno.EROFS))
+    if fs.f_bavail == 0:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return None
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -48,11 +80,11 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         faults.check_write(path.name)
         write(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise storage_error(path, exc) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        failure = write_failure(exc, path.parent)
+        if failure is not None:
+            raise storage_error(path, failure) from None
         raise
 
 
@@ -117,11 +149,10 @@ def staged_dir(dst: Path) -> Iterator[Path]:
         faults.check_write(dst.name)
         yield tmp
         replace_dir(tmp, dst)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno not in _HINTS:  # not a failed write (a file the block could not read)
+        failure = write_failure(exc, dst.parent)
+        if failure is None or not is_write_error(failure):  # e.g. a file it could not read
             raise
-        raise storage_error(Path(exc.filename) if exc.filename else dst, exc) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        where = Path(failure.filename) if failure.filename else dst
+        raise storage_error(where, failure) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -44,6 +45,11 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (GreentuneError, OSError) as exc:  # OSError: a path that cannot be read/written
+            if isinstance(exc, OSError) and exc.filename:
+                from greentune.io import is_write_error, storage_error
+
+                if is_write_error(exc):  # one line naming the file and what to do
+                    exc = storage_error(Path(exc.filename), exc)
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 

@@ -22,6 +22,7 @@ is estimated and says so.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -57,17 +58,26 @@ class Journal:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = path.open("a", encoding="utf-8")
+        self.error: OSError | None = None
         self.write({"type": "session", **session})
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh.closed:
             return
-        self._fh.write(json.dumps(record, default=str) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            self._fh.write(json.dumps(record, default=str) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            # A full disk stops the journal, not the work: the command meets the same error at
+            # its next real write (a checkpoint, the ledger) and says so there.
+            self.error = exc
+            with contextlib.suppress(OSError):
+                self._fh.close()
 
     def close(self) -> None:
-        self._fh.close()
+        with contextlib.suppress(OSError):
+            self._fh.close()
 
     def remove(self) -> None:
         self.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -15,6 +16,7 @@ from greentune.energy import build_meter
 from greentune.energy.journal import JOURNAL_DIR, Journal, journal_path, process_started
 from greentune.energy.ledger import Ledger, remove_journals
 from greentune.energy.meter import Meter, NullMeter, WindowHandle, WindowResult, utc_now
+from greentune.errors import StorageError
 
 AnyMeter = Meter | NullMeter
 
@@ -59,10 +61,12 @@ def metered(
         ok = True
     except BaseException as exc:
         ok = getattr(exc, "every_rank", False) is True  # a pause stops all ranks together
+        with contextlib.suppress(StorageError):  # the error in flight says more; the journal
+            meter.close()  # stays and the next command folds it in
+            _write_session(run_dir, meter, started, journal, ok)
         raise
-    finally:
-        meter.close()
-        _write_session(run_dir, meter, started, journal, ok)
+    meter.close()
+    _write_session(run_dir, meter, started, journal, ok)
 
 
 def _open_journal(folder: Path, meter: Meter, started: str, interval_s: float) -> Journal:

@@ -11,9 +11,10 @@ from pathlib import Path
 from greentune.config import RunConfig
 from greentune.distributed import ranks
 from greentune.energy.session import metered
-from greentune.errors import CheckpointError, GreentuneError
+from greentune.errors import CheckpointError, GreentuneError, StorageError
 from greentune.evaluate.green import bill_models
-from greentune.rundir import RunDir, RunInfo
+from greentune.io import storage_error
+from greentune.rundir import RunDir, RunInfo, clean_stale_temporaries
 from greentune.runlock import RunLock, RunLockedError, read_holder
 from greentune.tasks import TASKS
 from greentune.train import pause, recipes  # noqa: F401  (recipes: registers them)
@@ -66,6 +67,8 @@ def run(
         if main:
             if before is not None and before.status == "crashed" and lock and not lock.inherited:
                 _record_crash(run_dir, before, log)
+            for path in clean_stale_temporaries(run_dir.path):
+                log(f"removed {path.name}, left by an interrupted write")
             run_dir.start(cfg)
         log(f"run directory: {run_dir.path}")
         with metered(run_dir.path, cfg.energy, "run", log) as meter:
@@ -93,10 +96,13 @@ def run(
         # A SIGTERM that lands while an error unwinds (torchrun stopping the survivors of a
         # dead rank) does not turn the failure into a pause: the error is the reason.
         cause = exc.__context__ if pause.is_stop(exc) and exc.__context__ is not None else exc
-        if main and pause.is_stop(cause):
-            _record_pause(run_dir, cfg.task, exc, log)
-        elif main:
-            run_dir.set_status("failed", task=cfg.task, error=str(cause)[:500])
+        try:
+            if main and pause.is_stop(cause):
+                _record_pause(run_dir, cfg.task, exc, log)
+            elif main:
+                run_dir.set_status("failed", task=cfg.task, error=str(cause)[:500])
+        except StorageError:
+            pass  # the disk that failed the run cannot take its status: readers say crashed
         if isinstance(exc, pause.TrainingPaused):
             ranks.barrier()  # no rank leaves before rank 0 wrote the checkpoint and run.json
             ranks.shutdown()
@@ -115,8 +121,11 @@ def run_logger(log_path: Path, echo: Log) -> Log:
 
     def log(message: str) -> None:
         echo(message)
-        with log_path.open("a") as fh:
-            fh.write(message + "\n")
+        try:
+            with log_path.open("a") as fh:
+                fh.write(message + "\n")
+        except OSError as exc:
+            raise storage_error(log_path, exc) from None
 
     return log
 
