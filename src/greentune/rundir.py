@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from greentune.energy.ledger import Ledger
 from greentune.errors import CheckpointError, GreentuneError
 from greentune.io import write_json, write_parquet, write_text
 from greentune.results import METRICS_SCHEMA_VERSION, RunMetrics
-from greentune.runlock import RunLock, acquire, live_holder, read_holder
+from greentune.runlock import LOCK_FILE, RunLock, acquire, live_holder, read_holder
 
 SCHEMA_VERSION = 1
 CONFIG_FILE = "config.yaml"
@@ -104,7 +105,7 @@ class RunDir:
         """A new, empty run directory ``output_dir/name`` (name: task + timestamp if unset)."""
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(cfg.output_dir) / (cfg.name or f"{cfg.task}-{stamp}")
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and _started_before(path):
             raise CheckpointError(
                 f"{path} already exists; pick another name=..., or continue it with --resume {path}"
             )
@@ -117,6 +118,11 @@ class RunDir:
         run = cls(path)
         config = run.path / CONFIG_FILE
         if not config.is_file():
+            if run.path.is_dir() and not _started_before(run.path):
+                raise CheckpointError(
+                    f"{run.path} was stopped before its run began (no {CONFIG_FILE} yet): "
+                    "there is nothing to resume; start it again with the same command"
+                )
             raise CheckpointError(f"{run.path} is not a run directory (no {CONFIG_FILE})")
         try:
             raw = yaml.safe_load(config.read_text()) or {}
@@ -256,8 +262,11 @@ class RunDir:
 
     @property
     def ledger(self) -> Ledger:
-        """Every metered window of every command on this run (empty when none was metered)."""
-        return Ledger.load(self.path)
+        """Every metered window of every command on this run (empty when none was metered),
+        with the journals of commands still running or crashed (not yet in energy.json)."""
+        ledger = Ledger.load(self.path)
+        ledger.fold_journals(self.path, live=True)
+        return ledger
 
     def energy_by_phase(self, command: str | None = None) -> pd.DataFrame:
         """Energy (J and Wh), emissions and duration per phase (data, train, test, baseline,
@@ -341,6 +350,46 @@ class RunDir:
         return raw
 
 
+def _started_before(path: Path) -> bool:
+    """Does the folder hold anything of a run beyond the lock and the log of a start that was
+    killed before it wrote its config (a fresh start may reuse that folder)?"""
+    names = {p.name for p in path.iterdir()}
+    if CONFIG_FILE in names:
+        return True
+    return bool(names - {LOCK_FILE, "log.txt"}) or live_holder(path) is not None
+
+
+def clean_stale_temporaries(path: Path) -> list[Path]:
+    """Remove temporary files and folders that killed processes left in the run directory and
+    its checkpoints (``.NAME.tmp-PID`` of a dead PID, ``.NAME.tmp`` staging folders: call it
+    holding the lock); a ``.NAME.old-PID`` left by a swap cut in half goes back to ``NAME``
+    when that is missing. Returns what it removed or put back."""
+    import psutil
+
+    removed = []
+    for folder in (path, path / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for item in folder.iterdir():
+            match = _TEMPORARY.match(item.name)
+            if match is None:
+                continue
+            name, kind, pid = match.groups()
+            if pid is not None and psutil.pid_exists(int(pid)) and int(pid) != os.getpid():
+                continue  # another live process is writing it
+            if kind == "old" and not (folder / name).exists():
+                os.replace(item, folder / name)  # killed mid-swap: the previous one goes back
+                removed.append(item)
+                continue
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+            removed.append(item)
+    return removed
+
+
+_TEMPORARY = re.compile(r"^\.(.+)\.(tmp|old)(?:-(\d+))?$")
 _CHECKPOINT = re.compile(r"^step-(\d{8})\.pt$")
 
 

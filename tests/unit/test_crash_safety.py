@@ -340,3 +340,40 @@ def test_the_nth_arrival_at_a_point_fires(monkeypatch):
     assert fired == []
     faults.point("save")
     assert fired == [signal.SIGTERM]
+
+
+# ---------------------------------------------------------------------------- leftovers
+
+
+def test_leftovers_of_killed_writes_are_cleaned_and_a_cut_swap_is_undone(run):
+    dead = _dead_pid()
+    (run.path / f".metrics.json.tmp-{dead}").write_text("{")
+    (run.path / f".run.json.tmp-{os.getppid()}").write_text("{")  # a live writer's: kept
+    run.checkpoint_dir.mkdir()
+    (run.checkpoint_dir / f".step-00000005.pt.tmp-{dead}").write_bytes(b"x")
+    (run.path / ".model.tmp").mkdir()  # the new model, staged
+    (run.path / f".model.old-{dead}").mkdir()  # the old one, moved aside; then the kill
+    (run.path / f".model.old-{dead}" / "weights").write_text("old")
+    from greentune.rundir import clean_stale_temporaries
+
+    gone = {p.name for p in clean_stale_temporaries(run.path)}
+    assert gone == {
+        f".metrics.json.tmp-{dead}",
+        f".step-00000005.pt.tmp-{dead}",
+        ".model.tmp",
+        f".model.old-{dead}",
+    }
+    assert (run.path / "model" / "weights").read_text() == "old"
+    assert (run.path / f".run.json.tmp-{os.getppid()}").exists()
+
+
+def test_a_start_killed_before_its_config_can_start_again(tmp_path):
+    cfg = build_config(overrides=[f"output_dir={tmp_path}", "name=r"])
+    first = RunDir.create(cfg)
+    first.lock("run").release()  # killed here: only run.lock is left
+    with pytest.raises(CheckpointError, match="stopped before its run began.*start it again"):
+        RunDir.open(first.path)
+    assert RunDir.create(cfg) == first  # the same command starts it again
+    first.write_config(cfg)
+    with pytest.raises(CheckpointError, match="already exists"):
+        RunDir.create(cfg)

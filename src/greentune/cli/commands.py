@@ -240,6 +240,7 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) 
     from greentune.tasks import TASKS, Predictor
 
     run = RunDir.open(run_dir)
+    run.check_finished("evaluate it")  # before metering: a refusal costs no ledger row
     cfg = run.config
     with run.lock("evaluate"), metered_window(run.path, cfg.energy, "evaluate") as window:
         TASKS.get(cfg.task).evaluate(run, Predictor.from_run(run))
@@ -266,6 +267,7 @@ def predict(
     from greentune.tasks.forecast import ForecastPredictor
 
     run = RunDir.open(run_dir)
+    run.check_finished("predict with it")
     with run.lock("predict"), metered_window(run.path, run.config.energy, "predict") as window:
         predictor = Predictor.from_run(run)
         if not isinstance(predictor, ForecastPredictor):

@@ -30,7 +30,7 @@ from greentune.energy.session import AnyMeter, metered
 from greentune.errors import CheckpointError, CompressError, ConfigError, ModelError
 from greentune.io import replace_dir
 from greentune.results import ModelResult
-from greentune.rundir import RunDir
+from greentune.rundir import RunDir, clean_stale_temporaries
 from greentune.typed import parse_fraction
 
 Log = Callable[[str], None]
@@ -95,6 +95,7 @@ def compress_run(path: str | Path, opts: CompressOptions, log: Log) -> dict[str,
     threads = opts.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)  # before any ONNX session: they take the same count
     with RunDir.open(path).lock("compress"):
+        clean_stale_temporaries(Path(path))
         task = load_task(path)
         variants = _plan_variants(task.run.path, parsed, opts.replace)
         log(f"compress {task.run} ({task.task}, {task.model_name}) with {threads} threads")
