@@ -50,7 +50,7 @@ class Handle(Protocol):
 class Runner(Protocol):
     def start(self, argv: list[str], log: Path) -> Handle: ...
 
-    def adopt(self, pid: int) -> Handle | None: ...
+    def adopt(self, pid: int, started: float | None = None) -> Handle | None: ...
 
 
 @dataclass
@@ -73,13 +73,23 @@ class _PidHandle:
     """A job started by an earlier scheduler process: alive or not, but no exit code."""
 
     pid: int
+    started: float | None = None
+    """The process's start time (psutil ``create_time``) when it was launched."""
 
     def poll(self) -> int | None:
+        """-1 once the process is gone, a zombie (dead, not yet reaped by whoever inherited
+        it), or its pid now belongs to a process started later (reused)."""
+        import psutil
+
         try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
+            proc = psutil.Process(self.pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return -1
+            if self.started is not None and abs(proc.create_time() - self.started) > 1:
+                return -1
+        except psutil.NoSuchProcess:
             return -1
-        except PermissionError:
+        except psutil.Error:
             return None
         return None
 
@@ -98,8 +108,8 @@ class PopenRunner:
             )
         return _PopenHandle(proc)
 
-    def adopt(self, pid: int) -> Handle | None:
-        handle = _PidHandle(pid)
+    def adopt(self, pid: int, started: float | None = None) -> Handle | None:
+        handle = _PidHandle(pid, started)
         return handle if handle.poll() is None else None
 
 
@@ -130,6 +140,8 @@ class JobState:
     status: str = "waiting"
     chunk: int = 0
     pid: int | None = None
+    pid_started: float | None = None
+    """When the process ``pid`` started: a restarted scheduler never adopts a reused pid."""
     stopping: bool = False
     launches: list[dict[str, Any]] = field(default_factory=list)
     note: str | None = None
@@ -164,6 +176,15 @@ def _chunks(row: dict[str, Any]) -> list[tuple[dt.datetime, dt.datetime]]:
         (dt.datetime.fromisoformat(c["start"]), dt.datetime.fromisoformat(c["end"]))
         for c in row["chunks"]
     ]
+
+
+def _process_started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
 
 
 def _run_status(output_dir: Path, job: Job) -> str | None:
@@ -219,7 +240,7 @@ class _Executor:
         for name, st in self.states.items():
             if st.status != "running" or st.pid is None:
                 continue
-            handle = self.runner.adopt(st.pid)
+            handle = self.runner.adopt(st.pid, st.pid_started)
             if handle is not None:
                 self.handles[name] = handle
                 self.log(f"{name}: adopted running process {st.pid}")
@@ -238,11 +259,14 @@ class _Executor:
         run_status = _run_status(self.output_dir, job) if job.is_greentune else None
         if code == 0 or run_status == "complete":
             st.status = "done"
-        elif st.stopping or (code is None and run_status in RESUMABLE):
+        elif st.stopping or (code is None and (run_status in RESUMABLE or job.is_greentune)):
+            # code None: a process a restarted scheduler adopted died, exit code unknown; a
+            # greentune job that died before its run began starts again (a real failure then
+            # fails with its exit code)
             st.status, st.chunk = "paused", st.chunk + 1
         else:
             st.status, st.note = "failed", f"exit code {code}; see {self.out / (name + '.log')}"
-        st.pid, st.stopping = None, False
+        st.pid, st.pid_started, st.stopping = None, None, False
         self.handles.pop(name, None)
         self.log(f"{name}: {st.status} at {now:%Y-%m-%d %H:%M} (exit {code})")
 
@@ -256,6 +280,7 @@ class _Executor:
             argv = job_argv(job, self.output_dir, resume, self.greentune)
             handle = self.runner.start(argv, self.out / f"{name}.log")
             self.handles[name], st.pid, st.status = handle, handle.pid, "running"
+            st.pid_started = _process_started(handle.pid)
         st.launches.append(
             {"chunk": st.chunk, "sim_start": now.isoformat(), "real_start": time.time()}
         )

@@ -103,7 +103,7 @@ class FakeRunner:
         self.alive[handle.pid] = handle
         return handle
 
-    def adopt(self, pid: int) -> FakeHandle | None:
+    def adopt(self, pid: int, started: float | None = None) -> FakeHandle | None:
         return self.alive.get(pid)
 
 
@@ -214,3 +214,23 @@ def test_infeasible_jobs_are_reported_in_the_state(setup, tmp_path):
         "status": "infeasible",
         "note": "no room",
     }
+
+
+def test_an_adopted_pid_that_died_is_a_zombie_or_was_reused_reads_ended():
+    import os
+    import signal
+    import subprocess
+
+    from greentune.schedule.executor import PopenRunner, _PidHandle
+
+    me = PopenRunner().adopt(os.getpid())
+    assert me is not None and me.poll() is None
+    assert _PidHandle(os.getpid(), started=1.0).poll() == -1  # the pid now names another process
+    child = subprocess.Popen(["sleep", "30"])
+    os.kill(child.pid, signal.SIGKILL)
+    import time
+
+    time.sleep(0.2)  # dead, not reaped: a zombie, as an orphan is until its new parent reaps it
+    assert _PidHandle(child.pid).poll() == -1
+    child.wait()
+    assert _PidHandle(child.pid).poll() == -1
