@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,7 @@ def test_kill_9_in_a_phase_then_resume_matches_the_uninterrupted_run(
     assert "is crashed" in refused.output and f"greentune run --resume {run.path}" in refused.output
     for path in list_checkpoints(run.checkpoint_dir):
         torch.load(path, map_location="cpu", weights_only=False)  # every one readable
+    assert not (run.path / "energy.json").exists()  # the refusal metered nothing
     journaled = run.ledger.rows  # read view: the dead process's windows, from its journal
     assert {"data", "train/ridge-skip"} <= {r["window"] for r in journaled}
 
@@ -145,3 +148,63 @@ def test_a_full_disk_exits_2_and_keeps_what_was_written(csv, tmp_path, monkeypat
     assert len(run.predictions) > 0  # written before metrics.json, and complete
     assert json.loads((run.path / "energy.json").read_text())["rows"]
     assert not [p for p in run.path.iterdir() if ".tmp" in p.name]
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Callable[[str], Path]]:
+    """A real, small file system (tmpfs) of a given size; skipped where mounting is not
+    allowed (not root, no CAP_SYS_ADMIN)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mounted = False
+
+    def mount(size: str) -> Path:
+        nonlocal mounted
+        opts = f"remount,size={size}" if mounted else f"size={size}"
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small file system here: {done.stderr.strip()}")
+        mounted = True
+        return mnt
+
+    yield mount
+    if mounted:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("size", "fails_at"), [("600k", "checkpoints/step-00000005.pt"), ("4800k", "model")]
+)
+def test_a_real_full_disk_fails_cleanly_and_the_run_resumes_once_there_is_room(
+    csv, small_disk, reference, size, fails_at
+):
+    disk = small_disk(size)
+    full = cli("run", *series_overrides(csv, disk, "full"), *RUN)
+    assert full.returncode == 2 and "Traceback" not in full.stderr
+    assert full.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {disk / 'full' / fails_at}: No space left on device; the disk is "
+        "full: free some space, or write the run elsewhere (output_dir=...)"
+    )
+    run = RunDir.open(disk / "full")
+    assert run.status in ("failed", "crashed")  # crashed: not even run.json had room
+    for path in list_checkpoints(run.checkpoint_dir):
+        torch.load(path, map_location="cpu", weights_only=False)
+    spent = run.ledger.totals()["all"]["energy_j"]  # from energy.json or, if full, the journal
+    assert spent > 0
+    small_disk("50m")  # room again
+    resumed = cli("run", "--resume", str(run.path))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert _scores(run) == _scores(reference)
+    assert run.ledger.totals()["all"]["energy_j"] > spent
+
+
+def test_a_read_only_file_system_is_one_clear_error(small_disk, reference):
+    disk = small_disk("20m")
+    shutil.copytree(reference.path, disk / "ref")
+    before = {p.name: p.read_bytes() for p in (disk / "ref").iterdir() if p.is_file()}
+    small_disk("20m,ro")
+    result = cli("evaluate", str(disk / "ref"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Read-only file system" in result.stderr and str(disk / "ref") in result.stderr
+    assert {p.name: p.read_bytes() for p in (disk / "ref").iterdir() if p.is_file()} == before
