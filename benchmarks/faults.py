@@ -4,8 +4,9 @@
 
 Data: 40 days of real hourly demand and temperature of one ISO-NE zone (Jan-Feb 2017, from
 ``../shared/data/multiclient/isone_2017``), a tiny deterministic model (tiny-bert, patch encoder,
-LoRA; 8 epochs of 38 steps, a checkpoint every 5 steps, seasonal-naive and ridge baselines).
-Every command runs in its own process, as a user runs it. Scenarios (kills shared out 55/15/15/15 %):
+LoRA; 8 epochs of 38 steps, a checkpoint every 5 steps, seasonal-naive and ridge baselines),
+the default journal interval (5 s). Every command runs in its own process, as a user runs it.
+Scenarios (kills shared out 55/15/15/15 %):
 
 - ``run``: SIGKILL (3 in 4) or SIGTERM, at a uniformly random time of the uninterrupted run's
   duration or at a named phase (``GREENTUNE_FAULT``: data, ridge skip, epochs, validations,
@@ -21,7 +22,9 @@ Invariants after every kill: the run directory opens (``RunDir.open`` and its st
 continuation exits 0 and the run is complete; test metrics equal the uninterrupted run's (DDP:
 the uninterrupted 2-process run's; compress: the int8 variant's); every checkpoint is readable
 (or the resume skipped it for an older one); the ledger's energy after the continuation over the
-uninterrupted run's (target >= 95 % median, >= 90 % worst). ``--elastic N`` repeats the
+uninterrupted run's (target >= 95 % median, >= 90 % worst); and, for a process killed with
+SIGKILL, the seconds between its journal's last record and its death (unmetered, then estimated)
+and the estimated share of the energy its journal gives back. ``--elastic N`` repeats the
 restart scenario (``--nproc 2 --max-restarts 1``, rank 1 killed after the first checkpoint) and
 keeps the output of every failure. Writes benchmarks/results/faults.json (+ faults-logs/).
 """
@@ -82,7 +85,6 @@ RUN = [
     "train.keep_checkpoints=10",
     "train.threads=1",
     "eval.baselines=[seasonal_naive_daily,linear]",
-    "energy.journal_interval_s=0.2",
 ]
 POINTS = [
     "data",
@@ -192,21 +194,44 @@ def open_state(path: Path) -> tuple[bool, str]:
         return False, f"error: {exc}"
 
 
-def wait_kill(proc: subprocess.Popen, after_s: float, victims: str = "self") -> bool:
-    """Kill ``proc`` (or its process group) ``after_s`` seconds in; False if it ended first."""
+def wait_kill(proc: subprocess.Popen, after_s: float, victims: str = "self") -> float | None:
+    """Kill ``proc`` (or its process group) ``after_s`` seconds in; returns when (epoch
+    seconds), None if it ended first."""
     deadline = time.monotonic() + after_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            return False
+            return None
         time.sleep(0.01)
     if proc.poll() is not None:
-        return False
+        return None
+    killed_at = time.time()
     if victims == "group":
         os.killpg(proc.pid, signal.SIGKILL)
     else:
         proc.send_signal(signal.SIGKILL if victims == "self" else signal.SIGTERM)
     proc.communicate(timeout=120)
-    return True
+    return killed_at
+
+
+def journal_loss(path: Path, died_at: float) -> dict[str, float]:
+    """What the dead process's journal kept: seconds between its last record and the death
+    (not metered), the energy it recovers and the part of it that is estimated."""
+    from greentune.energy.journal import read_journals
+
+    out: dict[str, float] = {}
+    for jf in read_journals(path) if path.is_dir() else []:
+        if jf.alive(lock_held=False):
+            continue
+        rows = [r for r in jf.recovered_rows(None) if r["depth"] == 0]
+        last = pd.Timestamp(jf.last_seen).timestamp()
+        out["lag_s"] = max(out.get("lag_s", 0.0), died_at - last)
+        out["recovered_j"] = out.get("recovered_j", 0.0) + sum(
+            sum(r["energy_j"].values()) for r in rows
+        )
+        out["estimated_j"] = out.get("estimated_j", 0.0) + sum(
+            sum(r["energy_j"].values()) for r in rows if r["kind"] == "estimated"
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------- scenarios
@@ -293,17 +318,21 @@ def run_case(rng: random.Random, csv: Path, tmp: Path, ref: Reference, i: int) -
         point = rng.choice(POINTS)
         case |= {"mode": "point", "point": point}
         done = cli("run", *base, fault=f"{sig}@{point}")
+        died_at = time.time()
         case["exit"] = done.returncode
     else:
         at = kill_time(rng, ref)
         case |= {"mode": "time", "at_s": at}
         proc = start("run", *base)
-        if not wait_kill(proc, at, "self" if sig == "kill" else "term"):
+        killed_at = wait_kill(proc, at, "self" if sig == "kill" else "term")
+        if killed_at is None:
             case["ended_before_kill"] = True
             return case
+        died_at = killed_at
         case["exit"] = proc.returncode
     case["opens"], case["status_after_kill"] = open_state(out / "k")
     case["phase"] = last_phase(out / "k")
+    case |= journal_loss(out / "k", died_at)
     return judge(case, out / "k", ref, continue_run(out / "k", base))
 
 
@@ -329,10 +358,12 @@ def compress_case(
     at = rng.uniform(0.0, c_s)
     case: Case = {"scenario": "compress", "signal": "kill", "mode": "time", "at_s": at}
     proc = start("compress", str(parent), "-m", "int8-dynamic")
-    if not wait_kill(proc, at):
+    killed_at = wait_kill(proc, at)
+    if killed_at is None:
         case["ended_before_kill"] = True
         return case
     case["exit"] = proc.returncode
+    case |= journal_loss(parent, killed_at)
     case["opens"], case["status_after_kill"] = open_state(parent)
     done = cli("compress", str(parent), "-m", "int8-dynamic", "--replace")
     case["continued_exit"] = done.returncode
@@ -391,11 +422,15 @@ def schedule_case(rng: random.Random, csv: Path, tmp: Path, ref: Reference, i: i
     job_pid = None
     if state.is_file():
         job_pid = json.loads(state.read_text())["jobs"]["k"].get("pid")
+    killed_at = time.time()
     proc.kill()
     if both and job_pid and psutil.pid_exists(job_pid):
         os.kill(job_pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     run_path = folder / "runs" / "k"
+    if both:
+        time.sleep(0.2)  # the job is no child of ours: let its new parent reap it
+        case |= journal_loss(run_path, killed_at)
     case["opens"], case["status_after_kill"] = open_state(run_path)
     done = cli("schedule", "run", str(jobs), "--out", str(folder / "out"))
     if done.returncode == 0 and not run_path.is_dir():
@@ -420,6 +455,7 @@ def ddp_case(rng: random.Random, csv: Path, tmp: Path, ref2: Reference, i: int) 
         case["ended_before_kill"] = True
         return case
     case["after_checkpoints"] = len(list_checkpoints(ckpt))
+    killed_at = time.time()
     if victims == "rank 1":
         victim = worker(proc.pid, "1")
         if victim is None:
@@ -436,6 +472,9 @@ def ddp_case(rng: random.Random, csv: Path, tmp: Path, ref2: Reference, i: int) 
     proc.communicate(timeout=180)
     case["exit"] = proc.returncode
     case["opens"], case["status_after_kill"] = open_state(out / "k")
+    if victims == "every process":
+        time.sleep(0.2)
+        case |= journal_loss(out / "k", killed_at)
     return judge(case, out / "k", ref2, continue_run(out / "k", base, nproc=2))
 
 
@@ -491,6 +530,10 @@ def elastic_case(csv: Path, tmp: Path, i: int, logs: Path) -> Case:
 # ---------------------------------------------------------------------------- summary
 
 
+def median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def summarise(cases: list[Case]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for scenario in ("run", "compress", "schedule", "ddp"):
@@ -520,6 +563,11 @@ def summarise(cases: list[Case]) -> dict[str, Any]:
             "journals_left_after": sum(1 for c in killed if c.get("journal_left")),
             "energy_kept_median": statistics.median(kept) if kept else None,
             "energy_kept_worst": min(kept) if kept else None,
+            "journal_lag_s_median": median_or_none([c["lag_s"] for c in killed if "lag_s" in c]),
+            "journal_lag_s_max": max((c["lag_s"] for c in killed if "lag_s" in c), default=None),
+            "recovered_sessions_estimated_share_median": median_or_none(
+                [c["estimated_j"] / c["recovered_j"] for c in killed if c.get("recovered_j")]
+            ),
             "statuses_after_kill": dict(Counter(str(c.get("status_after_kill")) for c in killed)),
             "phases": dict(Counter(str(c.get("point") or c.get("phase")) for c in killed)),
         }

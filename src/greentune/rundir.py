@@ -184,7 +184,9 @@ class RunDir:
 
     def _crash_note(self) -> dict[str, Any]:
         holder = read_holder(self.path)
-        who = holder.runner().describe() if holder else "the process that ran it"
+        runner = holder.runner() if holder else None
+        ran = runner is not None and runner.command.startswith("run")
+        who = runner.describe() if runner and ran else "the process that ran it"
         newest = list_checkpoints(self.checkpoint_dir)
         where = (
             f"its newest checkpoint is at step {checkpoint_step(newest[-1])}"

@@ -185,33 +185,34 @@ def test_a_crash_keeps_closed_windows_prices_open_ones_to_the_last_tick_and_esti
     assert by_name[("data", "measured")]["ok"] is True
     partial = by_name[("train", "measured")]
     assert partial["energy_j"] == {"cpu": 70.0} and partial["duration_s"] == 7.0
-    assert partial["ok"] is False and "last journal tick" in partial["extra"]["crashed"]
+    assert partial["ok"] is False and "last reading" in partial["extra"]["crashed"]
     assert partial["emissions_g"] == pytest.approx(70.0 / 3.6e6 * 100.0)
     assert by_name[("train/epoch-0", "measured")]["energy_j"] == {"cpu": 70.0}
     assert by_name[("train/epoch-0", "measured")]["depth"] == 1
     lost = by_name[("train", "estimated")]
-    # half the journal interval (2 s) at the power of the last tick interval (10 W)
-    assert lost["energy_j"] == {"cpu": 20.0} and lost["duration_s"] == 2.0
+    # readings at 0, 3 (data closed, train and epoch opened), 8 and 10 s: their usual spacing
+    # is 3 s (under the 4 s interval), half of it at the last 2 s's power (10 W)
+    assert lost["energy_j"] == {"cpu": 15.0} and lost["duration_s"] == 1.5
     assert lost["depth"] == 0 and lost["sources"] == {"cpu": "estimate"}
-    assert "half the journal interval" in lost["extra"]["estimated"]
+    assert "half the usual spacing" in lost["extra"]["estimated"]
     top = Ledger(rows).totals()["all"]
-    assert top["energy_j"] == 30.0 + 70.0 + 20.0 and top["kinds"] == ["estimated", "measured"]
+    assert top["energy_j"] == 30.0 + 70.0 + 15.0 and top["kinds"] == ["estimated", "measured"]
 
 
-def test_one_tick_prices_the_lost_interval_at_the_open_windows_mean_power(tmp_path):
+def test_the_lost_interval_is_capped_by_the_journal_interval(tmp_path):
     clock = FakeClock()
     meter = _meter(clock, watts=6.0)
-    _journal(tmp_path, meter, interval_s=10.0, pid=_dead_pid())
+    _journal(tmp_path, meter, interval_s=2.0, pid=_dead_pid())
     train = meter.window("train")  # kept: a collected window would close itself
     train.__enter__()
     clock.advance(4)
     meter.tick()
     rows = read_journal(journal_path(tmp_path, "abc", 0)).recovered_rows(None)
     lost = next(r for r in rows if r["kind"] == "estimated")
-    assert lost["energy_j"] == {"cpu": 30.0} and lost["emissions_g"] is None  # 6 W x 5 s
+    assert lost["energy_j"] == {"cpu": 6.0} and lost["emissions_g"] is None  # 6 W x 2 s / 2
 
 
-def test_no_tick_no_partial_rows_and_a_torn_last_line_is_ignored(tmp_path):
+def test_every_record_is_a_reading_and_a_torn_last_line_is_ignored(tmp_path):
     clock = FakeClock()
     meter = _meter(clock)
     journal = _journal(tmp_path, meter, pid=_dead_pid())
@@ -222,7 +223,12 @@ def test_no_tick_no_partial_rows_and_a_torn_last_line_is_ignored(tmp_path):
     journal._fh.write('{"type": "tick", "time": "2023-01-01T00:0')  # the crash, mid-line
     journal.close()
     rows = read_journal(journal.path).recovered_rows(None)
-    assert [r["window"] for r in rows] == ["data"]
+    # no tick, but "data" closed and "train" opened at 1 s: 10 W over the last second; train
+    # has nothing measured inside it yet, only the estimate (half the 1 s spacing)
+    assert [(r["window"], r["kind"], r["energy_j"]["cpu"]) for r in rows] == [
+        ("data", "measured", 10.0),
+        ("train", "estimated", 5.0),
+    ]
 
 
 def test_folding_adds_dead_journals_once_and_leaves_live_ones(tmp_path):

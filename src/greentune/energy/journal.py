@@ -12,18 +12,21 @@ directory, flushed and fsynced line by line:
 
 When the command ends normally its rows go into energy.json and its journal is deleted. When
 its process died, the next command on the run (``run --resume``, ``evaluate``, ...) folds the
-journal into the ledger as a session marked ``recovered``: the closed windows as they were,
-every window still open at the last tick as a partial row (``ok`` false, energy up to the tick)
-and, for the outermost open window, one row for the interval between the last tick and the
-death, ``kind: estimated``: half the journal interval (the expected gap) at the power of the last
-tick interval. A crash therefore loses nothing measured before the last tick; what came after
-is estimated and says so.
+journal into the ledger as a session marked ``recovered``. Every record is a reading of the
+sources' cumulative joules at a known time (a tick; a window's opening; its closing, as its
+opening's reading plus its energy), so the fold gives: the closed windows as they were, every
+window still open as a partial row up to the last reading (``ok`` false), and, for the
+outermost open window, one row for the gap between that reading and the death, ``kind:
+estimated``: half the usual spacing of readings (at most the journal interval) at the power of
+the latest readings. A crash therefore loses nothing measured before the last reading; what
+came after is estimated and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import socket
@@ -92,7 +95,9 @@ class JournalFile:
     session: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
     open: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ticks: list[dict[str, Any]] = field(default_factory=list)
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    """Cumulative joules per component at known times, oldest first: every tick, every
+    window's opening, and every closing (its opening's reading plus its energy)."""
     last_seen: str = ""
     """The time of the newest record (UTC, ISO 8601)."""
 
@@ -110,33 +115,37 @@ class JournalFile:
         return started is not None and abs(started - float(self.session["process_started"])) < 1
 
     def recovered_rows(self, price: Price | None) -> list[dict[str, Any]]:
-        """Closed rows, partial rows for the windows open at the last tick, and the estimate
-        of the lost interval after it."""
+        """Closed rows, partial rows for the windows open at the last reading, and the
+        estimate of the interval between that reading and the death."""
         out = list(self.rows)
-        tick = self.ticks[-1] if self.ticks else None
-        if tick is None:
+        if not self.readings:
             return out
-        end = dt.datetime.fromisoformat(tick["time"])
+        last = self.readings[-1]
+        end = dt.datetime.fromisoformat(last["time"])
         partial = []
         for w in self.open.values():
             start = dt.datetime.fromisoformat(w["start"])
-            if start > end:
-                continue  # opened after the last tick: nothing measured inside it
-            now_j = tick["energy_j"]
+            if start >= end:
+                continue  # opened at the last reading: nothing measured inside it yet
+            now_j = last["energy_j"]
             energy = {c: max(0.0, now_j.get(c, 0.0) - j) for c, j in w["energy_j"].items()}
             row = self._row(w, start, end, energy, price)
-            row["extra"] = {"crashed": f"energy up to the last journal tick at {tick['time']}"}
+            row["extra"] = {"crashed": f"energy up to the journal's last reading at {last['time']}"}
             partial.append(row)
         out += partial
-        outer = next((r for r in partial if r["depth"] == 0), None)
+        outer = next((w for w in self.open.values() if w["depth"] == 0), None)
         if outer is not None:
             out.append(self._lost(outer, end, price))
         return out
 
     def _lost(self, outer: dict[str, Any], end: dt.datetime, price: Price | None) -> dict[str, Any]:
+        """The death came some time after the last reading: expect half the usual spacing of
+        readings (at most the journal interval), at the power of the latest readings."""
         interval_s = float(self.session.get("interval_s") or 0.0)
-        lost_s = interval_s / 2
-        watts = self._last_power(outer)
+        spacing_s = self._spacing_s()
+        gap_s = min(interval_s, spacing_s) if interval_s > 0 else spacing_s
+        lost_s = gap_s / 2
+        watts = self._last_power()
         energy = {c: w * lost_s for c, w in watts.items()}
         row = self._row(
             {**outer, "start": end.isoformat()},
@@ -149,24 +158,31 @@ class JournalFile:
         row["sources"] = dict.fromkeys(energy, "estimate")
         row["extra"] = {
             "estimated": (
-                f"the interval between the last journal tick and the crash: half the journal "
-                f"interval ({lost_s:g} s of {interval_s:g} s) at the power of the last tick "
-                f"interval"
+                f"between the journal's last reading and the crash: half the usual spacing of "
+                f"its readings ({lost_s:.3g} s), at the power of the latest readings"
             )
         }
         return row
 
-    def _last_power(self, outer: dict[str, Any]) -> dict[str, float]:
-        """W per component over the last two ticks, else over the open window so far."""
-        last = self.ticks[-1]
-        if len(self.ticks) >= 2:
-            first = self.ticks[-2]
-        else:
-            opened = self.open[outer["window"]]
-            first = {"time": opened["start"], "energy_j": opened["energy_j"]}
-        seconds = (
-            dt.datetime.fromisoformat(last["time"]) - dt.datetime.fromisoformat(first["time"])
-        ).total_seconds()
+    def _spacing_s(self) -> float:
+        """Median seconds between the last (up to 10) distinct reading times."""
+        times = [dt.datetime.fromisoformat(r["time"]) for r in self.readings[-11:]]
+        gaps = sorted(
+            g for a, b in itertools.pairwise(times) if (g := (b - a).total_seconds()) > 1e-3
+        )
+        return gaps[len(gaps) // 2] if gaps else 0.0
+
+    def _last_power(self) -> dict[str, float]:
+        """W per component from the latest reading back to one at least 1 s earlier (else the
+        first): what the process drew just before it died."""
+        last = self.readings[-1]
+        t_last = dt.datetime.fromisoformat(last["time"])
+        first = self.readings[0]
+        for r in reversed(self.readings[:-1]):
+            if (t_last - dt.datetime.fromisoformat(r["time"])).total_seconds() >= 1.0:
+                first = r
+                break
+        seconds = (t_last - dt.datetime.fromisoformat(first["time"])).total_seconds()
         return {
             c: max(0.0, j - first["energy_j"].get(c, 0.0)) / seconds if seconds > 0 else 0.0
             for c, j in last["energy_j"].items()
@@ -236,14 +252,20 @@ def read_journal(path: Path) -> JournalFile | None:
         kind = rec.pop("type", None)
         if kind == "open":
             jf.open[rec["window"]] = rec
-            jf.last_seen = max(jf.last_seen, rec["start"])
+            jf.readings.append({"time": rec["start"], "energy_j": rec["energy_j"]})
         elif kind == "row":
             jf.rows.append(rec)
-            jf.open.pop(rec["window"], None)
-            jf.last_seen = max(jf.last_seen, rec["end"])
+            opened = jf.open.pop(rec["window"], None)
+            if opened is not None:
+                at_close = {
+                    c: j + rec["energy_j"].get(c, 0.0) for c, j in opened["energy_j"].items()
+                }
+                jf.readings.append({"time": rec["end"], "energy_j": at_close})
         elif kind == "tick":
-            jf.ticks.append(rec)
-            jf.last_seen = max(jf.last_seen, rec["time"])
+            jf.readings.append({"time": rec["time"], "energy_j": rec["energy_j"]})
+    jf.readings.sort(key=lambda r: r["time"])
+    if jf.readings:
+        jf.last_seen = max(jf.last_seen, jf.readings[-1]["time"])
     return jf
 
 
