@@ -301,12 +301,12 @@ def judge(case: Case, run_path: Path, ref: Reference, done: subprocess.Completed
     return case
 
 
-def kill_time(rng: random.Random, ref: Reference) -> float:
+def kill_time(rng: random.Random, metered_after_s: float, wall_s: float) -> float:
     """Mostly while metered work runs; one kill in ten before it (imports, config, data
     files opened), where the run directory may not exist yet."""
     if rng.random() < 0.1:
-        return rng.uniform(0.0, ref.metered_after_s)
-    return rng.uniform(ref.metered_after_s, ref.wall_s)
+        return rng.uniform(0.0, metered_after_s)
+    return rng.uniform(metered_after_s, wall_s)
 
 
 def run_case(rng: random.Random, csv: Path, tmp: Path, ref: Reference, i: int) -> Case:
@@ -321,7 +321,7 @@ def run_case(rng: random.Random, csv: Path, tmp: Path, ref: Reference, i: int) -
         died_at = time.time()
         case["exit"] = done.returncode
     else:
-        at = kill_time(rng, ref)
+        at = kill_time(rng, ref.metered_after_s, ref.wall_s)
         case |= {"mode": "time", "at_s": at}
         proc = start("run", *base)
         killed_at = wait_kill(proc, at, "self" if sig == "kill" else "term")
@@ -349,13 +349,18 @@ def last_phase(path: Path) -> str | None:
 
 
 def compress_case(
-    rng: random.Random, tmp: Path, ref: RunDir, compressed: RunDir, c_s: float, i: int
+    rng: random.Random,
+    tmp: Path,
+    ref: RunDir,
+    compressed: RunDir,
+    c_times: tuple[float, float],
+    i: int,
 ) -> Case:
     """``ref``: an uninterrupted run; ``compressed``: a copy of it compressed once, without
     faults (its ledger: the run's and one compress session)."""
     parent = tmp / f"compress-{i}" / "ref"
     shutil.copytree(ref.path, parent)
-    at = rng.uniform(0.0, c_s)
+    at = kill_time(rng, *c_times)
     case: Case = {"scenario": "compress", "signal": "kill", "mode": "time", "at_s": at}
     proc = start("compress", str(parent), "-m", "int8-dynamic")
     killed_at = wait_kill(proc, at)
@@ -408,7 +413,7 @@ def schedule_case(rng: random.Random, csv: Path, tmp: Path, ref: Reference, i: i
     overrides = json.dumps([f"data.path={csv}", *RUN])
     jobs.write_text(JOBS.format(now=now, runs=folder / "runs", config=config, overrides=overrides))
     both = rng.random() < 0.5
-    at = 0.5 + kill_time(rng, ref)  # the scheduler plans for about half a second first
+    at = 0.5 + kill_time(rng, ref.metered_after_s, ref.wall_s)  # it plans for ~0.5 s first
     case: Case = {"scenario": "schedule", "signal": "kill", "mode": "time", "at_s": at}
     case["victims"] = "scheduler and job" if both else "scheduler"
     proc = start("schedule", "run", str(jobs), "--out", str(folder / "out"))
@@ -606,12 +611,14 @@ def main() -> None:
         # the compress reference: the run copied (its ledger included) and compressed once
         ref_copy = tmp / "cref" / "ref"
         shutil.copytree(ref.run.path, ref_copy)
-        t0 = time.monotonic()
+        t_wall, t0 = time.time(), time.monotonic()
         done = cli("compress", str(ref_copy), "-m", "int8-dynamic")
         if done.returncode != 0:
             raise SystemExit(done.stdout + done.stderr)
         c_s = time.monotonic() - t0
         compressed = RunDir.open(ref_copy)
+        c_started = compressed.ledger.sessions[-1]["started"]
+        c_times = (pd.Timestamp(c_started).timestamp() - t_wall, c_s)
         ref2 = reference_runs(csv, tmp / "ref2", args.repeats, nproc=2) if n_ddp else None
         plan = ["run"] * n_run + ["compress"] * n_compress + ["schedule"] * n_schedule
         plan += ["ddp"] * n_ddp
@@ -620,7 +627,7 @@ def main() -> None:
             if scenario == "run":
                 case = run_case(rng, csv, tmp, ref, i)
             elif scenario == "compress":
-                case = compress_case(rng, tmp, ref.run, compressed, c_s, i)
+                case = compress_case(rng, tmp, ref.run, compressed, c_times, i)
             elif scenario == "schedule":
                 case = schedule_case(rng, csv, tmp, ref, i)
             else:
@@ -650,6 +657,7 @@ def main() -> None:
             "metering_began_after_s": ref.metered_after_s,
             "ddp_energy_j": ref2.energies_j if ref2 else None,
             "compress_s": c_s,
+            "compress_metering_began_after_s": c_times[0],
         },
         "wall_s": time.monotonic() - t_start,
         "summary": summarise(cases),

@@ -118,7 +118,7 @@ class RunDir:
         run = cls(path)
         config = run.path / CONFIG_FILE
         if not config.is_file():
-            if run.path.is_dir() and not _started_before(run.path):
+            if (run.path / LOCK_FILE).is_file() and not _started_before(run.path):
                 raise CheckpointError(
                     f"{run.path} was stopped before its run began (no {CONFIG_FILE} yet): "
                     "there is nothing to resume; start it again with the same command"

@@ -383,3 +383,21 @@ def test_a_start_killed_before_its_config_can_start_again(tmp_path):
     first.write_config(cfg)
     with pytest.raises(CheckpointError, match="already exists"):
         RunDir.create(cfg)
+
+
+def test_a_dead_journal_folded_when_a_session_ends_is_removed_too(run, tmp_path):
+    """A rank that died after rank 0 started and before it failed: rank 0's write takes the
+    dead rank's journal along."""
+    clock = FakeClock()
+    dead = _meter(clock)
+    elsewhere = tmp_path / "elsewhere"
+    _journal(elsewhere, dead, pid=_dead_pid())
+    with dead.window("data"):
+        clock.advance(1)
+    cfg = EnergyConfig(meter="model", carbon="fixed:100")
+    with metered(run.path, cfg, "run") as meter, meter.window("train"):
+        os.replace(journal_path(elsewhere, "abc", 0), journal_path(run.path, "abc", 0))
+    assert not (run.path / "energy-journal").exists()
+    sessions = Ledger.load(run.path).sessions
+    assert [s["journals"][0].startswith("abc.") for s in sessions] == [True, False]
+    assert sessions[0]["recovered"]

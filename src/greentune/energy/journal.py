@@ -45,11 +45,15 @@ def journal_path(run_dir: Path, session_id: str, rank: int) -> Path:
 
 
 def process_started(pid: int) -> float | None:
-    """The process's start time (tells a live pid from a reused one), None when it is gone."""
+    """The process's start time (tells a live pid from a reused one), None when it is gone:
+    also a zombie, dead but not yet reaped (as an orphan stays where PID 1 does not reap)."""
     import psutil
 
     try:
-        return float(psutil.Process(pid).create_time())
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(proc.create_time())
     except psutil.Error:
         return None
 

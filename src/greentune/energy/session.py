@@ -123,11 +123,14 @@ def _write_session(
         return
     results = [r for rows, _ in parts for r in rows or []]
     stems = [s for _, s in parts if s]
+    folded = []
     if results:
         ledger = Ledger.load(run_dir)
-        ledger.fold_journals(run_dir, meter.price)
+        # e.g. a rank that died before this one failed: its journal joins now
+        folded = [jf.path.stem for jf in ledger.fold_journals(run_dir, meter.price)]
         ledger.add_session(meter, started, results, stems, stem.split(".")[0] if stem else None)
         ledger.save(run_dir)
+    remove_journals(run_dir, folded)
     remove_journals(journal.path.parents[1] if journal else run_dir, stems)
 
 
