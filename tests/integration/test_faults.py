@@ -103,6 +103,8 @@ def test_kill_9_in_a_phase_then_resume_matches_the_uninterrupted_run(
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"{run.path} crashed:" in run.log_path.read_text()
     assert run.status == "complete" and len(run.info.extra["crashes"]) == 1
+    dead = run.info.extra["crashes"][0]["holder"]  # the killed process, not the resumer
+    assert dead["command"] == "run" and f"pid {dead['pid']} " in (info.error or "")
     assert _scores(run) == _scores(reference)
     ledger = run.ledger
     recovered = [s for s in ledger.sessions if s.get("recovered")]

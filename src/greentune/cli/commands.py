@@ -194,8 +194,10 @@ def _run_with_torchrun(
 ) -> None:
     from greentune.distributed.launch import launch_local
     from greentune.rundir import RunDir
+    from greentune.runlock import read_holder
     from greentune.tasks import TASKS
     from greentune.train import pause
+    from greentune.train.run import record_crash, run_logger
 
     if resume is None:
         cfg = cfg or RunConfig()
@@ -204,11 +206,13 @@ def _run_with_torchrun(
     else:
         run_dir = RunDir.open(resume)
     before = run_dir.info
+    dead = read_holder(run_dir.path)
     with run_dir.lock("run --nproc") as lock:
         if cfg is not None and resume is None:
             run_dir.start(cfg)
         elif before.status == "crashed":
-            console.print(f"{run_dir.path} crashed: {before.error}; resuming", highlight=False)
+            echo = lambda m: console.print(m, highlight=False)  # noqa: E731
+            record_crash(run_dir, before, dead, run_logger(run_dir.log_path, echo))
         console.print(f"launching {nproc} processes (torchrun) for [bold]{run_dir.path}[/]")
         status = launch_local(run_dir, nproc, max_restarts, lock)
     if status == "paused":

@@ -15,7 +15,7 @@ from greentune.errors import CheckpointError, GreentuneError, StorageError
 from greentune.evaluate.green import bill_models
 from greentune.io import storage_error
 from greentune.rundir import RunDir, RunInfo, clean_stale_temporaries
-from greentune.runlock import RunLock, RunLockedError, read_holder
+from greentune.runlock import Holder, RunLock, RunLockedError, read_holder
 from greentune.tasks import TASKS
 from greentune.train import pause, recipes  # noqa: F401  (recipes: registers them)
 from greentune.train.callbacks import (
@@ -59,6 +59,7 @@ def run(
     if run_dir is None:
         run_dir = _create_run_dir(cfg)
     before = run_dir.info if resume_path is not None and main else None
+    dead = read_holder(run_dir.path) if before is not None and before.status == "crashed" else None
     lock = _lock_run(run_dir)
     log = run_logger(run_dir.log_path, echo) if main else _silent
     pause.install()
@@ -66,7 +67,7 @@ def run(
         cfg = task.resolve_config(cfg)
         if main:
             if before is not None and before.status == "crashed" and lock and not lock.inherited:
-                _record_crash(run_dir, before, log)
+                record_crash(run_dir, before, dead, log)
             for path in clean_stale_temporaries(run_dir.path):
                 log(f"removed {path.name}, left by an interrupted write")
             run_dir.start(cfg)
@@ -130,8 +131,9 @@ def run_logger(log_path: Path, echo: Log) -> Log:
     return log
 
 
-def _record_crash(run_dir: RunDir, before: RunInfo, log: Log) -> None:
-    """run.json keeps every crash this run survived; the log says what happened."""
+def record_crash(run_dir: RunDir, before: RunInfo, dead: Holder | None, log: Log) -> None:
+    """run.json keeps every crash this run survived (``dead``: the lock's record of the
+    process that died, read before this one took the lock); the log says what happened."""
     newest = list_checkpoints(run_dir.checkpoint_dir)
     step = checkpoint_step(newest[-1]) if newest else None
     log(
@@ -142,7 +144,7 @@ def _record_crash(run_dir: RunDir, before: RunInfo, log: Log) -> None:
     crashes.append(
         {
             "detected": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "holder": asdict(holder) if (holder := read_holder(run_dir.path)) else None,
+            "holder": asdict(dead.runner()) if dead else None,
             "resumed_from_step": step,
         }
     )
