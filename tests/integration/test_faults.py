@@ -25,6 +25,7 @@ from greentune.cli import (
     commands,  # noqa: F401  (registers the commands)
     quiet_libraries,
 )
+from greentune.energy.ledger import Ledger
 from greentune.rundir import RunDir, list_checkpoints
 from tests.conftest import make_series, series_overrides
 
@@ -96,8 +97,10 @@ def test_kill_9_in_a_phase_then_resume_matches_the_uninterrupted_run(
     for path in list_checkpoints(run.checkpoint_dir):
         torch.load(path, map_location="cpu", weights_only=False)  # every one readable
     assert not (run.path / "energy.json").exists()  # the refusal metered nothing
-    journaled = run.ledger.rows  # read view: the dead process's windows, from its journal
-    assert {"data", "train/ridge-skip"} <= {r["window"] for r in journaled}
+    journaled = run.ledger  # read view: the dead process's windows, from its journal
+    assert {"data", "train/ridge-skip"} <= {r["window"] for r in journaled.rows}
+    journaled_j = journaled.totals()["all"]["energy_j"]
+    assert journaled_j > 0
 
     resumed = cli("run", "--resume", str(run.path))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -110,7 +113,11 @@ def test_kill_9_in_a_phase_then_resume_matches_the_uninterrupted_run(
     recovered = [s for s in ledger.sessions if s.get("recovered")]
     assert len(recovered) == 1 and recovered[0]["command"] == "run"
     assert not (run.path / "energy-journal").exists()
-    assert ledger.totals()["all"]["energy_j"] >= 0.95 * reference.ledger.totals()["all"]["energy_j"]
+    # every joule the journal held is in the ledger, priced now (the ratio to an uninterrupted
+    # run, whose CPU-time energy varies by a few % between runs, is benchmarks/faults.py's)
+    dead_rows = [r for r in ledger.rows if r["start"] < ledger.sessions[-1]["started"]]
+    assert Ledger(dead_rows).totals()["all"]["energy_j"] == pytest.approx(journaled_j, rel=1e-12)
+    assert all(r["emissions_g"] is not None for r in dead_rows)
 
 
 def test_a_kill_mid_checkpoint_and_a_truncated_newest_checkpoint_fall_back(
