@@ -164,18 +164,20 @@ class Meter:
         parent = "/".join(self._stack) if self._stack else None
         depth = len(self._stack)
         self._stack.append(name)
-        start_wall, start_t, start_j = self._wall(), self._clock(), self._read()
         if self.journal is not None:
+            # journaled (an fsync) before the window's own first reading, so the window's
+            # time and energy hold only the work inside it
             self.journal.write(
                 {
                     "type": "open",
                     "window": full,
                     "parent": parent,
                     "depth": depth,
-                    "start": start_wall.isoformat(),
-                    "energy_j": start_j,
+                    "start": self._wall().isoformat(),
+                    "energy_j": self._read(),
                 }
             )
+        start_wall, start_t, start_j = self._wall(), self._clock(), self._read()
         ok = False
         try:
             faults.point(full)
