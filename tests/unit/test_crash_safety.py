@@ -147,7 +147,7 @@ def _journal(tmp_path: Path, meter: Meter, interval_s: float = 4.0, pid: int | N
 
 
 def _started() -> float:
-    from greentune.energy.journal import process_started
+    from greentune.procs import process_started
 
     started = process_started(os.getpid())
     assert started is not None

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from greentune.procs import same_process
+
 JOURNAL_DIR = "energy-journal"
 Price = Callable[[float, dt.datetime, dt.datetime], tuple[float | None, float | None]]
 """(energy J, start, end) -> (mean intensity g/kWh, emissions g)."""
@@ -42,20 +44,6 @@ Price = Callable[[float, dt.datetime, dt.datetime], tuple[float | None, float | 
 
 def journal_path(run_dir: Path, session_id: str, rank: int) -> Path:
     return Path(run_dir) / JOURNAL_DIR / f"{session_id}.rank{rank}.jsonl"
-
-
-def process_started(pid: int) -> float | None:
-    """The process's start time (tells a live pid from a reused one), None when it is gone:
-    also a zombie, dead but not yet reaped (as an orphan stays where PID 1 does not reap)."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return float(proc.create_time())
-    except psutil.Error:
-        return None
 
 
 class Journal:
@@ -105,18 +93,13 @@ class JournalFile:
     last_seen: str = ""
     """The time of the newest record (UTC, ISO 8601)."""
 
-    @property
-    def key(self) -> tuple[str, int]:
-        return str(self.session["id"]), int(self.session["rank"])
-
     def alive(self, lock_held: bool) -> bool:
         """Is the process that writes it still running? On this host its pid and start time
         say; a process on another host (a torchrun rank) counts as alive while the run's lock
         is held."""
         if self.session.get("host") != socket.gethostname():
             return lock_held
-        started = process_started(int(self.session["pid"]))
-        return started is not None and abs(started - float(self.session["process_started"])) < 1
+        return same_process(int(self.session["pid"]), self.session.get("process_started"))
 
     def recovered_rows(self, price: Price | None) -> list[dict[str, Any]]:
         """Closed rows, partial rows for the windows open at the last reading, and the

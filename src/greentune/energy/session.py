@@ -13,10 +13,11 @@ from pathlib import Path
 from greentune.config import EnergyConfig
 from greentune.distributed import ranks
 from greentune.energy import build_meter
-from greentune.energy.journal import JOURNAL_DIR, Journal, journal_path, process_started
+from greentune.energy.journal import JOURNAL_DIR, Journal, journal_path
 from greentune.energy.ledger import Ledger, remove_journals
 from greentune.energy.meter import Meter, NullMeter, WindowHandle, WindowResult, utc_now
 from greentune.errors import StorageError
+from greentune.procs import process_started
 
 AnyMeter = Meter | NullMeter
 

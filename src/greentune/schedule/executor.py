@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from greentune.errors import ScheduleError
 from greentune.io import write_json
+from greentune.procs import process_started, same_process
 from greentune.rundir import read_status
 from greentune.schedule.jobs import Job, job_argv
 
@@ -79,19 +80,7 @@ class _PidHandle:
     def poll(self) -> int | None:
         """-1 once the process is gone, a zombie (dead, not yet reaped by whoever inherited
         it), or its pid now belongs to a process started later (reused)."""
-        import psutil
-
-        try:
-            proc = psutil.Process(self.pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return -1
-            if self.started is not None and abs(proc.create_time() - self.started) > 1:
-                return -1
-        except psutil.NoSuchProcess:
-            return -1
-        except psutil.Error:
-            return None
-        return None
+        return None if same_process(self.pid, self.started) else -1
 
     def send(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -176,15 +165,6 @@ def _chunks(row: dict[str, Any]) -> list[tuple[dt.datetime, dt.datetime]]:
         (dt.datetime.fromisoformat(c["start"]), dt.datetime.fromisoformat(c["end"]))
         for c in row["chunks"]
     ]
-
-
-def _process_started(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
 
 
 def _run_status(output_dir: Path, job: Job) -> str | None:
@@ -280,7 +260,7 @@ class _Executor:
             argv = job_argv(job, self.output_dir, resume, self.greentune)
             handle = self.runner.start(argv, self.out / f"{name}.log")
             self.handles[name], st.pid, st.status = handle, handle.pid, "running"
-            st.pid_started = _process_started(handle.pid)
+            st.pid_started = process_started(handle.pid)
         st.launches.append(
             {"chunk": st.chunk, "sim_start": now.isoformat(), "real_start": time.time()}
         )
