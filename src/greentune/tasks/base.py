@@ -28,7 +28,19 @@ from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.train.loop import Batches, TrainableModel
 
-__all__ = ["TASKS", "LoadedRun", "Predictor", "Task", "mean_loss"]
+__all__ = ["TASKS", "LoadedRun", "Predictor", "Prepared", "Task", "mean_loss"]
+
+
+@dataclass
+class Prepared:
+    """One request's inputs, checked and ready for the network: what ``Predictor.prepare``
+    returns and ``Predictor.predict_prepared`` runs, many requests in one forward pass."""
+
+    predictor: Predictor
+    """The model that checked the inputs (and must run them: a reload may swap models)."""
+    size: int
+    """Predictions it asks for: forecast windows or texts."""
+    payload: Any
 
 
 class Predictor(ABC):
@@ -58,9 +70,19 @@ class Predictor(ABC):
             )
         return predictor
 
-    @abstractmethod
-    def predict(self, frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
+    def predict(self, frame: Any, **options: Any) -> pd.DataFrame:
         """Predictions for the rows (or windows) of ``frame``; errors name the column and row."""
+        return self.predict_prepared([self.prepare(frame, **options)])[0]
+
+    @abstractmethod
+    def prepare(self, frame: Any, **options: Any) -> Prepared:
+        """Check and encode one input (``predict``'s arguments) without running the network;
+        bad input raises DataError here, before it can spoil a shared batch."""
+
+    @abstractmethod
+    def predict_prepared(self, items: list[Prepared]) -> list[pd.DataFrame]:
+        """``predict``'s result for each item, computed in one pass over all of them (the
+        serving batcher's forward pass)."""
 
     @property
     def info(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from greentune.config import RunConfig
 from greentune.errors import DataError
 from greentune.models.variants import read_variant
 from greentune.rundir import RunDir
-from greentune.tasks.base import Predictor
+from greentune.tasks.base import Predictor, Prepared
 from greentune.tasks.classify.artifacts import load_model
 from greentune.tasks.classify.batches import TextBatches, tokenize
 from greentune.tasks.classify.predict import predict_logits, softmax
@@ -56,13 +56,30 @@ class ClassifyPredictor(Predictor):
     def logits(self, batches: TextBatches) -> np.ndarray:
         return predict_logits(self.model, batches, self.cfg.eval.batch_size)
 
-    def predict(  # type: ignore[override]
+    def prepare(  # type: ignore[override]
         self, frame: pd.DataFrame | Sequence[str], source: str = "the DataFrame"
-    ) -> pd.DataFrame:
+    ) -> Prepared:
+        """Check and tokenize the texts (see the class docstring)."""
         texts, index = self._texts(frame, source)
-        if not texts:
+        return Prepared(self, len(texts), (self.batches(texts), index))
+
+    def predict_prepared(self, items: list[Prepared]) -> list[pd.DataFrame]:
+        parts: list[tuple[TextBatches, pd.Index]] = [item.payload for item in items]
+        tokens = [t for batches, _ in parts for t in batches.tokens]
+        if not tokens:
+            return [self._frame(np.zeros((0, len(self.labels))), index) for _, index in parts]
+        pad_id = parts[0][0].pad_id
+        joined = TextBatches(tokens, np.zeros(len(tokens), dtype=np.int64), pad_id)
+        probs = softmax(self.logits(joined).astype(np.float64))
+        frames, start = [], 0
+        for batches, index in parts:
+            frames.append(self._frame(probs[start : start + len(batches)], index))
+            start += len(batches)
+        return frames
+
+    def _frame(self, probs: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        if not len(probs):
             return pd.DataFrame(columns=["label", "probability"], index=index)
-        probs = softmax(self.logits(self.batches(texts)).astype(np.float64))
         best = probs.argmax(-1)
         out = pd.DataFrame(
             {

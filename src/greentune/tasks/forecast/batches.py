@@ -4,6 +4,7 @@ window serialised as a prompt) for the text encoder."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -49,3 +50,18 @@ def make_batches(
     enc = tokenizer(prompts, truncation=True, max_length=TEXT_MAX_TOKENS)
     tokens = [np.asarray(ids, dtype=np.int64) for ids in enc["input_ids"]]
     return ForecastBatches(data, origins, tokens, int(tokenizer.pad_token_id or 0))
+
+
+def stack_windows(windows: list[tuple[ForecastBatches, int]]) -> dict[str, torch.Tensor]:
+    """One batch from windows of different inputs: (their batches, window index) pairs. Token
+    prompts are padded to the longest of this batch."""
+    numeric = []
+    for _, run in groupby(windows, key=lambda w: id(w[0])):  # consecutive windows of one input
+        pairs = list(run)
+        numeric.append(pairs[0][0].data.batch(pairs[0][0].origins[[i for _, i in pairs]]))
+    batch = {k: torch.from_numpy(np.concatenate([n[k] for n in numeric])) for k in numeric[0]}
+    first = windows[0][0]
+    if first.tokens is not None:
+        rows = [part.tokens[i] for part, i in windows if part.tokens is not None]
+        batch.update(pad_tokens(rows, first.pad_id))
+    return batch

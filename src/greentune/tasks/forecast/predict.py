@@ -12,7 +12,7 @@ from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
 from greentune.evaluate.metrics import forecast_metrics, mase_scale
 from greentune.results import Forecast
-from greentune.tasks.forecast.batches import ForecastBatches
+from greentune.tasks.forecast.batches import ForecastBatches, stack_windows
 
 
 @torch.no_grad()
@@ -29,6 +29,19 @@ def predict_scaled(model: Any, batches: ForecastBatches, batch_size: int) -> np.
     empty = np.zeros((0, spec.horizon, spec.n_targets, spec.n_quantiles), dtype=np.float32)
     out = ranks.gather_shards(np.concatenate(outs) if outs else empty, len(batches))
     return np.sort(out, axis=-1)  # quantiles must not cross
+
+
+@torch.no_grad()
+def predict_stacked(model: Any, parts: list[ForecastBatches], batch_size: int) -> np.ndarray:
+    """Network output (N, H, T, Q) for the windows of several inputs (each with its own
+    scaling and prompts) in passes of ``batch_size`` windows, in order; one process."""
+    model.eval()
+    flat = [(p, i) for p in parts for i in range(len(p))]
+    outs = []
+    for start in range(0, len(flat), batch_size):
+        chunk = flat[start : start + batch_size]
+        outs.append(model(stack_windows(chunk)).float().numpy())
+    return np.sort(np.concatenate(outs), axis=-1)
 
 
 def to_forecast(data: ForecastData, out: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:

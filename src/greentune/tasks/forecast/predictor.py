@@ -18,7 +18,7 @@ from greentune.errors import DataError
 from greentune.models.variants import read_variant
 from greentune.results import Forecast
 from greentune.rundir import RunDir
-from greentune.tasks.base import Predictor
+from greentune.tasks.base import Predictor, Prepared
 from greentune.tasks.forecast.artifacts import (
     Columns,
     load_columns,
@@ -26,8 +26,13 @@ from greentune.tasks.forecast.artifacts import (
     load_scaler,
     require_model_dir,
 )
-from greentune.tasks.forecast.batches import make_batches
-from greentune.tasks.forecast.predict import forecast_frame, predict_scaled, to_forecast
+from greentune.tasks.forecast.batches import ForecastBatches, make_batches
+from greentune.tasks.forecast.predict import (
+    forecast_frame,
+    predict_scaled,
+    predict_stacked,
+    to_forecast,
+)
 
 Origins = Literal["last", "daily"]
 
@@ -91,26 +96,41 @@ class ForecastPredictor(Predictor):
         out = predict_scaled(self.model, batches, self.cfg.eval.batch_size)
         return to_forecast(data, out, self.cfg.model.quantiles)
 
-    def predict(  # type: ignore[override]
+    def prepare(  # type: ignore[override]
         self, frame: pd.DataFrame, origins: Origins = "last", source: str = "the DataFrame"
-    ) -> pd.DataFrame:
-        """Forecasts from ``frame`` (see the class docstring); ``source`` names it in errors."""
+    ) -> Prepared:
+        """Check ``frame`` (see the class docstring) and build its windows; ``source`` names it
+        in errors."""
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"{source}: expected a pandas DataFrame, got {type(frame).__name__}")
         dcfg = resolve(self.cfg.data)
         time_col = dcfg.time_col or "time"
         if time_col not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
             frame = frame.rename_axis(time_col).reset_index()
-        return self._predict(RawTable(frame, source), dcfg, origins)
+        return self._prepare(RawTable(frame, source), dcfg, origins)
 
     def predict_file(self, path: str | Path, origins: Origins = "last") -> pd.DataFrame:
         """``predict`` on a CSV or Parquet file (ETT files for an ETT run)."""
         dcfg = _file_config(self.cfg.data, Path(path))
-        return self._predict(load_table(dcfg), dcfg, origins)
+        return self.predict_prepared([self._prepare(load_table(dcfg), dcfg, origins)])[0]
 
-    def _predict(self, table: RawTable, dcfg: DataConfig, origins: str) -> pd.DataFrame:
+    def predict_prepared(self, items: list[Prepared]) -> list[pd.DataFrame]:
+        parts: list[ForecastBatches] = [item.payload for item in items]
+        if not parts:
+            return []
+        out = predict_stacked(self.model, parts, self.cfg.eval.batch_size)
+        frames, start = [], 0
+        for part in parts:
+            mine = out[start : start + len(part)]
+            start += len(part)
+            fc = to_forecast(part.data, mine, self.cfg.model.quantiles)
+            frames.append(forecast_frame(part.data, part.origins, fc))
+        return frames
+
+    def _prepare(self, table: RawTable, dcfg: DataConfig, origins: str) -> Prepared:
         data, chosen = self._windows(table, dcfg, origins)
-        return forecast_frame(data, chosen, self.forecast(data, chosen))
+        batches = make_batches(self.cfg, data, chosen, self.tokenizer)
+        return Prepared(self, len(chosen), batches)
 
     def _windows(
         self, table: RawTable, dcfg: DataConfig, how: str
