@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,11 +89,23 @@ class RunLock:
         self.release()
 
 
-def acquire(run_path: Path, command: str) -> RunLock:
-    """Take ``run_path``'s lock, or raise RunLockedError naming the live holder.
+def acquire(run_path: Path, command: str, wait_s: float = 0.0) -> RunLock:
+    """Take ``run_path``'s lock, or raise RunLockedError naming the live holder (after trying
+    for ``wait_s`` seconds: a short write, such as a service's ledger rows, can wait its turn).
 
     A process whose ancestor holds the lock (a torchrun worker under ``run --nproc``) gets an
     inherited lock without taking it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return _acquire(run_path, command)
+        except RunLockedError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _acquire(run_path: Path, command: str) -> RunLock:
     path = Path(run_path) / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

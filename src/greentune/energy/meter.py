@@ -99,6 +99,13 @@ class NullMeter:
     def tick(self) -> None:
         """Nothing to journal."""
 
+    def read(self) -> dict[str, float]:
+        return {}
+
+    @property
+    def kind(self) -> str:
+        return "off"
+
     def details(self) -> dict[str, Any]:
         return {"enabled": False}
 
@@ -270,6 +277,16 @@ class Meter:
             "carbon": self.provider.describe() if self.provider else None,
             "pue": self.pue,
         }
+
+    def read(self) -> dict[str, float]:
+        """Cumulative joules per component now (differences of two readings are energy)."""
+        return self._read()
+
+    @property
+    def kind(self) -> str:
+        """measured, model, or mixed: how this meter's joules are obtained."""
+        kinds = {s.kind for s in self.sources}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
 
     def _read(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -7,8 +7,9 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from greentune.config import EnergyConfig
 from greentune.distributed import ranks
@@ -18,6 +19,7 @@ from greentune.energy.ledger import Ledger, remove_journals
 from greentune.energy.meter import Meter, NullMeter, WindowHandle, WindowResult, utc_now
 from greentune.errors import StorageError
 from greentune.procs import process_started
+from greentune.runlock import RunLockedError
 
 AnyMeter = Meter | NullMeter
 
@@ -30,11 +32,14 @@ def metered(
     log: Callable[[str], None] = lambda message: None,
     children: bool = False,
     journal_dir: Path | None = None,
+    ledger_lock: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> Iterator[AnyMeter]:
     """Yield a meter (a ``NullMeter`` when ``energy.enabled`` is false). Its windows are
     journaled in ``journal_dir`` (default ``run_dir``) as they happen, and on exit, also after
     an error, appended to ``run_dir``'s ledger: energy spent is energy spent. Journals left by
-    dead processes are folded into the ledger first."""
+    dead processes are folded into the ledger first. A command that does not hold the run's
+    lock passes ``ledger_lock`` (taken around the final ledger write); when it cannot be taken
+    the journal stays for the run's next command to fold in."""
     if not cfg.enabled:
         yield NullMeter(command)
         return
@@ -64,10 +69,10 @@ def metered(
         ok = getattr(exc, "every_rank", False) is True  # a pause stops all ranks together
         with contextlib.suppress(StorageError):  # the error in flight says more; the journal
             meter.close()  # stays and the next command folds it in
-            _write_session(run_dir, meter, started, journal, ok)
+            _write_session(run_dir, meter, started, journal, ok, ledger_lock, log)
         raise
     meter.close()
-    _write_session(run_dir, meter, started, journal, ok)
+    _write_session(run_dir, meter, started, journal, ok, ledger_lock, log)
 
 
 def _open_journal(folder: Path, meter: Meter, started: str, interval_s: float) -> Journal:
@@ -111,7 +116,13 @@ def _fold_crashed(run_dir: Path, meter: Meter, log: Callable[[str], None]) -> No
 
 
 def _write_session(
-    run_dir: Path | None, meter: Meter, started: str, journal: Journal | None, ok: bool
+    run_dir: Path | None,
+    meter: Meter,
+    started: str,
+    journal: Journal | None,
+    ok: bool,
+    ledger_lock: Callable[[], AbstractContextManager[Any]] | None = None,
+    log: Callable[[str], None] = lambda message: None,
 ) -> None:
     """Rank 0 writes every rank's rows, then drops the journals they came from. After an error
     no collective is attempted (a dead peer would make it wait): rank 0 then writes only its
@@ -126,11 +137,21 @@ def _write_session(
     stems = [s for _, s in parts if s]
     folded = []
     if results:
-        ledger = Ledger.load(run_dir)
-        # e.g. a rank that died before this one failed: its journal joins now
-        folded = [jf.path.stem for jf in ledger.fold_journals(run_dir, meter.price)]
-        ledger.add_session(meter, started, results, stems, stem.split(".")[0] if stem else None)
-        ledger.save(run_dir)
+        try:
+            with ledger_lock() if ledger_lock is not None else contextlib.nullcontext():
+                ledger = Ledger.load(run_dir)
+                # e.g. a rank that died before this one failed: its journal joins now
+                folded = [jf.path.stem for jf in ledger.fold_journals(run_dir, meter.price)]
+                ledger.add_session(
+                    meter, started, results, stems, stem.split(".")[0] if stem else None
+                )
+                ledger.save(run_dir)
+        except RunLockedError as exc:
+            log(
+                f"energy: not written to the ledger now ({exc}); its journal stays and the "
+                "run's next command adds it"
+            )
+            return
     remove_journals(run_dir, folded)
     remove_journals(journal.path.parents[1] if journal else run_dir, stems)
 

@@ -8,9 +8,9 @@ a ``Task`` here, plus its recipe.
 """
 
 from greentune.tasks import classify, forecast  # noqa: F401  (register the built-in tasks)
-from greentune.tasks.base import TASKS, LoadedRun, Predictor, Task
+from greentune.tasks.base import TASKS, LoadedRun, Predictor, Prepared, Task
 
-__all__ = ["TASKS", "LoadedRun", "Predictor", "Task", "get_task"]
+__all__ = ["TASKS", "LoadedRun", "Predictor", "Prepared", "Task", "get_task"]
 
 
 def get_task(name: str) -> Task:

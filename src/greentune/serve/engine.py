@@ -1,0 +1,124 @@
+"""The served model: loaded once through ``Predictor.from_run``, swapped whole on reload.
+
+A request keeps the model that checked its input (``Prepared.predictor``), so a reload while it
+waits changes nothing for it; the old model is freed when its last batch is done."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from greentune.errors import CheckpointError, GreentuneError
+from greentune.rundir import RunDir
+from greentune.tasks import Predictor
+
+
+def model_version(model_dir: Path) -> str:
+    """12 hex digits of a SHA-256 over the model folder's files (names and bytes): the same
+    weights give the same version on every replica."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One loaded model and what ``GET /v1/models`` says about it."""
+
+    predictor: Predictor
+    run: RunDir
+    """The run that was asked for (its ledger gets the serving energy)."""
+    variant: str
+    version: str
+    loaded_at: str
+    card: dict[str, Any] = field(default_factory=dict)
+    """Test metrics and energy per 1,000 predictions of the served model, from its run."""
+
+    @property
+    def task(self) -> str:
+        return self.predictor.task
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "run": self.run.name,
+            "task": self.task,
+            "variant": self.variant,
+            "version": self.version,
+            "loaded_at": self.loaded_at,
+            **self.card,
+        }
+
+
+def _card(model_run: RunDir) -> dict[str, Any]:
+    try:
+        metrics = model_run.metrics
+    except GreentuneError:
+        return {"test_metrics": {}, "energy_per_1k_predictions": None}
+    result = metrics.result
+    bill = result.bill
+    kinds = metrics.energy.kinds if metrics.energy else []
+    energy = None
+    if bill is not None and bill.wh_per_1k_predictions is not None:
+        energy = {
+            "wh": bill.wh_per_1k_predictions,
+            "g_co2e": bill.g_per_1k_predictions,
+            "kind": "+".join(kinds) or "unknown",
+            "measured_on": "the run's test split, batch size eval.batch_size",
+        }
+    return {
+        "test_metrics": {k: v for k, v in result.scores.items() if v is not None},
+        "energy_per_1k_predictions": energy,
+    }
+
+
+def load(run_path: str | Path, variant: str | None) -> Loaded:
+    """The run's model (or variant), with its version and card; errors say what to do."""
+    run = RunDir.open(run_path)
+    run.check_finished("serve it")
+    model_run = run.variant(variant)
+    predictor = Predictor.from_run(run.path, variant)
+    return Loaded(
+        predictor=predictor,
+        run=run,
+        variant=predictor.variant,
+        version=model_version(model_run.model_dir),
+        loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        card=_card(model_run),
+    )
+
+
+class Engine:
+    """Holds the current ``Loaded``; ``reload`` builds the next one beside it, then swaps."""
+
+    def __init__(self, loaded: Loaded) -> None:
+        self._current = loaded
+        self._reload_lock = threading.Lock()
+        self.reloads = 0
+
+    @property
+    def current(self) -> Loaded:
+        return self._current
+
+    def reload(self, run: str | Path | None = None, variant: str | None = None) -> Loaded:
+        """Load ``run`` (default: the served one) and ``variant`` (default: the served one),
+        then serve it. The task cannot change: clients of /v1/forecast would break."""
+        with self._reload_lock:
+            old = self._current
+            target = Path(run) if run is not None else old.run.path
+            new = load(target, variant if variant is not None else old.variant)
+            if new.task != old.task:
+                raise CheckpointError(
+                    f"{target} is a {new.task} run; this service serves {old.task}. Start "
+                    "another service for it"
+                )
+            self._current = new
+            self.reloads += 1
+            return new

@@ -1,0 +1,105 @@
+"""Request and reply bodies (pydantic): what the OpenAPI document at /openapi.json shows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Value = float | int | str | bool | None
+
+
+class ModelRef(BaseModel):
+    """Which model answered: in every reply."""
+
+    run: str
+    variant: str
+    version: str = Field(description="12 hex digits of a SHA-256 over the model's files")
+
+
+class EnergyShare(BaseModel):
+    joules: float = Field(description="This request's share of its batch's energy")
+    kind: str = Field(description="measured, model (an estimate), mixed, or off")
+    batch_size: int = Field(description="Predictions in the forward pass that answered")
+
+
+class ForecastRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[dict[str, Value]] = Field(
+        min_length=1,
+        description=(
+            "Rows with the run's time column, its target(s) and covariates, oldest first. "
+            "For origins='last' add the horizon's rows with the known covariates (e.g. the "
+            "temperature forecast) and the target empty."
+        ),
+    )
+    origins: Literal["last", "daily"] = Field(
+        "last",
+        description="'last': the horizon after the last observed target; 'daily': "
+        "a backtest from every local midnight",
+    )
+
+
+class ForecastPoint(BaseModel):
+    origin: dt.datetime
+    time: dt.datetime
+    step: int
+    values: dict[str, float | None] = Field(
+        description="<target>_forecast, <target>_q<level> per quantile, <target>_actual if given"
+    )
+
+
+class ForecastReply(BaseModel):
+    model: ModelRef
+    forecasts: list[ForecastPoint]
+    energy: EnergyShare
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] = Field(min_length=1, description="Texts to label")
+
+
+class Label(BaseModel):
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+class ClassifyReply(BaseModel):
+    model: ModelRef
+    predictions: list[Label]
+    energy: EnergyShare
+
+
+class ModelCard(BaseModel):
+    run: str
+    task: str
+    variant: str
+    version: str
+    loaded_at: str
+    test_metrics: dict[str, float]
+    energy_per_1k_predictions: dict[str, float | str | None] | None = Field(
+        description="From the run's evaluation: wh, g_co2e, kind, measured_on"
+    )
+    served: dict[str, float | int | str]
+    """What this process has served since it started."""
+
+
+class ModelsReply(BaseModel):
+    models: list[ModelCard]
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: str | None = Field(None, description="Another run directory (default: the served one)")
+    variant: str | None = Field(None, description="fp32, int8-dynamic, onnx-int8 or a name")
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None
