@@ -23,6 +23,9 @@ from greentune.serve.keys import KeyStore
 from greentune.serve.limits import retry_after_header
 from greentune.serve.middleware import ServeMiddleware
 from greentune.serve.schemas import (
+    ERRORS,
+    PREDICT_ERRORS,
+    RELOAD_ERRORS,
     ClassifyReply,
     ClassifyRequest,
     EnergyShare,
@@ -160,7 +163,9 @@ def _num(value: Any) -> float | None:
 
 
 def add_routes(app: FastAPI) -> None:
-    @app.post("/v1/forecast", response_model=ForecastReply, tags=["predict"])
+    @app.post(
+        "/v1/forecast", response_model=ForecastReply, tags=["predict"], responses=PREDICT_ERRORS
+    )
     async def forecast(
         body: ForecastRequest,
         request: Request,
@@ -189,7 +194,9 @@ def add_routes(app: FastAPI) -> None:
             model=_model_ref(answer.version), forecasts=points, energy=_energy(svc, answer)
         )
 
-    @app.post("/v1/classify", response_model=ClassifyReply, tags=["predict"])
+    @app.post(
+        "/v1/classify", response_model=ClassifyReply, tags=["predict"], responses=PREDICT_ERRORS
+    )
     async def classify(
         body: ClassifyRequest,
         request: Request,
@@ -216,13 +223,13 @@ def add_routes(app: FastAPI) -> None:
             model=_model_ref(answer.version), predictions=preds, energy=_energy(svc, answer)
         )
 
-    @app.get("/v1/models", response_model=ModelsReply, tags=["models"])
+    @app.get("/v1/models", response_model=ModelsReply, tags=["models"], responses=ERRORS)
     async def models(request: Request, _: str = Depends(require(None))) -> ModelsReply:
         svc = _service(request)
         card = ModelCard(**svc.loaded.describe(), served=svc.served())
         return ModelsReply(models=[card])
 
-    @app.post("/admin/reload", response_model=ModelCard, tags=["admin"])
+    @app.post("/admin/reload", response_model=ModelCard, tags=["admin"], responses=RELOAD_ERRORS)
     async def reload(
         body: ReloadRequest, request: Request, _: str = Depends(require("admin"))
     ) -> ModelCard:
@@ -230,14 +237,14 @@ def add_routes(app: FastAPI) -> None:
         new = await asyncio.to_thread(svc.reload, body.run, body.variant)
         return ModelCard(**new.describe(), served=svc.served())
 
-    @app.get("/healthz", response_model=Health, tags=["ops"])
+    @app.get("/healthz", response_model=Health, tags=["ops"], responses={500: {"model": Health}})
     async def healthz(request: Request) -> Any:
         svc = _service(request)
         if svc.started and (svc.batcher is None or not svc.batcher.alive) and not svc.draining:
             return JSONResponse({"status": "unhealthy", "detail": "batcher stopped"}, 500)
         return Health(status="ok")
 
-    @app.get("/readyz", response_model=Health, tags=["ops"])
+    @app.get("/readyz", response_model=Health, tags=["ops"], responses={503: {"model": Health}})
     async def readyz(request: Request) -> Any:
         svc = _service(request)
         if svc.draining or not svc.started:

@@ -103,3 +103,24 @@ class ReloadRequest(BaseModel):
 class Health(BaseModel):
     status: str
     detail: str | None = None
+
+
+class ErrorReply(BaseModel):
+    detail: str
+
+
+ERRORS = {
+    401: {"model": ErrorReply, "description": "No key, or an invalid or revoked one"},
+    403: {"model": ErrorReply, "description": "The key lacks this route's scope"},
+    413: {"model": ErrorReply, "description": "Body or number of items over the limit"},
+    429: {"model": ErrorReply, "description": "Over the key's rate; see Retry-After"},
+}
+BAD_BODY = {400: {"model": ErrorReply, "description": "The body is not JSON"}}
+PREDICT_ERRORS = {
+    **ERRORS,
+    **BAD_BODY,
+    404: {"model": ErrorReply, "description": "This service serves the other task"},
+    503: {"model": ErrorReply, "description": "Queue full or shutting down; see Retry-After"},
+    504: {"model": ErrorReply, "description": "No answer within the deadline"},
+}
+RELOAD_ERRORS = {**ERRORS, **BAD_BODY, 409: {"model": ErrorReply, "description": "Cannot load that run"}}

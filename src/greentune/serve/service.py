@@ -142,6 +142,13 @@ class Service:
                     self.batcher.stop(s.timeout_s)
             if handle.result is not None:
                 handle.result.extra = self.served()
+        served = self.served()
+        log.info(
+            "stopped after %s requests (%s predictions); the run's ledger has the service's "
+            "energy as phase serve",
+            served["requests"],
+            served["predictions"],
+        )
 
     def _handle_sighup(self) -> None:
         loop = asyncio.get_running_loop()
