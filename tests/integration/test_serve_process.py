@@ -104,7 +104,9 @@ def test_sighup_reloads_and_sigterm_drains_then_writes_the_ledger(run_and_key):
     assert got == [200], out
     # uvicorn re-raises the SIGTERM it handled once the drain is done
     assert proc.returncode in (0, -signal.SIGTERM), out
-    assert "reloaded:" in out and "stopped after 2 requests" in out and "POST /v1/classify 200" in out
+    assert (
+        "reloaded:" in out and "stopped after 2 requests" in out and "POST /v1/classify 200" in out
+    )
     rows = [r for r in Ledger.load(run.path).rows if r["phase"] == "serve"]
     assert len(rows) == before + 1
     assert rows[-1]["extra"]["requests"] == 2 and rows[-1]["ok"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -109,18 +109,31 @@ class ErrorReply(BaseModel):
     detail: str
 
 
-ERRORS = {
+Responses = dict[int | str, dict[str, Any]]
+"""FastAPI's ``responses=``: documented error replies (the OpenAPI tests hold routes to them)."""
+
+ERRORS: Responses = {
     401: {"model": ErrorReply, "description": "No key, or an invalid or revoked one"},
     403: {"model": ErrorReply, "description": "The key lacks this route's scope"},
     413: {"model": ErrorReply, "description": "Body or number of items over the limit"},
     429: {"model": ErrorReply, "description": "Over the key's rate; see Retry-After"},
 }
-BAD_BODY = {400: {"model": ErrorReply, "description": "The body is not JSON"}}
-PREDICT_ERRORS = {
+BAD_BODY: Responses = {400: {"model": ErrorReply, "description": "The body is not JSON"}}
+PREDICT_Responses = dict[int | str, dict[str, Any]]
+"""FastAPI's ``responses=``: documented error replies (the OpenAPI tests hold routes to them)."""
+
+ERRORS: Responses = {
     **ERRORS,
     **BAD_BODY,
     404: {"model": ErrorReply, "description": "This service serves the other task"},
     503: {"model": ErrorReply, "description": "Queue full or shutting down; see Retry-After"},
     504: {"model": ErrorReply, "description": "No answer within the deadline"},
 }
-RELOAD_ERRORS = {**ERRORS, **BAD_BODY, 409: {"model": ErrorReply, "description": "Cannot load that run"}}
+RELOAD_Responses = dict[int | str, dict[str, Any]]
+"""FastAPI's ``responses=``: documented error replies (the OpenAPI tests hold routes to them)."""
+
+ERRORS: Responses = {
+    **ERRORS,
+    **BAD_BODY,
+    409: {"model": ErrorReply, "description": "Cannot load that run"},
+}

@@ -31,6 +31,7 @@ class FakeModel:
 
 def make(model: FakeModel, **kw) -> tuple[Batcher, list]:
     clock = [0.0]
+
     # the fake meter's joules follow a fake clock advanced by 1 s per read: 10 J per read pair
     def tick() -> float:
         clock[0] += 1.0
