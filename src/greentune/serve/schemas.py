@@ -119,20 +119,14 @@ ERRORS: Responses = {
     429: {"model": ErrorReply, "description": "Over the key's rate; see Retry-After"},
 }
 BAD_BODY: Responses = {400: {"model": ErrorReply, "description": "The body is not JSON"}}
-PREDICT_Responses = dict[int | str, dict[str, Any]]
-"""FastAPI's ``responses=``: documented error replies (the OpenAPI tests hold routes to them)."""
-
-ERRORS: Responses = {
+PREDICT_ERRORS: Responses = {
     **ERRORS,
     **BAD_BODY,
     404: {"model": ErrorReply, "description": "This service serves the other task"},
     503: {"model": ErrorReply, "description": "Queue full or shutting down; see Retry-After"},
     504: {"model": ErrorReply, "description": "No answer within the deadline"},
 }
-RELOAD_Responses = dict[int | str, dict[str, Any]]
-"""FastAPI's ``responses=``: documented error replies (the OpenAPI tests hold routes to them)."""
-
-ERRORS: Responses = {
+RELOAD_ERRORS: Responses = {
     **ERRORS,
     **BAD_BODY,
     409: {"model": ErrorReply, "description": "Cannot load that run"},
