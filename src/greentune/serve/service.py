@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,13 @@ def run_meter_session(settings: ServeSettings) -> MeterSession:
         cfg = run.config.energy
         if not settings.energy:
             cfg = dataclasses.replace(cfg, enabled=False)
+        if not os.access(run.path, os.W_OK):  # e.g. a read-only volume in a container
+            log.warning(
+                "%s is read-only: the service's energy goes to replies and /metrics only, "
+                "not to the run's ledger",
+                run.path,
+            )
+            return metered(None, cfg, "serve", log.info)
         return metered(
             run.path,
             cfg,
