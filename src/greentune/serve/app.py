@@ -130,24 +130,37 @@ def _check_task(svc: Service, task: str) -> Loaded:
 
 
 async def _answer(
-    svc: Service, request: Request, response: Response, prepared: Prepared, loaded: Loaded
+    svc: Service,
+    request: Request,
+    response: Response,
+    loaded: Loaded,
+    prepare: Callable[[], Prepared],
 ) -> Answer:
-    if prepared.size > svc.settings.max_items:
-        raise HTTPException(
-            413,
-            f"{prepared.size} predictions asked for; at most {svc.settings.max_items} per "
-            "request: split it",
-        )
-    request.state.items = prepared.size
-    assert svc.batcher is not None
-    answer = await svc.batcher.answer(prepared, svc.settings.timeout_s, tag=loaded)
+    """Check the input in a worker thread, queue it, wait for its batch. While it is being
+    checked the batcher knows it is coming and may hold a batch open for it."""
+    batcher = svc.batcher
+    assert batcher is not None
+    batcher.arrive()
+    try:
+        prepared = await run_in_threadpool(prepare)
+        if prepared.size > svc.settings.max_items:
+            raise HTTPException(
+                413,
+                f"{prepared.size} predictions asked for; at most {svc.settings.max_items} per "
+                "request: split it",
+            )
+        request.state.items = prepared.size
+        queued = batcher.submit(prepared, svc.settings.timeout_s, tag=loaded)
+    finally:
+        batcher.depart()
+    answer = await batcher.wait(queued, svc.settings.timeout_s)
     svc.requests += 1
     route = request.scope["route"].path
     svc.metrics.predictions.labels(route).inc(prepared.size)
     svc.metrics.energy_per_request.labels(route).observe(answer.energy_j)
     response.headers["X-Model-Version"] = answer.version.version
     response.headers["X-Energy-Joules"] = f"{answer.energy_j:.6g}"
-    response.headers["X-Energy-Kind"] = svc.batcher.probe.kind
+    response.headers["X-Energy-Kind"] = batcher.probe.kind
     return answer
 
 
@@ -175,10 +188,13 @@ def add_routes(app: FastAPI) -> None:
         svc = _service(request)
         loaded = _check_task(svc, "forecast")
         frame = pd.DataFrame.from_records(body.history)
-        prepared = await run_in_threadpool(
-            loaded.predictor.prepare, frame, origins=body.origins, source="body.history"
+        answer = await _answer(
+            svc,
+            request,
+            response,
+            loaded,
+            lambda: loaded.predictor.prepare(frame, origins=body.origins, source="body.history"),
         )
-        answer = await _answer(svc, request, response, prepared, loaded)
         out = answer.frame
         value_cols = [c for c in out.columns if c not in ("origin", "time", "step")]
         points = [
@@ -208,8 +224,13 @@ def add_routes(app: FastAPI) -> None:
         scanned = [svc.masker.scan(t) for t in body.texts]
         request.state.pii = sorted({kind for _, kinds in scanned for kind in kinds})
         texts = [masked for masked, _ in scanned] if svc.settings.mask_inputs else body.texts
-        prepared = await run_in_threadpool(loaded.predictor.prepare, texts, source="body.texts")
-        answer = await _answer(svc, request, response, prepared, loaded)
+        answer = await _answer(
+            svc,
+            request,
+            response,
+            loaded,
+            lambda: loaded.predictor.prepare(texts, source="body.texts"),
+        )
         labels = answer.version.predictor.labels
         preds = [
             Label(

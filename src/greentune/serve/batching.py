@@ -1,6 +1,10 @@
 """Dynamic batching: requests wait in a bounded queue; one worker thread gathers up to
-``max_batch_size`` predictions (waiting at most ``max_wait_s`` after the first), drops the ones
-whose clients left or whose deadline passed, and runs the rest in one forward pass per model.
+``max_batch_size`` predictions, drops the ones whose clients left or whose deadline passed, and
+runs the rest in one forward pass per model.
+
+The worker waits (at most ``max_wait_s`` after the first request) only while more requests are
+on their way (``arrive`` was called for them and they are not queued yet): a lone request never
+waits for company that is not coming, so batching costs nothing at low load.
 
 Each batch is metered: its joules are shared among its requests by their number of predictions,
 so the energy in a reply is that request's share of the pass that computed it.
@@ -91,6 +95,8 @@ class Batcher:
         self.energy_j = 0.0
         self.dropped = 0
         self._closing = False
+        self._arriving = 0
+        self._arriving_lock = threading.Lock()
 
     # ------------------------------------------------------------------ front
 
@@ -105,6 +111,19 @@ class Batcher:
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+    def arrive(self, n: int = 1) -> None:
+        """A request is being read and checked: the worker may wait for it (``depart`` when it
+        is queued or refused)."""
+        with self._arriving_lock:
+            self._arriving += n
+
+    def depart(self) -> None:
+        self.arrive(-1)
+
+    @property
+    def arriving(self) -> int:
+        return self._arriving
 
     def submit(self, prepared: Prepared, timeout_s: float, tag: Any = None) -> Future[Answer]:
         if self._closing:
@@ -122,7 +141,10 @@ class Batcher:
     async def answer(self, prepared: Prepared, timeout_s: float, tag: Any = None) -> Answer:
         """Queue ``prepared`` and wait for its answer. A client that leaves (cancellation) or a
         deadline that passes removes it from the queue before it costs a forward pass."""
-        fut = self.submit(prepared, timeout_s, tag)
+        return await self.wait(self.submit(prepared, timeout_s, tag), timeout_s)
+
+    async def wait(self, fut: Future[Answer], timeout_s: float) -> Answer:
+        """The answer to a submitted request (see ``answer``)."""
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
         except TimeoutError:
@@ -139,15 +161,15 @@ class Batcher:
 
     # ------------------------------------------------------------------ worker
 
-    def _next(self, block_s: float | None) -> Any:
+    def _first(self) -> Any:
         if self._carry is not None:
             job, self._carry = self._carry, None
             return job
-        return self._queue.get(timeout=block_s) if block_s is not None else self._queue.get()
+        return self._queue.get()
 
     def _gather(self) -> tuple[list[_Job], bool]:
         """The next batch, and whether the worker should stop after it."""
-        first = self._next(None)
+        first = self._first()
         if first is _STOP:
             return [], True
         batch, size = [first], first.prepared.size
@@ -155,8 +177,13 @@ class Batcher:
         while size < self.max_batch_size:
             left = until - self._clock()
             try:
-                job = self._next(max(left, 0.0)) if left > 0 else self._queue.get_nowait()
+                if left > 0 and self._arriving > 0:
+                    job = self._queue.get(timeout=min(left, 0.001))  # re-check each ms
+                else:
+                    job = self._queue.get_nowait()
             except queue.Empty:
+                if left > 0 and self._arriving > 0:
+                    continue
                 break
             if job is _STOP:
                 return batch, True

@@ -52,8 +52,8 @@ def make(model: FakeModel, **kw) -> tuple[Batcher, list]:
 def test_requests_share_a_pass_and_its_energy_by_size():
     model = FakeModel()
     batcher, seen = make(model, max_batch_size=8, max_wait_s=0.2)
-    batcher.start()
     futs = [batcher.submit(Prepared(model, size, i), 5) for i, size in enumerate([1, 3, 4])]
+    batcher.start()
     answers = [f.result(5) for f in futs]
     batcher.stop()
     assert model.passes == [[1, 3, 4]]
@@ -68,13 +68,34 @@ def test_a_request_that_would_overflow_the_batch_opens_the_next():
     gate = threading.Event()
     model = FakeModel(gate=gate)
     batcher, _ = make(model, max_batch_size=4, max_wait_s=0.1)
-    batcher.start()
     futs = [batcher.submit(Prepared(model, size, i), 5) for i, size in enumerate([2, 1, 3, 1])]
+    batcher.start()
     gate.set()
     for f in futs:
         f.result(5)
     batcher.stop()
     assert model.passes == [[2, 1], [3, 1]]
+
+
+def test_the_worker_waits_only_for_requests_on_their_way():
+    model = FakeModel()
+    batcher, _ = make(model, max_batch_size=8, max_wait_s=0.3)
+    batcher.start()
+    t0 = time.monotonic()
+    batcher.submit(Prepared(model, 1, 0), 5).result(5)
+    assert time.monotonic() - t0 < 0.2  # nobody else coming: no wait
+    batcher.arrive(2)  # two requests being checked
+    first = batcher.submit(Prepared(model, 1, 1), 5)
+    time.sleep(0.05)
+    second = batcher.submit(Prepared(model, 1, 2), 5)
+    batcher.depart()
+    time.sleep(0.05)
+    third = batcher.submit(Prepared(model, 1, 3), 5)
+    batcher.depart()
+    for f in (first, second, third):
+        f.result(5)
+    batcher.stop()
+    assert model.passes == [[1], [1, 1, 1]]
 
 
 def test_without_batching_each_request_runs_alone():
