@@ -1,22 +1,32 @@
 """greentune serve under load, side by side with the naive FastAPI app (one model call per
 request, the 20-line version a user writes first: benchmarks/naive_serve.py).
 
-    .venv/bin/python benchmarks/serve.py [--rounds 3] [--duration 6] [--soak 60]
-        [--resummarise]
+    .venv/bin/python benchmarks/serve.py [--rounds 3] [--duration 8] [--soak 60]
+        [--parts sweep,main,soak] [--resummarise]
 
 Model: MiniLM + LoRA text classifier trained on SST-2 (`../shared/data/text/sst2/dev.csv`,
-872 sentences, the example classify config, 2 epochs), compressed to int8-dynamic and
-onnx-int8. Load: one SST-2 training sentence per request (sentences of >= 6 words), closed
-loop, from a separate process on loopback (benchmarks/serve_load.py), at concurrency 1, 8, 32.
-Servers: greentune serve with dynamic batching (max 32 predictions, 5 ms wait) and without
-(max 1), and the naive app, each for fp32, int8-dynamic and onnx-int8; rounds interleave the
-servers; medians over rounds. Then a soak: 60 s at concurrency 32 on greentune fp32 with a
-reload in the middle: errors, resident-memory growth, energy per 1,000 predictions beside the
-compress table's figure.
+872 sentences, the example classify config, up to 8 epochs with its early stopping),
+compressed to int8-dynamic and onnx-int8.
+
+Load: one text per request from a separate process on loopback (benchmarks/serve_load.py: a
+lean asyncio HTTP/1.1 client, since on 2 cores the load generator's own CPU slows the server
+it measures). Closed loop at concurrency 1, 8, 32; open loop (Poisson arrivals) at about half
+of a variant's unbatched capacity, where tail latency is not queueing against saturation.
+
+- sweep: the batching defaults (max batch 8/16/32/64, 5 ms wait) chosen on other texts (the
+  shipped grid-incident tickets, examples/grid_incidents.csv) at concurrency 32, fp32 and
+  onnx-int8 — never on the SST-2 load of the main table.
+- main: SST-2 training sentences (>= 6 words) as the load. Servers: greentune serve with
+  dynamic batching (max 32 predictions, 5 ms wait) and without (max 1), and the naive app, each
+  for fp32, int8-dynamic and onnx-int8; rounds interleave the servers (alternating order);
+  medians over rounds, ranges kept.
+- soak: 60 s at concurrency 32 on greentune fp32 with a reload in the middle: errors,
+  resident-memory growth (curve every 5 s), energy per 1,000 predictions beside the compress
+  table's figure for the same model.
 
 Energy is modelled for every server alike (kind "model"): the server process's CPU seconds x
-the CPU power per thread greentune's meter uses here, plus resident memory x its W per GB. The
-load generator shares the 2 cores with the server under test; it is the same for every server.
+the CPU power per thread greentune's meter uses here, plus resident memory x its W per GB.
+greentune's own per-reply figures (X-Energy-Joules, the same model) are reported beside it.
 
 Writes benchmarks/results/serve.json.
 """
@@ -26,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -67,7 +78,7 @@ def build_run(log: Any) -> Path:
         ROOT / "configs" / "classify" / "example.yaml",
         [
             f"text.path={SST2 / 'dev.csv'}",
-            "train.epochs=2",
+            "train.epochs=8",
             f"output_dir={RUNS}",
             "name=serve-classify",
             "seed=0",
@@ -95,13 +106,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(kind: str, run: Path, variant: str, batched: bool, keys: Path) -> tuple:
+def start_server(kind: str, run: Path, variant: str, max_batch: int, keys: Path) -> tuple:
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if kind == "greentune":
         cmd = [PY, "-m", "greentune", "serve", str(run), "--port", str(port), "--keys", str(keys)]
         cmd += ["--variant", variant, "--rate", "1000000", "--burst", "1000000"]
-        cmd += ["--max-batch-size", "32" if batched else "1", "--max-wait-ms", "5"]
+        cmd += ["--max-batch-size", str(max_batch), "--max-wait-ms", "5"]
     else:
         env.update(GREENTUNE_NAIVE_RUN=str(run), GREENTUNE_NAIVE_VARIANT=variant)
         cmd = [
@@ -155,8 +166,21 @@ def load(base: str, texts: Path, conc: int, duration: float, key: str, pid: int,
     ]
     for k, v in kw.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
+    before = batch_stats(base)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    after = batch_stats(base)
+    batches = after[1] - before[1]
+    row["mean_batch_size"] = (after[0] - before[0]) / batches if batches else None
+    return row
+
+
+def batch_stats(base: str) -> tuple[float, float]:
+    """(sum, count) of greentune_batch_size from /metrics; (0, 0) for the naive app."""
+    reply = httpx.get(base + "/metrics")
+    text = reply.text if reply.status_code == 200 else ""
+    values = dict(re.findall(r"^greentune_batch_size_(sum|count) ([0-9.e+]+)$", text, re.M))
+    return float(values.get("sum", 0)), float(values.get("count", 0))
 
 
 def modelled_wh_per_1k(row: dict, w_per_thread: float, w_per_gb: float) -> float | None:
@@ -167,6 +191,19 @@ def modelled_wh_per_1k(row: dict, w_per_thread: float, w_per_gb: float) -> float
     return 1000 * joules / 3600 / row["ok"]
 
 
+OPEN_LOOP_RATE = {"fp32": 30.0, "int8-dynamic": 30.0, "onnx-int8": 70.0}
+"""Requests/s for the open-loop runs: about half of each variant's unbatched capacity here."""
+
+
+def show(label: str, r: dict) -> None:
+    how = f"c={r['concurrency']:2d}" if r["concurrency"] else f"{r['rate_per_s']:g}/s open"
+    print(
+        f"{label} {how}: {r['throughput_per_s']:6.1f}/s p50 {r['p50_ms']:6.1f} "
+        f"p99 {r['p99_ms']:7.1f} ms batch {r['mean_batch_size'] or 1:.1f} {r['statuses']}",
+        flush=True,
+    )
+
+
 def measure(args: argparse.Namespace, run: Path, texts: Path, keys: Path, key: str) -> list:
     servers = [("greentune", v, b) for v in VARIANTS for b in (True, False)]
     servers += [("naive", v, False) for v in VARIANTS]
@@ -174,30 +211,48 @@ def measure(args: argparse.Namespace, run: Path, texts: Path, keys: Path, key: s
     for rnd in range(args.rounds):
         order = servers if rnd % 2 == 0 else servers[::-1]  # interleaved, alternating order
         for kind, variant, batched in order:
-            proc, base, _ = start_server(kind, run, variant, batched, keys)
+            proc, base, _ = start_server(kind, run, variant, 32 if batched else 1, keys)
+            label = f"round {rnd} {kind:9s} {variant:12s} batched={batched!s:5s}"
+            meta = {"round": rnd, "server": kind, "variant": variant, "batched": batched}
             try:
                 for conc in CONCURRENCY:
                     r = load(base, texts, conc, args.duration, key, proc.pid)
-                    rows.append(
-                        {"round": rnd, "server": kind, "variant": variant, "batched": batched, **r}
-                    )
-                    print(
-                        f"round {rnd} {kind:9s} {variant:12s} batched={batched!s:5s} c={conc:2d}: "
-                        f"{r['throughput_per_s']:6.1f}/s p50 {r['p50_ms']:6.1f} "
-                        f"p99 {r['p99_ms']:7.1f} ms "
-                        f"{r['statuses']}",
-                        flush=True,
-                    )
+                    rows.append({**meta, **r})
+                    show(label, r)
+                r = load(base, texts, 1, args.duration, key, proc.pid, rate=OPEN_LOOP_RATE[variant])
+                rows.append({**meta, **r})
+                show(label, r)
             finally:
                 stop_server(proc)
     return rows
 
 
+def sweep(args: argparse.Namespace, run: Path, keys: Path, key: str) -> list:
+    import pandas as pd
+
+    texts = RUNS / "serve-texts-grid.txt"
+    texts.write_text(
+        "\n".join(pd.read_csv(ROOT / "examples" / "grid_incidents.csv")["text"]) + "\n"
+    )
+    rows = []
+    configs = [(v, size) for v in ("fp32", "onnx-int8") for size in (8, 16, 32, 64)]
+    for rnd in range(args.rounds):
+        for variant, size in configs if rnd % 2 == 0 else configs[::-1]:
+            proc, base, _ = start_server("greentune", run, variant, size, keys)
+            try:
+                r = load(base, texts, 32, args.duration, key, proc.pid)
+            finally:
+                stop_server(proc)
+            rows.append({"round": rnd, "variant": variant, "max_batch_size": size, **r})
+            show(f"sweep {rnd} {variant:9s} max_batch={size:2d}", r)
+    return rows
+
+
 def soak(args: argparse.Namespace, run: Path, texts: Path, keys: Path, key: str) -> dict:
     before = len([row for row in Ledger.load(run).rows if row["phase"] == "serve"])
-    proc, base, _ = start_server("greentune", run, "fp32", True, keys)
+    proc, base, _ = start_server("greentune", run, "fp32", 32, keys)
     try:
-        r = load(base, texts, 32, args.soak, key, proc.pid, reload_at=args.soak / 2, warmup=5)
+        r = load(base, texts, 32, args.soak, key, proc.pid, reload_at=args.soak / 2, warmup=10)
     finally:
         stop_server(proc)
     rows = [row for row in Ledger.load(run).rows if row["phase"] == "serve"][before:]
@@ -232,18 +287,40 @@ def med(values: list[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def load_label(r: dict) -> str:
+    return f"c{r['concurrency']}" if r["concurrency"] else f"open{r['rate_per_s']:g}"
+
+
+def summarise_sweep(rows: list) -> list:
+    cells: dict[tuple, list] = {}
+    for r in rows:
+        cells.setdefault((r["variant"], r["max_batch_size"]), []).append(r)
+    return [
+        {
+            "variant": variant,
+            "max_batch_size": size,
+            "rounds": len(rs),
+            "throughput_per_s": med([r["throughput_per_s"] for r in rs]),
+            "p50_ms": med([r["p50_ms"] for r in rs]),
+            "p99_ms": med([r["p99_ms"] for r in rs]),
+            "mean_batch_size": med([r["mean_batch_size"] for r in rs]),
+        }
+        for (variant, size), rs in sorted(cells.items())
+    ]
+
+
 def summarise(rows: list, compress: dict, w_thread: float, w_gb: float) -> dict:
     cells: dict[tuple, list] = {}
     for r in rows:
-        cells.setdefault((r["server"], r["variant"], r["batched"], r["concurrency"]), []).append(r)
+        cells.setdefault((r["server"], r["variant"], r["batched"], load_label(r)), []).append(r)
     table = []
-    for (server, variant, batched, conc), rs in sorted(cells.items()):
+    for (server, variant, batched, label), rs in sorted(cells.items()):
         table.append(
             {
                 "server": server,
                 "variant": variant,
                 "batched": batched,
-                "concurrency": conc,
+                "load": label,
                 "rounds": len(rs),
                 "throughput_per_s": med([r["throughput_per_s"] for r in rs]),
                 "throughput_range": [
@@ -267,23 +344,28 @@ def summarise(rows: list, compress: dict, w_thread: float, w_gb: float) -> dict:
             }
         )
 
-    def cell(server: str, variant: str, batched: bool, conc: int) -> dict:
+    def cell(server: str, variant: str, batched: bool, label: str) -> dict:
         return next(
             t
             for t in table
-            if (t["server"], t["variant"], t["batched"], t["concurrency"])
-            == (server, variant, batched, conc)
+            if (t["server"], t["variant"], t["batched"], t["load"])
+            == (server, variant, batched, label)
         )
 
     ratios = {}
     for v in VARIANTS:
         b32, u32, n32 = (
-            cell("greentune", v, True, 32),
-            cell("greentune", v, False, 32),
-            cell("naive", v, False, 32),
+            cell("greentune", v, True, "c32"),
+            cell("greentune", v, False, "c32"),
+            cell("naive", v, False, "c32"),
         )
-        u1 = cell("greentune", v, False, 1)
+        u1 = cell("greentune", v, False, "c1")
+        open_label = f"open{OPEN_LOOP_RATE[v]:g}"
+        bo, uo = cell("greentune", v, True, open_label), cell("greentune", v, False, open_label)
         ratios[v] = {
+            "open_loop_rate_per_s": OPEN_LOOP_RATE[v],
+            "p99_batched_open_over_batch1_p50": bo["p99_ms"] / u1["p50_ms"],
+            "p99_batched_open_vs_unbatched_open": bo["p99_ms"] / uo["p99_ms"],
             "throughput_batched_vs_unbatched_c32": b32["throughput_per_s"]
             / u32["throughput_per_s"],
             "throughput_batched_vs_naive_c32": b32["throughput_per_s"] / n32["throughput_per_s"],
@@ -303,43 +385,47 @@ def summarise(rows: list, compress: dict, w_thread: float, w_gb: float) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=6.0)
+    p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--soak", type=float, default=60.0)
+    p.add_argument("--parts", default="sweep,main,soak")
     p.add_argument("--resummarise", action="store_true")
     args = p.parse_args()
+    parts = set(args.parts.split(","))
     quiet_libraries()
     out_path = RESULTS / "serve.json"
     cfg = EnergyConfig()
     w_thread = resolve_cpu_power(cfg.cpu_power_per_thread_w).power_per_thread_w
     w_gb = cfg.memory_power_per_gb_w
-    if args.resummarise:
-        result = json.loads(out_path.read_text())
-        compress = json.loads((Path(result["run"]) / "compression.json").read_text())
+    result = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    if not args.resummarise:
+        run = build_run(print)
+        texts = texts_file()
+        result.update(
+            machine=machine_info(),
+            run=str(run),
+            protocol=__doc__,
+            energy_rule={"kind": "model", "cpu_w_per_thread": w_thread, "memory_w_per_gb": w_gb},
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            keys = Path(tmp) / "keys.json"
+            key, _ = KeyStore(keys).add("bench", ["classify", "admin"])
+            t0 = time.time()
+            if "sweep" in parts:
+                result["sweep_rows"] = sweep(args, run, keys, key)
+            if "main" in parts:
+                result["rows"] = measure(args, run, texts, keys, key)
+            if "soak" in parts:
+                result["soak"] = soak(args, run, texts, keys, key)
+            result["wall_s"] = time.time() - t0
+    compress = json.loads((Path(result["run"]) / "compression.json").read_text())
+    if result.get("rows"):
         result["summary"] = summarise(result["rows"], compress, w_thread, w_gb)
-        out_path.write_text(json.dumps(result, indent=1) + "\n")
-        return
-    run = build_run(print)
-    texts = texts_file()
-    with tempfile.TemporaryDirectory() as tmp:
-        keys = Path(tmp) / "keys.json"
-        key, _ = KeyStore(keys).add("bench", ["classify", "admin"])
-        t0 = time.time()
-        rows = measure(args, run, texts, keys, key)
-        soaked = soak(args, run, texts, keys, key)
-    compress = json.loads((run / "compression.json").read_text())
-    result = {
-        "machine": machine_info(),
-        "run": str(run),
-        "protocol": __doc__,
-        "energy_rule": {"kind": "model", "cpu_w_per_thread": w_thread, "memory_w_per_gb": w_gb},
-        "wall_s": time.time() - t0,
-        "rows": rows,
-        "soak": soaked,
-        "summary": summarise(rows, compress, w_thread, w_gb),
-    }
+    if result.get("sweep_rows"):
+        result["sweep"] = summarise_sweep(result["sweep_rows"])
     out_path.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["summary"]["ratios"], indent=1))
-    print(json.dumps(soaked, indent=1))
+    print(json.dumps({k: result.get(k) for k in ("sweep", "soak")}, indent=1))
+    if "summary" in result:
+        print(json.dumps(result["summary"]["ratios"], indent=1))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 
 from greentune.energy.meter import NullMeter, WindowHandle
 from greentune.errors import GreentuneError
+from greentune.rundir import RunDir
 from greentune.serve.batching import Batcher, EnergyProbe
 from greentune.serve.engine import Engine, Loaded
 from greentune.serve.keys import KeyStore
@@ -26,19 +27,18 @@ from greentune.serve.settings import ServeSettings
 
 log = logging.getLogger("greentune.serve")
 
-MeterSession = Callable[[Loaded], contextlib.AbstractContextManager[Any]]
-"""Loaded model -> context manager yielding a meter for the service's life."""
+MeterSession = Callable[[RunDir], contextlib.AbstractContextManager[Any]]
+"""The served run -> context manager yielding a meter for the service's life."""
 
 
 def run_meter_session(settings: ServeSettings) -> MeterSession:
     """The default: ``metered()`` on the served run, its ledger written under the run's lock
     (waited for up to ``ledger_wait_s``)."""
 
-    def session(loaded: Loaded) -> contextlib.AbstractContextManager[Any]:
+    def session(run: RunDir) -> contextlib.AbstractContextManager[Any]:
         from greentune.energy.session import metered
         from greentune.runlock import acquire
 
-        run = loaded.run
         cfg = run.config.energy
         if not settings.energy:
             cfg = dataclasses.replace(cfg, enabled=False)
@@ -120,9 +120,10 @@ class Service:
         """Start-up and shutdown (the app's lifespan)."""
         s = self.settings
         assert self.meter_session is not None
-        loaded = self.loaded
-        self.metrics.serving(loaded.run.name, loaded.variant, loaded.version)
-        with self.meter_session(loaded) as meter:
+        # no local reference to the first model: a reload must be able to free it
+        first = self.loaded.describe()
+        self.metrics.serving(first["run"], first["variant"], first["version"])
+        with self.meter_session(self.loaded.run) as meter:
             handle: WindowHandle
             with meter.window("serve") as handle:
                 self.batcher = Batcher(
@@ -137,9 +138,9 @@ class Service:
                 self.started = True
                 log.info(
                     "serving %s (%s, version %s) on http://%s:%d",
-                    loaded.run.name,
-                    loaded.variant,
-                    loaded.version,
+                    first["run"],
+                    first["variant"],
+                    first["version"],
                     s.host,
                     s.port,
                 )
