@@ -99,7 +99,9 @@ def test_classify_reply_matches_the_predictor_and_carries_energy(classify_run, k
         version = body["model"]["version"]
         assert len(version) == 12 and r.headers["X-Model-Version"] == version
         assert body["model"]["variant"] == "fp32"
-        assert float(r.headers["X-Energy-Joules"]) == pytest.approx(body["energy"]["joules"])
+        assert float(r.headers["X-Energy-Joules"]) == pytest.approx(
+            body["energy"]["joules"], rel=1e-8
+        )
         assert body["energy"]["joules"] > 0 and r.headers["X-Energy-Kind"] in ("model", "measured")
         models = client.get("/v1/models", headers=auth(keys["classify"])).json()["models"][0]
         assert models["version"] == version and models["task"] == "classify"
@@ -287,3 +289,37 @@ def test_openapi_document_lists_every_route(classify_run, keys):
     }
     schemes = doc["components"]["securitySchemes"]
     assert {"APIKeyHeader", "HTTPBearer"} <= set(schemes)
+
+
+@pytest.mark.parametrize("encoder", ["patch", "text"])
+def test_many_histories_in_one_pass_equal_one_at_a_time(tmp_path, encoder):
+    """The batching seam: predict_prepared over inputs with different scaling windows (and,
+    for the text encoder, prompts of different lengths) gives each input what predict gives."""
+    csv = tmp_path / "load.csv"
+    make_series().to_csv(csv, index=False)
+    cfg = gt.build_config(
+        overrides=[
+            *series_overrides(csv, tmp_path / "runs"),
+            "train.epochs=1",
+            f"model.encoder={encoder}",
+            "eval.baselines=[seasonal_naive_daily]",
+            "energy.enabled=false",
+        ]
+    )
+    model = gt.Predictor.from_run(gt.run(cfg, echo=lambda m: None))
+    series = make_series(days=12)
+    frames = [series.iloc[: 24 * d].copy() for d in (4, 7, 12)]
+    frames[1]["load_mw"] *= 3.0  # another level: its own scaled inputs
+    alone = [model.predict(f, origins="daily") for f in frames]
+    together = model.predict_prepared([model.prepare(f, origins="daily") for f in frames])
+    assert [len(a) for a in alone] == [len(t) for t in together]
+    for a, t in zip(alone, together, strict=True):
+        pd.testing.assert_frame_equal(a, t, rtol=1e-5)
+
+
+def test_texts_of_several_requests_in_one_pass_equal_one_at_a_time(classify_run):
+    model = gt.Predictor.from_run(classify_run)
+    requests = [["feeder 7 tripped"], ["bill too high", "meter reading missing for march"], []]
+    together = model.predict_prepared([model.prepare(r) for r in requests])
+    for texts, got in zip(requests, together, strict=True):
+        pd.testing.assert_frame_equal(got, model.predict(texts), rtol=1e-5)

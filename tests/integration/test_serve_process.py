@@ -4,6 +4,7 @@ SIGTERM drain, the ledger written at exit, and several worker processes."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,7 +50,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(run, keys: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+def start(run, keys: Path, *extra: str, scheme: str = "http") -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "greentune", "serve", str(run.path), "--port", str(port)]
     cmd += ["--keys", str(keys), *extra]
@@ -57,13 +58,13 @@ def start(run, keys: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(proc.stdout.read() if proc.stdout else "exited")
         try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/readyz", timeout=1, verify=False).status_code == 200:
                 return proc, base
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -142,3 +143,46 @@ def test_a_bad_start_is_one_clear_error(run_and_key, tmp_path):
     assert r.returncode == 2 and "no API keys in" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([*cmd, "--no-auth", "--variant", "int4"], capture_output=True, text=True)
     assert r.returncode == 2 and "has no variant 'int4'" in r.stderr
+
+
+def test_tls_serves_https_only(run_and_key, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a test certificate")
+    run, keys, token = run_and_key
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    proc, base = start(
+        run, keys, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), scheme="https"
+    )
+    try:
+        r = httpx.post(
+            f"{base}/v1/classify",
+            json={"texts": ["x"]},
+            headers={"X-API-Key": token},
+            verify=False,
+        )
+        assert r.status_code == 200 and base.startswith("https://")
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not answered
+            httpx.get(base.replace("https://", "http://") + "/healthz", timeout=2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)

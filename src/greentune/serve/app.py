@@ -159,7 +159,7 @@ async def _answer(
     svc.metrics.predictions.labels(route).inc(prepared.size)
     svc.metrics.energy_per_request.labels(route).observe(answer.energy_j)
     response.headers["X-Model-Version"] = answer.version.version
-    response.headers["X-Energy-Joules"] = f"{answer.energy_j:.6g}"
+    response.headers["X-Energy-Joules"] = f"{answer.energy_j:.9g}"
     response.headers["X-Energy-Kind"] = batcher.probe.kind
     return answer
 

@@ -18,7 +18,7 @@ from greentune.energy.meter import NullMeter, WindowHandle
 from greentune.errors import GreentuneError
 from greentune.rundir import RunDir
 from greentune.serve.batching import Batcher, EnergyProbe
-from greentune.serve.engine import Engine, Loaded
+from greentune.serve.engine import Engine, Loaded, settle_memory
 from greentune.serve.keys import KeyStore
 from greentune.serve.limits import RateLimiter
 from greentune.serve.masking import Masker
@@ -120,6 +120,7 @@ class Service:
         """Start-up and shutdown (the app's lifespan)."""
         s = self.settings
         assert self.meter_session is not None
+        settle_memory()
         # no local reference to the first model: a reload must be able to free it
         first = self.loaded.describe()
         self.metrics.serving(first["run"], first["variant"], first["version"])

@@ -61,6 +61,9 @@ class ClassifyPredictor(Predictor):
     ) -> Prepared:
         """Check and tokenize the texts (see the class docstring)."""
         texts, index = self._texts(frame, source)
+        if not texts:  # the tokenizer refuses an empty list
+            empty = TextBatches([], np.zeros(0, dtype=np.int64), 0)
+            return Prepared(self, 0, (empty, index))
         return Prepared(self, len(texts), (self.batches(texts), index))
 
     def predict_prepared(self, items: list[Prepared]) -> list[pd.DataFrame]:
@@ -68,7 +71,7 @@ class ClassifyPredictor(Predictor):
         tokens = [t for batches, _ in parts for t in batches.tokens]
         if not tokens:
             return [self._frame(np.zeros((0, len(self.labels))), index) for _, index in parts]
-        pad_id = parts[0][0].pad_id
+        pad_id = next(batches.pad_id for batches, _ in parts if len(batches))
         joined = TextBatches(tokens, np.zeros(len(tokens), dtype=np.int64), pad_id)
         probs = softmax(self.logits(joined).astype(np.float64))
         frames, start = [], 0
