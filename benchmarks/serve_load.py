@@ -150,9 +150,9 @@ async def main(args: argparse.Namespace) -> dict:
 
     sampler = asyncio.create_task(sample_rss())
     await asyncio.gather(*tasks)
-    await sampler
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0  # before the sampler's last sleep ends
     cpu1, rss1 = cpu_s(proc), rss_mb(proc)
+    sampler.cancel()
     reload = await reload_task if reload_task else None
     for conn in free:
         conn.close()
