@@ -124,8 +124,9 @@ def _model_ref(loaded: Loaded) -> ModelRef:
 def _check_task(svc: Service, task: str) -> Loaded:
     loaded = svc.loaded
     if loaded.task != task:
-        other = "/v1/classify" if loaded.task == "classify" else "/v1/forecast"
-        raise HTTPException(404, f"this service serves a {loaded.task} model; use {other}")
+        raise HTTPException(
+            404, f"this service serves a {loaded.task} model; use /v1/{loaded.task}"
+        )
     return loaded
 
 
