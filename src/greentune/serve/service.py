@@ -138,10 +138,11 @@ class Service:
                 self._handle_sighup()
                 self.started = True
                 log.info(
-                    "serving %s (%s, version %s) on http://%s:%d",
+                    "serving %s (%s, version %s) on %s://%s:%d",
                     first["run"],
                     first["variant"],
                     first["version"],
+                    "https" if s.ssl_certfile else "http",
                     s.host,
                     s.port,
                 )
@@ -154,10 +155,11 @@ class Service:
                 handle.result.extra = self.served()
         served = self.served()
         log.info(
-            "stopped after %s requests (%s predictions); the run's ledger has the service's "
-            "energy as phase serve",
+            "stopped after %s requests (%s predictions, %.3g J in forward passes, %s)",
             served["requests"],
             served["predictions"],
+            served["energy_j"],
+            served["kind"],
         )
 
     def _handle_sighup(self) -> None:
