@@ -188,13 +188,14 @@ def add_routes(app: FastAPI) -> None:
     ) -> ForecastReply:
         svc = _service(request)
         loaded = _check_task(svc, "forecast")
-        frame = pd.DataFrame.from_records(body.history)
         answer = await _answer(
             svc,
             request,
             response,
             loaded,
-            lambda: loaded.predictor.prepare(frame, origins=body.origins, source="body.history"),
+            lambda: loaded.predictor.prepare(  # in a worker thread: a long history is slow
+                pd.DataFrame.from_records(body.history), origins=body.origins, source="body.history"
+            ),
         )
         out = answer.frame
         value_cols = [c for c in out.columns if c not in ("origin", "time", "step")]
