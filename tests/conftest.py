@@ -75,3 +75,25 @@ def series_overrides(path: Path, out: Path, name: str = "r") -> list[str]:
         f"name={name}",
         *TINY,
     ]
+
+
+def tiny_classify_run(tmp: Path, rows: int = 120, seed: int = 0, *extra: str):
+    """A finished tiny-bert classification run on synthetic grid-incident tickets (one epoch)."""
+    import greentune as gt
+    from greentune.data.text import synthetic_incidents
+
+    path = tmp / "t.csv"
+    synthetic_incidents(rows, seed=seed).to_csv(path, index=False)
+    cfg = gt.build_config(
+        overrides=[
+            "task=classify",
+            "model.backbone=tiny-bert",
+            "train.epochs=1",
+            "text.max_length=32",
+            f"text.path={path}",
+            f"output_dir={tmp}/runs",
+            "name=c",
+            *extra,
+        ]
+    )
+    return gt.run(cfg, echo=lambda m: None)

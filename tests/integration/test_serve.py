@@ -13,31 +13,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 import greentune as gt
-from greentune.data.text import synthetic_incidents
 from greentune.energy.ledger import Ledger
 from greentune.serve.app import build_service, create_app
 from greentune.serve.keys import KeyStore
 from greentune.serve.settings import ServeSettings
-from tests.conftest import make_series, series_overrides
+from tests.conftest import make_series, series_overrides, tiny_classify_run
 
 
 @pytest.fixture(scope="module")
 def classify_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serve-c")
-    path = tmp / "t.csv"
-    synthetic_incidents(160, seed=1).to_csv(path, index=False)
-    cfg = gt.build_config(
-        overrides=[
-            "task=classify",
-            "model.backbone=tiny-bert",
-            "train.epochs=1",
-            "text.max_length=32",
-            f"text.path={path}",
-            f"output_dir={tmp}/runs",
-            "name=c",
-        ]
-    )
-    return gt.run(cfg, echo=lambda m: None)
+    return tiny_classify_run(tmp_path_factory.mktemp("serve-c"), 160, 1)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-import greentune as gt
-from greentune.data.text import synthetic_incidents
 from greentune.serve.app import build_service, create_app
 from greentune.serve.keys import KeyStore
 from greentune.serve.settings import ServeSettings
+from tests.conftest import tiny_classify_run
 
 TOKEN: dict[str, str] = {}
 
@@ -20,21 +19,7 @@ TOKEN: dict[str, str] = {}
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve-o")
-    path = tmp / "t.csv"
-    synthetic_incidents(120, seed=3).to_csv(path, index=False)
-    cfg = gt.build_config(
-        overrides=[
-            "task=classify",
-            "model.backbone=tiny-bert",
-            "train.epochs=1",
-            "text.max_length=32",
-            f"text.path={path}",
-            f"output_dir={tmp}/runs",
-            "name=c",
-            "energy.enabled=false",
-        ]
-    )
-    run = gt.run(cfg, echo=lambda m: None)
+    run = tiny_classify_run(tmp, 120, 3, "energy.enabled=false")
     TOKEN["key"], _ = KeyStore(tmp / "keys.json").add("all", ["forecast", "classify", "admin"])
     s = ServeSettings(
         run=str(run.path), keys_file=str(tmp / "keys.json"), rate_per_s=1e6, burst=1_000_000

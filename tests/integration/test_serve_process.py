@@ -16,29 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-import greentune as gt
-from greentune.data.text import synthetic_incidents
 from greentune.energy.ledger import Ledger
 from greentune.serve.keys import KeyStore
+from tests.conftest import tiny_classify_run
 
 
 @pytest.fixture(scope="module")
 def run_and_key(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve-p")
-    path = tmp / "t.csv"
-    synthetic_incidents(120, seed=2).to_csv(path, index=False)
-    cfg = gt.build_config(
-        overrides=[
-            "task=classify",
-            "model.backbone=tiny-bert",
-            "train.epochs=1",
-            "text.max_length=32",
-            f"text.path={path}",
-            f"output_dir={tmp}/runs",
-            "name=c",
-        ]
-    )
-    run = gt.run(cfg, echo=lambda m: None)
+    run = tiny_classify_run(tmp, 120, 2)
     keys = tmp / "keys.json"
     token, _ = KeyStore(keys).add("t", ["classify", "admin"])
     return run, keys, token

@@ -160,7 +160,10 @@ def keys_list(keys: KeysOpt = None) -> None:
     store = _store(keys)
     table = Table("id", "name", "scopes", "created", "revoked", title=str(store.path))
     for rec in store.records():
-        table.add_row(rec.id, rec.name, ", ".join(rec.scopes), rec.created, rec.revoked or "")
+        row = rec.public()
+        table.add_row(
+            row["id"], row["name"], ", ".join(row["scopes"]), row["created"], row["revoked"] or ""
+        )
     console.print(table)
 
 

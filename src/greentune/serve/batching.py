@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -53,7 +53,6 @@ class _Job:
     future: Future[Answer]
     deadline: float
     tag: Any = None
-    enqueued: float = field(default_factory=time.monotonic)
 
 
 class EnergyProbe:
@@ -120,10 +119,6 @@ class Batcher:
 
     def depart(self) -> None:
         self.arrive(-1)
-
-    @property
-    def arriving(self) -> int:
-        return self._arriving
 
     def submit(self, prepared: Prepared, timeout_s: float, tag: Any = None) -> Future[Answer]:
         if self._closing:

@@ -102,7 +102,8 @@ def settle_memory() -> None:
     """After a model is loaded or replaced: collect, give freed heap back to the OS (glibc
     keeps freed arenas, and resident memory would otherwise grow by about a model per reload),
     and freeze what is left, so the collector's full passes no longer walk the model's
-    objects: those passes stalled a request in ~30 for 100-600 ms under load."""
+    objects: those passes stalled requests under load (p99 about 3x higher in
+    benchmarks/serve.py)."""
     gc.unfreeze()
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
@@ -116,7 +117,6 @@ class Engine:
     def __init__(self, loaded: Loaded) -> None:
         self._current = loaded
         self._reload_lock = threading.Lock()
-        self.reloads = 0
 
     @property
     def current(self) -> Loaded:
@@ -135,7 +135,6 @@ class Engine:
                     "another service for it"
                 )
             self._current = new
-            self.reloads += 1
             del old
         settle_memory()
         return new

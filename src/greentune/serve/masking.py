@@ -27,9 +27,6 @@ class Masker:
         patterns = {**dict(extra or {}), **DEFAULT_PATTERNS}
         self.patterns = [(name.upper(), re.compile(rx)) for name, rx in patterns.items()]
 
-    def mask(self, text: str) -> str:
-        return self.scan(text)[0]
-
     def scan(self, text: str) -> tuple[str, list[str]]:
         """(the masked text, the kinds of personal data it held: for logs, never the values)."""
         kinds = []

@@ -119,6 +119,3 @@ class ServeSettings:
         raw: dict[str, Any] = json.loads(text)
         raw["cors_origins"] = tuple(raw.get("cors_origins") or ())
         return cls(**raw)
-
-    def replace(self, **changes: Any) -> ServeSettings:
-        return dataclasses.replace(self, **changes)
