@@ -76,8 +76,13 @@ class DataConfig:
     """Validation split: a fraction ('0.1'), a duration before test ('56D') or a start date."""
     test: str = "56D"
     """Test split: a fraction ('0.1'), the last duration ('56D') or a start date."""
-    scaler: Literal["standard", "none"] = "standard"
-    """Z-score every channel with statistics of the training rows only."""
+    scaler: Literal["standard", "bounds", "none"] = "standard"
+    """standard: z-score every channel with statistics of the training rows only; bounds: map
+    each raw column's public range (``data.bounds``) to [-1, 1], fitted on nothing (what
+    differential privacy needs); none: raw values."""
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Public [low, high] range per raw column (target, covariates) for ``scaler: bounds``, e.g.
+    a feeder's rated capacity; values outside it map beyond [-1, 1] (nothing is clipped)."""
     multivariate: bool = False
     """Forecast every numeric channel (ETT protocol) instead of one target."""
     channel_independent: bool = False
@@ -86,6 +91,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "context_length", "horizon", "train_stride")
+        for col, pair in self.bounds.items():
+            if len(pair) != 2 or not pair[0] < pair[1]:
+                raise ConfigError(
+                    f"data.bounds.{col} must be [low, high] with low < high, got {list(pair)}"
+                )
 
 
 @dataclass(frozen=True)
@@ -284,6 +294,53 @@ class EnergyConfig:
         parse_target(self.target)
 
 
+@dataclass(frozen=True)
+class DPConfig:
+    """Differential privacy for the fine-tune: Opacus DP-SGD (docs/privacy.md). On when
+    ``target_epsilon`` or ``noise_multiplier`` is set."""
+
+    target_epsilon: float | None = None
+    """The budget: noise is calibrated to spend it at the planned steps, and training stops
+    before a step would exceed it."""
+    noise_multiplier: float | None = None
+    """Noise std / max_grad_norm. Given alone: no budget limit, the epsilon spent is reported;
+    given with target_epsilon: training stops before the budget would be exceeded."""
+    delta: float | None = None
+    """None: 1 / (10 n) for n training samples; must be < 1 / n."""
+    max_grad_norm: float = 1.0
+    """Per-sample gradient clipping bound (L2, over all trainable parameters)."""
+    accountant: Literal["rdp", "prv"] = "rdp"
+    """Opacus' privacy accountant: rdp (Renyi DP) or prv (privacy random variables: tighter)."""
+    poisson_sampling: bool = True
+    """Poisson-sampled batches, as the accountant's analysis assumes. False: shuffled
+    fixed-size batches (the usual approximation, not covered by the proof)."""
+    secure_mode: bool = False
+    """Cryptographically secure noise and sampling (Opacus' secure_mode; slower, not seeded)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.target_epsilon is not None or self.noise_multiplier is not None
+
+    def __post_init__(self) -> None:
+        if self.target_epsilon is not None and self.target_epsilon <= 0:
+            raise ConfigError(f"privacy.dp.target_epsilon must be > 0, got {self.target_epsilon}")
+        if self.noise_multiplier is not None and self.noise_multiplier < 0:
+            raise ConfigError(
+                f"privacy.dp.noise_multiplier must be >= 0, got {self.noise_multiplier}"
+            )
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ConfigError(f"privacy.dp.delta must lie in (0, 1), got {self.delta}")
+        if self.max_grad_norm <= 0:
+            raise ConfigError(f"privacy.dp.max_grad_norm must be > 0, got {self.max_grad_norm}")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Privacy of the training data."""
+
+    dp: DPConfig = field(default_factory=DPConfig)
+
+
 def parse_target(text: str) -> float:
     """'2%' or '0.02' -> 0.02 (a relative tolerance)."""
     value = parse_fraction(text, "energy.target")
@@ -308,6 +365,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -326,6 +384,7 @@ _SECTION_OF = {
     "TrainConfig": "train",
     "EvalConfig": "eval",
     "EnergyConfig": "energy",
+    "DPConfig": "privacy.dp",
 }
 
 

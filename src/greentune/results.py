@@ -229,6 +229,9 @@ class RunMetrics:
     """Present when the run was metered."""
     compression: dict[str, Any] | None = None
     """A compressed variant: its method, options and status."""
+    privacy: dict[str, Any] | None = None
+    """Under privacy.dp: epsilon spent (per epoch too), delta, noise, the privacy unit, and
+    which rows of ``test`` are non-private references."""
     schema_version: int = METRICS_SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys this version does not know, kept as read."""
@@ -257,6 +260,7 @@ class RunMetrics:
             labels=raw.get("labels"),
             energy=EnergySummary.from_dict(energy) if energy else None,
             compression=raw.get("compression"),
+            privacy=raw.get("privacy"),
             schema_version=int(raw.get("schema_version", METRICS_SCHEMA_VERSION)),
             extra={k: v for k, v in raw.items() if k not in known},
         )
@@ -278,6 +282,8 @@ class RunMetrics:
             out["energy"] = self.energy.to_dict()
         if self.compression is not None:
             out["compression"] = self.compression
+        if self.privacy is not None:
+            out["privacy"] = self.privacy
         out.update(self.extra)
         return out
 

@@ -40,6 +40,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             out[f.name] = to_dict(value)
         elif isinstance(value, tuple):
             out[f.name] = list(value)
+        elif isinstance(value, dict):
+            out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
         else:
             out[f.name] = value
     return out

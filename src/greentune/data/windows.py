@@ -45,6 +45,28 @@ class Scaler:
         std = np.nanstd(values, axis=0)
         return cls(mean, np.where(std > 1e-12, std, 1.0))
 
+    @classmethod
+    def from_bounds(
+        cls, columns: list[str], raw: list[str], bounds: dict[str, tuple[float, float]], origin: str
+    ) -> Scaler:
+        """Fitted on nothing: each raw column's public [low, high] maps to [-1, 1]; the
+        generated features (calendar, hinges) are already of order one and stay as they are."""
+        missing = [c for c in raw if c not in bounds]
+        if missing:
+            raise DataError(
+                f"{origin}: data.scaler=bounds needs a public range for "
+                + ", ".join(missing)
+                + "; set data.bounds."
+                + f"{missing[0]}=[low, high] (e.g. the rated capacity: not the data's own min "
+                "and max, which would leak it)"
+            )
+        mean, std = np.zeros(len(columns)), np.ones(len(columns))
+        for i, col in enumerate(columns):
+            if col in raw:
+                lo, hi = bounds[col]
+                mean[i], std[i] = (lo + hi) / 2, (hi - lo) / 2
+        return cls(mean, std)
+
     def transform(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean) / self.std
 
@@ -195,7 +217,11 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     L, H = cfg.context_length, cfg.horizon
     _check_sizes(report.origin, n, val_start, test_start, L, H)
     values = frame.to_numpy(dtype=float)
-    scaler = Scaler.fit(values[:val_start], enabled=cfg.scaler == "standard")
+    if cfg.scaler == "bounds":
+        raw = [c for c in frame.columns if c not in known_cols or c in (cfg.covariates or ())]
+        scaler = Scaler.from_bounds(list(frame.columns), raw, cfg.bounds, report.origin)
+    else:
+        scaler = Scaler.fit(values[:val_start], enabled=cfg.scaler == "standard")
     scaled = scaler.transform(values).astype(np.float32)
     bad_rows: np.ndarray = np.asarray(np.isnan(scaled).any(axis=1))
     dropped: dict[str, int] = {}

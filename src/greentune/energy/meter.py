@@ -78,6 +78,8 @@ class WindowResult:
 class WindowHandle:
     name: str
     result: WindowResult | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Notes for the window's ledger row (``extra``), set while it is open."""
 
 
 class NullMeter:
@@ -196,6 +198,7 @@ class Meter:
             handle.result = self._result(
                 full, parent, depth, (start_wall, end_wall), end_t - start_t, start_j, end_j, ok
             )
+            handle.result.extra.update(handle.extra)
             self.results.append(handle.result)
             if self.journal is not None:
                 self.journal.write({"type": "row", **handle.result.to_dict()})

@@ -80,9 +80,15 @@ def _quality_per_kwh(metrics: RunMetrics, quality: Quality) -> None:
 
 
 def greenest(metrics: RunMetrics, target: float, quality: Quality) -> dict[str, Any]:
-    """The lowest-emission model whose quality is within ``target`` (relative) of the best."""
+    """The lowest-emission model whose quality is within ``target`` (relative) of the best.
+    In a private run only private models compete (non-private references are left out)."""
     key = quality.metric
-    rows = {n: r for n, r in metrics.test.items() if r.bill is not None and _ok(r.scores.get(key))}
+    refs = set((metrics.privacy or {}).get("non_private_reference") or [])
+    rows = {
+        n: r
+        for n, r in metrics.test.items()
+        if r.bill is not None and _ok(r.scores.get(key)) and n not in refs
+    }
     if not rows:
         return {}
     values = {n: float(r.scores[key]) for n, r in rows.items()}

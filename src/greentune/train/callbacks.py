@@ -7,7 +7,8 @@ Hooks, in the order the loop calls them::
     phase("validate-init")     a context around each validation and each epoch's steps
     on_validation(state, loss)   also after validate-init: True there means no step at all
     phase("epoch-N")             (energy windows, tracing)
-      on_step_end(state, loss)   after each optimizer step, gradients still present
+      on_step_end(state, loss)   after each optimizer step, gradients still present; True
+                                 stops training after this step (a privacy budget)
     phase("validate-N")
     on_validation(state, loss)   after each validation; return True to stop training
     on_epoch_end(state)
@@ -15,9 +16,15 @@ Hooks, in the order the loop calls them::
 
 Wrapping in ``on_setup``: the learning-rate schedule and a restored checkpoint act on the
 optimizer the loop built, so a replacement must wrap it and share its ``param_groups`` (as
-Opacus' DPOptimizer does); wrapped batches keep the planned number of samples. With several
-processes every rank runs the callbacks; a stop asked by any rank stops them all. After the
-validation that ends a ``max_steps`` run mid-epoch, the vote is ignored (training is over).
+Opacus' DPOptimizer does); wrapped batches keep the planned number of samples. A callback that
+clips or averages gradients itself sets ``ctx.clip_norm`` to None and
+``ctx.average_micro_batches`` to False (DP-SGD clips per sample and averages a virtual batch).
+A callback with a ``state_key`` has its ``state_dict()`` saved in every checkpoint and handed
+back through ``load_state_dict`` on resume, before ``on_setup`` (the privacy accountant).
+
+With several processes every rank runs the callbacks; a stop asked by any rank stops them
+all. After the validation that ends a ``max_steps`` run mid-epoch, the vote is ignored
+(training is over).
 
 From Python: ``train(..., callbacks=[MyCallback()])`` or ``greentune.run(cfg,
 callbacks=[...])``. From a config: ``train.callbacks: [loss-log, nan-guard]`` names entries of
@@ -81,10 +88,25 @@ class SetupContext:
     total_steps: int
     sharded: bool
     """True under FSDP with several processes: parameters and gradients are shards."""
+    clip_norm: float | None = None
+    """The loop's global gradient-norm clipping (train.clip_norm); None: none."""
+    average_micro_batches: bool = True
+    """True: the loop scales each micro-batch's loss by 1 / micro-batches per step, so the
+    gradients add up to the step's mean; False: the optimizer averages them itself."""
 
 
 class Callback:
     """Override the hooks you need; each does nothing here."""
+
+    state_key: str | None = None
+    """Set it to have ``state_dict()`` saved in checkpoints under this key."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this callback (when ``state_key`` is set)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """On resume, before ``on_setup``: what ``state_dict`` returned at the checkpoint."""
 
     def on_setup(self, ctx: SetupContext) -> None:
         """Before training: may wrap or replace ``ctx.model``, ``ctx.optimizer``,
@@ -95,9 +117,11 @@ class Callback:
         ``validate-init``."""
         return nullcontext()
 
-    def on_step_end(self, state: LoopState, loss: float) -> None:
+    def on_step_end(self, state: LoopState, loss: float) -> bool | None:
         """After optimizer step ``state.step`` (gradients not yet cleared); ``loss`` is the
-        global batch's mean loss."""
+        global batch's mean loss. True stops training after this step; every rank must give
+        the same answer (no collective joins it)."""
+        return None
 
     def on_validation(self, state: LoopState, val_loss: float) -> bool:
         """After a validation (``state.val_history[-1]``); return True to stop training."""
@@ -130,9 +154,18 @@ class Callbacks:
                 stack.enter_context(c.phase(name))
             yield
 
-    def on_step_end(self, state: LoopState, loss: float) -> None:
+    def on_step_end(self, state: LoopState, loss: float) -> bool:
+        """Every callback sees the step; training stops when any asks."""
+        votes = [bool(c.on_step_end(state, loss)) for c in self.items]
+        return any(votes)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {c.state_key: c.state_dict() for c in self.items if c.state_key}
+
+    def load_state_dict(self, states: dict[str, Any]) -> None:
         for c in self.items:
-            c.on_step_end(state, loss)
+            if c.state_key and c.state_key in states:
+                c.load_state_dict(states[c.state_key])
 
     def on_validation(self, state: LoopState, val_loss: float) -> bool:
         """Every callback sees the validation; training stops when any asks."""
@@ -167,16 +200,31 @@ class EarlyStopping(Callback):
 
 
 class EnergyWindows(Callback):
-    """Each phase of the loop in a meter window (``train/epoch-3``, ``train/validate-3``);
+    """Each phase of the loop in a meter window (``train/epoch-3``, ``train/validate-3``),
+    where other callbacks may ``note`` facts for its ledger row;
     ``tick`` journals the meter's readings at every checkpoint, so a crash loses at most the
     energy since the last one (or since the last periodic tick, if sooner)."""
 
     def __init__(self, window: Window, tick: Callable[[], None] | None = None) -> None:
         self.window = window
         self.tick = tick
+        self.open: list[Any] = []
 
-    def phase(self, name: str) -> AbstractContextManager[Any]:
-        return self.window(name)
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        with self.window(name) as handle:
+            self.open.append(handle)
+            try:
+                yield
+            finally:
+                self.open.pop()
+
+    def note(self, **extra: Any) -> None:
+        """Add ``extra`` to the ledger row of the phase now open (e.g. the epsilon spent by the
+        end of an epoch); nothing when no phase is open or the window keeps no notes."""
+        notes = getattr(self.open[-1], "extra", None) if self.open else None
+        if isinstance(notes, dict):
+            notes.update(extra)
 
     def on_checkpoint(self, state: LoopState) -> None:
         if self.tick is not None:

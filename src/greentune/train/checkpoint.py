@@ -74,7 +74,10 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def unwrap(model: torch.nn.Module) -> Any:
-    """The module inside a DDP wrapper (itself otherwise)."""
+    """The module inside a DDP wrapper or Opacus' GradSampleModule (itself otherwise)."""
+    inner = model._modules.get("_module")  # GradSampleModule forwards unknown attributes
+    if isinstance(inner, torch.nn.Module):
+        return unwrap(inner)
     return getattr(model, "module", model)
 
 
@@ -91,8 +94,10 @@ def save_state(
     loop: dict[str, Any],
     best: dict[str, torch.Tensor] | None,
     keep: int,
+    callbacks: dict[str, Any] | None = None,
 ) -> None:
-    """Call on every rank: under FSDP each joins the gathers; rank 0 writes."""
+    """Call on every rank: under FSDP each joins the gathers; rank 0 writes. ``callbacks``:
+    the states of callbacks that keep one (``Callback.state_key``)."""
     sharded = fsdp.is_sharded(model)
     if not sharded and not ranks.is_main():  # DDP replicas are identical: rank 0 saves alone
         return
@@ -104,6 +109,7 @@ def save_state(
         "rng": rng_state(),
         "loop": loop,
         "best": best,
+        "callbacks": callbacks or {},
     }
     if ranks.is_main():
         save_checkpoint(directory, loop["step"], payload, keep)

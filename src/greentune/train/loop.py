@@ -125,7 +125,8 @@ def train(
             loop, best = restore_state(ckpt, model, optimizer, scheduler)
             state = LoopState(**loop)
             resumed_from = state.step
-    setup = SetupContext(model, optimizer, data, state, total_steps, sharded)
+            cbs.load_state_dict(ckpt.get("callbacks") or {})
+    setup = SetupContext(model, optimizer, data, state, total_steps, sharded, cfg.clip_norm)
     # Only a loop that can checkpoint can pause; elsewhere SIGTERM exits at once.
     pausable = pause.pausable() if checkpoint_dir else nullcontext()
     try:
@@ -150,6 +151,8 @@ def train(
             cbs,
             checkpoint_dir,
             t0,
+            setup.clip_norm,
+            setup.average_micro_batches,
         )
         model.train()
         with pausable:
@@ -162,7 +165,7 @@ def train(
                     best = _validate(state, model, validate, state.epoch, cbs, final=True) or best
                 if checkpoint_dir:
                     state.train_s = time.perf_counter() - t0
-                    _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg)
+                    _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg, cbs)
                     cbs.on_checkpoint(state)
                     # a SIGTERM during validation or the save: this checkpoint is the pause's
                     if ranks.all_sum([float(pause.requested())])[0]:
@@ -199,6 +202,8 @@ class _Engine:
     callbacks: Callbacks
     checkpoint_dir: Path | None
     t0: float
+    clip_norm: float | None
+    average_micro_batches: bool
 
 
 def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | None) -> None:
@@ -216,23 +221,24 @@ def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | Non
         # every rank logs the global batch's loss, the same number one process would see; the
         # pause flag rides along, so all ranks agree on it without a collective of its own
         loss_sum, pause_votes = ranks.all_sum([local_sum, float(pause.requested())])
-        if cfg.clip_norm:
-            e.accelerator.clip_grad_norm_(e.trainable_params, cfg.clip_norm)
+        if e.clip_norm:
+            e.accelerator.clip_grad_norm_(e.trainable_params, e.clip_norm)
         e.optimizer.step()
         e.scheduler.step()
         state.step += 1
         state.micro_in_epoch = group.stop
         lr = float(e.scheduler.get_last_lr()[0])
         state.history.append({"step": state.step, "epoch": state.epoch, "loss": loss_sum, "lr": lr})
-        e.callbacks.on_step_end(state, loss_sum)  # before zero_grad: AdaLoRA reads gradients
+        # before zero_grad: AdaLoRA reads gradients
+        stop = e.callbacks.on_step_end(state, loss_sum)
         e.optimizer.zero_grad(set_to_none=True)
-        if cfg.max_steps and state.step >= cfg.max_steps:
+        if stop or (cfg.max_steps and state.step >= cfg.max_steps):
             state.finished = True
             return
         paused = e.checkpoint_dir is not None and pause_votes > 0
         if e.checkpoint_dir and (paused or state.step % cfg.checkpoint_every == 0):
             state.train_s = time.perf_counter() - e.t0
-            _save(e.checkpoint_dir, model, e.optimizer, e.scheduler, state, best, cfg)
+            _save(e.checkpoint_dir, model, e.optimizer, e.scheduler, state, best, cfg, e.callbacks)
             e.callbacks.on_checkpoint(state)
         if paused:
             raise pause.TrainingPaused(state.step)
@@ -245,7 +251,8 @@ def _micro_step(e: _Engine, idx: np.ndarray, group_size: int) -> float:
     loss is weighted by its share (n_r * world / n): the average of the weighted gradients is
     the gradient of the global batch's mean loss, also when the batch does not split evenly.
     A rank left without a sample runs one with weight 0, so every rank joins the all-reduce.
-    Returns this rank's part of the global mean loss (they sum to it).
+    Returns this rank's part of the global mean loss (they sum to it). When the optimizer
+    averages micro-batches itself (DP-SGD), each backward sees the micro-batch's own mean loss.
     """
     world = ranks.world_size()
     local = idx[ranks.rank() :: world]
@@ -256,7 +263,8 @@ def _micro_step(e: _Engine, idx: np.ndarray, group_size: int) -> float:
     with e.accelerator.autocast():
         out = e.model(batch)
         loss = unwrap(e.model).loss(out, batch)
-    e.accelerator.backward(loss * weight / group_size)
+    scale = weight / group_size if e.average_micro_batches else weight
+    e.accelerator.backward(loss * scale)
     return float(loss.detach()) * weight / world / group_size
 
 
@@ -313,5 +321,15 @@ def _save(
     state: LoopState,
     best: dict[str, torch.Tensor] | None,
     cfg: TrainConfig,
+    cbs: Callbacks,
 ) -> None:
-    save_state(directory, model, optimizer, scheduler, asdict(state), best, cfg.keep_checkpoints)
+    save_state(
+        directory,
+        model,
+        optimizer,
+        scheduler,
+        asdict(state),
+        best,
+        cfg.keep_checkpoints,
+        cbs.state_dict(),
+    )

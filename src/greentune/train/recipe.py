@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from greentune.config import RunConfig
 from greentune.registry import Registry
@@ -33,6 +34,9 @@ class RecipeContext:
     caller's."""
     window: Window = no_window
     """The meter's window, for the phases outside the training loop."""
+    privacy: Any = None
+    """Under privacy.dp: the DP-SGD callback (``greentune.privacy.dp.DPTraining``), also in
+    ``callbacks``; its ``summary()`` goes to metrics.json."""
 
     def baseline_callbacks(self) -> list[Callback]:
         """For a network trained as a baseline: its epochs metered, nothing shown."""

@@ -14,6 +14,7 @@ from greentune.energy.session import metered
 from greentune.errors import CheckpointError, GreentuneError, StorageError
 from greentune.evaluate.green import bill_models
 from greentune.io import storage_error
+from greentune.privacy.dp import DPTraining, private_config
 from greentune.rundir import RunDir, RunInfo, clean_stale_temporaries
 from greentune.runlock import Holder, RunLock, RunLockedError, read_holder
 from greentune.tasks import TASKS
@@ -64,7 +65,7 @@ def run(
     log = run_logger(run_dir.log_path, echo) if main else _silent
     pause.install()
     try:
-        cfg = task.resolve_config(cfg)
+        cfg = private_config(task.resolve_config(cfg))
         if main:
             if before is not None and before.status == "crashed" and lock and not lock.inherited:
                 record_crash(run_dir, before, dead, log)
@@ -76,13 +77,16 @@ def run(
             shown = [ProgressBar(progress)] if progress is not None and main else []
             named = build_callbacks(CallbackContext(cfg, log))
             energy = EnergyWindows(meter.window, meter.tick)
+            dp = cfg.privacy.dp
+            private = [DPTraining(dp, cfg.train, cfg.seed, log, energy.note)] if dp.enabled else []
             ctx = RecipeContext(
                 cfg=cfg,
                 run=run_dir,
                 log=log,
                 resume=resume_path is not None,
-                callbacks=[energy, *shown, *named, *callbacks],
+                callbacks=[energy, *private, *shown, *named, *callbacks],
                 window=meter.window,
+                privacy=private[0] if private else None,
             )
             metrics = recipe(ctx)
         if main:

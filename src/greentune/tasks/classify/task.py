@@ -12,6 +12,7 @@ from greentune.data.text import load_text_splits
 from greentune.evaluate.metrics import classification_metrics
 from greentune.evaluate.table import classification_table
 from greentune.models.classifier import TextClassifier
+from greentune.privacy.dp import privacy_line, row_label
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
@@ -83,8 +84,9 @@ class ClassifyTask:
         )
 
     def render(self, metrics: RunMetrics) -> list[Any]:
-        results = {name: r.to_dict() for name, r in metrics.test.items()}
-        return [classification_table(results, "test split")]
+        results = {row_label(metrics.privacy, n): r.to_dict() for n, r in metrics.test.items()}
+        line = privacy_line(metrics.privacy)
+        return [classification_table(results, "test split"), *([f"  {line}"] if line else [])]
 
 
 def soft_cross_entropy(

@@ -12,6 +12,7 @@ from greentune.data.sources import resolve
 from greentune.data.windows import prepare_forecast_data
 from greentune.errors import DataError
 from greentune.evaluate.table import forecast_table, verdict
+from greentune.privacy.dp import privacy_line, row_label
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
@@ -98,9 +99,11 @@ class ForecastTask:
         )
 
     def render(self, metrics: RunMetrics) -> list[Any]:
-        results = {name: r.to_dict() for name, r in metrics.test.items()}
+        results = {row_label(metrics.privacy, n): r.to_dict() for n, r in metrics.test.items()}
         title = "test split (same windows for every model)"
+        line = privacy_line(metrics.privacy)
         return [
             forecast_table(results, metrics.model, title),
             *(f"  {line}" for line in verdict(results, metrics.model)),
+            *([f"  {line}"] if line else []),
         ]

@@ -1,0 +1,419 @@
+"""DP-SGD for every fine-tune, as a training callback that wraps the loop's model, optimizer
+and batches in ``on_setup`` (Opacus' GradSampleModule and DPOptimizer, Poisson batches).
+
+What no plain ``make_private`` call does here:
+- a probe step checks that every trainable tensor gets a correct per-sample gradient before
+  training (peft's IA3 and AdaLoRA vectors get none, Hugging Face's broadcast position ids give
+  the position table one gradient for the whole batch: Opacus stays silent about both);
+- the budget is a hard limit: training stops before a step would spend more than the target;
+- the accountant and both random streams are saved in every checkpoint, so a resumed run goes
+  on spending from where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from greentune.config import DPConfig, RunConfig, TrainConfig, replace
+from greentune.distributed import ranks
+from greentune.errors import CheckpointError, ConfigError
+from greentune.privacy.accounting import Budget
+from greentune.train.callbacks import Callback, LoopState, SetupContext
+
+Log = Callable[[str], None]
+
+UNSUPPORTED_METHODS = {
+    "ia3": "peft keeps IA3's scaling vectors in ParameterDicts that no Opacus grad sampler "
+    "reaches, so their per-sample gradients would be missing",
+    "adalora": "peft keeps AdaLoRA's factors in ParameterDicts that no Opacus grad sampler "
+    "reaches, and its rank allocation would read gradients that were never clipped",
+}
+SHARED_TABLES = ("position_embeddings", "wpe")
+"""Position tables: Hugging Face looks them up with one row of position ids for the whole
+batch, so Opacus sees one gradient where it needs one per sample."""
+PUBLIC_BOUNDS: dict[str, dict[str, tuple[float, float]]] = {
+    "vic2014": {"Demand": (0.0, 12.0), "Temperature": (-10.0, 50.0), "WorkDay": (0.0, 1.0)},
+}
+"""Public ranges for the embedded demo (Victoria's grid peaked near 10.6 GW; its temperature
+record lies inside -10 to 50 C), so a private demo run needs no data.bounds."""
+NON_PRIVATE = "non-private reference"
+
+
+def private_config(cfg: RunConfig) -> RunConfig:
+    """The run's config under ``privacy.dp``: what would touch the training data outside
+    DP-SGD is switched to a data-independent choice, what cannot be made private is refused.
+    ``privacy_notes`` says in words what changed."""
+    dp = cfg.privacy.dp
+    if not dp.enabled:
+        return cfg
+    why = UNSUPPORTED_METHODS.get(cfg.peft.method)
+    if why:
+        raise ConfigError(
+            f"privacy.dp cannot train peft.method={cfg.peft.method}: {why}. Use peft.method=lora "
+            "(or ln, full, frozen)"
+        )
+    if cfg.task != "forecast":
+        return cfg
+    data: dict[str, Any] = {}
+    if cfg.data.scaler == "standard":
+        bounds = cfg.data.bounds or PUBLIC_BOUNDS.get(cfg.data.source, {})
+        data = {"scaler": "bounds", "bounds": bounds}
+    model = {"skip_init": "random"} if cfg.model.skip_init == "ridge" else {}
+    return replace(cfg, data=data, model=model) if data or model else cfg
+
+
+def privacy_notes(cfg: RunConfig) -> list[str]:
+    """What DP changed in a run, in words for the log and metrics.json."""
+    if not cfg.privacy.dp.enabled:
+        return []
+    unit = "one training window" if cfg.task == "forecast" else "one text"
+    notes = [f"the privacy unit is {unit}; validation and test data are not trained on"]
+    if cfg.task == "forecast":
+        if cfg.data.scaler == "bounds":
+            notes.append("inputs scaled by public ranges (data.bounds), not fitted on the data")
+        if cfg.model.linear_skip:
+            notes.append(
+                "the skip path starts at random init: a ridge fitted on the training rows "
+                "would not be private; DP-SGD trains it"
+            )
+    return notes
+
+
+class PoissonBatches:
+    """Batches drawn as DP-SGD's analysis assumes: each step includes every sample with
+    probability ``sample_rate``, independently of the loop's permutation. The step's batch is
+    split into ``group`` micro-batches (virtual batches: one noise draw per step). A
+    micro-batch left empty gets a stand-in sample whose gradient the optimizer discards."""
+
+    def __init__(
+        self,
+        inner: Any,
+        sample_rate: float,
+        steps_per_epoch: int,
+        group: int,
+        batch_size: int,
+        uniform: Callable[[int], np.ndarray],
+        discard: list[bool],
+    ) -> None:
+        self.inner, self.n = inner, len(inner)
+        self.sample_rate, self.group = sample_rate, group
+        self.length = steps_per_epoch * group * batch_size  # the loop plans steps from it
+        self.uniform = uniform
+        self.discard = discard
+        self.calls = 0
+        self.parts: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return self.length
+
+    def get(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        part = self.calls % self.group
+        self.calls += 1
+        if part == 0:
+            chosen = np.flatnonzero(self.uniform(self.n) < self.sample_rate)
+            parts = sorted(np.array_split(chosen, self.group), key=len)  # empty ones first
+            self.discard[:] = [len(p) == 0 for p in parts]
+            self.parts = [p if len(p) else np.zeros(1, dtype=np.int64) for p in parts]
+        return dict(self.inner.get(self.parts[part]))
+
+
+def _dp_optimizer(optimizer: Any, budget: Budget, cfg: DPConfig, expected: float, seed: int) -> Any:
+    from opacus.optimizers import DPOptimizer
+
+    class StandInAwareDPOptimizer(DPOptimizer):  # type: ignore[misc]
+        """Zeroes the per-sample gradients of stand-in samples before clipping; in secure mode
+        reseeds the noise from the operating system's CSPRNG at every step."""
+
+        discard: list[bool]
+
+        def pre_step(self, closure: Any = None) -> Any:
+            if any(self.discard):
+                for p in self.params:
+                    gs = p.grad_sample
+                    parts = gs if isinstance(gs, list) else [gs]
+                    for g, drop in zip(parts, self.discard, strict=False):
+                        if drop:
+                            g.zero_()
+            if cfg.secure_mode:
+                self.generator.manual_seed(int.from_bytes(os.urandom(8), "little"))
+            return super().pre_step(closure)
+
+    generator = torch.Generator().manual_seed(seed)
+    opt = StandInAwareDPOptimizer(
+        optimizer,
+        noise_multiplier=budget.noise_multiplier,
+        max_grad_norm=cfg.max_grad_norm,
+        expected_batch_size=expected,
+        loss_reduction="mean",
+        generator=generator,
+        secure_mode=cfg.secure_mode,
+    )
+    opt.discard = []
+    return opt
+
+
+def wrap_model(model: nn.Module, batches: Any, log: Log) -> tuple[nn.Module, list[str]]:
+    """Opacus' GradSampleModule around ``model``, after a probe step has shown that every
+    trainable tensor gets one correct per-sample gradient; returns (wrapped, frozen names)."""
+    from opacus import GradSampleModule
+    from opacus.validators import ModuleValidator
+
+    # Opacus' full backward hooks on a first layer whose inputs need no gradient: harmless
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ConfigError(
+            "Opacus cannot train this model privately: "
+            + "; ".join(str(e) for e in errors)
+            + ". Choose another backbone or peft.method (lora works with both encoders)"
+        )
+    gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+    bad = _probe(gsm, model, batches)
+    frozen = [n for n in bad if any(t in n for t in SHARED_TABLES)]
+    if frozen:
+        params = dict(model.named_parameters())
+        for name in frozen:
+            params[name].requires_grad_(False)
+        log(
+            f"privacy: {', '.join(frozen)} frozen: the position table is looked up once for "
+            "the whole batch, so it has no per-sample gradient"
+        )
+        bad = _probe(gsm, model, batches)
+    if bad:
+        gsm._close()
+        raise ConfigError(
+            f"Opacus computes no correct per-sample gradient for {len(bad)} trainable tensors "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); training them under DP "
+            "would leave them out or mix samples (opacus #820). Use peft.method=lora or ln"
+        )
+    return gsm, frozen
+
+
+def _probe(gsm: nn.Module, model: nn.Module, batches: Any) -> list[str]:
+    """Trainable tensors without a per-sample gradient of the right size after one forward and
+    backward of two samples; nothing of it is kept (gradients cleared, RNG restored)."""
+    n = min(2, len(batches))
+    batch = batches.get(np.arange(n))
+    with torch.random.fork_rng():
+        loss = model.loss(gsm(batch), batch)  # type: ignore[operator]
+        loss.backward()
+    bad = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        gs = getattr(p, "grad_sample", None)
+        if not isinstance(gs, torch.Tensor) or gs.shape[0] != n or gs.shape[1:] != p.shape:
+            bad.append(name)
+    gsm.zero_grad(set_to_none=True)  # type: ignore[call-arg]
+    return bad
+
+
+class DPTraining(Callback):
+    """Opacus DP-SGD around the loop: per-sample clipping, Gaussian noise, Poisson batches,
+    an accountant, and a budget that stops training before it is exceeded."""
+
+    state_key = "privacy"
+
+    def __init__(
+        self,
+        cfg: DPConfig,
+        train: TrainConfig,
+        seed: int,
+        log: Log,
+        note: Callable[..., None] | None = None,
+    ) -> None:
+        self.cfg, self.train, self.seed, self.log, self.note = cfg, train, seed, log, note
+        self.budget: Budget | None = None
+        self.restored: dict[str, Any] = {}
+        self.epochs: list[dict[str, float]] = []
+        self.stopped_by_budget = False
+        self.frozen: list[str] = []
+        self.total_steps = 0
+        self.gsm: Any = None
+        self.optimizer: Any = None
+        self.sampler = np.random.default_rng([seed, 0x5EED])
+
+    # ------------------------------------------------------------------ checkpoint state
+
+    def state_dict(self) -> dict[str, Any]:
+        b = self.budget
+        return {
+            "history": [list(h) for h in b.history] if b else [],
+            "epochs": list(self.epochs),
+            "sampler": self.sampler.bit_generator.state,
+            "noise": self.optimizer.generator.get_state() if self.optimizer else None,
+            "stopped_by_budget": self.stopped_by_budget,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.restored = state
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_setup(self, ctx: SetupContext) -> None:
+        if ranks.world_size() > 1 or ctx.sharded:
+            raise ConfigError(
+                "privacy.dp trains in one process: DP-SGD across processes needs Opacus' "
+                "DP-DDP with per-rank Poisson sampling, which greentune does not wire; run "
+                "without --nproc"
+            )
+        if ctx.state.step > 0 and not self.restored:
+            raise CheckpointError(
+                f"the checkpoint at step {ctx.state.step} was written without privacy.dp: the "
+                "steps it holds were not private. Start a new run"
+            )
+        n, k, size = len(ctx.batches), self.train.grad_accum, self.train.batch_size
+        steps_per_epoch = math.ceil(n / (size * k))
+        self.total_steps = ctx.total_steps
+        budget = Budget.plan(self.cfg, n, 1.0 / steps_per_epoch, ctx.total_steps)
+        if budget.limit_steps == 0:
+            raise ConfigError(
+                f"privacy.dp.target_epsilon={self.cfg.target_epsilon} is spent by a single step "
+                f"at noise multiplier {budget.noise_multiplier:g}; raise the noise or the target"
+            )
+        if self.restored:
+            budget.history = [(float(s), float(q), int(t)) for s, q, t in self.restored["history"]]
+            self.epochs = list(self.restored.get("epochs") or [])
+            self.stopped_by_budget = bool(self.restored.get("stopped_by_budget"))
+            if self.restored.get("sampler"):
+                self.sampler.bit_generator.state = self.restored["sampler"]
+            self.log(
+                f"privacy: resumed at step {budget.steps} with epsilon {budget.epsilon():.3g} "
+                "already spent"
+            )
+        self.budget = budget
+        self.gsm, self.frozen = wrap_model(ctx.model, ctx.batches, self.log)
+        expected = budget.sample_rate * n / k if self.cfg.poisson_sampling else float(size)
+        self.optimizer = _dp_optimizer(ctx.optimizer, budget, self.cfg, expected, self.seed)
+        if self.restored.get("noise") is not None:
+            self.optimizer.generator.set_state(self.restored["noise"])
+        if self.cfg.poisson_sampling:
+            ctx.batches = PoissonBatches(
+                ctx.batches,
+                budget.sample_rate,
+                steps_per_epoch,
+                k,
+                size,
+                self._uniform,
+                self.optimizer.discard,
+            )
+        ctx.model, ctx.optimizer = self.gsm, self.optimizer
+        ctx.clip_norm, ctx.average_micro_batches = None, False
+        limit = (
+            f", at most {budget.limit_steps} steps within epsilon {self.cfg.target_epsilon:g}"
+            if budget.limit_steps is not None
+            else " (no target_epsilon: no limit)"
+        )
+        self.log(
+            f"privacy: DP-SGD (Opacus), noise multiplier {budget.noise_multiplier:.4g}, clip "
+            f"{self.cfg.max_grad_norm:g}, sample rate {budget.sample_rate:.4g} "
+            f"({'Poisson' if self.cfg.poisson_sampling else 'shuffled fixed-size'} batches of "
+            f"~{budget.sample_rate * n:.0f}), delta {budget.delta:.3g}, {self.cfg.accountant} "
+            f"accountant{limit}"
+        )
+
+    def _uniform(self, n: int) -> np.ndarray:
+        if self.cfg.secure_mode:
+            raw = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
+            return raw.astype(np.float64) / 2.0**64
+        return self.sampler.random(n)
+
+    def on_step_end(self, state: LoopState, loss: float) -> bool:
+        assert self.budget is not None
+        self.budget.spend(1)
+        if self.budget.exhausted() and state.step < self.total_steps:
+            self.stopped_by_budget = True
+            self.log(
+                f"privacy: stopping after step {state.step}: one more step would spend more "
+                f"than epsilon {self.cfg.target_epsilon:g} (spent {self.budget.epsilon():.4g})"
+            )
+            return True
+        return False
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        yield
+        if name.startswith("epoch-") and self.note is not None and self.budget is not None:
+            self.note(epsilon=self.budget.epsilon(), delta=self.budget.delta)
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        assert self.budget is not None
+        eps = self.budget.epsilon()
+        self.epochs.append({"epoch": state.epoch - 1, "step": state.step, "epsilon": eps})
+        self.log(f"privacy: epsilon {eps:.4g} spent after epoch {state.epoch - 1}")
+
+    def on_end(self, state: LoopState) -> None:
+        if self.gsm is not None:
+            self.gsm._close()  # the hooks go; the trained module stays as it is
+
+    def summary(self) -> dict[str, Any]:
+        """metrics.json's ``privacy``: the guarantee and how it was spent."""
+        b = self.budget
+        if b is None:
+            return {}
+        return {
+            "mechanism": "DP-SGD (Opacus): per-sample clipping, Gaussian noise",
+            "epsilon": b.epsilon(),
+            "delta": b.delta,
+            "target_epsilon": self.cfg.target_epsilon,
+            "noise_multiplier": b.noise_multiplier,
+            "max_grad_norm": self.cfg.max_grad_norm,
+            "sample_rate": b.sample_rate,
+            "training_samples": b.n,
+            "steps": b.steps,
+            "accountant": self.cfg.accountant,
+            "poisson_sampling": self.cfg.poisson_sampling,
+            "secure_mode": self.cfg.secure_mode,
+            "stopped_by_budget": self.stopped_by_budget,
+            "epochs": self.epochs,
+            "frozen": self.frozen,
+        }
+
+
+FITTED_ON_NOTHING = ("seasonal_naive_daily", "seasonal_naive_weekly")
+"""Baselines that read only each test window's own history: no training data to protect."""
+
+
+def privacy_report(
+    cfg: RunConfig, dp: DPTraining | None, rows: list[str], model: str
+) -> dict[str, Any] | None:
+    """metrics.json's ``privacy`` (None without DP): the callback's summary, the privacy unit,
+    what DP changed, and the rows of the table fitted on raw training data."""
+    if dp is None:
+        return None
+    return {
+        **dp.summary(),
+        "unit": "training window" if cfg.task == "forecast" else "text",
+        "notes": privacy_notes(cfg),
+        "non_private_reference": [r for r in rows if r != model and r not in FITTED_ON_NOTHING],
+    }
+
+
+def row_label(privacy: dict[str, Any] | None, name: str) -> str:
+    """A table row's name, marked when it is a non-private reference."""
+    refs = (privacy or {}).get("non_private_reference") or []
+    return f"{name} ({NON_PRIVATE})" if name in refs else name
+
+
+def privacy_line(privacy: dict[str, Any] | None) -> str | None:
+    """One sentence on the guarantee a run's model has, for the printed table."""
+    if not privacy:
+        return None
+    target = privacy.get("target_epsilon")
+    of = f" of the {target:g} budget" if target is not None else ""
+    stop = "; stopped by the budget" if privacy.get("stopped_by_budget") else ""
+    return (
+        f"privacy: ({privacy['epsilon']:.3g}, {privacy['delta']:.2g})-DP per "
+        f"{privacy.get('unit', 'sample')}: epsilon {privacy['epsilon']:.3g} spent{of} in "
+        f"{privacy['steps']} steps{stop}; rows marked ({NON_PRIVATE}) were fitted on the raw "
+        "training data"
+    )

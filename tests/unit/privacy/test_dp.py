@@ -1,0 +1,248 @@
+"""DP-SGD through the training callbacks: per-sample gradients are right, no noise and no
+clipping give the non-private run step for step, the budget stops training, a resumed run
+goes on spending from its checkpoint, and what Opacus cannot do is refused in one sentence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from greentune.config import DPConfig, TrainConfig, load_config
+from greentune.data.windows import prepare_forecast_data
+from greentune.distributed import ranks
+from greentune.errors import CheckpointError, ConfigError
+from greentune.privacy.accounting import Budget
+from greentune.privacy.dp import (
+    DPTraining,
+    PoissonBatches,
+    _dp_optimizer,
+    private_config,
+    wrap_model,
+)
+from greentune.tasks import TASKS
+from greentune.tasks.forecast.batches import make_batches
+from greentune.tasks.forecast.model import build_model
+from greentune.train.callbacks import Callback
+from greentune.train.loop import train
+from tests.conftest import make_series, series_overrides
+from tests.unit.test_loop import Toy, ToyData, losses
+
+QUIET = {"log": lambda m: None}
+
+
+def _forecaster(tmp_path: Path, *extra: str):
+    csv = tmp_path / "load.csv"
+    make_series().to_csv(csv, index=False)
+    cfg = load_config(None, [*series_overrides(csv, tmp_path / "runs"), *extra])
+    cfg = TASKS.get("forecast").resolve_config(cfg)
+    data = prepare_forecast_data(cfg.data)
+    model, tok = build_model(cfg, data, 10)
+    return model, make_batches(cfg, data, data.train.origins, tok)
+
+
+@pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-gpt2"])
+@pytest.mark.parametrize("encoder", ["patch", "text"])
+def test_per_sample_gradients_equal_a_per_sample_loop(tmp_path, backbone, encoder):
+    model, batches = _forecaster(
+        tmp_path, f"model.backbone={backbone}", f"model.encoder={encoder}", "peft.method=lora"
+    )
+    gsm, frozen = wrap_model(model, batches, **QUIET)
+    assert frozen == []
+    batch = batches.get(np.arange(5))
+    model.loss(gsm(batch), batch).backward()
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    per_sample = {n: p.grad_sample.clone() for n, p in params.items()}
+    assert len(per_sample) == len(params) > 0
+    gsm.disable_hooks()
+    for i in range(5):
+        model.zero_grad()
+        one = {k: v[i : i + 1] for k, v in batch.items()}
+        model.loss(model(one), one).backward()
+        for name, p in params.items():
+            torch.testing.assert_close(per_sample[name][i], p.grad, atol=1e-6, rtol=1e-4)
+    gsm._close()
+
+
+@pytest.mark.parametrize("method", ["ia3", "adalora"])
+def test_methods_opacus_cannot_see_are_refused(method):
+    cfg = load_config(None, [f"peft.method={method}", "privacy.dp.target_epsilon=8"])
+    with pytest.raises(
+        ConfigError, match=rf"cannot train peft.method={method}: .*ParameterDict.*lora"
+    ):
+        private_config(cfg)
+
+
+def test_full_fine_tuning_freezes_the_shared_position_table(tmp_path):
+    model, batches = _forecaster(tmp_path, "peft.method=full")
+    gsm, frozen = wrap_model(model, batches, **QUIET)
+    assert frozen == ["backbone.embeddings.position_embeddings.weight"]
+    assert not dict(model.named_parameters())[frozen[0]].requires_grad
+    gsm._close()
+
+
+def test_a_validator_complaint_is_one_clear_error():
+    class WithBatchNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.norm = nn.Linear(8, 1), nn.BatchNorm1d(1)
+
+        def forward(self, batch):
+            return self.norm(self.lin(batch["x"])).squeeze(-1)
+
+        def loss(self, out, batch):
+            return ((out - batch["y"]) ** 2).mean()
+
+    with pytest.raises(ConfigError, match=r"Opacus cannot train this model privately: .*BatchNorm"):
+        wrap_model(WithBatchNorm(), ToyData(), **QUIET)
+
+
+def test_private_config_makes_data_independent_choices():
+    cfg = private_config(load_config(None, ["privacy.dp.target_epsilon=3"]))
+    assert cfg.data.scaler == "bounds" and cfg.data.bounds["Demand"] == (0.0, 12.0)
+    assert cfg.model.skip_init == "random"
+    plain = load_config(None, [])
+    assert private_config(plain) is plain
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = {"epochs": 3, "batch_size": 16, "patience": None, "clip_norm": None, "lr": 1e-2}
+    return TrainConfig(**{**base, **kw})
+
+
+def _dp(cfg: DPConfig, seed: int = 0, train_cfg: TrainConfig | None = None) -> DPTraining:
+    return DPTraining(cfg, train_cfg or _cfg(), seed, lambda m: None)
+
+
+def test_no_noise_and_no_clipping_equal_the_non_private_run_step_for_step():
+    data = ToyData(96)  # 6 full batches of 16: the same mean in both
+    plain_model, dp_model = Toy(), Toy()
+    plain = train(plain_model, data, _cfg(), seed=3)
+    dp = DPConfig(noise_multiplier=0.0, max_grad_norm=1e9, poisson_sampling=False)
+    private = train(dp_model, data, _cfg(), seed=3, callbacks=[_dp(dp)])
+    np.testing.assert_allclose(losses(private), losses(plain), rtol=1e-5)
+    for a, b in zip(plain_model.parameters(), dp_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_noise_and_clipping_change_the_steps():
+    data = ToyData(96)
+    plain = train(Toy(), data, _cfg(), seed=3)
+    dp = DPConfig(noise_multiplier=1.0, max_grad_norm=0.1)
+    private = train(Toy(), data, _cfg(), seed=3, callbacks=[_dp(dp)])
+    assert losses(private)[0] == pytest.approx(losses(plain)[0], rel=0.5)
+    assert not np.allclose(losses(private), losses(plain))
+
+
+def test_the_budget_stops_training_before_it_is_exceeded():
+    cb = _dp(DPConfig(target_epsilon=3.0, noise_multiplier=1.0))
+    result = train(Toy(), ToyData(96), _cfg(epochs=40), seed=0, callbacks=[cb])
+    budget = cb.budget
+    assert budget is not None and cb.stopped_by_budget
+    assert result.state.step == budget.limit_steps < 40 * 6
+    assert budget.epsilon() <= 3.0
+    budget.spend()
+    assert budget.epsilon() > 3.0
+    assert [e["epoch"] for e in cb.epochs] == list(range(len(cb.epochs)))
+
+
+class Interrupt(Callback):
+    def on_step_end(self, state, loss):
+        if state.step == 7:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_goes_on_spending_from_its_checkpoint(tmp_path):
+    dp = DPConfig(target_epsilon=20.0)
+    cfg = _cfg(epochs=3, checkpoint_every=5)
+    whole_cb = _dp(dp)
+    whole = train(Toy(), ToyData(96), cfg, seed=1, callbacks=[whole_cb])
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            Toy(), ToyData(96), cfg, seed=1, checkpoint_dir=ckpt, callbacks=[_dp(dp), Interrupt()]
+        )
+    resumed_cb = _dp(dp)
+    resumed = train(
+        Toy(), ToyData(96), cfg, seed=1, checkpoint_dir=ckpt, resume=True, callbacks=[resumed_cb]
+    )
+    assert resumed.resumed_from_step == 6  # the checkpoint at the end of epoch 0
+    assert resumed_cb.budget is not None and whole_cb.budget is not None
+    assert resumed_cb.budget.steps == whole_cb.budget.steps == whole.state.step
+    assert resumed_cb.budget.epsilon() == pytest.approx(whole_cb.budget.epsilon())
+    # the Poisson sampler and the noise continue where they were: the same steps
+    np.testing.assert_allclose(losses(resumed), losses(whole), rtol=1e-5)
+
+
+def test_a_checkpoint_written_without_dp_is_not_resumed_privately(tmp_path):
+    cfg = _cfg(epochs=1, checkpoint_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(Toy(), ToyData(160), cfg, seed=1, checkpoint_dir=tmp_path, callbacks=[Interrupt()])
+    with pytest.raises(CheckpointError, match="written without privacy.dp"):
+        train(
+            Toy(),
+            ToyData(160),
+            cfg,
+            seed=1,
+            checkpoint_dir=tmp_path,
+            resume=True,
+            callbacks=[_dp(DPConfig(target_epsilon=5.0))],
+        )
+
+
+def test_several_processes_are_refused(monkeypatch):
+    monkeypatch.setattr(ranks, "world_size", lambda: 2)
+    cb = _dp(DPConfig(target_epsilon=5.0))
+    with pytest.raises(ConfigError, match="one process: .*without --nproc"):
+        cb.on_setup(type("Ctx", (), {"sharded": False})())
+
+
+def test_poisson_batches_draw_fresh_samples_and_put_empty_parts_first():
+    draws = iter([np.array([0.01, 0.9, 0.02, 0.9, 0.9]), np.full(5, 0.9)])
+    seen: list[list[int]] = []
+
+    class Inner:
+        def __len__(self) -> int:
+            return 5
+
+        def get(self, idx):
+            seen.append(list(idx))
+            return {"x": torch.zeros(len(idx))}
+
+    discard: list[bool] = []
+    batches = PoissonBatches(Inner(), 0.05, 20, 3, 2, lambda n: next(draws), discard)
+    assert len(batches) == 20 * 3 * 2
+    for _ in range(3):
+        batches.get(np.arange(2))
+    assert seen == [[0], [0], [2]] and discard == [True, False, False]
+    for _ in range(3):
+        batches.get(np.arange(2))
+    assert discard == [True, True, True]
+
+
+def test_a_stand_in_samples_gradient_is_discarded():
+    model = Toy()
+    data = ToyData(8)
+    gsm, _ = wrap_model(model, data, **QUIET)
+    budget = Budget(DPConfig(noise_multiplier=0.0), 8, 0.5, noise_multiplier=0.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = _dp_optimizer(
+        torch.optim.SGD(params, lr=1.0), budget, DPConfig(max_grad_norm=1e9), 2.0, 0
+    )
+    before = [p.detach().clone() for p in params]
+    opt.discard[:] = [True, False]
+    for idx in (np.array([5]), np.array([1, 2])):  # the stand-in first, then the real part
+        batch = data.get(idx)
+        model.loss(gsm(batch), batch).backward()
+    opt.step()
+    # the step equals plain SGD on samples 1 and 2 only, summed and divided by 2 x 2 parts
+    ref = Toy()
+    ref_params = [p for p in ref.parameters()]
+    batch = data.get(np.array([1, 2]))
+    (ref.loss(ref(batch), batch) * 2 / 4).backward()
+    for p, b, r in zip(params, before, ref_params, strict=True):
+        torch.testing.assert_close(p.detach(), b - r.grad, atol=1e-6, rtol=1e-5)
+    gsm._close()
