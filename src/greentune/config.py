@@ -111,7 +111,10 @@ class TextDataConfig:
     val: str = "0.1"
     """Fraction held out for validation (rows are shuffled with the run seed first)."""
     test: str = "0.2"
-    """Fraction held out for test."""
+    """Fraction held out for test (ignored when ``test_path`` is given)."""
+    test_path: str | None = None
+    """A separate file for the test split (e.g. SST-2's dev set), same columns as ``path``;
+    validation is then cut from ``path`` alone."""
     max_length: int = 128
     """Tokens per text; batches are padded to their longest text only."""
 
@@ -139,9 +142,10 @@ class ModelConfig:
     """Quantiles the head predicts (pinball loss); empty: point forecast with MSE."""
     linear_skip: bool = True
     """Add a linear path from the flattened inputs to the output (DLinear-style residual)."""
-    skip_init: Literal["ridge", "random"] = "ridge"
+    skip_init: Literal["ridge", "seasonal", "random"] = "ridge"
     """ridge: start the skip path at the closed-form ridge fit (the `linear` baseline), so the
-    transformer learns what the linear model misses; random: default initialisation."""
+    transformer learns what the linear model misses; seasonal: at the weekly (else daily)
+    seasonal naive, fitted on nothing (what privacy.dp uses); random: default initialisation."""
     pooling: Literal["cls", "mean"] = "mean"
     """Pooling of token states for the text encoder and the classifier."""
 

@@ -33,10 +33,12 @@ class TextSplits:
     origin: str
 
 
-def read_text_table(cfg: TextDataConfig) -> tuple[pd.DataFrame, str]:
-    if not cfg.path:
+def read_text_table(cfg: TextDataConfig, file: str | None = None) -> tuple[pd.DataFrame, str]:
+    """``file`` (default ``text.path``) as a frame, and its name for messages."""
+    file = file or cfg.path
+    if not file:
         raise ConfigError("task=classify needs text.path (CSV, JSONL or a datasets folder)")
-    path = Path(cfg.path).expanduser()
+    path = Path(file).expanduser()
     if not path.exists():
         raise DataError(f"{path}: file not found")
     try:
@@ -57,27 +59,16 @@ def read_text_table(cfg: TextDataConfig) -> tuple[pd.DataFrame, str]:
 
 
 def load_text_splits(cfg: TextDataConfig, seed: int) -> TextSplits:
-    frame, origin = read_text_table(cfg)
-    for key, col in (("text.text_col", cfg.text_col), ("text.label_col", cfg.label_col)):
-        if col not in frame.columns:
-            raise DataError(
-                f"{origin}: column {col!r} ({key}) not found; columns are: "
-                f"{', '.join(map(str, frame.columns))}"
-            )
-    texts, labels = frame[cfg.text_col], frame[cfg.label_col]
-    for col, series in ((cfg.text_col, texts), (cfg.label_col, labels)):
-        empty = series.isna() | (series.astype(str).str.strip() == "")
-        if empty.any():
-            row = int(np.argmax(empty.to_numpy())) + 1
-            raise DataError(
-                f"{origin}: column {col!r} is empty at row {row}; fill or drop that row"
-            )
-    names = sorted(labels.astype(str).unique())
+    frame, origin = _checked_table(cfg, None)
+    held = _checked_table(cfg, cfg.test_path) if cfg.test_path else None
+    labels = frame[cfg.label_col].astype(str)
+    names = sorted(set(labels) | (set(held[0][cfg.label_col].astype(str)) if held else set()))
     if len(names) < 2:
         raise DataError(f"{origin}: column {cfg.label_col!r} has one class ({names[0]}); need >= 2")
-    ids = labels.astype(str).map({n: i for i, n in enumerate(names)}).to_numpy()
+    index = {n: i for i, n in enumerate(names)}
+    ids = labels.map(index).to_numpy()
     order = np.random.default_rng(seed).permutation(len(frame))
-    n_test = _count(cfg.test, len(frame), "text.test")
+    n_test = 0 if held else _count(cfg.test, len(frame), "text.test")
     n_val = _count(cfg.val, len(frame), "text.val")
     if len(frame) - n_test - n_val < 2:
         raise DataError(f"{origin}: {len(frame)} rows are too few for the val/test fractions")
@@ -86,13 +77,34 @@ def load_text_splits(cfg: TextDataConfig, seed: int) -> TextSplits:
         "val": order[n_test : n_test + n_val],
         "train": order[n_test + n_val :],
     }
-    text_list = texts.astype(str).tolist()
-    return TextSplits(
-        {k: [text_list[i] for i in v] for k, v in parts.items()},
-        {k: ids[v].astype(np.int64) for k, v in parts.items()},
-        names,
-        origin,
-    )
+    text_list = frame[cfg.text_col].astype(str).tolist()
+    texts = {k: [text_list[i] for i in v] for k, v in parts.items()}
+    label_ids = {k: ids[v].astype(np.int64) for k, v in parts.items()}
+    if held:
+        texts["test"] = held[0][cfg.text_col].astype(str).tolist()
+        label_ids["test"] = held[0][cfg.label_col].astype(str).map(index).to_numpy(np.int64)
+        origin = f"{origin} (test: {held[1]})"
+    return TextSplits(texts, label_ids, names, origin)
+
+
+def _checked_table(cfg: TextDataConfig, file: str | None) -> tuple[pd.DataFrame, str]:
+    """The table with its text and label columns present and never empty."""
+    frame, origin = read_text_table(cfg, file)
+    for key, col in (("text.text_col", cfg.text_col), ("text.label_col", cfg.label_col)):
+        if col not in frame.columns:
+            raise DataError(
+                f"{origin}: column {col!r} ({key}) not found; columns are: "
+                f"{', '.join(map(str, frame.columns))}"
+            )
+    for col in (cfg.text_col, cfg.label_col):
+        series = frame[col]
+        empty = series.isna() | (series.astype(str).str.strip() == "")
+        if empty.any():
+            row = int(np.argmax(empty.to_numpy())) + 1
+            raise DataError(
+                f"{origin}: column {col!r} is empty at row {row}; fill or drop that row"
+            )
+    return frame, origin
 
 
 def _count(spec: str, n: int, key: str) -> int:

@@ -67,7 +67,7 @@ def private_config(cfg: RunConfig) -> RunConfig:
     if cfg.data.scaler == "standard":
         bounds = cfg.data.bounds or PUBLIC_BOUNDS.get(cfg.data.source, {})
         data = {"scaler": "bounds", "bounds": bounds}
-    model = {"skip_init": "random"} if cfg.model.skip_init == "ridge" else {}
+    model = {"skip_init": "seasonal"} if cfg.model.skip_init == "ridge" else {}
     return replace(cfg, data=data, model=model) if data or model else cfg
 
 
@@ -80,10 +80,10 @@ def privacy_notes(cfg: RunConfig) -> list[str]:
     if cfg.task == "forecast":
         if cfg.data.scaler == "bounds":
             notes.append("inputs scaled by public ranges (data.bounds), not fitted on the data")
-        if cfg.model.linear_skip:
+        if cfg.model.linear_skip and cfg.model.skip_init != "ridge":
             notes.append(
-                "the skip path starts at random init: a ridge fitted on the training rows "
-                "would not be private; DP-SGD trains it"
+                f"the skip path starts at {cfg.model.skip_init} init, not at a ridge fitted on "
+                "the training rows (which would not be private)"
             )
     return notes
 

@@ -103,7 +103,7 @@ def test_a_validator_complaint_is_one_clear_error():
 def test_private_config_makes_data_independent_choices():
     cfg = private_config(load_config(None, ["privacy.dp.target_epsilon=3"]))
     assert cfg.data.scaler == "bounds" and cfg.data.bounds["Demand"] == (0.0, 12.0)
-    assert cfg.model.skip_init == "random"
+    assert cfg.model.skip_init == "seasonal"
     plain = load_config(None, [])
     assert private_config(plain) is plain
 
@@ -246,3 +246,24 @@ def test_a_stand_in_samples_gradient_is_discarded():
     for p, b, r in zip(params, before, ref_params, strict=True):
         torch.testing.assert_close(p.detach(), b - r.grad, atol=1e-6, rtol=1e-5)
     gsm._close()
+
+
+def test_the_seasonal_skip_start_is_the_seasonal_naive(tmp_path):
+    from greentune.tasks.forecast.skip import seasonal_skip
+
+    csv = tmp_path / "load.csv"
+    make_series().to_csv(csv, index=False)
+    cfg = TASKS.get("forecast").resolve_config(
+        load_config(None, series_overrides(csv, tmp_path / "runs"))
+    )
+    data = prepare_forecast_data(cfg.data)
+    skip = seasonal_skip(data, 3, lambda m: None)
+    model, _ = build_model(cfg, data, 10, skip)
+    batch = make_batches(cfg, data, data.train.origins[:4], None).get(np.arange(4))
+    with torch.no_grad():
+        out = model(batch)
+    # hourly data, 48 h of context, 24 h ahead: a week does not fit, so one day back
+    expected = batch["past"][:, 24:48, 0]
+    for q in range(3):
+        torch.testing.assert_close(out[:, :, 0, q], expected)
+    assert model.skip is not None and not model.skip.weight.requires_grad

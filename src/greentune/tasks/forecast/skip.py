@@ -18,7 +18,7 @@ from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
 from greentune.errors import DataError
-from greentune.evaluate.baselines import LinearFit, fit_linear
+from greentune.evaluate.baselines import LinearFit, fit_linear, seasonal_lags, steps_per
 
 Log = Callable[[str], None]
 RIDGE_FILE = "ridge-skip.npz"
@@ -53,8 +53,10 @@ def ridge_skip(
     the others, which would otherwise burn the same CPU seconds for the same numbers. With a
     ``cache`` file the fit is saved once and a resumed run loads it instead of fitting again
     (on Victoria the fit is most of a short run's energy: a paused job would pay it per chunk)."""
-    if not (cfg.model.linear_skip and cfg.model.skip_init == "ridge"):
+    if not cfg.model.linear_skip or cfg.model.skip_init == "random":
         return None, 0.0
+    if cfg.model.skip_init == "seasonal":
+        return seasonal_skip(data, max(1, len(cfg.model.quantiles)), log), 0.0
     if ranks.world_size() == 1:
         return _cached_ridge_skip(cfg, data, log, cache)
     sent: tuple[SkipInit, float] | DataError | None = None
@@ -69,6 +71,29 @@ def ridge_skip(
     data.cache.setdefault("ridge", sent[0].fit)
     return sent
 
+
+def seasonal_skip(data: ForecastData, quantiles: int, log: Log) -> SkipInit:
+    """The skip path as a seasonal naive: each horizon step copies its target one week earlier
+    (one day when the context is shorter than a week, the last value when shorter than a day).
+    Fitted on nothing, so a private run can start from it."""
+    L, H = data.context_length, data.horizon
+    for period in ("7D", "1D"):
+        m = steps_per(data, period)
+        if m * -(-H // m) <= L:
+            break
+    else:
+        m, period = 1, "last value"
+    source = L + np.arange(H) - seasonal_lags(H, m)  # position in the context per step
+    t = 1 if data.channel_independent else data.n_targets
+    channels = len(data.columns) - (data.n_targets - 1 if data.channel_independent else 0)
+    n_in = L * channels + H * len(data.known_cols)
+    weight = np.zeros((n_in, H * t))
+    for h, pos in enumerate(source):
+        for j in range(t):
+            weight[pos * channels + j, h * t + j] = 1.0
+    fit = LinearFit(weight, np.zeros(n_in), np.zeros(H * t), 0.0, 0.0)
+    log(f"skip path: the seasonal naive ({period} back), fitted on nothing, weights frozen")
+    return SkipInit(fit, np.zeros((quantiles, H * t)))
 
 def _cached_ridge_skip(
     cfg: RunConfig, data: ForecastData, log: Log, cache: Path | None

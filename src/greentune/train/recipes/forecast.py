@@ -103,7 +103,8 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
             continue  # one-process baselines run on rank 0; the ablation trains on every rank
         with window(f"baseline/{baseline}"):
             bfc = _baseline(baseline, ctx, data, test, skip, skip_s)
-        reused = ("train/ridge-skip",) if skip and baseline in ("linear", RANDOM_INIT) else ()
+        ridge = skip is not None and cfg.model.skip_init == "ridge"
+        reused = ("train/ridge-skip",) if ridge and baseline in ("linear", RANDOM_INIT) else ()
         results[baseline] = ModelResult(
             evaluate_forecast(data, test, bfc, season),
             fit_s=bfc.fit_s,

@@ -1,0 +1,311 @@
+"""Differential privacy: what DP-SGD costs in quality, time and energy, and what it buys against
+a membership-inference attack. Every number comes from `greentune run` / `greentune privacy
+audit` on real data, private and non-private side by side, medians over seeds.
+
+    .venv/bin/python benchmarks/privacy.py [--stages tune,quality,audit] [--seeds 0,1,2]
+
+- victoria: the embedded Victoria 2014 demo (day-ahead, 48 half-hours; test = last 8 weeks);
+- sst2: SST-2 (../shared/data/text/sst2): a seeded sample of the training phrases, the 872 dev
+  sentences as the test split (text.test_path), 10 % of the sample for validation.
+
+Stages:
+- tune: learning rate x batch (virtual batches under DP: batch_size x grad_accum) on seed 0,
+  chosen by validation loss (never test) for the non-private arm and for DP at epsilon 8; the
+  DP choice is used at every epsilon. Same grid, same epochs for both arms.
+- quality: non-private, and DP at epsilon 1, 3 and 8, each with its chosen settings and the same
+  epochs, seeds 0..2; test MAPE / dev accuracy, training samples/s and energy beside every row.
+  Victoria adds "non-private, private recipe": no noise, but the data-independent choices DP
+  needs (public-bounds scaler, a skip path not fitted on the data), so the cost of the noise
+  and the cost of those choices show apart.
+- audit: loss-threshold membership inference on the SST-2 models (seed 0) and on a deliberately
+  overfitted small-data model (200 phrases, 30 epochs), non-private vs epsilon 8 vs epsilon 1.
+
+Writes benchmarks/results/privacy.json and privacy.md. Runs land in
+benchmarks/results/runs/privacy/ (not in git); a finished run is reused when the script runs
+again, so an interrupted benchmark continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine_info
+
+import greentune as gt
+from greentune.cli import quiet_libraries
+from greentune.config import build_config
+from greentune.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = RESULTS / "runs" / "privacy"
+SST2 = ROOT.parent / "shared" / "data" / "text" / "sst2"
+EPSILONS = (1.0, 3.0, 8.0)
+GRID = {"lr": (3e-4, 3e-3), "batch": ((32, 1), (32, 8))}  # (batch_size, grad_accum)
+
+VICTORIA = [
+    "data.source=vic2014",
+    "data.test=56D",
+    "data.val=56D",
+    "train.epochs=6",
+    "energy.carbon=static:AU",
+]
+NAIVES = "eval.baselines=[seasonal_naive_daily,seasonal_naive_weekly]"
+REFERENCES = "eval.baselines=[seasonal_naive_daily,seasonal_naive_weekly,linear,lightgbm]"
+PRIVATE_RECIPE = ["data.scaler=bounds", "model.skip_init=seasonal"]
+
+
+def sst2_args(n_train: int, seed: int) -> list[str]:
+    """A seeded sample of SST-2's training phrases (written under the runs folder, never the
+    repo), tested on the dev sentences."""
+    import pandas as pd
+
+    path = RUNS / "data" / f"sst2-train-{n_train}-{seed}.csv"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame = pd.read_csv(SST2 / "train.csv").sample(n=n_train, random_state=seed)
+        frame.to_csv(path, index=False)
+    return [
+        "task=classify",
+        f"text.path={path}",
+        f"text.test_path={SST2 / 'dev.csv'}",
+        "text.val=0.1",
+        "text.max_length=64",
+        "energy.carbon=static:WORLD",
+    ]
+
+
+def run(name: str, overrides: list[str]) -> dict[str, Any]:
+    """One run (reused when it finished before); its metrics and wall time."""
+    path = RUNS / name
+    if (path / "metrics.json").is_file() and RunDir.open(path).info.status == "complete":
+        metrics = RunDir.open(path).metrics.to_dict()
+        metrics["reused"] = True
+        return metrics
+    cfg = build_config(overrides=[*overrides, f"output_dir={RUNS}", f"name={name}"])
+    t0 = time.perf_counter()
+    done = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
+    metrics = done.metrics.to_dict()
+    metrics["wall_s"] = time.perf_counter() - t0
+    (path / "bench-wall.json").write_text(json.dumps({"wall_s": metrics["wall_s"]}))
+    return metrics
+
+
+def arm_args(eps: float | None) -> list[str]:
+    return [] if eps is None else [f"privacy.dp.target_epsilon={eps:g}"]
+
+
+def setting_args(s: dict[str, Any]) -> list[str]:
+    return [
+        f"train.lr={s['lr']}",
+        f"train.batch_size={s['batch']}",
+        f"train.grad_accum={s['accum']}",
+    ]
+
+
+def tune(dataset: str, base: list[str], extra: list[str]) -> dict[str, Any]:
+    """Per arm (non-private, DP at epsilon 8): the grid point with the lowest validation loss."""
+    chosen: dict[str, Any] = {}
+    for arm, eps in (("non-private", None), ("dp", 8.0)):
+        scores = []
+        for lr in GRID["lr"]:
+            for batch, accum in GRID["batch"]:
+                s = {"lr": lr, "batch": batch, "accum": accum}
+                name = f"{dataset}-tune-{arm}-lr{lr:g}-b{batch}x{accum}"
+                m = run(name, [*base, *extra, *arm_args(eps), *setting_args(s), "seed=0"])
+                scores.append({**s, "val_loss": m["training"]["best_val_loss"]})
+        best = min(scores, key=lambda r: r["val_loss"])
+        chosen[arm] = {"grid": scores, "chosen": best}
+        print(f"{dataset} {arm}: chose {best}", flush=True)
+    return chosen
+
+
+def quality_rows(
+    dataset: str, base: list[str], chosen: dict[str, Any], seeds: list[int], headline: str
+) -> dict[str, Any]:
+    """Every arm x seed: test quality, training throughput and energy; medians and ranges."""
+    arms: list[tuple[str, float | None, list[str]]] = [
+        ("non-private", None, setting_args(chosen["non-private"]["chosen"]))
+    ]
+    if dataset == "victoria":
+        arms.append(
+            (
+                "non-private, private recipe",
+                None,
+                [*PRIVATE_RECIPE, *setting_args(chosen["non-private"]["chosen"])],
+            )
+        )
+    arms += [(f"dp eps={e:g}", e, setting_args(chosen["dp"]["chosen"])) for e in EPSILONS]
+    out: dict[str, Any] = {}
+    for label, eps, settings in arms:
+        per_seed = []
+        for seed in seeds:
+            slug = label.replace(" ", "-").replace(",", "").replace("=", "")
+            refs = REFERENCES if dataset == "victoria" and seed == seeds[0] else NAIVES
+            extra = [refs] if dataset == "victoria" else []
+            m = run(
+                f"{dataset}-{slug}-s{seed}",
+                [*base, *extra, *arm_args(eps), *settings, f"seed={seed}"],
+            )
+            per_seed.append(_row(m, headline))
+        out[label] = {"seeds": per_seed, "median": _median(per_seed)}
+    ref = out["non-private"]["median"]
+    for row in out.values():
+        med = row["median"]
+        med["samples_per_s_ratio_to_non_private"] = ref["samples_per_s"] / med["samples_per_s"]
+        med["train_wh_ratio_to_non_private"] = med["train_wh"] / ref["train_wh"]
+    return out
+
+
+def _row(m: dict[str, Any], headline: str) -> dict[str, Any]:
+    model = m["test"][m["model"]]
+    energy = m.get("energy") or {}
+    phases = energy.get("by_phase_wh") or {}
+    row = {
+        headline: model[headline],
+        "epsilon": (m.get("privacy") or {}).get("epsilon"),
+        "steps": m["training"]["steps"],
+        "best_epoch": m["training"]["best_epoch"],
+        "samples_per_s": m["training"]["samples_per_s"],
+        "train_s": m["training"]["train_s"],
+        "train_wh": phases.get("train"),
+        "run_wh": energy.get("run_wh"),
+        "run_g": energy.get("run_g"),
+    }
+    for name, r in m["test"].items():
+        if name != m["model"]:
+            row[f"{name}:{headline}"] = r.get(headline)
+    return row
+
+
+def _median(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+        if values:
+            out[key] = statistics.median(values)
+            out[f"{key}_range"] = [min(values), max(values)]
+    return out
+
+
+def audits(seeds: list[int], n_train: int) -> dict[str, Any]:
+    from greentune.privacy.audit import audit
+
+    out: dict[str, Any] = {}
+    seed = seeds[0]
+    for label in ("non-private", "dp eps=8", "dp eps=1"):
+        slug = label.replace(" ", "-").replace("=", "")
+        path = RUNS / f"sst2-{slug}-s{seed}"
+        out[f"sst2 {label}"] = audit(RunDir.open(path), samples=872, seed=0).to_dict()
+    # a deliberately overfitted small-data model: the attack works, so the drop is visible
+    small = [
+        *sst2_args(200, 1),
+        "train.epochs=30",
+        "train.patience=null",
+        "train.lr=1e-3",
+        "train.batch_size=16",
+    ]
+    for label, eps in (("non-private", None), ("dp eps=8", 8.0), ("dp eps=1", 1.0)):
+        slug = label.replace(" ", "-").replace("=", "")
+        run(f"sst2-overfit-{slug}", [*small, *arm_args(eps), "seed=0"])
+        path = RUNS / f"sst2-overfit-{slug}"
+        m = RunDir.open(path).metrics.to_dict()
+        result = audit(RunDir.open(path), samples=200, seed=0).to_dict()
+        result["test_accuracy"] = m["test"][m["model"]]["accuracy"]
+        out[f"overfit {label}"] = result
+    return out
+
+
+def markdown(out: dict[str, Any]) -> str:
+    lines = ["# Differential privacy benchmark", "", f"Machine: {out['machine']}", ""]
+    for dataset, headline in (("victoria", "mape"), ("sst2", "accuracy")):
+        q = out.get("quality", {}).get(dataset)
+        if not q:
+            continue
+        lines += [
+            f"## {dataset} ({headline}, median and range over seeds {out['seeds']})",
+            "",
+            f"| arm | {headline} | epsilon | steps | samples/s | DP slowdown | train Wh | "
+            "train Wh ratio | run Wh |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for arm, row in q.items():
+            med = row["median"]
+            lo, hi = med[f"{headline}_range"]
+            eps = "–" if med.get("epsilon") is None else f"{med['epsilon']:.2f}"
+            lines.append(
+                f"| {arm} | {med[headline]:.4g} ({lo:.4g}–{hi:.4g}) | {eps} | {med['steps']:.0f} "
+                f"| {med['samples_per_s']:.0f} | {med['samples_per_s_ratio_to_non_private']:.2f}x "
+                f"| {med['train_wh']:.3g} | {med['train_wh_ratio_to_non_private']:.2f}x "
+                f"| {med['run_wh']:.3g} |"
+            )
+        lines.append("")
+    if out.get("audit"):
+        lines += [
+            "## Membership inference (loss threshold)",
+            "",
+            "| model | epsilon | AUC | TPR @ 1 % FPR | advantage | empirical epsilon |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, a in out["audit"].items():
+            eps = "–" if a["epsilon"] is None else f"{a['epsilon']:.2f}"
+            lines.append(
+                f"| {name} | {eps} | {a['auc']:.3f} | {100 * a['tpr_at_1pct_fpr']:.1f} % | "
+                f"{a['advantage']:.3f} | {a['empirical_epsilon']:.2f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stages", default="tune,quality,audit")
+    parser.add_argument("--datasets", default="victoria,sst2")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--sst2-train", type=int, default=4000)
+    args = parser.parse_args()
+    quiet_libraries()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    stages = args.stages.split(",")
+    path = RESULTS / "privacy.json"
+    out: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    out.update({"machine": machine_info(), "seeds": seeds, "sst2_train": args.sst2_train})
+    datasets = {
+        "victoria": (VICTORIA, [NAIVES], "mape"),
+        "sst2": (
+            [*sst2_args(args.sst2_train, 0), "train.epochs=2", "model.backbone=minilm"],
+            [],
+            "accuracy",
+        ),
+    }
+    for dataset in args.datasets.split(","):
+        if dataset == "sst2" and not SST2.is_dir():
+            print(f"skipping sst2: {SST2} not found")
+            continue
+        base, tune_extra, headline = datasets[dataset]
+        if "tune" in stages:
+            out.setdefault("tuning", {})[dataset] = tune(dataset, base, tune_extra)
+        if "quality" in stages:
+            chosen = out["tuning"][dataset]
+            out.setdefault("quality", {})[dataset] = quality_rows(
+                dataset, base, chosen, seeds, headline
+            )
+        path.write_text(json.dumps(out, indent=2, default=str))
+    if "audit" in stages and SST2.is_dir():
+        out["audit"] = audits(seeds, args.sst2_train)
+    path.write_text(json.dumps(out, indent=2, default=str))
+    (RESULTS / "privacy.md").write_text(markdown(out))
+    print(markdown(out))
+
+
+if __name__ == "__main__":
+    main()
