@@ -17,6 +17,7 @@ from greentune import faults
 from greentune.cli import (
     app,
     commands,  # noqa: F401  (registers the commands)
+    compress,  # noqa: F401
     privacy,  # noqa: F401
 )
 from greentune.rundir import RunDir
@@ -111,3 +112,18 @@ def test_a_private_classifier_and_its_audit(tmp_path):
     assert bad.exit_code == 2 and "--samples must be >= 10" in bad.output
     missing = invoke("privacy", "audit", str(tmp_path / "nope"))
     assert missing.exit_code == 2
+
+
+def test_a_variant_keeps_the_guarantee_only_when_it_did_not_train(tmp_path):
+    run = tiny_classify_run(tmp_path, 120, 0, "privacy.dp.target_epsilon=4")
+    eps = run.metrics.privacy["epsilon"]
+    args = ["compress", str(run.path), "-m", "int8-dynamic", "-m", "distill", "--rounds", "1"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    quantized = RunDir.open(run.path.parent / "c-int8-dynamic").metrics.privacy
+    assert quantized is not None and quantized["epsilon"] == pytest.approx(eps)
+    distilled = RunDir.open(run.path.parent / "c-distill").metrics.privacy
+    assert distilled is not None and distilled["epsilon"] is None
+    assert "distill trained on the training data without DP" in distilled["not_private"]
+    shown = invoke("evaluate", str(run.path.parent / "c-distill"))
+    assert "privacy: not private: distill trained" in shown.output

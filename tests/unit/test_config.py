@@ -138,3 +138,17 @@ def test_more_value_checks():
     ):
         with pytest.raises(ConfigError, match="must be >= 1"):
             build_config(overrides=[override])
+
+
+def test_privacy_section_checks_its_keys():
+    from greentune.config import load_config
+
+    cfg = load_config(None, ["privacy.dp.target_epsilon=3", "privacy.dp.accountant=prv"])
+    assert cfg.privacy.dp.enabled and cfg.privacy.dp.accountant == "prv"
+    assert not load_config(None, []).privacy.dp.enabled
+    with pytest.raises(ConfigError, match="privacy.dp.target_epsilon must be > 0"):
+        load_config(None, ["privacy.dp.target_epsilon=0"])
+    with pytest.raises(ConfigError, match="privacy.dp.accountant='gdp' is not valid"):
+        load_config(None, ["privacy.dp.accountant=gdp"])
+    with pytest.raises(ConfigError, match="unknown key privacy.dp.epsilon"):
+        load_config(None, ["privacy.dp.epsilon=3"])

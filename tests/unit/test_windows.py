@@ -112,3 +112,25 @@ def test_embedded_default_split():
     assert d.frame.index[d.test_start] == pd.Timestamp("2014-11-06", tz="Australia/Melbourne")
     assert d.frame.index[d.val_start] == pd.Timestamp("2014-09-11", tz="Australia/Melbourne")
     assert len(d.test) == 56 and "holiday" in d.known_cols and "cdd_22" in d.known_cols
+
+
+def test_bounds_scaler_maps_public_ranges_and_fits_on_nothing(tiny_series):
+    bounds = {"load_mw": (0.0, 400.0), "temp_c": (-20.0, 50.0)}
+    data = build(tiny_series, scaler="bounds", bounds=bounds)
+    i, j = data.columns.index("load_mw"), data.columns.index("temp_c")
+    assert (data.scaler.mean[i], data.scaler.std[i]) == (200.0, 200.0)
+    assert (data.scaler.mean[j], data.scaler.std[j]) == (15.0, 35.0)
+    # generated features (calendar, hinges) are left as they are
+    k = data.columns.index("cal_hour_sin")
+    assert (data.scaler.mean[k], data.scaler.std[k]) == (0.0, 1.0)
+    # the same scaler whatever the training rows hold
+    shifted = tiny_series.assign(load_mw=tiny_series["load_mw"] * 2)
+    again = build(shifted, scaler="bounds", bounds=bounds)
+    np.testing.assert_array_equal(again.scaler.mean, data.scaler.mean)
+
+
+def test_bounds_scaler_names_the_columns_without_a_range(tiny_series):
+    with pytest.raises(DataError, match=r"needs a public range for temp_c; set data.bounds.temp_c"):
+        build(tiny_series, scaler="bounds", bounds={"load_mw": (0.0, 400.0)})
+    with pytest.raises(ConfigError, match=r"data.bounds.load_mw must be \[low, high\]"):
+        DataConfig(**{**BASE, "bounds": {"load_mw": (5.0, 1.0)}})

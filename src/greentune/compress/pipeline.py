@@ -232,6 +232,22 @@ def _variant_row(
     return row
 
 
+def variant_privacy(
+    privacy: dict[str, Any] | None, method: str, notes: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A variant keeps its parent's DP guarantee when it only transforms the model
+    (post-processing); one that trained on the training data (pruning's recovery, distillation)
+    does so without DP and is not private."""
+    if not privacy or not ({"recovery", "training"} & set(notes)):
+        return privacy
+    return {
+        **privacy,
+        "epsilon": None,
+        "not_private": f"{method} trained on the training data without DP, so the parent's "
+        f"(epsilon {privacy.get('epsilon', float('nan')):.3g}) guarantee does not carry over",
+    }
+
+
 def _finish(task: LoadedRun, v: Variant, row: dict[str, Any], keep_rejected: bool) -> None:
     """Accepted variants become runs; a rejected one is removed unless asked to keep it."""
     if v.built is None or v.result is None or (row["status"] == "rejected" and not keep_rejected):
@@ -247,7 +263,13 @@ def _finish(task: LoadedRun, v: Variant, row: dict[str, Any], keep_rejected: boo
     )
     results = {row_name: mine, **{k: r for k, r in parent.test.items() if k != task.model_name}}
     compression: dict[str, Any] = {k: row[k] for k in ("method", "options", "status") if k in row}
-    metrics = dataclasses.replace(parent, model=row_name, test=results, compression=compression)
+    metrics = dataclasses.replace(
+        parent,
+        model=row_name,
+        test=results,
+        compression=compression,
+        privacy=variant_privacy(parent.privacy, v.method, v.built.notes),
+    )
     scratch = RunDir(v.scratch)
     scratch.write_metrics(metrics)
     scratch.write_config(replace(task.cfg, name=v.final.name, output_dir=str(v.final.parent)))

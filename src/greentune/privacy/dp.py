@@ -408,6 +408,8 @@ def privacy_line(privacy: dict[str, Any] | None) -> str | None:
     """One sentence on the guarantee a run's model has, for the printed table."""
     if not privacy:
         return None
+    if privacy.get("not_private"):
+        return f"privacy: not private: {privacy['not_private']}"
     target = privacy.get("target_epsilon")
     of = f" of the {target:g} budget" if target is not None else ""
     stop = "; stopped by the budget" if privacy.get("stopped_by_budget") else ""
