@@ -14,12 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from greentune import faults
-from greentune.cli import (
+from greentune.cli import (  # the command modules register their commands
     app,
-    commands,  # noqa: F401  (registers the commands)
+    commands,  # noqa: F401
     compress,  # noqa: F401
-    privacy,  # noqa: F401
 )
+from greentune.cli import privacy as privacy_cli  # noqa: F401
 from greentune.rundir import RunDir
 from tests.conftest import make_series, series_overrides, tiny_classify_run
 
@@ -100,7 +100,9 @@ def test_a_private_classifier_and_its_audit(tmp_path):
     run = tiny_classify_run(tmp_path, 160, 0, "privacy.dp.target_epsilon=4", "train.epochs=2")
     privacy = run.metrics.privacy
     assert privacy is not None and privacy["unit"] == "text" and privacy["epsilon"] <= 4
-    assert privacy["non_private_reference"] == [n for n in run.metrics.test if n != run.metrics.model]
+    assert privacy["non_private_reference"] == [
+        n for n in run.metrics.test if n != run.metrics.model
+    ]
     result = invoke("privacy", "audit", str(run.path), "--samples", "40")
     assert result.exit_code == 0, result.output
     assert "membership inference" in result.output and "AUC" in result.output

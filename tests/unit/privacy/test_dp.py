@@ -203,6 +203,7 @@ def test_several_processes_are_refused(monkeypatch):
 def test_poisson_batches_draw_fresh_samples_and_put_empty_parts_first():
     draws = iter([np.array([0.01, 0.9, 0.02, 0.9, 0.9]), np.full(5, 0.9)])
     seen: list[list[int]] = []
+    parts: list[bool] = []
 
     class Inner:
         def __len__(self) -> int:
@@ -212,38 +213,46 @@ def test_poisson_batches_draw_fresh_samples_and_put_empty_parts_first():
             seen.append(list(idx))
             return {"x": torch.zeros(len(idx))}
 
-    discard: list[bool] = []
-    batches = PoissonBatches(Inner(), 0.05, 20, 3, 2, lambda n: next(draws), discard)
+    batches = PoissonBatches(Inner(), 0.05, 20, 3, 2, lambda n: next(draws), parts.append)
     assert len(batches) == 20 * 3 * 2
-    for _ in range(3):
-        batches.get(np.arange(2))
-    assert seen == [[0], [0], [2]] and discard == [True, False, False]
-    for _ in range(3):
-        batches.get(np.arange(2))
-    assert discard == [True, True, True]
+    for _ in range(6):
+        batches.get(np.arange(2))  # the loop's positions are ignored
+    # step 1 drew samples 0 and 2: one stand-in part first, then one part each
+    assert seen[:3] == [[0], [0], [2]] and parts[:3] == [True, False, False]
+    assert parts[3:] == [True, True, True]  # step 2 drew nothing
 
 
-def test_a_stand_in_samples_gradient_is_discarded():
+def test_virtual_batches_equal_gradient_accumulation_without_noise():
+    data, cfg = ToyData(96), _cfg(grad_accum=2)
+    plain_model, dp_model = Toy(), Toy()
+    plain = train(plain_model, data, cfg, seed=3)
+    dp = DPConfig(noise_multiplier=0.0, max_grad_norm=1e9, poisson_sampling=False)
+    private = train(dp_model, data, cfg, seed=3, callbacks=[_dp(dp, train_cfg=cfg)])
+    assert len(losses(private)) == 9  # 3 steps of 2 x 16 per epoch
+    np.testing.assert_allclose(losses(private), losses(plain), rtol=1e-5)
+    for a, b in zip(plain_model.parameters(), dp_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_a_stand_in_samples_gradient_is_dropped():
     model = Toy()
     data = ToyData(8)
     gsm, _ = wrap_model(model, data, **QUIET)
     budget = Budget(DPConfig(noise_multiplier=0.0), 8, 0.5, noise_multiplier=0.0)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = _dp_optimizer(
-        torch.optim.SGD(params, lr=1.0), budget, DPConfig(max_grad_norm=1e9), 2.0, 0
-    )
+    sgd = torch.optim.SGD(params, lr=1.0)
+    opt = _dp_optimizer(sgd, budget, DPConfig(max_grad_norm=1e9), 4.0, 0)
     before = [p.detach().clone() for p in params]
-    opt.discard[:] = [True, False]
-    for idx in (np.array([5]), np.array([1, 2])):  # the stand-in first, then the real part
+    for idx, stand_in in ((np.array([5]), True), (np.array([1, 2]), False)):
+        opt.next_part(stand_in)
         batch = data.get(idx)
         model.loss(gsm(batch), batch).backward()
     opt.step()
-    # the step equals plain SGD on samples 1 and 2 only, summed and divided by 2 x 2 parts
+    # the step is plain SGD on samples 1 and 2 only, summed and divided by the logical batch 4
     ref = Toy()
-    ref_params = [p for p in ref.parameters()]
     batch = data.get(np.array([1, 2]))
     (ref.loss(ref(batch), batch) * 2 / 4).backward()
-    for p, b, r in zip(params, before, ref_params, strict=True):
+    for p, b, r in zip(params, before, ref.parameters(), strict=True):
         torch.testing.assert_close(p.detach(), b - r.grad, atol=1e-6, rtol=1e-5)
     gsm._close()
 
@@ -267,3 +276,11 @@ def test_the_seasonal_skip_start_is_the_seasonal_naive(tmp_path):
     for q in range(3):
         torch.testing.assert_close(out[:, :, 0, q], expected)
     assert model.skip is not None and not model.skip.weight.requires_grad
+
+
+def test_secure_mode_draws_from_the_operating_system():
+    dp = DPConfig(noise_multiplier=1.0, max_grad_norm=0.5, secure_mode=True)
+    a = train(Toy(), ToyData(96), _cfg(epochs=1), seed=3, callbacks=[_dp(dp)])
+    b = train(Toy(), ToyData(96), _cfg(epochs=1), seed=3, callbacks=[_dp(dp)])
+    assert len(losses(a)) == len(losses(b)) == 6
+    assert losses(a) != losses(b)  # the same seed, other batches and noise

@@ -95,6 +95,7 @@ def seasonal_skip(data: ForecastData, quantiles: int, log: Log) -> SkipInit:
     log(f"skip path: the seasonal naive ({period} back), fitted on nothing, weights frozen")
     return SkipInit(fit, np.zeros((quantiles, H * t)))
 
+
 def _cached_ridge_skip(
     cfg: RunConfig, data: ForecastData, log: Log, cache: Path | None
 ) -> tuple[SkipInit, float]:
