@@ -41,12 +41,22 @@ def register_source(name: str, defaults: dict[str, object]) -> Callable[[Loader]
     return decorator
 
 
+PUBLIC_BOUNDS: dict[str, dict[str, tuple[float, float]]] = {
+    "vic2014": {"Demand": (0.0, 12.0), "Temperature": (-10.0, 50.0), "WorkDay": (0.0, 1.0)},
+}
+"""Public ranges of a source's columns for ``data.scaler: bounds`` (Victoria's grid peaked
+near 10.6 GW; its temperature record lies inside -10 to 50 C), so the demo needs none given."""
+
+
 def resolve(cfg: DataConfig) -> DataConfig:
-    """Fill fields left as None with the source's defaults."""
+    """Fill fields left as None (and empty bounds under ``scaler: bounds``) with the source's
+    defaults."""
     defaults = DEFAULTS.get(cfg.source, {})
-    changes = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
+    changes: dict[str, object] = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
     if cfg.covariates is None and "covariates" not in changes:
         changes["covariates"] = ()
+    if cfg.scaler == "bounds" and not cfg.bounds and cfg.source in PUBLIC_BOUNDS:
+        changes["bounds"] = PUBLIC_BOUNDS[cfg.source]
     return dataclasses.replace(cfg, **changes) if changes else cfg  # type: ignore[arg-type]
 
 

@@ -12,6 +12,7 @@ What no plain ``make_private`` call does here:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from greentune.config import DPConfig, RunConfig, TrainConfig, replace
+from greentune.data.sources import resolve
 from greentune.distributed import ranks
 from greentune.errors import CheckpointError, ConfigError
 from greentune.privacy.accounting import Budget
@@ -40,11 +42,6 @@ UNSUPPORTED_METHODS = {
 SHARED_TABLES = ("position_embeddings", "wpe")
 """Position tables: Hugging Face looks them up with one row of position ids for the whole
 batch, so Opacus sees one gradient where it needs one per sample."""
-PUBLIC_BOUNDS: dict[str, dict[str, tuple[float, float]]] = {
-    "vic2014": {"Demand": (0.0, 12.0), "Temperature": (-10.0, 50.0), "WorkDay": (0.0, 1.0)},
-}
-"""Public ranges for the embedded demo (Victoria's grid peaked near 10.6 GW; its temperature
-record lies inside -10 to 50 C), so a private demo run needs no data.bounds."""
 NON_PRIVATE = "non-private reference"
 
 
@@ -65,8 +62,8 @@ def private_config(cfg: RunConfig) -> RunConfig:
         return cfg
     data: dict[str, Any] = {}
     if cfg.data.scaler == "standard":
-        bounds = cfg.data.bounds or PUBLIC_BOUNDS.get(cfg.data.source, {})
-        data = {"scaler": "bounds", "bounds": bounds}
+        bounded = resolve(dataclasses.replace(cfg.data, scaler="bounds"))
+        data = {"scaler": "bounds", "bounds": bounded.bounds}
     model = {"skip_init": "seasonal"} if cfg.model.skip_init == "ridge" else {}
     return replace(cfg, data=data, model=model) if data or model else cfg
 
