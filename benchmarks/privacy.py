@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -91,6 +92,7 @@ def run(name: str, overrides: list[str]) -> dict[str, Any]:
         metrics = RunDir.open(path).metrics.to_dict()
         metrics["reused"] = True
         return metrics
+    shutil.rmtree(path, ignore_errors=True)  # a run that failed or was cut: start it again
     cfg = build_config(overrides=[*overrides, f"output_dir={RUNS}", f"name={name}"])
     t0 = time.perf_counter()
     done = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
