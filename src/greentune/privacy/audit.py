@@ -116,11 +116,12 @@ def audit(run: RunDir, samples: int = 1000, seed: int = 0, batch_size: int = 64)
 
     t0 = time.perf_counter()
     metrics = run.metrics
-    loaded = TASKS.get(run.config.task).load_for_compression(run)
+    task = TASKS.get(run.config.task)
+    loaded = task.load_for_compression(run)
     model = loaded.model.eval()
     rng = np.random.default_rng(seed)
     train = loaded.batches["train"]
-    held = ["test"] if loaded.task == "classify" else ["val", "test"]
+    held = task.audit_held_out
     pools = [(name, loaded.batches[name]) for name in held]
     n_held = sum(len(b) for _, b in pools)
     m = min(samples, len(train), n_held)
@@ -148,10 +149,7 @@ def audit(run: RunDir, samples: int = 1000, seed: int = 0, batch_size: int = 64)
         attack="loss threshold (Yeom et al. 2018)",
         members=len(members),
         non_members=len(non_members),
-        non_members_from=" and ".join(
-            "test texts" if n == "test" and loaded.task == "classify" else f"{n} windows"
-            for n in held
-        ),
+        non_members_from=f"{' and '.join(held)} {task.privacy_unit}s",
         member_loss_median=float(np.median(members)),
         non_member_loss_median=float(np.median(non_members)),
         epsilon=privacy.get("epsilon"),

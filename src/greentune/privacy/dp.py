@@ -12,24 +12,25 @@ What no plain ``make_private`` call does here:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from greentune.config import DPConfig, RunConfig, TrainConfig, replace
-from greentune.data.sources import resolve
+from greentune.config import DPConfig, RunConfig, TrainConfig
 from greentune.distributed import ranks
 from greentune.errors import CheckpointError, ConfigError
 from greentune.privacy.accounting import Budget
 from greentune.train.callbacks import Callback, LoopState, SetupContext
+
+if TYPE_CHECKING:
+    from greentune.tasks.base import Task
 
 Log = Callable[[str], None]
 
@@ -42,15 +43,13 @@ UNSUPPORTED_METHODS = {
 SHARED_TABLES = ("position_embeddings", "wpe")
 """Position tables: Hugging Face looks them up with one row of position ids for the whole
 batch, so Opacus sees one gradient where it needs one per sample."""
-NON_PRIVATE = "non-private reference"
 
 
-def private_config(cfg: RunConfig) -> RunConfig:
-    """The run's config under ``privacy.dp``: what would touch the training data outside
-    DP-SGD is switched to a data-independent choice, what cannot be made private is refused.
-    ``privacy_notes`` says in words what changed."""
-    dp = cfg.privacy.dp
-    if not dp.enabled:
+def private_config(task: Task, cfg: RunConfig) -> RunConfig:
+    """The run's config under ``privacy.dp``: a method Opacus cannot train is refused, and the
+    task switches what would touch the training data outside DP-SGD to a data-independent
+    choice (``privacy_notes`` says in words what changed)."""
+    if not cfg.privacy.dp.enabled:
         return cfg
     why = UNSUPPORTED_METHODS.get(cfg.peft.method)
     if why:
@@ -58,31 +57,17 @@ def private_config(cfg: RunConfig) -> RunConfig:
             f"privacy.dp cannot train peft.method={cfg.peft.method}: {why}. Use peft.method=lora "
             "(or ln, full, frozen)"
         )
-    if cfg.task != "forecast":
-        return cfg
-    data: dict[str, Any] = {}
-    if cfg.data.scaler == "standard":
-        bounded = resolve(dataclasses.replace(cfg.data, scaler="bounds"))
-        data = {"scaler": "bounds", "bounds": bounded.bounds}
-    model = {"skip_init": "seasonal"} if cfg.model.skip_init == "ridge" else {}
-    return replace(cfg, data=data, model=model) if data or model else cfg
+    return task.private_config(cfg)
 
 
-def privacy_notes(cfg: RunConfig) -> list[str]:
+def privacy_notes(task: Task, cfg: RunConfig) -> list[str]:
     """What DP changed in a run, in words for the log and metrics.json."""
     if not cfg.privacy.dp.enabled:
         return []
-    unit = "one training window" if cfg.task == "forecast" else "one text"
-    notes = [f"the privacy unit is {unit}; validation and test data are not trained on"]
-    if cfg.task == "forecast":
-        if cfg.data.scaler == "bounds":
-            notes.append("inputs scaled by public ranges (data.bounds), not fitted on the data")
-        if cfg.model.linear_skip and cfg.model.skip_init != "ridge":
-            notes.append(
-                f"the skip path starts at {cfg.model.skip_init} init, not at a ridge fitted on "
-                "the training rows (which would not be private)"
-            )
-    return notes
+    return [
+        f"the privacy unit is one {task.privacy_unit}; validation and test data are not trained on",
+        *task.privacy_notes(cfg),
+    ]
 
 
 class PoissonBatches:
@@ -416,7 +401,7 @@ FITTED_ON_NOTHING = ("seasonal_naive_daily", "seasonal_naive_weekly")
 
 
 def privacy_report(
-    cfg: RunConfig, dp: DPTraining | None, rows: list[str], model: str
+    task: Task, cfg: RunConfig, dp: DPTraining | None, rows: list[str], model: str
 ) -> dict[str, Any] | None:
     """metrics.json's ``privacy`` (None without DP): the callback's summary, the privacy unit,
     what DP changed, and the rows of the table fitted on raw training data."""
@@ -424,30 +409,7 @@ def privacy_report(
         return None
     return {
         **dp.summary(),
-        "unit": "training window" if cfg.task == "forecast" else "text",
-        "notes": privacy_notes(cfg),
+        "unit": task.privacy_unit,
+        "notes": privacy_notes(task, cfg),
         "non_private_reference": [r for r in rows if r != model and r not in FITTED_ON_NOTHING],
     }
-
-
-def row_label(privacy: dict[str, Any] | None, name: str) -> str:
-    """A table row's name, marked when it is a non-private reference."""
-    refs = (privacy or {}).get("non_private_reference") or []
-    return f"{name} ({NON_PRIVATE})" if name in refs else name
-
-
-def privacy_line(privacy: dict[str, Any] | None) -> str | None:
-    """One sentence on the guarantee a run's model has, for the printed table."""
-    if not privacy:
-        return None
-    if privacy.get("not_private"):
-        return f"privacy: not private: {privacy['not_private']}"
-    target = privacy.get("target_epsilon")
-    of = f" of the {target:g} budget" if target is not None else ""
-    stop = "; stopped by the budget" if privacy.get("stopped_by_budget") else ""
-    return (
-        f"privacy: ({privacy['epsilon']:.3g}, {privacy['delta']:.2g})-DP per "
-        f"{privacy.get('unit', 'sample')}: epsilon {privacy['epsilon']:.3g} spent{of} in "
-        f"{privacy['steps']} steps{stop}; rows marked ({NON_PRIVATE}) were fitted on the raw "
-        "training data"
-    )

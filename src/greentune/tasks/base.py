@@ -139,9 +139,22 @@ class Task(Protocol):
 
     name: str
     quality: Quality
+    privacy_unit: str
+    """What one sample is under DP ('training window', 'text'): what the guarantee protects."""
+    audit_held_out: tuple[str, ...]
+    """Splits the model never trained on: the membership audit's non-members."""
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
         """The config with the data source's defaults written in (what config.yaml records)."""
+        ...
+
+    def private_config(self, cfg: RunConfig) -> RunConfig:
+        """Under privacy.dp: what this task fits on training data outside the network switched
+        to a data-independent choice (or refused)."""
+        ...
+
+    def privacy_notes(self, cfg: RunConfig) -> list[str]:
+        """What ``private_config`` changed, in words."""
         ...
 
     def load_predictor(self, run: RunDir) -> Predictor:

@@ -202,8 +202,8 @@ class _Engine:
     callbacks: Callbacks
     checkpoint_dir: Path | None
     t0: float
-    clip_norm: float | None
-    average_micro_batches: bool
+    clip_norm: float | None = None
+    average_micro_batches: bool = True
 
 
 def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | None) -> None:

@@ -65,7 +65,7 @@ def run(
     log = run_logger(run_dir.log_path, echo) if main else _silent
     pause.install()
     try:
-        cfg = private_config(task.resolve_config(cfg))
+        cfg = private_config(task, task.resolve_config(cfg))
         if main:
             if before is not None and before.status == "crashed" and lock and not lock.inherited:
                 record_crash(run_dir, before, dead, log)

@@ -73,7 +73,7 @@ def test_methods_opacus_cannot_see_are_refused(method):
     with pytest.raises(
         ConfigError, match=rf"cannot train peft.method={method}: .*ParameterDict.*lora"
     ):
-        private_config(cfg)
+        private_config(TASKS.get("forecast"), cfg)
 
 
 def test_full_fine_tuning_freezes_the_shared_position_table(tmp_path):
@@ -101,11 +101,12 @@ def test_a_validator_complaint_is_one_clear_error():
 
 
 def test_private_config_makes_data_independent_choices():
-    cfg = private_config(load_config(None, ["privacy.dp.target_epsilon=3"]))
+    forecast = TASKS.get("forecast")
+    cfg = private_config(forecast, load_config(None, ["privacy.dp.target_epsilon=3"]))
     assert cfg.data.scaler == "bounds" and cfg.data.bounds["Demand"] == (0.0, 12.0)
     assert cfg.model.skip_init == "seasonal"
     plain = load_config(None, [])
-    assert private_config(plain) is plain
+    assert private_config(forecast, plain) is plain
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -12,7 +12,7 @@ from greentune.data.text import load_text_splits
 from greentune.evaluate.metrics import classification_metrics
 from greentune.evaluate.table import classification_table
 from greentune.models.classifier import TextClassifier
-from greentune.privacy.dp import privacy_line, row_label
+from greentune.privacy.report import privacy_line, row_label
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
@@ -26,9 +26,17 @@ QUALITY = Quality("macro_f1", higher_is_better=True)
 class ClassifyTask:
     name = "classify"
     quality = QUALITY
+    privacy_unit = "text"
+    audit_held_out: tuple[str, ...] = ("test",)
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
         return cfg
+
+    def private_config(self, cfg: RunConfig) -> RunConfig:
+        return cfg  # the classifier fits nothing on the texts outside DP-SGD
+
+    def privacy_notes(self, cfg: RunConfig) -> list[str]:
+        return []
 
     def load_predictor(self, run: RunDir) -> Predictor:
         return ClassifyPredictor.load(run)

@@ -12,7 +12,7 @@ from greentune.data.sources import resolve
 from greentune.data.windows import prepare_forecast_data
 from greentune.errors import DataError
 from greentune.evaluate.table import forecast_table, verdict
-from greentune.privacy.dp import privacy_line, row_label
+from greentune.privacy.report import privacy_line, row_label
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
@@ -28,9 +28,33 @@ QUALITY = Quality("mape", higher_is_better=False, skill_reference="seasonal_naiv
 class ForecastTask:
     name = "forecast"
     quality = QUALITY
+    privacy_unit = "training window"
+    audit_held_out: tuple[str, ...] = ("val", "test")
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
         return dataclasses.replace(cfg, data=resolve(cfg.data))
+
+    def private_config(self, cfg: RunConfig) -> RunConfig:
+        """Scaling by public ranges instead of training statistics; the skip path starts at
+        the seasonal naive instead of a ridge fitted on the training rows."""
+        data = cfg.data
+        if data.scaler == "standard":
+            data = resolve(dataclasses.replace(data, scaler="bounds"))
+        model = cfg.model
+        if model.skip_init == "ridge":
+            model = dataclasses.replace(model, skip_init="seasonal")
+        return dataclasses.replace(cfg, data=data, model=model)
+
+    def privacy_notes(self, cfg: RunConfig) -> list[str]:
+        notes = []
+        if cfg.data.scaler == "bounds":
+            notes.append("inputs scaled by public ranges (data.bounds), not fitted on the data")
+        if cfg.model.linear_skip and cfg.model.skip_init != "ridge":
+            notes.append(
+                f"the skip path starts at {cfg.model.skip_init} init, not at a ridge fitted on "
+                "the training rows (which would not be private)"
+            )
+        return notes
 
     def load_predictor(self, run: RunDir) -> Predictor:
         return ForecastPredictor.load(run)

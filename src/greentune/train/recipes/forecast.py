@@ -23,6 +23,7 @@ from greentune.models.backbone import count_parameters
 from greentune.models.forecaster import Forecaster
 from greentune.privacy.dp import privacy_notes, privacy_report
 from greentune.results import Forecast, ModelResult, RunMetrics, energy_windows
+from greentune.tasks import TASKS
 from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
@@ -66,7 +67,7 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
     prep_s = time.perf_counter() - t0
     season = season_steps(data, cfg.eval.season_length)
     check_before_training(cfg, data, season)
-    for note in privacy_notes(cfg):
+    for note in privacy_notes(TASKS.get(cfg.task), cfg):
         log(f"privacy: {note}")
     test = data.test.origins
     checkpoints = ctx.run.checkpoint_dir
@@ -121,7 +122,7 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         test=results,
         training=result.summary(),
         data=_data_summary(data, prep_s, season),
-        privacy=privacy_report(cfg, ctx.privacy, list(results), name),
+        privacy=privacy_report(TASKS.get(cfg.task), cfg, ctx.privacy, list(results), name),
     )
 
 
