@@ -178,11 +178,23 @@ def _dp_optimizer(
 def wrap_model(model: nn.Module, batches: Any, log: Log) -> tuple[nn.Module, list[str]]:
     """Opacus' GradSampleModule around ``model``, after a probe step has shown that every
     trainable tensor gets one correct per-sample gradient; returns (wrapped, frozen names)."""
-    from opacus import GradSampleModule
-    from opacus.validators import ModuleValidator
 
     # Opacus' full backward hooks on a first layer whose inputs need no gradient: harmless
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    mode = model.training
+    try:
+        # Opacus validates and records activations in training mode only (from_pretrained
+        # returns eval mode); the loop sets the mode it trains in anyway
+        model.train()
+        return _wrap(model, batches, log)
+    finally:
+        model.train(mode)
+
+
+def _wrap(model: nn.Module, batches: Any, log: Log) -> tuple[nn.Module, list[str]]:
+    from opacus import GradSampleModule
+    from opacus.validators import ModuleValidator
+
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         raise ConfigError(

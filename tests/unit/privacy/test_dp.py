@@ -285,3 +285,11 @@ def test_secure_mode_draws_from_the_operating_system():
     b = train(Toy(), ToyData(96), _cfg(epochs=1), seed=3, callbacks=[_dp(dp)])
     assert len(losses(a)) == len(losses(b)) == 6
     assert losses(a) != losses(b)  # the same seed, other batches and noise
+
+
+def test_the_probe_works_on_a_model_loaded_in_eval_mode():
+    # from_pretrained returns eval mode, where Opacus records no activations
+    model = Toy().eval()
+    gsm, frozen = wrap_model(model, ToyData(8), **QUIET)
+    assert frozen == [] and not model.training
+    gsm._close()
