@@ -238,7 +238,7 @@ def variant_privacy(
     """A variant keeps its parent's DP guarantee when it only transforms the model
     (post-processing); one that trained on the training data (pruning's recovery, distillation)
     does so without DP and is not private."""
-    if not privacy or not ({"recovery", "training"} & set(notes)):
+    if not privacy or privacy.get("not_private") or not ({"recovery", "training"} & set(notes)):
         return privacy
     return {
         **privacy,
