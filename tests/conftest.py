@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,22 @@ def series_overrides(path: Path, out: Path, name: str = "r") -> list[str]:
         f"name={name}",
         *TINY,
     ]
+
+
+def cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    """A command in its own process, as a user runs it (``fault``: a GREENTUNE_FAULT spec); the
+    energy of every run compared then includes the same imports (in pytest's process they are
+    paid once, by the first)."""
+    from greentune import faults
+
+    env = {**os.environ, faults.ENV: fault} if fault else os.environ
+    return subprocess.run(
+        [sys.executable, "-m", "greentune", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def tiny_classify_run(tmp: Path, rows: int = 120, seed: int = 0, *extra: str):

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from greentune.cli import (
 )
 from greentune.energy.ledger import Ledger
 from greentune.rundir import RunDir, list_checkpoints
-from tests.conftest import make_series, series_overrides
+from tests.conftest import cli, make_series, series_overrides
 
 runner = CliRunner()
 quiet_libraries()
@@ -51,19 +50,6 @@ def csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("faults") / "load.csv"
     make_series().to_csv(path, index=False)
     return path
-
-
-def cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    """A command in its own process, as a user runs it: the energy of every run compared here
-    then includes the same imports (in pytest's process they are paid once, by the first)."""
-    env = {**os.environ, faults.ENV: fault} if fault else os.environ
-    return subprocess.run(
-        [sys.executable, "-m", "greentune", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,11 @@ resetting, and bad input refused with exit code 2."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from greentune import faults
 from greentune.cli import (  # the command modules register their commands
     app,
     commands,  # noqa: F401
@@ -21,7 +17,7 @@ from greentune.cli import (  # the command modules register their commands
 )
 from greentune.cli import privacy as privacy_cli  # noqa: F401
 from greentune.rundir import RunDir
-from tests.conftest import make_series, series_overrides, tiny_classify_run
+from tests.conftest import cli, make_series, series_overrides, tiny_classify_run
 
 runner = CliRunner()
 BOUNDS = "data.bounds={load_mw: [0, 400], temp_c: [-20, 50]}"
@@ -37,17 +33,6 @@ def csv(tmp_path_factory) -> Path:
 
 def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-def cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, faults.ENV: fault} if fault else os.environ
-    return subprocess.run(
-        [sys.executable, "-m", "greentune", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_a_private_forecast_run_reports_its_budget(csv, tmp_path):

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from greentune.config import RunConfig
 from greentune.registry import Registry
 from greentune.results import RunMetrics
 from greentune.rundir import RunDir
 from greentune.train.callbacks import Callback, EnergyWindows, Window, no_window
-
-if TYPE_CHECKING:
-    from greentune.privacy.dp import DPTraining
 
 Log = Callable[[str], None]
 
@@ -37,9 +33,6 @@ class RecipeContext:
     caller's."""
     window: Window = no_window
     """The meter's window, for the phases outside the training loop."""
-    privacy: DPTraining | None = None
-    """Under privacy.dp: the DP-SGD callback (``greentune.privacy.dp.DPTraining``), also in
-    ``callbacks``; its ``summary()`` goes to metrics.json."""
 
     def baseline_callbacks(self) -> list[Callback]:
         """For a network trained as a baseline: its epochs metered, nothing shown."""

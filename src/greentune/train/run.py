@@ -14,7 +14,7 @@ from greentune.energy.session import metered
 from greentune.errors import CheckpointError, GreentuneError, StorageError
 from greentune.evaluate.green import bill_models
 from greentune.io import storage_error
-from greentune.privacy.dp import DPTraining, private_config
+from greentune.privacy.dp import DPTraining, privacy_notes, privacy_report, private_config
 from greentune.rundir import RunDir, RunInfo, clean_stale_temporaries
 from greentune.runlock import Holder, RunLock, RunLockedError, read_holder
 from greentune.tasks import TASKS
@@ -86,9 +86,13 @@ def run(
                 resume=resume_path is not None,
                 callbacks=[energy, *private, *shown, *named, *callbacks],
                 window=meter.window,
-                privacy=private[0] if private else None,
             )
+            for note in privacy_notes(task, cfg):
+                log(f"privacy: {note}")
             metrics = recipe(ctx)
+            if private:  # the DP callback's account, and which rows are non-private
+                rows = list(metrics.test)
+                metrics.privacy = privacy_report(task, cfg, private[0], rows, metrics.model)
         if main:
             if meter.enabled:
                 metrics = bill_models(metrics, run_dir.ledger, cfg.energy, task.quality)

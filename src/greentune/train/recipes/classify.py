@@ -15,9 +15,7 @@ from greentune.distributed import ranks
 from greentune.evaluate.metrics import classification_metrics
 from greentune.models.backbone import count_parameters, load_tokenizer, seed_everything
 from greentune.models.classifier import TextClassifier, load_classifier
-from greentune.privacy.dp import privacy_notes, privacy_report
 from greentune.results import ModelResult, RunMetrics
-from greentune.tasks import TASKS
 from greentune.tasks.base import mean_loss
 from greentune.tasks.classify.artifacts import save_model
 from greentune.tasks.classify.baselines import text_baselines
@@ -51,8 +49,6 @@ def run_classify(ctx: RecipeContext) -> RunMetrics:
         f"data: {splits.origin}: {len(splits.label_names)} classes; "
         + " / ".join(f"{k} {len(splits.texts[k])}" for k in ("train", "val", "test"))
     )
-    for note in privacy_notes(TASKS.get(cfg.task), cfg):
-        log(f"privacy: {note}")
     with window("train"):
         model, result = _train_classifier(ctx, splits, batches)
     t0 = time.perf_counter()
@@ -75,7 +71,6 @@ def run_classify(ctx: RecipeContext) -> RunMetrics:
     if not ranks.is_main():
         return metrics
     results.update(text_baselines(splits, window))
-    metrics.privacy = privacy_report(TASKS.get(cfg.task), cfg, ctx.privacy, list(results), name)
     with window("save"):
         save_model(model, tokenizer, splits.label_names, ctx.run.model_dir)
     ctx.run.write_predictions(

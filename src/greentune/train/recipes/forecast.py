@@ -21,9 +21,7 @@ from greentune.errors import ConfigError, DataError
 from greentune.evaluate.baselines import BASELINES, run_baseline
 from greentune.models.backbone import count_parameters
 from greentune.models.forecaster import Forecaster
-from greentune.privacy.dp import privacy_notes, privacy_report
 from greentune.results import Forecast, ModelResult, RunMetrics, energy_windows
-from greentune.tasks import TASKS
 from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
@@ -67,8 +65,6 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
     prep_s = time.perf_counter() - t0
     season = season_steps(data, cfg.eval.season_length)
     check_before_training(cfg, data, season)
-    for note in privacy_notes(TASKS.get(cfg.task), cfg):
-        log(f"privacy: {note}")
     test = data.test.origins
     checkpoints = ctx.run.checkpoint_dir
     with window("train"):
@@ -122,7 +118,6 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         test=results,
         training=result.summary(),
         data=_data_summary(data, prep_s, season),
-        privacy=privacy_report(TASKS.get(cfg.task), cfg, ctx.privacy, list(results), name),
     )
 
 
