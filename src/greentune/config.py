@@ -345,6 +345,55 @@ class PrivacyConfig:
     dp: DPConfig = field(default_factory=DPConfig)
 
 
+@dataclass(frozen=True)
+class FederatedConfig:
+    """``greentune federate``: one client per utility, trained with Flower (docs/federate.md)."""
+
+    partition: Literal["auto", "columns", "column", "files"] = "auto"
+    """How data.path splits into clients: columns (one client per target column of a wide
+    file), column (one per value of ``partition_col`` in a long file), files (one per CSV or
+    Parquet file in a folder). auto: files for a folder, column when partition_col is set,
+    else columns."""
+    partition_col: str | None = None
+    """The long file's column that names each row's client."""
+    clients: tuple[str, ...] = ()
+    """Which clients take part, by name (a column, a value, a file stem); empty: all."""
+    last: str | None = None
+    """Keep only the last period of each client's series (e.g. 400D); None: all of it."""
+    rounds: int = 10
+    """Federated rounds: each client trains ``local_steps`` optimizer steps per round."""
+    local_steps: int = 20
+    strategy: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    """Flower's aggregation strategy."""
+    proximal_mu: float = 0.01
+    """FedProx: weight of the proximal term mu/2 ||w - w_global||^2 on each client."""
+    server_lr: float = 0.01
+    """FedAdam: the server optimizer's learning rate (Flower's eta)."""
+    fraction: float = 1.0
+    """Fraction of the clients sampled for each round's training."""
+    min_clients: int | None = None
+    """A round goes on when at least this many clients answer; None: all of them."""
+    round_timeout_s: float = 600.0
+    """How long a round waits for the clients' replies before going on without them."""
+    float16: bool = False
+    """Send the trainable parameters as float16 both ways (half the bytes)."""
+    references: tuple[Literal["local", "central"], ...] = ("local", "central")
+    """Reference rows in metrics.json: local (each client alone, the same steps) and central
+    (the same network on the pooled training windows; simulation only, since it pools data)."""
+    carbon: dict[str, str] = field(default_factory=dict)
+    """Per client: its carbon-intensity provider (energy.carbon's syntax), e.g.
+    {AEP: "trace:DIR@US-MIDA-PJM"}; clients not named use energy.carbon."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "rounds", "local_steps", "min_clients")
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"federated.fraction must lie in (0, 1], got {self.fraction}")
+        if self.proximal_mu < 0 or self.server_lr <= 0 or self.round_timeout_s <= 0:
+            raise ConfigError(
+                "federated.proximal_mu must be >= 0, server_lr and round_timeout_s > 0"
+            )
+
+
 def parse_target(text: str) -> float:
     """'2%' or '0.02' -> 0.02 (a relative tolerance)."""
     value = parse_fraction(text, "energy.target")
@@ -370,6 +419,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -389,6 +439,7 @@ _SECTION_OF = {
     "EvalConfig": "eval",
     "EnergyConfig": "energy",
     "DPConfig": "privacy.dp",
+    "FederatedConfig": "federated",
 }
 
 

@@ -232,6 +232,8 @@ class RunMetrics:
     privacy: dict[str, Any] | None = None
     """Under privacy.dp: epsilon spent (per epoch too), delta, noise, the privacy unit, and
     which rows of ``test`` are non-private references."""
+    federated: dict[str, Any] | None = None
+    """A federated run (``greentune federate``): per-client scores, rounds, bytes, epsilon."""
     schema_version: int = METRICS_SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys this version does not know, kept as read."""
@@ -261,6 +263,7 @@ class RunMetrics:
             energy=EnergySummary.from_dict(energy) if energy else None,
             compression=raw.get("compression"),
             privacy=raw.get("privacy"),
+            federated=raw.get("federated"),
             schema_version=int(raw.get("schema_version", METRICS_SCHEMA_VERSION)),
             extra={k: v for k, v in raw.items() if k not in known},
         )
@@ -284,6 +287,8 @@ class RunMetrics:
             out["compression"] = self.compression
         if self.privacy is not None:
             out["privacy"] = self.privacy
+        if self.federated is not None:
+            out["federated"] = self.federated
         out.update(self.extra)
         return out
 

@@ -61,7 +61,7 @@ class RichProgress:
         self._bar.stop()
 
 
-def _split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
+def split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
     config, overrides = None, []
     for item in args or []:
         if "=" in item:
@@ -155,7 +155,7 @@ def run(
                 "--resume takes the run's own config.yaml; give no config or overrides"
             )
     else:
-        path, overrides = _split_args(args)
+        path, overrides = split_args(args)
         data_args = _data_overrides(
             data, time_col, target, covariates, country, subdivision, fill_gaps
         )
@@ -335,7 +335,7 @@ def config_show(
     ] = None,
 ) -> None:
     """Print the resolved config, every default written out."""
-    path, overrides = _split_args(args)
+    path, overrides = split_args(args)
     console.print(dump_yaml(load_config(path, overrides)), highlight=False, end="")
 
 

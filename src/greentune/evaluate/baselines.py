@@ -147,7 +147,7 @@ def seasonal_naive_weekly(
 # ----------------------------------------------------------------------------- linear (ridge)
 
 
-def _complete(data: ForecastData, origins: np.ndarray) -> np.ndarray:
+def complete_origins(data: ForecastData, origins: np.ndarray) -> np.ndarray:
     """Origins whose context and horizon hold no missing value (``scaled`` has them as zeros)."""
     bad = np.isnan(data.frame.to_numpy(dtype=float)).any(axis=1)
     if not bad.any():
@@ -218,7 +218,7 @@ class LinearFit:
         self, data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
     ) -> np.ndarray:
         """(Q, H*T) quantiles of scaled residuals y - yhat over ``origins``."""
-        x, y = design_matrix(data, _complete(data, origins))
+        x, y = design_matrix(data, complete_origins(data, origins))
         return np.quantile(y - self.predict_scaled(x), quantiles, axis=0)
 
 
@@ -232,8 +232,8 @@ def fit_linear(data: ForecastData) -> LinearFit:
         return cached
     t0 = time.perf_counter()
     L, H = data.context_length, data.horizon
-    train = _complete(data, np.arange(L, data.val_start - H + 1))
-    val = _complete(data, data.val.origins)
+    train = complete_origins(data, np.arange(L, data.val_start - H + 1))
+    val = complete_origins(data, data.val.origins)
     if len(train) == 0 or len(val) == 0:
         raise DataError(f"{data.report.origin}: no complete train/val window for the linear model")
     xm, ym, solve = _fit_ridge(data, train)
@@ -280,7 +280,7 @@ def linear(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
     q = None
     if quantiles:
         lo, hi = max(data.val_start, L), data.test_start - H + 1
-        cal = _complete(data, _calibration_origins(data, lo, hi, origins))
+        cal = complete_origins(data, _calibration_origins(data, lo, hi, origins))
         resid = data.target_values()[_positions(cal, H)] - predict(cal)
         q = _residual_quantiles(np.zeros((1, H, T)), resid, quantiles)  # offsets, point added below
     t1 = time.perf_counter()

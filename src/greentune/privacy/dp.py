@@ -257,8 +257,12 @@ class DPTraining(Callback):
         seed: int,
         log: Log,
         note: Callable[..., None] | None = None,
+        planned_steps: int | None = None,
     ) -> None:
+        """``planned_steps``: the steps the budget is planned for when this training is one
+        part of a longer one (a federated client's round); None: this training's own steps."""
         self.cfg, self.train, self.seed, self.log, self.note = cfg, train, seed, log, note
+        self.planned_steps = planned_steps
         self.budget: Budget | None = None
         self.restored: dict[str, Any] = {}
         self.epochs: list[dict[str, float]] = []
@@ -300,8 +304,8 @@ class DPTraining(Callback):
             )
         n, k, size = len(ctx.batches), self.train.grad_accum, self.train.batch_size
         steps_per_epoch = math.ceil(n / (size * k))
-        self.total_steps = ctx.total_steps
-        budget = Budget.plan(self.cfg, n, 1.0 / steps_per_epoch, ctx.total_steps)
+        self.total_steps = self.planned_steps or ctx.total_steps
+        budget = Budget.plan(self.cfg, n, 1.0 / steps_per_epoch, self.total_steps)
         if budget.limit_steps == 0:
             raise ConfigError(
                 f"privacy.dp.target_epsilon={self.cfg.target_epsilon} is spent by a single step "
@@ -360,7 +364,7 @@ class DPTraining(Callback):
     def on_step_end(self, state: LoopState, loss: float) -> bool:
         assert self.budget is not None
         self.budget.spend(1)
-        if self.budget.exhausted() and state.step < self.total_steps:
+        if self.budget.exhausted() and self.budget.steps < self.total_steps:
             self.stopped_by_budget = True
             self.log(
                 f"privacy: stopping after step {state.step}: one more step would spend more "

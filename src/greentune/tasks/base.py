@@ -143,6 +143,9 @@ class Task(Protocol):
     """What one sample is under DP ('training window', 'text'): what the guarantee protects."""
     audit_held_out: tuple[str, ...]
     """Splits the model never trained on: the membership audit's non-members."""
+    federated: bool
+    """``greentune federate`` can train it (clients' series through
+    ``greentune.privacy.federated``)."""
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
         """The config with the data source's defaults written in (what config.yaml records)."""

@@ -28,6 +28,7 @@ class ClassifyTask:
     quality = QUALITY
     privacy_unit = "text"
     audit_held_out: tuple[str, ...] = ("test",)
+    federated = False
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
         return cfg

@@ -30,6 +30,7 @@ class ForecastTask:
     quality = QUALITY
     privacy_unit = "training window"
     audit_held_out: tuple[str, ...] = ("val", "test")
+    federated = True
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
         return dataclasses.replace(cfg, data=resolve(cfg.data))

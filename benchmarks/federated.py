@@ -1,0 +1,280 @@
+"""Federated fine-tuning across the 9 PJM utilities (../shared/data/multiclient/pjm_hourly), one
+client each: federated vs centralised vs local-only, bytes, rounds, energy; and the same with
+client-side DP at epsilon 8.
+
+    .venv/bin/python benchmarks/federated.py [--seeds 0,1,2] [--days 365] [--rounds 8]
+
+Every figure comes from `greentune federate` (Flower's simulation engine, Ray actors, one per
+core) on real data, the references side by side in the same run:
+- federated: FedAvg over the 9 clients, ``rounds`` x ``local_steps`` steps per client, the best
+  round on the clients' pooled validation loss;
+- local: each client alone, the same start, rounds and steps, the best round on its own
+  validation windows;
+- central: the same network on the pooled training windows, the same number of samples
+  (rounds x local_steps x 9 steps), the best round on the pooled validation loss;
+- the seasonal naives (daily, weekly) on each client's test windows.
+Each client keeps its own chronological split (test = its last 56 days, validation the 56 before)
+and its own scaler. The files are prepared once (sorted, duplicated DST hours dropped, the last
+``days`` days kept, hourly gaps interpolated by greentune) into benchmarks/results/runs/federated
+(not in git). Defaults (lr 3e-4 LoRA, patch 24, context one week, day-ahead) are greentune's
+own, not tuned here; nothing is chosen on test.
+
+Writes benchmarks/results/federated.json and federated.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pandas as pd
+from machine import machine_info
+
+import greentune as gt
+from greentune.cli import quiet_libraries
+from greentune.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = RESULTS / "runs" / "federated"
+PJM = ROOT.parent / "shared" / "data" / "multiclient" / "pjm_hourly"
+
+
+def prepare(days: int) -> Path:
+    """One CSV per utility: parsed, sorted, duplicate hours dropped, the last ``days`` days of
+    the span all nine share."""
+    out = RUNS / f"pjm-{days}d"
+    if out.is_dir() and len(list(out.glob("*.csv"))) == 9:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    frames = {}
+    for path in sorted(PJM.glob("*_hourly.csv")):
+        # the nine copies differ: comma or semicolon, "31-12-2004 01:00", ISO, "01.01.2003 0:00"
+        raw = pd.read_csv(path, sep=None, engine="python")
+        time_col, col = raw.columns[0], raw.columns[1]
+        times = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+        for fmt in ("%d-%m-%Y %H:%M", "ISO8601", "%d.%m.%Y %H:%M"):
+            times = times.fillna(pd.to_datetime(raw[time_col], format=fmt, errors="coerce"))
+        if times.isna().any():
+            raise ValueError(f"{path}: {int(times.isna().sum())} timestamps in no known format")
+        frame = pd.DataFrame({"time": times, "load_mw": raw[col].astype(float)})
+        frame = frame.sort_values("time").drop_duplicates("time", keep="first")
+        frames[path.stem.removesuffix("_hourly")] = frame
+    end = min(f["time"].max() for f in frames.values())
+    start = end - pd.Timedelta(days=days)
+    for name, frame in frames.items():
+        keep = frame[(frame["time"] > start) & (frame["time"] <= end)]
+        keep.to_csv(out / f"{name}.csv", index=False, date_format="%Y-%m-%d %H:%M:%S")
+    return out
+
+
+def overrides(
+    folder: Path, name: str, seed: int, rounds: int, steps: int, *extra: str
+) -> list[str]:
+    return [
+        "data.source=csv",
+        f"data.path={folder}",
+        "data.time_col=time",
+        "data.target=load_mw",
+        "data.country=US",
+        "data.fill_gaps=true",
+        "data.context_length=168",
+        "data.horizon=24",
+        "model.patch_len=24",
+        f"federated.rounds={rounds}",
+        f"federated.local_steps={steps}",
+        "energy.carbon=static:US",
+        f"seed={seed}",
+        f"output_dir={RUNS}",
+        f"name={name}",
+        *extra,
+    ]
+
+
+def run_once(args: list[str]) -> tuple[RunDir, float]:
+    from greentune.privacy.federated.client import drop_cached
+    from greentune.privacy.federated.simulate import federate
+
+    cfg = gt.load_config(None, args)
+    path = Path(cfg.output_dir) / str(cfg.name)
+    if path.is_dir() and RunDir(path).status == "complete":
+        return RunDir(path), float(json.loads((path / "wall.json").read_text())["wall_s"])
+    shutil.rmtree(path, ignore_errors=True)  # a failed or partial run starts again
+    drop_cached()
+    t0 = time.perf_counter()
+    run = federate(cfg, echo=lambda m: print(f"  {m}", flush=True))
+    wall = time.perf_counter() - t0
+    (path / "wall.json").write_text(json.dumps({"wall_s": wall}))
+    return run, wall
+
+
+def summarise(run: RunDir, wall_s: float) -> dict[str, Any]:
+    m = run.metrics
+    fed = m.federated or {}
+    per = fed["per_client"]
+    rows = [
+        r
+        for r in ("federated", "central", "local", "seasonal_naive_daily", "seasonal_naive_weekly")
+        if r in m.test
+    ]
+    mape = {r: {c: per[c][r]["mape"] for c in per if r in per[c]} for r in rows}
+    ledger = run.ledger
+    by_phase = ledger.totals()["by_phase"]
+    clients_j = {
+        p.removeprefix("client-"): v["energy_j"]
+        for p, v in by_phase.items()
+        if p.startswith("client-")
+    }
+    clients_g = {
+        p.removeprefix("client-"): v["emissions_g"]
+        for p, v in by_phase.items()
+        if p.startswith("client-")
+    }
+    ref_j = by_phase.get("reference", {}).get("energy_j", 0.0)
+    fed_rows = [r for r in ledger.rows if r["phase"].startswith("client-")]
+    local_share = _local_share(fed_rows)
+    return {
+        "pooled_mape": {r: m.test[r].scores["mape"] for r in rows},
+        "client_mape": mape,
+        "median_mape": {r: statistics.median(v.values()) for r, v in mape.items()},
+        "worst_mape": {r: max(v.values()) for r, v in mape.items()},
+        "wins_over_local": fed["wins_over_local"],
+        "best_round": fed["best_round"],
+        "val_curve": fed["val_curve"],
+        "bytes": fed["bytes"],
+        "privacy": fed.get("privacy"),
+        "energy_j": {
+            "clients_total": sum(clients_j.values()),
+            "per_client": clients_j,
+            "test_and_local_reference_share": local_share,
+            "central_reference": ref_j,
+            "server": by_phase.get("federate", {}).get("energy_j", 0.0),
+        },
+        "emissions_g_per_client": clients_g,
+        "energy_kind": sorted({r["kind"] for r in fed_rows}),
+        "wall_s": wall_s,
+    }
+
+
+def _local_share(rows: list[dict[str, Any]]) -> float:
+    """Energy of the clients' test messages (which include the local-only reference)."""
+    return sum(sum(r["energy_j"].values()) for r in rows if r["extra"]["message"] == "test")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--local-steps", type=int, default=16)
+    parser.add_argument("--dp", default="8", help="client-side DP epsilons ('' for none)")
+    a = parser.parse_args()
+    quiet_libraries()
+    folder = prepare(a.days)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    out: dict[str, Any] = {
+        "machine": machine_info(),
+        "protocol": {
+            "data": f"9 PJM utilities, last {a.days} days each (hourly); per client test = "
+            "last 56 days, validation = the 56 before",
+            "model": "MiniLM-L6 patch encoder (24 h patches, 7 tokens), LoRA r=8, ridge skip path "
+            "fitted from the clients' summed statistics",
+            "rounds": a.rounds,
+            "local_steps": a.local_steps,
+            "strategy": "fedavg",
+            "engine": "Flower simulation (Ray), one actor per core, 1 thread each",
+            "energy": "model (no RAPL/NVML on this VM): each client's own process meter",
+        },
+        "seeds": seeds,
+        "runs": {},
+    }
+    for seed in seeds:
+        print(f"seed {seed}: federated + references", flush=True)
+        run, wall = run_once(overrides(folder, f"fedavg-s{seed}", seed, a.rounds, a.local_steps))
+        out["runs"][f"fedavg-s{seed}"] = summarise(run, wall)
+        for eps in [e for e in a.dp.split(",") if e]:
+            print(f"seed {seed}: client DP epsilon {eps}", flush=True)
+            run, wall = run_once(
+                overrides(
+                    folder,
+                    f"dp{eps}-s{seed}",
+                    seed,
+                    a.rounds,
+                    a.local_steps,
+                    f"privacy.dp.target_epsilon={eps}",
+                    "federated.references=[]",
+                )
+            )
+            out["runs"][f"dp{eps}-s{seed}"] = summarise(run, wall)
+        write(out)
+    write(out)
+
+
+def write(out: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "federated.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / "federated.md").write_text(render(out))
+
+
+def render(out: dict[str, Any]) -> str:
+    runs = out["runs"]
+    fedavg = [v for k, v in runs.items() if k.startswith("fedavg")]
+    lines = [
+        "# Federated fine-tuning, 9 PJM utilities (benchmarks/federated.py)",
+        "",
+        f"Machine: {out['machine'].get('cpu', '')}, {out['machine'].get('cores', '')} cores. "
+        f"Seeds {out['seeds']}; medians over seeds, [min, max] in brackets.",
+        "",
+        "| row | pooled MAPE % | median client MAPE % | worst client MAPE % |",
+        "|---|---|---|---|",
+    ]
+    for row in ("federated", "central", "local", "seasonal_naive_daily", "seasonal_naive_weekly"):
+        vals = [r for r in fedavg if row in r["pooled_mape"]]
+        if not vals:
+            continue
+        lines.append(
+            f"| {row} | {_mid([r['pooled_mape'][row] for r in vals])} | "
+            f"{_mid([r['median_mape'][row] for r in vals])} | "
+            f"{_mid([r['worst_mape'][row] for r in vals])} |"
+        )
+    for k, v in runs.items():
+        if k.startswith("dp"):
+            lines.append(
+                f"| {k} federated | {v['pooled_mape']['federated']:.3f} | "
+                f"{v['median_mape']['federated']:.3f} | "
+                f"{v['worst_mape']['federated']:.3f} |"
+            )
+    lines += [
+        "",
+        "| run | wins over local | best round | bytes/client/round | of full model |"
+        " client energy Wh | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, v in runs.items():
+        b = v["bytes"]
+        share = b["per_client_round_sent"] / b["full_model_fp32"] if b["full_model_fp32"] else 0
+        lines.append(
+            f"| {k} | {v['wins_over_local']['count']}/{v['wins_over_local']['of']} | "
+            f"{v['best_round']} | {b['per_client_round_sent']:,} | {100 * share:.2f} % | "
+            f"{v['energy_j']['clients_total'] / 3600:.2f} | {v['wall_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _mid(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.median(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""Flower's ``ClientApp`` for greentune: each message's work metered on the client.
+
+A client learns the run's config (model, PEFT, training; no data) from the server's messages
+and takes its data from its own side: ``partition-id`` (Flower's simulation) or ``partition``
+(a name or an index, ``flower-supernode --node-config``), and optionally ``data-path``,
+``workdir`` and ``carbon`` from its node config. Its node state keeps the skip fit and, under
+``privacy.dp``, its privacy accountant between rounds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from greentune.config import RunConfig, build_config, replace
+from greentune.errors import ConfigError
+from greentune.models.backbone import count_parameters
+from greentune.privacy.federated import protocol as P
+from greentune.privacy.federated.client import (
+    Local,
+    Proximal,
+    local_round,
+    network,
+    open_client,
+    residual_offsets,
+    skip_from_arrays,
+    trainable_arrays,
+    validation_loss,
+)
+from greentune.privacy.federated.partitions import client_names
+from greentune.privacy.federated.results import client_test
+from greentune.privacy.federated.ridge import ridge_statistics
+from greentune.train.callbacks import Callback
+
+
+@dataclass
+class Call:
+    """One message as the work sees it."""
+
+    arrays: dict[str, np.ndarray]
+    config: Any
+    """The server's ConfigRecord: run-config, server-round, proximal-mu."""
+    state: Any
+    """The node's state (a RecordDict kept between rounds on this client)."""
+    node: dict[str, Any]
+    """The node config: partition, data-path, workdir, carbon."""
+
+
+Work = Callable[[Local, Call], tuple[dict[str, np.ndarray], dict[str, float]]]
+
+
+def client_app(node: dict[str, Any] | None = None) -> Any:
+    """The ``ClientApp``; ``node`` adds node-config keys (simulation passes the workdir)."""
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+    extra = dict(node or {})
+
+    def handler(work: Work) -> Callable[[Any, Any], Any]:
+        return lambda msg, context: _handle(msg, context, work, extra)
+
+    app.query("ridge")(handler(_ridge))
+    app.query("offsets")(handler(_offsets))
+    app.query("init")(handler(_init))
+    app.train()(handler(_train))
+    app.evaluate()(handler(_evaluate))
+    app.evaluate("test")(handler(_test))
+    return app
+
+
+def _handle(msg: Any, context: Any, work: Work, extra: dict[str, Any]) -> Any:
+    from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+    node = {**dict(context.node_config), **extra}
+    cfg = _config(msg, node)
+    name = _name(cfg, node)
+    carbon = node.get("carbon") or cfg.federated.carbon.get(name)
+    if carbon:
+        cfg = replace(cfg, energy={"carbon": str(carbon)})
+    arrays = P.to_arrays(msg.content[P.ARRAYS]) if P.ARRAYS in msg.content.array_records else {}
+    key = hashlib.sha256(str(msg.content[P.CONFIG]["run-config"]).encode()).hexdigest()[:16]
+    meter, window = _meter(cfg)
+    try:
+        with window("federate-client") as handle:
+            local = open_client(cfg, name, key)
+            out, metrics = work(local, Call(arrays, msg.content[P.CONFIG], context.state, node))
+    finally:
+        if meter is not None:
+            meter.close()
+    metrics.update(_energy(handle.result if meter is not None else None))
+    content: dict[str, Any] = {
+        P.METRICS: MetricRecord({k: float(v) for k, v in metrics.items()}),
+        P.META: ConfigRecord(
+            {
+                "client": name,
+                "kind": getattr(handle.result, "kind", "off") if meter is not None else "off",
+                "zone": str(cfg.energy.carbon),
+            }
+        ),
+    }
+    if out:
+        content[P.ARRAYS] = P.from_arrays(out)
+    return Message(content=RecordDict(content), reply_to=msg)
+
+
+def _config(msg: Any, node: dict[str, Any]) -> RunConfig:
+    import yaml
+
+    raw = yaml.safe_load(str(msg.content[P.CONFIG]["run-config"])) or {}
+    raw.pop("schema_version", None)
+    if node.get("data-path"):
+        raw.setdefault("data", {})["path"] = str(node["data-path"])
+    return build_config(raw)
+
+
+def _name(cfg: RunConfig, node: dict[str, Any]) -> str:
+    """This client's name: node config ``partition`` (a name or an index), else Flower's
+    simulation ``partition-id`` (an index into the partitions' names)."""
+    given = node.get("partition", node.get("partition-id"))
+    if given is None:
+        raise ConfigError(
+            "this client has no partition: start it with --node-config 'partition=NAME'"
+        )
+    names = client_names(cfg)
+    text = str(given)
+    if text in names:
+        return text
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
+        return names[int(text)]
+    raise ConfigError(
+        f"partition {text!r} is not a client of {cfg.data.path}: "
+        f"{', '.join(names)} (or 0..{len(names) - 1})"
+    )
+
+
+def _meter(cfg: RunConfig) -> tuple[Any, Callable[[str], Any]]:
+    if not cfg.energy.enabled:
+        return None, lambda name: nullcontext()
+    from greentune.energy import build_meter
+
+    meter, _ = build_meter(cfg.energy, "federate-client")
+    return meter, meter.window
+
+
+def _energy(result: Any) -> dict[str, float]:
+    if result is None:
+        return {k: 0.0 for k in P.ENERGY_KEYS} | {"emissions_g": -1.0}
+    grams = result.emissions_g
+    return {
+        "energy_j": result.total_j,
+        "duration_s": result.duration_s,
+        "emissions_g": -1.0 if grams is None else grams,
+        "intensity_g_per_kwh": result.intensity_g_per_kwh or 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------- the work
+
+
+def _ridge(local: Local, call: Call) -> tuple[dict, dict]:
+    stats = ridge_statistics(local.data)
+    return stats, {P.WEIGHT: float(stats["n"][0])}
+
+
+def _offsets(local: Local, call: Call) -> tuple[dict, dict]:
+    fit = skip_from_arrays({**call.arrays, "offsets": np.zeros(1)}).fit
+    offsets = residual_offsets(local, fit)
+    return {"offsets": offsets}, {P.WEIGHT: float(len(local.data.train))}
+
+
+def _init(local: Local, call: Call) -> tuple[dict, dict]:
+    if call.arrays:
+        call.state[P.ARRAYS] = P.from_arrays(call.arrays)  # the skip fit, kept on this node
+    model = _network(local, call.state)
+    start = trainable_arrays(model, local.cfg.federated.float16)
+    call.state["start"] = P.from_arrays(start)  # the local-only reference starts here too
+    return start, {P.WEIGHT: 1.0, "total_parameters": float(count_parameters(model)[1])}
+
+
+def _network(local: Local, state: Any) -> Any:
+    if P.ARRAYS in state.array_records:
+        skip_arrays = P.to_arrays(state[P.ARRAYS])
+        skip = skip_from_arrays(skip_arrays)
+        skip_id = hashlib.sha256(skip_arrays["weight"].tobytes()).hexdigest()[:16]
+        return network(local, skip, skip_id)
+    return network(local, None, "none")
+
+
+def _train(local: Local, call: Call) -> tuple[dict, dict]:
+    _network(local, call.state)
+    server_round = int(call.config["server-round"])
+    callbacks: list[Callback] = []
+    mu = float(call.config.get("proximal-mu", 0.0))
+    dp = _dp(local, call.state)
+    if dp is not None:
+        callbacks.append(dp)
+    if mu > 0:
+        callbacks.append(Proximal(mu))
+    seed = local.cfg.seed + 1000 * server_round + _index(local.name)
+    trained, loss, samples = local_round(local, call.arrays, seed, callbacks)
+    metrics = {P.WEIGHT: float(max(samples, 1)), "train_loss": loss}
+    if dp is not None:
+        _keep_dp(dp, call.state)
+        metrics["epsilon"] = float(dp.summary()["epsilon"])
+    return trained, metrics
+
+
+def _evaluate(local: Local, call: Call) -> tuple[dict, dict]:
+    _network(local, call.state)
+    loss = validation_loss(local, call.arrays)
+    return {}, {P.WEIGHT: float(len(local.data.val)), "val_loss": loss}
+
+
+def _test(local: Local, call: Call) -> tuple[dict, dict]:
+    model = _network(local, call.state)
+    start = P.to_arrays(call.state["start"])
+    workdir = call.node.get("workdir") or None
+    metrics = client_test(local, call.arrays, model, start, _dp_summary(call.state), workdir)
+    return {}, metrics
+
+
+# ---------------------------------------------------------------------------- privacy
+
+
+def _dp(local: Local, state: Any) -> Any:
+    """Opacus DP-SGD for this client's round, its accountant carried over from the last."""
+    dp_cfg = local.cfg.privacy.dp
+    if not dp_cfg.enabled:
+        return None
+    from greentune.privacy.dp import DPTraining
+
+    fed = local.cfg.federated
+    planned = fed.rounds * fed.local_steps
+    dp = DPTraining(
+        dp_cfg,
+        local.cfg.train,
+        local.cfg.seed + _index(local.name),
+        lambda message: None,
+        None,
+        planned,
+    )
+    if "dp" in state.config_records:
+        dp.load_state_dict(pickle.loads(bytes(state["dp"]["state"])))
+    return dp
+
+
+def _keep_dp(dp: Any, state: Any) -> None:
+    from flwr.app import ConfigRecord
+
+    state["dp"] = ConfigRecord(
+        {
+            "state": pickle.dumps(dp.state_dict()),
+            "summary": json.dumps({k: v for k, v in dp.summary().items() if k != "frozen"}),
+        }
+    )
+
+
+def _dp_summary(state: Any) -> dict[str, Any] | None:
+    if "dp" not in state.config_records:
+        return None
+    return dict(json.loads(str(state["dp"]["summary"])))
+
+
+def _index(name: str) -> int:
+    """A stable small number per client name, for seeds (Python's hash() is salted)."""
+    return int(hashlib.sha256(name.encode()).hexdigest()[:6], 16) % 997

@@ -1,0 +1,157 @@
+"""The federated run from the server's seat: ridge, offsets, init, rounds, test (see server.py)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from greentune.privacy.federated import protocol as P
+from greentune.privacy.federated.ridge import KEYS, add_statistics, solve_pooled
+from greentune.privacy.federated.server import (
+    CHECKPOINT,
+    FederationError,
+    Reply,
+    Server,
+    build_strategy,
+    load_state,
+    save_state,
+    weighted,
+)
+
+
+@dataclass
+class Outcome:
+    """What the server ends with."""
+
+    best: dict[str, np.ndarray]
+    """The chosen global trainable weights (best pooled validation loss)."""
+    skip: dict[str, np.ndarray]
+    """The federated skip fit (empty without a ridge skip path)."""
+    test: list[Reply]
+    """Each client's test scores."""
+    rounds_done: int
+
+
+def drive(server: Server, resume: bool = False) -> Outcome:
+    """Run every step; the state is checkpointed after each round in ``checkpoints/``."""
+    fed, log = server.fed, server.log
+    nodes = server.nodes()
+    log(f"federate: {len(nodes)} clients connected")
+    skip = _skip(server, nodes)
+    replies = server.send(server.to_all(P.INIT, skip or None, 0, nodes), "init", 0)
+    server.initialised.update(r.node for r in replies)
+    server.skip = skip
+    start = replies[0].arrays
+    server.full_parameters = int(replies[0].metrics.get("total_parameters", 0))
+    if any(set(r.arrays) != set(start) for r in replies):
+        raise FederationError("the clients built different networks: give them the same config")
+    trainable = sum(a.size for a in start.values())
+    log(f"federate: {trainable:,} trainable parameters travel each way per client and round")
+    strategy = build_strategy(fed, len(nodes))
+    ckpt = Path(server.path) / "checkpoints" / CHECKPOINT
+    arrays, best, first = start, dict(start), 1
+    if resume and ckpt.is_file():
+        arrays, best, server.history, moments = load_state(ckpt)
+        for attr, values in moments.items():
+            if values and hasattr(strategy, attr):
+                setattr(strategy, attr, values)
+        first = int(server.history.rounds[-1]["round"]) + 1
+        log(f"federate: resumed after round {first - 1} from {ckpt}")
+    if first == 1:
+        loss = _validate(server, arrays, 0)
+        server.history.rounds.append({"round": 0, "val_loss": loss})
+        server.history.best_val_loss = loss
+    for r in range(first, fed.rounds + 1):
+        _welcome(server, r)
+        arrays = _train_round(server, strategy, arrays, r)
+        loss = _validate(server, arrays, r)
+        row: dict[str, Any] = {"round": r, "val_loss": loss}
+        if loss < server.history.best_val_loss:
+            server.history.best_val_loss, server.history.best_round = loss, r
+            best = dict(arrays)
+        server.history.rounds.append(row)
+        save_state(ckpt, arrays, best, server.history, strategy)
+        log(
+            f"round {r}/{fed.rounds}: validation loss {loss:.5f}"
+            + (" (best)" if server.history.best_round == r else "")
+        )
+    _welcome(server, fed.rounds + 1)
+    nodes = sorted(server.grid.get_node_ids())
+    test = server.send(server.to_all(P.TEST, best, fed.rounds + 1, nodes), "test", fed.rounds + 1)
+    return Outcome(best, skip, test, fed.rounds)
+
+
+def _welcome(server: Server, r: int) -> None:
+    """A client that (re)joined since the start gets the skip fit before it trains: it keeps
+    it in its node state, which a restarted client has lost."""
+    new = [n for n in sorted(server.grid.get_node_ids()) if n not in server.initialised]
+    if not new:
+        return
+    replies = server.send(server.to_all(P.INIT, server.skip or None, r, new), "init", r)
+    server.initialised.update(reply.node for reply in replies)
+    names = ", ".join(x.client for x in replies)
+    server.log(f"round {r}: {len(replies)} client(s) joined: {names}")
+
+
+def _skip(server: Server, nodes: list[int]) -> dict[str, np.ndarray]:
+    """The federated ridge (sums, one round) and the quantile offsets (a second one)."""
+    m = server.cfg.model
+    if not m.linear_skip or m.skip_init != "ridge":
+        return {}
+    replies = server.send(server.to_all(P.RIDGE, None, 0, nodes), "ridge", 0)
+    fit = solve_pooled(add_statistics([{k: r.arrays[k] for k in KEYS} for r in replies]))
+    server.log(
+        f"skip path: ridge from {len(replies)} clients' summed statistics "
+        f"({int(sum(r.arrays['n'][0] for r in replies)):,} training windows), alpha {fit.alpha:g}"
+    )
+    arrays = {
+        "weight": fit.weight,
+        "x_mean": fit.x_mean,
+        "y_mean": fit.y_mean,
+        "alpha": np.asarray([fit.alpha]),
+    }
+    replies = server.send(server.to_all(P.OFFSETS, arrays, 0, nodes), "offsets", 0)
+    total = sum(r.metrics[P.WEIGHT] for r in replies)
+    arrays["offsets"] = (
+        np.sum([r.arrays["offsets"] * r.metrics[P.WEIGHT] for r in replies], 0) / total
+    )
+    return arrays
+
+
+def _train_round(
+    server: Server, strategy: Any, arrays: dict[str, np.ndarray], r: int
+) -> dict[str, np.ndarray]:
+    from flwr.app import Message, RecordDict
+
+    record = P.from_arrays(arrays)
+    config = server.config(r)
+    messages = list(strategy.configure_train(r, record, config, server.grid))
+    # the strategy's messages share one RecordDict: each gets its own copy to travel
+    messages = [
+        Message(
+            content=RecordDict(dict(m.content)),
+            message_type=P.TRAIN,
+            dst_node_id=m.metadata.dst_node_id,
+        )
+        for m in messages
+    ]
+    replies = server.send(messages, "train", r)
+    agg, _ = strategy.aggregate_train(r, [reply.message for reply in replies])
+    if agg is None:
+        raise FederationError(f"round {r}: no client update to aggregate")
+    out = P.to_arrays(agg)
+    dtype = next(iter(arrays.values())).dtype
+    return {k: v.astype(dtype) for k, v in out.items()}
+
+
+def _validate(server: Server, arrays: dict[str, np.ndarray], r: int) -> float:
+    nodes = sorted(server.grid.get_node_ids())
+    replies = server.send(server.to_all(P.EVALUATE, arrays, r, nodes), "evaluate", r)
+    loss = weighted(replies, "val_loss")
+    if not math.isfinite(loss):
+        raise FederationError(f"round {r}: the validation loss is {loss}")
+    return loss

@@ -1,0 +1,475 @@
+"""Federated fine-tuning (greentune.privacy.federated) through the real ServerApp and ClientApp
+on the in-process engine: partitions, the exact federated ridge, what travels, per-client
+energy rows, strategies, client-side DP, drop-outs, resume, and each client's own run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from greentune.config import load_config, replace
+from greentune.errors import ConfigError, DataError
+from greentune.evaluate.baselines import RIDGE_ALPHAS, complete_origins, design_matrix, fit_linear
+from greentune.privacy.accounting import epsilon
+from greentune.privacy.federated import protocol as P
+from greentune.privacy.federated.client import Proximal, drop_cached
+from greentune.privacy.federated.inline import run_inline
+from greentune.privacy.federated.partitions import client_data, client_names, client_table
+from greentune.privacy.federated.ridge import add_statistics, ridge_statistics, solve_pooled
+from greentune.privacy.federated.server import FederationError
+from greentune.privacy.federated.simulate import federate
+from greentune.rundir import RunDir
+from greentune.train.callbacks import SetupContext
+from greentune.train.state import LoopState
+from tests.conftest import make_series, series_overrides
+
+CLIENTS = ("a", "b", "c")
+
+
+def _wide(tmp: Path) -> Path:
+    wide = make_series(seed=1).rename(columns={"load_mw": "a"})
+    wide["b"] = make_series(seed=2)["load_mw"].to_numpy() * 1.5
+    wide["c"] = make_series(seed=3)["load_mw"].to_numpy() * 0.7
+    path = tmp / "wide.csv"
+    wide.to_csv(path, index=False)
+    return path
+
+
+def _config(tmp: Path, *extra: str, path: Path | None = None, name: str = "fed"):
+    path = path or _wide(tmp)
+    base = [o for o in series_overrides(path, tmp / "runs", name) if "data.target" not in o]
+    return load_config(
+        None,
+        [*base, "federated.rounds=2", "federated.local_steps=3", "train.batch_size=8", *extra],
+    )
+
+
+class Recording:
+    """The inline engine, keeping its grid so tests can read every message."""
+
+    def __init__(self, wrap: Any = None) -> None:
+        self.grid: Any = None
+        self.wrap = wrap
+
+    def __call__(self, server_app: Any, app: Any, n: int) -> None:
+        self.grid = run_inline(server_app, self.wrap(app) if self.wrap else app, n)
+
+
+@pytest.fixture(scope="module")
+def fed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, Recording, Path]:
+    tmp = tmp_path_factory.mktemp("fed")
+    drop_cached()
+    engine = Recording()
+    run = federate(_config(tmp), echo=lambda m: None, engine=engine)
+    return run, engine, tmp
+
+
+# ----------------------------------------------------------------------------- partitions
+
+
+def test_partitions_of_a_wide_file_a_long_file_and_a_folder(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    assert client_names(cfg) == list(CLIENTS)  # the time column and covariates are not clients
+    wide = pd.read_csv(cfg.data.path)
+    long = pd.concat(
+        [wide[["ts", c, "temp_c"]].rename(columns={c: "load"}).assign(zone=c) for c in CLIENTS]
+    )
+    long.to_csv(tmp_path / "long.csv", index=False)
+    lcfg = replace(
+        cfg,
+        data={"path": str(tmp_path / "long.csv"), "target": "load"},
+        federated={"partition_col": "zone"},
+    )
+    assert client_names(lcfg) == list(CLIENTS)
+    folder = tmp_path / "utilities"
+    folder.mkdir()
+    for c in CLIENTS:
+        wide[["ts", c, "temp_c"]].rename(columns={c: f"{c.upper()}_MW"}).to_csv(
+            folder / f"{c}.csv", index=False
+        )
+    fcfg = replace(cfg, data={"path": str(folder)})
+    assert client_names(fcfg) == list(CLIENTS)
+    # every layout gives client b the same series
+    series = [client_table(c, "b")[1].frame for c in (cfg, lcfg, fcfg)]
+    values = [f.drop(columns=["ts", "temp_c"]).iloc[:, 0].to_numpy() for f in series]
+    np.testing.assert_allclose(values[0], values[1])
+    np.testing.assert_allclose(values[0], values[2])
+    assert client_table(fcfg, "b")[0].data.target == "B_MW"
+
+
+def test_each_client_has_its_own_scaler_and_split_and_last_keeps_the_end(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    _, a = client_data(cfg, "a")
+    _, b = client_data(cfg, "b")
+    assert a.scaler.mean[0] != pytest.approx(b.scaler.mean[0])  # b is 1.5x a's level
+    short = replace(cfg, federated={"last": "30D"})
+    _, a30 = client_data(short, "a")
+    assert a30.frame.index[-1] == a.frame.index[-1]
+    assert len(a30.frame) == 30 * 24
+
+
+def test_partition_errors_name_what_to_fix(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    with pytest.raises(ConfigError, match=r"federated.clients: no client x .*there are: a, b, c"):
+        client_names(replace(cfg, federated={"clients": ("a", "x")}))
+    with pytest.raises(DataError, match="at least 2 clients, found 1"):
+        client_names(replace(cfg, federated={"clients": ("a",)}))
+    with pytest.raises(DataError, match=r"no column 'zone' \(federated.partition_col\)"):
+        client_names(replace(cfg, federated={"partition_col": "zone"}))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no .csv or .parquet file"):
+        client_names(replace(cfg, data={"path": str(empty)}))
+    with pytest.raises(ConfigError, match="data.source csv or parquet"):
+        client_names(replace(cfg, data={"source": "vic2014"}))
+
+
+# ----------------------------------------------------------------------------- ridge
+
+
+def test_the_federated_ridge_is_the_ridge_of_the_pooled_windows(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    datas = [client_data(cfg, c)[1] for c in CLIENTS]
+    fed = solve_pooled(add_statistics([ridge_statistics(d, chunk=50) for d in datas]))
+    # the centralised ridge, solved directly on the stacked design matrices
+    L, H = datas[0].context_length, datas[0].horizon
+    xs, ys, xv, yv = [], [], [], []
+    for d in datas:
+        x, y = design_matrix(d, complete_origins(d, np.arange(L, d.val_start - H + 1)))
+        xs.append(x), ys.append(y)
+        x, y = design_matrix(d, complete_origins(d, d.val.origins))
+        xv.append(x), yv.append(y)
+    x, y = np.concatenate(xs).astype(float), np.concatenate(ys).astype(float)
+    xm, ym = x.mean(0), y.mean(0)
+    gram = (x - xm).T @ (x - xm)
+    scale = np.mean(np.diag(gram))
+
+    def solve(alpha: float) -> np.ndarray:
+        return np.linalg.solve(gram + alpha * scale * np.eye(len(gram)), (x - xm).T @ (y - ym))
+
+    errors = {
+        a: np.mean(((np.concatenate(xv) - xm) @ solve(a) + ym - np.concatenate(yv)) ** 2)
+        for a in RIDGE_ALPHAS
+    }
+    assert fed.alpha == min(errors, key=errors.__getitem__)  # the walk found the grid's best
+    np.testing.assert_allclose(fed.weight, solve(fed.alpha), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fed.x_mean, xm, rtol=1e-9, atol=1e-12)
+    # one client: exactly the run's own ridge
+    one = solve_pooled(add_statistics([ridge_statistics(datas[0])]))
+    own = fit_linear(datas[0])
+    assert one.alpha == own.alpha
+    np.testing.assert_allclose(one.weight, own.weight, rtol=1e-6, atol=1e-9)
+
+
+def test_clients_that_disagree_on_the_windows_are_refused(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    a = ridge_statistics(client_data(cfg, "a")[1])
+    b = ridge_statistics(client_data(replace(cfg, data={"horizon": 12}), "b")[1])
+    with pytest.raises(DataError, match=r"client reply 2: ridge statistics .* another shape"):
+        add_statistics([a, b])
+
+
+# ----------------------------------------------------------------------------- a whole run
+
+
+def test_a_federated_run_scores_every_client_and_pools_them(fed_run) -> None:
+    run, _, _ = fed_run
+    metrics = run.metrics
+    fed = metrics.federated
+    assert run.status == "complete"
+    assert fed["clients"] == list(CLIENTS)
+    assert set(metrics.test) == {
+        "federated",
+        "local",
+        "central",
+        "seasonal_naive_daily",
+        "seasonal_naive_weekly",
+    }
+    assert [r["round"] for r in fed["val_curve"]] == [0, 1, 2]
+    best = min(fed["val_curve"], key=lambda r: r["val_loss"])["round"]
+    assert fed["best_round"] == best
+    # pooled MAPE is the clients' MAPE weighted by their test points (equal here)
+    per = [fed["per_client"][c]["federated"]["mape"] for c in CLIENTS]
+    assert metrics.test["federated"].scores["mape"] == pytest.approx(np.mean(per))
+    assert fed["wins_over_local"]["of"] == 3
+
+
+def test_only_parameter_arrays_and_named_numbers_travel(fed_run) -> None:
+    run, engine, _ = fed_run
+    grid = engine.grid
+    for msg in grid.sent:
+        content = msg.content
+        assert set(content.keys()) <= {P.ARRAYS, P.CONFIG}
+        assert set(content[P.CONFIG].keys()) <= {"run-config", "server-round", "proximal-mu"}
+    trainable = None
+    for reply in grid.received:
+        content = reply.content
+        assert set(content.keys()) <= {P.ARRAYS, P.METRICS, P.META}
+        assert set(content[P.META].keys()) == set(P.META_KEYS)
+        assert all(isinstance(v, float) for v in content[P.METRICS].values())
+        if reply.metadata.message_type == P.TRAIN:
+            names = set(content[P.ARRAYS].keys())
+            assert trainable is None or names == trainable
+            trainable = names
+    # what trains: LoRA, the patch projections, the head and the skip path's biases; never the
+    # frozen backbone
+    assert trainable and all(
+        ("lora_" in n or n.startswith(("head.", "skip.", "encoder."))) for n in trainable
+    )
+    assert not any("skip.weight" in n for n in trainable)
+    fed = run.metrics.federated
+    per_round = fed["bytes"]["per_client_round_sent"]
+    train = [m for m in grid.sent if m.metadata.message_type == P.TRAIN]
+    assert per_round == train[0].content[P.ARRAYS].count_bytes()
+    assert per_round < fed["bytes"]["full_model_fp32"]
+
+
+def test_the_ledger_has_each_clients_energy_per_message(fed_run) -> None:
+    run, _, _ = fed_run
+    rows = [r for r in run.ledger.rows if r["phase"].startswith("client-")]
+    by_client = {c: [r for r in rows if r["extra"]["client"] == c] for c in CLIENTS}
+    for mine in by_client.values():
+        assert {r["extra"]["message"] for r in mine} == {
+            "ridge",
+            "offsets",
+            "init",
+            "train",
+            "evaluate",
+            "test",
+        }
+        assert sum(r["extra"]["message"] == "train" for r in mine) == 2
+        assert all(r["energy_j"]["client"] > 0 and r["kind"] == "model" for r in mine)
+        assert all(r["extra"]["zone"] == "static:WORLD" for r in mine)
+    totals = run.ledger.totals()["by_phase"]
+    assert {"client-a", "client-b", "client-c", "federate"} <= set(totals)
+
+
+def test_each_client_prices_its_energy_with_its_own_grid(tmp_path: Path) -> None:
+    drop_cached()
+    cfg = _config(
+        tmp_path,
+        "federated.references=[]",
+        "federated.rounds=1",
+        "federated.carbon={a: 'fixed:100', b: 'fixed:500'}",
+        "energy.carbon=fixed:300",
+    )
+    run = federate(cfg, echo=lambda m: None, engine=Recording())
+    rows = [r for r in run.ledger.rows if r["phase"].startswith("client-")]
+    for client, grams in (("a", 100), ("b", 500), ("c", 300)):
+        mine = [r for r in rows if r["extra"]["client"] == client]
+        assert {r["extra"]["zone"] for r in mine} == {f"fixed:{grams}"}
+        for r in mine:  # emissions = energy (kWh) x the client's own intensity
+            kwh = r["energy_j"]["client"] / 3.6e6
+            assert r["emissions_g"] == pytest.approx(kwh * grams, rel=1e-6)
+
+
+def test_each_client_keeps_a_loadable_run_of_the_global_model(fed_run) -> None:
+    import greentune as gt
+
+    run, _, tmp = fed_run
+    client = RunDir(run.path / "clients" / "b")
+    assert client.status == "complete"
+    mape = client.metrics.test["federated"].scores["mape"]
+    assert mape == pytest.approx(run.metrics.federated["per_client"]["b"]["federated"]["mape"])
+    wide = pd.read_csv(tmp / "wide.csv")
+    frame = wide[["ts", "b", "temp_c"]].iloc[-200:].copy()
+    frame.loc[frame.index[-24:], "b"] = np.nan  # the day to forecast: its temperature is known
+    out = gt.Predictor.from_run(client.path).predict(frame)
+    truth = wide["b"].to_numpy()[-24:]
+    assert len(out) == 24
+    # b's own scaler puts the forecast at b's level (1.5x a's): within 10 % of what happened
+    assert np.mean(np.abs(out["b_forecast"].to_numpy() / truth - 1)) < 0.10
+
+
+def test_the_global_weights_and_the_skip_fit_are_saved(fed_run) -> None:
+    run, engine, _ = fed_run
+    with np.load(run.path / "federated" / "global.npz") as z:
+        names = [k.split("/", 1) for k in z.files]
+        assert {g for g, _ in names} == {"trainable", "skip"}
+        test_msg = next(m for m in engine.grid.sent if m.metadata.message_type == P.TEST)
+        for name, value in P.to_arrays(test_msg.content[P.ARRAYS]).items():
+            np.testing.assert_array_equal(z[f"trainable/{name}"], value)
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def test_float16_halves_the_bytes_and_fedprox_sends_mu(tmp_path: Path) -> None:
+    drop_cached()
+    engine = Recording()
+    cfg = _config(
+        tmp_path,
+        "federated.float16=true",
+        "federated.strategy=fedprox",
+        "federated.proximal_mu=0.5",
+        "federated.references=[]",
+        "federated.rounds=1",
+    )
+    run = federate(cfg, echo=lambda m: None, engine=engine)
+    train = [m for m in engine.grid.sent if m.metadata.message_type == P.TRAIN]
+    assert all(float(m.content[P.CONFIG]["proximal-mu"]) == 0.5 for m in train)
+    arrays = P.to_arrays(train[0].content[P.ARRAYS])
+    assert all(a.dtype == np.float16 for a in arrays.values())
+    assert run.metrics.federated["strategy"] == "fedprox"
+    assert set(run.metrics.test) == {"federated", "seasonal_naive_daily", "seasonal_naive_weekly"}
+
+
+def test_fedadam_runs_and_its_moments_are_checkpointed(tmp_path: Path) -> None:
+    drop_cached()
+    cfg = _config(tmp_path, "federated.strategy=fedadam", "federated.references=[]")
+    run = federate(cfg, echo=lambda m: None, engine=Recording())
+    with np.load(run.path / "checkpoints" / "federated-state.npz") as z:
+        assert any(k.startswith("m_t/") for k in z.files)
+        assert any(k.startswith("v_t/") for k in z.files)
+    assert run.metrics.federated["strategy"] == "fedadam"
+
+
+def test_the_proximal_term_pulls_towards_the_global_weights() -> None:
+    layer = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 2.0]]))
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    prox = Proximal(mu=0.1)
+    prox.on_setup(SetupContext(layer, optimizer, None, LoopState(), 1, False))
+    with torch.no_grad():
+        layer.weight.add_(torch.tensor([[1.0, -1.0]]))  # a local step moved it
+    layer.weight.grad = torch.zeros_like(layer.weight)
+    optimizer.step()  # w - lr * mu * (w - w_global) = [2, 1] - 0.05 * [1, -1]
+    torch.testing.assert_close(layer.weight.detach(), torch.tensor([[1.95, 1.05]]))
+    prox.on_end(LoopState())
+    layer.weight.grad = torch.zeros_like(layer.weight)
+    optimizer.step()
+    torch.testing.assert_close(layer.weight.detach(), torch.tensor([[1.95, 1.05]]))
+
+
+def test_client_dp_accounts_every_round_of_every_client(tmp_path: Path) -> None:
+    drop_cached()
+    cfg = _config(tmp_path, "privacy.dp.noise_multiplier=1.0", "federated.references=[]")
+    run = federate(cfg, echo=lambda m: None, engine=Recording())
+    privacy = run.metrics.federated["privacy"]
+    assert set(privacy["epsilon"]) == set(CLIENTS)
+    for c in CLIENTS:
+        _, data = client_data(cfg, c)
+        steps_per_epoch = -(-len(data.train) // 8)
+        expected = epsilon([(1.0, 1 / steps_per_epoch, 2 * 3)], privacy["delta"][c], "rdp")
+        assert privacy["epsilon"][c] == pytest.approx(expected)
+    client = RunDir(run.path / "clients" / "a").metrics
+    assert client.privacy is not None and client.privacy["steps"] == 6
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def _failing(kind: str, client: int, rounds: set[int], times: list[int]):
+    """A client app whose ``client``-th node raises on ``kind`` messages of ``rounds``."""
+
+    def wrap(app: Any) -> Any:
+        def call(msg: Any, context: Any) -> Any:
+            r = int(msg.content[P.CONFIG]["server-round"])
+            node = context.node_config["partition-id"]
+            if msg.metadata.message_type == kind and r in rounds and node == client and times:
+                times.pop()
+                raise RuntimeError("killed")
+            return app(msg, context)
+
+        return call
+
+    return wrap
+
+
+def test_a_round_goes_on_without_a_failed_client(tmp_path: Path) -> None:
+    drop_cached()
+    engine = Recording(_failing(P.TRAIN, 1, {1}, [1]))
+    cfg = _config(tmp_path, "federated.min_clients=2", "federated.references=[]")
+    logs: list[str] = []
+    run = federate(cfg, echo=logs.append, engine=engine)
+    assert "round 1 train: went on without 1 client(s)" in logs
+    rows = [r for r in run.ledger.rows if r["extra"].get("message") == "train"]
+    assert sorted(r["extra"]["round"] for r in rows) == [1, 1, 2, 2, 2]
+    assert run.status == "complete"
+
+
+def test_too_few_clients_fail_the_run_and_it_resumes_from_the_last_round(
+    tmp_path: Path,
+) -> None:
+    drop_cached()
+    cfg = _config(tmp_path, "federated.references=[]", "federated.rounds=3")
+    engine = Recording(_failing(P.TRAIN, 0, {2}, [1]))
+    with pytest.raises(FederationError, match="round 2 train: 2 of 3 clients answered"):
+        federate(cfg, echo=lambda m: None, engine=engine)
+    run_path = Path(cfg.output_dir) / "fed"
+    assert RunDir(run_path).status == "failed"
+    logs: list[str] = []
+    drop_cached()
+    run = federate(cfg, resume=run_path, echo=logs.append, engine=Recording())
+    assert any("resumed after round 1" in m for m in logs)
+    assert [r["round"] for r in run.metrics.federated["val_curve"]] == [0, 1, 2, 3]
+    train = [m for m in run.ledger.rows if m["extra"].get("message") == "train"]
+    assert sorted({r["extra"]["round"] for r in train}) == [1, 2, 3]
+    assert run.status == "complete"
+
+
+def test_a_model_the_clients_cannot_build_is_refused(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "model.encoder=text")
+    with pytest.raises(ConfigError, match="trains the patch encoder: set model.encoder=patch"):
+        federate(cfg, echo=lambda m: None, engine=Recording())
+    with pytest.raises(ConfigError, match="trains forecasters, not task: classify"):
+        federate(
+            replace(cfg, task="classify", model={"encoder": "patch"}),
+            echo=lambda m: None,
+            engine=Recording(),
+        )
+    # a client that fails says why, through the server
+    cfg = _config(tmp_path, name="bad")
+    engine = Recording(_failing(P.RIDGE, 0, {0}, [1, 1, 1]))
+    failed = r"round 0 ridge: 2 of 3 .*\(node 101: RuntimeError: killed\)"
+    with pytest.raises(FederationError, match=failed):
+        federate(cfg, echo=lambda m: None, engine=engine)
+
+
+def test_the_cli_runs_a_federation_and_says_what_is_wrong(tmp_path: Path) -> None:
+    from tests.conftest import cli
+
+    path = _wide(tmp_path)
+    base = [o for o in series_overrides(path, tmp_path / "runs", "cli") if "data." not in o]
+    data = [
+        "data.covariates=[temp_c]",
+        "data.temperature_col=temp_c",
+        "data.context_length=48",
+        "data.horizon=24",
+        "data.val=6D",
+        "data.test=6D",
+        "data.val_origins=6",
+        "model.patch_len=12",
+        "train.batch_size=8",
+        "federated.references=[local]",
+    ]
+    done = cli(
+        "federate",
+        *base,
+        *data,
+        "--data",
+        str(path),
+        "--time-col",
+        "ts",
+        "--rounds",
+        "1",
+        "--local-steps",
+        "2",
+        "--engine",
+        "inline",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pooled" in done.stdout and "beats local-only on" in done.stdout
+    metrics = json.loads((tmp_path / "runs" / "cli" / "metrics.json").read_text())
+    assert metrics["federated"]["rounds"] == 1
+    bad = cli("federate", "--data", str(path), "--time-col", "ts", "--partition-col", "zone")
+    assert bad.returncode == 2
+    assert "no column 'zone' (federated.partition_col)" in bad.stderr
+    assert "Traceback" not in bad.stderr
