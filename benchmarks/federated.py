@@ -201,6 +201,19 @@ def main() -> None:
         print(f"seed {seed}: federated + references", flush=True)
         run, wall = run_once(overrides(folder, f"fedavg-s{seed}", seed, a.rounds, a.local_steps))
         out["runs"][f"fedavg-s{seed}"] = summarise(run, wall)
+        print(f"seed {seed}: float16 transfer", flush=True)
+        run, wall = run_once(
+            overrides(
+                folder,
+                f"fp16-s{seed}",
+                seed,
+                a.rounds,
+                a.local_steps,
+                "federated.float16=true",
+                "federated.references=[]",
+            )
+        )
+        out["runs"][f"fp16-s{seed}"] = summarise(run, wall)
         for eps in [e for e in a.dp.split(",") if e]:
             print(f"seed {seed}: client DP epsilon {eps}", flush=True)
             run, wall = run_once(
@@ -247,7 +260,7 @@ def render(out: dict[str, Any]) -> str:
             f"{_mid([r['worst_mape'][row] for r in vals])} |"
         )
     for k, v in runs.items():
-        if k.startswith("dp"):
+        if k.startswith(("dp", "fp16")):
             lines.append(
                 f"| {k} federated | {v['pooled_mape']['federated']:.3f} | "
                 f"{v['median_mape']['federated']:.3f} | "

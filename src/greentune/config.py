@@ -380,6 +380,14 @@ class FederatedConfig:
     references: tuple[Literal["local", "central"], ...] = ("local", "central")
     """Reference rows in metrics.json: local (each client alone, the same steps) and central
     (the same network on the pooled training windows; simulation only, since it pools data)."""
+    central_noise_multiplier: float | None = None
+    """Central DP (Flower's server-side fixed clipping): each client's update is clipped to
+    ``central_clipping_norm`` and Gaussian noise of this multiplier x norm / clients is added
+    to the average. Client-level DP: epsilon reported per the whole federation. None: off."""
+    central_clipping_norm: float = 1.0
+    """Central DP: the L2 bound of one client's update (its trainable arrays minus the global)."""
+    central_delta: float | None = None
+    """Central DP: delta; None: 1 / (10 x clients)."""
     carbon: dict[str, str] = field(default_factory=dict)
     """Per client: its carbon-intensity provider (energy.carbon's syntax), e.g.
     {AEP: "trace:DIR@US-MIDA-PJM"}; clients not named use energy.carbon."""
@@ -388,6 +396,14 @@ class FederatedConfig:
         _positive(self, "rounds", "local_steps", "min_clients")
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"federated.fraction must lie in (0, 1], got {self.fraction}")
+        if (self.central_noise_multiplier or 0) < 0 or self.central_clipping_norm <= 0:
+            raise ConfigError(
+                "federated.central_noise_multiplier must be >= 0 and central_clipping_norm > 0"
+            )
+        if self.central_delta is not None and not 0 < self.central_delta < 1:
+            raise ConfigError(
+                f"federated.central_delta must lie in (0, 1), got {self.central_delta}"
+            )
         if self.proximal_mu < 0 or self.server_lr <= 0 or self.round_timeout_s <= 0:
             raise ConfigError(
                 "federated.proximal_mu must be >= 0, server_lr and round_timeout_s > 0"

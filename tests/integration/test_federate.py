@@ -4,7 +4,13 @@ data file while the federation runs."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +19,7 @@ import pytest
 from greentune.privacy.federated import simulate
 from greentune.privacy.federated.client import drop_cached
 from greentune.privacy.federated.partitions import client_names
+from tests.conftest import series_overrides
 from tests.unit.privacy.test_federated import Recording, _config
 
 OPENED: list[str] = []
@@ -57,3 +64,182 @@ def test_the_simulation_engine_matches_inline_and_the_server_reads_no_data(
             )
     clients = {r["extra"]["client"] for r in ray_run.ledger.rows if "client" in r["extra"]}
     assert clients == set(names)
+
+
+# ----------------------------------------------------------------------------- deployment
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "greentune", "federate", *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """The process and what it started (a SuperNode's ClientApp processes): its session."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _wait_for(path: Path, text: str, timeout_s: float, procs: list[Any]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file() and text in path.read_text():
+            return
+        time.sleep(0.5)
+    logs = "\n".join(p.read_text()[-2000:] for p in procs if isinstance(p, Path) and p.exists())
+    raise AssertionError(f"{text!r} not in {path} after {timeout_s} s\n{logs}")
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (TLS between the processes)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("greentune test CA"))
+        .issuer_name(name("greentune test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_server_and_clients_as_processes_survive_a_killed_client_that_rejoins(
+    tmp_path: Path,
+) -> None:
+    """SuperLink + 3 SuperNodes on 127.0.0.1 over TLS: a client killed (SIGKILL, the whole
+    process group) after round 1; round 2 completes with the other two; the client restarts,
+    rejoins, gets the skip fit and takes part in round 3 and the test."""
+    cfg = _config(tmp_path, name="dep")
+    wide = str(cfg.data.path)
+    port = _free_port()
+    certs = _certificates(tmp_path)
+    server_args = [
+        "server",
+        *[o for o in _overrides(tmp_path, wide) if not o.startswith("data.path")],
+        f"data.path={wide}",
+        "federated.rounds=3",
+        "federated.local_steps=2",
+        "federated.references=[]",
+        "federated.min_clients=2",
+        "federated.round_timeout_s=45",
+        "--expect",
+        "3",
+        "--address",
+        f"127.0.0.1:{port}",
+        f"--ssl-certfile={certs['cert']}",
+        f"--ssl-keyfile={certs['key']}",
+        f"--ssl-ca-certfile={certs['ca']}",
+    ]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = _start(server_args, logs / "server.txt")
+    clients: dict[int, subprocess.Popen[bytes]] = {}
+
+    def client(k: int) -> subprocess.Popen[bytes]:
+        return _start(
+            [
+                "client",
+                "--partition",
+                str(k),
+                "--server",
+                f"127.0.0.1:{port}",
+                "--data",
+                wide,
+                "--workdir",
+                str(tmp_path / f"client{k}"),
+                f"--root-certificates={certs['ca']}",
+            ],
+            logs / f"client{k}-{time.monotonic_ns()}.txt",
+        )
+
+    run_log = tmp_path / "runs" / "dep" / "log.txt"
+    try:
+        for k in range(3):
+            clients[k] = client(k)
+        _wait_for(run_log, "round 1/3", 240, [logs / "server.txt"])
+        _kill(clients[2])
+        _wait_for(run_log, "round 2 train: went on without", 240, [logs / "server.txt"])
+        clients[2] = client(2)
+        assert server.wait(timeout=400) == 0, (logs / "server.txt").read_text()[-3000:]
+    finally:
+        for proc in [*clients.values(), server]:
+            _kill(proc)
+    text = run_log.read_text()
+    assert "(TLS)" in (logs / "server.txt").read_text()
+    assert "round 2 train: went on without 1 client(s)" in text
+    assert "client(s) joined: c" in text
+    metrics = json.loads((tmp_path / "runs" / "dep" / "metrics.json").read_text())
+    assert metrics["federated"]["clients"] == ["a", "b", "c"]
+    train = [
+        r["extra"]
+        for r in json.loads((tmp_path / "runs" / "dep" / "energy.json").read_text())["rows"]
+        if r.get("extra", {}).get("message") == "train"
+    ]
+    rounds = {c: {r["round"] for r in train if r["client"] == c} for c in "abc"}
+    assert rounds["a"] == rounds["b"] == {1, 2, 3}
+    assert 1 in rounds["c"] and 2 not in rounds["c"]  # killed in round 2, back for the test
+    assert "c" in metrics["federated"]["per_client"]
+    # each client keeps its own run (the global model with its own scaler), on its side
+    assert (tmp_path / "client2" / "c" / "model" / "scaler.json").is_file()
+    assert not (tmp_path / "runs" / "dep" / "clients").exists()
+
+
+def _overrides(tmp: Path, wide: str) -> list[str]:
+    base = [o for o in series_overrides(Path(wide), tmp / "runs", "dep") if "data.target" not in o]
+    return [*base, "train.batch_size=8"]

@@ -205,7 +205,9 @@ def _train(local: Local, call: Call) -> tuple[dict, dict]:
         callbacks.append(Proximal(mu))
     seed = local.cfg.seed + 1000 * server_round + _index(local.name)
     trained, loss, samples = local_round(local, call.arrays, seed, callbacks)
-    metrics = {P.WEIGHT: float(max(samples, 1)), "train_loss": loss}
+    # central DP averages the clipped updates with equal weights (its sensitivity analysis)
+    weight = 1.0 if local.cfg.federated.central_noise_multiplier is not None else samples
+    metrics = {P.WEIGHT: float(max(weight, 1)), "train_loss": loss}
     if dp is not None:
         _keep_dp(dp, call.state)
         metrics["epsilon"] = float(dp.summary()["epsilon"])

@@ -149,6 +149,7 @@ def _train_round(
 
 
 def _validate(server: Server, arrays: dict[str, np.ndarray], r: int) -> float:
+    _welcome(server, r)
     nodes = sorted(server.grid.get_node_ids())
     replies = server.send(server.to_all(P.EVALUATE, arrays, r, nodes), "evaluate", r)
     loss = weighted(replies, "val_loss")

@@ -78,11 +78,21 @@ def build_strategy(fed: FederatedConfig, n_clients: int) -> Any:
         "min_available_nodes": min(least, n_clients),
         "weighted_by_key": P.WEIGHT,
     }
+    strategy: Any
     if fed.strategy == "fedprox":
-        return FedProx(**common, proximal_mu=fed.proximal_mu)
-    if fed.strategy == "fedadam":
-        return FedAdam(**common, eta=fed.server_lr, eta_l=fed.server_lr)
-    return FedAvg(**common)
+        strategy = FedProx(**common, proximal_mu=fed.proximal_mu)
+    elif fed.strategy == "fedadam":
+        strategy = FedAdam(**common, eta=fed.server_lr, eta_l=fed.server_lr)
+    else:
+        strategy = FedAvg(**common)
+    if fed.central_noise_multiplier is None:
+        return strategy
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+
+    sampled = max(int(n_clients * fed.fraction), common["min_train_nodes"])
+    return DifferentialPrivacyServerSideFixedClipping(
+        strategy, fed.central_noise_multiplier, fed.central_clipping_norm, sampled
+    )
 
 
 class Server:
