@@ -480,11 +480,17 @@ def test_central_dp_clips_and_noises_the_average_and_reports_client_level_epsilo
 ) -> None:
     drop_cached()
     base = ["federated.references=[]", "federated.rounds=2"]
-    plain = federate(_config(tmp_path, *base, name="plain"), echo=lambda m: None,
-                     engine=Recording())
+    plain = federate(
+        _config(tmp_path, *base, name="plain"), echo=lambda m: None, engine=Recording()
+    )
     drop_cached()
-    cfg = _config(tmp_path, *base, "federated.central_noise_multiplier=2.0",
-                  "federated.central_clipping_norm=0.05", name="central")
+    cfg = _config(
+        tmp_path,
+        *base,
+        "federated.central_noise_multiplier=2.0",
+        "federated.central_clipping_norm=0.05",
+        name="central",
+    )
     engine = Recording()
     run = federate(cfg, echo=lambda m: None, engine=engine)
     central = run.metrics.federated["central_privacy"]
@@ -493,8 +499,9 @@ def test_central_dp_clips_and_noises_the_average_and_reports_client_level_epsilo
     # equal weights for the average (the mechanism's sensitivity), and the update was noised
     train = [m for m in engine.grid.received if m.metadata.message_type == P.TRAIN]
     assert {float(m.content[P.METRICS][P.WEIGHT]) for m in train} == {1.0}
-    with np.load(plain.path / "federated" / "global.npz") as a, np.load(
-        run.path / "federated" / "global.npz"
-    ) as b:
+    with (
+        np.load(plain.path / "federated" / "global.npz") as a,
+        np.load(run.path / "federated" / "global.npz") as b,
+    ):
         moved = [k for k in a.files if k.startswith("trainable/") and not np.allclose(a[k], b[k])]
     assert moved
