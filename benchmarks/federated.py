@@ -123,7 +123,14 @@ def summarise(run: RunDir, wall_s: float) -> dict[str, Any]:
     per = fed["per_client"]
     rows = [
         r
-        for r in ("federated", "central", "local", "seasonal_naive_daily", "seasonal_naive_weekly")
+        for r in (
+            "federated",
+            "start",
+            "central",
+            "local",
+            "seasonal_naive_daily",
+            "seasonal_naive_weekly",
+        )
         if r in m.test
     ]
     mape = {r: {c: per[c][r]["mape"] for c in per if r in per[c]} for r in rows}
@@ -177,7 +184,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--local-steps", type=int, default=16)
     parser.add_argument("--dp", default="8", help="client-side DP epsilons ('' for none)")
+    parser.add_argument("--render", action="store_true", help="rewrite federated.md only")
     a = parser.parse_args()
+    if a.render:
+        write(json.loads((RESULTS / "federated.json").read_text()))
+        return
     quiet_libraries()
     folder = prepare(a.days)
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -240,52 +251,107 @@ def write(out: dict[str, Any]) -> None:
 
 def render(out: dict[str, Any]) -> str:
     runs = out["runs"]
-    fedavg = [v for k, v in runs.items() if k.startswith("fedavg")]
+
+    def of(prefix: str) -> list[dict[str, Any]]:
+        return [v for k, v in runs.items() if k.startswith(prefix + "-")]
+
+    fedavg, fp16, dp = of("fedavg"), of("fp16"), of("dp8")
+    m = out["machine"]
     lines = [
         "# Federated fine-tuning, 9 PJM utilities (benchmarks/federated.py)",
         "",
-        f"Machine: {out['machine'].get('cpu', '')}, {out['machine'].get('cores', '')} cores. "
-        f"Seeds {out['seeds']}; medians over seeds, [min, max] in brackets.",
+        f"Machine: {m.get('cpu', '')}, {m.get('cores', '')} cores. Seeds {out['seeds']}: "
+        "medians over seeds, [min, max].",
         "",
         "| row | pooled MAPE % | median client MAPE % | worst client MAPE % |",
         "|---|---|---|---|",
     ]
-    for row in ("federated", "central", "local", "seasonal_naive_daily", "seasonal_naive_weekly"):
+    rows = (
+        "federated",
+        "start",
+        "central",
+        "local",
+        "seasonal_naive_daily",
+        "seasonal_naive_weekly",
+    )
+    for row in rows:
         vals = [r for r in fedavg if row in r["pooled_mape"]]
-        if not vals:
-            continue
-        lines.append(
-            f"| {row} | {_mid([r['pooled_mape'][row] for r in vals])} | "
-            f"{_mid([r['median_mape'][row] for r in vals])} | "
-            f"{_mid([r['worst_mape'][row] for r in vals])} |"
-        )
-    for k, v in runs.items():
-        if k.startswith(("dp", "fp16")):
+        if vals:
             lines.append(
-                f"| {k} federated | {v['pooled_mape']['federated']:.3f} | "
-                f"{v['median_mape']['federated']:.3f} | "
-                f"{v['worst_mape']['federated']:.3f} |"
+                f"| {row} | {_mid([r['pooled_mape'][row] for r in vals])} | "
+                f"{_mid([r['median_mape'][row] for r in vals])} | "
+                f"{_mid([r['worst_mape'][row] for r in vals])} |"
             )
+    for label, group in (("federated, float16 transfer", fp16), ("federated, client DP eps 8", dp)):
+        if group:
+            lines.append(
+                f"| {label} | {_mid([r['pooled_mape']['federated'] for r in group])} | "
+                f"{_mid([r['median_mape']['federated'] for r in group])} | "
+                f"{_mid([r['worst_mape']['federated'] for r in group])} |"
+            )
+    if fedavg:
+        ratio = [r["median_mape"]["federated"] / r["median_mape"]["central"] for r in fedavg]
+        wins = [r["wins_over_local"]["count"] for r in fedavg]
+        lines += [
+            "",
+            f"- federated / central median client MAPE: {_mid(ratio)} (target <= 1.05)",
+            f"- clients where federated beats local-only: {_mid(wins)} of 9 (target >= 7)",
+            f"- best round (of {out['protocol']['rounds']}): "
+            f"{_mid([r['best_round'] for r in fedavg])}",
+        ]
+    if dp and fedavg:
+        ratio = [
+            d["pooled_mape"]["federated"] / f["pooled_mape"]["federated"]
+            for d, f in zip(dp, fedavg, strict=False)
+        ]
+        eps = [max(d["privacy"]["epsilon"].values()) for d in dp if d.get("privacy")]
+        lines.append(
+            f"- client DP / non-private federated pooled MAPE: {_mid(ratio)} "
+            f"(target <= 1.15); largest client epsilon spent {_mid(eps)}"
+        )
     lines += [
         "",
-        "| run | wins over local | best round | bytes/client/round | of full model |"
-        " client energy Wh | wall s |",
-        "|---|---|---|---|---|---|---|",
+        "| run | bytes to a client per round | of the network (fp32) | "
+        "client energy Wh (model) | server Wh | wall s |",
+        "|---|---|---|---|---|---|",
     ]
-    for k, v in runs.items():
-        b = v["bytes"]
-        share = b["per_client_round_sent"] / b["full_model_fp32"] if b["full_model_fp32"] else 0
+    for label, group in (("fedavg + references", fedavg), ("float16", fp16), ("client DP", dp)):
+        if not group:
+            continue
+        b = group[0]["bytes"]
+        share = [r["bytes"]["per_client_round_sent"] / r["bytes"]["full_model_fp32"] for r in group]
         lines.append(
-            f"| {k} | {v['wins_over_local']['count']}/{v['wins_over_local']['of']} | "
-            f"{v['best_round']} | {b['per_client_round_sent']:,} | {100 * share:.2f} % | "
-            f"{v['energy_j']['clients_total'] / 3600:.2f} | {v['wall_s']:.0f} |"
+            f"| {label} | {b['per_client_round_sent']:,} | {_mid([100 * x for x in share])} % | "
+            f"{_mid([r['energy_j']['clients_total'] / 3600 for r in group])} | "
+            f"{_mid([r['energy_j']['server'] / 3600 for r in group])} | "
+            f"{_mid([r['wall_s'] for r in group])} |"
         )
+    if fedavg:
+        lines += [
+            "",
+            "Per client (seed medians): test MAPE % federated / start (round 0) / central / "
+            "local, "
+            "and energy Wh of all its messages (federated rounds + its local-only "
+            "reference in the test message)",
+            "",
+            "| client | federated | start | central | local | energy Wh |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in sorted(fedavg[0]["client_mape"]["federated"]):
+            cells = [
+                _mid([r["client_mape"][row][c] for r in fedavg if row in r["client_mape"]])
+                for row in ("federated", "start", "central", "local")
+            ]
+            wh = _mid([r["energy_j"]["per_client"][c] / 3600 for r in fedavg])
+            lines.append(f"| {c} | {' | '.join(cells)} | {wh} |")
     return "\n".join(lines) + "\n"
 
 
 def _mid(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
+    if not values:
+        return "–"
     return f"{statistics.median(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
 
 

@@ -400,6 +400,11 @@ class FederatedConfig:
             raise ConfigError(
                 "federated.central_noise_multiplier must be >= 0 and central_clipping_norm > 0"
             )
+        if self.central_noise_multiplier is not None and self.strategy == "fedadam":
+            raise ConfigError(
+                "federated.central_noise_multiplier works with fedavg or fedprox: under "
+                "fedadam the server's moments would see the un-noised updates"
+            )
         if self.central_delta is not None and not 0 < self.central_delta < 1:
             raise ConfigError(
                 f"federated.central_delta must lie in (0, 1), got {self.central_delta}"

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from greentune.privacy.federated import simulate
@@ -162,17 +163,22 @@ def _certificates(folder: Path) -> dict[str, Path]:
 def test_server_and_clients_as_processes_survive_a_killed_client_that_rejoins(
     tmp_path: Path,
 ) -> None:
-    """SuperLink + 3 SuperNodes on 127.0.0.1 over TLS: a client killed (SIGKILL, the whole
-    process group) after round 1; round 2 completes with the other two; the client restarts,
-    rejoins, gets the skip fit and takes part in round 3 and the test."""
+    """SuperLink + 3 SuperNodes on 127.0.0.1 over TLS, each client with only its own file: a
+    client killed (SIGKILL, the whole process group) after round 1; round 2 completes with the
+    other two; the client restarts, rejoins, gets the skip fit before it trains or validates
+    again, and is scored in the test."""
     cfg = _config(tmp_path, name="dep")
     wide = str(cfg.data.path)
+    frame = pd.read_csv(wide)
+    own = {}
+    for name in "abc":  # what one utility holds: its series (named as it likes), temperature
+        own[name] = tmp_path / f"{name}.csv"
+        frame[["ts", name, "temp_c"]].rename(columns={name: "load"}).to_csv(own[name], index=False)
     port = _free_port()
     certs = _certificates(tmp_path)
     server_args = [
         "server",
         *[o for o in _overrides(tmp_path, wide) if not o.startswith("data.path")],
-        f"data.path={wide}",
         "federated.rounds=3",
         "federated.local_steps=2",
         "federated.references=[]",
@@ -196,11 +202,11 @@ def test_server_and_clients_as_processes_survive_a_killed_client_that_rejoins(
             [
                 "client",
                 "--partition",
-                str(k),
+                "abc"[k],
                 "--server",
                 f"127.0.0.1:{port}",
                 "--data",
-                wide,
+                str(own["abc"[k]]),
                 "--workdir",
                 str(tmp_path / f"client{k}"),
                 f"--root-certificates={certs['ca']}",

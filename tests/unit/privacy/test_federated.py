@@ -101,6 +101,11 @@ def test_partitions_of_a_wide_file_a_long_file_and_a_folder(tmp_path: Path) -> N
     np.testing.assert_allclose(values[0], values[1])
     np.testing.assert_allclose(values[0], values[2])
     assert client_table(fcfg, "b")[0].data.target == "B_MW"
+    # a deployed client holds only its own file: that file is its series, named as it likes
+    own = replace(cfg, data={"path": str(folder / "b.csv")})
+    client, table = client_table(own, "b")
+    assert client.data.target == "B_MW"
+    np.testing.assert_allclose(table.frame["B_MW"].to_numpy(), values[0])
 
 
 def test_each_client_has_its_own_scaler_and_split_and_last_keeps_the_end(tmp_path: Path) -> None:
@@ -186,6 +191,7 @@ def test_a_federated_run_scores_every_client_and_pools_them(fed_run) -> None:
     assert fed["clients"] == list(CLIENTS)
     assert set(metrics.test) == {
         "federated",
+        "start",
         "local",
         "central",
         "seasonal_naive_daily",
@@ -200,6 +206,17 @@ def test_a_federated_run_scores_every_client_and_pools_them(fed_run) -> None:
     assert fed["wins_over_local"]["of"] == 3
 
 
+ENERGY = set(P.ENERGY_KEYS)
+REPLY_METRICS = {
+    P.RIDGE: {P.WEIGHT},
+    P.OFFSETS: {P.WEIGHT},
+    P.INIT: {P.WEIGHT, "total_parameters"},
+    P.TRAIN: {P.WEIGHT, "train_loss"},
+    P.EVALUATE: {P.WEIGHT, "val_loss"},
+}
+"""Every named number a client sends, per message type (plus its energy figures)."""
+
+
 def test_only_parameter_arrays_and_named_numbers_travel(fed_run) -> None:
     run, engine, _ = fed_run
     grid = engine.grid
@@ -207,16 +224,45 @@ def test_only_parameter_arrays_and_named_numbers_travel(fed_run) -> None:
         content = msg.content
         assert set(content.keys()) <= {P.ARRAYS, P.CONFIG}
         assert set(content[P.CONFIG].keys()) <= {"run-config", "server-round", "proximal-mu"}
-    trainable = None
+        assert "wide.csv" in str(content[P.CONFIG]["run-config"])  # a path, never values
+    trainable = set(
+        P.to_arrays(
+            next(m for m in grid.sent if m.metadata.message_type == P.TRAIN).content[P.ARRAYS]
+        )
+    )
+    d = client_data(_config(Path(run.path).parents[1]), "a")[1]
+    width, outputs = d.context_length * len(d.columns) + d.horizon * len(d.known_cols), d.horizon
     for reply in grid.received:
-        content = reply.content
+        kind, content = reply.metadata.message_type, reply.content
         assert set(content.keys()) <= {P.ARRAYS, P.METRICS, P.META}
         assert set(content[P.META].keys()) == set(P.META_KEYS)
-        assert all(isinstance(v, float) for v in content[P.METRICS].values())
-        if reply.metadata.message_type == P.TRAIN:
-            names = set(content[P.ARRAYS].keys())
-            assert trainable is None or names == trainable
-            trainable = names
+        metrics = set(content[P.METRICS].keys()) - ENERGY
+        arrays = P.to_arrays(content[P.ARRAYS]) if P.ARRAYS in content.array_records else {}
+        if kind == P.TEST:  # row/score pairs and the point count, nothing per window
+            assert all("/" in k for k in metrics - {P.WEIGHT})
+            assert arrays == {}
+            continue
+        assert metrics == REPLY_METRICS[kind]
+        if kind == P.RIDGE:  # sums: fixed shapes, whatever the client's number of windows
+            assert {k: v.shape for k, v in arrays.items()} == {
+                "n": (1,),
+                "sx": (width,),
+                "sy": (outputs,),
+                "sxx": (width, width),
+                "sxy": (width, outputs),
+                "nv": (1,),
+                "sxv": (width,),
+                "syv": (outputs,),
+                "sxxv": (width, width),
+                "sxyv": (width, outputs),
+                "syyv": (1,),
+            }
+        elif kind == P.OFFSETS:
+            assert {k: v.shape for k, v in arrays.items()} == {"offsets": (3, outputs)}
+        elif kind in (P.INIT, P.TRAIN):
+            assert set(arrays) == trainable
+        else:
+            assert arrays == {}
     # what trains: LoRA, the patch projections, the head and the skip path's biases; never the
     # frozen backbone
     assert trainable and all(
@@ -275,6 +321,7 @@ def test_each_client_keeps_a_loadable_run_of_the_global_model(fed_run) -> None:
     run, _, tmp = fed_run
     client = RunDir(run.path / "clients" / "b")
     assert client.status == "complete"
+    assert set(client.metrics.test) == set(run.metrics.test) - {"central"}  # its own rows
     mape = client.metrics.test["federated"].scores["mape"]
     assert mape == pytest.approx(run.metrics.federated["per_client"]["b"]["federated"]["mape"])
     wide = pd.read_csv(tmp / "wide.csv")
@@ -317,7 +364,12 @@ def test_float16_halves_the_bytes_and_fedprox_sends_mu(tmp_path: Path) -> None:
     arrays = P.to_arrays(train[0].content[P.ARRAYS])
     assert all(a.dtype == np.float16 for a in arrays.values())
     assert run.metrics.federated["strategy"] == "fedprox"
-    assert set(run.metrics.test) == {"federated", "seasonal_naive_daily", "seasonal_naive_weekly"}
+    assert set(run.metrics.test) == {
+        "federated",
+        "start",
+        "seasonal_naive_daily",
+        "seasonal_naive_weekly",
+    }
 
 
 def test_fedadam_runs_and_its_moments_are_checkpointed(tmp_path: Path) -> None:
@@ -405,9 +457,16 @@ def test_too_few_clients_fail_the_run_and_it_resumes_from_the_last_round(
         federate(cfg, echo=lambda m: None, engine=engine)
     run_path = Path(cfg.output_dir) / "fed"
     assert RunDir(run_path).status == "failed"
+    with np.load(run_path / "checkpoints" / "federated-state.npz") as z:
+        saved = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("global/")}
     logs: list[str] = []
     drop_cached()
-    run = federate(cfg, resume=run_path, echo=logs.append, engine=Recording())
+    again = Recording()
+    run = federate(cfg, resume=run_path, echo=logs.append, engine=again)
+    first = next(m for m in again.grid.sent if m.metadata.message_type == P.TRAIN)
+    assert int(first.content[P.CONFIG]["server-round"]) == 2
+    for name, value in P.to_arrays(first.content[P.ARRAYS]).items():
+        np.testing.assert_array_equal(value, saved[name])  # round 2 starts where round 1 ended
     assert any("resumed after round 1" in m for m in logs)
     assert [r["round"] for r in run.metrics.federated["val_curve"]] == [0, 1, 2, 3]
     train = [m for m in run.ledger.rows if m["extra"].get("message") == "train"]
@@ -478,30 +537,81 @@ def test_the_cli_runs_a_federation_and_says_what_is_wrong(tmp_path: Path) -> Non
 def test_central_dp_clips_and_noises_the_average_and_reports_client_level_epsilon(
     tmp_path: Path,
 ) -> None:
-    drop_cached()
+    def update_norm(engine: Recording) -> float:
+        """|| global after round 1 - global before || from the train messages."""
+        train = [m for m in engine.grid.sent if m.metadata.message_type == P.TRAIN]
+        first = P.to_arrays(train[0].content[P.ARRAYS])
+        after = P.to_arrays(
+            next(m for m in train if int(m.content[P.CONFIG]["server-round"]) == 2).content[
+                P.ARRAYS
+            ]
+        )
+        return float(np.sqrt(sum(np.sum((after[k] - first[k]) ** 2) for k in first)))
+
     base = ["federated.references=[]", "federated.rounds=2"]
-    plain = federate(
-        _config(tmp_path, *base, name="plain"), echo=lambda m: None, engine=Recording()
-    )
     drop_cached()
+    plain = Recording()
+    federate(_config(tmp_path, *base, name="plain"), echo=lambda m: None, engine=plain)
+    drop_cached()
+    clipped = Recording()  # noise 0: only the clipping acts
+    federate(
+        _config(
+            tmp_path,
+            *base,
+            "federated.central_noise_multiplier=0",
+            "federated.central_clipping_norm=0.005",
+            name="clipped",
+        ),
+        echo=lambda m: None,
+        engine=clipped,
+    )
+    assert update_norm(plain) > 0.02  # the clients' average moves further than the bound
+    assert 0 < update_norm(clipped) <= 0.005 * (1 + 1e-5)  # each update clipped, then averaged
+    drop_cached()
+    engine = Recording()
     cfg = _config(
         tmp_path,
         *base,
         "federated.central_noise_multiplier=2.0",
-        "federated.central_clipping_norm=0.05",
+        "federated.central_clipping_norm=0.01",
         name="central",
     )
-    engine = Recording()
     run = federate(cfg, echo=lambda m: None, engine=engine)
     central = run.metrics.federated["central_privacy"]
     assert central["delta"] == pytest.approx(1 / 30)
     assert central["epsilon"] == pytest.approx(epsilon([(2.0, 1.0, 2)], 1 / 30, "rdp"))
-    # equal weights for the average (the mechanism's sensitivity), and the update was noised
+    # equal weights for the average (the mechanism's sensitivity); the noise (std 2 x 0.01 / 3
+    # per coordinate) moves the average well past the clipping bound
     train = [m for m in engine.grid.received if m.metadata.message_type == P.TRAIN]
     assert {float(m.content[P.METRICS][P.WEIGHT]) for m in train} == {1.0}
-    with (
-        np.load(plain.path / "federated" / "global.npz") as a,
-        np.load(run.path / "federated" / "global.npz") as b,
-    ):
-        moved = [k for k in a.files if k.startswith("trainable/") and not np.allclose(a[k], b[k])]
-    assert moved
+    assert update_norm(engine) > 10 * 0.01
+    with pytest.raises(ConfigError, match="central_noise_multiplier works with fedavg or fedprox"):
+        _config(tmp_path, "federated.central_noise_multiplier=1", "federated.strategy=fedadam")
+
+
+def test_a_resumed_private_run_goes_on_spending_from_each_clients_accountant(
+    tmp_path: Path,
+) -> None:
+    """The clients lose their node state when the run is resumed; their accountants come
+    back from their workdirs, so epsilon covers every step ever taken, not only the new ones."""
+    drop_cached()
+    cfg = _config(tmp_path, "privacy.dp.noise_multiplier=1.0", "federated.references=[]")
+    with pytest.raises(FederationError, match="round 2 train"):
+        federate(cfg, echo=lambda m: None, engine=Recording(_failing(P.TRAIN, 0, {2}, [1])))
+    drop_cached()
+    run = federate(
+        cfg, resume=Path(cfg.output_dir) / "fed", echo=lambda m: None, engine=Recording()
+    )
+    privacy = run.metrics.federated["privacy"]
+    for c in CLIENTS:
+        _, data = client_data(cfg, c)
+        rate = 1 / -(-len(data.train) // 8)
+        steps = RunDir(run.path / "clients" / c).metrics.privacy["steps"]
+        assert steps >= 6  # every step ever taken, before and after the resume
+        assert privacy["epsilon"][c] == pytest.approx(
+            epsilon([(1.0, rate, steps)], privacy["delta"][c], "rdp")
+        )
+    # the client that failed round 2 trained rounds 1 and 2 (after the resume): 6 steps; the
+    # two that finished round 2 before the failure trained it again: 9 steps
+    steps = {c: RunDir(run.path / "clients" / c).metrics.privacy["steps"] for c in CLIENTS}
+    assert steps == {"a": 6, "b": 9, "c": 9}

@@ -15,6 +15,7 @@ import pickle
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from greentune.privacy.federated.client import (
 from greentune.privacy.federated.partitions import client_names
 from greentune.privacy.federated.results import client_test
 from greentune.privacy.federated.ridge import ridge_statistics
+from greentune.tasks.forecast.skip import seasonal_skip
 from greentune.train.callbacks import Callback
 
 
@@ -101,13 +103,27 @@ def _handle(msg: Any, context: Any, work: Work, extra: dict[str, Any]) -> Any:
             {
                 "client": name,
                 "kind": getattr(handle.result, "kind", "off") if meter is not None else "off",
-                "zone": str(cfg.energy.carbon),
+                "zone": zone_label(str(cfg.energy.carbon)),
             }
         ),
     }
     if out:
         content[P.ARRAYS] = P.from_arrays(out)
     return Message(content=RecordDict(content), reply_to=msg)
+
+
+def zone_label(spec: str) -> str:
+    """The carbon provider as the server may see it: its kind and zone, never a local path
+    (``trace:/srv/data/em@US-MIDA-PJM`` -> ``trace@US-MIDA-PJM``)."""
+    parts = []
+    for part in spec.split("|"):
+        kind, _, rest = part.partition(":")
+        if kind == "trace":
+            zone = rest.rpartition("@")[2] if "@" in rest else ""
+            parts.append(f"trace@{zone}" if zone else "trace")
+        else:
+            parts.append(part)
+    return "|".join(parts)
 
 
 def _config(msg: Any, node: dict[str, Any]) -> RunConfig:
@@ -128,8 +144,10 @@ def _name(cfg: RunConfig, node: dict[str, Any]) -> str:
         raise ConfigError(
             "this client has no partition: start it with --node-config 'partition=NAME'"
         )
-    names = client_names(cfg)
     text = str(given)
+    if node.get("data-path") and not text.lstrip("-").isdigit():
+        return text  # a deployed client named by its partition, reading its own file
+    names = client_names(cfg)
     if text in names:
         return text
     if text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
@@ -185,12 +203,22 @@ def _init(local: Local, call: Call) -> tuple[dict, dict]:
 
 
 def _network(local: Local, state: Any) -> Any:
-    if P.ARRAYS in state.array_records:
-        skip_arrays = P.to_arrays(state[P.ARRAYS])
-        skip = skip_from_arrays(skip_arrays)
-        skip_id = hashlib.sha256(skip_arrays["weight"].tobytes()).hexdigest()[:16]
-        return network(local, skip, skip_id)
-    return network(local, None, "none")
+    """The client's network with the run's skip start: the federated ridge (kept in the node
+    state since ``init``), the seasonal naive (fitted on nothing), or none."""
+    m = local.cfg.model
+    if not m.linear_skip or m.skip_init == "random":
+        return network(local, None, "none")
+    if m.skip_init == "seasonal":
+        quantiles = max(1, len(m.quantiles))
+        return network(local, seasonal_skip(local.data, quantiles, lambda s: None), "seasonal")
+    if P.ARRAYS not in state.array_records:
+        raise ConfigError(
+            "this client has not received the federated skip fit (it joined after the start): "
+            "the server sends it before its next round"
+        )
+    skip_arrays = P.to_arrays(state[P.ARRAYS])
+    skip_id = hashlib.sha256(skip_arrays["weight"].tobytes()).hexdigest()[:16]
+    return network(local, skip_from_arrays(skip_arrays), skip_id)
 
 
 def _train(local: Local, call: Call) -> tuple[dict, dict]:
@@ -198,7 +226,16 @@ def _train(local: Local, call: Call) -> tuple[dict, dict]:
     server_round = int(call.config["server-round"])
     callbacks: list[Callback] = []
     mu = float(call.config.get("proximal-mu", 0.0))
-    dp = _dp(local, call.state)
+    dp = _dp(local, call)
+    if dp is not None and dp.restored.get("stopped_by_budget"):
+        # the budget is spent: not one more private step; the global weights go back as
+        # they came, with the least weight
+        spent = _dp_summary(call.state, call, local.name) or {}
+        return dict(call.arrays), {
+            P.WEIGHT: 1.0,
+            "train_loss": float("nan"),
+            "epsilon": float(spent.get("epsilon", float("nan"))),
+        }
     if dp is not None:
         callbacks.append(dp)
     if mu > 0:
@@ -209,7 +246,7 @@ def _train(local: Local, call: Call) -> tuple[dict, dict]:
     weight = 1.0 if local.cfg.federated.central_noise_multiplier is not None else samples
     metrics = {P.WEIGHT: float(max(weight, 1)), "train_loss": loss}
     if dp is not None:
-        _keep_dp(dp, call.state)
+        _keep_dp(dp, call, local.name)
         metrics["epsilon"] = float(dp.summary()["epsilon"])
     return trained, metrics
 
@@ -224,15 +261,19 @@ def _test(local: Local, call: Call) -> tuple[dict, dict]:
     model = _network(local, call.state)
     start = P.to_arrays(call.state["start"])
     workdir = call.node.get("workdir") or None
-    metrics = client_test(local, call.arrays, model, start, _dp_summary(call.state), workdir)
+    metrics = client_test(
+        local, call.arrays, model, start, _dp_summary(call.state, call, local.name), workdir
+    )
     return {}, metrics
 
 
 # ---------------------------------------------------------------------------- privacy
 
 
-def _dp(local: Local, state: Any) -> Any:
-    """Opacus DP-SGD for this client's round, its accountant carried over from the last."""
+def _dp(local: Local, call: Call) -> Any:
+    """Opacus DP-SGD for this client's round, its accountant carried over from the last
+    round: from the node state, else from the client's workdir, where every round also keeps
+    it (a restarted client, a resumed run: epsilon never restarts at 0)."""
     dp_cfg = local.cfg.privacy.dp
     if not dp_cfg.enabled:
         return None
@@ -248,26 +289,54 @@ def _dp(local: Local, state: Any) -> Any:
         None,
         planned,
     )
-    if "dp" in state.config_records:
-        dp.load_state_dict(pickle.loads(bytes(state["dp"]["state"])))
+    kept = _kept_dp(call, local.name)
+    if kept is not None:
+        dp.load_state_dict(pickle.loads(kept["state"]))
     return dp
 
 
-def _keep_dp(dp: Any, state: Any) -> None:
+def _dp_file(call: Call, name: str) -> Path | None:
+    """Where the client ``name`` keeps its accountant for this run (the workdir may be shared
+    by a simulation's clients)."""
+    workdir = call.node.get("workdir")
+    if not workdir:
+        return None
+    key = hashlib.sha256(str(call.config["run-config"]).encode()).hexdigest()[:16]
+    return Path(str(workdir)) / name / f".privacy-accountant-{key}.pkl"
+
+
+def _kept_dp(call: Call, name: str) -> dict[str, Any] | None:
+    if "dp" in call.state.config_records:
+        record = call.state["dp"]
+        return {"state": bytes(record["state"]), "summary": str(record["summary"])}
+    path = _dp_file(call, name)
+    if path is not None and path.is_file():
+        return dict(pickle.loads(path.read_bytes()))
+    return None
+
+
+def _keep_dp(dp: Any, call: Call, name: str) -> None:
+    """The accountant in the node state and, for a restart, in the client's workdir."""
     from flwr.app import ConfigRecord
 
-    state["dp"] = ConfigRecord(
-        {
-            "state": pickle.dumps(dp.state_dict()),
-            "summary": json.dumps({k: v for k, v in dp.summary().items() if k != "frozen"}),
-        }
-    )
+    kept: dict[str, Any] = {
+        "state": pickle.dumps(dp.state_dict()),
+        "summary": json.dumps({k: v for k, v in dp.summary().items() if k != "frozen"}),
+    }
+    call.state["dp"] = ConfigRecord(kept)
+    path = _dp_file(call, name)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(pickle.dumps(kept))
+        tmp.replace(path)
 
 
-def _dp_summary(state: Any) -> dict[str, Any] | None:
-    if "dp" not in state.config_records:
-        return None
-    return dict(json.loads(str(state["dp"]["summary"])))
+def _dp_summary(state: Any, call: Call, name: str) -> dict[str, Any] | None:
+    if "dp" in state.config_records:
+        return dict(json.loads(str(state["dp"]["summary"])))
+    kept = _kept_dp(call, name)
+    return dict(json.loads(kept["summary"])) if kept else None
 
 
 def _index(name: str) -> int:

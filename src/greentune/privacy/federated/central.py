@@ -69,6 +69,7 @@ def central_reference(
     best = trainable_arrays(model)
     best_loss = _pooled_val(clients)
     for r in range(1, fed.rounds + 1):
+        torch.manual_seed(cfg.seed + 1000 * r)  # dropout, as a client's round seeds it
         train(model, pooled, round_cfg.train, cfg.seed + 1000 * r)
         loss = _pooled_val(clients)
         if loss < best_loss:

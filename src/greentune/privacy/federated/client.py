@@ -180,6 +180,9 @@ def local_round(
     assert local.model is not None, "network() first"
     model = local.model
     load_trainable(model, arrays)
+    # dropout draws from torch's global generator, whose state would otherwise depend on what
+    # this process ran before (which clients a simulation actor served, in which order)
+    torch.manual_seed(seed)
     result = train(model, local.train_b, local.cfg.train, seed, callbacks=callbacks)
     losses = [row["loss"] for row in result.state.history]
     loss = float(np.mean(losses)) if losses else float("nan")

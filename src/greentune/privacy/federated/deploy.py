@@ -18,6 +18,7 @@ key pair (docs/federate.md). Without them the traffic is plain HTTP: say ``--ins
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -229,8 +230,25 @@ def join(
             "--auth-supernode-public-key",
             auth_keys[1],
         ]
-    log(f"federate client {partition}: joining {server}")
-    return subprocess.call(cmd, env=flower_env(home))
+    log(f"federate client {partition}: joining {server} (Flower's log: {home / 'supernode.log'})")
+    # the SuperNode stays in this command's process group, so that a signal to the group
+    # (a kill of the client, a terminal's Ctrl-C) reaches it and its ClientApp processes; a
+    # SIGTERM to this process alone is passed on
+    with (home / "supernode.log").open("ab") as fh:
+        node_proc = subprocess.Popen(cmd, env=flower_env(home), stdout=fh, stderr=fh)
+    previous = signal.signal(signal.SIGTERM, lambda *_: node_proc.terminate())
+    try:
+        return node_proc.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if node_proc.poll() is None:
+            node_proc.terminate()
+            try:
+                node_proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                node_proc.kill()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _root_cert_line(security: list[str]) -> str:
@@ -279,14 +297,16 @@ def _wait_finished(run_dir: RunDir, superlink: subprocess.Popen[bytes]) -> None:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """The SuperLink and the processes it started (its own session)."""
-    if proc.poll() is None:
+    """The SuperLink and the processes it started (its own session: also when the SuperLink
+    itself has already exited, its children may not have)."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait()
 
 
 def _free_port() -> int:

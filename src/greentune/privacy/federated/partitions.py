@@ -2,7 +2,8 @@
 
 Three layouts of ``data.path`` (``federated.partition``):
 
-    columns   a wide file, one target column per client (time, AEP, COMED, ..., covariates)
+    columns   a wide file, one target column per client (time, AEP, COMED, ..., covariates);
+              a deployed client's own file (``--data AEP.csv``) is read as its one series
     column    a long file, one row per (time, client): ``federated.partition_col`` names it
     files     a folder with one CSV or Parquet file per client (its stem is the client's name)
 
@@ -54,10 +55,14 @@ def client_names(cfg: RunConfig) -> list[str]:
             )
         found = sorted(map(str, _read(cfg, columns=[col])[col].dropna().unique()))
     else:
-        header = _read(cfg, nrows=0)
-        skip = {cfg.data.time_col, *(cfg.data.covariates or ()), *cfg.data.past_covariates}
-        found = [str(c) for c in header.columns if c not in skip]
+        found = _value_columns(cfg, _read(cfg, nrows=0))
     return _select(cfg, found)
+
+
+def _value_columns(cfg: RunConfig, frame: pd.DataFrame) -> list[str]:
+    """A wide file's columns besides time and covariates: one client each."""
+    skip = {cfg.data.time_col, *(cfg.data.covariates or ()), *cfg.data.past_covariates}
+    return [str(c) for c in frame.columns if c not in skip]
 
 
 def client_table(cfg: RunConfig, name: str) -> tuple[RunConfig, RawTable]:
@@ -82,9 +87,13 @@ def client_table(cfg: RunConfig, name: str) -> tuple[RunConfig, RawTable]:
             raise ConfigError("federated.partition=column needs data.target (the value column)")
     else:
         frame = _read(cfg)
-        others = [c for c in client_names(cfg) if c != name]
-        frame = frame.drop(columns=[c for c in others if c in frame.columns])
-        target = name
+        if name in frame.columns:  # a wide file: this client's column
+            others = [c for c in _value_columns(cfg, frame) if c != name]
+            frame = frame.drop(columns=others)
+            target = name
+        else:  # a deployed client's own file: its one series, whatever its column is named
+            target = _file_target(cfg, frame, Path(str(cfg.data.path)))
+            origin = f"{cfg.data.path} [client {name}]"
     if frame.empty:
         raise DataError(f"{origin}: client {name!r} has no rows")
     client = replace(cfg, data={"target": target, "multivariate": False})

@@ -31,7 +31,7 @@ from greentune.rundir import RunDir
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.predict import evaluate_forecast, season_steps
 
-FEDERATED, LOCAL = "federated", "local"
+FEDERATED, LOCAL, START = "federated", "local", "start"
 NAIVES = ("seasonal_naive_daily", "seasonal_naive_weekly")
 SCORES = ("mae", "rmse", "mse", "mape", "smape", "mase", "pinball", "coverage")
 
@@ -45,18 +45,20 @@ def client_test(
     workdir: str | None,
 ) -> dict[str, float]:
     """``row/score`` for every row this client scores, plus its window counts (a
-    ``MetricRecord``'s content: named numbers only)."""
-    rows = {FEDERATED: test_scores(local, arrays)}
-    if workdir:
-        _keep_run(local, model, Path(workdir), rows[FEDERATED], privacy)
+    ``MetricRecord``'s content: named numbers only). Rows: the federated model, the start it
+    trained from (round 0: the federated skip fit and the untrained network), the local-only
+    reference, the seasonal naives."""
+    rows = {FEDERATED: test_scores(local, arrays), START: test_scores(local, start)}
     if LOCAL in local.cfg.federated.references:
         rows[LOCAL] = _local_only(local, model, start)
-        load_trainable(model, arrays)
     data = local.data
     season = season_steps(data, local.cfg.eval.season_length)
     for name in NAIVES:
         fc = run_baseline(name, data, data.test.origins, local.cfg.model.quantiles)
         rows[name] = evaluate_forecast(data, data.test.origins, fc, season)
+    load_trainable(model, arrays)
+    if workdir:
+        _keep_run(local, model, Path(workdir), rows, privacy)
     out = {
         f"{row}/{k}": float(v)
         for row, scores in rows.items()
@@ -89,10 +91,11 @@ def _keep_run(
     local: Local,
     model: Any,
     workdir: Path,
-    scores: dict[str, float],
+    rows: dict[str, dict[str, float]],
     privacy: dict[str, Any] | None,
 ) -> None:
-    """The client's own run directory: the global network with this client's scaler."""
+    """The client's own run directory: the global network with this client's scaler, and
+    every row it scored on its own test windows."""
     cfg = replace(local.cfg, output_dir=str(workdir), name=local.name)
     run = RunDir(workdir / local.name)
     run.path.mkdir(parents=True, exist_ok=True)
@@ -103,7 +106,7 @@ def _keep_run(
         RunMetrics(
             task="forecast",
             model=FEDERATED,
-            test={FEDERATED: ModelResult(scores, predictions=n)},
+            test={row: ModelResult(scores, predictions=n) for row, scores in rows.items()},
             privacy=privacy,
             data={"source": local.data.report.origin, "windows": {"test": n}},
         )

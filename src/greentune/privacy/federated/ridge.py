@@ -38,6 +38,12 @@ def ridge_statistics(data: ForecastData, chunk: int = 2048) -> Stats:
     L, H = data.context_length, data.horizon
     train = complete_origins(data, np.arange(L, data.val_start - H + 1))
     val = complete_origins(data, data.val.origins)
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(
+            f"{data.report.origin}: no complete {'training' if len(train) == 0 else 'validation'}"
+            " window for the federated ridge (gaps in every window): fill the gaps "
+            "(data.fill_gaps) or give this client more data"
+        )
     return {
         **_sums(data, train, chunk, ""),
         **_sums(data, val, chunk, "v"),

@@ -80,8 +80,12 @@ def drive(server: Server, resume: bool = False) -> Outcome:
             + (" (best)" if server.history.best_round == r else "")
         )
     _welcome(server, fed.rounds + 1)
-    nodes = sorted(server.grid.get_node_ids())
-    test = server.send(server.to_all(P.TEST, best, fed.rounds + 1, nodes), "test", fed.rounds + 1)
+    nodes = sorted(n for n in server.grid.get_node_ids() if n in server.initialised)
+    # the test message trains the local-only reference: all its rounds in one message
+    local = "local" in fed.references
+    timeout = fed.round_timeout_s * (fed.rounds + 1 if local else 1)
+    last = fed.rounds + 1
+    test = server.send(server.to_all(P.TEST, best, last, nodes), "test", last, None, timeout)
     return Outcome(best, skip, test, fed.rounds)
 
 
@@ -91,10 +95,12 @@ def _welcome(server: Server, r: int) -> None:
     new = [n for n in sorted(server.grid.get_node_ids()) if n not in server.initialised]
     if not new:
         return
-    replies = server.send(server.to_all(P.INIT, server.skip or None, r, new), "init", r)
+    # no quorum: a newcomer that fails stays uninitialised, and the others go on
+    replies = server.send(server.to_all(P.INIT, server.skip or None, r, new), "init", r, 0)
     server.initialised.update(reply.node for reply in replies)
-    names = ", ".join(x.client for x in replies)
-    server.log(f"round {r}: {len(replies)} client(s) joined: {names}")
+    if replies:
+        names = ", ".join(x.client for x in replies)
+        server.log(f"round {r}: {len(replies)} client(s) joined: {names}")
 
 
 def _skip(server: Server, nodes: list[int]) -> dict[str, np.ndarray]:
@@ -129,6 +135,8 @@ def _train_round(
 
     record = P.from_arrays(arrays)
     config = server.config(r)
+    inner = getattr(strategy, "strategy", strategy)  # under Flower's DP wrapper
+    server.wait_for(inner.min_available_nodes, f"round {r}")
     messages = list(strategy.configure_train(r, record, config, server.grid))
     # the strategy's messages share one RecordDict: each gets its own copy to travel
     messages = [
@@ -140,6 +148,13 @@ def _train_round(
         for m in messages
     ]
     replies = server.send(messages, "train", r)
+    if server.fed.central_noise_multiplier is not None and len(replies) < len(messages):
+        # the noise is sized for the sampled clients: an average over fewer would be
+        # under-noised, and the epsilon reported wrong
+        raise FederationError(
+            f"round {r}: {len(messages) - len(replies)} client(s) did not answer; central DP "
+            "needs every sampled client's update (resume the run with --resume)"
+        )
     agg, _ = strategy.aggregate_train(r, [reply.message for reply in replies])
     if agg is None:
         raise FederationError(f"round {r}: no client update to aggregate")
@@ -150,7 +165,7 @@ def _train_round(
 
 def _validate(server: Server, arrays: dict[str, np.ndarray], r: int) -> float:
     _welcome(server, r)
-    nodes = sorted(server.grid.get_node_ids())
+    nodes = sorted(n for n in server.grid.get_node_ids() if n in server.initialised)
     replies = server.send(server.to_all(P.EVALUATE, arrays, r, nodes), "evaluate", r)
     loss = weighted(replies, "val_loss")
     if not math.isfinite(loss):

@@ -18,6 +18,7 @@ long as ``federated.min_clients`` answer.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -69,13 +70,14 @@ def build_strategy(fed: FederatedConfig, n_clients: int) -> Any:
     """Flower's strategy for ``federated.strategy``; min nodes from ``federated.min_clients``."""
     from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
-    least = fed.min_clients or n_clients
+    least = min(fed.min_clients or n_clients, n_clients)
+    sampled = max(1, math.ceil(n_clients * fed.fraction))
     common: dict[str, Any] = {
         "fraction_train": fed.fraction,
         "fraction_evaluate": 1.0,
-        "min_train_nodes": min(least, n_clients),
-        "min_evaluate_nodes": min(least, n_clients),
-        "min_available_nodes": min(least, n_clients),
+        "min_train_nodes": min(least, sampled),
+        "min_evaluate_nodes": least,
+        "min_available_nodes": least,
         "weighted_by_key": P.WEIGHT,
     }
     strategy: Any
@@ -89,7 +91,6 @@ def build_strategy(fed: FederatedConfig, n_clients: int) -> Any:
         return strategy
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 
-    sampled = max(int(n_clients * fed.fraction), common["min_train_nodes"])
     return DifferentialPrivacyServerSideFixedClipping(
         strategy, fed.central_noise_multiplier, fed.central_clipping_norm, sampled
     )
@@ -128,17 +129,37 @@ class Server:
                 )
             time.sleep(0.5)
 
+    def wait_for(self, least: int, what: str) -> None:
+        """Flower's node sampling waits for ever: fail after the round timeout instead."""
+        deadline = time.monotonic() + self.fed.round_timeout_s
+        while len(list(self.grid.get_node_ids())) < least:
+            if time.monotonic() > deadline:
+                raise FederationError(
+                    f"{what}: fewer than {least} clients connected for "
+                    f"{self.fed.round_timeout_s:g} s (federated.round_timeout_s)"
+                )
+            time.sleep(0.5)
+
     def config(self, server_round: int, **extra: Any) -> Any:
         from flwr.app import ConfigRecord
 
         return ConfigRecord({"run-config": self.yaml, "server-round": server_round, **extra})
 
-    def send(self, messages: Iterable[Any], what: str, server_round: int) -> list[Reply]:
-        """Send, wait for the replies (the round timeout), keep the good ones as ``Reply``s
-        and a ledger row each; fail when fewer than min_clients answered."""
+    def send(
+        self,
+        messages: Iterable[Any],
+        what: str,
+        server_round: int,
+        quorum: int | None = None,
+        timeout_s: float | None = None,
+    ) -> list[Reply]:
+        """Send, wait for the replies (``timeout_s``, default the round timeout), keep the good
+        ones as ``Reply``s and a ledger row each; fail when fewer than ``quorum`` (default
+        min_clients) answered."""
         messages = list(messages)
         sent = {m.metadata.dst_node_id: _bytes(m.content) for m in messages}
-        raw = list(self.grid.send_and_receive(messages, timeout=self.fed.round_timeout_s))
+        timeout = timeout_s or self.fed.round_timeout_s
+        raw = list(self.grid.send_and_receive(messages, timeout=timeout))
         replies: list[Reply] = []
         failures: list[str] = []
         for msg in raw:
@@ -151,13 +172,15 @@ class Server:
             self.history.clients[node] = reply.client
             replies.append(reply)
             self._row(reply, what, server_round)
-        least = min(self.fed.min_clients or self.n, len(messages))
+        least = min(self.fed.min_clients or self.n, len(messages)) if quorum is None else quorum
         if len(replies) < least:
             raise FederationError(
                 f"round {server_round} {what}: {len(replies)} of {len(messages)} clients answered "
-                f"within {self.fed.round_timeout_s:g} s; federated.min_clients={least}"
+                f"within {timeout:g} s; federated.min_clients={least}"
                 + (f" ({'; '.join(failures[:3])})" if failures else "")
             )
+        # replies arrive in completion order; the aggregate's float sums must not depend on it
+        replies.sort(key=lambda r: (r.client, r.node))
         missing = len(messages) - len(replies)
         if missing:
             self.log(f"round {server_round} {what}: went on without {missing} client(s)")

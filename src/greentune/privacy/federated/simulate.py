@@ -51,6 +51,20 @@ def federate(
     names = client_names(cfg)  # a bad file or partition fails before a run directory exists
     run_dir = opened or RunDir.create(cfg)
     lock = run_dir.lock("federate")
+    try:
+        return _federate(cfg, run_dir, names, resume, echo, engine)
+    finally:
+        lock.release()
+
+
+def _federate(
+    cfg: RunConfig,
+    run_dir: RunDir,
+    names: list[str],
+    resume: str | os.PathLike[str] | None,
+    echo: Log,
+    engine: Callable[[Any, Any, int], object] | None,
+) -> RunDir:
     log = run_logger(run_dir.log_path, echo)
     run_dir.start(cfg)
     clients_dir = run_dir.path / "clients"
@@ -84,8 +98,6 @@ def federate(
         add_client_rows(run_dir, sink.get("server"))  # energy spent is energy spent
         run_dir.set_status("failed", task=cfg.task, error=str(exc)[:500])
         raise
-    finally:
-        lock.release()
     return run_dir
 
 
