@@ -18,6 +18,7 @@ from greentune.errors import ConfigError, DataError
 from greentune.evaluate.baselines import RIDGE_ALPHAS, complete_origins, design_matrix, fit_linear
 from greentune.privacy.accounting import epsilon
 from greentune.privacy.federated import protocol as P
+from greentune.privacy.federated.apps import zone_label
 from greentune.privacy.federated.client import Proximal, drop_cached
 from greentune.privacy.federated.inline import run_inline
 from greentune.privacy.federated.partitions import client_data, client_names, client_table
@@ -313,6 +314,9 @@ def test_each_client_prices_its_energy_with_its_own_grid(tmp_path: Path) -> None
         for r in mine:  # emissions = energy (kWh) x the client's own intensity
             kwh = r["energy_j"]["client"] / 3.6e6
             assert r["emissions_g"] == pytest.approx(kwh * grams, rel=1e-6)
+    # what the server learns of a client's provider: its kind and zone, never a local path
+    assert zone_label("trace:/srv/em@US-MIDA-PJM|static:US") == "trace@US-MIDA-PJM|static:US"
+    assert zone_label("trace:/srv/pjm.csv") == "trace"
 
 
 def test_each_client_keeps_a_loadable_run_of_the_global_model(fed_run) -> None:

@@ -179,26 +179,41 @@ def serve(
         )
         where = run_dir.path.resolve()
         run_cfg = f'run-dir="{where}" clients={clients} resume={str(resume).lower()}'
-        done = subprocess.run(
-            [
-                shutil.which("flwr", path=env["PATH"]) or "flwr",
-                "run",
-                str(app),
-                "greentune",
-                "--run-config",
-                run_cfg,
-                "--stream",
-            ],
-            env=env,
-            cwd=app,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise GreentuneError(f"flwr run failed: {(done.stderr or done.stdout).strip()[-500:]}")
+        flwr = shutil.which("flwr", path=env["PATH"]) or "flwr"
+        out_path = run_dir.path / "federated" / "flwr-run.log"
+        with out_path.open("wb") as out:
+            submitted = subprocess.Popen(
+                [flwr, "run", str(app), "greentune", "--run-config", run_cfg, "--stream"],
+                env=env,
+                cwd=app,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            code = _follow(run_dir.log_path, submitted, log)
+        if code != 0:
+            tail = out_path.read_text(errors="replace").strip()[-500:]
+            raise GreentuneError(f"flwr run failed (exit {code}): {tail}")
         _wait_finished(run_dir, superlink)
     finally:
         _stop(superlink)
+
+
+def _follow(log_path: Path, proc: subprocess.Popen[bytes], log: Log) -> int:
+    """Echo the run's log.txt (written by the ServerApp's process) while ``flwr run`` waits."""
+    seen = log_path.stat().st_size if log_path.exists() else 0
+    while True:
+        code = proc.poll()
+        if log_path.exists() and log_path.stat().st_size > seen:
+            with log_path.open("rb") as fh:
+                fh.seek(seen)
+                chunk = fh.read()
+            whole = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
+            seen += len(whole)
+            for line in whole.decode(errors="replace").splitlines():
+                log(line)
+        if code is not None:
+            return code
+        time.sleep(0.5)
 
 
 def join(

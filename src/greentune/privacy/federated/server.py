@@ -17,6 +17,7 @@ long as ``federated.min_clients`` answer.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import time
@@ -29,7 +30,6 @@ import numpy as np
 
 from greentune.config import FederatedConfig, RunConfig, dump_yaml
 from greentune.errors import GreentuneError
-from greentune.io import write_json
 from greentune.privacy.federated import protocol as P
 
 Log = Callable[[str], None]
@@ -106,11 +106,11 @@ class Server:
         self.rows: list[dict[str, Any]] = []
         self.yaml = dump_yaml(cfg)
         self.full_parameters = 0
+        """The whole network's parameter count (the clients say it at init)."""
         self.rows_written = False
         self.skip: dict[str, np.ndarray] = {}
         self.initialised: set[int] = set()
         """Nodes that got the skip fit (a client that rejoins gets it before it trains)."""
-        """The whole network's parameter count (the clients say it at init)."""
 
     # ------------------------------------------------------------------ messaging
 
@@ -206,6 +206,7 @@ class Server:
 
     def _row(self, reply: Reply, what: str, server_round: int) -> None:
         m = reply.metrics
+        now = dt.datetime.now(dt.UTC)
         grams = m.get("emissions_g", -1.0)
         self.rows.append(
             {
@@ -215,8 +216,9 @@ class Server:
                 "depth": 0,
                 "command": "federate",
                 "rank": 0,
-                "start": m.get("start", ""),
-                "end": "",
+                # the reply's arrival on the server's clock, back by the client's own duration
+                "start": (now - dt.timedelta(seconds=float(m.get("duration_s", 0.0)))).isoformat(),
+                "end": now.isoformat(),
                 "duration_s": float(m.get("duration_s", 0.0)),
                 "energy_j": {"client": float(m.get("energy_j", 0.0))},
                 "sources": {"client": f"client {reply.client} ({reply.kind})"},
@@ -316,7 +318,3 @@ def _history_json(history: History) -> dict[str, Any]:
         "best_val_loss": history.best_val_loss,
         "clients": {str(k): v for k, v in history.clients.items()},
     }
-
-
-def write_rows(path: Path, name: str, rows: list[dict[str, Any]]) -> None:
-    write_json(path / name, {"rows": rows})
