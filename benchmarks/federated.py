@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "runs" / "federated"
 PJM = ROOT.parent / "shared" / "data" / "multiclient" / "pjm_hourly"
+ROWS = ("federated", "start", "central", "local", "seasonal_naive_daily", "seasonal_naive_weekly")
+"""The rows of metrics.json's test table this benchmark reports, in order."""
 
 
 def prepare(days: int) -> Path:
@@ -121,18 +123,7 @@ def summarise(run: RunDir, wall_s: float) -> dict[str, Any]:
     m = run.metrics
     fed = m.federated or {}
     per = fed["per_client"]
-    rows = [
-        r
-        for r in (
-            "federated",
-            "start",
-            "central",
-            "local",
-            "seasonal_naive_daily",
-            "seasonal_naive_weekly",
-        )
-        if r in m.test
-    ]
+    rows = [r for r in ROWS if r in m.test]
     mape = {r: {c: per[c][r]["mape"] for c in per if r in per[c]} for r in rows}
     ledger = run.ledger
     by_phase = ledger.totals()["by_phase"]
@@ -266,15 +257,7 @@ def render(out: dict[str, Any]) -> str:
         "| row | pooled MAPE % | median client MAPE % | worst client MAPE % |",
         "|---|---|---|---|",
     ]
-    rows = (
-        "federated",
-        "start",
-        "central",
-        "local",
-        "seasonal_naive_daily",
-        "seasonal_naive_weekly",
-    )
-    for row in rows:
+    for row in ROWS:
         vals = [r for r in fedavg if row in r["pooled_mape"]]
         if vals:
             lines.append(

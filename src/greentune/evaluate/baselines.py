@@ -222,6 +222,20 @@ class LinearFit:
         return np.quantile(y - self.predict_scaled(x), quantiles, axis=0)
 
 
+def walk_alphas(val_error: Callable[[int], float]) -> int:
+    """The index in RIDGE_ALPHAS to use: walk the log grid from its middle while the
+    validation error falls. Each Cholesky of the (L*C + H*K)^2 system costs seconds, and the
+    error is unimodal in alpha in practice."""
+    best = len(RIDGE_ALPHAS) // 2
+    for step in (-1, 1):
+        start = best
+        while 0 <= best + step < len(RIDGE_ALPHAS) and val_error(best + step) < val_error(best):
+            best += step
+        if best != start:
+            break
+    return best
+
+
 def fit_linear(data: ForecastData) -> LinearFit:
     """Ridge on every training window (stride 1), alpha chosen on the validation windows.
 
@@ -248,15 +262,7 @@ def fit_linear(data: ForecastData) -> LinearFit:
             fits[i] = (float(np.mean((xv @ w_i + ym - yv) ** 2)), w_i)
         return fits[i][0]
 
-    # Walk the log grid from its middle while validation error falls: each Cholesky of the
-    # (L*C + H*K)^2 system costs seconds, and the error is unimodal in alpha in practice.
-    best = len(RIDGE_ALPHAS) // 2
-    for step in (-1, 1):
-        start = best
-        while 0 <= best + step < len(RIDGE_ALPHAS) and val_error(best + step) < val_error(best):
-            best += step
-        if best != start:
-            break
+    best = walk_alphas(val_error)
     w = fits[best][1] if best in fits else solve(RIDGE_ALPHAS[best])
     fit = LinearFit(w, xm, ym, RIDGE_ALPHAS[best], time.perf_counter() - t0)
     data.cache["ridge"] = fit

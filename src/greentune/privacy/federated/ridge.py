@@ -26,6 +26,7 @@ from greentune.evaluate.baselines import (
     LinearFit,
     complete_origins,
     design_matrix,
+    walk_alphas,
 )
 
 Stats = dict[str, np.ndarray]
@@ -106,12 +107,6 @@ def solve_pooled(stats: Stats) -> LinearFit:
             fits[i] = (sse / (nv * w.shape[1]), w)
         return fits[i][0]
 
-    best = len(RIDGE_ALPHAS) // 2
-    for step in (-1, 1):
-        start = best
-        while 0 <= best + step < len(RIDGE_ALPHAS) and val_error(best + step) < val_error(best):
-            best += step
-        if best != start:
-            break
+    best = walk_alphas(val_error)
     val_error(best)
     return LinearFit(fits[best][1], xm, ym, RIDGE_ALPHAS[best], time.perf_counter() - t0)
