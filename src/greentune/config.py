@@ -9,6 +9,7 @@ complete and can be re-run as it is.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,21 +62,25 @@ class DataConfig:
     """Column for heating/cooling-degree hinge features. vic2014 default: Temperature."""
     fill_gaps: bool = False
     """Fill missing timestamps by time interpolation instead of refusing them."""
-    context_length: int = 336
-    """Steps of history per window (336 half-hours = 7 days)."""
-    horizon: int = 48
-    """Steps to forecast (48 half-hours = next day)."""
-    train_stride: int = 4
-    """Steps between consecutive training windows (4 half-hours: the demo trains in minutes;
-    the benchmarks in benchmarks/README.md use this value)."""
+    context_length: int | str | None = None
+    """History per window: steps (336) or a duration ('7D'). None: from the data's step (a
+    week for sub-daily data, 8 weeks for daily data; ``greentune.data.shape``)."""
+    horizon: int | str | None = None
+    """Steps to forecast (48) or a duration ('1D'). None: day-ahead for sub-daily data,
+    week-ahead for daily data."""
+    train_stride: int | None = None
+    """Steps between consecutive training windows. None: about 3,000 training windows whatever
+    the series' length (4 on the Victoria demo, the value benchmarks/README.md uses)."""
     eval_origins: str = "daily"
     """Forecast origins on test: 'daily' (local midnight) or a step count such as '1'."""
-    val_origins: str = "6"
-    """Forecast origins on validation; denser than daily so early stopping is less noisy."""
-    val: str = "56D"
-    """Validation split: a fraction ('0.1'), a duration before test ('56D') or a start date."""
-    test: str = "56D"
-    """Test split: a fraction ('0.1'), the last duration ('56D') or a start date."""
+    val_origins: str | None = None
+    """Forecast origins on validation, denser than daily so early stopping is less noisy; a step
+    count. None: 8 per day (every 6 half-hours, every 3 hours), 1 for daily data."""
+    val: str | None = None
+    """Validation split: a fraction ('0.1'), a duration before test ('56D') or a start date.
+    None: 56 days, or 15 % when that leaves less than 4x as much for training."""
+    test: str | None = None
+    """Test split: a fraction ('0.1'), the last duration ('56D') or a start date. None: as val."""
     scaler: Literal["standard", "bounds", "none"] = "standard"
     """standard: z-score every channel with statistics of the training rows only; bounds: map
     each raw column's public range (``data.bounds``) to [-1, 1], fitted on nothing (what
@@ -88,9 +93,21 @@ class DataConfig:
     channel_independent: bool = False
     """Treat each target channel as its own univariate series with one shared network and one
     shared linear model (PatchTST, DLinear); each sees its own history plus the covariates."""
+    chosen: tuple[str, ...] = ()
+    """Written by greentune: which of the settings above were chosen from the data, and why."""
 
     def __post_init__(self) -> None:
-        _positive(self, "context_length", "horizon", "train_stride")
+        for key in ("context_length", "horizon"):
+            value = getattr(self, key)
+            if isinstance(value, str) and not re.match(r"^\d+(\.\d+)?\s*[A-Za-z]+$", value):
+                raise ConfigError(
+                    f"data.{key}={value!r}: give steps (48) or a duration such as '1D' or '7D'"
+                )
+        _positive(
+            self,
+            *[k for k in ("context_length", "horizon") if not isinstance(getattr(self, k), str)],
+            "train_stride",
+        )
         for col, pair in self.bounds.items():
             if len(pair) != 2 or not pair[0] < pair[1]:
                 raise ConfigError(
@@ -132,8 +149,16 @@ class ModelConfig:
     """False: same architecture from random initialisation (the ablation)."""
     encoder: Literal["patch", "text"] = "patch"
     """patch: numeric patches as inputs_embeds; text: windows serialised as prompts."""
-    patch_len: int = 24
-    """Steps per patch token (patch encoder)."""
+    patch_len: int | None = None
+    """Steps per patch token (patch encoder). None: 12 hours of steps (24 half-hours, 12
+    hours), a week for daily data; never longer than the context."""
+    patch_stride: int | None = None
+    """Steps between context patches: below patch_len they overlap (PatchTST uses half the
+    patch). None: patch_len, no overlap."""
+    revin: bool = False
+    """Per-window normalisation (RevIN-style): the encoder sees each window's targets centred
+    and scaled by that window's own mean and std, and its correction is scaled back; the
+    linear skip path keeps the level. Helps where the level drifts (ETT)."""
     num_layers: int | None = None
     """Keep only the first N transformer layers (GPT4TS keeps 6 of GPT-2's 12)."""
     dropout: float = 0.0
@@ -150,7 +175,12 @@ class ModelConfig:
     """Pooling of token states for the text encoder and the classifier."""
 
     def __post_init__(self) -> None:
-        _positive(self, "patch_len")
+        _positive(self, "patch_len", "patch_stride")
+        if self.patch_stride and self.patch_len and self.patch_stride > self.patch_len:
+            raise ConfigError(
+                f"model.patch_stride={self.patch_stride} must not exceed model.patch_len="
+                f"{self.patch_len} (patches would skip steps)"
+            )
         if self.num_layers is not None and self.num_layers < 1:
             raise ConfigError("model.num_layers must be >= 1 or null")
         if not 0.0 <= self.dropout < 1.0:
@@ -220,6 +250,13 @@ class TrainConfig:
     """With several processes: ddp (a full replica per process, gradients all-reduced) or fsdp
     (parameters, gradients and optimizer state sharded over the processes, torch's FSDP2) for
     models that do not fit one device. One process ignores it (docs/distributed.md)."""
+    budget_s: float | Literal["auto"] | None = "auto"
+    """Stop training the network after this many seconds (validation included) and keep the
+    best model so far. auto: 50 ms per planned training sample, at least 10 minutes (the demo
+    trains in about 2 of its 15); None: no limit."""
+    budget_wh: float | None = None
+    """Stop training the network once it has used this many watt-hours (the run's meter, so
+    of the kind it measures) and keep the best model so far. None: no limit."""
     log_every: int = 10
     """Steps between lines of the ``loss-log`` callback."""
     callbacks: tuple[str, ...] = ()
@@ -234,6 +271,10 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        for key in ("budget_s", "budget_wh"):
+            value = getattr(self, key)
+            if isinstance(value, int | float) and value <= 0:
+                raise ConfigError(f"train.{key} must be > 0 (or null for no limit), got {value}")
 
 
 @dataclass(frozen=True)

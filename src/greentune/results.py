@@ -142,6 +142,9 @@ class TrainingSummary:
     """-1: no epoch beat the starting point on validation, which was kept."""
     best_val_loss: float | None = None
     stopped_early: bool | None = None
+    stop_reason: str | None = None
+    """Why training ended early: 'early stopping', 'time budget', 'energy budget'; None: it
+    ran its planned epochs or steps."""
     train_s: float = 0.0
     samples: int | None = None
     samples_per_s: float = 0.0

@@ -44,7 +44,11 @@ def write(tmp_path, frame, name="bad.csv"):
             ),
             "column 'temp_c' is not numeric: row 9 holds 'warm'",
         ),
-        (lambda f: f.iloc[:100], "too little data for windows of 336 context + 48 horizon steps"),
+        (
+            lambda f: f.iloc[:100],
+            "too little data for windows of 168 context + 24 horizon steps: 100 rows of 0 days "
+            "01:00:00 with val 0.15 and test 0.15; that needs at least 275 rows",
+        ),
     ],
     ids=["gap", "missing-ts", "duplicate", "unsorted", "non-numeric", "too-little"],
 )

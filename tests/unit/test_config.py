@@ -12,6 +12,7 @@ from greentune.config import (
     to_dict,
 )
 from greentune.errors import ConfigError
+from greentune.tasks.forecast.task import ForecastTask
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
 
@@ -20,7 +21,17 @@ def test_defaults_are_the_documented_demo():
     cfg = load_config()
     assert cfg.task == "forecast"
     assert cfg.data.source == "vic2014"
-    assert (cfg.data.context_length, cfg.data.horizon) == (336, 48)
+    assert (cfg.data.context_length, cfg.data.horizon) == (None, None)  # from the data
+    shaped = ForecastTask().resolve_config(cfg)
+    d = shaped.data
+    assert (d.context_length, d.horizon, d.val, d.test) == (336, 48, "56D", "56D")
+    assert (d.train_stride, d.val_origins, shaped.model.patch_len) == (4, "6", 24)
+    assert d.chosen == (
+        "horizon 48 steps (1D, day-ahead)",
+        "context 336 steps (7D, a week)",
+        "train stride 4 (about 3,000 training windows)",
+    )
+    assert ForecastTask().resolve_config(shaped) == shaped  # concrete settings stay
     assert cfg.model.backbone == "minilm" and cfg.peft.method == "lora"
     assert cfg.model.quantiles == (0.1, 0.5, 0.9)
     assert cfg.model.dropout == 0.0

@@ -45,13 +45,48 @@ def test_patch_encoder_pads_context_on_the_left():
     enc = PatchEncoder(n_channels=1, n_known=1, context_length=10, horizon=5, patch_len=4, hidden=8)
     assert (enc.n_past, enc.n_future, enc.n_tokens) == (3, 2, 5)
     past = torch.arange(10.0).view(1, 10, 1)
-    patches = enc._patches(past, 3, pad_left=True)
-    assert patches[0, 0].tolist() == [0.0, 0.0, 0.0, 1.0] and patches[0, 2].tolist() == [
-        6.0,
-        7.0,
-        8.0,
-        9.0,
+    patches = enc._past_patches(past)
+    assert patches[0, 0].tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert patches[0, 2].tolist() == [6.0, 7.0, 8.0, 9.0]
+    assert enc._future_patches(torch.ones(1, 5, 1))[0, 1].tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_overlapping_patches_end_at_the_newest_step():
+    enc = PatchEncoder(1, 0, context_length=11, horizon=5, patch_len=4, hidden=8, stride=2)
+    assert enc.n_past == 5  # one padded step in front, so the last patch is steps 7..10
+    patches = enc._past_patches(torch.arange(1.0, 12.0).view(1, 11, 1))
+    assert patches[0].tolist() == [
+        [0, 1, 2, 3],
+        [2, 3, 4, 5],
+        [4, 5, 6, 7],
+        [6, 7, 8, 9],
+        [8, 9, 10, 11],
     ]
+    # two channels: each patch flattened step-major, exactly as the non-overlapping reshape
+    two = torch.stack([torch.arange(8.0), -torch.arange(8.0)], dim=-1).view(1, 8, 2)
+    plain = PatchEncoder(2, 0, 8, 4, patch_len=4, hidden=8)
+    same = PatchEncoder(2, 0, 8, 4, patch_len=4, hidden=8, stride=4)
+    assert torch.equal(plain._past_patches(two), same._past_patches(two))
+    lapped = PatchEncoder(2, 0, 8, 4, patch_len=4, hidden=8, stride=2)._past_patches(two)
+    assert lapped[0, 1].tolist() == [2, -2, 3, -3, 4, -4, 5, -5]
+
+
+def test_revin_encoder_sees_scale_free_windows_and_scales_its_correction():
+    spec = ForecasterSpec(**{**SPEC.__dict__, "revin": True, "patch_stride": 6})
+    model = build(spec=spec).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.01)  # a trained head, not the zero start
+    b = batch()
+    moved = dict(b, past=b["past"].clone())
+    moved["past"][..., 0] = 3.0 * b["past"][..., 0] + 5.0  # the target: new level and scale
+    seen = []
+    model.encoder.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        head_only = model.skip
+        model.skip = None
+        out, out_moved = model(b), model(moved)
+        model.skip = head_only
+    torch.testing.assert_close(seen[0], seen[1], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out_moved, 3.0 * out, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-gpt2"])

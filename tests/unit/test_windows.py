@@ -57,6 +57,19 @@ def test_scaler_uses_training_rows_only(tiny_series):
     assert d.scaler.mean[0] != pytest.approx(d.frame.load_mw.mean())
 
 
+def test_generated_features_keep_their_own_scale(tiny_series):
+    # a cooling hinge that moves once in training would get a z-score std near 0 and test
+    # values in the thousands; calendar and hinge features are of order one already
+    series = tiny_series.assign(temp_c=10.0)
+    series.loc[5, "temp_c"] = 23.0  # one warm hour in training
+    series.loc[len(series) - 30, "temp_c"] = 30.0  # a hot hour on test
+    d = build(series, temperature_col="temp_c")
+    col = d.columns.index("cdd_22")
+    assert (d.scaler.mean[col], d.scaler.std[col]) == (0.0, 1.0)
+    assert d.scaled[:, col].max() == pytest.approx((30.0 - 22.0) / 5.0)
+    assert d.scaler.std[d.columns.index("temp_c")] != 1.0  # a covariate is z-scored
+
+
 def test_batch_gathers_the_right_rows(tiny_series):
     d = build(tiny_series)
     o = d.test.origins[:2]

@@ -16,6 +16,7 @@ import pandas as pd
 
 from greentune.config import DataConfig
 from greentune.data.features import add_features
+from greentune.data.shape import resolve_shape
 from greentune.data.sources import load_table, resolve
 from greentune.data.validate import DataReport, clean_frame
 from greentune.errors import ConfigError, DataError
@@ -107,10 +108,17 @@ class ForecastData:
     """Fits derived from this data alone (the ridge fit shared by the skip path and `linear`)."""
     channel_independent: bool = False
     """Models see each target as its own series (``fold_channels``)."""
+    config: DataConfig | None = None
+    """The data config these windows were cut with, every shape setting concrete."""
 
     @property
     def columns(self) -> list[str]:
         return [*self.target_cols, *self.past_cols, *self.known_cols]
+
+    @property
+    def step(self) -> pd.Timedelta:
+        """The regular step of the index."""
+        return pd.Timedelta(self.frame.index[1] - self.frame.index[0])
 
     @property
     def n_targets(self) -> int:
@@ -210,6 +218,11 @@ def gather(
 
 
 def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport) -> ForecastData:
+    """Windows of ``frame`` (cleaned); settings left unset are chosen from the data first."""
+    cfg, _ = resolve_shape(cfg, frame.index, report.origin)
+    report.notes.extend(f"chosen from the data: {note}" for note in cfg.chosen)
+    assert isinstance(cfg.context_length, int) and isinstance(cfg.horizon, int)
+    assert cfg.val is not None and cfg.test is not None and cfg.val_origins is not None
     frame, target_cols, past_cols, known_cols = featurize(frame, cfg)
     n = len(frame)
     test_start = _split_start(cfg.test, frame.index, n, n, "data.test")
@@ -222,11 +235,17 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
         scaler = Scaler.from_bounds(list(frame.columns), raw, cfg.bounds, report.origin)
     else:
         scaler = Scaler.fit(values[:val_start], enabled=cfg.scaler == "standard")
+        # Calendar, holiday and degree-hinge features are of order one by construction; a
+        # z-score of one that barely moves in training (a cooling hinge over a winter) would
+        # blow its test values up a thousandfold.
+        for i, col in enumerate(frame.columns):
+            if col in known_cols and col not in (cfg.covariates or ()):
+                scaler.mean[i], scaler.std[i] = 0.0, 1.0
     scaled = scaler.transform(values).astype(np.float32)
     bad_rows: np.ndarray = np.asarray(np.isnan(scaled).any(axis=1))
     dropped: dict[str, int] = {}
     train = _windows(
-        "train", np.arange(L, val_start - H + 1, cfg.train_stride), bad_rows, L, H, dropped
+        "train", np.arange(L, val_start - H + 1, cfg.train_stride or 1), bad_rows, L, H, dropped
     )
     val_o = _origins(frame.index, val_start, test_start - H + 1, cfg.val_origins, "val_origins")
     test_o = _origins(frame.index, test_start, n - H + 1, cfg.eval_origins, "eval_origins")
@@ -261,6 +280,7 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
         report,
         dropped,
         channel_independent=cfg.channel_independent,
+        config=cfg,
     )
 
 

@@ -1,4 +1,5 @@
-"""Baselines scored on the same test windows as the network: seasonal naive, ridge, LightGBM.
+"""Baselines scored on the same test windows as the network: seasonal naive, ridge (and
+LightGBM, in ``greentune.evaluate.lgbm``).
 
 A baseline is a function ``(data, origins, quantiles) -> Forecast``. It fits on training rows
 (positions < ``data.val_start``) only; validation rows may pick hyperparameters, stop boosting
@@ -28,24 +29,6 @@ BASELINES: Registry[Baseline] = Registry("baseline")
 RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 # Fewer phase-matched calibration windows than this and quantiles pool all clock times instead.
 MIN_CALIBRATION = 20
-LGBM_LAG_DAYS = 7
-LGBM_ROUNDS = 500  # at most; early stopping on validation rows usually ends far sooner
-LGBM_PARAMS: dict[str, object] = {
-    "learning_rate": 0.05,
-    "num_leaves": 63,
-    "min_child_samples": 20,
-    "subsample": 0.8,
-    "subsample_freq": 1,  # bagging is off unless a frequency is set
-    "colsample_bytree": 0.8,
-    "verbose": -1,
-    "seed": 0,
-    "deterministic": True,
-    "force_row_wise": True,  # with deterministic=True: identical trees run to run
-}
-EARLY_STOPPING_ROUNDS = 50
-# Threads: 2, but 1 below 50k rows, where per-tree work is tiny and OpenMP barriers dominate; with
-# the cores busy elsewhere, 2 threads on 840 rows took 100 s against 0.14 s for 1.
-LGBM_THREADS, LGBM_THREADED_ROWS = 2, 50_000
 
 
 def run_baseline(
@@ -75,11 +58,11 @@ def seasonal_lags(horizon: int, m: int) -> np.ndarray:
     return m * ((np.arange(horizon) + m) // m)
 
 
-def _positions(origins: np.ndarray, horizon: int) -> np.ndarray:
+def horizon_positions(origins: np.ndarray, horizon: int) -> np.ndarray:
     return origins[:, None] + np.arange(horizon)
 
 
-def _calibration_origins(data: ForecastData, lo: int, hi: int, origins: np.ndarray) -> np.ndarray:
+def calibration_origins(data: ForecastData, lo: int, hi: int, origins: np.ndarray) -> np.ndarray:
     """Positions in [lo, hi) at the local clock times of ``origins``.
 
     Daily origins all start at midnight, so horizon step h is always the same clock time; matching
@@ -97,7 +80,7 @@ def _calibration_origins(data: ForecastData, lo: int, hi: int, origins: np.ndarr
     return matched if len(matched) >= MIN_CALIBRATION else cand
 
 
-def _residual_quantiles(
+def residual_quantiles(
     point: np.ndarray, residuals: np.ndarray, quantiles: tuple[float, ...]
 ) -> dict[float, np.ndarray] | None:
     """Point forecast plus empirical residual quantiles per horizon step and target."""
@@ -118,13 +101,13 @@ def _seasonal_naive(
     lags = seasonal_lags(horizon, m)
     if len(origins) and origins.min() < lags.max():
         raise DataError(f"seasonal naive with period {m} needs origins >= {lags.max()}")
-    point = y[_positions(origins, horizon) - lags]
+    point = y[horizon_positions(origins, horizon) - lags]
     t1 = time.perf_counter()
     q = None
     if quantiles:
-        cal = _calibration_origins(data, int(lags.max()), data.val_start - horizon + 1, origins)
-        pos = _positions(cal, horizon)
-        q = _residual_quantiles(point, y[pos] - y[pos - lags], quantiles)
+        cal = calibration_origins(data, int(lags.max()), data.val_start - horizon + 1, origins)
+        pos = horizon_positions(cal, horizon)
+        q = residual_quantiles(point, y[pos] - y[pos - lags], quantiles)
     return Forecast(point, q, fit_s=time.perf_counter() - t1, predict_s=t1 - t0)
 
 
@@ -286,9 +269,9 @@ def linear(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
     q = None
     if quantiles:
         lo, hi = max(data.val_start, L), data.test_start - H + 1
-        cal = complete_origins(data, _calibration_origins(data, lo, hi, origins))
-        resid = data.target_values()[_positions(cal, H)] - predict(cal)
-        q = _residual_quantiles(np.zeros((1, H, T)), resid, quantiles)  # offsets, point added below
+        cal = complete_origins(data, calibration_origins(data, lo, hi, origins))
+        resid = data.target_values()[horizon_positions(cal, H)] - predict(cal)
+        q = residual_quantiles(np.zeros((1, H, T)), resid, quantiles)  # offsets, point added below
     t1 = time.perf_counter()
     point = predict(origins)
     if q is not None:
@@ -296,86 +279,3 @@ def linear(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
     # the ridge fit's own seconds count even when the skip path computed it first
     fit_s = fit.fit_s + (t1 - t0)
     return Forecast(point, q, fit_s=fit_s, predict_s=time.perf_counter() - t1)
-
-
-# ----------------------------------------------------------------------------- LightGBM
-
-
-def lgbm_lags(data: ForecastData) -> np.ndarray:
-    """LGBM_LAG_DAYS consecutive whole-day lags, the first the smallest one >= the horizon."""
-    day = steps_per(data, "1D")
-    return day * (-(-data.horizon // day) + np.arange(LGBM_LAG_DAYS))
-
-
-def lgbm_features(data: ForecastData, target: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Per-timestamp features for target column ``target``: (n, F) matrix, y (n,), names.
-
-    Lags are whole days of at least the horizon, so every one is known at the origin for every
-    horizon step (no recursion); calendar as integers of the local index (trees split them
-    directly, the cyclic sin/cos pairs are left out); known covariates at the target time.
-    """
-    frame = data.frame
-    y = frame[data.target_cols[target]].to_numpy(dtype=float)
-    cols: dict[str, np.ndarray] = {}
-    for lag in lgbm_lags(data):
-        shifted = np.full(len(y), np.nan)
-        shifted[lag:] = y[:-lag]
-        cols[f"lag_{lag}"] = shifted
-    cols["lag_mean"] = np.mean(np.stack(list(cols.values())), axis=0)
-    idx = frame.index
-    cols["minute_of_day"] = np.asarray(idx.hour * 60 + idx.minute, dtype=float)
-    cols["day_of_week"] = np.asarray(idx.dayofweek, dtype=float)
-    cols["day_of_year"] = np.asarray(idx.dayofyear, dtype=float)
-    for c in data.known_cols:
-        if not c.startswith("cal_"):
-            cols[c] = frame[c].to_numpy(dtype=float)
-    return np.column_stack(list(cols.values())), y, list(cols)
-
-
-def _fit_lgbm(
-    x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, alpha: float | None
-) -> Callable[[np.ndarray], np.ndarray]:
-    """Fit one booster (l2, or pinball at ``alpha``); returns its predict at the best iteration."""
-    import lightgbm as lgb  # imported here: only this baseline needs it
-
-    params = dict(LGBM_PARAMS, n_jobs=1 if len(y) < LGBM_THREADED_ROWS else LGBM_THREADS)
-    params["objective"] = "regression" if alpha is None else "quantile"
-    if alpha is not None:
-        params["alpha"] = alpha
-    train = lgb.Dataset(x, y, free_raw_data=False)
-    # early stopping on validation rows, by the objective's own metric (l2 or pinball at alpha)
-    booster = lgb.train(
-        params,
-        train,
-        num_boost_round=LGBM_ROUNDS,
-        valid_sets=[lgb.Dataset(xv, yv, reference=train)],
-        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
-    )
-    return lambda rows: np.asarray(booster.predict(rows, num_iteration=booster.best_iteration))
-
-
-@BASELINES.register("lightgbm")
-def lightgbm(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
-    """One LightGBM per target on per-timestamp rows (l2), plus one per quantile (pinball)."""
-    H, T = data.horizon, data.n_targets
-    pos = _positions(origins, H).ravel()
-    point = np.empty((len(origins), H, T))
-    qs = sorted(quantiles)
-    qarr = np.empty((len(qs), len(origins), H, T))
-    fit_s = predict_s = 0.0
-    for j in range(T):
-        t0 = time.perf_counter()
-        x, y, _ = lgbm_features(data, j)
-        rows = np.arange(len(y))
-        tr = rows[(rows >= lgbm_lags(data).max()) & (rows < data.val_start) & np.isfinite(y)]
-        va = rows[(rows >= data.val_start) & (rows < data.test_start) & np.isfinite(y)]
-        models = [_fit_lgbm(x[tr], y[tr], x[va], y[va], a) for a in [None, *qs]]
-        t1 = time.perf_counter()
-        preds = [predict(x[pos]).reshape(len(origins), H) for predict in models]
-        point[..., j] = preds[0]
-        # separately fitted quantile models can cross; sorting restores a valid set of quantiles
-        qarr[..., j] = np.sort(np.stack(preds[1:]), axis=0) if qs else 0.0
-        fit_s += t1 - t0
-        predict_s += time.perf_counter() - t1
-    q = {float(k): qarr[i] for i, k in enumerate(qs)} if qs else None
-    return Forecast(point, q, fit_s=fit_s, predict_s=predict_s)

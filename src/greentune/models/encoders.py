@@ -18,7 +18,11 @@ from torch import nn
 
 
 class PatchEncoder(nn.Module):
-    """(past (B, L, C), future (B, H, K)) -> token embeddings (B, n_tokens, hidden)."""
+    """(past (B, L, C), future (B, H, K)) -> token embeddings (B, n_tokens, hidden).
+
+    Context patches start every ``stride`` steps (stride < patch_len overlaps them, as
+    PatchTST does); the context is left-padded so the newest step ends the last patch.
+    """
 
     def __init__(
         self,
@@ -28,10 +32,12 @@ class PatchEncoder(nn.Module):
         horizon: int,
         patch_len: int,
         hidden: int,
+        stride: int | None = None,
     ) -> None:
         super().__init__()
         self.patch_len = patch_len
-        self.n_past = math.ceil(context_length / patch_len)
+        self.stride = stride or patch_len
+        self.n_past = max(0, math.ceil((context_length - patch_len) / self.stride)) + 1
         self.n_future = math.ceil(horizon / patch_len) if n_known else 0
         self.past_proj = nn.Linear(patch_len * n_channels, hidden)
         self.future_proj = nn.Linear(patch_len * n_known, hidden) if n_known else None
@@ -40,20 +46,41 @@ class PatchEncoder(nn.Module):
     def n_tokens(self) -> int:
         return self.n_past + self.n_future
 
-    def _patches(self, x: torch.Tensor, n: int, pad_left: bool) -> torch.Tensor:
+    def _past_patches(self, x: torch.Tensor) -> torch.Tensor:
         b, steps, c = x.shape
-        pad = n * self.patch_len - steps
-        if pad:
-            # Left-pad the context (oldest steps missing), right-pad the horizon.
-            x = nn.functional.pad(x, (0, 0, pad, 0) if pad_left else (0, 0, 0, pad))
-        return x.reshape(b, n, self.patch_len * c)
+        pad = (self.n_past - 1) * self.stride + self.patch_len - steps
+        if pad:  # the oldest steps are missing
+            x = nn.functional.pad(x, (0, 0, pad, 0))
+        if self.stride == self.patch_len:  # a plain reshape: what ONNX exports most simply
+            return x.reshape(b, self.n_past, self.patch_len * c)
+        # (B, n, C, P) -> (B, n, P, C): each patch flattened step-major, as the reshape above
+        patches = x.unfold(1, self.patch_len, self.stride).permute(0, 1, 3, 2)
+        return patches.reshape(b, self.n_past, self.patch_len * c)
+
+    def _future_patches(self, x: torch.Tensor) -> torch.Tensor:
+        b, steps, c = x.shape
+        pad = self.n_future * self.patch_len - steps
+        if pad:  # right-pad the horizon
+            x = nn.functional.pad(x, (0, 0, 0, pad))
+        return x.reshape(b, self.n_future, self.patch_len * c)
 
     def forward(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
-        tokens = self.past_proj(self._patches(past, self.n_past, pad_left=True))
+        tokens = self.past_proj(self._past_patches(past))
         if self.future_proj is not None:
-            fut = self.future_proj(self._patches(future, self.n_future, pad_left=False))
-            tokens = torch.cat([tokens, fut], dim=1)
+            tokens = torch.cat([tokens, self.future_proj(self._future_patches(future))], dim=1)
         return tokens
+
+
+def window_norm(
+    past: torch.Tensor, n_targets: int, eps: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RevIN without affine weights: the target channels of each window's context centred and
+    scaled by their own mean and std; returns (normalised past, std (B, 1, T))."""
+    own = past[..., :n_targets]
+    mean = own.mean(dim=1, keepdim=True)
+    std = own.std(dim=1, keepdim=True, unbiased=False) + eps
+    normed = torch.cat([(own - mean) / std, past[..., n_targets:]], dim=-1)
+    return normed, std
 
 
 # ----------------------------------------------------------------------------- text prompts

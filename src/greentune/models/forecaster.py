@@ -22,7 +22,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 
 from greentune.errors import ModelError
-from greentune.models.encoders import PatchEncoder
+from greentune.models.encoders import PatchEncoder, window_norm
 from greentune.tuning.methods import save_with_adapter
 
 SPEC_FILE = "greentune_model.json"
@@ -42,6 +42,11 @@ class ForecasterSpec:
     pooling: str
     channel_independent: bool = False
     """Fold targets into the batch: one shared univariate network per target channel."""
+    patch_stride: int | None = None
+    """Steps between context patches; None: patch_len (no overlap)."""
+    revin: bool = False
+    """Per-window normalisation of the targets the encoder sees; the head's correction is
+    scaled back by the window's std (the skip path keeps the level)."""
 
     @property
     def n_quantiles(self) -> int:
@@ -77,6 +82,7 @@ class Forecaster(nn.Module):
                 spec.horizon,
                 spec.patch_len,
                 hidden,
+                spec.patch_stride,
             )
             head_in = self.encoder.n_tokens * hidden
         else:
@@ -98,8 +104,12 @@ class Forecaster(nn.Module):
             own = past[..., :t].transpose(1, 2).reshape(-1, past.shape[1], 1)
             past = torch.cat([own, past[..., t:].repeat_interleave(t, dim=0)], dim=-1)
             future = future.repeat_interleave(t, dim=0)
+        scale = None
         if self.encoder is not None:
-            embeds = self.encoder(past, future)
+            seen = past
+            if s.revin:
+                seen, scale = window_norm(past, s.series_targets)
+            embeds = self.encoder(seen, future)
             states = self.backbone(inputs_embeds=embeds).last_hidden_state
             features = states.flatten(1)
         else:
@@ -109,6 +119,9 @@ class Forecaster(nn.Module):
             ).last_hidden_state
             features = pool(states, mask, self.spec.pooling)
         out = self.head(features)
+        if scale is not None:  # (B, 1, T) -> each target's outputs times its window's std
+            rows = out.view(-1, s.horizon, s.series_targets, s.n_quantiles)
+            out = (rows * scale.view(-1, 1, s.series_targets, 1)).flatten(1)
         if self.skip is not None:
             out = out + self.skip(torch.cat([past.flatten(1), future.flatten(1)], dim=1))
         if s.channel_independent:  # (B*T, H*Q) -> (B, H, T, Q)

@@ -310,6 +310,7 @@ def _validate(
     stop = ranks.all_sum([float(cbs.on_validation(state, val))])[0] > 0
     if stop and not final:
         state.stopped_early = state.finished = True
+        state.stop_reason = state.stop_reason or "early stopping"
     return snap
 
 

@@ -33,10 +33,14 @@ class RecipeContext:
     caller's."""
     window: Window = no_window
     """The meter's window, for the phases outside the training loop."""
+    budget: Callable[[], list[Callback]] = list
+    """Fresh budget callbacks (train.budget_s / budget_wh) for each network trained; the run's
+    own are already in ``callbacks``."""
 
     def baseline_callbacks(self) -> list[Callback]:
-        """For a network trained as a baseline: its epochs metered, nothing shown."""
-        return [EnergyWindows(self.window)]
+        """For a network trained as a baseline: its epochs metered, its own budget, nothing
+        shown."""
+        return [EnergyWindows(self.window), *self.budget()]
 
 
 Recipe = Callable[[RecipeContext], RunMetrics]

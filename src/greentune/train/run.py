@@ -19,6 +19,7 @@ from greentune.rundir import RunDir, RunInfo, clean_stale_temporaries
 from greentune.runlock import Holder, RunLock, RunLockedError, read_holder
 from greentune.tasks import TASKS
 from greentune.train import pause, recipes  # noqa: F401  (recipes: registers them)
+from greentune.train.budget import budget_callbacks
 from greentune.train.callbacks import (
     CALLBACKS,
     Callback,
@@ -79,13 +80,19 @@ def run(
             energy = EnergyWindows(meter.window, meter.tick)
             dp = cfg.privacy.dp
             private = [DPTraining(dp, cfg.train, cfg.seed, log, energy.note)] if dp.enabled else []
+            read_j = (lambda: sum(meter.read().values())) if meter.enabled else None
+
+            def budget() -> list[Callback]:
+                return budget_callbacks(cfg.train, read_j, log)
+
             ctx = RecipeContext(
                 cfg=cfg,
                 run=run_dir,
                 log=log,
                 resume=resume_path is not None,
-                callbacks=[energy, *private, *shown, *named, *callbacks],
+                callbacks=[energy, *private, *budget(), *shown, *named, *callbacks],
                 window=meter.window,
+                budget=budget,
             )
             for note in privacy_notes(task, cfg):
                 log(f"privacy: {note}")

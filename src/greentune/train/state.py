@@ -20,6 +20,9 @@ class LoopState:
     bad_epochs: int = 0
     """Epochs since validation last improved (what early stopping counts)."""
     stopped_early: bool = False
+    stop_reason: str | None = None
+    """Why training ended before its planned steps: 'early stopping', 'time budget',
+    'energy budget', or what a callback says; None: it ran its course."""
     finished: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
     """One row per optimizer step: step, epoch, loss, lr."""
@@ -49,6 +52,7 @@ class LoopResult:
             best_epoch=s.best_epoch,
             best_val_loss=s.best_val,
             stopped_early=s.stopped_early,
+            stop_reason=s.stop_reason,
             train_s=s.train_s,
             samples=s.samples,
             samples_per_s=self.samples_per_s,

@@ -106,7 +106,8 @@ def client_data(cfg: RunConfig, name: str) -> tuple[RunConfig, ForecastData]:
     client, table = client_table(cfg, name)
     data_cfg = resolve(client.data)
     frame, report = clean_frame(table, data_cfg)
-    return replace(client, data=data_cfg), build_forecast_data(frame, data_cfg, report)
+    data = build_forecast_data(frame, data_cfg, report)
+    return replace(client, data=data.config), data
 
 
 def _checked(cfg: RunConfig) -> RunConfig:

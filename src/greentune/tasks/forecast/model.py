@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from greentune.config import RunConfig
+from greentune.data.shape import default_patch_len
 from greentune.data.windows import ForecastData
 from greentune.models.backbone import (
     backbone_config,
@@ -36,11 +37,13 @@ def build_model(
         n_targets=data.n_targets,
         context_length=data.context_length,
         horizon=data.horizon,
-        patch_len=m.patch_len,
+        patch_len=m.patch_len or default_patch_len(data.step, data.context_length),
         quantiles=m.quantiles,
         linear_skip=m.linear_skip,
         pooling=m.pooling,
         channel_independent=data.channel_independent,
+        patch_stride=m.patch_stride,
+        revin=m.revin,
     )
     model = Forecaster(spec, backbone, int(base.config.hidden_size))
     if skip is not None and model.skip is not None:

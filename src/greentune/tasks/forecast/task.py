@@ -8,7 +8,9 @@ from typing import Any
 import pandas as pd
 
 from greentune.config import RunConfig
-from greentune.data.sources import resolve
+from greentune.data.shape import default_patch_len, needs_shape, resolve_shape
+from greentune.data.sources import load_table, resolve
+from greentune.data.validate import clean_frame
 from greentune.data.windows import prepare_forecast_data
 from greentune.errors import DataError
 from greentune.evaluate.table import forecast_table, verdict
@@ -33,7 +35,19 @@ class ForecastTask:
     federated = True
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
-        return dataclasses.replace(cfg, data=resolve(cfg.data))
+        """The source's defaults, then the window shape from the data itself (read once more
+        here, so config.yaml holds concrete steps before training starts)."""
+        data = resolve(cfg.data)
+        if needs_shape(data) or cfg.model.patch_len is None:
+            frame, report = clean_frame(load_table(data), data)
+            data, _ = resolve_shape(data, frame.index, report.origin)
+            model = cfg.model
+            if model.patch_len is None:
+                assert isinstance(data.context_length, int)
+                patch = default_patch_len(frame.index[1] - frame.index[0], data.context_length)
+                model = dataclasses.replace(model, patch_len=patch)
+            return dataclasses.replace(cfg, data=data, model=model)
+        return dataclasses.replace(cfg, data=data)
 
     def private_config(self, cfg: RunConfig) -> RunConfig:
         """Scaling by public ranges instead of training statistics; the skip path starts at

@@ -168,7 +168,7 @@ def _trained_line(result: LoopResult) -> str:
     )
     return (
         f"trained {s.step} steps in {s.train_s:.1f} s ({result.samples_per_s:.0f} samples/s)"
-        f"{resumed}, {best}{', stopped early' if s.stopped_early else ''}"
+        f"{resumed}, {best}{f', stopped by {s.stop_reason}' if s.stop_reason else ''}"
     )
 
 

@@ -1,0 +1,160 @@
+"""Four data shapes a new user brings, each run with no options but where the data is:
+`greentune run --data FILE data.target=... data.time_col=...`, defaults chosen from the data.
+
+    .venv/bin/python benchmarks/shapes.py [--shapes 12w-30min,3y-hourly,2y-daily,1m-15min]
+
+- 12w-30min: the last 12 weeks of Victoria (../shared/data/demand/vic_elec), half-hourly,
+  with temperature;
+- 3y-hourly: the last 3 years of PJM's AEP zone (../shared/data/multiclient/pjm_hourly), no
+  weather;
+- 2y-daily: the same AEP series summed per day, the last 2 years (daily MWh);
+- 1m-15min: the last 30 days of Victoria, linearly interpolated from 30 to 15 minutes (no
+  real 15-minute load is at hand: a check that the shape runs and what the defaults choose;
+  interpolation makes the series smoother than real quarter-hours, so its MAPE flatters).
+
+Writes benchmarks/results/shapes.json and shapes.md: the defaults chosen, wall time, energy
+(modelled on this machine: the kind is in the table), test MAPE of the network, both seasonal
+naives, the linear model (the network's ridge start) and LightGBM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine_info
+
+import greentune as gt
+from greentune.config import build_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = RESULTS / "runs" / "shapes-data"
+VIC_ELEC = ROOT.parent / "shared" / "data" / "demand" / "vic_elec" / "vic_electricity.csv"
+ROWS = ("network", "linear", "lightgbm", "seasonal_naive_daily", "seasonal_naive_weekly")
+
+
+def _vic(days: int) -> pd.DataFrame:
+    raw = pd.read_csv(VIC_ELEC)
+    times = pd.to_datetime(raw["Time"], utc=True).dt.tz_convert("Australia/Melbourne")
+    frame = pd.DataFrame({"time": times, "demand_mw": raw["Demand"], "temp_c": raw["Temperature"]})
+    return frame[frame["time"] > frame["time"].max() - pd.Timedelta(days=days)]
+
+
+def _aep(days: int) -> pd.DataFrame:
+    from federated import prepare
+
+    frame = pd.read_csv(prepare(3 * 365) / "AEP.csv", parse_dates=["time"])
+    return frame[frame["time"] > frame["time"].max() - pd.Timedelta(days=days)]
+
+
+def prepare_shapes() -> dict[str, tuple[Path, list[str]]]:
+    """One CSV per shape and the only options its run gets: which columns are what."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    vic_args = ["data.target=demand_mw", "data.covariates=[temp_c]"]
+    aep_args = ["data.target=load_mw", "data.fill_gaps=true"]
+    shapes: dict[str, tuple[pd.DataFrame, list[str]]] = {
+        "12w-30min": (_vic(84), vic_args),
+        "3y-hourly": (_aep(3 * 365), aep_args),
+    }
+    daily = _aep(2 * 365 + 1).set_index("time")["load_mw"].resample("1D").sum(min_count=20)
+    shapes["2y-daily"] = (daily.iloc[1:-1].rename("load_mw").reset_index(), aep_args)
+    month = _vic(30).set_index("time")
+    quarter = month.resample("15min").interpolate("time").iloc[:-1]
+    shapes["1m-15min"] = (quarter.reset_index(), vic_args)
+    out = {}
+    for name, (frame, args) in shapes.items():
+        path = WORK / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        out[name] = (path, ["data.time_col=time", *args])
+    return out
+
+
+def run_shape(name: str, path: Path, args: list[str]) -> dict:
+    runs = RESULTS / "runs"
+    shutil.rmtree(runs / f"shape-{name}", ignore_errors=True)
+    cfg = build_config(
+        overrides=[
+            "data.source=csv",
+            f"data.path={path}",
+            *args,
+            f"output_dir={runs}",
+            f"name=shape-{name}",
+        ]
+    )
+    t0 = time.perf_counter()
+    run = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
+    wall = time.perf_counter() - t0
+    m = run.metrics.to_dict()
+    d = run.config.data
+    test = m["test"]
+    model = m["model"]
+    rows = {("network" if k == model else k): v for k, v in test.items()}
+    return {
+        "rows": {k: {"mape": rows[k]["mape"], "energy": rows[k].get("energy")} for k in ROWS},
+        "chosen": list(d.chosen),
+        "shape": {
+            "step": m["data"]["step"],
+            "rows": m["data"]["rows"],
+            "horizon": d.horizon,
+            "context": d.context_length,
+            "val": d.val,
+            "test": d.test,
+            "train_stride": d.train_stride,
+            "patch_len": run.config.model.patch_len,
+            "windows": m["data"]["windows"],
+        },
+        "training": {
+            k: m["training"][k] for k in ("steps", "best_epoch", "stop_reason", "train_s")
+        },
+        "wall_s": wall,
+        "run_wh": m["energy"]["run_wh"],
+        "energy_kinds": m["energy"]["kinds"],
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "| shape | rows, step | defaults chosen (horizon / context / val / test / stride / "
+        "patch) | wall s | run Wh | network | linear (ridge start) | LightGBM | daily naive | "
+        "weekly naive |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["shapes"].items():
+        s, m = r["shape"], {k: v["mape"] for k, v in r["rows"].items()}
+        lines.append(
+            f"| {name} | {s['rows']:,}, {s['step']} | {s['horizon']} / {s['context']} / "
+            f"{s['val']} / {s['test']} / {s['train_stride']} / {s['patch_len']} | "
+            f"{r['wall_s']:.0f} | {r['run_wh']:.2f} ({'/'.join(r['energy_kinds'])}) | "
+            f"{m['network']:.2f} | {m['linear']:.2f} | {m['lightgbm']:.2f} | "
+            f"{m['seasonal_naive_daily']:.2f} | {m['seasonal_naive_weekly']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default="12w-30min,3y-hourly,2y-daily,1m-15min")
+    a = ap.parse_args()
+    wanted = a.shapes.split(",")
+    results: dict = {"machine": machine_info(), "shapes": {}}
+    for name, (path, args) in prepare_shapes().items():
+        if name in wanted:
+            results["shapes"][name] = run_shape(name, path, args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "shapes.json").write_text(json.dumps(results, indent=2, default=str))
+    (RESULTS / "shapes.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
