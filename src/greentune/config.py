@@ -293,6 +293,12 @@ class EvalConfig:
     """Seasonal period in steps for MASE's scale; None: one day at the data's frequency."""
     batch_size: int = 256
     """Windows per forward pass when predicting."""
+    ensembles: tuple[Literal["mean", "median", "weighted"], ...] = ("weighted",)
+    """Ensembles of ``ensemble_members`` scored as rows of their own (``ensemble-<kind>``):
+    mean, median, or weighted (convex weights per horizon step fitted on validation)."""
+    ensemble_members: tuple[str, ...] = ()
+    """Members: ``model`` (the run's network) and baselines of ``eval.baselines`` (not
+    random_init). Empty: the network, linear and lightgbm, those that run."""
 
     def __post_init__(self) -> None:
         _positive(self, "season_length", "batch_size")

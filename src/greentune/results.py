@@ -237,6 +237,9 @@ class RunMetrics:
     which rows of ``test`` are non-private references."""
     federated: dict[str, Any] | None = None
     """A federated run (``greentune federate``): per-client scores, rounds, bytes, epsilon."""
+    ensembles: dict[str, Any] | None = None
+    """Per ensemble row of ``test``: its members and, when weighted, the weights per horizon
+    step (fitted on validation)."""
     schema_version: int = METRICS_SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys this version does not know, kept as read."""
@@ -267,6 +270,7 @@ class RunMetrics:
             compression=raw.get("compression"),
             privacy=raw.get("privacy"),
             federated=raw.get("federated"),
+            ensembles=raw.get("ensembles"),
             schema_version=int(raw.get("schema_version", METRICS_SCHEMA_VERSION)),
             extra={k: v for k, v in raw.items() if k not in known},
         )
@@ -292,6 +296,8 @@ class RunMetrics:
             out["privacy"] = self.privacy
         if self.federated is not None:
             out["federated"] = self.federated
+        if self.ensembles is not None:
+            out["ensembles"] = self.ensembles
         out.update(self.extra)
         return out
 

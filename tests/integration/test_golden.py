@@ -69,7 +69,7 @@ def _metrics(path: Path) -> dict:
 def test_tiny_forecast_run_matches_its_golden_values(tmp_path):
     run_dir = gt.run(_forecast_cfg(tmp_path), echo=lambda m: None)
     metrics = _metrics(run_dir.path)
-    assert set(metrics["test"]) == set(GOLDEN["forecast"])
+    assert set(metrics["test"]) == set(GOLDEN["forecast"]) | {"ensemble-weighted"}
     assert set(GOLDEN["forecast"]) - set(MOVED["forecast"]) == {
         "seasonal_naive_daily",
         "seasonal_naive_weekly",
@@ -79,6 +79,20 @@ def test_tiny_forecast_run_matches_its_golden_values(tmp_path):
         for key in QUALITY_KEYS:
             assert got[key] == pytest.approx(want[key], rel=1e-6), (name, key)
         assert got["predictions"] == want["predictions"]
+    ens = metrics["ensembles"]["ensemble-weighted"]
+    assert ens["members"] == ["model", "linear", "lightgbm"]
+    assert all(sum(w) == pytest.approx(1.0, abs=1e-3) for w in ens["weights_by_step"])
+    rows = json.loads((run_dir.path / "energy.json").read_text())["rows"]
+
+    def window_wh(name: str) -> float:
+        return sum(sum(r["energy_j"].values()) for r in rows if r["window"] == name) / 3600
+
+    # billed for each member's windows once (the ridge fit inside `train` is not billed twice)
+    # and its own windows: the validation forecasts and the weights
+    want = sum(
+        window_wh(w) for w in ("train", "test", "baseline/linear", "baseline/lightgbm", "ensemble")
+    )
+    assert metrics["test"]["ensemble-weighted"]["energy_wh"] == pytest.approx(want, rel=1e-9)
     training = metrics["training"]
     assert training["loss_curve"] == pytest.approx(MOVED["forecast_loss"], abs=2e-6)
     assert [v["val_loss"] for v in training["val_curve"]] == pytest.approx(

@@ -226,7 +226,9 @@ def lightgbm(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ..
     y = data.target_values()
     for j in range(T):
         t0 = time.perf_counter()
-        fit = fit_target(data, j)
+        # cached on the data: an ensemble's validation forecasts reuse the test's fit
+        fit = data.cache.get(("lightgbm", j)) or fit_target(data, j)
+        data.cache[("lightgbm", j)] = fit
         if cal is not None:
             resid.append(y[horizon_positions(cal, H), j] - predict_target(data, j, fit, cal))
         t1 = time.perf_counter()

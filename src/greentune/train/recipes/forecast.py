@@ -25,6 +25,7 @@ from greentune.results import Forecast, ModelResult, RunMetrics, energy_windows
 from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
+from greentune.tasks.forecast.ensemble import MODEL, ensemble_members, ensemble_rows
 from greentune.tasks.forecast.model import build_model, weights_word
 from greentune.tasks.forecast.predict import (
     evaluate_forecast,
@@ -91,6 +92,15 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         )
     }
     frames = [prediction_rows(data, test, fc, name)]
+    scored = {MODEL: (fc, results[name])}
+    members = ensemble_members(cfg) if cfg.eval.ensembles else []
+    net_val = None
+    if MODEL in members:  # every rank: predicting gathers shards from all of them
+        with window("ensemble"):
+            val_b = make_batches(cfg, data, data.val.origins, tokenizer)
+            net_val = to_forecast(
+                data, predict_scaled(model, val_b, cfg.eval.batch_size), cfg.model.quantiles
+            )
     main = ranks.is_main()
     if main:
         with window("save"):
@@ -110,6 +120,16 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
             energy_windows=energy_windows(f"baseline/{baseline}", bfc.fit_s, bfc.predict_s, reused),
         )
         frames.append(prediction_rows(data, test, bfc, baseline))
+        scored[baseline] = (bfc, results[baseline])
+    ensembles: dict[str, Any] = {}
+    if main and members:
+        with window("ensemble"):
+            rows = ensemble_rows(cfg, data, season, scored, lambda: net_val)
+        for row_name, row in rows.items():
+            results[row_name] = row.result
+            ensembles[row_name] = row.info
+            frames.append(prediction_rows(data, test, row.forecast, row_name))
+            log(f"{row_name}: {', '.join(row.info['members'])}")
     if main:
         ctx.run.write_predictions(pd.concat(frames, ignore_index=True))
     return RunMetrics(
@@ -118,6 +138,7 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         test=results,
         training=result.summary(),
         data=_data_summary(data, prep_s, season),
+        ensembles=ensembles or None,
     )
 
 
@@ -179,6 +200,7 @@ def check_before_training(cfg: RunConfig, data: ForecastData, season: int) -> No
             "data.channel_independent needs model.encoder=patch (the text encoder serialises "
             "all channels into one prompt)"
         )
+    ensemble_members(cfg)  # a member that cannot join fails now, not after training
     valid = [*BASELINES.names(), RANDOM_INIT]
     unknown = [b for b in cfg.eval.baselines if b not in valid]
     if unknown:
