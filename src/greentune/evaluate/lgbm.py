@@ -227,8 +227,8 @@ def lightgbm(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ..
     for j in range(T):
         t0 = time.perf_counter()
         # cached on the data: an ensemble's validation forecasts reuse the test's fit
-        fit = data.cache.get(("lightgbm", j)) or fit_target(data, j)
-        data.cache[("lightgbm", j)] = fit
+        fit = data.cache.get(f"lightgbm/{j}") or fit_target(data, j)
+        data.cache[f"lightgbm/{j}"] = fit
         if cal is not None:
             resid.append(y[horizon_positions(cal, H), j] - predict_target(data, j, fit, cal))
         t1 = time.perf_counter()
