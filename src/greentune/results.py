@@ -183,6 +183,8 @@ class EnergySummary:
     greenest_cost: str | None = None
     """emissions_g, or energy_wh when some emissions are unknown."""
     energy_ratio_to_best: float | None = None
+    chosen_on: str | None = None
+    """'validation' when best and greenest were chosen by validation scores, else 'test'."""
     extra: dict[str, Any] = field(default_factory=dict)
     read_keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
@@ -237,6 +239,9 @@ class RunMetrics:
     which rows of ``test`` are non-private references."""
     federated: dict[str, Any] | None = None
     """A federated run (``greentune federate``): per-client scores, rounds, bytes, epsilon."""
+    validation: dict[str, dict[str, float]] | None = None
+    """Per row of ``test``: its scores on the validation windows. The greenest-model choice
+    reads these when every row has one (chosen on validation, reported on test)."""
     ensembles: dict[str, Any] | None = None
     """Per ensemble row of ``test``: its members and, when weighted, the weights per horizon
     step (fitted on validation)."""
@@ -270,6 +275,7 @@ class RunMetrics:
             compression=raw.get("compression"),
             privacy=raw.get("privacy"),
             federated=raw.get("federated"),
+            validation=raw.get("validation"),
             ensembles=raw.get("ensembles"),
             schema_version=int(raw.get("schema_version", METRICS_SCHEMA_VERSION)),
             extra={k: v for k, v in raw.items() if k not in known},
@@ -296,6 +302,8 @@ class RunMetrics:
             out["privacy"] = self.privacy
         if self.federated is not None:
             out["federated"] = self.federated
+        if self.validation is not None:
+            out["validation"] = self.validation
         if self.ensembles is not None:
             out["ensembles"] = self.ensembles
         out.update(self.extra)

@@ -88,11 +88,15 @@ def test_tiny_forecast_run_matches_its_golden_values(tmp_path):
         return sum(sum(r["energy_j"].values()) for r in rows if r["window"] == name) / 3600
 
     # billed for each member's windows once (the ridge fit inside `train` is not billed twice)
-    # and its own windows: the validation forecasts and the weights
-    want = sum(
-        window_wh(w) for w in ("train", "test", "baseline/linear", "baseline/lightgbm", "ensemble")
-    )
+    # and its own windows: the members' validation forecasts (select) and the weights
+    windows = ("train", "test", "baseline/linear", "baseline/lightgbm", "select", "ensemble")
+    want = sum(window_wh(w) for w in windows)
     assert metrics["test"]["ensemble-weighted"]["energy_wh"] == pytest.approx(want, rel=1e-9)
+    # every row scored on validation too; the recommendation reads those scores
+    assert set(metrics["validation"]) == set(metrics["test"])
+    assert metrics["energy"]["chosen_on"] == "validation"
+    val_mape = {n: v["mape"] for n, v in metrics["validation"].items()}
+    assert metrics["energy"]["best"] == min(val_mape, key=val_mape.get)
     training = metrics["training"]
     assert training["loss_curve"] == pytest.approx(MOVED["forecast_loss"], abs=2e-6)
     assert [v["val_loss"] for v in training["val_curve"]] == pytest.approx(

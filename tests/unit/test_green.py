@@ -115,6 +115,23 @@ def test_the_greenest_model_within_target_can_be_a_baseline(tmp_path):
     assert strict["greenest"] == "net"
 
 
+def test_the_choice_reads_validation_scores_when_every_row_has_one(tmp_path):
+    resumed_ledger(tmp_path)
+    typed = billed(tmp_path, "2%")
+    assert greenest(typed, 0.02, FORECAST)["chosen_on"] == "test"
+    # on validation the naive looks best: it is chosen there, whatever the test says
+    typed.validation = {"net": {"mape": 5.0}, "linear": {"mape": 5.5}}
+    typed.validation["seasonal_naive_weekly"] = {"mape": 4.0}
+    got = greenest(typed, 0.02, FORECAST)
+    assert (got["best"], got["greenest"], got["chosen_on"]) == (
+        "seasonal_naive_weekly",
+        "seasonal_naive_weekly",
+        "validation",
+    )
+    del typed.validation["linear"]  # one row without a validation score: back to test
+    assert greenest(typed, 0.02, FORECAST)["best"] == "net"
+
+
 def test_greenest_for_classification_uses_macro_f1():
     metrics = {
         "task": "classify",

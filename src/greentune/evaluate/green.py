@@ -80,8 +80,9 @@ def _quality_per_kwh(metrics: RunMetrics, quality: Quality) -> None:
 
 
 def greenest(metrics: RunMetrics, target: float, quality: Quality) -> dict[str, Any]:
-    """The lowest-emission model whose quality is within ``target`` (relative) of the best.
-    In a private run only private models compete (non-private references are left out)."""
+    """The lowest-emission model whose quality is within ``target`` (relative) of the best,
+    both judged on validation scores when every row has one (``metrics.validation``), else on
+    test. In a private run only private models compete (non-private references are left out)."""
     key = quality.metric
     refs = set((metrics.privacy or {}).get("non_private_reference") or [])
     rows = {
@@ -91,7 +92,9 @@ def greenest(metrics: RunMetrics, target: float, quality: Quality) -> dict[str, 
     }
     if not rows:
         return {}
-    values = {n: float(r.scores[key]) for n, r in rows.items()}
+    val = metrics.validation or {}
+    on_val = all(_ok((val.get(n) or {}).get(key)) for n in rows)
+    values = {n: float(val[n][key] if on_val else r.scores[key]) for n, r in rows.items()}
     best_value = (max if quality.higher_is_better else min)(values.values())
     best = next(n for n, v in values.items() if v == best_value)
     bound = best_value * (1 - target) if quality.higher_is_better else best_value * (1 + target)
@@ -106,6 +109,7 @@ def greenest(metrics: RunMetrics, target: float, quality: Quality) -> dict[str, 
         "greenest": green,
         "greenest_cost": cost,
         "energy_ratio_to_best": _ratio(bills[green].energy_wh, bills[best].energy_wh),
+        "chosen_on": "validation" if on_val else "test",
     }
 
 

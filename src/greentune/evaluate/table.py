@@ -97,16 +97,24 @@ def energy_lines(metrics: dict[str, Any]) -> list[str]:
         rows = metrics["test"]
         green, best, key = e["greenest"], e["best"], e["quality_metric"]
         target = 100 * e["target"]
+        on = e.get("chosen_on") or "test"
+        scores = (metrics.get("validation") or rows) if on == "validation" else rows
+        label = f"{key} on {on}"
         if green == best:
-            lines.append(f"greenest within {target:g} % of the best {key}: {best}, the best itself")
+            lines.append(
+                f"greenest within {target:g} % of the best {label}: {best}, the best itself"
+            )
         else:
             ratio = e["energy_ratio_to_best"]
             lines.append(
-                f"greenest within {target:g} % of the best {key} ({best}, {rows[best][key]:.4g}): "
-                f"{green} ({key} {rows[green][key]:.4g}, {rows[green]['energy_wh']:.3g} Wh"
+                f"greenest within {target:g} % of the best {label} ({best}, "
+                f"{scores[best][key]:.4g}): {green} ({key} {scores[green][key]:.4g}, "
+                f"{rows[green]['energy_wh']:.3g} Wh"
                 + (f", {ratio:.2g}x the best's energy" if ratio is not None else "")
                 + ")"
             )
+        if on == "validation":
+            lines.append(f"recommended: {green}, test {key} {rows[green][key]:.4g}")
     return lines
 
 

@@ -1,14 +1,14 @@
 """A forecasting run's ensembles: its network and baselines combined, scored like any model.
 
-The members' test forecasts are the ones already scored; their validation forecasts (the
-network's, and the baselines' refitted or cached fits) are made inside the ``ensemble`` meter
-window, where the weights are fitted. An ensemble's energy is its members' plus that window.
+The members' test forecasts are the ones already scored; their validation forecasts are the
+run's (made in the ``select`` meter window, where every row gets a validation score). The weights
+are fitted in the ``ensemble`` window. An ensemble's energy is its members', ``select`` and
+``ensemble``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
 from greentune.errors import ConfigError
-from greentune.evaluate.baselines import horizon_positions, run_baseline
+from greentune.evaluate.baselines import horizon_positions
 from greentune.evaluate.ensemble import combine, fit_weights, member_windows
 from greentune.results import Forecast, ModelResult
 from greentune.tasks.forecast.predict import evaluate_forecast
@@ -45,6 +45,10 @@ def ensemble_members(cfg: RunConfig) -> list[str]:
 class EnsembleRow:
     forecast: Forecast
     result: ModelResult
+    val_forecast: Forecast
+    """On the validation origins; a weighted ensemble's is cross-fitted (each half of the
+    validation windows combined with weights fitted on the other half), so its validation
+    score is not scored on the data its weights were fitted on."""
     info: dict[str, Any]
     """metrics.json's ``ensembles.<name>``: members, weights per step."""
 
@@ -54,23 +58,18 @@ def ensemble_rows(
     data: ForecastData,
     season: int,
     test: dict[str, tuple[Forecast, ModelResult]],
-    network_val: Callable[[], Forecast | None],
+    val: dict[str, Forecast],
 ) -> dict[str, EnsembleRow]:
     """One row per kind of ``eval.ensembles``; ``test`` maps member -> (test forecast, its
-    row), the network under ``MODEL``. Called inside the ``ensemble`` meter window."""
-    names = [m for m in ensemble_members(cfg) if m in test]
+    row) and ``val`` member -> validation forecast, the network under ``MODEL``."""
+    names = [m for m in ensemble_members(cfg) if m in test and m in val]
     if len(names) < 2 or not cfg.eval.ensembles:
         return {}
     t0 = time.perf_counter()
-    val = data.val.origins
-    quantiles = cfg.model.quantiles
-    val_fc: dict[str, Forecast] = {}
-    for m in names:
-        got = network_val() if m == MODEL else run_baseline(m, data, val, quantiles)
-        assert got is not None, "the network's validation forecast was not made"
-        val_fc[m] = got
-    y_val = data.target_values()[horizon_positions(val, data.horizon)]
-    weights = fit_weights(val_fc, y_val)
+    origins_val = data.val.origins
+    y_val = data.target_values()[horizon_positions(origins_val, data.horizon)]
+    members_val = {m: val[m] for m in names}
+    weights = fit_weights(members_val, y_val)
     fit_s = time.perf_counter() - t0
     origins = data.test.origins
     out = {}
@@ -79,6 +78,7 @@ def ensemble_rows(
         fc = combine(kind, {m: test[m][0] for m in names}, weights)
         fc.fit_s, fc.predict_s = fit_s, time.perf_counter() - t1
         windows = member_windows([test[m][1].energy_windows or {} for m in names], "ensemble")
+        windows["fit"]["select"] = 1.0  # the members' validation forecasts
         row = ModelResult(
             evaluate_forecast(data, origins, fc, season),
             fit_s=fc.fit_s + sum(test[m][1].fit_s or 0.0 for m in names),
@@ -89,5 +89,26 @@ def ensemble_rows(
         info: dict[str, Any] = {"kind": kind, "members": names}
         if kind == "weighted":
             info["weights_by_step"] = np.round(weights, 4).tolist()
-        out[f"ensemble-{kind}"] = EnsembleRow(fc, row, info)
+        out[f"ensemble-{kind}"] = EnsembleRow(fc, row, cross_fitted(kind, members_val, y_val), info)
     return out
+
+
+def cross_fitted(kind: str, val: dict[str, Forecast], y: np.ndarray) -> Forecast:
+    """The ensemble's validation forecast; weighted: each half with the other half's weights."""
+    if kind != "weighted":
+        return combine(kind, val)
+    n = len(y)
+    halves = [np.arange(n // 2), np.arange(n // 2, n)]
+    parts = []
+    for own, other in (halves, halves[::-1]):
+        w = fit_weights({m: _rows(f, other) for m, f in val.items()}, y[other])
+        parts.append(combine(kind, {m: _rows(f, own) for m, f in val.items()}, w))
+    point = np.concatenate([p.point for p in parts])
+    levels = parts[0].quantiles or {}
+    q = {k: np.concatenate([p.quantiles[k] for p in parts if p.quantiles]) for k in levels}
+    return Forecast(point, q or None)
+
+
+def _rows(fc: Forecast, idx: np.ndarray) -> Forecast:
+    q = {k: v[idx] for k, v in fc.quantiles.items()} if fc.quantiles else None
+    return Forecast(fc.point[idx], q)

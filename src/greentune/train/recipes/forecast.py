@@ -93,14 +93,13 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
     }
     frames = [prediction_rows(data, test, fc, name)]
     scored = {MODEL: (fc, results[name])}
-    members = ensemble_members(cfg) if cfg.eval.ensembles else []
-    net_val = None
-    if MODEL in members:  # every rank: predicting gathers shards from all of them
-        with window("ensemble"):
-            val_b = make_batches(cfg, data, data.val.origins, tokenizer)
-            net_val = to_forecast(
+    with window("select"):  # every rank: predicting gathers shards from all of them
+        val_b = make_batches(cfg, data, data.val.origins, tokenizer)
+        val_fc = {
+            MODEL: to_forecast(
                 data, predict_scaled(model, val_b, cfg.eval.batch_size), cfg.model.quantiles
             )
+        }
     main = ranks.is_main()
     if main:
         with window("save"):
@@ -109,7 +108,7 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         if baseline != RANDOM_INIT and not main:
             continue  # one-process baselines run on rank 0; the ablation trains on every rank
         with window(f"baseline/{baseline}"):
-            bfc = _baseline(baseline, ctx, data, test, skip, skip_s)
+            bfc, bval = _baseline(baseline, ctx, data, test, skip, skip_s)
         ridge = skip is not None and cfg.model.skip_init == "ridge"
         reused = ("train/ridge-skip",) if ridge and baseline in ("linear", RANDOM_INIT) else ()
         results[baseline] = ModelResult(
@@ -121,25 +120,51 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         )
         frames.append(prediction_rows(data, test, bfc, baseline))
         scored[baseline] = (bfc, results[baseline])
-    ensembles: dict[str, Any] = {}
-    if main and members:
-        with window("ensemble"):
-            rows = ensemble_rows(cfg, data, season, scored, lambda: net_val)
-        for row_name, row in rows.items():
-            results[row_name] = row.result
-            ensembles[row_name] = row.info
-            frames.append(prediction_rows(data, test, row.forecast, row_name))
-            log(f"{row_name}: {', '.join(row.info['members'])}")
-    if main:
-        ctx.run.write_predictions(pd.concat(frames, ignore_index=True))
-    return RunMetrics(
+        if bval is not None:
+            val_fc[baseline] = bval
+    metrics = RunMetrics(
         task="forecast",
         model=name,
         test=results,
         training=result.summary(),
         data=_data_summary(data, prep_s, season),
-        ensembles=ensembles or None,
     )
+    if main:
+        _select(ctx, data, season, scored, val_fc, frames, metrics)
+        ctx.run.write_predictions(pd.concat(frames, ignore_index=True))
+    return metrics
+
+
+def _select(
+    ctx: RecipeContext,
+    data: ForecastData,
+    season: int,
+    scored: dict[str, tuple[Forecast, ModelResult]],
+    val_fc: dict[str, Forecast],
+    frames: list[pd.DataFrame],
+    metrics: RunMetrics,
+) -> None:
+    """Validation scores for every row (what the greenest-model choice reads) and the
+    ensemble rows, added to ``metrics`` and ``frames``."""
+    cfg, window, val = ctx.cfg, ctx.window, data.val.origins
+    with window("select"):
+        for b in scored:
+            if b not in val_fc:  # the baselines' fits are reused (ridge, LightGBM cached)
+                val_fc[b] = run_baseline(b, data, val, cfg.model.quantiles)
+    with window("ensemble"):
+        rows = ensemble_rows(cfg, data, season, scored, val_fc)
+    ensembles: dict[str, Any] = {}
+    for row_name, row in rows.items():
+        metrics.test[row_name] = row.result
+        ensembles[row_name] = row.info
+        val_fc[row_name] = row.val_forecast
+        frames.append(prediction_rows(data, data.test.origins, row.forecast, row_name))
+        ctx.log(f"{row_name}: {', '.join(row.info['members'])}")
+    metrics.ensembles = ensembles or None
+    metrics.validation = {
+        (metrics.model if n == MODEL else n): evaluate_forecast(data, val, f, season)
+        for n, f in val_fc.items()
+    }
 
 
 def train_network(
@@ -221,24 +246,30 @@ def _baseline(
     origins: np.ndarray,
     skip: SkipInit | None,
     skip_s: float,
-) -> Forecast:
+) -> tuple[Forecast, Forecast | None]:
+    """The baseline's test forecast, and for random_init its validation forecast (its network
+    is gone afterwards); other baselines forecast validation later from their cached fits."""
     cfg, log = ctx.cfg, ctx.log
     if name != RANDOM_INIT:
         fc = run_baseline(name, data, origins, cfg.model.quantiles)
         log(f"baseline {name}: fitted in {fc.fit_s:.1f} s")
-        return fc
+        return fc, None
     ablation = replace(cfg, model={"pretrained": False})
     log("baseline random_init: the same network from random initialisation")
     model, tokenizer, result = train_network(
         ablation, data, log, None, False, skip, ctx.baseline_callbacks()
     )
     t0 = time.perf_counter()
-    out = predict_scaled(
-        model, make_batches(ablation, data, origins, tokenizer), cfg.eval.batch_size
-    )
-    fc = to_forecast(data, out, cfg.model.quantiles)
+
+    def forecast(at: np.ndarray) -> Forecast:
+        out = predict_scaled(
+            model, make_batches(ablation, data, at, tokenizer), cfg.eval.batch_size
+        )
+        return to_forecast(data, out, cfg.model.quantiles)
+
+    fc = forecast(origins)
     fc.fit_s, fc.predict_s = skip_s + result.state.train_s, time.perf_counter() - t0
-    return fc
+    return fc, forecast(data.val.origins)
 
 
 def _data_summary(data: ForecastData, prep_s: float, season: int) -> dict[str, Any]:
