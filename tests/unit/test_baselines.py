@@ -162,7 +162,8 @@ def test_fitting_never_reads_test_targets(noisy: ForecastData, name: str) -> Non
     frame.iloc[noisy.test_start :, 0] = 1e6
     scaled = noisy.scaled.copy()
     scaled[noisy.test_start :, 0] = 1e6
-    corrupt = dataclasses.replace(noisy, frame=frame, scaled=scaled)
+    # a cache of its own: the fits cached on ``noisy`` (ridge, LightGBM) would hide a leak
+    corrupt = dataclasses.replace(noisy, frame=frame, scaled=scaled, cache={})
     val = noisy.val.origins
     clean_fc = run_baseline(name, noisy, val, QUANTILES)
     bad_fc = run_baseline(name, corrupt, val, QUANTILES)
@@ -175,6 +176,21 @@ def test_fitting_never_reads_test_targets(noisy: ForecastData, name: str) -> Non
     assert not np.allclose(
         run_baseline(name, corrupt, test, ()).point, run_baseline(name, noisy, test, ()).point
     )
+
+
+def test_lightgbm_keeps_the_design_with_the_lowest_validation_error(noisy: ForecastData) -> None:
+    from greentune.evaluate import lgbm
+
+    tried = lgbm.candidates(noisy, 0)
+    assert sorted(f.form for f in tried) == ["level", "level", "ratio", "timestamp"]
+    assert {f.size.get("num_leaves", 63) for f in tried if f.form == "level"} == {15, 63}
+    chosen = lgbm.fit_target(noisy, 0)
+    assert chosen.val_mae == min(f.val_mae for f in tried)
+    val = noisy.val.origins
+    y = noisy.target_values()[val[:, None] + np.arange(noisy.horizon), 0]
+    for fit in tried:  # each score is that model's MAE on the validation windows
+        got = np.mean(np.abs(lgbm.predict_target(noisy, 0, fit, val) - y))
+        assert fit.val_mae == pytest.approx(got, rel=1e-9), fit.form
 
 
 def test_multivariate_targets() -> None:

@@ -11,13 +11,15 @@ what is known at the origin:
 - calendar (minute of day, day of week, day of year) and the known covariates at ``t``;
 - past covariates at ``o - 1``.
 
-Tuned on validation, never on test, in three fits with early stopping on the validation rows:
+Tuned on validation, never on test, in four fits with early stopping on the validation rows:
 trees of 63 leaves against 15 leaves with at least 50 rows each (the smaller trees won on a few
 months of data), then, with the better size, the value itself against its ratio to the last
-day's mean at the origin (trees cannot extrapolate a level that moved); the lowest validation
-MAE is kept. Quantiles are the kept model's point plus empirical residual quantiles per horizon step
-on the validation windows at the test origins' clock times (the rows also used for early
-stopping: a slightly optimistic calibration, as for the `linear` baseline).
+day's mean at the origin (trees cannot extrapolate a level that moved) and against the
+per-timestamp design greentune used before (one row per time, whole-day lags >= the horizon:
+more rows, no origin features); the lowest validation MAE over the same validation (origin,
+step) pairs is kept. Quantiles are the kept model's point plus empirical residual quantiles per
+horizon step on the validation windows at the test origins' clock times (the rows also used for
+early stopping: a slightly optimistic calibration, as for the `linear` baseline).
 """
 
 from __future__ import annotations
@@ -160,26 +162,56 @@ def train_origins(data: ForecastData) -> np.ndarray:
     return cand[::stride]
 
 
+def timestamp_features(data: ForecastData, target: int, t: np.ndarray) -> np.ndarray:
+    """The per-timestamp design (greentune's LightGBM before issue 17): at each target time,
+    DAY_LAGS consecutive whole-day lags, the first the smallest one >= the horizon (known at
+    any origin that forecasts ``t``), their mean, calendar and known covariates."""
+    frame = data.frame
+    day = steps_per(data, "1D")
+    y = frame[data.target_cols[target]].to_numpy(dtype=float)
+    lags = day * (-(-data.horizon // day) + np.arange(DAY_LAGS))
+    cols = [_shift(y, t - lag) for lag in lags]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cols.append(np.nanmean(np.stack(cols), axis=0))
+    idx = frame.index
+    cols.append(np.asarray(idx.hour * 60 + idx.minute, dtype=float)[t])
+    cols.append(np.asarray(idx.dayofweek, dtype=float)[t])
+    cols.append(np.asarray(idx.dayofyear, dtype=float)[t])
+    cols += [frame[c].to_numpy(dtype=float)[t] for c in data.known_cols if not c.startswith("cal_")]
+    return np.column_stack(cols)
+
+
 @dataclass
 class LgbmFit:
-    """The kept model of one target: its target form and tree size, predict, validation MAE."""
+    """The kept model of one target: its design and tree size, predict, validation MAE."""
 
     form: str
-    """'level' (the value) or 'ratio' (to the last day's mean at the origin)."""
+    """'level' (the value), 'ratio' (to the last day's mean at the origin), both on
+    (origin, step) rows; or 'timestamp' (one row per time, lags of whole days >= horizon)."""
     size: dict[str, object]
     predict: Callable[[np.ndarray], np.ndarray]
     val_mae: float
 
 
 def fit_target(data: ForecastData, target: int) -> LgbmFit:
-    """The tree size, then the target form, each chosen by validation MAE."""
+    """The candidate with the lowest validation MAE."""
+    return min(candidates(data, target), key=lambda f: f.val_mae)
+
+
+def candidates(data: ForecastData, target: int) -> list[LgbmFit]:
+    """Both tree sizes on the value; then, at the better size, the ratio form and the
+    per-timestamp design; each scored by MAE on the same validation (origin, step) pairs."""
     H = data.horizon
     tr, va = train_origins(data), data.val.origins
     rows_t, rows_v = origin_rows(data, target, tr), origin_rows(data, target, va)
     y = data.frame[data.target_cols[target]].to_numpy(dtype=float)
-    yt, yv = y[horizon_positions(tr, H).ravel()], y[horizon_positions(va, H).ravel()]
+    pos_v = horizon_positions(va, H).ravel()
+    yt, yv = y[horizon_positions(tr, H).ravel()], y[pos_v]
 
     def fit(form: str, size: dict[str, object]) -> LgbmFit | None:
+        if form == "timestamp":
+            return _fit_timestamps(data, target, y, pos_v, size)
         st, sv = (rows_t.scale, rows_v.scale) if form == "ratio" else (1.0, 1.0)
         zt, zv = yt / st, yv / sv
         ok_t, ok_v = np.isfinite(zt), np.isfinite(zv)
@@ -195,15 +227,32 @@ def fit_target(data: ForecastData, target: int) -> LgbmFit:
             f"{data.report.origin}: no finite training or validation value of "
             f"{data.target_cols[target]} for the lightgbm baseline"
         )
-    best = min(sized, key=lambda f: f.val_mae)
-    ratio = fit("ratio", best.size)
-    return best if ratio is None or best.val_mae <= ratio.val_mae else ratio
+    size = min(sized, key=lambda f: f.val_mae).size
+    return [*sized, *[f for f in (fit(form, size) for form in ("ratio", "timestamp")) if f]]
+
+
+def _fit_timestamps(
+    data: ForecastData, target: int, y: np.ndarray, pos_v: np.ndarray, size: dict[str, object]
+) -> LgbmFit | None:
+    rows = np.arange(len(y))
+    first = int(steps_per(data, "1D") * (-(-data.horizon // steps_per(data, "1D")) + DAY_LAGS))
+    tr = rows[(rows >= first) & (rows < data.val_start) & np.isfinite(y)]
+    va = rows[(rows >= data.val_start) & (rows < data.test_start) & np.isfinite(y)]
+    if len(tr) == 0 or len(va) == 0:
+        return None
+    x_tr, x_va = timestamp_features(data, target, tr), timestamp_features(data, target, va)
+    predict = _fit(x_tr, y[tr], x_va, y[va], size)
+    mae = float(np.nanmean(np.abs(predict(timestamp_features(data, target, pos_v)) - y[pos_v])))
+    return LgbmFit("timestamp", size, predict, mae)
 
 
 def predict_target(
     data: ForecastData, target: int, fit: LgbmFit, origins: np.ndarray
 ) -> np.ndarray:
     """(origins, H) forecasts of target ``target`` in data units."""
+    if fit.form == "timestamp":
+        t = horizon_positions(origins, data.horizon).ravel()
+        return fit.predict(timestamp_features(data, target, t)).reshape(len(origins), data.horizon)
     rows = origin_rows(data, target, origins)
     out = fit.predict(rows.x)
     if fit.form == "ratio":
@@ -213,7 +262,7 @@ def predict_target(
 
 @BASELINES.register("lightgbm")
 def lightgbm(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
-    """Direct multi-horizon LightGBM per target, target form chosen on validation."""
+    """Direct multi-horizon LightGBM per target, design chosen on validation."""
     H, T = data.horizon, data.n_targets
     point = np.empty((len(origins), H, T))
     resid = []
