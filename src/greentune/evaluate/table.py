@@ -113,7 +113,7 @@ def energy_lines(metrics: dict[str, Any]) -> list[str]:
                 + (f", {ratio:.2g}x the best's energy" if ratio is not None else "")
                 + ")"
             )
-        if on == "validation":
+        if on == "validation" and green in rows:  # a variant's rows carry other names
             lines.append(f"recommended: {green}, test {key} {rows[green][key]:.4g}")
     return lines
 
