@@ -93,14 +93,18 @@ def run_shape(name: str, path: Path, args: list[str]) -> dict:
     )
     t0 = time.perf_counter()
     run = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
-    wall = time.perf_counter() - t0
+    return summarise(name, run, time.perf_counter() - t0)
+
+
+def summarise(name: str, run: gt.RunDir, wall: float) -> dict:
     m = run.metrics.to_dict()
     d = run.config.data
-    test = m["test"]
-    model = m["model"]
-    rows = {("network" if k == model else k): v for k, v in test.items()}
+    rows = {("network" if k == m["model"] else k): v for k, v in m["test"].items()}
+    green = m["energy"]["greenest"]
     return {
-        "rows": {k: {"mape": rows[k]["mape"], "energy": rows[k].get("energy")} for k in ROWS},
+        "rows": {k: {"mape": v["mape"], "energy_wh": v.get("energy_wh")} for k, v in rows.items()},
+        "recommended": "network" if green == m["model"] else green,
+        "chosen_on": m["energy"]["chosen_on"],
         "chosen": list(d.chosen),
         "shape": {
             "step": m["data"]["step"],
@@ -125,9 +129,9 @@ def run_shape(name: str, path: Path, args: list[str]) -> dict:
 def markdown(results: dict) -> str:
     lines = [
         "| shape | rows, step | defaults chosen (horizon / context / val / test / stride / "
-        "patch) | wall s | run Wh | network | linear (ridge start) | LightGBM | daily naive | "
-        "weekly naive |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "patch) | wall s | run Wh | network | linear (ridge start) | LightGBM | ensemble | "
+        "daily naive | weekly naive | recommended (on validation): test MAPE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["shapes"].items():
         s, m = r["shape"], {k: v["mape"] for k, v in r["rows"].items()}
@@ -136,7 +140,8 @@ def markdown(results: dict) -> str:
             f"{s['val']} / {s['test']} / {s['train_stride']} / {s['patch_len']} | "
             f"{r['wall_s']:.0f} | {r['run_wh']:.2f} ({'/'.join(r['energy_kinds'])}) | "
             f"{m['network']:.2f} | {m['linear']:.2f} | {m['lightgbm']:.2f} | "
-            f"{m['seasonal_naive_daily']:.2f} | {m['seasonal_naive_weekly']:.2f} |"
+            f"{m['ensemble-weighted']:.2f} | {m['seasonal_naive_daily']:.2f} | "
+            f"{m['seasonal_naive_weekly']:.2f} | {r['recommended']}: {m[r['recommended']]:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -144,12 +149,22 @@ def markdown(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="12w-30min,3y-hourly,2y-daily,1m-15min")
+    ap.add_argument(
+        "--from-runs", action="store_true", help="re-summarise the finished runs (wall s kept)"
+    )
     a = ap.parse_args()
     wanted = a.shapes.split(",")
     results: dict = {"machine": machine_info(), "shapes": {}}
-    for name, (path, args) in prepare_shapes().items():
-        if name in wanted:
-            results["shapes"][name] = run_shape(name, path, args)
+    if a.from_runs:
+        before = json.loads((RESULTS / "shapes.json").read_text())
+        results["machine"] = before["machine"]
+        for name in wanted:
+            run = gt.RunDir.open(RESULTS / "runs" / f"shape-{name}")
+            results["shapes"][name] = summarise(name, run, before["shapes"][name]["wall_s"])
+    else:
+        for name, (path, args) in prepare_shapes().items():
+            if name in wanted:
+                results["shapes"][name] = run_shape(name, path, args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "shapes.json").write_text(json.dumps(results, indent=2, default=str))
     (RESULTS / "shapes.md").write_text(markdown(results))

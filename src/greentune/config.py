@@ -176,6 +176,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "patch_len", "patch_stride")
+        if self.revin and (not self.linear_skip or self.encoder != "patch"):
+            raise ConfigError(
+                "model.revin needs model.encoder=patch and model.linear_skip=true: the encoder "
+                "sees each window without its level, which the linear skip path carries"
+            )
         if self.patch_stride and self.patch_len and self.patch_stride > self.patch_len:
             raise ConfigError(
                 f"model.patch_stride={self.patch_stride} must not exceed model.patch_len="
@@ -302,6 +307,8 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "season_length", "batch_size")
+        if len(set(self.ensembles)) != len(self.ensembles):
+            raise ConfigError(f"eval.ensembles lists a kind twice: {list(self.ensembles)}")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,10 @@ def test_defaults_are_the_documented_demo():
     assert d.chosen == (
         "horizon 48 steps (1D, day-ahead)",
         "context 336 steps (7D, a week)",
+        "val/test 56D each",
         "train stride 4 (about 3,000 training windows)",
+        "validation origins every 6 steps",
+        "model.patch_len 24",
     )
     assert ForecastTask().resolve_config(shaped) == shaped  # concrete settings stay
     assert cfg.model.backbone == "minilm" and cfg.peft.method == "lora"
@@ -163,3 +166,13 @@ def test_privacy_section_checks_its_keys():
         load_config(None, ["privacy.dp.accountant=gdp"])
     with pytest.raises(ConfigError, match="unknown key privacy.dp.epsilon"):
         load_config(None, ["privacy.dp.epsilon=3"])
+
+
+def test_revin_needs_the_skip_path_and_ensembles_are_listed_once():
+    with pytest.raises(ConfigError, match="model.revin needs model.encoder=patch and"):
+        build_config(overrides=["model.revin=true", "model.linear_skip=false"])
+    with pytest.raises(ConfigError, match="model.revin needs"):
+        build_config(overrides=["model.revin=true", "model.encoder=text"])
+    with pytest.raises(ConfigError, match="eval.ensembles lists a kind twice"):
+        build_config(overrides=["eval.ensembles=[mean,mean]"])
+    assert build_config(overrides=["model.revin=true"]).model.revin

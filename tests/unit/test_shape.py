@@ -84,3 +84,10 @@ def test_patch_follows_the_step_within_the_context():
     assert default_patch_len(pd.Timedelta("1D"), 56) == 7
     assert default_patch_len(pd.Timedelta("30min"), 10) == 10
     assert default_patch_len(pd.Timedelta("7D"), 32) == 4
+
+
+def test_fractions_that_leave_no_training_rows_are_refused():
+    with pytest.raises(ConfigError, match="fractions must lie in \\(0, 1\\) and leave rows"):
+        resolve_shape(DataConfig(val="0.5", test="0.5"), _index("1h", "400D"), "x.csv")
+    with pytest.raises(ConfigError, match="fractions must lie"):
+        resolve_shape(DataConfig(val="0", test="0.2"), _index("1h", "400D"), "x.csv")

@@ -147,3 +147,13 @@ def test_bounds_scaler_names_the_columns_without_a_range(tiny_series):
         build(tiny_series, scaler="bounds", bounds={"load_mw": (0.0, 400.0)})
     with pytest.raises(ConfigError, match=r"data.bounds.load_mw must be \[low, high\]"):
         DataConfig(**{**BASE, "bounds": {"load_mw": (5.0, 1.0)}})
+
+
+def test_a_saved_scaler_rescales_the_inputs(tiny_series):
+    from greentune.data.windows import Scaler, with_scaler
+
+    d = build(tiny_series)
+    saved = Scaler(d.scaler.mean + 1.0, d.scaler.std * 2.0)  # what an older run was fitted with
+    again = with_scaler(d, saved)
+    np.testing.assert_allclose(again.scaled, saved.transform(d.frame.to_numpy(float)), rtol=1e-6)
+    assert again.scaler is saved and again.cache == {} and d.scaler is not saved

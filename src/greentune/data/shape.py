@@ -133,6 +133,7 @@ def resolve_shape(
                 f"{MIN_TRAIN_PER_SPLIT}x as much for training in {n} rows"
             )
         else:
+            notes.append(f"val/test {TIME_SPLIT} each")
             val, test = val or TIME_SPLIT, test or TIME_SPLIT
     out = dataclasses.replace(cfg, horizon=horizon, context_length=context, val=val, test=test)
     _check_room(out, n, step, origin)
@@ -144,6 +145,7 @@ def resolve_shape(
     if cfg.val_origins is None:
         every = max(1, round(DAY / step) // VAL_ORIGINS_PER_DAY)
         out = dataclasses.replace(out, val_origins=str(every))
+        notes.append(f"validation origins every {every} steps")
     if notes:
         out = dataclasses.replace(out, chosen=(*cfg.chosen, *notes))
     return out, notes
@@ -163,6 +165,11 @@ def _check_room(cfg: DataConfig, n: int, step: pd.Timedelta, origin: str) -> Non
             if held is None:
                 return  # a split given as a date is checked once the data is cut
             rows.append(held)
+    if any(not 0 < f < 1 for f in fractions) or sum(fractions) >= 1:
+        raise ConfigError(
+            f"data.val={cfg.val!r} and data.test={cfg.test!r}: fractions must lie in (0, 1) "
+            "and leave rows for training"
+        )
     need = math.ceil(max([(L + H + sum(rows)) / (1 - sum(fractions)), *[H / f for f in fractions]]))
     if n >= need and all(r >= H for r in rows):
         return

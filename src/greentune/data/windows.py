@@ -7,6 +7,7 @@ memory at one copy of the series however many overlapping windows there are.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -282,6 +283,14 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
         channel_independent=cfg.channel_independent,
         config=cfg,
     )
+
+
+def with_scaler(data: ForecastData, scaler: Scaler) -> ForecastData:
+    """``data`` scaled by ``scaler`` (a saved model's own): a run re-scored or compressed sees
+    the inputs it was trained on, whichever scaling policy made them."""
+    values = data.frame.to_numpy(dtype=float)
+    scaled = np.nan_to_num(scaler.transform(values).astype(np.float32), nan=0.0)
+    return dataclasses.replace(data, scaler=scaler, scaled=scaled, cache={})
 
 
 def _split_start(spec: str, index: pd.DatetimeIndex, end: int, n: int, key: str) -> int:

@@ -71,7 +71,8 @@ class _Rows:
     x: np.ndarray
     """(origins * H, F) features."""
     scale: np.ndarray
-    """(origins * H,) the ratio target's divisor: the last day's mean at the origin."""
+    """(origins * H,) the ratio target's divisor: the last day's mean at the origin (with
+    fallbacks known at the origin where it is missing)."""
 
 
 def _shift(values: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -129,8 +130,13 @@ def origin_rows(data: ForecastData, target: int, origins: np.ndarray) -> _Rows:
         cols[f"{c}_day_lag"] = _shift(v, t - first)
     for c in data.past_cols:
         cols[f"{c}_last"] = _shift(frame[c].to_numpy(dtype=float), o - 1)
-    scale = cols["day_mean"]
-    scale = np.where(np.isfinite(scale) & (np.abs(scale) > 1e-9), scale, np.nan)
+    # the last day's mean, else the last week's, else the last value, else the training mean:
+    # each known at the origin, so every pair gets a finite divisor and every design is scored
+    # on the same validation pairs
+    mean = float(data.scaler.mean[target])
+    scale = np.full(len(o), mean if abs(mean) > 1e-9 else 1.0)
+    for fallback in (cols["last"], cols["week_mean"], cols["day_mean"]):
+        scale = np.where(np.isfinite(fallback) & (np.abs(fallback) > 1e-9), fallback, scale)
     return _Rows(np.column_stack(list(cols.values())), scale)
 
 
@@ -256,7 +262,7 @@ def predict_target(
     rows = origin_rows(data, target, origins)
     out = fit.predict(rows.x)
     if fit.form == "ratio":
-        out = out * np.nan_to_num(rows.scale, nan=np.nanmean(rows.scale))
+        out = out * rows.scale
     return out.reshape(len(origins), data.horizon)
 
 

@@ -75,25 +75,31 @@ class Budget(Callback):
         return self.before_wh + (self.read_j() - self.j0) / J_PER_WH
 
     def on_step_end(self, state: LoopState, loss: float) -> bool:
-        over = None
         spent_s = self.spent_s()
-        if self.limit_s is not None and spent_s >= self.limit_s:
-            over = f"time budget ({spent_s:.0f} s of train.budget_s={self.limit_s:.0f})"
         wh = self.cfg.budget_wh
-        spent_wh = self.spent_wh() if over is None and wh is not None else 0.0
-        if wh is not None and over is None and spent_wh >= wh:
-            over = f"energy budget ({spent_wh:.3g} Wh of train.budget_wh={wh:g})"
-        # every rank votes: clocks and meters differ between processes, and a rank that stops
-        # alone would leave the others waiting in the next step's collectives
-        if ranks.all_sum([float(over is not None)])[0] == 0:
+        # with several processes each meters its own share (its GPU, its process): the energy
+        # budget is for all of them together, and every rank must reach the same decision, or
+        # one that stops alone leaves the others waiting in the next step's collectives
+        spent_wh, time_votes = ranks.all_sum(
+            [self.spent_wh() if wh is not None else 0.0, float(self._over_time(spent_s))]
+        )
+        if time_votes > 0:
+            self.stopped = "time"
+            what = f"time budget ({spent_s:.0f} s of train.budget_s={self.limit_s:.0f})"
+        elif wh is not None and spent_wh >= wh:
+            self.stopped = "energy"
+            what = f"energy budget ({spent_wh:.3g} Wh of train.budget_wh={wh:g})"
+        else:
             return False
-        self.stopped = "time" if over is None or over.startswith("time") else "energy"
         state.stop_reason = f"{self.stopped} budget"
         self.log(
-            f"train: stopped at the {over or 'budget of another process'} after step "
-            f"{state.step} (epoch {state.epoch}); the best model so far is kept"
+            f"train: stopped at the {what} after step {state.step} (epoch {state.epoch}); the "
+            "best model so far is kept"
         )
         return True
+
+    def _over_time(self, spent_s: float) -> bool:
+        return self.limit_s is not None and spent_s >= self.limit_s
 
 
 def budget_callbacks(

@@ -11,7 +11,7 @@ from greentune.config import RunConfig
 from greentune.data.shape import default_patch_len, needs_shape, resolve_shape
 from greentune.data.sources import load_table, resolve
 from greentune.data.validate import clean_frame
-from greentune.data.windows import prepare_forecast_data
+from greentune.data.windows import prepare_forecast_data, with_scaler
 from greentune.errors import DataError
 from greentune.evaluate.table import forecast_table, verdict
 from greentune.privacy.report import privacy_line, row_label
@@ -46,6 +46,7 @@ class ForecastTask:
                 assert isinstance(data.context_length, int)
                 patch = default_patch_len(frame.index[1] - frame.index[0], data.context_length)
                 model = dataclasses.replace(model, patch_len=patch)
+                data = dataclasses.replace(data, chosen=(*data.chosen, f"model.patch_len {patch}"))
             return dataclasses.replace(cfg, data=data, model=model)
         return dataclasses.replace(cfg, data=data)
 
@@ -79,7 +80,7 @@ class ForecastTask:
         assert isinstance(predictor, ForecastPredictor)
         metrics = run.metrics
         cfg = run.config
-        data = prepare_forecast_data(cfg.data)
+        data = with_scaler(prepare_forecast_data(cfg.data), predictor.scaler)
         saved = metrics.data or {}
         now = {"test_start": str(data.frame.index[data.test_start]), "test": len(data.test)}
         was = {"test_start": saved.get("test_start"), "test": saved.get("windows", {}).get("test")}
@@ -104,7 +105,7 @@ class ForecastTask:
         predictor = ForecastPredictor.load(run)
         model = predictor.model
         model.backbone = merge_adapter(model.backbone, run.path)
-        data = prepare_forecast_data(cfg.data)
+        data = with_scaler(prepare_forecast_data(cfg.data), predictor.scaler)
         batches = {
             split: make_batches(cfg, data, data.split(split).origins, predictor.tokenizer)
             for split in ("train", "val", "test")
