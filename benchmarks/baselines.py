@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
+from victoria import VIC_ELEC_ARGS
 
 from greentune.config import build_config
 from greentune.data.windows import prepare_forecast_data
@@ -38,23 +39,10 @@ from greentune.tasks.forecast.predict import evaluate_forecast, season_steps
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED = ROOT.parent / "shared" / "data"
-VIC_ELEC = SHARED / "demand" / "vic_elec" / "vic_electricity.csv"
 ISONE = SHARED / "multiclient" / "isone_2017" / "isone_smd_2017_jan_apr_zones.csv"
 WORK = RESULTS / "runs" / "baselines-data"
 BASELINES = ("seasonal_naive_daily", "seasonal_naive_weekly", "linear", "lightgbm")
 PJM_ZONES = ("AEP", "COMED", "DOM")
-
-VIC_ELEC_ARGS = [
-    "data.source=csv",
-    f"data.path={VIC_ELEC}",
-    "data.time_col=Time",
-    "data.target=Demand",
-    "data.covariates=[Temperature]",
-    "data.timezone=Australia/Melbourne",
-    "data.country=AU",
-    "data.subdivision=VIC",
-    "data.temperature_col=Temperature",
-]
 
 
 def pjm_series() -> dict[str, list[str]]:

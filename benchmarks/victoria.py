@@ -32,18 +32,23 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 VIC_ELEC = ROOT.parent / "shared" / "data" / "demand" / "vic_elec" / "vic_electricity.csv"
 
+VIC_ELEC_ARGS = [
+    "data.source=csv",
+    f"data.path={VIC_ELEC}",
+    "data.time_col=Time",
+    "data.target=Demand",
+    "data.covariates=[Temperature]",
+    "data.timezone=Australia/Melbourne",
+    "data.country=AU",
+    "data.subdivision=VIC",
+    "data.temperature_col=Temperature",
+]
+"""How vic_elec's columns are read (its splits are each benchmark's own)."""
+
 DATASETS = {
     "embedded": ["data.source=vic2014", "data.test=56D", "data.val=56D", "data.train_stride=4"],
     "vic_elec": [
-        "data.source=csv",
-        f"data.path={VIC_ELEC}",
-        "data.time_col=Time",
-        "data.target=Demand",
-        "data.covariates=[Temperature]",
-        "data.timezone=Australia/Melbourne",
-        "data.country=AU",
-        "data.subdivision=VIC",
-        "data.temperature_col=Temperature",
+        *VIC_ELEC_ARGS,
         "data.test=92D",
         "data.val=92D",
         "data.train_stride=8",

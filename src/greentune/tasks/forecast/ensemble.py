@@ -9,18 +9,21 @@ are fitted in the ``ensemble`` window. An ensemble's energy is its members', ``s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
 from greentune.errors import ConfigError
-from greentune.evaluate.baselines import horizon_positions
+from greentune.evaluate.baselines import horizon_positions, run_baseline
 from greentune.evaluate.ensemble import combine, fit_weights, member_windows
-from greentune.results import Forecast, ModelResult
-from greentune.tasks.forecast.predict import evaluate_forecast
+from greentune.results import Forecast, ModelResult, RunMetrics
+from greentune.tasks.forecast.predict import evaluate_forecast, prediction_rows
+from greentune.train.callbacks import Window
 
 MODEL = "model"
 DEFAULT_MEMBERS = (MODEL, "linear", "lightgbm")
@@ -112,3 +115,38 @@ def cross_fitted(kind: str, val: dict[str, Forecast], y: np.ndarray) -> Forecast
 def _rows(fc: Forecast, idx: np.ndarray) -> Forecast:
     q = {k: v[idx] for k, v in fc.quantiles.items()} if fc.quantiles else None
     return Forecast(fc.point[idx], q)
+
+
+def select(
+    cfg: RunConfig,
+    data: ForecastData,
+    season: int,
+    scored: dict[str, tuple[Forecast, ModelResult]],
+    val_fc: dict[str, Forecast],
+    metrics: RunMetrics,
+    window: Window,
+    log: Callable[[str], None],
+) -> list[pd.DataFrame]:
+    """Validation scores for every row (what the greenest-model choice reads) and the
+    ensemble rows, added to ``metrics``; returns the ensembles' prediction rows. ``val_fc``
+    holds the validation forecasts made already (the network's, random_init's)."""
+    val = data.val.origins
+    with window("select"):
+        for b in scored:
+            if b not in val_fc:  # the baselines' fits are reused (ridge, LightGBM cached)
+                val_fc[b] = run_baseline(b, data, val, cfg.model.quantiles)
+    with window("ensemble"):
+        rows = ensemble_rows(cfg, data, season, scored, val_fc)
+    frames, ensembles = [], {}
+    for name, row in rows.items():
+        metrics.test[name] = row.result
+        ensembles[name] = row.info
+        val_fc[name] = row.val_forecast
+        frames.append(prediction_rows(data, data.test.origins, row.forecast, name))
+        log(f"{name}: {', '.join(row.info['members'])}")
+    metrics.ensembles = ensembles or None
+    metrics.validation = {
+        (metrics.model if n == MODEL else n): evaluate_forecast(data, val, f, season)
+        for n, f in val_fc.items()
+    }
+    return frames

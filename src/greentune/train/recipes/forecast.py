@@ -25,7 +25,7 @@ from greentune.results import Forecast, ModelResult, RunMetrics, energy_windows
 from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
-from greentune.tasks.forecast.ensemble import MODEL, ensemble_members, ensemble_rows
+from greentune.tasks.forecast.ensemble import MODEL, ensemble_members, select
 from greentune.tasks.forecast.model import build_model, weights_word
 from greentune.tasks.forecast.predict import (
     evaluate_forecast,
@@ -130,41 +130,9 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         data=_data_summary(data, prep_s, season),
     )
     if main:
-        _select(ctx, data, season, scored, val_fc, frames, metrics)
+        frames += select(cfg, data, season, scored, val_fc, metrics, ctx.window, ctx.log)
         ctx.run.write_predictions(pd.concat(frames, ignore_index=True))
     return metrics
-
-
-def _select(
-    ctx: RecipeContext,
-    data: ForecastData,
-    season: int,
-    scored: dict[str, tuple[Forecast, ModelResult]],
-    val_fc: dict[str, Forecast],
-    frames: list[pd.DataFrame],
-    metrics: RunMetrics,
-) -> None:
-    """Validation scores for every row (what the greenest-model choice reads) and the
-    ensemble rows, added to ``metrics`` and ``frames``."""
-    cfg, window, val = ctx.cfg, ctx.window, data.val.origins
-    with window("select"):
-        for b in scored:
-            if b not in val_fc:  # the baselines' fits are reused (ridge, LightGBM cached)
-                val_fc[b] = run_baseline(b, data, val, cfg.model.quantiles)
-    with window("ensemble"):
-        rows = ensemble_rows(cfg, data, season, scored, val_fc)
-    ensembles: dict[str, Any] = {}
-    for row_name, row in rows.items():
-        metrics.test[row_name] = row.result
-        ensembles[row_name] = row.info
-        val_fc[row_name] = row.val_forecast
-        frames.append(prediction_rows(data, data.test.origins, row.forecast, row_name))
-        ctx.log(f"{row_name}: {', '.join(row.info['members'])}")
-    metrics.ensembles = ensembles or None
-    metrics.validation = {
-        (metrics.model if n == MODEL else n): evaluate_forecast(data, val, f, season)
-        for n, f in val_fc.items()
-    }
 
 
 def train_network(
