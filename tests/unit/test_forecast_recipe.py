@@ -7,7 +7,7 @@ from greentune.config import build_config
 from greentune.data.sources import RawTable
 from greentune.data.validate import clean_frame
 from greentune.data.windows import build_forecast_data
-from greentune.evaluate.baselines import design_matrix, fit_linear
+from greentune.evaluate.ridge import design_matrix, fit_linear
 from greentune.tasks.forecast.batches import make_batches
 from greentune.tasks.forecast.model import build_model
 from greentune.tasks.forecast.predict import predict_scaled, to_forecast

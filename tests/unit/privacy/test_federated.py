@@ -15,7 +15,7 @@ import torch
 
 from greentune.config import load_config, replace
 from greentune.errors import ConfigError, DataError
-from greentune.evaluate.baselines import RIDGE_ALPHAS, complete_origins, design_matrix, fit_linear
+from greentune.evaluate.ridge import RIDGE_ALPHAS, complete_origins, design_matrix, fit_linear
 from greentune.privacy.accounting import epsilon
 from greentune.privacy.federated import protocol as P
 from greentune.privacy.federated.apps import zone_label
@@ -245,7 +245,12 @@ def test_only_parameter_arrays_and_named_numbers_travel(fed_run) -> None:
             continue
         assert metrics == REPLY_METRICS[kind]
         if kind == P.RIDGE:  # sums: fixed shapes, whatever the client's number of windows
+            # and the layout: which columns are the target's context (the same for everyone)
+            assert set(np.unique(arrays["level_x"])) == {0.0, 1.0}
+            np.testing.assert_array_equal(arrays["level_y"], np.ones(outputs))
             assert {k: v.shape for k, v in arrays.items()} == {
+                "level_x": (width,),
+                "level_y": (outputs,),
                 "n": (1,),
                 "sx": (width,),
                 "sy": (outputs,),

@@ -23,7 +23,7 @@ import torch
 from greentune.config import RunConfig, replace
 from greentune.data.windows import ForecastData
 from greentune.errors import ConfigError
-from greentune.evaluate.baselines import LinearFit
+from greentune.evaluate.ridge import LinearFit
 from greentune.models.forecaster import Forecaster
 from greentune.privacy.federated.partitions import client_data
 from greentune.tasks.base import mean_loss

@@ -18,7 +18,8 @@ from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
 from greentune.errors import DataError
-from greentune.evaluate.baselines import LinearFit, fit_linear, seasonal_lags, steps_per
+from greentune.evaluate.baselines import seasonal_lags, steps_per
+from greentune.evaluate.ridge import LEVEL_WORDS, LinearFit, fit_linear
 
 Log = Callable[[str], None]
 RIDGE_FILE = "ridge-skip.npz"
@@ -118,6 +119,7 @@ def _cached_ridge_skip(
             offsets=skip.offsets,
             alpha=f.alpha,
             fit_s=f.fit_s,
+            level=f.level,
             seconds=seconds,
             key=key,
         )
@@ -150,8 +152,9 @@ def _load_ridge_skip(cache: Path, key: str) -> tuple[SkipInit, float] | None:
         with np.load(cache) as z:
             if str(z["key"]) != key:
                 return None
+            level = str(z["level"]) if "level" in z.files else "raw"  # saved before levels
             fit = LinearFit(
-                z["weight"], z["x_mean"], z["y_mean"], float(z["alpha"]), float(z["fit_s"])
+                z["weight"], z["x_mean"], z["y_mean"], float(z["alpha"]), float(z["fit_s"]), level
             )
             return SkipInit(fit, z["offsets"]), float(z["seconds"])
     except (OSError, KeyError, ValueError):
@@ -168,5 +171,8 @@ def _fit_ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipI
         else np.zeros((1, fit.weight.shape[1]))
     )
     seconds = time.perf_counter() - t0
-    log(f"skip path: ridge fit (alpha {fit.alpha:g}) in {seconds:.1f} s, weights frozen")
+    log(
+        f"skip path: ridge fit (alpha {fit.alpha:g}, {LEVEL_WORDS[fit.level]}) in "
+        f"{seconds:.1f} s, weights frozen"
+    )
     return SkipInit(fit, offsets), seconds

@@ -1,0 +1,282 @@
+"""The ridge behind the `linear` baseline and the network's skip path, from sufficient statistics.
+
+One code path serves one process and a federation: ``ridge_statistics`` sums (float64) over the
+training windows (stride 1, complete ones) and the validation windows; ``solve_ridge`` solves
+from the sums alone. A federated server adds the clients' sums and calls the same solver, so
+its start equals the centralised ridge on pooled windows.
+
+Two designs are solved and the one with the lower validation MSE is kept (validation, never
+test):
+
+- ``raw``: the flattened scaled context and known future, as the network sees them;
+- ``window``: each target's context mean removed from its own context and its targets, and
+  added back to the forecast (RLinear / RevIN's level step, Li et al. 2023). The forecast
+  then moves with the level of the window, which is what a series with level shifts between
+  training and test (ETTh1's transformer temperatures, a grid with new load) needs.
+
+Both are linear in the raw inputs, so the kept fit is stored as one ``LinearFit`` on raw inputs
+and the network's skip path starts from it unchanged. The level step is applied to the sums
+(low-rank algebra on X'X), not by a second pass over the data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+
+from greentune.data.windows import ForecastData, fold_channels
+from greentune.errors import DataError
+
+# Ridge penalties relative to the mean diagonal of X'X, so the grid means the same at any size.
+RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+LEVELS = ("raw", "window")
+LEVEL_WORDS = {"raw": "raw inputs", "window": "window level removed"}
+Stats = dict[str, np.ndarray]
+SUM_KEYS = ("n", "sx", "sy", "sxx", "sxy", "nv", "sxv", "syv", "sxxv", "sxyv", "syyv")
+LAYOUT_KEYS = ("level_x", "level_y")
+KEYS = (*SUM_KEYS, *LAYOUT_KEYS)
+
+
+def complete_origins(data: ForecastData, origins: np.ndarray) -> np.ndarray:
+    """Origins whose context and horizon hold no missing value (``scaled`` has them as zeros)."""
+    bad = np.isnan(data.frame.to_numpy(dtype=float)).any(axis=1)
+    if not bad.any():
+        return origins
+    cum = np.concatenate([[0], np.cumsum(bad)])
+    return origins[cum[origins + data.horizon] - cum[origins - data.context_length] == 0]
+
+
+def design_matrix(data: ForecastData, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened scaled context + known future (the network's inputs) and flattened scaled y;
+    one row per window, or per (window, target) when the data is channel-independent."""
+    b = data.batch(origins)
+    past, future, y = b["past"], b["future"], b["y"]
+    if data.channel_independent:
+        past, future, y = fold_channels(past, future, y, data.n_targets)
+    n = len(past)
+    x = np.concatenate([past.reshape(n, -1), future.reshape(n, -1)], axis=1)
+    return x, y.reshape(n, -1)
+
+
+def level_layout(data: ForecastData) -> tuple[np.ndarray, np.ndarray]:
+    """Which design columns are target j's context (j + 1; 0 for any other input) and which
+    outputs are target j's forecast (j + 1): what the ``window`` design centres."""
+    L, H = data.context_length, data.horizon
+    t = 1 if data.channel_independent else data.n_targets
+    channels = len(data.columns) - (data.n_targets - 1 if data.channel_independent else 0)
+    per_step = np.arange(channels)
+    past = np.tile(np.where(per_step < t, per_step + 1, 0), L)
+    future = np.zeros(H * len(data.known_cols), dtype=np.int64)
+    return np.concatenate([past, future]).astype(np.float64), np.tile(
+        np.arange(1, t + 1), H
+    ).astype(np.float64)
+
+
+def ridge_statistics(data: ForecastData, chunk: int = 2048) -> Stats:
+    """Sums (float64) over the training windows (stride 1, complete ones) and the validation
+    windows, with the layout the ``window`` design needs."""
+    L, H = data.context_length, data.horizon
+    train = complete_origins(data, np.arange(L, data.val_start - H + 1))
+    val = complete_origins(data, data.val.origins)
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(
+            f"{data.report.origin}: no complete {'training' if len(train) == 0 else 'validation'}"
+            " window for the ridge (a gap in every window): fill the gaps (data.fill_gaps) or "
+            "use more data"
+        )
+    level_x, level_y = level_layout(data)
+    return {
+        **_sums(data, train, chunk, ""),
+        **_sums(data, val, chunk, "v"),
+        "level_x": level_x,
+        "level_y": level_y,
+    }
+
+
+def _sums(data: ForecastData, origins: np.ndarray, chunk: int, suffix: str) -> Stats:
+    out: dict[str, np.ndarray] = {}
+    rows = 0  # design rows: a channel-independent window gives one per target
+    for i in range(0, len(origins), chunk):
+        x, y = design_matrix(data, origins[i : i + chunk])
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        rows += len(x)
+        parts = {"sx": x.sum(0), "sy": y.sum(0), "sxx": x.T @ x, "sxy": x.T @ y}
+        if suffix:
+            parts["syy"] = np.asarray([np.sum(y * y)])
+        for key, value in parts.items():
+            out[key + suffix] = out.get(key + suffix, 0) + value
+    out["n" + suffix] = np.asarray([float(rows)])
+    return out
+
+
+@dataclass
+class LinearFit:
+    """Ridge from the flattened scaled inputs (past, then future) to the flattened scaled y."""
+
+    weight: np.ndarray
+    """(L*C + H*K, H*T)"""
+    x_mean: np.ndarray
+    y_mean: np.ndarray
+    alpha: float
+    fit_s: float
+    level: str = "raw"
+    """The design chosen on validation (see the module's doc); the weights are on raw inputs
+    either way."""
+
+    def predict_scaled(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.x_mean) @ self.weight + self.y_mean
+
+    def residual_quantiles(
+        self, data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
+    ) -> np.ndarray:
+        """(Q, H*T) quantiles of scaled residuals y - yhat over ``origins``."""
+        x, y = design_matrix(data, complete_origins(data, origins))
+        return np.quantile(y - self.predict_scaled(x), quantiles, axis=0)
+
+
+@dataclass
+class _Centred:
+    """Training means, centred X'X and X'Y, and the validation sums centred at the training
+    means (cxx, cxy, cyy), which give any w's validation SSE without the data."""
+
+    xm: np.ndarray
+    ym: np.ndarray
+    gram: np.ndarray
+    xty: np.ndarray
+    cxx: np.ndarray
+    cxy: np.ndarray
+    cyy: float
+    nv: float
+
+
+def _centred(stats: Stats) -> _Centred:
+    n, nv = float(stats["n"][0]), float(stats["nv"][0])
+    if n == 0 or nv == 0:
+        raise DataError("no complete training or validation window for the ridge")
+    xm, ym = stats["sx"] / n, stats["sy"] / n
+    sxv, syv = stats["sxv"], stats["syv"]
+    return _Centred(
+        xm,
+        ym,
+        stats["sxx"] - n * np.outer(xm, xm),
+        stats["sxy"] - n * np.outer(xm, ym),
+        stats["sxxv"] - np.outer(sxv, xm) - np.outer(xm, sxv) + nv * np.outer(xm, xm),
+        stats["sxyv"] - np.outer(sxv, ym) - np.outer(xm, syv) + nv * np.outer(xm, ym),
+        float(stats["syyv"][0]) - 2 * float(ym @ syv) + nv * float(ym @ ym),
+        nv,
+    )
+
+
+@dataclass
+class _LevelStep:
+    """x' = x P and y' = y - x B with P = I - EL E' and B = EL F': per target, the context
+    mean (EL holds 1/L on that target's context columns) subtracted from its context and its
+    outputs. Kept low-rank, so no n_in x n_in matrix is formed."""
+
+    e: np.ndarray  # (n_in, t) indicator of target j's context columns
+    el: np.ndarray  # e / L_j
+    f: np.ndarray  # (n_out, t) indicator of target j's outputs
+
+    @classmethod
+    def from_layout(cls, level_x: np.ndarray, level_y: np.ndarray) -> _LevelStep:
+        t = int(level_y.max())
+        e = (level_x[:, None] == np.arange(1, t + 1)).astype(np.float64)
+        f = (level_y[:, None] == np.arange(1, t + 1)).astype(np.float64)
+        return cls(e, e / np.maximum(e.sum(0), 1.0), f)
+
+    def right(self, a: np.ndarray) -> np.ndarray:  # a P
+        return a - (a @ self.el) @ self.e.T
+
+    def left(self, a: np.ndarray) -> np.ndarray:  # P' a
+        return a - self.e @ (self.el.T @ a)
+
+    def times_b(self, a: np.ndarray) -> np.ndarray:  # a B
+        return (a @ self.el) @ self.f.T
+
+    def _trace_b(self, a: np.ndarray) -> float:  # sum(B * a) for an (n_in, n_out) a
+        return float(np.sum((self.el.T @ a) * self.f.T))
+
+    def apply(self, c: _Centred) -> _Centred:
+        gb, vb = self.times_b(c.gram), self.times_b(c.cxx)
+        return _Centred(
+            self.right(c.xm[None])[0],
+            c.ym - self.times_b(c.xm[None])[0],
+            self.left(self.right(c.gram)),
+            self.left(c.xty - gb),
+            self.left(self.right(c.cxx)),
+            self.left(c.cxy - vb),
+            c.cyy - 2 * self._trace_b(c.cxy) + self._trace_b(vb),
+            c.nv,
+        )
+
+    def to_raw(self, w: np.ndarray) -> np.ndarray:
+        """The weight on raw inputs of a fit on levelled ones: P w + B."""
+        return w - self.e @ (self.el.T @ w) + self.el @ self.f.T
+
+
+def walk_alphas(val_error: Callable[[int], float]) -> int:
+    """The index in RIDGE_ALPHAS to use: walk the log grid from its middle while the
+    validation error falls. Each Cholesky of the (L*C + H*K)^2 system costs seconds, and the
+    error is unimodal in alpha in practice."""
+    best = len(RIDGE_ALPHAS) // 2
+    for step in (-1, 1):
+        start = best
+        while 0 <= best + step < len(RIDGE_ALPHAS) and val_error(best + step) < val_error(best):
+            best += step
+        if best != start:
+            break
+    return best
+
+
+def _walk(c: _Centred) -> tuple[float, int, np.ndarray]:
+    """(validation MSE, alpha index, weights) of the alpha the walk settles on."""
+    scale = float(np.mean(np.diag(c.gram))) or 1.0
+    eye = np.eye(len(c.gram))
+    fits: dict[int, tuple[float, np.ndarray]] = {}
+
+    def val_error(i: int) -> float:
+        if i not in fits:
+            factor = linalg.cho_factor(c.gram + RIDGE_ALPHAS[i] * scale * eye, check_finite=False)
+            w = linalg.cho_solve(factor, c.xty, check_finite=False)
+            sse = float(np.sum(w * (c.cxx @ w)) - 2 * np.sum(w * c.cxy) + c.cyy)
+            fits[i] = (sse / (c.nv * w.shape[1]), w)
+        return fits[i][0]
+
+    best = walk_alphas(val_error)
+    val_error(best)
+    return fits[best][0], best, fits[best][1]
+
+
+def solve_ridge(stats: Stats, levels: tuple[str, ...] = LEVELS) -> LinearFit:
+    """The ridge from sums: for each design in ``levels`` the alpha walk on validation, then
+    the design with the lower validation MSE (ties keep ``raw``)."""
+    t0 = time.perf_counter()
+    raw = _centred(stats)
+    step = _LevelStep.from_layout(stats["level_x"], stats["level_y"])
+    best: tuple[float, str, int, np.ndarray] | None = None
+    for level in levels:
+        err, i, w = _walk(raw if level == "raw" else step.apply(raw))
+        if best is None or err < best[0]:
+            best = (err, level, i, w if level == "raw" else step.to_raw(w))
+    if best is None:
+        raise ValueError("no ridge design to solve")
+    _, level, i, w = best
+    return LinearFit(w, raw.xm, raw.ym, RIDGE_ALPHAS[i], time.perf_counter() - t0, level)
+
+
+def fit_linear(data: ForecastData) -> LinearFit:
+    """Ridge on every training window (stride 1), alpha and design chosen on the validation
+    windows. Cached on ``data``: the network's skip path and the `linear` baseline share one
+    fit."""
+    cached = data.cache.get("ridge")
+    if cached is not None:
+        return cached
+    t0 = time.perf_counter()
+    fit = solve_ridge(ridge_statistics(data))
+    fit.fit_s = time.perf_counter() - t0
+    data.cache["ridge"] = fit
+    return fit

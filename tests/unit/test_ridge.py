@@ -1,0 +1,101 @@
+"""The ridge solved from sums: the window-levelled design equals a ridge fitted by hand on
+levelled windows, it is chosen on validation when the level moves, and its forecast moves with
+the level."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from greentune.config import build_config
+from greentune.data.sources import RawTable
+from greentune.data.validate import clean_frame
+from greentune.data.windows import ForecastData, build_forecast_data
+from greentune.evaluate.ridge import (
+    complete_origins,
+    design_matrix,
+    fit_linear,
+    level_layout,
+    ridge_statistics,
+    solve_ridge,
+)
+from tests.conftest import make_series, series_overrides
+
+
+def _data(frame: pd.DataFrame, *extra: str) -> ForecastData:
+    cfg = build_config(overrides=[*series_overrides(Path("s.csv"), Path("unused")), *extra])
+    clean, report = clean_frame(RawTable(frame, "s.csv"), cfg.data)
+    return build_forecast_data(clean, cfg.data, report)
+
+
+def _shifted(seed: int = 0) -> pd.DataFrame:
+    """The tiny series 80 MW higher from day 27 on (a new industrial customer, say): validation
+    (from day 28) and test sit at a level no training target had."""
+    frame = make_series(days=40, seed=seed)
+    frame["load_mw"] += 80.0 * (np.arange(len(frame)) >= 27 * 24)
+    return frame
+
+
+def _levelled(data: ForecastData, origins: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Design rows with the target's context mean taken off its context and its targets."""
+    own = level_layout(data)[0] == 1
+    x, y = (a.astype(np.float64) for a in design_matrix(data, origins))
+    mean = x[:, own].mean(1, keepdims=True)
+    x[:, own] -= mean
+    return x, y - mean, mean
+
+
+def test_the_window_design_is_the_ridge_of_levelled_windows() -> None:
+    data = _data(_shifted())
+    fit = solve_ridge(ridge_statistics(data), levels=("window",))
+    assert fit.level == "window"
+    L, H = data.context_length, data.horizon
+    x, y, _ = _levelled(data, complete_origins(data, np.arange(L, data.val_start - H + 1)))
+    xm, ym = x.mean(0), y.mean(0)
+    gram = (x - xm).T @ (x - xm)
+    ridge = gram + fit.alpha * np.mean(np.diag(gram)) * np.eye(len(gram))
+    w = np.linalg.solve(ridge, (x - xm).T @ (y - ym))
+    test = data.test.origins
+    xt, _, mean_t = _levelled(data, test)
+    by_hand = (xt - xm) @ w + ym + mean_t
+    raw_x, _ = design_matrix(data, test)
+    np.testing.assert_allclose(fit.predict_scaled(raw_x), by_hand, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_new_level_chooses_the_window_design_and_the_forecast_follows_the_level(
+    seed: int,
+) -> None:
+    data = _data(_shifted(seed))
+    fit = fit_linear(data)
+    assert fit.level == "window"
+    raw = solve_ridge(ridge_statistics(data), levels=("raw",))
+    x, y = design_matrix(data, data.test.origins)
+
+    def mse(f: object) -> float:
+        return float(np.mean((f.predict_scaled(x) - y) ** 2))  # type: ignore[attr-defined]
+
+    assert mse(fit) < 0.2 * mse(raw)  # chosen on validation; on test the raw one misses by far
+    own = level_layout(data)[0] == 1
+    moved = x.copy()
+    moved[:, own] += 3.0  # the whole context 3 (scaled) units higher
+    np.testing.assert_allclose(fit.predict_scaled(moved), fit.predict_scaled(x) + 3.0, atol=1e-6)
+    assert not np.allclose(raw.predict_scaled(moved), raw.predict_scaled(x) + 3.0, atol=1e-3)
+
+
+def test_channel_independent_sums_count_one_row_per_target() -> None:
+    data = _data(make_series(), "data.multivariate=true", "data.channel_independent=true")
+    stats = ridge_statistics(data)
+    L, H = data.context_length, data.horizon
+    origins = complete_origins(data, np.arange(L, data.val_start - H + 1))
+    x, _ = design_matrix(data, origins)
+    assert stats["n"][0] == len(x) == 2 * len(origins)
+    np.testing.assert_allclose(stats["sx"] / stats["n"][0], x.astype(np.float64).mean(0), atol=1e-9)
+
+
+def test_a_window_without_a_complete_training_window_names_the_file() -> None:
+    frame = make_series()
+    frame.loc[::40, "load_mw"] = np.nan  # a gap in every window of 48 + 24 steps
+    with pytest.raises(Exception, match=r"s\.csv.*(gap|missing)"):
+        fit_linear(_data(frame))
