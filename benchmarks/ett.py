@@ -6,6 +6,7 @@ statistics, input 336, horizons 96/192/336/720, every test window (stride 1), mu
 (7 channels) MSE and MAE on the normalised data.
 
     .venv/bin/python benchmarks/ett.py [--epochs 2] [--horizons 96,192,336,720] [--method ln]
+        [--set model.revin=true --set model.patch_stride=8] [--tag revin]
 
 Writes benchmarks/results/ett.json and ett.md.
 """
@@ -52,6 +53,17 @@ def normalised_errors(run_dir: Path, model: str) -> tuple[float, float]:
     return float((err**2).mean()), float(err.abs().mean())
 
 
+def _ridge_design(run_dir: Path) -> str | None:
+    """The ridge design (raw or window level removed) the run's log says validation chose."""
+    log = run_dir / "log.txt"
+    if not log.is_file():
+        return None
+    for line in log.read_text().splitlines():
+        if "skip path: ridge fit" in line:
+            return "window" if "window level removed" in line else "raw"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=2)
@@ -60,7 +72,12 @@ def main() -> None:
     parser.add_argument(
         "--mixed", action="store_true", help="mix the channels (the pre-0.1 behaviour)"
     )
+    parser.add_argument(
+        "--set", action="append", default=[], help="a config override, KEY=VALUE (repeatable)"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the run names and result files")
     args = parser.parse_args()
+    suffix = f"-{args.tag}" if args.tag else ""
     if not ETT.is_file():
         print(f"{ETT} not found; nothing to do")
         return
@@ -71,7 +88,7 @@ def main() -> None:
     pd.read_csv(ETT).iloc[:PROTOCOL_ROWS].to_csv(csv, index=False)
     rows = []
     for horizon in map(int, args.horizons.split(",")):
-        name = f"ett-h{horizon}-{args.method}" + ("-mixed" if args.mixed else "")
+        name = f"ett-h{horizon}-{args.method}" + ("-mixed" if args.mixed else "") + suffix
         shutil.rmtree(work / name, ignore_errors=True)
         cfg = load_config(
             ROOT / "configs" / "forecast" / "ett_h1.yaml",
@@ -84,6 +101,7 @@ def main() -> None:
                 f"output_dir={work}",
                 f"name={name}",
                 f"data.channel_independent={str(not args.mixed).lower()}",
+                *args.set,
             ],
         )
         t0 = time.perf_counter()
@@ -101,6 +119,9 @@ def main() -> None:
                 "linear_mae": lin[1],
                 "wall_s": wall,
                 "train_s": metrics["training"]["train_s"],
+                "epochs_run": metrics["training"].get("epochs_run"),
+                "best_epoch": metrics["training"].get("best_epoch"),
+                "ridge_design": _ridge_design(run_dir),
                 "energy_wh": metrics.get("energy", {}).get("run_wh"),
                 "test_windows": metrics["data"]["windows"]["test"],
             }
@@ -114,12 +135,13 @@ def main() -> None:
         "epochs": args.epochs,
         "method": args.method,
         "channels": "mixed" if args.mixed else "independent",
+        "overrides": args.set,
         "per_horizon": rows,
         "mean": mean,
         "published_mean_mse": PUBLISHED_MSE,
         "total_wall_s": sum(r["wall_s"] for r in rows),
     }
-    (RESULTS / "ett.json").write_text(json.dumps(out, indent=2))
+    (RESULTS / f"ett{suffix}.json").write_text(json.dumps(out, indent=2))
     lines = [
         "# ETTh1, standard protocol (input 336, multivariate, normalised)",
         "",
@@ -143,7 +165,7 @@ def main() -> None:
         "",
         "Published means (MSE): " + ", ".join(f"{k} {v}" for k, v in PUBLISHED_MSE.items()),
     ]
-    (RESULTS / "ett.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"ett{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

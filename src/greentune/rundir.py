@@ -45,6 +45,7 @@ CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
+VALIDATION_FILE = "validation.parquet"
 COMPRESSION_FILE = "compression.json"
 ORIGINAL = ("fp32", "original")
 STATUSES = ("running", "complete", "failed", "paused", "rejected")
@@ -292,6 +293,21 @@ class RunDir:
 
     def write_predictions(self, frame: pd.DataFrame) -> None:
         write_parquet(self.path / PREDICTIONS_FILE, frame)
+
+    @property
+    def validation_predictions(self) -> pd.DataFrame:
+        """Every row's forecasts of the validation windows (a forecasting run's; what
+        ``greentune ensemble`` fits its weights on)."""
+        path = self.path / VALIDATION_FILE
+        if not path.is_file():
+            raise CheckpointError(
+                f"{self.path} has no {VALIDATION_FILE}: it did not finish, is not a forecasting "
+                "run, or was made before runs kept their validation forecasts; run it again"
+            )
+        return pd.read_parquet(path)
+
+    def write_validation_predictions(self, frame: pd.DataFrame) -> None:
+        write_parquet(self.path / VALIDATION_FILE, frame)
 
     # ------------------------------------------------------------------ variants
 

@@ -285,6 +285,40 @@ def predict(
     console.print(cost_line(window.result, forecasts), highlight=False)
 
 
+@app.command()
+@handle_errors
+def ensemble(
+    members: Annotated[
+        list[str],
+        typer.Argument(help="Forecasting runs: RUN (its network) or RUN:ROW (any row of it)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The ensemble's run directory (new).")],
+    kinds: Annotated[
+        str, typer.Option("--kinds", help="Comma-separated: weighted, mean, median.")
+    ] = "weighted,mean,median",
+    green_target: Annotated[
+        str | None,
+        typer.Option(
+            "--green-target",
+            help="Greenest model within this quality distance of the best (default 2%).",
+        ),
+    ] = None,
+) -> None:
+    """Combine models of finished forecasting runs; weights fitted on validation."""
+    from greentune.tasks.forecast.ensemble_runs import ensemble_runs
+
+    chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    run = ensemble_runs(
+        members,
+        out,
+        chosen,
+        green_target,
+        log=lambda m: console.print(m, highlight=False),
+    )
+    _print_results(run)
+    console.print(f"\nrun directory: [bold]{run.path}[/]")
+
+
 @data_app.command("check")
 @handle_errors
 def data_check(

@@ -126,10 +126,11 @@ def select(
     metrics: RunMetrics,
     window: Window,
     log: Callable[[str], None],
-) -> list[pd.DataFrame]:
+) -> tuple[list[pd.DataFrame], pd.DataFrame]:
     """Validation scores for every row (what the greenest-model choice reads) and the
-    ensemble rows, added to ``metrics``; returns the ensembles' prediction rows. ``val_fc``
-    holds the validation forecasts made already (the network's, random_init's)."""
+    ensemble rows, added to ``metrics``; returns the ensembles' test prediction rows and every
+    row's validation prediction rows. ``val_fc`` holds the validation forecasts made already
+    (the network's, random_init's)."""
     val = data.val.origins
     with window("select"):
         for b in scored:
@@ -145,8 +146,9 @@ def select(
         frames.append(prediction_rows(data, data.test.origins, row.forecast, name))
         log(f"{name}: {', '.join(row.info['members'])}")
     metrics.ensembles = ensembles or None
+    names = {n: metrics.model if n == MODEL else n for n in val_fc}
     metrics.validation = {
-        (metrics.model if n == MODEL else n): evaluate_forecast(data, val, f, season)
-        for n, f in val_fc.items()
+        names[n]: evaluate_forecast(data, val, f, season) for n, f in val_fc.items()
     }
-    return frames
+    val_rows = pd.concat([prediction_rows(data, val, f, names[n]) for n, f in val_fc.items()])
+    return frames, val_rows.reset_index(drop=True)

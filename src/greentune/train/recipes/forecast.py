@@ -130,8 +130,9 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         data=_data_summary(data, prep_s, season),
     )
     if main:
-        frames += select(cfg, data, season, scored, val_fc, metrics, ctx.window, ctx.log)
-        ctx.run.write_predictions(pd.concat(frames, ignore_index=True))
+        ensembles, val_rows = select(cfg, data, season, scored, val_fc, metrics, ctx.window, log)
+        ctx.run.write_predictions(pd.concat([*frames, *ensembles], ignore_index=True))
+        ctx.run.write_validation_predictions(val_rows)
     return metrics
 
 
