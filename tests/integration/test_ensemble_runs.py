@@ -6,12 +6,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 import greentune as gt
+from greentune.cli import app, commands  # noqa: F401  (registers the commands)
 from greentune.errors import CheckpointError, ConfigError
 from greentune.rundir import RunDir
 from greentune.tasks.forecast.ensemble_runs import ensemble_runs
-from tests.conftest import cli, make_series, series_overrides
+from tests.conftest import make_series, series_overrides
+
+runner = CliRunner()
 
 
 def _run(tmp: Path, name: str, *extra: str) -> RunDir:
@@ -107,15 +111,16 @@ def test_a_run_without_validation_forecasts_says_to_run_it_again(runs, tmp_path)
 
 def test_the_command_prints_the_table_and_refuses_bad_input_with_exit_2(runs) -> None:
     a, b, tmp = runs
-    ok = cli(
-        "ensemble", str(a.path), str(b.path), "--out", str(tmp / "runs" / "cli"), "--kinds", "mean"
+    out = tmp / "runs" / "cli"
+    ok = runner.invoke(
+        app, ["ensemble", str(a.path), str(b.path), "--out", str(out), "--kinds", "mean"]
     )
-    assert ok.returncode == 0, ok.stderr
-    assert "ensemble-mean" in ok.stdout and "recommended" in ok.stdout
-    bad = cli(
-        "ensemble", str(a.path), str(b.path), "--out", str(tmp / "runs" / "k"), "--kinds", "avg"
+    assert ok.exit_code == 0, ok.output
+    assert "ensemble-mean" in ok.output and "recommended" in ok.output
+    bad = runner.invoke(
+        app, ["ensemble", str(a.path), str(b.path), "--out", str(tmp / "k"), "--kinds", "avg"]
     )
-    assert bad.returncode == 2 and "--kinds: avg; valid choices" in bad.stderr
-    assert "Traceback" not in bad.stderr
-    frame = pd.read_parquet(tmp / "runs" / "cli" / "predictions.parquet")
+    assert bad.exit_code == 2 and "--kinds: avg; valid choices" in " ".join(bad.output.split())
+    assert "Traceback" not in bad.output
+    frame = pd.read_parquet(out / "predictions.parquet")
     assert set(frame.model) == {"a/" + a.metrics.model, "b/" + b.metrics.model, "ensemble-mean"}
