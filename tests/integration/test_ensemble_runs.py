@@ -76,6 +76,9 @@ def test_two_runs_make_a_run_directory_with_ensembles_chosen_on_validation(runs)
     assert set(m.validation) == set(m.test)
     assert out.info.status == "complete"
     assert set(out.validation_predictions.model) == set(m.test)
+    # it has no model of its own: loading it says so and names the members
+    with pytest.raises(CheckpointError, match=r"ensemble of runs .* its members: .*runs/a"):
+        gt.Predictor.from_run(out)
 
 
 def test_members_must_forecast_the_same_windows(runs) -> None:

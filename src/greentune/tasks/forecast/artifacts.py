@@ -19,6 +19,7 @@ from greentune.errors import CheckpointError
 from greentune.io import staged_dir, write_json
 from greentune.models.forecaster import Forecaster, load_forecaster, save_forecaster
 from greentune.models.variants import load_forecast_variant, read_variant
+from greentune.rundir import RunDir
 
 SCALER_FILE = "scaler.json"
 COLUMNS_FILE = "columns.json"
@@ -51,6 +52,12 @@ def save_model(model: Forecaster, tokenizer: Any, data: ForecastData, model_dir:
 def require_model_dir(run_path: Path) -> Path:
     model_dir = run_path / "model"
     if not model_dir.is_dir():
+        members = RunDir(run_path).info.extra.get("members")
+        if members:
+            raise CheckpointError(
+                f"{run_path} is an ensemble of runs (greentune ensemble) and has no model of its "
+                f"own; load, serve or compress its members: {', '.join(members)}"
+            )
         raise CheckpointError(f"{run_path} has no model/; the run did not finish training")
     return model_dir
 

@@ -102,7 +102,7 @@ def ensemble_runs(
             run.set_status("failed", task=cfg.task, error=str(exc)[:500])
             raise
         run.write_metrics(metrics)
-        run.set_status("complete")
+        run.set_status("complete", members=[str(m.run.path) for m in members])
     return run
 
 
