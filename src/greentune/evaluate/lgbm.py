@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -140,9 +140,30 @@ def origin_rows(data: ForecastData, target: int, origins: np.ndarray) -> _Rows:
     return _Rows(np.column_stack(list(cols.values())), scale)
 
 
+class Booster:
+    """A trained LightGBM model, called on feature rows; saved and loaded as LightGBM's own
+    text format (what a hybrid run keeps beside its network)."""
+
+    def __init__(self, booster: Any, iterations: int | None = None) -> None:
+        self.booster = booster
+        self.iterations = iterations
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(rows, num_iteration=self.iterations))
+
+    def to_string(self) -> str:
+        return str(self.booster.model_to_string(num_iteration=self.iterations))
+
+    @classmethod
+    def from_string(cls, text: str) -> Booster:
+        import lightgbm as lgb
+
+        return cls(lgb.Booster(model_str=text))
+
+
 def _fit(
     x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, size: dict[str, object]
-) -> Callable[[np.ndarray], np.ndarray]:
+) -> Booster:
     import lightgbm as lgb  # imported here: only this baseline needs it
 
     params = dict(LGBM_PARAMS, objective="regression", **size)
@@ -155,7 +176,7 @@ def _fit(
         valid_sets=[lgb.Dataset(xv, yv, reference=train)],
         callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
     )
-    return lambda rows: np.asarray(booster.predict(rows, num_iteration=booster.best_iteration))
+    return Booster(booster, booster.best_iteration)
 
 
 def train_origins(data: ForecastData) -> np.ndarray:
@@ -196,7 +217,7 @@ class LgbmFit:
     """'level' (the value), 'ratio' (to the last day's mean at the origin), both on
     (origin, step) rows; or 'timestamp' (one row per time, lags of whole days >= horizon)."""
     size: dict[str, object]
-    predict: Callable[[np.ndarray], np.ndarray]
+    predict: Booster
     val_mae: float
 
 
@@ -208,48 +229,89 @@ def fit_target(data: ForecastData, target: int) -> LgbmFit:
 def candidates(data: ForecastData, target: int) -> list[LgbmFit]:
     """Both tree sizes on the value; then, at the better size, the ratio form and the
     per-timestamp design; each scored by MAE on the same validation (origin, step) pairs."""
-    H = data.horizon
-    tr, va = train_origins(data), data.val.origins
-    rows_t, rows_v = origin_rows(data, target, tr), origin_rows(data, target, va)
-    y = data.frame[data.target_cols[target]].to_numpy(dtype=float)
-    pos_v = horizon_positions(va, H).ravel()
-    yt, yv = y[horizon_positions(tr, H).ravel()], y[pos_v]
-
-    def fit(form: str, size: dict[str, object]) -> LgbmFit | None:
-        if form == "timestamp":
-            return _fit_timestamps(data, target, y, pos_v, size)
-        st, sv = (rows_t.scale, rows_v.scale) if form == "ratio" else (1.0, 1.0)
-        zt, zv = yt / st, yv / sv
-        ok_t, ok_v = np.isfinite(zt), np.isfinite(zv)
-        if ok_t.sum() == 0 or ok_v.sum() == 0:
-            return None
-        predict = _fit(rows_t.x[ok_t], zt[ok_t], rows_v.x[ok_v], zv[ok_v], size)
-        mae = float(np.nanmean(np.abs(predict(rows_v.x) * sv - yv)))
-        return LgbmFit(form, size, predict, mae)
-
-    sized = [f for f in (fit("level", size) for size in SIZES) if f is not None]
+    sized = [f for f in (fit_design(data, target, "level", size) for size in SIZES) if f]
     if not sized:
         raise DataError(
             f"{data.report.origin}: no finite training or validation value of "
             f"{data.target_cols[target]} for the lightgbm baseline"
         )
     size = min(sized, key=lambda f: f.val_mae).size
-    return [*sized, *[f for f in (fit(form, size) for form in ("ratio", "timestamp")) if f]]
+    more = (fit_design(data, target, form, size) for form in ("ratio", "timestamp"))
+    return [*sized, *[f for f in more if f]]
+
+
+def fit_design(
+    data: ForecastData,
+    target: int,
+    form: str,
+    size: dict[str, object],
+    origins: np.ndarray | None = None,
+) -> LgbmFit | None:
+    """One design fitted on the training ``origins`` (default: all of ``train_origins``; the
+    per-timestamp design takes the times their horizons cover), early-stopped and scored on
+    the validation pairs; None when a split has no finite target."""
+    H = data.horizon
+    tr = train_origins(data) if origins is None else origins
+    va = data.val.origins
+    y = data.frame[data.target_cols[target]].to_numpy(dtype=float)
+    pos_v = horizon_positions(va, H).ravel()
+    yv = y[pos_v]
+    if form == "timestamp":
+        times = None if origins is None else np.unique(horizon_positions(origins, H))
+        return _fit_timestamps(data, target, y, pos_v, size, times)
+    rows_t, rows_v = origin_rows(data, target, tr), origin_rows(data, target, va)
+    yt = y[horizon_positions(tr, H).ravel()]
+    st, sv = (rows_t.scale, rows_v.scale) if form == "ratio" else (1.0, 1.0)
+    zt, zv = yt / st, yv / sv
+    ok_t, ok_v = np.isfinite(zt), np.isfinite(zv)
+    if ok_t.sum() == 0 or ok_v.sum() == 0:
+        return None
+    predict = _fit(rows_t.x[ok_t], zt[ok_t], rows_v.x[ok_v], zv[ok_v], size)
+    mae = float(np.nanmean(np.abs(predict(rows_v.x) * sv - yv)))
+    return LgbmFit(form, size, predict, mae)
 
 
 def _fit_timestamps(
-    data: ForecastData, target: int, y: np.ndarray, pos_v: np.ndarray, size: dict[str, object]
+    data: ForecastData,
+    target: int,
+    y: np.ndarray,
+    pos_v: np.ndarray,
+    size: dict[str, object],
+    times: np.ndarray | None = None,
 ) -> LgbmFit | None:
-    rows = np.arange(len(y))
+    rows = np.arange(len(y)) if times is None else times
     first = int(steps_per(data, "1D") * (-(-data.horizon // steps_per(data, "1D")) + DAY_LAGS))
-    tr = rows[(rows >= first) & (rows < data.val_start) & np.isfinite(y)]
-    va = rows[(rows >= data.val_start) & (rows < data.test_start) & np.isfinite(y)]
+    tr = rows[(rows >= first) & (rows < data.val_start) & np.isfinite(y[rows])]
+    every = np.arange(len(y))
+    va = every[(every >= data.val_start) & (every < data.test_start) & np.isfinite(y)]
     if len(tr) == 0 or len(va) == 0:
         return None
     x_tr, x_va = timestamp_features(data, target, tr), timestamp_features(data, target, va)
     predict = _fit(x_tr, y[tr], x_va, y[va], size)
     mae = float(np.nanmean(np.abs(predict(timestamp_features(data, target, pos_v)) - y[pos_v])))
     return LgbmFit("timestamp", size, predict, mae)
+
+
+def out_of_fold(
+    data: ForecastData, target: int, fit: LgbmFit, origins: np.ndarray, folds: int = 2
+) -> np.ndarray:
+    """(origins, H) forecasts of training ``origins``, each by the kept design refitted
+    without the block of training origins it falls in (nor the horizon on either side, so no
+    target it forecasts was a training target): what a model stacked on LightGBM must learn
+    from, since LightGBM's in-sample forecasts are better than it will ever be on new data."""
+    H = data.horizon
+    pool = train_origins(data)
+    out = np.empty((len(origins), H))
+    edges = np.linspace(origins.min(), origins.max() + 1, folds + 1)
+    for k in range(folds):
+        lo, hi = edges[k], edges[k + 1]
+        mine = (origins >= lo) & (origins < hi)
+        if not mine.any():
+            continue
+        keep = pool[(pool + H <= lo) | (pool >= hi + H)]
+        refit = fit_design(data, target, fit.form, fit.size, keep) if len(keep) else None
+        out[mine] = predict_target(data, target, refit or fit, origins[mine])
+    return out
 
 
 def predict_target(

@@ -47,6 +47,9 @@ class ForecasterSpec:
     revin: bool = False
     """Per-window normalisation of the targets the encoder sees; the head's correction is
     scaled back by the window's std (the skip path keeps the level)."""
+    base: str | None = None
+    """'lightgbm': the output adds each window's base forecast (``batch['base']``, (B, H, T)
+    scaled) and a trainable bias per output instead of a linear skip path (a hybrid)."""
 
     @property
     def n_quantiles(self) -> int:
@@ -94,7 +97,9 @@ class Forecaster(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         skip_in = spec.context_length * spec.series_channels + spec.horizon * spec.n_known
-        self.skip = nn.Linear(skip_in, spec.n_out) if spec.linear_skip else None
+        self.skip = nn.Linear(skip_in, spec.n_out) if spec.linear_skip and not spec.base else None
+        # the base's per-output offset (quantile offsets at start), trained like the skip bias
+        self.base_bias = nn.Parameter(torch.zeros(spec.n_out)) if spec.base else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         past, future = batch["past"], batch["future"]
@@ -124,6 +129,14 @@ class Forecaster(nn.Module):
             out = (rows * scale.view(-1, 1, s.series_targets, 1)).flatten(1)
         if self.skip is not None:
             out = out + self.skip(torch.cat([past.flatten(1), future.flatten(1)], dim=1))
+        if self.base_bias is not None:
+            if "base" not in batch:
+                raise ModelError(
+                    f"this model adds a {s.base} base forecast to its output, and the batch "
+                    "carries none: load it with greentune's Predictor, which computes it"
+                )
+            base = batch["base"].unsqueeze(-1).expand(-1, -1, -1, s.n_quantiles)
+            out = out + base.flatten(1).to(out.dtype) + self.base_bias
         if s.channel_independent:  # (B*T, H*Q) -> (B, H, T, Q)
             return out.view(-1, s.n_targets, s.horizon, s.n_quantiles).transpose(1, 2)
         return out.view(-1, s.horizon, s.n_targets, s.n_quantiles)

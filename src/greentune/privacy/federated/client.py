@@ -25,7 +25,7 @@ from greentune.data.windows import ForecastData
 from greentune.errors import ConfigError
 from greentune.evaluate.ridge import LinearFit
 from greentune.models.forecaster import Forecaster
-from greentune.privacy.federated.partitions import client_data
+from greentune.privacy.federated.partitions import check_model, client_data
 from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.batches import ForecastBatches, make_batches
 from greentune.tasks.forecast.model import build_model
@@ -88,8 +88,7 @@ def open_client(cfg: RunConfig, name: str, key: str) -> Local:
     if cached is not None:
         _CACHE.move_to_end((key, name))
         return cached
-    if cfg.model.encoder != "patch":
-        raise ConfigError("greentune federate trains the patch encoder: set model.encoder=patch")
+    check_model(cfg)
     client_cfg, data = client_data(round_config(cfg), name)
     configure_threads(client_cfg.train)
     train_b = make_batches(client_cfg, data, data.train.origins, None)

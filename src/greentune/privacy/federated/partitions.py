@@ -199,3 +199,15 @@ def _last(frame: pd.DataFrame, cfg: RunConfig, origin: str) -> pd.DataFrame:
     except (ValueError, TypeError):
         times = pd.to_datetime(frame[time_col], utc=True, errors="coerce")
     return frame[(times > times.max() - span).to_numpy()]
+
+
+def check_model(cfg: RunConfig) -> None:
+    """What a federation can train: the patch encoder, with a skip start the clients can
+    share (a LightGBM base would have to be fitted on pooled raw data)."""
+    if cfg.model.encoder != "patch":
+        raise ConfigError("greentune federate trains the patch encoder: set model.encoder=patch")
+    if cfg.model.linear_skip and cfg.model.skip_init == "lightgbm":
+        raise ConfigError(
+            "model.skip_init=lightgbm cannot be federated (LightGBM would need the pooled raw "
+            "data); use skip_init=ridge, which is fitted from the clients' summed statistics"
+        )

@@ -22,8 +22,8 @@ import numpy as np
 from greentune.config import RunConfig, replace
 from greentune.energy.ledger import Ledger
 from greentune.energy.session import metered
-from greentune.errors import ConfigError, GreentuneError
-from greentune.privacy.federated.partitions import client_names
+from greentune.errors import GreentuneError
+from greentune.privacy.federated.partitions import check_model, client_names
 from greentune.privacy.federated.report import federated_metrics
 from greentune.privacy.federated.rounds import Outcome, drive
 from greentune.privacy.federated.server import Server
@@ -46,8 +46,7 @@ def federate(
     opened = RunDir.open(resume) if resume is not None else None
     if opened is not None:
         cfg = opened.config
-    if cfg.model.encoder != "patch":
-        raise ConfigError("greentune federate trains the patch encoder: set model.encoder=patch")
+    check_model(cfg)
     names = client_names(cfg)  # a bad file or partition fails before a run directory exists
     run_dir = opened or RunDir.create(cfg)
     lock = run_dir.lock("federate")

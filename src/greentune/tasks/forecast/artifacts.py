@@ -20,6 +20,7 @@ from greentune.io import staged_dir, write_json
 from greentune.models.forecaster import Forecaster, load_forecaster, save_forecaster
 from greentune.models.variants import load_forecast_variant, read_variant
 from greentune.rundir import RunDir
+from greentune.tasks.forecast.hybrid import HybridBase
 
 SCALER_FILE = "scaler.json"
 COLUMNS_FILE = "columns.json"
@@ -40,10 +41,18 @@ class Columns:
         return [*self.targets, *self.past, *self.known]
 
 
-def save_model(model: Forecaster, tokenizer: Any, data: ForecastData, model_dir: Path) -> None:
+def save_model(
+    model: Forecaster,
+    tokenizer: Any,
+    data: ForecastData,
+    model_dir: Path,
+    hybrid: HybridBase | None = None,
+) -> None:
     """Write ``model_dir`` as a whole: a crash leaves the previous folder (or none)."""
     with staged_dir(model_dir) as tmp:
         save_forecaster(model, tmp, tokenizer)
+        if hybrid is not None:
+            hybrid.save(tmp)
         write_json(tmp / SCALER_FILE, data.scaler.to_dict(data.columns))
         columns = Columns(data.target_cols, data.past_cols, data.known_cols)
         (tmp / COLUMNS_FILE).write_text(json.dumps(asdict(columns)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from greentune.config import RunConfig
 from greentune.data.shape import default_patch_len
 from greentune.data.windows import ForecastData
@@ -14,15 +16,20 @@ from greentune.models.backbone import (
     seed_everything,
 )
 from greentune.models.forecaster import Forecaster, ForecasterSpec
+from greentune.tasks.forecast.hybrid import HybridBase
 from greentune.tasks.forecast.skip import SkipInit, init_skip
 from greentune.tuning.methods import MethodContext, apply_method
 
 
 def build_model(
-    cfg: RunConfig, data: ForecastData, total_steps: int, skip: SkipInit | None = None
+    cfg: RunConfig,
+    data: ForecastData,
+    total_steps: int,
+    skip: SkipInit | None = None,
+    hybrid: HybridBase | None = None,
 ) -> tuple[Forecaster, Any]:
     """(network, tokenizer or None): seeded, the PEFT method applied, the skip path at the
-    ridge fit when ``skip`` is given."""
+    ridge fit when ``skip`` is given, or LightGBM's base with its offsets when ``hybrid`` is."""
     m = cfg.model
     seed_everything(cfg.seed)
     text = m.encoder == "text"
@@ -44,10 +51,15 @@ def build_model(
         channel_independent=data.channel_independent,
         patch_stride=m.patch_stride,
         revin=m.revin,
+        base="lightgbm" if m.skip_init == "lightgbm" and m.linear_skip else None,
     )
     model = Forecaster(spec, backbone, int(base.config.hidden_size))
     if skip is not None and model.skip is not None:
         init_skip(model.skip, skip)
+    if hybrid is not None and model.base_bias is not None:
+        with torch.no_grad():  # output order (h, t, q): the offsets are (q, h*t)
+            offsets = torch.from_numpy(hybrid.offsets.T.reshape(-1)).to(model.base_bias.dtype)
+            model.base_bias.copy_(offsets)
     return model, (load_tokenizer(m) if text else None)
 
 

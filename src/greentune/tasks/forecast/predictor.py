@@ -27,6 +27,7 @@ from greentune.tasks.forecast.artifacts import (
     require_model_dir,
 )
 from greentune.tasks.forecast.batches import ForecastBatches, make_batches
+from greentune.tasks.forecast.hybrid import HybridBase, base_of
 from greentune.tasks.forecast.predict import (
     forecast_frame,
     predict_scaled,
@@ -59,10 +60,13 @@ class ForecastPredictor(Predictor):
         columns: Columns,
         run: RunDir | None = None,
         variant: str = "fp32",
+        hybrid: HybridBase | None = None,
     ) -> None:
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.scaler, self.columns = scaler, columns
         self.run, self.variant = run, variant
+        self.hybrid = hybrid
+        """A hybrid's LightGBM base (``model.skip_init: lightgbm``), else None."""
 
     @classmethod
     def load(cls, run: RunDir) -> ForecastPredictor:
@@ -70,14 +74,21 @@ class ForecastPredictor(Predictor):
         model, tokenizer = load_model(model_dir)
         variant = str(read_variant(model_dir).get("method", "fp32"))
         cfg = run.config
-        return cls(
-            model, tokenizer, cfg, load_scaler(model_dir), load_columns(model_dir), run, variant
-        )
+        scaler, columns = load_scaler(model_dir), load_columns(model_dir)
+        hybrid = HybridBase.load(model_dir)
+        return cls(model, tokenizer, cfg, scaler, columns, run, variant, hybrid)
 
     def with_model(self, model: Any) -> ForecastPredictor:
         """The same scaler and columns around another network (a compressed candidate)."""
         return ForecastPredictor(
-            model, self.tokenizer, self.cfg, self.scaler, self.columns, self.run, self.variant
+            model,
+            self.tokenizer,
+            self.cfg,
+            self.scaler,
+            self.columns,
+            self.run,
+            self.variant,
+            self.hybrid,
         )
 
     @property
@@ -92,7 +103,8 @@ class ForecastPredictor(Predictor):
 
     def forecast(self, data: ForecastData, origins: np.ndarray) -> Forecast:
         """Forecasts in data units for windows already prepared (a run's own splits)."""
-        batches = make_batches(self.cfg, data, origins, self.tokenizer)
+        base = base_of(self.hybrid, data, origins)
+        batches = make_batches(self.cfg, data, origins, self.tokenizer, base)
         out = predict_scaled(self.model, batches, self.cfg.eval.batch_size)
         return to_forecast(data, out, self.cfg.model.quantiles)
 
@@ -129,7 +141,8 @@ class ForecastPredictor(Predictor):
 
     def _prepare(self, table: RawTable, dcfg: DataConfig, origins: str) -> Prepared:
         data, chosen = self._windows(table, dcfg, origins)
-        batches = make_batches(self.cfg, data, chosen, self.tokenizer)
+        base = base_of(self.hybrid, data, chosen)
+        batches = make_batches(self.cfg, data, chosen, self.tokenizer, base)
         return Prepared(self, len(chosen), batches)
 
     def _windows(

@@ -54,7 +54,7 @@ def ridge_skip(
     the others, which would otherwise burn the same CPU seconds for the same numbers. With a
     ``cache`` file the fit is saved once and a resumed run loads it instead of fitting again
     (on Victoria the fit is most of a short run's energy: a paused job would pay it per chunk)."""
-    if not cfg.model.linear_skip or cfg.model.skip_init == "random":
+    if not cfg.model.linear_skip or cfg.model.skip_init in ("random", "lightgbm"):
         return None, 0.0
     if cfg.model.skip_init == "seasonal":
         return seasonal_skip(data, max(1, len(cfg.model.quantiles)), log), 0.0

@@ -12,7 +12,7 @@ from greentune.data.shape import default_patch_len, needs_shape, resolve_shape
 from greentune.data.sources import load_table, resolve
 from greentune.data.validate import clean_frame
 from greentune.data.windows import prepare_forecast_data, with_scaler
-from greentune.errors import DataError
+from greentune.errors import ConfigError, DataError
 from greentune.evaluate.table import forecast_table, verdict
 from greentune.privacy.report import privacy_line, row_label
 from greentune.results import ModelResult, Quality, RunMetrics
@@ -57,7 +57,7 @@ class ForecastTask:
         if data.scaler == "standard":
             data = resolve(dataclasses.replace(data, scaler="bounds"))
         model = cfg.model
-        if model.skip_init == "ridge":
+        if model.skip_init in ("ridge", "lightgbm"):  # both are fitted on the training rows
             model = dataclasses.replace(model, skip_init="seasonal")
         return dataclasses.replace(cfg, data=data, model=model)
 
@@ -103,6 +103,12 @@ class ForecastTask:
         cfg = run.config
         metrics = run.metrics
         predictor = ForecastPredictor.load(run)
+        if predictor.hybrid is not None:
+            raise ConfigError(
+                f"{run.path} is a hybrid (model.skip_init=lightgbm): its forecasts need the "
+                "LightGBM base beside the network, which compress does not export; compress a "
+                "run with skip_init=ridge, or serve this one as it is"
+            )
         model = predictor.model
         model.backbone = merge_adapter(model.backbone, run.path)
         data = with_scaler(prepare_forecast_data(cfg.data), predictor.scaler)

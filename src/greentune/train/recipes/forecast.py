@@ -26,6 +26,13 @@ from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
 from greentune.tasks.forecast.ensemble import MODEL, ensemble_members, select
+from greentune.tasks.forecast.hybrid import (
+    BASE_WINDOW,
+    HybridBase,
+    base_of,
+    fit_hybrid_base,
+    is_hybrid,
+)
 from greentune.tasks.forecast.model import build_model, weights_word
 from greentune.tasks.forecast.predict import (
     evaluate_forecast,
@@ -68,15 +75,22 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
     check_before_training(cfg, data, season)
     test = data.test.origins
     checkpoints = ctx.run.checkpoint_dir
+    hybrid: HybridBase | None = None
     with window("train"):
+        t_base = time.perf_counter()
+        if is_hybrid(cfg):
+            with window(BASE_WINDOW):
+                hybrid = fit_hybrid_base(data, cfg.model.quantiles, log)
+        base_s = time.perf_counter() - t_base
         with window("ridge-skip"):
             skip, skip_s = ridge_skip(cfg, data, log, checkpoints / RIDGE_FILE)
+        skip_s += base_s
         model, tokenizer, result = train_network(
-            cfg, data, log, checkpoints, ctx.resume, skip, ctx.callbacks
+            cfg, data, log, checkpoints, ctx.resume, skip, ctx.callbacks, hybrid
         )
     t1 = time.perf_counter()
     with window("test"):
-        batches = make_batches(cfg, data, test, tokenizer)
+        batches = make_batches(cfg, data, test, tokenizer, base_of(hybrid, data, test))
         fc = to_forecast(
             data, predict_scaled(model, batches, cfg.eval.batch_size), cfg.model.quantiles
         )
@@ -94,7 +108,9 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
     frames = [prediction_rows(data, test, fc, name)]
     scored = {MODEL: (fc, results[name])}
     with window("select"):  # every rank: predicting gathers shards from all of them
-        val_b = make_batches(cfg, data, data.val.origins, tokenizer)
+        val_b = make_batches(
+            cfg, data, data.val.origins, tokenizer, base_of(hybrid, data, data.val.origins)
+        )
         val_fc = {
             MODEL: to_forecast(
                 data, predict_scaled(model, val_b, cfg.eval.batch_size), cfg.model.quantiles
@@ -103,14 +119,16 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
     main = ranks.is_main()
     if main:
         with window("save"):
-            save_model(model, tokenizer, data, ctx.run.model_dir)
+            save_model(model, tokenizer, data, ctx.run.model_dir, hybrid)
     for baseline in cfg.eval.baselines:
         if baseline != RANDOM_INIT and not main:
             continue  # one-process baselines run on rank 0; the ablation trains on every rank
         with window(f"baseline/{baseline}"):
-            bfc, bval = _baseline(baseline, ctx, data, test, skip, skip_s)
+            bfc, bval = _baseline(baseline, ctx, data, test, skip, skip_s, hybrid)
         ridge = skip is not None and cfg.model.skip_init == "ridge"
         reused = ("train/ridge-skip",) if ridge and baseline in ("linear", RANDOM_INIT) else ()
+        if hybrid is not None and baseline in ("lightgbm", RANDOM_INIT):
+            reused = (f"train/{BASE_WINDOW}",)  # the LightGBM fit the hybrid starts from
         results[baseline] = ModelResult(
             evaluate_forecast(data, test, bfc, season),
             fit_s=bfc.fit_s,
@@ -144,17 +162,19 @@ def train_network(
     resume: bool,
     skip: SkipInit | None = None,
     callbacks: list[Callback] | None = None,
+    hybrid: HybridBase | None = None,
 ) -> tuple[Forecaster, Any, LoopResult]:
     total_steps = total_optimizer_steps(len(data.train), cfg.train)
-    model, tokenizer = build_model(cfg, data, total_steps, skip)
+    model, tokenizer = build_model(cfg, data, total_steps, skip, hybrid)
     trainable, total = count_parameters(model)
     log(
         f"model: {cfg.model.backbone} ({weights_word(cfg)}), "
         f"{cfg.model.encoder} encoder, method {cfg.peft.method}: "
         f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f} %)"
     )
-    train_b = make_batches(cfg, data, data.train.origins, tokenizer)
-    val_b = make_batches(cfg, data, data.val.origins, tokenizer)
+    train_o, val_o = data.train.origins, data.val.origins
+    train_b = make_batches(cfg, data, train_o, tokenizer, base_of(hybrid, data, train_o, True))
+    val_b = make_batches(cfg, data, val_o, tokenizer, base_of(hybrid, data, val_o))
     result = train(
         model,
         train_b,
@@ -195,6 +215,11 @@ def check_before_training(cfg: RunConfig, data: ForecastData, season: int) -> No
             "all channels into one prompt)"
         )
     ensemble_members(cfg)  # a member that cannot join fails now, not after training
+    if is_hybrid(cfg) and data.channel_independent:
+        raise ConfigError(
+            "model.skip_init=lightgbm (a hybrid) fits one LightGBM per target and needs "
+            "data.channel_independent=false; use skip_init=ridge for channel-independent data"
+        )
     valid = [*BASELINES.names(), RANDOM_INIT]
     unknown = [b for b in cfg.eval.baselines if b not in valid]
     if unknown:
@@ -215,6 +240,7 @@ def _baseline(
     origins: np.ndarray,
     skip: SkipInit | None,
     skip_s: float,
+    hybrid: HybridBase | None = None,
 ) -> tuple[Forecast, Forecast | None]:
     """The baseline's test forecast, and for random_init its validation forecast (its network
     is gone afterwards); other baselines forecast validation later from their cached fits."""
@@ -226,14 +252,13 @@ def _baseline(
     ablation = replace(cfg, model={"pretrained": False})
     log("baseline random_init: the same network from random initialisation")
     model, tokenizer, result = train_network(
-        ablation, data, log, None, False, skip, ctx.baseline_callbacks()
+        ablation, data, log, None, False, skip, ctx.baseline_callbacks(), hybrid
     )
     t0 = time.perf_counter()
 
     def forecast(at: np.ndarray) -> Forecast:
-        out = predict_scaled(
-            model, make_batches(ablation, data, at, tokenizer), cfg.eval.batch_size
-        )
+        batches = make_batches(ablation, data, at, tokenizer, base_of(hybrid, data, at))
+        out = predict_scaled(model, batches, cfg.eval.batch_size)
         return to_forecast(data, out, cfg.model.quantiles)
 
     fc = forecast(origins)
