@@ -183,6 +183,11 @@ class ModelConfig:
                 "model.revin needs model.encoder=patch and model.linear_skip=true: the encoder "
                 "sees each window without its level, which the linear skip path carries"
             )
+        if self.skip_init == "lightgbm" and not self.linear_skip:
+            raise ConfigError(
+                "model.skip_init=lightgbm (a hybrid) replaces the skip path by LightGBM's "
+                "forecast: it needs model.linear_skip=true"
+            )
         if self.patch_stride and self.patch_len and self.patch_stride > self.patch_len:
             raise ConfigError(
                 f"model.patch_stride={self.patch_stride} must not exceed model.patch_len="

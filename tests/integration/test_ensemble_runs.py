@@ -81,6 +81,26 @@ def test_two_runs_make_a_run_directory_with_ensembles_chosen_on_validation(runs)
         gt.Predictor.from_run(out)
 
 
+def test_rows_of_one_run_pay_their_shared_work_once(runs) -> None:
+    """The network and `linear` of one run share the ridge fit (`train/ridge-skip`): the
+    ensemble pays it once, as the run's own ensemble row does."""
+    from greentune.evaluate.ensemble import member_windows
+    from greentune.evaluate.green import bill_windows
+
+    a, _, tmp = runs
+    out = ensemble_runs([str(a.path), f"{a.path}:linear"], tmp / "runs" / "shared", ("mean",))
+    m = out.metrics
+    net, lin = a.metrics.test[a.metrics.model], a.metrics.test["linear"]
+    assert "train/ridge-skip" in lin.energy_windows["fit"]  # the shared window
+    merged = member_windows([net.energy_windows, lin.energy_windows], "")
+    merged["fit"].pop("")
+    once = bill_windows(a.ledger, merged).energy_wh
+    assert m.energy.by_phase_wh["members"] == pytest.approx(once)
+    assert once < net.bill.energy_wh + lin.bill.energy_wh
+    own = m.energy.by_phase_wh["ensemble"]
+    assert m.test["ensemble-mean"].bill.energy_wh == pytest.approx(once + own)
+
+
 def test_members_must_forecast_the_same_windows(runs) -> None:
     a, _, tmp = runs
     other = _run(tmp, "h12", "data.horizon=12")
@@ -110,6 +130,7 @@ def test_a_run_without_validation_forecasts_says_to_run_it_again(runs, tmp_path)
     (old / "validation.parquet").unlink()
     with pytest.raises(CheckpointError, match="no validation.parquet.*run it again"):
         ensemble_runs([str(a.path), str(old)], tmp_path / "ens")
+    assert not (tmp_path / "ens").exists()  # refused before anything was written
 
 
 def test_the_command_prints_the_table_and_refuses_bad_input_with_exit_2(runs) -> None:

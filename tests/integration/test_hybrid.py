@@ -11,7 +11,7 @@ import torch
 import greentune as gt
 from greentune.config import replace
 from greentune.data.windows import prepare_forecast_data
-from greentune.errors import ConfigError, ModelError
+from greentune.errors import CheckpointError, ConfigError, ModelError
 from greentune.evaluate.lgbm import predict_target, train_origins
 from greentune.rundir import RunDir
 from greentune.tasks.forecast.batches import make_batches
@@ -109,6 +109,23 @@ def test_what_cannot_take_a_hybrid_says_why(hybrid_run, tmp_path: Path) -> None:
         gt.run(ci, echo=lambda m: None)
     private = TASKS.get("forecast").private_config(replace(run.config, privacy={}))
     assert private.model.skip_init == "seasonal"  # LightGBM is fitted on the raw rows
+    with pytest.raises(ConfigError, match="needs model.linear_skip=true"):
+        _cfg(tmp_path, "model.linear_skip=false")
+
+
+def test_a_hybrid_without_its_saved_base_says_so(hybrid_run, tmp_path: Path) -> None:
+    import shutil
+
+    run, _ = hybrid_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run.path, copy)
+    shutil.rmtree(copy / "model" / BASE_DIR)
+    with pytest.raises(CheckpointError, match="LightGBM base .* is missing"):
+        gt.Predictor.from_run(copy)
+    shutil.copytree(run.model_dir / BASE_DIR, copy / "model" / BASE_DIR)
+    (copy / "model" / BASE_DIR / "base.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="is damaged"):
+        gt.Predictor.from_run(copy)
 
 
 def test_the_bias_starts_at_the_offsets_in_output_order(tmp_path: Path) -> None:

@@ -13,6 +13,9 @@ from greentune.data.sources import RawTable
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, build_forecast_data
 from greentune.evaluate.ridge import (
+    RIDGE_ALPHAS,
+    _centred,
+    _LevelStep,
     complete_origins,
     design_matrix,
     fit_linear,
@@ -38,16 +41,20 @@ def _shifted(seed: int = 0) -> pd.DataFrame:
 
 
 def _levelled(data: ForecastData, origins: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Design rows with the target's context mean taken off its context and its targets."""
-    own = level_layout(data)[0] == 1
+    """Design rows with each target's context mean taken off its context and its targets."""
+    level_x, level_y = level_layout(data)
     x, y = (a.astype(np.float64) for a in design_matrix(data, origins))
-    mean = x[:, own].mean(1, keepdims=True)
-    x[:, own] -= mean
-    return x, y - mean, mean
+    added = np.zeros_like(y)
+    for j in range(1, int(level_y.max()) + 1):
+        mean = x[:, level_x == j].mean(1, keepdims=True)
+        x[:, level_x == j] -= mean
+        added[:, level_y == j] = mean
+    return x, y - added, added
 
 
-def test_the_window_design_is_the_ridge_of_levelled_windows() -> None:
-    data = _data(_shifted())
+@pytest.mark.parametrize("extra", [(), ("data.multivariate=true",)])
+def test_the_window_design_is_the_ridge_of_levelled_windows(extra: tuple[str, ...]) -> None:
+    data = _data(_shifted(), *extra)
     fit = solve_ridge(ridge_statistics(data), levels=("window",))
     assert fit.level == "window"
     L, H = data.context_length, data.horizon
@@ -94,8 +101,20 @@ def test_channel_independent_sums_count_one_row_per_target() -> None:
     np.testing.assert_allclose(stats["sx"] / stats["n"][0], x.astype(np.float64).mean(0), atol=1e-9)
 
 
-def test_a_window_without_a_complete_training_window_names_the_file() -> None:
-    frame = make_series()
-    frame.loc[::40, "load_mw"] = np.nan  # a gap in every window of 48 + 24 steps
-    with pytest.raises(Exception, match=r"s\.csv.*(gap|missing)"):
-        fit_linear(_data(frame))
+@pytest.mark.parametrize("level", ["raw", "window"])
+def test_validation_errors_from_the_sums_are_the_errors_of_the_fits(level: str) -> None:
+    """The alpha walk and the design choice read validation MSE from sums alone; it must be
+    the MSE of each fit on the validation windows, for either design and any alpha."""
+    data = _data(_shifted(), "data.multivariate=true")  # two targets: the level step per target
+    stats = ridge_statistics(data)
+    c = _centred(stats)
+    step = _LevelStep.from_layout(stats["level_x"], stats["level_y"])
+    cc = c if level == "raw" else step.apply(c)
+    scale = float(np.mean(np.diag(cc.gram)))
+    x, y = (a.astype(np.float64) for a in design_matrix(data, data.val.origins))
+    for alpha in RIDGE_ALPHAS:
+        w = np.linalg.solve(cc.gram + alpha * scale * np.eye(len(cc.gram)), cc.xty)
+        from_sums = (np.sum(w * (cc.cxx @ w)) - 2 * np.sum(w * cc.cxy) + cc.cyy) / y.size
+        raw_w = w if level == "raw" else step.to_raw(w)
+        direct = np.mean(((x - c.xm) @ raw_w + c.ym - y) ** 2)
+        assert from_sums == pytest.approx(direct, rel=1e-7)

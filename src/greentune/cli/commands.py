@@ -300,7 +300,8 @@ def ensemble(
         str | None,
         typer.Option(
             "--green-target",
-            help="Greenest model within this quality distance of the best (default 2%).",
+            help="Greenest model within this quality distance of the best (default: the first "
+            "member's energy.target).",
         ),
     ] = None,
 ) -> None:

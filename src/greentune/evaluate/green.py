@@ -40,6 +40,15 @@ def bill_models(
     return metrics
 
 
+def bill_windows(
+    ledger: Ledger, windows: dict[str, dict[str, float]], predictions: int = 0
+) -> EnergyBill:
+    """The bill of ``windows`` in a run's ledger, priced as ``bill_models`` prices a row."""
+    runs = [r for r in ledger.rows if r["command"] == "run"]
+    started = next((s["started"] for s in reversed(ledger.sessions) if s["command"] == "run"), "")
+    return _bill(windows, runs, [r for r in runs if r["start"] >= started], predictions)
+
+
 def _bill(
     windows: dict[str, dict[str, float]],
     runs: list[dict[str, Any]],

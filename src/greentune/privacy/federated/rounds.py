@@ -109,7 +109,8 @@ def _skip(server: Server, nodes: list[int]) -> dict[str, np.ndarray]:
     if not m.linear_skip or m.skip_init != "ridge":
         return {}
     replies = server.send(server.to_all(P.RIDGE, None, 0, nodes), "ridge", 0)
-    fit = solve_pooled(add_statistics([{k: r.arrays[k] for k in KEYS} for r in replies]))
+    sums = [{k: r.arrays[k] for k in KEYS if k in r.arrays} for r in replies]
+    fit = solve_pooled(add_statistics(sums))  # a reply without a key: a clear error there
     server.log(
         f"skip path: ridge from {len(replies)} clients' summed statistics "
         f"({int(sum(r.arrays['n'][0] for r in replies)):,} training windows), alpha {fit.alpha:g}"

@@ -30,8 +30,8 @@ from greentune.data.windows import ForecastData, prepare_forecast_data
 from greentune.energy.ledger import summarise
 from greentune.energy.session import metered
 from greentune.errors import ConfigError, DataError
-from greentune.evaluate.ensemble import KINDS, combine, fit_weights
-from greentune.evaluate.green import greenest
+from greentune.evaluate.ensemble import KINDS, combine, fit_weights, member_windows
+from greentune.evaluate.green import bill_windows, greenest
 from greentune.results import EnergyBill, EnergySummary, Forecast, ModelResult, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.forecast.ensemble import cross_fitted
@@ -70,6 +70,7 @@ def open_member(spec: str) -> Member:
     row = row or metrics.model
     if row not in metrics.test:
         raise ConfigError(f"{path}: no row {row!r}; its rows: {', '.join(metrics.test)}")
+    run.validation_predictions  # noqa: B018  (refused now, before anything is written)
     return Member(run, row, metrics)
 
 
@@ -224,31 +225,31 @@ def _forecast(m: Member, data: ForecastData, split: str) -> Forecast:
 
 
 def _bill(run: RunDir, cfg: RunConfig, members: list[Member], metrics: RunMetrics) -> None:
-    """Each ensemble row costs its members' bills plus this command's windows (loading the
-    data, combining: billed as fit); members keep the bills of their runs."""
+    """Each ensemble row costs its members plus this command's windows (loading the data,
+    combining: billed as fit); members keep the bills of their runs. Members from one run are
+    priced together from that run's ledger, each window once (its network and its `linear`
+    share the ridge fit; a hybrid and its `lightgbm` the LightGBM fit), as a run prices its own
+    ensembles."""
     from greentune.tasks import TASKS
 
     own = summarise([r for r in run.ledger.rows if r["command"] == "ensemble" and r["depth"] == 0])
     own_wh, own_g = own["energy_j"] / 3600, own["emissions_g"]
-    bills = [metrics.test[m.name].bill for m in members]
-    known = [b for b in bills if b is not None]
-    for name, row in metrics.test.items():
-        if not name.startswith("ensemble-") or len(known) < len(bills):
-            continue  # with a member's run unmetered the ensemble's cost is unknown
-        fit_wh = own_wh + sum(b.fit_wh for b in known)
-        predict_wh = sum(b.predict_wh for b in known)
-        fit_g = _sum([own_g, *(b.fit_g for b in known)])
-        predict_g = _sum([b.predict_g for b in known])
+    shared = _members_bill(members)
+    for name in metrics.ensembles or {}:
+        row = metrics.test[name]
+        if shared is None:
+            continue  # a member's run was not metered: the ensemble's cost is unknown
         n = max(row.predictions or 1, 1)
+        fit_wh, fit_g = own_wh + shared.fit_wh, _sum([own_g, shared.fit_g])
         row.bill = EnergyBill(
             fit_wh,
             fit_g,
-            predict_wh,
-            predict_g,
-            fit_wh + predict_wh,
-            _sum([fit_g, predict_g]),
-            1000 * predict_wh / n,
-            None if predict_g is None else 1000 * predict_g / n,
+            shared.predict_wh,
+            shared.predict_g,
+            fit_wh + shared.predict_wh,
+            _sum([fit_g, shared.predict_g]),
+            1000 * shared.predict_wh / n,
+            None if shared.predict_g is None else 1000 * shared.predict_g / n,
         )
     kinds = {k for m in members if m.metrics.energy for k in m.metrics.energy.kinds}
     metrics.energy = EnergySummary(
@@ -256,8 +257,35 @@ def _bill(run: RunDir, cfg: RunConfig, members: list[Member], metrics: RunMetric
         carbon=run.ledger.sessions[-1].get("carbon") if run.ledger.sessions else None,
         run_wh=own_wh,
         run_g=own_g,
-        by_phase_wh={"members": sum(b.energy_wh for b in known), "ensemble": own_wh},
+        by_phase_wh={"members": shared.energy_wh if shared else math.nan, "ensemble": own_wh},
         **greenest(metrics, parse_target(cfg.energy.target), TASKS.get("forecast").quality),
+    )
+
+
+def _members_bill(members: list[Member]) -> EnergyBill | None:
+    """The members' cost, each run's shared windows once; None when one is unknown."""
+    groups: dict[Path, list[Member]] = {}
+    for m in members:
+        groups.setdefault(m.run.path, []).append(m)
+    bills = []
+    for group in groups.values():
+        rows = [g.metrics.test[g.row] for g in group]
+        if any(r.bill is None for r in rows):
+            return None
+        windows = [r.energy_windows for r in rows]
+        if len(group) == 1 or any(not w for w in windows):
+            bills += [r.bill for r in rows if r.bill is not None]
+            continue
+        merged = member_windows([w for w in windows if w], "")
+        merged["fit"].pop("", None)
+        bills.append(bill_windows(group[0].run.ledger, merged))
+    return EnergyBill(
+        sum(b.fit_wh for b in bills),
+        _sum([b.fit_g for b in bills]),
+        sum(b.predict_wh for b in bills),
+        _sum([b.predict_g for b in bills]),
+        sum(b.energy_wh for b in bills),
+        _sum([b.emissions_g for b in bills]),
     )
 
 

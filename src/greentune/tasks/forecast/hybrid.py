@@ -2,12 +2,12 @@
 LightGBM's forecast instead of to the ridge's.
 
 LightGBM (the `lightgbm` baseline's design, chosen on validation) gives each window a base
-forecast; the network's output is that base plus each quantile's offset (LightGBM's residual
-quantile on validation, a trainable bias) plus its head, which starts at zero, so training
-starts exactly at LightGBM and validation before the first step makes it the model to beat.
-On the training windows the base is out-of-fold (each block forecast by LightGBM refitted
-without it): in-sample, LightGBM looks better than it is on new windows and the network would
-learn to correct too little.
+forecast; the network's output is that base plus each quantile's offset (LightGBM's
+out-of-fold residual quantile on the training windows, a trainable bias) plus its head, which
+starts at zero, so training starts exactly at LightGBM and validation before the first step
+makes it the model to beat. On the training windows the base is out-of-fold (each block
+forecast by LightGBM refitted without it): in-sample, LightGBM looks better than it is on new
+windows and the network would learn to correct too little.
 
 Saved in ``model/lightgbm-base/`` (LightGBM's own text format per target and ``base.json``), so
 ``Predictor`` forecasts new data with the same base.
@@ -41,19 +41,27 @@ class HybridBase:
 
     fits: list[LgbmFit]
     offsets: np.ndarray
-    """(Q, H*T) residual quantiles on validation in scaled units; zeros for a point forecast."""
+    """(Q, H*T) residual quantiles of the out-of-fold forecasts on the training windows, in
+    scaled units; zeros for a point forecast."""
+    training: tuple[np.ndarray, np.ndarray] | None = None
+    """(origins, base) of the run's training windows, computed once (the refits are the cost)."""
 
     def scaled(self, data: ForecastData, origins: np.ndarray, training: bool = False) -> np.ndarray:
         """(N, H, T) float32 base forecasts in the network's scaled units; ``training``: the
-        run's own training windows, forecast out of fold."""
+        run's own training windows, forecast out of fold. A window LightGBM cannot forecast
+        (NaN) gets the training mean (0 scaled)."""
         if len(origins) == 0:
             return np.zeros((0, data.horizon, data.n_targets), dtype=np.float32)
+        if training and self.training is not None and np.array_equal(self.training[0], origins):
+            return self.training[1]
         forecast = out_of_fold if training else predict_target
         per_target = [forecast(data, j, fit, origins) for j, fit in enumerate(self.fits)]
         y = np.stack(per_target, axis=-1)
         t = data.n_targets
-        scaled = (y - data.scaler.mean[:t]) / data.scaler.std[:t]
-        return np.nan_to_num(scaled).astype(np.float32)
+        scaled = np.nan_to_num((y - data.scaler.mean[:t]) / data.scaler.std[:t]).astype(np.float32)
+        if training:
+            self.training = (origins.copy(), scaled)
+        return scaled
 
     def save(self, directory: Path) -> None:
         """Into ``directory/lightgbm-base`` (the caller stages ``directory``)."""
@@ -86,11 +94,12 @@ class HybridBase:
                     zip(raw["forms"], raw["sizes"], raw["val_mae"], strict=True)
                 )
             ]
+            offsets = np.asarray(raw["offsets"], dtype=float)
         except Exception as exc:  # OSError, a bad JSON key or LightGBM's own error
             raise CheckpointError(
                 f"{folder} is damaged ({exc}); run the training again to rebuild it"
             ) from None
-        return cls(fits, np.asarray(raw["offsets"], dtype=float))
+        return cls(fits, offsets)
 
 
 def is_hybrid(cfg: RunConfig) -> bool:
@@ -110,7 +119,8 @@ def _files(folder: Path, raw: dict[str, list[object]]) -> list[Path]:
 
 def fit_hybrid_base(data: ForecastData, quantiles: tuple[float, ...], log: Log) -> HybridBase:
     """LightGBM per target (cached on ``data``: the `lightgbm` baseline reuses it) and the
-    residual quantiles of its forecasts on the validation windows."""
+    residual quantiles of its out-of-fold forecasts on the training windows (validation stays
+    for choosing the epoch and the model)."""
     t0 = time.perf_counter()
     fits = []
     for j in range(data.n_targets):
@@ -118,13 +128,12 @@ def fit_hybrid_base(data: ForecastData, quantiles: tuple[float, ...], log: Log) 
         data.cache[f"lightgbm/{j}"] = fit
         fits.append(fit)
     H, T = data.horizon, data.n_targets
-    offsets = np.zeros((max(1, len(quantiles)), H * T))
-    base = HybridBase(fits, offsets)
-    if quantiles:
-        val = data.val.origins
-        y = data.target_values()[horizon_positions(val, H)]
+    base = HybridBase(fits, np.zeros((max(1, len(quantiles)), H * T)))
+    if quantiles:  # on the training windows, out of fold: validation stays unfitted
+        train = data.train.origins
+        y = data.target_values()[horizon_positions(train, H)]
         y_scaled = (y - data.scaler.mean[:T]) / data.scaler.std[:T]
-        resid = (y_scaled - base.scaled(data, val)).reshape(len(val), H * T)
+        resid = (y_scaled - base.scaled(data, train, training=True)).reshape(len(train), H * T)
         base.offsets = np.nanquantile(resid, quantiles, axis=0)
     designs = ", ".join(f"{f.form} (validation MAE {f.val_mae:.4g})" for f in fits)
     log(f"skip path: LightGBM base, {designs}, in {time.perf_counter() - t0:.1f} s")

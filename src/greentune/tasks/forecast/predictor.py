@@ -14,7 +14,7 @@ from greentune.config import DataConfig, RunConfig
 from greentune.data.sources import RawTable, load_table, resolve
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, Scaler, WindowSet, featurize
-from greentune.errors import DataError
+from greentune.errors import CheckpointError, DataError
 from greentune.models.variants import read_variant
 from greentune.results import Forecast
 from greentune.rundir import RunDir
@@ -76,6 +76,11 @@ class ForecastPredictor(Predictor):
         cfg = run.config
         scaler, columns = load_scaler(model_dir), load_columns(model_dir)
         hybrid = HybridBase.load(model_dir)
+        if hybrid is None and getattr(getattr(model, "spec", None), "base", None):
+            raise CheckpointError(
+                f"{model_dir} is a hybrid whose LightGBM base (lightgbm-base/) is missing; "
+                "run the training again to rebuild it"
+            )
         return cls(model, tokenizer, cfg, scaler, columns, run, variant, hybrid)
 
     def with_model(self, model: Any) -> ForecastPredictor:

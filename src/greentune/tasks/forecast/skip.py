@@ -23,6 +23,9 @@ from greentune.evaluate.ridge import LEVEL_WORDS, LinearFit, fit_linear
 
 Log = Callable[[str], None]
 RIDGE_FILE = "ridge-skip.npz"
+# in the key of a saved fit: a fit by an earlier solver (raw design only, channel-independent
+# means over windows instead of rows) is fitted again
+RIDGE_SOLVER = "sums-v2"
 
 
 @dataclass
@@ -131,6 +134,7 @@ def _ridge_key(cfg: RunConfig, data: ForecastData) -> str:
     """What the fit depends on: a saved fit is reused only for the same data and windows."""
     return json.dumps(
         [
+            RIDGE_SOLVER,
             data.columns,
             data.context_length,
             data.horizon,
