@@ -298,7 +298,9 @@ def out_of_fold(
     """(origins, H) forecasts of training ``origins``, each by the kept design refitted
     without the block of training origins it falls in (nor the horizon on either side, so no
     target it forecasts was a training target): what a model stacked on LightGBM must learn
-    from, since LightGBM's in-sample forecasts are better than it will ever be on new data."""
+    from, since LightGBM's in-sample forecasts are better than it will ever be on new data.
+    A block whose refit has no training row left (a very short series) is forecast by the
+    full fit, in sample."""
     H = data.horizon
     pool = train_origins(data)
     out = np.empty((len(origins), H))

@@ -42,7 +42,8 @@ def add_statistics(parts: list[Stats]) -> Stats:
         bad += [k for k in LAYOUT_KEYS if k not in bad and not np.array_equal(part[k], parts[0][k])]
         if bad:
             raise DataError(
-                f"client reply {i}: ridge statistics {', '.join(bad)} missing or of another shape "
+                f"client reply {i}: ridge statistics {', '.join(bad)} missing, of another "
+                "shape or another layout "
                 "(every client needs the same columns, context_length and horizon)"
             )
     summed = {k: np.sum([p[k] for p in parts], axis=0) for k in KEYS if k not in LAYOUT_KEYS}
