@@ -136,3 +136,7 @@ def test_the_bias_starts_at_the_offsets_in_output_order(tmp_path: Path) -> None:
     bias = model.base_bias.detach().view(data.horizon, 1, len(cfg.model.quantiles))
     assert torch.allclose(bias[:, 0, 1].double(), torch.from_numpy(base.offsets[1]), atol=1e-6)
     assert model.base_bias.requires_grad
+    # the median starts at LightGBM's own point; the band around it from out-of-fold residuals
+    np.testing.assert_array_equal(base.offsets[1], 0.0)
+    assert (base.offsets[0] <= 0).all() and (base.offsets[2] >= 0).all()
+    assert (base.offsets[2] - base.offsets[0]).mean() > 0

@@ -41,8 +41,9 @@ class HybridBase:
 
     fits: list[LgbmFit]
     offsets: np.ndarray
-    """(Q, H*T) residual quantiles of the out-of-fold forecasts on the training windows, in
-    scaled units; zeros for a point forecast."""
+    """(Q, H*T) residual quantiles of the out-of-fold forecasts on the training windows minus
+    their median (the median starts at LightGBM's point), in scaled units; zeros for a point
+    forecast."""
     training: tuple[np.ndarray, np.ndarray] | None = None
     """(origins, base) of the run's training windows, computed once (the refits are the cost)."""
 
@@ -134,7 +135,11 @@ def fit_hybrid_base(data: ForecastData, quantiles: tuple[float, ...], log: Log) 
         y = data.target_values()[horizon_positions(train, H)]
         y_scaled = (y - data.scaler.mean[:T]) / data.scaler.std[:T]
         resid = (y_scaled - base.scaled(data, train, training=True)).reshape(len(train), H * T)
-        base.offsets = np.nanquantile(resid, quantiles, axis=0)
+        spread = np.nanquantile(resid, quantiles, axis=0)
+        # the band's width from the out-of-fold residuals, its centre at LightGBM's own point:
+        # refitted on half the year, LightGBM is biased on the other half (the level moved),
+        # and that bias would shift the start away from the model it is meant to equal
+        base.offsets = spread - spread[list(quantiles).index(0.5)]
     designs = ", ".join(f"{f.form} (validation MAE {f.val_mae:.4g})" for f in fits)
     log(f"skip path: LightGBM base, {designs}, in {time.perf_counter() - t0:.1f} s")
     return base
