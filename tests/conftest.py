@@ -16,7 +16,13 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TINY = ["model.backbone=tiny-bert", "train.batch_size=16", "eval.batch_size=64"]
+# report.html is tested on its own (tests/integration/test_report.py): other runs skip it.
+TINY = [
+    "model.backbone=tiny-bert",
+    "train.batch_size=16",
+    "eval.batch_size=64",
+    "eval.report=false",
+]
 
 
 def make_series(
@@ -106,6 +112,7 @@ def tiny_classify_run(tmp: Path, rows: int = 120, seed: int = 0, *extra: str):
         overrides=[
             "task=classify",
             "model.backbone=tiny-bert",
+            "eval.report=false",
             "train.epochs=1",
             "text.max_length=32",
             f"text.path={path}",

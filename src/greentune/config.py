@@ -311,6 +311,9 @@ class EvalConfig:
     ensemble_members: tuple[str, ...] = ()
     """Members: ``model`` (the run's network) and baselines of ``eval.baselines`` (not
     random_init). Empty: the network, linear and lightgbm, those that run."""
+    report: bool = True
+    """Write ``report.html`` (greentune.report) into the run directory when the run ends;
+    ``greentune report RUN`` writes it again at any time."""
 
     def __post_init__(self) -> None:
         _positive(self, "season_length", "batch_size")

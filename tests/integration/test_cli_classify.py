@@ -17,6 +17,7 @@ runner = CliRunner()
 ARGS = [
     "task=classify",
     "model.backbone=tiny-bert",
+    "eval.report=false",
     "train.epochs=12",
     "train.batch_size=16",
     "train.patience=null",

@@ -28,7 +28,15 @@ __all__ = [
 
 def main() -> None:
     # importing the command modules registers their commands on ``app``
-    from greentune.cli import commands, compress, federate, privacy, schedule, serve  # noqa: F401
+    from greentune.cli import (  # noqa: F401
+        commands,
+        compress,
+        federate,
+        privacy,
+        report,
+        schedule,
+        serve,
+    )
 
     quiet_libraries()
     app(prog_name="greentune")

@@ -106,6 +106,8 @@ def run(
             run_dir.write_metrics(metrics)
             stale = ("error", "paused_at_step", "resume_command") if resume_path else ()
             run_dir.set_status("complete", **dict.fromkeys(stale))
+            if cfg.eval.report:
+                _write_report(run_dir, cfg, log)
     except BaseException as exc:
         # Unwinding (not os._exit) keeps what matters: the ledger has the energy spent, the
         # checkpoints stay, run.json says why the run stopped.
@@ -130,6 +132,23 @@ def run(
             lock.release()
     ranks.shutdown()
     return run_dir
+
+
+def _write_report(run_dir: RunDir, cfg: RunConfig, log: Log) -> None:
+    """report.html, metered as a ``report`` session of its own. The run is complete before
+    this starts: a report that fails says so and leaves the run as it is."""
+    from greentune.report import REPORT_FILE, write_report
+
+    try:
+        with metered(run_dir.path, cfg.energy, "report") as meter, meter.window("report"):
+            path = write_report([run_dir.path])
+    except Exception as exc:  # a figure that cannot be drawn must not fail a finished run
+        log(
+            f"report: {REPORT_FILE} not written ({exc}); greentune report {run_dir.path} "
+            "tries again"
+        )
+        return
+    log(f"report: {path}")
 
 
 def run_logger(log_path: Path, echo: Log) -> Log:
