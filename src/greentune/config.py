@@ -488,6 +488,27 @@ def parse_target(text: str) -> float:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment tracking (off by default; see docs/tracking.md): the run's parameters,
+    curves, scores, energy and files also go to these trackers."""
+
+    to: tuple[str, ...] = ()
+    """Trackers: ``mlflow``, ``tensorboard``, ``wandb`` (offline). Their packages are optional:
+    ``pip install 'greentune[tracking]'``."""
+    experiment: str = "greentune"
+    """MLflow experiment and W&B project."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI: a server (``http://host:5000``), a database or a folder; None:
+    ``sqlite:///<output_dir>/mlflow.db``."""
+    tensorboard_dir: str | None = None
+    """Where TensorBoard's event files go; None: ``<run dir>/tensorboard``."""
+
+    def __post_init__(self) -> None:
+        if len(set(self.to)) != len(self.to):
+            raise ConfigError(f"tracking.to lists a tracker twice: {list(self.to)}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run: one section per concern."""
 
@@ -505,6 +526,7 @@ class RunConfig:
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -525,6 +547,7 @@ _SECTION_OF = {
     "EnergyConfig": "energy",
     "DPConfig": "privacy.dp",
     "FederatedConfig": "federated",
+    "TrackingConfig": "tracking",
 }
 
 

@@ -42,3 +42,8 @@ class CompressError(GreentuneError):
 class StorageError(GreentuneError):
     """A file cannot be written (disk full, read-only file system, permission denied); the
     files written before are left complete."""
+
+
+class TrackingError(GreentuneError):
+    """An experiment tracker that cannot start: its package is missing or its store cannot be
+    reached (tracker and what to do named)."""

@@ -18,6 +18,8 @@ from greentune.privacy.dp import DPTraining, privacy_notes, privacy_report, priv
 from greentune.rundir import RunDir, RunInfo, clean_stale_temporaries
 from greentune.runlock import Holder, RunLock, RunLockedError, read_holder
 from greentune.tasks import TASKS
+from greentune.tracking.base import TRACKERS
+from greentune.tracking.session import RunTracking
 from greentune.train import pause, recipes  # noqa: F401  (recipes: registers them)
 from greentune.train.budget import budget_callbacks
 from greentune.train.callbacks import (
@@ -56,6 +58,8 @@ def run(
     task, recipe = TASKS.get(cfg.task), RECIPES.get(cfg.task)
     for name in cfg.train.callbacks:  # a typo fails now, not after the data is loaded
         CALLBACKS.get(name)
+    for name in cfg.tracking.to:
+        TRACKERS.get(name)
     ranks.init(cfg.train.dist_timeout_s)
     main = ranks.is_main()
     if run_dir is None:
@@ -65,6 +69,7 @@ def run(
     lock = _lock_run(run_dir)
     log = run_logger(run_dir.log_path, echo) if main else _silent
     pause.install()
+    tracking: RunTracking | None = None
     try:
         cfg = private_config(task, task.resolve_config(cfg))
         if main:
@@ -73,6 +78,7 @@ def run(
             for path in clean_stale_temporaries(run_dir.path):
                 log(f"removed {path.name}, left by an interrupted write")
             run_dir.start(cfg)
+            tracking = RunTracking.start(cfg, run_dir, log, resume_path is not None)
         log(f"run directory: {run_dir.path}")
         with metered(run_dir.path, cfg.energy, "run", log) as meter:
             shown = [ProgressBar(progress)] if progress is not None and main else []
@@ -90,7 +96,15 @@ def run(
                 run=run_dir,
                 log=log,
                 resume=resume_path is not None,
-                callbacks=[energy, *private, *budget(), *shown, *named, *callbacks],
+                callbacks=[
+                    energy,
+                    *private,
+                    *budget(),
+                    *shown,
+                    *named,
+                    *([tracking] if tracking else []),
+                    *callbacks,
+                ],
                 window=meter.window,
                 budget=budget,
             )
@@ -108,6 +122,8 @@ def run(
             run_dir.set_status("complete", **dict.fromkeys(stale))
             if cfg.eval.report:
                 _write_report(run_dir, cfg, log)
+            if tracking is not None:
+                tracking.finish(run_dir, "complete")
     except BaseException as exc:
         # Unwinding (not os._exit) keeps what matters: the ledger has the energy spent, the
         # checkpoints stay, run.json says why the run stopped.
@@ -121,6 +137,8 @@ def run(
                 run_dir.set_status("failed", task=cfg.task, error=str(cause)[:500])
         except StorageError:
             pass  # the disk that failed the run cannot take its status: readers say crashed
+        if tracking is not None:
+            tracking.finish(run_dir, "paused" if pause.is_stop(cause) else "failed")
         if isinstance(exc, pause.TrainingPaused):
             ranks.barrier()  # no rank leaves before rank 0 wrote the checkpoint and run.json
             ranks.shutdown()
