@@ -186,3 +186,35 @@ def test_names_and_parameters_are_what_trackers_accept() -> None:
         "d": "(1, 2)",
     }
     assert metric_name("test", "net+int8:v2", "mape") == "test/net_int8_v2/mape"
+
+
+def test_a_paused_run_resumes_into_the_same_tracked_run(tmp_path) -> None:
+    import os
+    import signal
+
+    from greentune.train import pause
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    class SigtermAt5(Callback):
+        def on_step_end(self, state, loss):
+            if state.step == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            _run(tmp_path, "p", "tracking.to=[mlflow]", callbacks=[SigtermAt5()])
+        assert stopped.value.code == pause.EXIT_CODE
+        run = RunDir(tmp_path / "runs" / "p")
+        run_id = run.info.extra["tracking"]["mlflow"]
+        assert _client(run).get_run(run_id).info.status == "KILLED"
+        done = gt.run(resume=run.path, echo=lambda m: None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    client = _client(done)
+    assert done.info.extra["tracking"]["mlflow"] == run_id
+    experiment = client.get_experiment_by_name("greentune")
+    assert len(client.search_runs([experiment.experiment_id])) == 1
+    assert client.get_run(run_id).info.status == "FINISHED"
+    steps = [p.step for p in client.get_metric_history(run_id, "train/loss")]
+    assert steps == list(range(1, done.metrics.training.steps + 1))
