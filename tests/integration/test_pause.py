@@ -116,7 +116,9 @@ def _pause_run(args: list[str], run: Path) -> tuple[int, dict, str]:
 def _check_paused(run: Path, first: int, status: dict) -> int:
     assert status["status"] == "paused", status
     step = status["paused_at_step"]
-    assert step > first  # a new checkpoint at the interrupted step, not the periodic one
+    # a checkpoint at the interrupted step: a new one, unless the signal came between the
+    # periodic checkpoint and the next step (then that checkpoint is the step to resume from)
+    assert step >= first
     assert checkpoint_step(list_checkpoints(run / "checkpoints")[-1]) == step
     assert status["resume_command"].startswith(f"greentune run --resume {run}")
     assert not (run / "metrics.json").exists()

@@ -35,6 +35,7 @@ def main() -> None:
         privacy,
         report,
         schedule,
+        search,
         serve,
     )
 

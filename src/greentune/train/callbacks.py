@@ -51,6 +51,7 @@ __all__ = [
     "CALLBACKS",
     "Callback",
     "CallbackContext",
+    "CallbackFactory",
     "Callbacks",
     "EarlyStopping",
     "EnergyWindows",
@@ -64,6 +65,7 @@ __all__ = [
     "Window",
     "build_callbacks",
     "no_window",
+    "resolve_callbacks",
 ]
 
 Window = Callable[[str], AbstractContextManager[Any]]
@@ -300,15 +302,35 @@ class NanGuard(Callback):
 
 @dataclass(frozen=True)
 class CallbackContext:
-    """What a callback built by name from ``train.callbacks`` may use."""
+    """What a callback built by name from ``train.callbacks``, or by a factory given to
+    ``greentune.run``, may use."""
 
     cfg: RunConfig
     log: Callable[[str], None]
+    read_j: Callable[[], float] | None = None
+    """The run's meter: joules spent so far by this process (None when not metered)."""
 
 
 CALLBACKS: Registry[Callable[[CallbackContext], Callback]] = Registry("train.callbacks entry")
 CALLBACKS.add("loss-log", lambda ctx: LossLog(ctx.log, ctx.cfg.train.log_every))
 CALLBACKS.add("nan-guard", lambda ctx: NanGuard())
+
+
+CallbackFactory = Callable[[CallbackContext], Callback]
+"""What ``greentune.run`` also takes in ``callbacks``: built once the run's meter exists."""
+
+
+def resolve_callbacks(
+    given: Iterable[Callback | CallbackFactory], ctx: CallbackContext
+) -> list[Callback]:
+    """Callbacks as given, factories called with ``ctx`` (a factory: anything callable that
+    has none of the hooks, so callbacks that do not subclass ``Callback`` still work)."""
+    hooks = ("on_setup", "on_step_end", "on_validation", "on_epoch_end", "on_end")
+    out: list[Callback] = []
+    for c in given:
+        is_factory = callable(c) and not any(hasattr(c, h) for h in hooks)
+        out.append(c(ctx) if is_factory else c)  # type: ignore[operator,arg-type]
+    return out
 
 
 def build_callbacks(ctx: CallbackContext) -> list[Callback]:

@@ -26,10 +26,12 @@ from greentune.train.callbacks import (
     CALLBACKS,
     Callback,
     CallbackContext,
+    CallbackFactory,
     EnergyWindows,
     Progress,
     ProgressBar,
     build_callbacks,
+    resolve_callbacks,
 )
 from greentune.train.checkpoint import checkpoint_step, list_checkpoints
 from greentune.train.recipe import RECIPES, RecipeContext
@@ -42,11 +44,13 @@ def run(
     resume: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     echo: Log = print,
-    callbacks: Iterable[Callback] = (),
+    callbacks: Iterable[Callback | CallbackFactory] = (),
 ) -> RunDir:
     """Run (or resume) a run and return its directory; ``RunDir.metrics`` holds the results.
 
-    ``callbacks`` join the training of the run's model (``greentune.train.callbacks``).
+    ``callbacks`` join the training of the run's model (``greentune.train.callbacks``); a
+    factory among them is called with the ``CallbackContext`` (config, log, the meter's
+    ``read_j``) once the run is metered.
     run.json says ``running`` while it works, then ``complete``, ``failed`` with the error, or
     ``paused`` after a SIGTERM (see ``greentune.train.pause``; the process then exits with 143).
     """
@@ -82,11 +86,13 @@ def run(
         log(f"run directory: {run_dir.path}")
         with metered(run_dir.path, cfg.energy, "run", log) as meter:
             shown = [ProgressBar(progress)] if progress is not None and main else []
-            named = build_callbacks(CallbackContext(cfg, log))
+            read_j = (lambda: sum(meter.read().values())) if meter.enabled else None
+            cb_ctx = CallbackContext(cfg, log, read_j)
+            named = build_callbacks(cb_ctx)
+            given = resolve_callbacks(callbacks, cb_ctx)
             energy = EnergyWindows(meter.window, meter.tick)
             dp = cfg.privacy.dp
             private = [DPTraining(dp, cfg.train, cfg.seed, log, energy.note)] if dp.enabled else []
-            read_j = (lambda: sum(meter.read().values())) if meter.enabled else None
 
             def budget() -> list[Callback]:
                 return budget_callbacks(cfg.train, read_j, log)
@@ -103,7 +109,7 @@ def run(
                     *shown,
                     *named,
                     *([tracking] if tracking else []),
-                    *callbacks,
+                    *given,
                 ],
                 window=meter.window,
                 budget=budget,

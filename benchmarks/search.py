@@ -1,0 +1,187 @@
+"""The energy-aware search against the default configuration and against random search with
+the same number of trials, on Victoria demand (day-ahead).
+
+Both searches start from the default configuration (trial 0), get the same trials, data, splits,
+seed and stopping rule (the run's early stopping; the search's energy-median pruning for both),
+and are judged on validation; test is read once, for the recommended trial and the default.
+Energy is the runs' ledgers (modelled on a VM without counters; the tables say so).
+
+    python benchmarks/search.py [--dataset embedded|vic_elec] [--trials 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine_info
+from victoria import DATASETS, VIC_ELEC
+
+from greentune.cli import quiet_libraries
+from greentune.rundir import RunDir
+from greentune.search import SearchOptions, SearchResult, TrialRow, search
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SPACE = """\
+train.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
+peft.method: [lora, ln]
+model.num_layers: [null, 4, 2]
+data.train_stride: [4, 8, 16]
+train.epochs: {type: int, low: 2, high: 6}
+"""
+
+
+def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by ``points`` (energy, metric; both minimised) up to ``ref``: a front's
+    size in one number (larger is better)."""
+    area, best = 0.0, ref[1]
+    for x, y in sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1]):
+        if y < best:  # sweeping from the cheapest: each better point adds its strip
+            area += (ref[0] - x) * (best - y)
+            best = y
+    return area
+
+
+def _ratio(default: TrialRow | None, chosen: TrialRow | None) -> float | None:
+    if default is None or chosen is None or not default.energy_wh or not chosen.energy_wh:
+        return None
+    return default.energy_wh / chosen.energy_wh
+
+
+def summary(result: SearchResult) -> dict:
+    rows = []
+    for t in result.trials:
+        run = RunDir(t.run) if t.run else None
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state,
+                "params": t.params,
+                "val_mape": t.value,
+                "energy_wh": t.energy_wh,
+                "run_wh": t.run_wh,
+                "train_s": run.metrics.training.train_s if run else None,
+                "front": t.number in result.front,
+            }
+        )
+    chosen, default = result.row(result.greenest), result.row(result.default)
+    return {
+        "trials": rows,
+        "front": result.front,
+        "best": result.best,
+        "recommended": result.greenest,
+        "recommended_test_mape": chosen.test if chosen else None,
+        "default": result.default,
+        "default_test_mape": default.test if default else None,
+        "energy_ratio_default_to_recommended": (
+            default.energy_wh / chosen.energy_wh
+            if chosen and default and chosen.energy_wh
+            else None
+        ),
+        "search_wh": result.spent_wh,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="embedded", choices=sorted(DATASETS))
+    parser.add_argument("--trials", type=int, default=8)
+    args = parser.parse_args()
+    if args.dataset == "vic_elec" and not VIC_ELEC.is_file():
+        print(f"{VIC_ELEC} not found; nothing to do")
+        return
+    quiet_libraries()
+    work = RESULTS / "runs"
+    work.mkdir(parents=True, exist_ok=True)
+    space = work / "search-space.yaml"
+    space.write_text(SPACE)
+    out: dict = {
+        "machine": machine_info(),
+        "dataset": args.dataset,
+        "trials": args.trials,
+        "space": SPACE,
+        "target": 0.01,
+    }
+    for sampler in ("nsga2", "random"):
+        study = f"search-{args.dataset}-{sampler}"
+        shutil.rmtree(work / study, ignore_errors=True)
+        opts = SearchOptions(
+            space=space,
+            trials=args.trials,
+            overrides=(*DATASETS[args.dataset], "energy.carbon=static:AU", f"output_dir={work}"),
+            target=0.01,
+            study=study,
+            sampler=sampler,
+            seed=0,
+        )
+        result = search(opts, log=lambda m, s=sampler: print(f"  [{s}] {m}", flush=True))
+        out[sampler] = summary(result)
+        print(json.dumps(out[sampler], indent=1, default=str), flush=True)
+    done = [
+        (r["val_mape"], r["energy_wh"])
+        for s in ("nsga2", "random")
+        for r in out[s]["trials"]
+        if r["val_mape"] is not None
+    ]
+    ref = (max(v for v, _ in done) * 1.01, max(e for _, e in done) * 1.01)
+    for s in ("nsga2", "random"):
+        pts = [
+            (r["energy_wh"], r["val_mape"]) for r in out[s]["trials"] if r["val_mape"] is not None
+        ]
+        out[s]["hypervolume"] = hypervolume(pts, (ref[1], ref[0]))
+    out["hypervolume_reference"] = {"val_mape": ref[0], "energy_wh": ref[1]}
+    (RESULTS / f"search-{args.dataset}.json").write_text(json.dumps(out, indent=2, default=str))
+    (RESULTS / f"search-{args.dataset}.md").write_text(markdown(out))
+    print(markdown(out))
+
+
+def markdown(out: dict) -> str:
+    lines = [
+        f"# Energy-aware search on Victoria ({out['dataset']}), {out['trials']} trials each",
+        "",
+        f"Machine: {out['machine']['cpu']}, {out['machine']['cores']} cores. Energy "
+        "modelled (no counters on this VM). Chosen on validation; test read once.",
+        "",
+    ]
+    for s in ("nsga2", "random"):
+        r = out[s]
+        lines += [
+            f"## {s}",
+            "",
+            "| trial | state | params | val MAPE | Wh (model) | front |",
+            "|---|---|---|---|---|---|",
+        ]
+        for t in r["trials"]:
+            params = ", ".join(
+                f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                for k, v in t["params"].items()
+            )
+            val = "–" if t["val_mape"] is None else f"{t['val_mape']:.3f}"
+            wh = "–" if t["energy_wh"] is None else f"{t['energy_wh']:.3g}"
+            mark = "(default) " if t["trial"] == r["default"] else ""
+            lines.append(
+                f"| {mark}{t['trial']} | {t['state'].lower()} | {params} | {val} | {wh} | "
+                f"{'yes' if t['front'] else ''} |"
+            )
+        ratio = r["energy_ratio_default_to_recommended"]
+        lines += [
+            "",
+            f"Recommended (greenest within 1 % of the best validation MAPE): trial "
+            f"{r['recommended']}, test MAPE {r['recommended_test_mape']:.3f} against the "
+            f"default's {r['default_test_mape']:.3f}; "
+            + (f"{ratio:.2f}x less energy than the default." if ratio else "")
+            + f" The search cost {r['search_wh']:.3g} Wh. Hypervolume {r['hypervolume']:.4g}.",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""``greentune search``: an Optuna study over a config's settings with two objectives, the
+validation metric and the energy, where every trial is a run directory.
+
+Storage is an Optuna RDB URL (SQLite beside the trials by default): a killed search resumes
+where it stopped (its running trial is failed by the heartbeat and counted), and several
+``greentune search`` processes on different machines given the same ``--storage`` database
+share one study. The front is the non-dominated completed trials; the recommendation is the
+greenest of them within ``target`` of the best validation metric, scored once on test.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import greentune as gt
+from greentune.config import RunConfig, load_config
+from greentune.errors import ConfigError, GreentuneError
+from greentune.search.prune import Curve, EnergyMedianStop
+from greentune.search.space import Dimension, base_values, check_space, load_space, trial_config
+from greentune.tasks import TASKS
+from greentune.tracking.base import require
+from greentune.train.callbacks import CallbackContext
+
+Log = Callable[[str], None]
+SAMPLERS = ("nsga2", "tpe", "random")
+HEARTBEAT_S = 30
+"""How often a running trial tells the storage it is alive."""
+GRACE_S = 90
+"""A running trial silent this long belongs to a dead worker: it is failed, and counted."""
+STORAGE_ATTEMPTS = 5
+SQLITE_LOCK_S = 120
+"""How long a worker waits for SQLite's write lock."""
+# Trials compare configurations of the network: baselines, ensembles and the report would be
+# the same work in every trial (a user's own eval.* overrides win).
+TRIAL_DEFAULTS = ("eval.baselines=[]", "eval.ensembles=[]", "eval.report=false")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    space: Path
+    trials: int
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    budget_wh: float | None = None
+    """Stop starting trials once the study's trials have spent this much (all workers)."""
+    target: float = 0.02
+    storage: str | None = None
+    study: str | None = None
+    sampler: str = "nsga2"
+    seed: int = 0
+    prune: bool = True
+    with_default: bool = True
+    """Run the config's own values of the searched keys as the first trial."""
+
+
+@dataclass
+class TrialRow:
+    number: int
+    state: str
+    params: dict[str, Any]
+    value: float | None
+    """The validation metric (or validation loss where the task has no validation scores)."""
+    energy_wh: float | None
+    run: str | None
+    run_wh: float | None
+    test: float | None
+    note: str = ""
+
+
+@dataclass
+class SearchResult:
+    study: str
+    storage: str
+    metric: str
+    """What ``value`` is: ``val_mape``, ``val_macro_f1`` or ``val_loss``."""
+    higher_is_better: bool
+    trials: list[TrialRow]
+    front: list[int] = field(default_factory=list)
+    best: int | None = None
+    greenest: int | None = None
+    default: int | None = None
+    target: float = 0.02
+    spent_wh: float = 0.0
+
+    def row(self, number: int | None) -> TrialRow | None:
+        return next((t for t in self.trials if t.number == number), None)
+
+
+def search(opts: SearchOptions, log: Log = print) -> SearchResult:
+    """Run (or continue) the study until it has ``opts.trials`` finished trials or the
+    budget is spent, and return every trial with the front and the recommendation."""
+    optuna = require("optuna", extra="search")
+    if opts.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {opts.sampler!r}; valid choices: {', '.join(SAMPLERS)}")
+    if opts.trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {opts.trials}")
+    base = load_config(opts.config, list(opts.overrides))
+    if not base.energy.enabled:
+        raise ConfigError(
+            "search needs the energy meter (its second objective): set energy.enabled=true"
+        )
+    space = load_space(opts.space)
+    check_space(base, space)
+    name = opts.study or f"search-{opts.space.stem}"
+    root = Path(base.output_dir) / name
+    root.mkdir(parents=True, exist_ok=True)
+    url = opts.storage or f"sqlite:///{root.resolve() / 'study.db'}"
+    quality = TASKS.get(base.task).quality
+    study = _study(optuna, name, url, opts, quality.higher_is_better)
+    if opts.with_default and not study.trials:
+        values = base_values(base, space)
+        if values is None:
+            log("search: the config's own values are not all in the space; no default trial")
+        else:
+            study.enqueue_trial(values, user_attrs={"default": True})
+    objective = _objective(optuna, base, space, root, opts, log)
+    callbacks = [
+        optuna.study.MaxTrialsCallback(opts.trials, states=_finished(optuna)),
+        _budget_stop(opts.budget_wh, log),
+    ]
+    if _spent_wh(study) < (opts.budget_wh or math.inf) and _count(study) < opts.trials:
+        study.optimize(objective, callbacks=callbacks, catch=(GreentuneError,), gc_after_trial=True)
+    return summarise(study, url, opts.target, quality.metric, quality.higher_is_better)
+
+
+def _study(optuna: Any, name: str, url: str, opts: SearchOptions, higher: bool) -> Any:
+    # heartbeats are "experimental" in Optuna since 2.9; they are what makes a killed
+    # worker's trial fail instead of running forever
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    samplers = {
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=opts.seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=opts.seed, multivariate=True),
+        "random": lambda: optuna.samplers.RandomSampler(seed=opts.seed),
+    }
+    # SQLite lets one writer in at a time: workers wait for the lock instead of failing
+    # ("database is locked" after SQLite's default 5 s)
+    engine = {"connect_args": {"timeout": SQLITE_LOCK_S}} if url.startswith("sqlite") else {}
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+            )
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                sampler=samplers[opts.sampler](),
+                directions=["maximize" if higher else "minimize", "minimize"],
+                load_if_exists=True,
+            )
+            break
+        except Exception as exc:
+            # workers starting together on a new database race to create its tables or the
+            # study: the loser finds them made on its next attempt
+            if attempt + 1 == STORAGE_ATTEMPTS:
+                raise ConfigError(
+                    f"search storage {url} cannot be used ({str(exc)[:300]})"
+                ) from None
+            time.sleep(0.5 * (attempt + 1))
+    # a killed worker's trial: failed by the heartbeat, counted, and the study goes on
+    optuna.storages.fail_stale_trials(study)
+    return study
+
+
+def _objective(
+    optuna: Any,
+    base: RunConfig,
+    space: list[Dimension],
+    root: Path,
+    opts: SearchOptions,
+    log: Log,
+) -> Callable[[Any], tuple[float, float]]:
+    quality = TASKS.get(base.task).quality
+
+    def objective(trial: Any) -> tuple[float, float]:
+        values = {d.key: d.suggest(trial) for d in space}
+        name = f"trial-{trial.number:04d}"
+        own = [o for o in opts.overrides if o.split("=", 1)[0].startswith("eval.")]
+        extra = [*TRIAL_DEFAULTS, *own, f"output_dir={root}", f"name={name}"]
+        cfg = trial_config(base, values, extra)
+        curves = _curves(trial.study) if opts.prune else []
+        pruners: list[EnergyMedianStop] = []
+
+        def pruner(ctx: CallbackContext) -> EnergyMedianStop:
+            if ctx.read_j is None:  # pragma: no cover - search checks energy.enabled
+                raise ConfigError("search pruning needs the energy meter")
+            pruners.append(EnergyMedianStop(curves, ctx.read_j))
+            return pruners[-1]
+
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+        log(f"trial {trial.number}: {shown}")
+        run = gt.run(cfg, echo=lambda m: None, callbacks=[pruner] if opts.prune else [])
+        m = run.metrics
+        result = m.result
+        val = (m.validation or {}).get(m.model, {}).get(quality.metric)
+        fallback = m.training.best_val_loss if m.training is not None else None
+        value = float(val) if val is not None else float(fallback or math.nan)
+        energy = result.bill.energy_wh if result.bill else math.nan
+        trial.set_user_attr("run", str(run.path))
+        trial.set_user_attr("run_wh", m.energy.run_wh if m.energy else 0.0)
+        trial.set_user_attr("test", result.scores.get(quality.metric))
+        trial.set_user_attr("metric", f"val_{quality.metric}" if val is not None else "val_loss")
+        stopped = pruners[0] if pruners else None
+        if stopped is not None:
+            trial.set_user_attr("curve", stopped.curve)
+        if stopped is not None and stopped.pruned:
+            trial.set_user_attr("note", stopped.pruned)
+            log(f"trial {trial.number}: {stopped.pruned}")
+            raise optuna.TrialPruned(stopped.pruned)
+        log(f"trial {trial.number}: {trial.user_attrs['metric']} {value:.4g}, {energy:.4g} Wh")
+        return value, energy
+
+    return objective
+
+
+def _finished(optuna: Any) -> tuple[Any, ...]:
+    state = optuna.trial.TrialState
+    return (state.COMPLETE, state.PRUNED, state.FAIL)
+
+
+def _count(study: Any) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=_finished(optuna)))
+
+
+def _spent_wh(study: Any) -> float:
+    return sum(float(t.user_attrs.get("run_wh") or 0.0) for t in study.get_trials(deepcopy=False))
+
+
+def _budget_stop(budget_wh: float | None, log: Log) -> Callable[[Any, Any], None]:
+    def stop(study: Any, trial: Any) -> None:
+        spent = _spent_wh(study)
+        if budget_wh is not None and spent >= budget_wh:
+            log(f"search: {spent:.3g} Wh spent of the {budget_wh:.3g} Wh budget; stopping")
+            study.stop()
+
+    return stop
+
+
+def _curves(study: Any) -> list[Curve]:
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [[tuple(p) for p in t.user_attrs.get("curve", [])] for t in done]  # type: ignore[misc]
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def summarise(study: Any, storage: str, target: float, metric: str, higher: bool) -> SearchResult:
+    """Every trial, the front of completed ones, the best and the greenest within target
+    (both on the validation metric)."""
+    trials = study.get_trials(deepcopy=False)
+    rows = [_row(t) for t in trials]
+    labels = {t.user_attrs.get("metric") for t in trials} - {None}
+    shown = labels.pop() if len(labels) == 1 else f"val_{metric}"
+    result = SearchResult(study.study_name, storage, shown, higher, rows, target=target)
+    result.spent_wh = sum(r.run_wh or 0.0 for r in rows)
+    defaults = [t.number for t in trials if t.user_attrs.get("default")]
+    result.default = defaults[0] if defaults else None
+    scored = [
+        (r.number, float(r.value), float(r.energy_wh))
+        for r in rows
+        if r.value is not None and math.isfinite(r.value) and r.energy_wh is not None
+    ]
+    if not scored:
+        return result
+    sign = -1.0 if higher else 1.0
+    best_so_far = math.inf
+    for number, value, _ in sorted(scored, key=lambda s: (s[2], sign * s[1])):
+        if sign * value < best_so_far:  # cheapest first: each better one is on the front
+            result.front.append(number)
+            best_so_far = sign * value
+    best_number, best_value, _ = min(scored, key=lambda s: sign * s[1])
+    bound = best_value * (1 - target) if higher else best_value * (1 + target)
+    ok = [s for s in scored if (s[1] >= bound if higher else s[1] <= bound)]
+    result.best = best_number
+    result.greenest = min(ok, key=lambda s: s[2])[0]
+    return result
+
+
+def _row(t: Any) -> TrialRow:
+    values = t.values
+    return TrialRow(
+        number=t.number,
+        state=t.state.name,
+        params=dict(t.params),
+        value=values[0] if values is not None else None,
+        energy_wh=values[1] if values is not None else None,
+        run=t.user_attrs.get("run"),
+        run_wh=t.user_attrs.get("run_wh"),
+        test=t.user_attrs.get("test"),
+        note=str(t.user_attrs.get("note", "")),
+    )

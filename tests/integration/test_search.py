@@ -1,0 +1,191 @@
+"""``greentune search``: an Optuna study with two objectives (validation metric, energy) whose
+trials are run directories; resumed, shared by workers, pruned at equal energy."""
+
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import greentune as gt
+import greentune.cli.search  # registers the command
+from greentune.cli import app
+from greentune.config import dump_yaml
+from greentune.errors import ConfigError
+from greentune.rundir import RunDir
+from greentune.search import SearchOptions, search
+from greentune.search import study as study_module
+from tests.conftest import make_series, series_overrides
+
+optuna = pytest.importorskip("optuna")
+runner = CliRunner()
+SPACE = "train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\npeft.r: [4, 8]\n"
+
+
+def _files(tmp: Path) -> tuple[Path, Path]:
+    csv = tmp / "load.csv"
+    make_series(days=30).to_csv(csv, index=False)
+    cfg = gt.build_config(overrides=[*series_overrides(csv, tmp / "runs"), "train.epochs=2"])
+    config, space = tmp / "base.yaml", tmp / "space.yaml"
+    config.write_text(dump_yaml(cfg))
+    space.write_text(SPACE)
+    return config, space
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("search")
+    config, space = _files(tmp)
+    opts = SearchOptions(space=space, trials=3, config=config, study="s", target=0.05)
+    lines: list[str] = []
+    return search(opts, lines.append), opts, lines, tmp
+
+
+def test_every_trial_is_a_run_scored_on_validation_and_energy(searched) -> None:
+    result, _, lines, tmp = searched
+    assert [t.number for t in result.trials] == [0, 1, 2]
+    assert result.default == 0 and result.trials[0].params == {"train.lr": 3e-4, "peft.r": 8}
+    assert result.metric == "val_mape"
+    for t in result.trials:
+        run = RunDir(t.run)
+        assert run.path == tmp / "runs" / "s" / f"trial-{t.number:04d}"
+        m = run.metrics
+        assert set(m.test) == {m.model}  # no baselines in trials
+        assert run.config.train.lr == pytest.approx(t.params["train.lr"])
+        assert run.config.peft.r == t.params["peft.r"]
+        if t.state == "COMPLETE":
+            assert t.value == pytest.approx(m.validation[m.model]["mape"])
+            assert t.energy_wh == pytest.approx(m.result.bill.energy_wh)
+        assert t.run_wh == pytest.approx(m.energy.run_wh)
+    assert result.spent_wh == pytest.approx(sum(t.run_wh for t in result.trials))
+    assert any(line.startswith("trial 2: train.lr=") for line in lines)
+
+
+def test_the_front_and_the_recommendation_follow_the_trials(searched) -> None:
+    result, opts, _, _ = searched
+    done = [t for t in result.trials if t.value is not None]
+    front = [
+        t.number
+        for t in sorted(done, key=lambda t: t.energy_wh)
+        if not any(o.value <= t.value and o.energy_wh < t.energy_wh for o in done if o is not t)
+    ]
+    assert result.front == front
+    best = min(done, key=lambda t: t.value)
+    assert result.best == best.number
+    ok = [t for t in done if t.value <= best.value * (1 + opts.target)]
+    assert result.greenest == min(ok, key=lambda t: t.energy_wh).number
+
+
+def test_a_search_continues_its_study(searched) -> None:
+    result, opts, _, _ = searched
+    more = search(SearchOptions(**{**opts.__dict__, "trials": 4}), lambda m: None)
+    assert [t.number for t in more.trials] == [0, 1, 2, 3]
+    assert [t.params for t in more.trials[:3]] == [t.params for t in result.trials]
+    assert more.default == 0  # not enqueued again
+
+
+def test_the_command_prints_the_front_and_writes_the_summary(searched) -> None:
+    _, opts, _, tmp = searched
+    args = [
+        "search",
+        str(opts.config),
+        str(opts.space),
+        "--trials",
+        "4",
+        "--study",
+        "s",
+        "--target",
+        "5%",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "recommended: trial" in result.output and "against the default configuration" in (
+        result.output
+    )
+    assert (tmp / "runs" / "s" / "search.json").is_file()
+    html = (tmp / "runs" / "s" / "search.html").read_text()
+    assert "Runs compared" in html
+
+
+def test_bad_spaces_are_refused_naming_the_key(tmp_path) -> None:
+    config, space = _files(tmp_path)
+    for text, message in [
+        ("train.nope: [1, 2]\n", "search space key train.nope = 1: unknown key train.nope"),
+        ("train.lr: {type: float, low: 1, high: 0.1}\n", "low (1.0) must be below high (0.1)"),
+        (
+            "train.lr: {type: real, low: 0, high: 1}\n",
+            "type must be one of float, int, categorical",
+        ),
+        ("peft.method: [lora, nope]\n", "search space key peft.method = 'nope'"),
+    ]:
+        space.write_text(text)
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            search(SearchOptions(space=space, trials=1, config=config), lambda m: None)
+        result = runner.invoke(app, ["search", str(config), str(space), "--trials", "1"])
+        assert result.exit_code == 2
+
+
+def test_two_workers_share_one_study_and_a_dead_workers_trial_is_failed(
+    tmp_path, monkeypatch
+) -> None:
+    config, space = _files(tmp_path)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    common = [
+        sys.executable,
+        "-m",
+        "greentune",
+        "search",
+        str(config),
+        str(space),
+        "--storage",
+        url,
+        "--study",
+        "w",
+        "--no-default",
+        "--no-prune",
+        "train.epochs=1",
+    ]
+    workers = [
+        subprocess.Popen(
+            [*common, "--trials", "4", "--seed", str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    study = optuna.load_study(study_name="w", storage=url)
+    done = [t for t in study.trials if t.state.is_finished()]
+    assert 4 <= len(done) <= 5  # each worker checks the count after its own trial
+    assert all(t.state.name == "COMPLETE" for t in done)
+    runs = sorted(p.name for p in (tmp_path / "runs" / "w").glob("trial-*"))
+    assert runs == [f"trial-{t.number:04d}" for t in done]
+
+    # a worker that died in the middle of a trial: its heartbeat stopped, so the next search
+    # fails that trial, counts it, and runs what is left
+    monkeypatch.setattr(study_module, "GRACE_S", 1)
+    monkeypatch.setattr(study_module, "HEARTBEAT_S", 1)
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=1)
+    dead = optuna.load_study(study_name="w", storage=storage).ask()
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(3)  # well past the 1 s grace period
+    opts = SearchOptions(
+        space=space,
+        trials=len(done) + 2,
+        config=config,
+        storage=url,
+        study="w",
+        with_default=False,
+        prune=False,
+        overrides=("train.epochs=1",),
+    )
+    result = search(opts, lambda m: None)
+    states = {t.number: t.state for t in result.trials}
+    assert states[dead.number] == "FAIL"
+    assert sorted(states.values()).count("COMPLETE") == len(done) + 1
+    assert math.isfinite(result.trials[-1].value)
