@@ -189,3 +189,28 @@ def test_two_workers_share_one_study_and_a_dead_workers_trial_is_failed(
     assert states[dead.number] == "FAIL"
     assert sorted(states.values()).count("COMPLETE") == len(done) + 1
     assert math.isfinite(result.trials[-1].value)
+
+
+def test_a_trial_behind_the_others_at_equal_energy_is_pruned(tmp_path, monkeypatch) -> None:
+    config, space = _files(tmp_path)
+    space.write_text("train.lr: [0.003, 1.0e-7]\n")  # the second barely learns
+    monkeypatch.setattr(study_module, "PRUNE_MIN_TRIALS", 1)
+    opts = SearchOptions(
+        space=space,
+        trials=4,
+        config=config,
+        study="p",
+        sampler="random",
+        overrides=("train.lr=0.003", "train.epochs=3", "train.patience=null"),
+    )
+    result = search(opts, lambda m: None)
+    assert result.trials[0].params == {"train.lr": 0.003}  # the default, first
+    pruned = [t for t in result.trials if t.state == "PRUNED"]
+    slow = [t for t in result.trials if t.params["train.lr"] == 1e-7]
+    assert slow and all(t.state == "PRUNED" for t in slow)
+    for t in pruned:  # its run completed at the stop, saying why
+        training = RunDir(t.run).metrics.training
+        assert training.stop_reason.startswith("pruned by the search: best validation loss")
+        assert training.epochs_run < 3
+        assert t.note == training.stop_reason and t.value is None
+    assert result.greenest not in {t.number for t in pruned}

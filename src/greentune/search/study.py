@@ -33,6 +33,8 @@ HEARTBEAT_S = 30
 """How often a running trial tells the storage it is alive."""
 GRACE_S = 90
 """A running trial silent this long belongs to a dead worker: it is failed, and counted."""
+PRUNE_MIN_TRIALS = 3
+"""Completed trials the median stopping rule waits for."""
 STORAGE_ATTEMPTS = 5
 SQLITE_LOCK_S = 120
 """How long a worker waits for SQLite's write lock."""
@@ -189,12 +191,16 @@ def _objective(
         def pruner(ctx: CallbackContext) -> EnergyMedianStop:
             if ctx.read_j is None:  # pragma: no cover - search checks energy.enabled
                 raise ConfigError("search pruning needs the energy meter")
-            pruners.append(EnergyMedianStop(curves, ctx.read_j))
+            pruners.append(EnergyMedianStop(curves, ctx.read_j, min_trials=PRUNE_MIN_TRIALS))
             return pruners[-1]
 
         shown = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
         log(f"trial {trial.number}: {shown}")
-        run = gt.run(cfg, echo=lambda m: None, callbacks=[pruner] if opts.prune else [])
+        try:
+            run = gt.run(cfg, echo=lambda m: None, callbacks=[pruner] if opts.prune else [])
+        except GreentuneError as exc:  # the study records it as failed and goes on
+            log(f"trial {trial.number} failed: {exc}")
+            raise
         m = run.metrics
         result = m.result
         val = (m.validation or {}).get(m.model, {}).get(quality.metric)

@@ -1,0 +1,66 @@
+"""The search space file and the energy-median stopping rule, on their own."""
+
+import math
+from pathlib import Path
+
+from greentune.config import RunConfig
+from greentune.search.prune import EnergyMedianStop, best_at
+from greentune.search.space import base_values, load_space, trial_config
+from greentune.train.callbacks import SetupContext
+from greentune.train.state import LoopState
+
+
+def test_a_space_file_reads_into_dimensions_and_the_defaults_are_found(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+        "peft.method: [lora, ln]\n"
+        "peft.r: {type: int, low: 4, high: 16, step: 4}\n"
+    )
+    lr, method, r = load_space(path)
+    assert (lr.kind, lr.low, lr.high, lr.log) == ("float", 1e-4, 1e-2, True)
+    assert (method.kind, method.choices) == ("categorical", ("lora", "ln"))
+    assert (r.kind, r.step) == ("int", 4.0)
+    base = RunConfig()
+    assert base_values(base, [lr, method, r]) == {
+        "train.lr": 3e-4,
+        "peft.method": "lora",
+        "peft.r": 8,
+    }
+    cfg = trial_config(base, {"train.lr": 1e-3, "peft.method": "ln"}, ["train.epochs=2"])
+    assert (cfg.train.lr, cfg.peft.method, cfg.train.epochs) == (1e-3, "ln", 2)
+    narrow = tmp_path / "narrow.yaml"
+    narrow.write_text("train.lr: {type: float, low: 1.0e-3, high: 1.0e-2}\n")
+    assert base_values(base, load_space(narrow)) is None  # 3e-4 lies outside
+
+
+def _stop(curves, joules):
+    reading = iter(joules)
+    stop = EnergyMedianStop(curves, lambda: next(reading) * 3600.0, min_trials=2)
+    stop.on_setup(SetupContext(None, None, None, LoopState(), 10, False))  # type: ignore[arg-type]
+    return stop
+
+
+def _validate(stop: EnergyMedianStop, state: LoopState, epoch: int, loss: float) -> bool:
+    state.val_history.append({"epoch": epoch, "step": 0, "val_loss": loss})
+    return stop.on_validation(state, loss)
+
+
+def test_a_trial_behind_the_median_at_equal_energy_stops() -> None:
+    curves = [[(0.0, 1.0), (1.0, 0.5), (2.0, 0.3)], [(0.0, 1.0), (1.0, 0.6), (2.0, 0.4)]]
+    assert best_at(curves[0], 1.5) == 0.5 and best_at(curves[0], -1) == math.inf
+    # readings in Wh: setup at 0, then one per validation
+    stop = _stop(curves, [0.0, 0.0, 1.2, 2.5])
+    state = LoopState()
+    assert not _validate(stop, state, -1, 1.0)  # before training: never
+    assert not _validate(stop, state, 0, 0.55)  # at 1.2 Wh the median is 0.55: not above it
+    assert stop.pruned is None
+    assert _validate(stop, state, 1, 0.45)  # at 2.5 Wh the median is 0.35
+    assert stop.curve == [(0.0, 1.0), (1.2, 0.55), (2.5, 0.45)]
+    assert state.stop_reason == stop.pruned
+    assert "best validation loss 0.45 after 2.5 Wh, above the median 0.35 of 2" in stop.pruned
+
+
+def test_the_rule_waits_for_enough_finished_trials() -> None:
+    stop = _stop([[(0.0, 0.1)]], [0.0, 1.0])
+    assert not _validate(stop, LoopState(), 0, 9.0)  # one finished trial, two needed
