@@ -60,7 +60,6 @@ def build_runs(skip_ett: bool) -> dict[str, Path]:
         shutil.rmtree(demo, ignore_errors=True)
         cfg = load_config(None, ["name=report-demo", f"output_dir={WORK}"])
         gt.run(cfg, echo=lambda m: print(f"  [demo] {m}", flush=True))
-    runs["default run (Victoria 2014)"] = demo
     variant = WORK / "report-demo-int8-dynamic"
     if not _finished(variant):
         subprocess.run(
@@ -76,8 +75,8 @@ def build_runs(skip_ett: bool) -> dict[str, Path]:
             ],
             check=True,
         )
-    runs["default run + compress int8-dynamic (variant page)"] = variant
-    runs["default run after compress (parent page with the variants)"] = demo
+    runs["default run, Victoria 2014 (with its compressed variants)"] = demo
+    runs["its compressed variant (int8-dynamic)"] = variant
     if not skip_ett and ETT.is_file():
         ett = WORK / "report-ett-h96"
         if not _finished(ett):

@@ -174,13 +174,17 @@ def markdown(out: dict) -> str:
         lines += [
             "",
             f"Recommended (greenest within 1 % of the best validation MAPE): trial "
-            f"{r['recommended']}, test MAPE {r['recommended_test_mape']:.3f} against the "
-            f"default's {r['default_test_mape']:.3f}; "
-            + (f"{ratio:.2f}x less energy than the default." if ratio else "")
+            f"{r['recommended']}, test MAPE {_num(r['recommended_test_mape'])} against the "
+            f"default's {_num(r['default_test_mape'])}; "
+            + (f"the default uses {ratio:.2f}x its energy." if ratio else "")
             + f" The search cost {r['search_wh']:.3g} Wh. Hypervolume {r['hypervolume']:.4g}.",
             "",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -498,7 +498,7 @@ class TrackingConfig:
     experiment: str = "greentune"
     """MLflow experiment and W&B project."""
     mlflow_uri: str | None = None
-    """MLflow tracking URI: a server (``http://host:5000``), a database or a folder; None:
+    """MLflow tracking URI: a server (``http://host:5000``) or a database; None:
     ``sqlite:///<output_dir>/mlflow.db``."""
     tensorboard_dir: str | None = None
     """Where TensorBoard's event files go; None: ``<run dir>/tensorboard``."""

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import greentune as gt
-from greentune.cli import app, report  # noqa: F401  (registers the commands)
+from greentune.cli import app, compress, report  # noqa: F401  (registers the commands)
 from greentune.rundir import RunDir
 from tests.conftest import make_series, series_overrides, tiny_classify_run
 
@@ -90,6 +90,19 @@ def test_a_report_that_fails_leaves_the_run_complete(tmp_path, monkeypatch) -> N
     )
 
 
+def test_an_interrupted_report_leaves_the_run_complete(tmp_path, monkeypatch) -> None:
+    import greentune.report as report_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_module, "write_report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _forecast_run(tmp_path, "i", "eval.baselines=[seasonal_naive_weekly]")
+    run = RunDir(tmp_path / "runs" / "i")
+    assert run.info.status == "complete" and (run.path / "metrics.json").is_file()
+
+
 def test_a_classification_report_has_its_confusion_matrix_and_f1(tmp_path) -> None:
     run = tiny_classify_run(tmp_path)
     result = runner.invoke(app, ["report", str(run.path)])
@@ -109,6 +122,20 @@ def test_several_runs_are_compared_on_one_page(runs) -> None:
     assert html.count('class="run"') == 2
     assert "a/lightgbm" in html and "b/lightgbm" in html
     assert _images(html)[:2] == ["Quality against energy", "Energy by phase"]
+
+
+def test_compress_writes_the_report_again_with_its_variants(runs) -> None:
+    a, _, _ = runs
+    result = runner.invoke(app, ["compress", str(a.path), "-m", "int8-dynamic", "--rounds", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"report: {a.path / 'report.html'}" in result.output
+    html = (a.path / "report.html").read_text()
+    assert "Compressed variants" in html and "<td>a-int8-dynamic</td><td>accepted</td>" in html
+    # the variant's own page: its metrics keep the parent's verdict, naming the parent's rows
+    variant = a.path.parent / "a-int8-dynamic"
+    result = runner.invoke(app, ["report", str(variant)])
+    assert result.exit_code == 0, result.output
+    assert f"{a.metrics.model}+int8-dynamic" in (variant / "report.html").read_text()
 
 
 def test_recommend_chooses_among_every_row_of_the_runs(runs) -> None:

@@ -191,26 +191,63 @@ def test_two_workers_share_one_study_and_a_dead_workers_trial_is_failed(
     assert math.isfinite(result.trials[-1].value)
 
 
-def test_a_trial_behind_the_others_at_equal_energy_is_pruned(tmp_path, monkeypatch) -> None:
+def test_a_pruned_trial_stops_training_and_is_recorded_as_pruned(tmp_path, monkeypatch) -> None:
+    """The plumbing, made deterministic: finished trials that reached a loss of 0 at no cost
+    (the rule's decisions are tested in tests/unit/test_search_space.py)."""
     config, space = _files(tmp_path)
-    space.write_text("train.lr: [0.003, 1.0e-7]\n")  # the second barely learns
+    space.write_text("train.lr: [0.003, 0.001]\n")
     monkeypatch.setattr(study_module, "PRUNE_MIN_TRIALS", 1)
+    monkeypatch.setattr(study_module, "_curves", lambda study: [[(0.0, 0.0)]])
     opts = SearchOptions(
         space=space,
-        trials=4,
+        trials=2,
         config=config,
         study="p",
         sampler="random",
-        overrides=("train.lr=0.003", "train.epochs=3", "train.patience=null"),
+        overrides=("train.epochs=3", "train.patience=null"),
     )
     result = search(opts, lambda m: None)
-    assert result.trials[0].params == {"train.lr": 0.003}  # the default, first
-    pruned = [t for t in result.trials if t.state == "PRUNED"]
-    slow = [t for t in result.trials if t.params["train.lr"] == 1e-7]
-    assert slow and all(t.state == "PRUNED" for t in slow)
-    for t in pruned:  # its run completed at the stop, saying why
+    assert [t.state for t in result.trials] == ["PRUNED", "PRUNED"]
+    for t in result.trials:  # its run completed at the stop, saying why
         training = RunDir(t.run).metrics.training
         assert training.stop_reason.startswith("pruned by the search: best validation loss")
-        assert training.epochs_run < 3
-        assert t.note == training.stop_reason and t.value is None
-    assert result.greenest not in {t.number for t in pruned}
+        assert training.epochs_run == 1  # the first validation after training started
+        assert t.note == training.stop_reason and t.value is None and t.run_wh > 0
+    assert result.front == [] and result.greenest is None
+    assert result.spent_wh == pytest.approx(sum(t.run_wh for t in result.trials))
+
+
+def test_a_classification_search_minimises_the_validation_loss(tmp_path) -> None:
+    from greentune.data.text import synthetic_incidents
+
+    path = tmp_path / "t.csv"
+    synthetic_incidents(120, seed=0).to_csv(path, index=False)
+    cfg = gt.build_config(
+        overrides=[
+            "task=classify",
+            "model.backbone=tiny-bert",
+            "train.epochs=1",
+            "text.max_length=32",
+            f"text.path={path}",
+            f"output_dir={tmp_path}/runs",
+        ]
+    )
+    config, space = tmp_path / "c.yaml", tmp_path / "space.yaml"
+    config.write_text(dump_yaml(cfg))
+    space.write_text("train.lr: [0.003, 1.0e-7]\n")
+    opts = SearchOptions(
+        space=space,
+        trials=2,
+        config=config,
+        study="c",
+        sampler="random",
+        with_default=False,
+        prune=False,
+    )
+    result = search(opts, lambda m: None)
+    # macro-F1 is higher-is-better and has no validation score yet: the objective is minus
+    # the validation loss, so "best" is the lowest loss
+    assert result.metric == "minus_val_loss"
+    for t in result.trials:
+        assert t.value == pytest.approx(-RunDir(t.run).metrics.training.best_val_loss)
+    assert result.best == max(result.trials, key=lambda t: t.value).number

@@ -76,3 +76,10 @@ def test_carbon_forecasters_and_callbacks_are_registered():
         "weekly-naive",
     ]
     assert CALLBACKS.names() == ["loss-log", "nan-guard"]
+
+
+def test_the_tracker_registry_lists_the_built_ins():
+    """Each one is exercised end to end in tests/integration/test_tracking.py."""
+    from greentune.tracking import TRACKERS
+
+    assert TRACKERS.names() == ["mlflow", "tensorboard", "wandb"]

@@ -25,6 +25,7 @@ from greentune.cli.app import (
     err_console,
     handle_errors,
 )
+from greentune.cli.report import refresh_report
 from greentune.config import RunConfig, dump_yaml, load_config
 from greentune.errors import ConfigError
 
@@ -317,6 +318,7 @@ def ensemble(
         log=lambda m: console.print(m, highlight=False),
     )
     _print_results(run)
+    refresh_report(run.path)
     console.print(f"\nrun directory: [bold]{run.path}[/]")
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from greentune.cli.app import app, console, handle_errors
+from greentune.cli.report import refresh_report
 from greentune.errors import ConfigError
 
 
@@ -77,6 +78,7 @@ def compress(
         else:
             console.print(f"  {v['name']}: {v['run']}", highlight=False)
     console.print(f"  comparison: {Path(report['parent']) / 'compression.json'}", highlight=False)
+    refresh_report(Path(report["parent"]))
     if bad:
         raise typer.Exit(code=1)
 

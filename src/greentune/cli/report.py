@@ -38,6 +38,24 @@ def report(
     console.print(f"wrote [bold]{path}[/] ({size_kb:,.0f} KB)", highlight=False)
 
 
+def refresh_report(run_dir: Path) -> None:
+    """Write a run's report.html again after a command changed the run (compress adds its
+    variants; ensemble makes a new run), unless the run's config says eval.report: false. A
+    report that cannot be drawn is one warning line: the command's work is done."""
+    from greentune.errors import GreentuneError
+    from greentune.report import write_report
+    from greentune.rundir import RunDir
+
+    try:
+        if not RunDir(run_dir).config.eval.report:
+            return
+        path = write_report([run_dir])
+    except (GreentuneError, OSError, ValueError) as exc:
+        console.print(f"  report.html not written ({exc}); greentune report {run_dir}")
+        return
+    console.print(f"  report: {path}", highlight=False)
+
+
 @app.command()
 @handle_errors
 def recommend(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,6 +10,8 @@ import typer
 from rich.table import Table
 
 from greentune.cli.app import app, console, handle_errors
+
+SEARCH_SCHEMA_VERSION = 1
 
 if TYPE_CHECKING:
     from greentune.search import SearchResult
@@ -120,9 +121,10 @@ def verdict(result: SearchResult) -> list[str]:
     default = result.row(result.default)
     if default is not None and default.energy_wh and green.energy_wh:
         ratio = default.energy_wh / green.energy_wh
+        how = f"{ratio:.2f}x less energy" if ratio >= 1 else f"{1 / ratio:.2f}x more energy"
         lines.append(
             f"against the default configuration (trial {default.number}: {result.metric} "
-            f"{_fmt(default.value)}, {_fmt(default.energy_wh)} Wh): {ratio:.2f}x less energy"
+            f"{_fmt(default.value)}, {_fmt(default.energy_wh)} Wh): {how}"
         )
     lines.append(f"the search spent {result.spent_wh:.3g} Wh (every trial's whole run)")
     return lines
@@ -131,15 +133,15 @@ def verdict(result: SearchResult) -> list[str]:
 def _write(result: SearchResult) -> Path:
     """search.json beside the trials, and search.html (the report of the front, the default
     and the recommendation)."""
-    from greentune.io import write_text
+    from greentune.io import write_json
     from greentune.report import write_report
 
-    runs = [t.run for t in result.trials if t.run]
-    root = Path(runs[0]).parent if runs else Path(".")
+    root = Path(result.root)
     out = root / "search.json"
-    write_text(out, json.dumps(asdict(result), indent=2, default=str) + "\n")
+    write_json(out, {"schema_version": SEARCH_SCHEMA_VERSION, **asdict(result)})
     chosen = {result.greenest, result.best, result.default, *result.front} - {None}
     pages = [r.run for r in result.trials if r.number in chosen and r.run]
+    pages = [p for p in pages if (Path(p) / "metrics.json").is_file()]
     if pages:
         write_report(pages, root / "search.html")
     return out

@@ -50,8 +50,11 @@ class Choice:
         return str(self.verdict.get("chosen_on", "test"))
 
     def judged(self, c: Candidate) -> float:
-        """The score the choice used for ``c``: validation when chosen on it, else test."""
-        return float(c.val) if self.chosen_on == "validation" and c.val is not None else c.test
+        """The score the choice used for ``c``: validation when chosen on it (NaN for a row
+        without one, which cannot be chosen), else test."""
+        if self.chosen_on == "validation":
+            return float(c.val) if c.val is not None else math.nan
+        return c.test
 
     def ordered(self) -> list[Candidate]:
         """Best first by the judged score; rows without that score last."""

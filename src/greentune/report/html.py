@@ -170,9 +170,9 @@ def _cards(view: RunView) -> str:
     m, e = view.metrics, view.metrics.energy
     key = view.quality.metric
     cards = []
-    best = e.best if e and e.best else m.model
+    best = e.best if e and e.best in m.test else m.model
     cards.append(("best model", f"{best} ({key} {_num(m.test[best].score(key))} test)"))
-    if e and e.greenest:
+    if e and e.greenest in m.test:
         ratio = e.energy_ratio_to_best
         extra = f", {ratio:.2f}x the best's energy" if ratio is not None else ""
         cards.append(

@@ -4,6 +4,7 @@ embeds them needs no network and no script. A figure that does not apply returns
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,30 +18,39 @@ from greentune.report.collect import RunView
 COLOURS = ("#1b7f5a", "#d9822b", "#3a6fb0", "#8a4fa3", "#b03a48", "#5b6770")
 
 
-def _pyplot() -> Any:
-    import matplotlib
+STYLE: dict[str, Any] = {
+    "svg.fonttype": "none",  # text stays text: smaller files, sharp at any zoom
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    # Text stays text: smaller files, sharp at any zoom.
-    plt.rcParams.update(
-        {
-            "svg.fonttype": "none",
-            "font.size": 9,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-        }
-    )
-    return plt
+def styled(draw: Callable[..., str | None]) -> Callable[..., str | None]:
+    """Draw under the report's style without touching the caller's matplotlib settings."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> str | None:
+        import matplotlib
+
+        with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Any, Any]:
+    """A figure of its own (no pyplot: no global figure list, no backend switch)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
 
 
 def svg_uri(fig: Any) -> str:
     """The figure as an ``data:image/svg+xml`` URI (each figure keeps its own ids)."""
-    plt = _pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -71,18 +81,18 @@ def _forecasts(view: RunView) -> pd.DataFrame | None:
     return pred
 
 
+@styled
 def forecast_figure(view: RunView) -> str | None:
     """Actuals over the test period, the recommended row's median with its 80 % band, and
     the fine-tuned model's point forecast when it is another row."""
     pred = _forecasts(view)
     if pred is None:
         return None
-    plt = _pyplot()
     target = str(pred["target"].iloc[0])
     shown = [view.recommended]
-    if view.metrics.model != view.recommended and view.metrics.model in set(pred["model"]):
+    if view.metrics.model != view.recommended and view.metrics.model in set(pred["model"].unique()):
         shown.append(view.metrics.model)
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    fig, ax = _subplots(figsize=(10, 3.2))
     truth = forecast_chain(pred, shown[0], target)
     ax.plot(truth["time"], truth["y_true"], color="#222222", lw=0.9, label="actual")
     for i, row in enumerate(shown):
@@ -113,6 +123,7 @@ def forecast_figure(view: RunView) -> str | None:
     return svg_uri(fig)
 
 
+@styled
 def error_profile_figure(view: RunView) -> str | None:
     """MAPE by hour of day and by day of week of the target time, per row (the recommended
     row, the fine-tuned model and the references that are present)."""
@@ -121,7 +132,8 @@ def error_profile_figure(view: RunView) -> str | None:
         return None
     step = pd.Timedelta((view.metrics.data or {}).get("step") or "1h")
     wanted = [view.recommended, view.metrics.model, "lightgbm", "seasonal_naive_weekly"]
-    rows = list(dict.fromkeys(r for r in wanted if r in set(pred["model"])))
+    present = set(pred["model"].unique())
+    rows = list(dict.fromkeys(r for r in wanted if r in present))
     panels = [
         (k, f)
         for k, f, fits in (
@@ -132,8 +144,7 @@ def error_profile_figure(view: RunView) -> str | None:
     ]
     if not panels:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(10, 3), squeeze=False)
+    fig, axes = _subplots(1, len(panels), figsize=(10, 3), squeeze=False)
     for ax, (name, key) in zip(axes[0], panels, strict=True):
         for i, row in enumerate(rows):
             p = pred[(pred["model"] == row) & (pred["y_true"].abs() > 0)]
@@ -160,13 +171,13 @@ def error_profile_figure(view: RunView) -> str | None:
 # ----------------------------------------------------------------------------- training
 
 
+@styled
 def curves_figure(view: RunView) -> str | None:
     """Training loss per optimizer step and validation loss per validation."""
     t = view.metrics.training
     if t is None or not (t.loss_curve or t.val_curve):
         return None
-    plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 2.8))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(10, 2.8))
     if t.loss_curve:
         loss = np.asarray(t.loss_curve, dtype=float)
         steps = np.arange(1, len(loss) + 1)
@@ -199,14 +210,14 @@ def curves_figure(view: RunView) -> str | None:
 # ----------------------------------------------------------------------------- energy
 
 
+@styled
 def phases_figure(bills: Sequence[tuple[str, dict[str, float]]]) -> str | None:
     """Energy by phase (Wh), stacked: one bar per run."""
     bills = [(name, phases) for name, phases in bills if phases]
     if not bills:
         return None
-    plt = _pyplot()
     phases = list(dict.fromkeys(p for _, ph in bills for p in ph))
-    fig, ax = plt.subplots(figsize=(10, 0.8 + 0.45 * len(bills)))
+    fig, ax = _subplots(figsize=(10, 0.8 + 0.45 * len(bills)))
     left = np.zeros(len(bills))
     for i, phase in enumerate(phases):
         widths = np.array([ph.get(phase, 0.0) for _, ph in bills])
@@ -241,6 +252,7 @@ def _phase_colour(i: int) -> str:
     return palette[i % len(palette)]
 
 
+@styled
 def emissions_figure(view: RunView) -> str | None:
     """Cumulative emissions of every metered command over time, with the carbon intensity
     each window was priced at (the trace used)."""
@@ -248,11 +260,10 @@ def emissions_figure(view: RunView) -> str | None:
     rows = [r for r in rows if r.get("emissions_g") is not None]
     if not rows:
         return None
-    plt = _pyplot()
     ends = pd.to_datetime([r["end"] for r in rows])
     starts = pd.to_datetime([r["start"] for r in rows])
     grams = np.cumsum([r["emissions_g"] for r in rows])
-    fig, ax = plt.subplots(figsize=(10, 2.8))
+    fig, ax = _subplots(figsize=(10, 2.8))
     ax.step(ends, grams, where="post", color=COLOURS[0], lw=1.4, label="emissions (cumulative)")
     ax.set_ylabel("gCO2e")
     ax2 = ax.twinx()
@@ -269,15 +280,15 @@ def emissions_figure(view: RunView) -> str | None:
     return svg_uri(fig)
 
 
+@styled
 def pareto_figure(choice: Choice) -> str | None:
     """Quality against energy for every row with a bill; the front joined, the
     recommendation starred."""
     rows = [c for c in choice.candidates if c.energy_wh and np.isfinite(choice.judged(c))]
     if not rows:
         return None
-    plt = _pyplot()
     on = set(choice.front)
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    fig, ax = _subplots(figsize=(10, 3.6))
     for c in rows:
         colour = COLOURS[0] if c.label in on else "#9aa0a6"
         ax.scatter(c.energy_wh, choice.judged(c), s=22, color=colour, zorder=3)
@@ -322,15 +333,15 @@ def pareto_figure(choice: Choice) -> str | None:
 # ----------------------------------------------------------------------------- classify
 
 
+@styled
 def confusion_figure(view: RunView) -> str | None:
     """The fine-tuned model's confusion matrix (counts; rows true, columns predicted)."""
     m = view.metrics
     result = m.test.get(view.recommended) or m.result
     if not result.confusion or not m.labels:
         return None
-    plt = _pyplot()
     matrix = np.asarray(result.confusion)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.55 * len(m.labels), 1.2 + 0.5 * len(m.labels)))
+    fig, ax = _subplots(figsize=(1.5 + 0.55 * len(m.labels), 1.2 + 0.5 * len(m.labels)))
     ax.imshow(matrix, cmap="Greens")
     ticks = range(len(m.labels))
     ax.set_xticks(ticks, m.labels, rotation=40, ha="right")
@@ -360,14 +371,14 @@ def per_class_f1(confusion: list[list[int]]) -> np.ndarray:
     return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
 
 
+@styled
 def f1_figure(view: RunView) -> str | None:
     """F1 per class for every row."""
     m = view.metrics
     rows = {n: r for n, r in m.test.items() if r.confusion}
     if not rows or not m.labels:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 2.8))
+    fig, ax = _subplots(figsize=(10, 2.8))
     width = 0.8 / len(rows)
     x = np.arange(len(m.labels))
     for i, (name, result) in enumerate(rows.items()):

@@ -45,18 +45,23 @@ class EnergyMedianStop(Callback):
         self.curve: Curve = []
         self.j0 = 0.0
         self.best = math.inf
+        self.total_steps = 0
         self.pruned: str | None = None
         """Why the trial was stopped, once it was."""
 
     def on_setup(self, ctx: SetupContext) -> None:
         self.j0 = self.read_j()
+        self.total_steps = ctx.total_steps
 
     def on_validation(self, state: LoopState, val_loss: float) -> bool:
         wh = (self.read_j() - self.j0) / J_PER_WH
         self.best = min(self.best, val_loss)
         self.curve.append((wh, self.best))
         trained = sum(1 for row in state.val_history if row.get("epoch", -1) >= 0)
-        if trained < self.warmup or self.pruned:
+        # the last validation: training is over, stopping saves nothing and would only hide
+        # a finished trial from the front
+        last = self.total_steps > 0 and state.step >= self.total_steps
+        if trained < self.warmup or self.pruned or last:
             return False
         refs = [r for r in (best_at(c, wh) for c in self.curves) if math.isfinite(r)]
         if len(refs) < self.min_trials:

@@ -49,6 +49,8 @@ class Dimension:
     def contains(self, value: Any) -> bool:
         if self.kind == "categorical":
             return value in self.choices
+        if value is None:
+            return False
         return isinstance(value, int | float) and self.low <= value <= self.high  # type: ignore[operator]
 
 
@@ -85,6 +87,11 @@ def _dimension(path: Path, key: str, spec: Any) -> Dimension:
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{where}: categorical needs a non-empty list 'choices'")
+        nested = [c for c in choices if not isinstance(c, str | int | float | bool | None)]
+        if nested:  # what Optuna stores: numbers, strings, booleans, null
+            raise ConfigError(
+                f"{where}: choices must be numbers, strings, booleans or null, got {nested[0]!r}"
+            )
         return Dimension(key, kind, choices=tuple(choices))
     try:
         low, high = float(spec["low"]), float(spec["high"])
@@ -124,12 +131,13 @@ def base_values(base: RunConfig, space: list[Dimension]) -> dict[str, Any] | Non
     """The base config's own value of every key, when each lies in the space (the default
     configuration as a trial), else None."""
     tree = to_dict(base)
+    missing = object()
     values: dict[str, Any] = {}
     for dim in space:
         node: Any = tree
         for part in dim.key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is None or not dim.contains(node):
+            node = node.get(part, missing) if isinstance(node, dict) else missing
+        if node is missing or not dim.contains(node):  # a null default is a value too
             return None
         values[dim.key] = node
     return values

@@ -20,7 +20,7 @@ from typing import Any
 
 import greentune as gt
 from greentune.config import RunConfig, load_config
-from greentune.errors import ConfigError, GreentuneError
+from greentune.errors import ConfigError
 from greentune.search.prune import Curve, EnergyMedianStop
 from greentune.search.space import Dimension, base_values, check_space, load_space, trial_config
 from greentune.tasks import TASKS
@@ -89,6 +89,8 @@ class SearchResult:
     default: int | None = None
     target: float = 0.02
     spent_wh: float = 0.0
+    root: str = ""
+    """The folder of the trials' run directories (and of search.json)."""
 
     def row(self, number: int | None) -> TrialRow | None:
         return next((t for t in self.trials if t.number == number), None)
@@ -97,7 +99,7 @@ class SearchResult:
 def search(opts: SearchOptions, log: Log = print) -> SearchResult:
     """Run (or continue) the study until it has ``opts.trials`` finished trials or the
     budget is spent, and return every trial with the front and the recommendation."""
-    optuna = require("optuna", extra="search")
+    optuna = require("optuna", extra="search", hint="")
     if opts.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {opts.sampler!r}; valid choices: {', '.join(SAMPLERS)}")
     if opts.trials < 1:
@@ -127,8 +129,12 @@ def search(opts: SearchOptions, log: Log = print) -> SearchResult:
         _budget_stop(opts.budget_wh, log),
     ]
     if _spent_wh(study) < (opts.budget_wh or math.inf) and _count(study) < opts.trials:
-        study.optimize(objective, callbacks=callbacks, catch=(GreentuneError,), gc_after_trial=True)
-    return summarise(study, url, opts.target, quality.metric, quality.higher_is_better)
+        # a trial that fails (a refused combination, out of memory) is recorded as failed and
+        # the study goes on; Ctrl-C and SIGTERM (BaseException) still stop it
+        study.optimize(objective, callbacks=callbacks, catch=(Exception,), gc_after_trial=True)
+    result = summarise(study, url, opts.target, quality.metric, quality.higher_is_better)
+    result.root = str(root)
+    return result
 
 
 def _study(optuna: Any, name: str, url: str, opts: SearchOptions, higher: bool) -> Any:
@@ -198,19 +204,27 @@ def _objective(
         log(f"trial {trial.number}: {shown}")
         try:
             run = gt.run(cfg, echo=lambda m: None, callbacks=[pruner] if opts.prune else [])
-        except GreentuneError as exc:  # the study records it as failed and goes on
+        except Exception as exc:  # the study records it as failed and goes on
             log(f"trial {trial.number} failed: {exc}")
+            path = root / name
+            trial.set_user_attr("run", str(path))
+            trial.set_user_attr("run_wh", _ledger_wh(path))  # what it spent counts too
             raise
         m = run.metrics
         result = m.result
         val = (m.validation or {}).get(m.model, {}).get(quality.metric)
         fallback = m.training.best_val_loss if m.training is not None else None
-        value = float(val) if val is not None else float(fallback or math.nan)
+        if val is not None:
+            value = float(val)
+        else:  # no validation scores (classify): the validation loss, signed as the metric
+            loss = float(fallback if fallback is not None else math.nan)
+            value = -loss if quality.higher_is_better else loss
         energy = result.bill.energy_wh if result.bill else math.nan
         trial.set_user_attr("run", str(run.path))
         trial.set_user_attr("run_wh", m.energy.run_wh if m.energy else 0.0)
         trial.set_user_attr("test", result.scores.get(quality.metric))
-        trial.set_user_attr("metric", f"val_{quality.metric}" if val is not None else "val_loss")
+        fallback_name = "minus_val_loss" if quality.higher_is_better else "val_loss"
+        trial.set_user_attr("metric", f"val_{quality.metric}" if val is not None else fallback_name)
         stopped = pruners[0] if pruners else None
         if stopped is not None:
             trial.set_user_attr("curve", stopped.curve)
@@ -222,6 +236,17 @@ def _objective(
         return value, energy
 
     return objective
+
+
+def _ledger_wh(run: Path) -> float:
+    """Every metered window of a run directory, in Wh (0 when it has no ledger)."""
+    from greentune.energy.ledger import Ledger
+
+    if not (run / "energy.json").is_file():
+        return 0.0
+    ledger = Ledger.load(run)
+    ledger.fold_journals(run, live=True)
+    return float(ledger.totals()["all"]["energy_j"]) / 3600
 
 
 def _finished(optuna: Any) -> tuple[Any, ...]:
@@ -285,7 +310,8 @@ def summarise(study: Any, storage: str, target: float, metric: str, higher: bool
             result.front.append(number)
             best_so_far = sign * value
     best_number, best_value, _ = min(scored, key=lambda s: sign * s[1])
-    bound = best_value * (1 - target) if higher else best_value * (1 + target)
+    margin = target * abs(best_value)
+    bound = best_value - margin if higher else best_value + margin
     ok = [s for s in scored if (s[1] >= bound if higher else s[1] <= bound)]
     result.best = best_number
     result.greenest = min(ok, key=lambda s: s[2])[0]

@@ -6,6 +6,7 @@ emissions per phase with their kind, and its files. A new backend registers a fa
 ``TRACKERS`` (``greentune.tracking.base``).
 """
 
+from greentune.tracking import backends  # noqa: F401  (registers the built-in trackers)
 from greentune.tracking.base import TRACKERS, Tracker, TrackerContext, TrackingError
 
 __all__ = ["TRACKERS", "Tracker", "TrackerContext", "TrackingError"]

@@ -65,6 +65,16 @@ class MlflowTracker:
         for i in range(0, len(items), 1000):
             self.client.log_batch(str(self.run_id), metrics=items[i : i + 1000])
 
+    def log_history(self, rows: Mapping[int, Mapping[str, float]]) -> None:
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now_ms, step) for step, row in rows.items() for k, v in row.items()
+        ]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(str(self.run_id), metrics=items[i : i + 1000])
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -105,6 +115,10 @@ class TensorBoardTracker:
             self.writer.add_scalar(key, float(value), 0 if step is None else step)
         if step is None:
             self.results.update({k: float(v) for k, v in metrics.items()})
+
+    def log_history(self, rows: Mapping[int, Mapping[str, float]]) -> None:
+        for step, row in rows.items():
+            self.log_metrics(row, step)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.writer.add_text("tags", "\n".join(f"- {k}: {v}" for k, v in tags.items()))
@@ -159,6 +173,10 @@ class WandbTracker:
             self.run.summary.update(dict(metrics))
         else:
             self.run.log(dict(metrics), step=step)
+
+    def log_history(self, rows: Mapping[int, Mapping[str, float]]) -> None:
+        for step, row in rows.items():
+            self.run.log(dict(row), step=step)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.run.summary.update({f"tag/{k}": v for k, v in tags.items()})

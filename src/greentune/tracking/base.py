@@ -44,6 +44,11 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
 
+    def log_history(self, rows: Mapping[int, Mapping[str, float]]) -> None:
+        """Several steps' metrics at once (step -> metrics, in step order): one request
+        where the backend allows it."""
+        ...
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
     def log_files(self, paths: list[Path]) -> None: ...
@@ -76,8 +81,10 @@ def metric_name(*parts: str) -> str:
     return "/".join(_BAD.sub("_", p) for p in parts)
 
 
-def require(module: str, extra: str = "tracking") -> Any:
-    """Import an optional tracking library, or say how to install it."""
+def require(
+    module: str, extra: str = "tracking", hint: str = ", or remove it from tracking.to"
+) -> Any:
+    """Import an optional library, or say how to install it."""
     import importlib
 
     try:
@@ -85,6 +92,6 @@ def require(module: str, extra: str = "tracking") -> Any:
     except ImportError as exc:
         package = module.split(".")[0]
         raise TrackingError(
-            f"tracking needs {package} ({exc}); install it with pip install "
-            f"'greentune[{extra}]', or remove it from tracking.to"
+            f"{extra} needs {package} ({exc}); install it with pip install "
+            f"'greentune[{extra}]'{hint}"
         ) from None

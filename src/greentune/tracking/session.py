@@ -46,6 +46,7 @@ class RunTracking(Callback):
         self.trackers = trackers
         self.log = log
         self.pending: dict[int, dict[str, float]] = {}
+        self.finished = False
 
     @classmethod
     def start(
@@ -56,9 +57,13 @@ class RunTracking(Callback):
         if not cfg.tracking.to:
             return None
         ids = (run_dir.info.extra.get("tracking") or {}) if resume else {}
-        trackers = [
-            TRACKERS.get(name)(context(cfg, run_dir, ids.get(name))) for name in cfg.tracking.to
-        ]
+        trackers: list[Tracker] = []
+        for name in cfg.tracking.to:
+            try:
+                trackers.append(TRACKERS.get(name)(context(cfg, run_dir, ids.get(name))))
+            except BaseException:  # the ones already started end as failed, not running
+                cls(trackers, log).finish(run_dir, "failed")
+                raise
         run_dir.set_status(
             "running", tracking={t.name: t.run_id for t in trackers if t.run_id is not None}
         )
@@ -94,15 +99,24 @@ class RunTracking(Callback):
 
     def flush(self) -> None:
         pending, self.pending = self.pending, {}
-        for step, row in sorted(pending.items()):
-            self._each("log_metrics", row, step)
+        if pending:
+            self._each("log_history", dict(sorted(pending.items())))
 
     # ------------------------------------------------------------------ the end
 
     def finish(self, run_dir: RunDir, status: str) -> None:
-        """Results and files of a complete run, then every tracker's end."""
+        """Results and files of a complete run, then every tracker's end; once (a second call
+        does nothing), and never raising: the run is over whatever a tracker does."""
+        if self.finished:
+            return
+        self.finished = True
+        self.flush()
         if status == "complete":
-            metrics, tags = results(run_dir)
+            try:
+                metrics, tags = results(run_dir)
+            except Exception as exc:
+                self.log(f"tracking: the run's results could not be read ({exc})")
+                metrics, tags = {}, {}
             self._each("log_metrics", metrics, None)
             self._each("set_tags", tags)
             files = [run_dir.path / f for f in FILES if (run_dir.path / f).is_file()]
@@ -141,9 +155,15 @@ def results(run_dir: RunDir) -> tuple[dict[str, float], dict[str, str]]:
         values = {"energy_wh": frame_row["energy_wh"], "emissions_g": frame_row.get("emissions_g")}
         out.update(_numbers(("energy", str(phase)), values))
         tags[f"energy.{phase}.kind"] = ",".join(frame_row.get("kinds") or [])
+    if not phases.empty:  # the phases' sum: every run session, as the phases themselves
+        grams = phases["emissions_g"]
+        total = {
+            "energy_wh": float(phases["energy_wh"].sum()),
+            "emissions_g": None if grams.isna().any() else float(grams.sum()),
+        }
+        out.update(_numbers(("energy", "run"), total))
     if m.energy is not None:
         e = m.energy
-        out.update(_numbers(("energy", "run"), {"energy_wh": e.run_wh, "emissions_g": e.run_g}))
         tags.update(
             {
                 "energy.kind": ",".join(e.kinds),

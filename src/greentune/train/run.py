@@ -74,6 +74,7 @@ def run(
     log = run_logger(run_dir.log_path, echo) if main else _silent
     pause.install()
     tracking: RunTracking | None = None
+    completed = False
     try:
         cfg = private_config(task, task.resolve_config(cfg))
         if main:
@@ -126,11 +127,17 @@ def run(
             run_dir.write_metrics(metrics)
             stale = ("error", "paused_at_step", "resume_command") if resume_path else ()
             run_dir.set_status("complete", **dict.fromkeys(stale))
+            completed = True
             if cfg.eval.report:
                 _write_report(run_dir, cfg, log)
             if tracking is not None:
                 tracking.finish(run_dir, "complete")
     except BaseException as exc:
+        if completed:  # the run is done; only its report or tracking was cut short
+            if tracking is not None:
+                tracking.finish(run_dir, "complete")  # once: a finished tracker does nothing
+            ranks.shutdown()
+            raise
         # Unwinding (not os._exit) keeps what matters: the ledger has the energy spent, the
         # checkpoints stay, run.json says why the run stopped.
         # A SIGTERM that lands while an error unwinds (torchrun stopping the survivors of a
