@@ -142,7 +142,9 @@ def _study(optuna: Any, name: str, url: str, opts: SearchOptions, higher: bool) 
     # worker's trial fail instead of running forever
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     samplers = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=opts.seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(
+            population_size=population_size(opts.trials), seed=opts.seed
+        ),
         "tpe": lambda: optuna.samplers.TPESampler(seed=opts.seed, multivariate=True),
         "random": lambda: optuna.samplers.RandomSampler(seed=opts.seed),
     }
@@ -173,6 +175,13 @@ def _study(optuna: Any, name: str, url: str, opts: SearchOptions, higher: bool) 
     # a killed worker's trial: failed by the heartbeat, counted, and the study goes on
     optuna.storages.fail_stale_trials(study)
     return study
+
+
+def population_size(trials: int) -> int:
+    """NSGA-II's generation size for a study of ``trials``: Optuna's 50 samples the whole of a
+    small study at random (its first generation is random), so a study gets about three
+    generations, between 4 and 50 trials each."""
+    return max(4, min(50, trials // 3))
 
 
 def _objective(
