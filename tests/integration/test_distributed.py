@@ -232,7 +232,7 @@ def test_a_dead_rank_stops_the_others_with_a_clear_error(csv, tmp_path):
     assert list_checkpoints(tmp_path / "dies" / "checkpoints")  # the last checkpoint is kept
 
 
-@pytest.mark.slow  # 30-70 s; 45 of 45 runs passed in benchmarks/faults.py --elastic, see docs
+@pytest.mark.slow  # 30-70 s; 45 of 45 passed in benchmarks/faults.py --elastic; slow_tests.py
 def test_a_restarted_worker_group_resumes_from_the_last_checkpoint(csv, tmp_path):
     args = [
         "run", *series_overrides(csv, tmp_path, "again"), *LONG, "--nproc", "2",

@@ -64,3 +64,10 @@ def test_a_trial_behind_the_median_at_equal_energy_stops() -> None:
 def test_the_rule_waits_for_enough_finished_trials() -> None:
     stop = _stop([[(0.0, 0.1)]], [0.0, 1.0])
     assert not _validate(stop, LoopState(), 0, 9.0)  # one finished trial, two needed
+
+
+def test_nsga2_generations_fit_the_study() -> None:
+    from greentune.search.study import population_size
+
+    # Optuna's default of 50 would make any study under 50 trials a random search
+    assert [population_size(n) for n in (5, 12, 30, 150, 600)] == [4, 4, 10, 50, 50]
