@@ -74,6 +74,8 @@ def test_mlflow_gets_the_config_curves_scores_energy_and_files(tracked) -> None:
     assert metrics["energy/run/energy_wh"] == pytest.approx(phases["energy_wh"].sum())
     assert got.data.tags["greenest"] == m.energy.greenest
     assert got.data.tags["energy.kind"] == ",".join(m.energy.kinds)
+    # the files stay beside the store, not in whatever folder the command ran from
+    assert (tracked.path.parent / "mlartifacts").is_dir() and not Path("mlruns").exists()
     artifacts = sorted(a.path for a in client.list_artifacts(run_id))
     assert artifacts == ["config.yaml", "energy.json", "log.txt", "metrics.json", "report.html"]
 
@@ -237,6 +239,7 @@ def test_every_registered_tracker_starts_writes_and_finishes(tmp_path):
         experiment="e",
         mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         tensorboard_dir=tmp_path / "tb",
+        mlflow_artifacts=(tmp_path / "mlartifacts").as_uri(),
     )
     (tmp_path / "f.txt").write_text("x")
     for name in TRACKERS.names():

@@ -40,7 +40,11 @@ class MlflowTracker:
             else:
                 found = self.client.get_experiment_by_name(ctx.experiment)
                 experiment = (
-                    found.experiment_id if found else self.client.create_experiment(ctx.experiment)
+                    found.experiment_id
+                    if found
+                    else self.client.create_experiment(
+                        ctx.experiment, artifact_location=ctx.mlflow_artifacts
+                    )
                 )
                 run = self.client.create_run(experiment, run_name=ctx.run_name)
                 self.run_id = run.info.run_id

@@ -28,8 +28,12 @@ FLUSH_EVERY = 200
 
 def context(cfg: RunConfig, run_dir: RunDir, resume_id: str | None = None) -> TrackerContext:
     t = cfg.tracking
-    uri = t.mlflow_uri or f"sqlite:///{Path(cfg.output_dir).resolve() / 'mlflow.db'}"
+    output = Path(cfg.output_dir).resolve()
+    uri = t.mlflow_uri or f"sqlite:///{output / 'mlflow.db'}"
+    # a local database keeps the files beside it; a server has its own artifact root
+    artifacts = (output / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
     return TrackerContext(
+        mlflow_artifacts=artifacts,
         run_dir=run_dir.path,
         run_name=run_dir.name,
         experiment=t.experiment,
