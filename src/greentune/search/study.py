@@ -21,6 +21,8 @@ from typing import Any
 import greentune as gt
 from greentune.config import RunConfig, load_config
 from greentune.errors import ConfigError
+from greentune.report.choose import Candidate, pareto_front
+from greentune.results import Quality
 from greentune.search.prune import Curve, EnergyMedianStop
 from greentune.search.space import Dimension, base_values, check_space, load_space, trial_config
 from greentune.tasks import TASKS
@@ -313,11 +315,9 @@ def summarise(study: Any, storage: str, target: float, metric: str, higher: bool
     if not scored:
         return result
     sign = -1.0 if higher else 1.0
-    best_so_far = math.inf
-    for number, value, _ in sorted(scored, key=lambda s: (s[2], sign * s[1])):
-        if sign * value < best_so_far:  # cheapest first: each better one is on the front
-            result.front.append(number)
-            best_so_far = sign * value
+    points = [Candidate(str(n), "", "", v, v, wh, None, False) for n, v, wh in scored]
+    front = pareto_front(points, lambda c: c.test, Quality(metric, higher))
+    result.front = [int(label) for label in front]
     best_number, best_value, _ = min(scored, key=lambda s: sign * s[1])
     margin = target * abs(best_value)
     bound = best_value - margin if higher else best_value + margin
