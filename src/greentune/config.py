@@ -305,6 +305,9 @@ class EvalConfig:
     """Seasonal period in steps for MASE's scale; None: one day at the data's frequency."""
     batch_size: int = 256
     """Windows per forward pass when predicting."""
+    peer_max_steps: int = 1000
+    """Training steps at most for the neural peer baselines (``nhits``, ``patchtst``; install
+    ``greentune[peers]``), early-stopped on validation."""
     ensembles: tuple[Literal["mean", "median", "weighted"], ...] = ("weighted",)
     """Ensembles of ``ensemble_members`` scored as rows of their own (``ensemble-<kind>``):
     mean, median, or weighted (convex weights per horizon step fitted on validation)."""
@@ -316,7 +319,7 @@ class EvalConfig:
     ``greentune report RUN`` writes it again at any time."""
 
     def __post_init__(self) -> None:
-        _positive(self, "season_length", "batch_size")
+        _positive(self, "season_length", "batch_size", "peer_max_steps")
         if len(set(self.ensembles)) != len(self.ensembles):
             raise ConfigError(f"eval.ensembles lists a kind twice: {list(self.ensembles)}")
 

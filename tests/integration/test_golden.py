@@ -88,8 +88,11 @@ def test_tiny_forecast_run_matches_its_golden_values(tmp_path):
         return sum(sum(r["energy_j"].values()) for r in rows if r["window"] == name) / 3600
 
     # billed for each member's windows once (the ridge fit inside `train` is not billed twice)
-    # and its own windows: the members' validation forecasts (select) and the weights
-    windows = ("train", "test", "baseline/linear", "baseline/lightgbm", "select", "ensemble")
+    # and its own windows: the members' validation forecasts and the weights
+    windows = (
+        *("train", "test", "baseline/linear", "baseline/lightgbm"),
+        *("select/model", "select/linear", "select/lightgbm", "ensemble"),
+    )
     want = sum(window_wh(w) for w in windows)
     assert metrics["test"]["ensemble-weighted"]["energy_wh"] == pytest.approx(want, rel=1e-9)
     # every row scored on validation too; the recommendation reads those scores

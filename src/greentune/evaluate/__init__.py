@@ -1,3 +1,4 @@
 """Metrics, baselines and comparison tables: every model scored on the same test windows."""
 
-from greentune.evaluate import lgbm  # noqa: F401  registers the lightgbm baseline
+# registers the lightgbm baseline, and nhits, patchtst, mstl, mlforecast
+from greentune.evaluate import lgbm, peers  # noqa: F401

@@ -1,8 +1,8 @@
 """Baselines scored on the same test windows as the network: seasonal naive, ridge (and
 LightGBM, in ``greentune.evaluate.lgbm``).
 
-A baseline is a function ``(data, origins, quantiles) -> Forecast``. It fits on training rows
-(positions < ``data.val_start``) only; validation rows may pick hyperparameters, stop boosting
+A baseline is a function ``(data, origins, quantiles, options) -> Forecast``. It fits on training
+rows (positions < ``data.val_start``) only; validation rows may pick hyperparameters, stop boosting
 early or calibrate quantiles. Test targets are read only as history before a forecast origin,
 exactly as the network sees them.
 """
@@ -11,17 +11,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from greentune.config import RunConfig
 from greentune.data.windows import ForecastData, unfold_targets
 from greentune.errors import DataError
 from greentune.evaluate.ridge import complete_origins, design_matrix, fit_linear
 from greentune.registry import Registry
 from greentune.results import Forecast
 
-Baseline = Callable[[ForecastData, np.ndarray, tuple[float, ...]], Forecast]
+
+@dataclass(frozen=True)
+class BaselineOptions:
+    """What a run's config says to the baselines that take settings (the peers)."""
+
+    seed: int = 0
+    """Seed of the baselines that draw random numbers (the neural peers, mlforecast)."""
+    peer_max_steps: int = 1000
+    """Training steps at most for the neural peers, early-stopped on validation."""
+
+
+def baseline_options(cfg: RunConfig) -> BaselineOptions:
+    return BaselineOptions(seed=cfg.seed, peer_max_steps=cfg.eval.peer_max_steps)
+
+
+Baseline = Callable[[ForecastData, np.ndarray, tuple[float, ...], BaselineOptions], Forecast]
 BASELINES: Registry[Baseline] = Registry("baseline")
 
 # Fewer phase-matched calibration windows than this and quantiles pool all clock times instead.
@@ -29,13 +46,17 @@ MIN_CALIBRATION = 20
 
 
 def run_baseline(
-    name: str, data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...] = ()
+    name: str,
+    data: ForecastData,
+    origins: np.ndarray,
+    quantiles: tuple[float, ...] = (),
+    options: BaselineOptions | None = None,
 ) -> Forecast:
     """Run the baseline ``name`` on ``origins``; fit_s/predict_s hold the wall seconds."""
     fn = BASELINES.get(name)
     origins = np.asarray(origins, dtype=np.int64)
     start = time.perf_counter()
-    forecast = fn(data, origins, tuple(float(q) for q in quantiles))
+    forecast = fn(data, origins, tuple(float(q) for q in quantiles), options or BaselineOptions())
     if forecast.fit_s == 0.0 and forecast.predict_s == 0.0:
         forecast.predict_s = time.perf_counter() - start
     expected = (len(origins), data.horizon, data.n_targets)
@@ -110,7 +131,7 @@ def _seasonal_naive(
 
 @BASELINES.register("seasonal_naive_daily")
 def seasonal_naive_daily(
-    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
+    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], _: BaselineOptions
 ) -> Forecast:
     """Same clock time on the latest day before the origin."""
     return _seasonal_naive(data, origins, quantiles, steps_per(data, "1D"))
@@ -118,7 +139,7 @@ def seasonal_naive_daily(
 
 @BASELINES.register("seasonal_naive_weekly")
 def seasonal_naive_weekly(
-    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
+    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], _: BaselineOptions
 ) -> Forecast:
     """Same clock time and weekday in the latest week before the origin."""
     return _seasonal_naive(data, origins, quantiles, steps_per(data, "7D"))
@@ -128,7 +149,9 @@ def seasonal_naive_weekly(
 
 
 @BASELINES.register("linear")
-def linear(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
+def linear(
+    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], _: BaselineOptions
+) -> Forecast:
     """DLinear-like direct multi-output ridge from the network's inputs to all H*T outputs."""
     L, H, T = data.context_length, data.horizon, data.n_targets
     fit = fit_linear(data)

@@ -35,6 +35,7 @@ from greentune.data.windows import ForecastData
 from greentune.errors import DataError
 from greentune.evaluate.baselines import (
     BASELINES,
+    BaselineOptions,
     calibration_origins,
     horizon_positions,
     residual_quantiles,
@@ -331,7 +332,9 @@ def predict_target(
 
 
 @BASELINES.register("lightgbm")
-def lightgbm(data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
+def lightgbm(
+    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], _: BaselineOptions
+) -> Forecast:
     """Direct multi-horizon LightGBM per target, design chosen on validation."""
     H, T = data.horizon, data.n_targets
     point = np.empty((len(origins), H, T))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from greentune.config import replace
-from greentune.evaluate.baselines import run_baseline
+from greentune.evaluate.baselines import baseline_options, run_baseline
 from greentune.privacy.federated import protocol as P
 from greentune.privacy.federated.client import (
     Local,
@@ -54,7 +54,9 @@ def client_test(
     data = local.data
     season = season_steps(data, local.cfg.eval.season_length)
     for name in NAIVES:
-        fc = run_baseline(name, data, data.test.origins, local.cfg.model.quantiles)
+        fc = run_baseline(
+            name, data, data.test.origins, local.cfg.model.quantiles, baseline_options(local.cfg)
+        )
         rows[name] = evaluate_forecast(data, data.test.origins, fc, season)
     load_trainable(model, arrays)
     if workdir:

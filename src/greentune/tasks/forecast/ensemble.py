@@ -1,9 +1,9 @@
 """A forecasting run's ensembles: its network and baselines combined, scored like any model.
 
 The members' test forecasts are the ones already scored; their validation forecasts are the
-run's (made in the ``select`` meter window, where every row gets a validation score). The weights
-are fitted in the ``ensemble`` window. An ensemble's energy is its members', ``select`` and
-``ensemble``.
+run's (made in a ``select/<row>`` meter window each, where every row gets a validation score).
+The weights are fitted in the ``ensemble`` window. An ensemble's energy is its members', their
+validation forecasts' and ``ensemble``'s.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ import pandas as pd
 from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
 from greentune.errors import ConfigError
-from greentune.evaluate.baselines import horizon_positions, run_baseline
+from greentune.evaluate.baselines import baseline_options, horizon_positions, run_baseline
 from greentune.evaluate.ensemble import combine, fit_weights, member_windows
 from greentune.results import Forecast, ModelResult, RunMetrics
 from greentune.tasks.forecast.predict import evaluate_forecast, prediction_rows
 from greentune.train.callbacks import Window
 
 MODEL = "model"
+SELECT = "select"
+"""Validation forecasts are made in a meter window per row, ``select/<row>`` (the network's
+``select/model``): an ensemble is billed for its members' only."""
 DEFAULT_MEMBERS = (MODEL, "linear", "lightgbm")
 NOT_MEMBERS = ("random_init",)
 
@@ -81,7 +84,8 @@ def ensemble_rows(
         fc = combine(kind, {m: test[m][0] for m in names}, weights)
         fc.fit_s, fc.predict_s = fit_s, time.perf_counter() - t1
         windows = member_windows([test[m][1].energy_windows or {} for m in names], "ensemble")
-        windows["fit"]["select"] = 1.0  # the members' validation forecasts
+        for m in names:  # the members' validation forecasts
+            windows["fit"][f"{SELECT}/{m}"] = 1.0
         row = ModelResult(
             evaluate_forecast(data, origins, fc, season),
             fit_s=fc.fit_s + sum(test[m][1].fit_s or 0.0 for m in names),
@@ -132,10 +136,12 @@ def select(
     row's validation prediction rows. ``val_fc`` holds the validation forecasts made already
     (the network's, random_init's)."""
     val = data.val.origins
-    with window("select"):
-        for b in scored:
-            if b not in val_fc:  # the baselines' fits are reused (ridge, LightGBM cached)
-                val_fc[b] = run_baseline(b, data, val, cfg.model.quantiles)
+    for b in scored:
+        if b not in val_fc:  # the baselines' fits are reused (ridge, LightGBM cached)
+            # a window per row: an ensemble pays for its members' validation forecasts only
+            # (a peer refitted per origin, as MSTL, costs minutes here)
+            with window(f"{SELECT}/{b}"):
+                val_fc[b] = run_baseline(b, data, val, cfg.model.quantiles, baseline_options(cfg))
     with window("ensemble"):
         rows = ensemble_rows(cfg, data, season, scored, val_fc)
     frames, ensembles = [], {}

@@ -18,14 +18,15 @@ from greentune.config import RunConfig, replace
 from greentune.data.windows import ForecastData, prepare_forecast_data
 from greentune.distributed import ranks
 from greentune.errors import ConfigError, DataError
-from greentune.evaluate.baselines import BASELINES, run_baseline
+from greentune.evaluate.baselines import BASELINES, baseline_options, run_baseline
+from greentune.evaluate.peers import check_peers
 from greentune.models.backbone import count_parameters
 from greentune.models.forecaster import Forecaster
 from greentune.results import Forecast, ModelResult, RunMetrics, energy_windows
 from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
-from greentune.tasks.forecast.ensemble import MODEL, ensemble_members, select
+from greentune.tasks.forecast.ensemble import MODEL, SELECT, ensemble_members, select
 from greentune.tasks.forecast.hybrid import (
     BASE_WINDOW,
     HybridBase,
@@ -107,7 +108,7 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
     }
     frames = [prediction_rows(data, test, fc, name)]
     scored = {MODEL: (fc, results[name])}
-    with window("select"):  # every rank: predicting gathers shards from all of them
+    with window(f"{SELECT}/{MODEL}"):  # every rank: predicting gathers shards from all of them
         val_b = make_batches(
             cfg, data, data.val.origins, tokenizer, base_of(hybrid, data, data.val.origins)
         )
@@ -226,6 +227,7 @@ def check_before_training(cfg: RunConfig, data: ForecastData, season: int) -> No
         raise ConfigError(
             f"eval.baselines: unknown {', '.join(unknown)}; valid choices: {', '.join(valid)}"
         )
+    check_peers(cfg.eval.baselines)
     if season >= data.val_start:
         raise DataError(
             f"{data.report.origin}: MASE needs more than eval.season_length={season} training "
@@ -246,7 +248,7 @@ def _baseline(
     is gone afterwards); other baselines forecast validation later from their cached fits."""
     cfg, log = ctx.cfg, ctx.log
     if name != RANDOM_INIT:
-        fc = run_baseline(name, data, origins, cfg.model.quantiles)
+        fc = run_baseline(name, data, origins, cfg.model.quantiles, baseline_options(cfg))
         log(f"baseline {name}: fitted in {fc.fit_s:.1f} s")
         return fc, None
     ablation = replace(cfg, model={"pretrained": False})
