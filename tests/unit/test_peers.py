@@ -17,6 +17,7 @@ from greentune.errors import ConfigError
 from greentune.evaluate.baselines import BASELINES, BaselineOptions, run_baseline
 from greentune.evaluate.peers import PEERS, check_peers
 from tests.unit.test_baselines import N_ROWS, QUANTILES, _data, _truth
+from tests.unit.test_baselines import noisy as noisy  # the same noisy series, as a fixture
 
 pytest.importorskip("neuralforecast")
 pytest.importorskip("statsforecast")
@@ -34,24 +35,6 @@ def periodic() -> ForecastData:
     weekend = ((t // 24) % 7 >= 5).astype(float)
     y = profile[t % 24] * (1.0 - 0.2 * weekend)
     return _data({"y": y, "temp": rng.normal(15.0, 5.0, N_ROWS)})
-
-
-@pytest.fixture(scope="module")
-def noisy() -> ForecastData:
-    """Daily and weekly shape, a temperature effect and noise (test_baselines' series)."""
-    from tests.unit.test_baselines import _temperature
-
-    rng = np.random.default_rng(2)
-    t = np.arange(N_ROWS)
-    temp = _temperature(rng)
-    y = (
-        100.0
-        + 10.0 * np.sin(2 * np.pi * (t % 24) / 24)
-        + 8.0 * ((t // 24) % 7 < 5)
-        + 3.0 * np.maximum(temp - 22.0, 0.0)
-        + rng.normal(0.0, 1.0, N_ROWS)
-    )
-    return _data({"y": y, "temp": temp})
 
 
 def _mape(data: ForecastData, origins: np.ndarray, point: np.ndarray) -> float:
