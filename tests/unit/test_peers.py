@@ -128,7 +128,7 @@ def test_nhits_reads_the_known_covariates() -> None:
     temp = rng.normal(15.0, 5.0, N_ROWS)
     data = _data({"y": 100.0 + 3.0 * temp, "temp": temp})
     origins = data.test.origins
-    options = BaselineOptions(seed=0, peer_max_steps=100)
+    options = BaselineOptions(seed=0, peer_max_steps=50)
     nhits = _mape(data, origins, run_baseline("nhits", data, origins, (), options).point)
     patchtst = _mape(data, origins, run_baseline("patchtst", data, origins, (), options).point)
     assert nhits < 0.5 * patchtst  # history only: PatchTST cannot know tomorrow's weather
