@@ -219,14 +219,14 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     peers = [p for p in args.peers.split(",") if p]
     all_sets = datasets(RESULTS / "runs")
-    results: dict[str, Any] = {
-        "machine": machine_info(),
-        "peer_max_steps": args.peer_steps,
-        "seeds": seeds,
-        "runs": {},
-        "tables": {},
-        "runs_per_dataset": {},
-    }
+    saved_path = RESULTS / f"peers{suffix}.json"
+    # other data sets' runs stay: each data set takes hours, so they are run one at a time
+    results: dict[str, Any] = (
+        json.loads(saved_path.read_text())
+        if saved_path.exists()
+        else {"runs": {}, "tables": {}, "runs_per_dataset": {}}
+    )
+    results.update(machine=machine_info(), peer_max_steps=args.peer_steps, seeds=seeds)
     for ds in args.datasets.split(","):
         runs = []
         for label, overrides in all_sets[ds]:
