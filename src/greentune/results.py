@@ -68,6 +68,8 @@ class EnergyBill:
     emissions_g: float | None
     wh_per_1k_predictions: float | None = None
     g_per_1k_predictions: float | None = None
+    energy_kind: str | None = None
+    """How the billed windows' energy was obtained: measured, model, estimated or mixed."""
 
 
 _BILL_KEYS = tuple(f.name for f in dataclasses.fields(EnergyBill))

@@ -73,6 +73,19 @@ def test_every_method_becomes_a_run_linked_to_its_parent(forecast_run, compresse
         ledger = json.loads((run / "energy.json").read_text())
         names = {r["window"] for r in ledger["rows"]}
         assert {"build", "test", "bench/b32-0"} <= names
+        kinds = {r["kind"] for r in ledger["rows"] if r["window"] in ("build", "bench/b32-0")}
+        assert [v["energy_kind"]] == sorted(kinds) == ["model"]  # no counters on CI machines
+
+
+def test_the_table_says_how_energy_was_obtained(compressed):
+    from rich.console import Console
+
+    from greentune.cli.compress import compression_table
+
+    console = Console(width=250, record=True)
+    console.print(compression_table(compressed))
+    assert compressed["reference"]["energy_kind"] == "model"
+    assert "Wh/1k (model)" in console.export_text()
 
 
 def test_what_each_method_did(compressed):

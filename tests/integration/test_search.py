@@ -107,6 +107,9 @@ def test_the_command_prints_the_front_and_writes_the_summary(searched) -> None:
         result.output
     )
     summary = json.loads((tmp / "runs" / "s" / "search.json").read_text())
+    # every energy figure says it is modelled (no counters on CI machines)
+    assert {t["energy_kind"] for t in summary["trials"] if t["state"] == "COMPLETE"} == {"model"}
+    assert "Wh (model)" in result.output and "Wh (model), every trial's whole run" in result.output
     html = (tmp / "runs" / "s" / "search.html").read_text()
     # the page compares the front, the best, the greenest and the default: one run when a
     # single trial is all of them (energy is noisy, so which trials those are varies)

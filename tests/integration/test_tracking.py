@@ -66,6 +66,7 @@ def test_mlflow_gets_the_config_curves_scores_energy_and_files(tracked) -> None:
     for row, result in m.test.items():
         assert metrics[f"test/{row}/mape"] == pytest.approx(result.scores["mape"])
         assert metrics[f"test/{row}/energy_wh"] == pytest.approx(result.bill.energy_wh)
+        assert got.data.tags[f"test.{row}.energy_kind"] == result.bill.energy_kind == "model"
         assert metrics[f"val/{row}/mape"] == pytest.approx(m.validation[row]["mape"])
     phases = tracked.energy_by_phase("run")
     for phase, row in phases.iterrows():

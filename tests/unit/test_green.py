@@ -7,6 +7,7 @@ import pytest
 from greentune.config import EnergyConfig
 from greentune.energy.ledger import Ledger
 from greentune.evaluate.green import bill_models, greenest
+from greentune.evaluate.table import energy_headers, energy_lines
 from greentune.results import RunMetrics
 from greentune.tasks.classify.task import QUALITY as CLASSIFY
 from greentune.tasks.forecast.task import QUALITY as FORECAST
@@ -100,6 +101,24 @@ def test_models_are_billed_for_their_windows(tmp_path):
     # skill over weekly naive per kWh: (1 - 4/8) / kWh
     assert net["skill_per_kwh"] == pytest.approx(0.5 / (net["energy_wh"] / 1000))
     assert metrics["energy"]["run_wh"] == pytest.approx((7200 + 360 + 72 + 3.6) / 3600)
+
+
+def test_every_bill_says_how_its_energy_was_obtained(tmp_path):
+    resumed_ledger(tmp_path)
+    ledger = Ledger.load(tmp_path)
+    for r in ledger.rows:  # the network trained on a metered GPU; everything else modelled
+        r["kind"] = "measured" if r["window"] == "train" else "model"
+    ledger.save(tmp_path)
+    metrics = billed(tmp_path).to_dict()
+    kinds = {name: r["energy_kind"] for name, r in metrics["test"].items()}
+    assert kinds == {"net": "mixed", "linear": "model", "seasonal_naive_weekly": "model"}
+    wh, grams = energy_headers(metrics["test"])
+    assert (wh, grams) == ("Wh (mixed)", "gCO2e (mixed)")
+    modelled = {k: v for k, v in metrics["test"].items() if k != "net"}
+    assert energy_headers(modelled) == ("Wh (model)", "gCO2e (model)")
+    line = energy_lines(metrics)[1]  # the greenest row: linear, modelled
+    assert "linear (mape 4.06, 0.03 Wh (model), " in line
+    assert energy_headers({"net": {"mape": 4.0}}) == ("Wh", "gCO2e")  # unmetered: no kind
 
 
 def test_the_greenest_model_within_target_can_be_a_baseline(tmp_path):

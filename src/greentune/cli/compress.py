@@ -10,6 +10,7 @@ from rich.table import Table
 
 from greentune.cli.app import app, console, handle_errors
 from greentune.cli.report import refresh_report
+from greentune.energy.base import kind_header
 from greentune.errors import ConfigError
 
 
@@ -86,6 +87,8 @@ def compress(
 def compression_table(report: dict[str, Any]) -> Table:
     headline = report["headline"]
     table = Table(title=f"compression of {report['parent']} ({report['threads']} threads)")
+    rows = [report["reference"], *report["variants"]]
+    kinds = [r.get("energy_kind") for r in rows if r.get("wh_per_1k_predictions")]
     for col in (
         "variant",
         "status",
@@ -98,7 +101,7 @@ def compression_table(report: dict[str, Any]) -> Table:
         "x b32",
         headline,
         "change",
-        "Wh/1k",
+        kind_header("Wh/1k", kinds),
     ):
         table.add_column(col, justify="left" if col in ("variant", "status") else "right")
     ref = report["reference"]

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from greentune.cli.app import app, console, handle_errors
+from greentune.energy.base import kind_header
 
 if TYPE_CHECKING:
     from greentune.report import Choice
@@ -99,6 +100,7 @@ def _as_dict(choice: Choice) -> dict[str, object]:
                 f"test_{choice.quality.metric}": c.test,
                 "energy_wh": c.energy_wh,
                 "emissions_g": c.emissions_g,
+                "energy_kind": c.energy_kind,
             }
             for c in choice.candidates
         ],
@@ -108,7 +110,9 @@ def _as_dict(choice: Choice) -> dict[str, object]:
 def _table(choice: Choice) -> Table:
     metric = choice.quality.metric
     table = Table(title=f"every row, by {choice.chosen_on} {metric}")
-    for header in ("row", f"val {metric}", f"test {metric}", "Wh", "gCO2e", "front"):
+    kinds = [c.energy_kind for c in choice.candidates if c.energy_wh is not None]
+    wh, grams = kind_header("Wh", kinds), kind_header("gCO2e", kinds)
+    for header in ("row", f"val {metric}", f"test {metric}", wh, grams, "front"):
         table.add_column(header, justify="left" if header == "row" else "right")
     green = choice.verdict.get("greenest")
     for c in choice.ordered():

@@ -177,7 +177,8 @@ def run(
     write_json(folder / "measured.json", measured)
     for name, m in measured.items():
         console.print(
-            f"{name}: measured {m['emissions_g']:.3f} g ({m['energy_wh']:.2f} Wh) "
+            f"{name}: executed {m['emissions_g']:.3f} g ({m['energy_wh']:.2f} Wh, "
+            f"{m['energy_kind'] or 'no'} energy) "
             f"against planned {_fmt(m['expected_g'], 3)} g"
         )
     failed = [n for n, s in final["jobs"].items() if s["status"] in ("failed", "infeasible")]

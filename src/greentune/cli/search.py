@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from greentune.cli.app import app, console, handle_errors
+from greentune.energy.base import kind_header, kind_of
 
 SEARCH_SCHEMA_VERSION = 1
 
@@ -89,7 +90,8 @@ def search(
 def _table(result: SearchResult) -> Table:
     keys = list(dict.fromkeys(k for t in result.trials for k in t.params))
     table = Table(title=f"study {result.study}: {len(result.trials)} trials")
-    for header in ("trial", "state", *keys, result.metric, "Wh", "front"):
+    wh = kind_header("Wh", (t.energy_kind for t in result.trials))
+    for header in ("trial", "state", *keys, result.metric, wh, "front"):
         table.add_column(header, justify="left" if header in ("state", *keys) else "right")
     front = set(result.front)
     for t in result.trials:
@@ -126,7 +128,9 @@ def verdict(result: SearchResult) -> list[str]:
             f"against the default configuration (trial {default.number}: {result.metric} "
             f"{_fmt(default.value)}, {_fmt(default.energy_wh)} Wh): {how}"
         )
-    lines.append(f"the search spent {result.spent_wh:.3g} Wh (every trial's whole run)")
+    kind = kind_of(t.energy_kind for t in result.trials)
+    spent = f"{result.spent_wh:.3g} Wh" + (f" ({kind})" if kind else "")
+    lines.append(f"the search spent {spent}, every trial's whole run")
     return lines
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from greentune.energy.base import kind_of
 from greentune.energy.session import AnyMeter
 from greentune.errors import ConfigError
 
@@ -46,6 +47,8 @@ class Timings:
     energy_b32_j: float = 0.0
     predictions_b32: int = 0
     metered: bool = False
+    kinds: set[str] = field(default_factory=set)
+    """How the metered joules were obtained (measured, model)."""
 
 
 def dir_bytes(path: Path) -> int:
@@ -91,6 +94,7 @@ def bench(
             if w.result is not None:
                 t.energy_b32_j += w.result.total_j
                 t.metered = True
+                t.kinds.add(w.result.kind)
             t.predictions_b32 += plan.calls_b32 * n32
     return timings
 
@@ -108,4 +112,5 @@ def latency_row(t: Timings, batch: int) -> dict[str, Any]:
         if t.metered and t.predictions_b32
         else None
     )
+    row["energy_kind"] = kind_of(t.kinds)
     return row

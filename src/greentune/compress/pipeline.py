@@ -26,6 +26,7 @@ from greentune.compress.measure import BenchPlan, bench, dir_bytes, latency_row
 from greentune.compress.methods import COMPRESSORS, Built, parse_method
 from greentune.compress.task import LoadedRun, load_task, sample_batch
 from greentune.config import replace
+from greentune.energy.base import kind_of
 from greentune.energy.session import AnyMeter, metered
 from greentune.errors import CheckpointError, CompressError, ConfigError, ModelError
 from greentune.io import replace_dir
@@ -79,6 +80,7 @@ class Variant:
     built: Built | None = None
     build_s: float = 0.0
     build_j: float | None = None
+    build_kind: str | None = None
     result: ModelResult | None = None
     frame: pd.DataFrame | None = None
     error: str | None = None
@@ -163,6 +165,7 @@ def _build(task: LoadedRun, v: Variant, meter: AnyMeter, log: Log) -> None:
             v.built = info.build(task, v.options, v.scratch / "model", meter.window)
         v.build_s = time.perf_counter() - t0
         v.build_j = handle.result.total_j if handle.result else None
+        v.build_kind = handle.result.kind if handle.result else None
         with meter.window("test"):
             v.result, v.frame = task.score(v.built.model)
     except (CompressError, ModelError) as exc:
@@ -207,6 +210,7 @@ def _variant_row(
     model_dir = v.scratch / "model"
     size = dir_bytes(model_dir) - _tokenizer_bytes(model_dir)
     timing_row = latency_row(timing, 32)
+    timing_row["energy_kind"] = kind_of([timing_row["energy_kind"], v.build_kind])  # + build_wh
     key = task.quality.metric
     change = task.quality.worsening(v.result.score(key), ref["metrics"][key])
     limit = opts.drop_limit

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -21,6 +22,21 @@ from greentune.errors import EnergyError
 
 SourceKind = Literal["measured", "model"]
 J_PER_KWH = 3.6e6
+
+
+def kind_of(kinds: Iterable[str | None]) -> str | None:
+    """The one word an energy figure summed over rows or components carries: their common kind
+    (measured, model, estimated), 'mixed' when they differ, None when there is nothing."""
+    found = {k for k in kinds if k}
+    if not found:
+        return None
+    return found.pop() if len(found) == 1 else "mixed"
+
+
+def kind_header(unit: str, kinds: Iterable[str | None]) -> str:
+    """A column header that says how its energy figures were obtained: 'Wh (model)'."""
+    kind = kind_of(kinds)
+    return f"{unit} ({kind})" if kind else unit
 
 
 class EnergySource(Protocol):

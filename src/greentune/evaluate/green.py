@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from greentune.config import EnergyConfig, parse_target
+from greentune.energy.base import kind_of
 from greentune.energy.ledger import Ledger, summarise
 from greentune.results import EnergyBill, EnergySummary, Quality, RunMetrics
 
@@ -56,16 +57,19 @@ def _bill(
     predictions: int,
 ) -> EnergyBill:
     parts: dict[str, tuple[float, float]] = {}
+    kinds: list[str] = []
     for part in ("fit", "predict"):
         joules, grams = 0.0, 0.0
         for name, share in windows.get(part, {}).items():
             pool = runs if name.split("/")[0] == "train" else latest
             s = summarise([r for r in pool if r["window"] == name])
+            kinds += s["kinds"] if share else []
             joules += share * s["energy_j"]
             grams = math.nan if s["emissions_g"] is None else grams + share * s["emissions_g"]
         parts[part] = (joules / 3600, grams)
     (fit_wh, fit_g), (predict_wh, predict_g) = parts["fit"], parts["predict"]
     bill = EnergyBill(fit_wh, fit_g, predict_wh, predict_g, fit_wh + predict_wh, fit_g + predict_g)
+    bill.energy_kind = kind_of(kinds)
     if predictions:
         bill.wh_per_1k_predictions = 1000 * predict_wh / predictions
         bill.g_per_1k_predictions = 1000 * predict_g / predictions

@@ -7,6 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
+from greentune.energy.base import kind_header
+
 FORECAST_COLUMNS = (
     ("mae", "MAE", "{:.4g}"),
     ("rmse", "RMSE", "{:.4g}"),
@@ -21,11 +23,20 @@ FORECAST_COLUMNS = (
 )
 
 
-def forecast_table(results: dict[str, dict[str, float]], model: str, title: str) -> Table:
+def energy_headers(results: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """The Wh and gCO2e column headers, with how the rows' energy was obtained (measured,
+    model, estimated or mixed): a modelled figure never reads as a measured one."""
+    kinds = [r.get("energy_kind") for r in results.values() if _finite(r.get("energy_wh"))]
+    return kind_header("Wh", kinds), kind_header("gCO2e", kinds)
+
+
+def forecast_table(results: dict[str, dict[str, Any]], model: str, title: str) -> Table:
     """Rows sorted by MAPE; the best value of each error column in bold green."""
     table = Table(title=title)
     table.add_column("model")
-    for _, header, _ in FORECAST_COLUMNS:
+    wh, grams = energy_headers(results)
+    for key, header, _ in FORECAST_COLUMNS:
+        header = {"energy_wh": wh, "emissions_g": grams}.get(key, header)
         table.add_column(header, justify="right")
     best = {
         key: min((r[key] for r in results.values() if _finite(r.get(key))), default=None)
@@ -68,7 +79,7 @@ def verdict(results: dict[str, dict[str, float]], model: str) -> list[str]:
 
 def classification_table(results: dict[str, dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for header in ("model", "accuracy", "macro-F1", "fit s", "Wh", "gCO2e"):
+    for header in ("model", "accuracy", "macro-F1", "fit s", *energy_headers(results)):
         table.add_column(header, justify="right" if header != "model" else "left")
     for name, row in results.items():
         table.add_row(
@@ -110,6 +121,7 @@ def energy_lines(metrics: dict[str, Any]) -> list[str]:
                 f"greenest within {target:g} % of the best {label} ({best}, "
                 f"{scores[best][key]:.4g}): {green} ({key} {scores[green][key]:.4g}, "
                 f"{rows[green]['energy_wh']:.3g} Wh"
+                + (f" ({rows[green]['energy_kind']})" if rows[green].get("energy_kind") else "")
                 + (f", {ratio:.2g}x the best's energy" if ratio is not None else "")
                 + ")"
             )

@@ -32,6 +32,8 @@ class Candidate:
     energy_wh: float | None
     emissions_g: float | None
     fine_tuned: bool
+    energy_kind: str | None = None
+    """measured, model, estimated or mixed (the bill's)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def candidates(views: list[RunView]) -> list[Candidate]:
                     energy_wh=bill.energy_wh if bill else None,
                     emissions_g=bill.emissions_g if bill else None,
                     fine_tuned=row == m.model,
+                    energy_kind=bill.energy_kind if bill else None,
                 )
             )
     return out
@@ -175,6 +178,7 @@ def _result(c: Candidate, metric: str) -> ModelResult:
             predict_g=None,
             energy_wh=c.energy_wh,
             emissions_g=c.emissions_g,
+            energy_kind=c.energy_kind,
         )
     return ModelResult(scores={metric: c.test}, bill=bill)
 

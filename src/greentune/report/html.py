@@ -8,6 +8,7 @@ import math
 from html import escape
 from typing import Any
 
+from greentune.energy.base import kind_header
 from greentune.report import plots
 from greentune.report.choose import Choice
 from greentune.report.collect import RunView, described
@@ -106,7 +107,15 @@ def _verdict(choice: Choice) -> str:
 
 def _choice_table(choice: Choice) -> str:
     metric = choice.quality.metric
-    head = ["row", f"validation {metric}", f"test {metric}", "Wh", "gCO2e", "front"]
+    kinds = [c.energy_kind for c in choice.candidates if c.energy_wh is not None]
+    head = [
+        "row",
+        f"validation {metric}",
+        f"test {metric}",
+        kind_header("Wh", kinds),
+        kind_header("gCO2e", kinds),
+        "front",
+    ]
     rows = []
     green = choice.verdict.get("greenest")
     on = set(choice.front)
@@ -213,7 +222,9 @@ def _model_table(view: RunView) -> str:
     key = view.quality.metric
     columns = [c for c in SCORE_COLUMNS if any(c[0] in r.scores for r in m.test.values())]
     val = m.validation or {}
-    head = ["model", f"val {key}", *(h for _, h in columns), "fit s", "Wh", "gCO2e"]
+    kinds = [r.bill.energy_kind for r in m.test.values() if r.bill]
+    energy = (kind_header("Wh", kinds), kind_header("gCO2e", kinds))
+    head = ["model", f"val {key}", *(h for _, h in columns), "fit s", *energy]
     rows = []
     for name, r in sorted(m.test.items(), key=lambda kv: _rank(kv[1].score(key), view)):
         label = name + (" (fine-tuned)" if name == m.model else "")
@@ -239,9 +250,12 @@ def _rank(value: float, view: RunView) -> float:
 
 def _compression_table(report: dict[str, Any]) -> str:
     metric = str(report.get("headline", "metric"))
-    head = ["variant", "status", "MB", "b1 ms", "b32 ms", metric, "change %", "Wh/1k"]
+    listed = [report.get("reference") or {}, *(report.get("variants") or [])]
+    kinds = [r.get("energy_kind") for r in listed if r.get("wh_per_1k_predictions")]
+    head = ["variant", "status", "MB", "b1 ms", "b32 ms", metric, "change %"]
+    head.append(kind_header("Wh/1k", kinds))
     rows = []
-    for row in [report.get("reference") or {}, *(report.get("variants") or [])]:
+    for row in listed:
         if not row:
             continue
         drop = row.get("metric_drop")

@@ -1,4 +1,5 @@
-"""Measured emissions of an executed plan: each run's ledger rows priced by its site's trace.
+"""Emissions of an executed plan: each run's ledger rows (measured or modelled, as its ledger
+says) priced by its site's trace.
 
 The ledger stamps rows with real (wall-clock) times; under a simulated clock they are mapped to
 simulated time with the executor's origin and speedup, then priced at the site the plan chose.
@@ -10,6 +11,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from greentune.energy.base import kind_of
 from greentune.energy.carbon import emissions_g, parse_provider_spec
 from greentune.energy.ledger import LEDGER_JSON
 from greentune.errors import GreentuneError, ScheduleError
@@ -21,7 +23,8 @@ __all__ = ["measured_emissions"]
 def measured_emissions(
     plan: dict[str, Any], state: dict[str, Any], output_dir: Path
 ) -> dict[str, Any]:
-    """Per done greentune job: measured energy_wh and emissions_g next to the plan's expected_g."""
+    """Per done greentune job: its ledger's energy_wh (of energy_kind: measured, model or
+    mixed) and emissions_g priced at the chosen site, next to the plan's expected_g."""
     origin_sim = dt.datetime.fromisoformat(state["sim_origin"])
     origin_real, speedup = float(state["real_origin"]), float(state["speedup"])
     out: dict[str, Any] = {}
@@ -48,6 +51,7 @@ def measured_emissions(
         expected = row["expected_g"]
         out[row["name"]] = {
             "energy_wh": energy / 3600.0,
+            "energy_kind": kind_of(r["kind"] for r in rows),
             "planned_energy_wh": row["energy_wh"],
             "emissions_g": grams,
             "expected_g": expected,

@@ -75,6 +75,8 @@ class TrialRow:
     run_wh: float | None
     test: float | None
     note: str = ""
+    energy_kind: str | None = None
+    """How the trial's energy was obtained: measured, model or mixed."""
 
 
 @dataclass
@@ -233,6 +235,7 @@ def _objective(
         energy = result.bill.energy_wh if result.bill else math.nan
         trial.set_user_attr("run", str(run.path))
         trial.set_user_attr("run_wh", m.energy.run_wh if m.energy else 0.0)
+        trial.set_user_attr("energy_kind", result.bill.energy_kind if result.bill else None)
         trial.set_user_attr("test", result.scores.get(quality.metric))
         fallback_name = "minus_val_loss" if quality.higher_is_better else "val_loss"
         trial.set_user_attr("metric", f"val_{quality.metric}" if val is not None else fallback_name)
@@ -339,4 +342,5 @@ def _row(t: Any) -> TrialRow:
         run_wh=t.user_attrs.get("run_wh"),
         test=t.user_attrs.get("test"),
         note=str(t.user_attrs.get("note", "")),
+        energy_kind=t.user_attrs.get("energy_kind"),
     )

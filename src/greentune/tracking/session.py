@@ -139,9 +139,11 @@ class RunTracking(Callback):
 def results(run_dir: RunDir) -> tuple[dict[str, float], dict[str, str]]:
     """Numbers and tags a finished run reports: ``test/<row>/<score>``, ``val/<row>/<score>``,
     ``test/<row>/energy_wh`` and ``emissions_g``, ``energy/<phase>/energy_wh`` and
-    ``emissions_g`` over every ``run`` session, ``energy/run/...`` in total."""
+    ``emissions_g`` over every ``run`` session, ``energy/run/...`` in total; tags say each
+    figure's kind (``test.<row>.energy_kind``, ``energy.<phase>.kind``, ``energy.kind``)."""
     m = run_dir.metrics
     out: dict[str, float] = {}
+    tags: dict[str, str] = {"greentune.model": m.model, "greentune.task": m.task}
     for row, result in m.test.items():
         out.update(_numbers(("test", row), result.scores))
         if result.bill is not None:
@@ -151,9 +153,9 @@ def results(run_dir: RunDir) -> tuple[dict[str, float], dict[str, str]]:
                     {"energy_wh": result.bill.energy_wh, "emissions_g": result.bill.emissions_g},
                 )
             )
+            tags[f"test.{row}.energy_kind"] = result.bill.energy_kind or "unknown"
     for row, scores in (m.validation or {}).items():
         out.update(_numbers(("val", row), scores))
-    tags: dict[str, str] = {"greentune.model": m.model, "greentune.task": m.task}
     phases = run_dir.energy_by_phase("run")
     for phase, frame_row in phases.iterrows():
         values = {"energy_wh": frame_row["energy_wh"], "emissions_g": frame_row.get("emissions_g")}

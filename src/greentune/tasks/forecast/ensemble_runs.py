@@ -27,6 +27,7 @@ import pandas as pd
 
 from greentune.config import RunConfig, parse_target, replace
 from greentune.data.windows import ForecastData, prepare_forecast_data
+from greentune.energy.base import kind_of
 from greentune.energy.ledger import summarise
 from greentune.energy.session import metered
 from greentune.errors import ConfigError, DataError
@@ -250,6 +251,7 @@ def _bill(run: RunDir, cfg: RunConfig, members: list[Member], metrics: RunMetric
             _sum([fit_g, shared.predict_g]),
             1000 * shared.predict_wh / n,
             None if shared.predict_g is None else 1000 * shared.predict_g / n,
+            energy_kind=kind_of([shared.energy_kind, *own["kinds"]]),
         )
     kinds = {k for m in members if m.metrics.energy for k in m.metrics.energy.kinds}
     metrics.energy = EnergySummary(
@@ -286,6 +288,7 @@ def _members_bill(members: list[Member]) -> EnergyBill | None:
         _sum([b.predict_g for b in bills]),
         sum(b.energy_wh for b in bills),
         _sum([b.emissions_g for b in bills]),
+        energy_kind=kind_of(b.energy_kind for b in bills),
     )
 
 
