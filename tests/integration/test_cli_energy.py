@@ -89,14 +89,59 @@ def test_every_phase_of_a_run_is_in_the_ledger(metered_run):
 def test_results_carry_energy_and_the_table_shows_it(metered_run):
     run, output = metered_run
     metrics = json.loads((run / "metrics.json").read_text())
-    for name, row in metrics["test"].items():
-        assert row["energy_wh"] >= 0 and row["emissions_g"] >= 0, name
-        assert row["wh_per_1k_predictions"] >= 0
-    ours = metrics["test"][metrics["model"]]
-    assert ours["fit_wh"] > metrics["test"]["seasonal_naive_weekly"]["fit_wh"]
+    # the run's own rows (evaluate and predict append theirs to the same ledger)
+    rows = [
+        r for r in json.loads((run / "energy.json").read_text())["rows"] if r["command"] == "run"
+    ]
+
+    def joules(window: str) -> float:
+        return sum(sum(r["energy_j"].values()) for r in rows if r["window"] == window)
+
+    g_per_wh = 400.0 * 1.2 / 1000  # energy.carbon=fixed:400 g/kWh, energy.pue=1.2
+    test = metrics["test"]
+    assert set(test) == {
+        metrics["model"],
+        "seasonal_naive_weekly",
+        "linear",
+        "random_init",
+        "ensemble-weighted",  # eval.ensembles: the default weighted combination
+    }
+    for name, row in test.items():  # each bill from the ledger windows the row names
+        shares = row["energy_windows"]
+        fit_wh = sum(share * joules(w) for w, share in shares["fit"].items()) / 3600
+        predict_wh = sum(share * joules(w) for w, share in shares["predict"].items()) / 3600
+        assert row["fit_wh"] == pytest.approx(fit_wh), name
+        assert row["predict_wh"] == pytest.approx(predict_wh), name
+        assert row["energy_wh"] == pytest.approx(fit_wh + predict_wh), name
+        assert row["energy_kind"] == "model", name  # no counters on CI machines
+        assert row["emissions_g"] == pytest.approx((fit_wh + predict_wh) * g_per_wh), name
+        assert row["wh_per_1k_predictions"] == pytest.approx(1000 * predict_wh / row["predictions"])
+        ref = test["seasonal_naive_weekly"]["mape"]  # skill per kWh against the weekly naive
+        assert row["skill_per_kwh"] == pytest.approx(
+            (1 - row["mape"] / ref) / (row["energy_wh"] / 1000)
+        )
+    ours = test[metrics["model"]]
+    assert ours["energy_windows"] == {"fit": {"train": 1.0}, "predict": {"test": 1.0}}
+    assert ours["fit_wh"] > test["seasonal_naive_weekly"]["fit_wh"]
+    # the greenest: least emissions among the models within 2 % of the best validation MAPE
     energy = metrics["energy"]
-    assert energy["greenest"] in metrics["test"] and energy["target"] == 0.02
-    assert "Wh" in output and "gCO2e" in output
+    val = {name: metrics["validation"][name]["mape"] for name in test}
+    best = min(val, key=val.__getitem__)
+    within = [n for n in test if val[n] <= val[best] * 1.02]
+    greenest = min(within, key=lambda n: test[n]["emissions_g"])
+    assert (energy["target"], energy["quality_metric"], energy["chosen_on"]) == (
+        0.02,
+        "mape",
+        "validation",
+    )
+    assert (energy["best"], energy["greenest"]) == (best, greenest)
+    assert energy["energy_ratio_to_best"] == pytest.approx(
+        test[greenest]["energy_wh"] / test[best]["energy_wh"]
+    )
+    top = [r for r in rows if r["depth"] == 0]
+    assert energy["run_wh"] == pytest.approx(sum(sum(r["energy_j"].values()) for r in top) / 3600)
+    assert energy["run_g"] == pytest.approx(energy["run_wh"] * g_per_wh)
+    assert "Wh (model)" in output and "gCO2e (model)" in output
     assert "greenest within 2 % of the best mape" in output
 
 

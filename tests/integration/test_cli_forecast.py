@@ -27,6 +27,42 @@ def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
+# Trainable outside the backbone on series_overrides' data (48 -> 24 steps, 3 quantiles, 14
+# input channels, hidden 32): the patch encoder's projections of the past (32 x 168 + 32) and
+# of the known future (32 x 156 + 32), the head (72 x 192 + 72) and the skip path's bias (72;
+# its weights hold the ridge fit). Every method trains these; the backbone's share differs.
+HEADS = (32 * 168 + 32) + (32 * 156 + 32) + (72 * 192 + 72) + 72
+
+
+def initial_backbone(name: str) -> dict:
+    """The backbone a run of ``name`` starts from (build_model seeds with the default seed 42,
+    then builds the backbone first)."""
+    from greentune.config import ModelConfig
+    from greentune.models.backbone import load_backbone, seed_everything
+
+    seed_everything(42)
+    return load_backbone(ModelConfig(backbone=name), keep_word_embeddings=False).state_dict()
+
+
+def saved_model(run: Path) -> tuple[dict, dict, dict, dict]:
+    """(training summary, adapter_config.json or {}, adapter tensors, backbone tensors)."""
+    from safetensors.torch import load_file
+
+    model = run / "model"
+    training = json.loads((run / "metrics.json").read_text())["training"]
+    adapter = model / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text()) if adapter.is_dir() else {}
+    tensors = load_file(str(adapter / "adapter_model.safetensors")) if adapter.is_dir() else {}
+    return training, config, tensors, load_file(str(model / "backbone" / "model.safetensors"))
+
+
+def same_tensors(a: dict, b: dict) -> list[str]:
+    import torch
+
+    assert a.keys() == b.keys()
+    return sorted(k for k in a if torch.equal(a[k], b[k]))
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     from tests.conftest import make_series
@@ -172,6 +208,7 @@ def test_resume_continues_to_the_same_loss_curve(tmp_path, tiny_csv):
 
 
 def test_gpt2_style_decoder_runs(tmp_path, tiny_csv):
+    """A GPT-2 backbone, its attention (c_attn) adapted by LoRA and trained; the base untouched."""
     result = invoke(
         "run",
         *series_overrides(tiny_csv, tmp_path / "runs"),
@@ -180,12 +217,31 @@ def test_gpt2_style_decoder_runs(tmp_path, tiny_csv):
         "eval.baselines=[]",
     )
     assert result.exit_code == 0, result.output
-    assert (
-        (tmp_path / "runs" / "r" / "model" / "backbone" / "config.json").read_text().count('"gpt2"')
+    run = tmp_path / "runs" / "r"
+    assert json.loads((run / "metrics.json").read_text())["model"] == "tiny-gpt2-patch-lora"
+    config = json.loads((run / "model" / "backbone" / "config.json").read_text())
+    assert (config["model_type"], config["n_embd"], config["n_layer"]) == ("gpt2", 32, 2)
+    training, adapter, tensors, backbone = saved_model(run)
+    assert training["steps"] == 4 and training["best_epoch"] == 0  # the trained model was kept
+    assert (adapter["peft_type"], adapter["target_modules"], adapter["r"]) == (
+        "LORA",
+        ["c_attn"],
+        8,
     )
+    assert sorted(tensors) == [
+        f"base_model.model.h.{i}.attn.c_attn.lora_{m}.weight" for i in (0, 1) for m in "AB"
+    ]
+    # c_attn maps 32 -> 96 (q, k, v); B starts at zero, so a non-zero B was trained
+    for i in (0, 1):
+        b = tensors[f"base_model.model.h.{i}.attn.c_attn.lora_B.weight"]
+        assert b.shape == (96, 8) and bool((b != 0).all())
+    assert training["trainable_parameters"] == HEADS + 2 * (8 * 32 + 96 * 8)
+    assert same_tensors(backbone, initial_backbone("tiny-gpt2")) == sorted(backbone)
 
 
 def test_text_encoder_runs(tmp_path, tiny_csv):
+    """Windows written as text: the backbone keeps its word embeddings and the tokenizer, the
+    head reads the pooled hidden state (no patch projections), LoRA trains."""
     result = invoke(
         "run",
         *series_overrides(tiny_csv, tmp_path / "runs"),
@@ -194,10 +250,28 @@ def test_text_encoder_runs(tmp_path, tiny_csv):
         "eval.baselines=[]",
     )
     assert result.exit_code == 0, result.output
-    assert (
-        json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())["model"]
-        == "tiny-bert-text-lora"
-    )
+    from safetensors.torch import load_file
+
+    run = tmp_path / "runs" / "r"
+    assert json.loads((run / "metrics.json").read_text())["model"] == "tiny-bert-text-lora"
+    model = run / "model"
+    assert json.loads((model / "greentune_model.json").read_text())["encoder"] == "text"
+    assert json.loads((model / "backbone" / "config.json").read_text())["vocab_size"] == 30522
+    assert (model / "backbone" / "tokenizer.json").is_file()
+    heads = load_file(str(model / "heads.safetensors"))
+    assert {k: tuple(v.shape) for k, v in heads.items() if not k.startswith("skip")} == {
+        "head.weight": (72, 32),
+        "head.bias": (72,),
+    }
+    training, adapter, tensors, _ = saved_model(run)
+    assert training["steps"] == 4 and training["best_epoch"] == 0
+    assert adapter["peft_type"] == "LORA" and sorted(adapter["target_modules"]) == [
+        "query",
+        "value",
+    ]
+    assert all(bool((v != 0).all()) for k, v in tensors.items() if "lora_B" in k)  # trained
+    # LoRA on query and value of 2 layers, the head and the skip path's bias
+    assert training["trainable_parameters"] == 4 * (8 * 32 + 32 * 8) + (72 * 32 + 72) + 72
 
 
 def test_cli_data_options(tmp_path, tiny_csv):
@@ -246,8 +320,21 @@ def test_evaluate_refuses_data_that_moved(finished_run, tmp_path):
     assert "no longer gives the run's test windows" in " ".join(result.output.split())
 
 
+# what each method trains in tiny-bert (hidden 32, 2 layers, feed-forward 64), on top of HEADS
+METHOD_PARAMETERS = {
+    "adalora": 4 * (8 * 32 + 32 * 8 + 8),  # A, B and 8 singular values on query, value x 2
+    "ia3": 2 * (32 + 32 + 32 + 64),  # key, value (outputs), attention.output, output (inputs)
+    "ln": 5 * 2 * 32,  # the embeddings' LayerNorm and 2 per layer, weight and bias
+    "full": 33_600,  # every backbone weight but the unused one-row word embedding
+    "frozen": 0,
+}
+
+
 @pytest.mark.parametrize("method", ["adalora", "ia3", "ln", "full", "frozen"])
 def test_every_method_runs_from_the_cli(tmp_path, tiny_csv, method):
+    """Each method trains what it names, and only that: its adapter moved from its
+    initial values (or, for full, the backbone itself), the base weights stayed where they
+    started otherwise."""
     result = invoke(
         "run",
         *series_overrides(tiny_csv, tmp_path / "runs"),
@@ -256,8 +343,33 @@ def test_every_method_runs_from_the_cli(tmp_path, tiny_csv, method):
         "eval.baselines=[]",
     )
     assert result.exit_code == 0, result.output
-    metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
-    assert metrics["training"]["steps"] == 3
+    training, adapter, tensors, backbone = saved_model(tmp_path / "runs" / "r")
+    assert training["steps"] == 3 and training["best_epoch"] == 0  # the trained model was kept
+    assert training["trainable_parameters"] == HEADS + METHOD_PARAMETERS[method]
+    unchanged = same_tensors(backbone, initial_backbone("tiny-bert"))
+    if method == "full":
+        assert unchanged == ["embeddings.word_embeddings.weight"]  # frozen: never used
+    else:
+        assert unchanged == sorted(backbone)  # the adapter trains, the base does not
+    peft_type = {"adalora": "ADALORA", "ia3": "IA3", "ln": "LN_TUNING"}.get(method)
+    assert adapter.get("peft_type") == peft_type
+    if method in ("full", "frozen"):
+        assert not tensors
+    elif method == "adalora":
+        # the rank allocator ran: 8 ranks per matrix pruned to target_r = 4 on average (16 of
+        # 32), and the saved adapter keeps exactly those; their singular values left zero
+        kept = {k: sum(v) for k, v in adapter["rank_pattern"].items()}
+        assert len(kept) == 4 and sum(kept.values()) == 16
+        for name, ranks in kept.items():
+            values = tensors[f"base_model.model.{name.removesuffix('.lora_E')}.lora_E"]
+            assert values.shape == (ranks, 1) and bool((values != 0).all())
+    elif method == "ia3":  # scaling vectors start at one
+        assert len(tensors) == 8 and all(bool((v != 1).all()) for v in tensors.values())
+    else:  # ln: copies of the LayerNorms, trained away from the base's
+        assert len(tensors) == 10
+        for key, value in tensors.items():
+            base = key.removeprefix("base_model.model.").replace(".ln_tuning_layers", "")
+            assert not value.equal(backbone[base]), key
 
 
 def test_unwritable_output_is_a_clear_error(finished_run, tmp_path):

@@ -121,7 +121,7 @@ def test_a_real_run_is_paused_at_a_checkpoint_and_resumed(tmp_path):
     jf = load_jobs(path)
     plan = make_plan(jf, "greenest-chunks")
     out = tmp_path / "out"
-    seen: dict[str, str] = {}
+    seen: dict[str, dict] = {}
 
     def gate() -> float:
         state = (
@@ -130,10 +130,8 @@ def test_a_real_run_is_paused_at_a_checkpoint_and_resumed(tmp_path):
         job = state.get("jobs", {}).get("tiny", {})
         ckpt = runs / "tiny" / "checkpoints"
         if job.get("chunk", 0) >= 1:
-            if "paused_status" not in seen:
-                seen["paused_status"] = json.loads((runs / "tiny" / "run.json").read_text())[
-                    "status"
-                ]
+            if "paused" not in seen:  # run.json as the first chunk's run left it
+                seen["paused"] = json.loads((runs / "tiny" / "run.json").read_text())
             sim_h = 6.5
         elif ckpt.is_dir() and any(ckpt.glob("step-*")):
             sim_h = 3.0
@@ -148,10 +146,15 @@ def test_a_real_run_is_paused_at_a_checkpoint_and_resumed(tmp_path):
     tiny = state["jobs"]["tiny"]
     assert tiny["status"] == "done", (out / "tiny.log").read_text()[-2000:]
     assert [(x["chunk"], x["exit_code"]) for x in tiny["launches"]] == [(0, 143), (1, 0)]
-    # the contract of `greentune run` on SIGTERM: paused (older versions said failed)
-    assert seen["paused_status"] in ("paused", "failed")
+    # the contract of `greentune run` on SIGTERM: status paused (not failed), no error, the
+    # step of the checkpoint it continues from and the command that continues it
+    paused = seen["paused"]
+    step = paused["paused_at_step"]
+    assert (paused["status"], paused["error"]) == ("paused", None)
+    assert paused["resume_command"] == f"greentune run --resume {runs / 'tiny'}"
+    assert isinstance(step, int) and step >= 3  # the clock waited for the first checkpoint
     assert json.loads((runs / "tiny" / "run.json").read_text())["status"] == "complete"
     log = (runs / "tiny" / "log.txt").read_text()
-    assert "resumed from the checkpoint at step" in log
+    assert f"continue with greentune run --resume {runs / 'tiny'}" in log
+    assert f"resumed from the checkpoint at step {step}" in log  # where it paused
     assert (runs / "tiny" / "metrics.json").is_file()
-    print("run.json after SIGTERM:", seen["paused_status"])

@@ -9,6 +9,7 @@ from greentune.config import (
     dump_yaml,
     load_config,
     parse_override,
+    replace,
     to_dict,
 )
 from greentune.errors import ConfigError
@@ -121,14 +122,47 @@ def test_missing_and_invalid_files(tmp_path):
         load_config(bad)
 
 
+def _merged(defaults: dict, written: dict) -> dict:
+    """``defaults`` with every key ``written`` in a YAML file put in place (sections merged)."""
+    out = dict(defaults)
+    for key, value in written.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) else value
+    return out
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
+    """Every value the file writes reaches the config, and every other key is the default."""
+    raw = yaml.safe_load(path.read_text())
     cfg = load_config(path)
-    assert isinstance(cfg, RunConfig)
+    assert to_dict(cfg) == _merged(to_dict(RunConfig()), raw)
 
 
 def test_configs_are_shipped():
-    assert len(CONFIGS) >= 4
+    """The shipped examples, each with the task, data and method its comment describes."""
+    root = CONFIGS[0].parents[1]
+    found = {
+        str(p.relative_to(root)): (c.task, c.data.source, c.model.backbone, c.peft.method)
+        for p in CONFIGS
+        for c in [load_config(p)]
+    }
+    assert found == {
+        "classify/example.yaml": ("classify", "vic2014", "minilm", "lora"),
+        "federated/hourly.yaml": ("forecast", "csv", "minilm", "lora"),
+        "forecast/ett_h1.yaml": ("forecast", "ett", "minilm", "ln"),
+        "forecast/gpt2_tiny_smoke.yaml": ("forecast", "vic2014", "tiny-gpt2", "lora"),
+        "forecast/vic_elec_2012_2014.yaml": ("forecast", "csv", "minilm", "lora"),
+        "forecast/vic_ln.yaml": ("forecast", "vic2014", "minilm", "ln"),
+        "forecast/vic_lora.yaml": ("forecast", "vic2014", "minilm", "lora"),
+        "forecast/vic_text.yaml": ("forecast", "vic2014", "minilm", "lora"),
+    }
+    # vic_lora.yaml is the default run written out: once shaped by the data, the same run as
+    # no file at all (only data.chosen differs: the default's settings were chosen, not written)
+    shape = ForecastTask().resolve_config
+    written = shape(load_config(root / "forecast" / "vic_lora.yaml"))
+    default = shape(load_config())
+    assert written.data.chosen == ("validation origins every 6 steps",)
+    assert replace(written, data={"chosen": ()}) == replace(default, data={"chosen": ()})
 
 
 def test_quantiles_must_increase():

@@ -193,11 +193,14 @@ def test_max_steps_stops_mid_epoch_and_that_model_is_validated():
 
 
 def test_adalora_trains_through_the_loop():
-    """AdaLoRA's rank allocation reads gradients after the optimizer step."""
+    """AdaLoRA's rank allocation reads gradients after the optimizer step: over 10 steps its
+    budget falls from init_r = 8 to target_r = 4 ranks per adapted matrix, and the ranks it
+    keeps are the only ones left in the singular values (lora_E)."""
     from greentune.config import ModelConfig, PeftConfig
     from greentune.models.backbone import load_backbone
     from greentune.tuning.methods import MethodContext, apply_method, method_callbacks
 
+    torch.manual_seed(0)
     bb = load_backbone(ModelConfig(backbone="tiny-bert"), keep_word_embeddings=False)
     bb = apply_method(bb, PeftConfig(method="adalora"), MethodContext(total_steps=10))
 
@@ -213,16 +216,50 @@ def test_adalora_trains_through_the_loop():
         def loss(self, out, batch):
             return ((out - batch["y"]) ** 2).mean()
 
-    (allocator,) = method_callbacks(bb)
+    allocator = bb.base_model.rankallocator
+    modules = [f"encoder.layer.{i}.attention.self.{m}" for i in (0, 1) for m in ("query", "value")]
+    assert allocator.init_bgt == 8 * 4 and allocator.target_bgt == 4 * 4  # r x 4 matrices
+    budgets: list[int] = []
+    (callback,) = method_callbacks(bb)
+    update = callback.update
+    callback.update = lambda step: (
+        budgets.append(allocator.budget_schedule(step)[0]),
+        update(step),
+    )
     res = train(
-        Wrap(), ToyData(), TrainConfig(epochs=1, batch_size=10), seed=0, callbacks=[allocator]
+        Wrap(), ToyData(), TrainConfig(epochs=1, batch_size=10), seed=0, callbacks=[callback]
     )
     assert res.state.step == 10 and all(math.isfinite(v) for v in losses(res))
+    # called once per step; the cubic schedule from 32 ranks (warm-up: step 1) down to 16
+    assert budgets == [32, 26, 21, 18, 17, 16, 16, 16, 16, 16]
+    pattern = bb.peft_config["default"].rank_pattern  # set by the final allocation (step 8)
+    assert sorted(pattern) == [f"{m}.lora_E.default" for m in modules]
+    assert sum(sum(keep) for keep in pattern.values()) == 16
+    for name, p in bb.named_parameters():
+        if "lora_E" in name:  # the pruned ranks' singular values are zero, the others trained
+            keep = torch.tensor(pattern[name.removeprefix("base_model.model.")])
+            assert torch.all(p.detach().view(-1)[~keep] == 0) and torch.all(p.view(-1)[keep] != 0)
 
 
 def test_bf16_autocast_runs_where_asked():
-    res = train(Toy(), ToyData(), TrainConfig(epochs=1, batch_size=20, precision="bf16"), seed=0)
-    assert res.state.step == 5 and all(math.isfinite(v) for v in losses(res))
+    """precision=bf16: the forward pass computes in bfloat16 (autocast), the weights and their
+    updates stay float32; fp32 computes in float32."""
+    from greentune.train.loop import make_accelerator
+
+    seen: dict[str, set[tuple[torch.dtype, torch.dtype]]] = {}
+    for precision in ("bf16", "fp32"):
+        cfg = TrainConfig(epochs=1, batch_size=20, precision=precision)
+        assert make_accelerator(cfg).mixed_precision == ("no" if precision == "fp32" else "bf16")
+        model, dtypes = Toy(), set()
+        for layer in (model.lin, model.out):
+            layer.register_forward_hook(lambda m, i, o, d=dtypes: d.add((i[0].dtype, o.dtype)))
+        res = train(model, ToyData(), cfg, seed=0)
+        assert res.state.step == 5 and all(math.isfinite(v) for v in losses(res))
+        assert model.lin.weight.dtype == torch.float32 and model.lin.weight.grad is None
+        seen[precision] = dtypes
+    # lin takes the float32 batch, out takes lin's bfloat16 output; both compute in bfloat16
+    assert seen["bf16"] == {(torch.float32, torch.bfloat16), (torch.bfloat16, torch.bfloat16)}
+    assert seen["fp32"] == {(torch.float32, torch.float32)}
 
 
 def test_auto_precision_is_fp32_on_cpu():

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from greentune.errors import ConfigError
@@ -42,9 +44,60 @@ def test_every_registry_entry_is_usable():
     assert BASELINES.names() == sorted(
         ["seasonal_naive_daily", "seasonal_naive_weekly", "linear", "lightgbm", *peers]
     )
-    for name in BACKBONES.names():
-        config, _ = BACKBONES.get(name)()
-        assert config.hidden_size > 0
+
+
+def _bert_parameters(h: int, layers: int, inner: int, positions: int = 512) -> int:
+    """A BertModel without pooler, its word embedding cut to one row (the patch encoder)."""
+    embeddings = h + positions * h + 2 * h + 2 * h  # word (1 row), position, type, LayerNorm
+    attention = 4 * (h * h + h) + 2 * h  # q, k, v, output dense + LayerNorm
+    feed_forward = (h * inner + inner) + (inner * h + h) + 2 * h
+    return embeddings + layers * (attention + feed_forward)
+
+
+def _gpt2_parameters(h: int, layers: int, positions: int = 512) -> int:
+    """A GPT2Model, its word embedding cut to one row."""
+    block = 2 * 2 * h + (h * 3 * h + 3 * h) + (h * h + h) + (h * 4 * h + 4 * h) + (4 * h * h + h)
+    return h + positions * h + layers * block + 2 * h  # wte (1 row), wpe, blocks, ln_f
+
+
+@pytest.mark.parametrize(
+    ("name", "model_type", "shape", "parameters", "pretrained"),
+    [
+        ("tiny-bert", "bert", (32, 2, 2, 64), _bert_parameters(32, 2, 64), False),
+        ("tiny-gpt2", "gpt2", (32, 2, 2, 128), _gpt2_parameters(32, 2), False),
+        ("minilm", "bert", (384, 6, 12, 1536), _bert_parameters(384, 6, 1536), True),
+    ],
+)
+def test_every_backbone_has_its_config_and_builds(name, model_type, shape, parameters, pretrained):
+    """(hidden, layers, heads, feed-forward width) of each built-in, and the model it builds:
+    the tiny ones random, MiniLM with the packaged weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    from greentune.config import ModelConfig
+    from greentune.models.backbone import BACKBONES, load_backbone
+
+    config, weights = BACKBONES.get(name)()
+    inner = config.intermediate_size if model_type == "bert" else 4 * config.n_embd
+    assert config.model_type == model_type and config.vocab_size == 30522
+    assert (
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        inner,
+    ) == shape
+    assert config.max_position_embeddings == 512
+    assert (weights is not None) == pretrained
+    model = load_backbone(ModelConfig(backbone=name), keep_word_embeddings=False)
+    assert model.config.model_type == model_type and model.config.vocab_size == 1
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    h = shape[0]
+    out = model(inputs_embeds=torch.zeros(2, 5, h)).last_hidden_state
+    assert out.shape == (2, 5, h) and torch.isfinite(out).all()
+    if pretrained:  # the packaged weights, not a random init
+        saved = load_file(str(Path(weights) / "model.safetensors"))
+        key = "encoder.layer.0.attention.self.query.weight"
+        assert torch.equal(model.state_dict()[key], saved[key])
 
 
 def test_tasks_recipes_and_the_config_agree():

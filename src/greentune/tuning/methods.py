@@ -79,7 +79,11 @@ def adalora(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
     """AdaLoRA prunes ranks on a schedule; the loop calls ``update_and_allocate`` each step."""
     from peft import AdaLoraConfig
 
-    total = max(ctx.total_steps, 3)
+    # The allocator scores ranks on the steps before total - tfinal and prunes to the budget at
+    # total - tfinal. A forecaster's head starts at zero, so its first step sends no gradient
+    # into the backbone: with 3 steps that first step was the only one scored, every rank
+    # scored 0 and all of them were pruned (an empty adapter). 4 scores step 2 as well.
+    total = max(ctx.total_steps, 4)
     return _peft(
         model,
         AdaLoraConfig(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
+
+import psutil
 import pytest
 
 from greentune.energy.model import (
+    DEFAULT_MEMORY_POWER_PER_GB_W,
     DEFAULT_POWER_PER_THREAD_W,
     ProcessModelSource,
     load_tdp_table,
@@ -81,9 +86,29 @@ def test_model_source_turns_cpu_seconds_and_memory_into_exact_joules():
     assert ProcessModelSource(cpu, children=True).poll_interval_s == 1.0
 
 
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def test_model_source_counts_real_work_of_this_process():
+    """The default readers: this process's CPU seconds x W per thread, and its resident memory
+    x W per GB x wall time, bracketed by readings taken just outside and just inside."""
     cpu = resolve_cpu_power(4.0, info={"model name": "x"}, table=TABLE)
+    me = psutil.Process()
+    cpu_out0, t_out0, rss0 = _cpu_s(), time.monotonic(), me.memory_info().rss
     source = ProcessModelSource(cpu)
+    cpu_in0, t_in0 = _cpu_s(), time.monotonic()
     sum(i * i for i in range(3_000_000))
+    cpu_in1, t_in1 = _cpu_s(), time.monotonic()
     reading = source.read()
-    assert reading["cpu"] > 0.01 and reading["dram"] > 0
+    cpu_out1, t_out1, rss1 = _cpu_s(), time.monotonic(), me.memory_info().rss
+    assert cpu_in1 - cpu_in0 >= 0.05  # the work took CPU time that the clock ticks can see
+    assert 4.0 * (cpu_in1 - cpu_in0) <= reading["cpu"] <= 4.0 * (cpu_out1 - cpu_out0)
+    gb = sorted((rss0 / 1e9, rss1 / 1e9))
+    w_per_gb = DEFAULT_MEMORY_POWER_PER_GB_W
+    low, high = (
+        0.95 * gb[0] * w_per_gb * (t_in1 - t_in0),
+        1.05 * gb[1] * w_per_gb * (t_out1 - t_out0),
+    )
+    assert low <= reading["dram"] <= high

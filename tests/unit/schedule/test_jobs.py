@@ -9,7 +9,7 @@ import pytest
 
 from greentune.energy.ledger import Ledger
 from greentune.errors import ScheduleError
-from greentune.schedule.jobs import job_argv, load_jobs
+from greentune.schedule.jobs import EnergyEstimate, Site, job_argv, load_jobs
 
 NOW = dt.datetime(2024, 1, 3, 0, 0, tzinfo=dt.UTC)
 
@@ -185,8 +185,42 @@ def test_every_shipped_job_file_loads_and_plans(path, monkeypatch):
     assert all(j["status"] == "planned" for j in plan["jobs"])
 
 
-def test_job_files_are_shipped():
-    assert SHIPPED
+def test_the_shipped_job_file_loads_to_its_values():
+    """configs/schedule/gb_week.yml, as its comment describes it: three jobs on a week of
+    Great Britain's 2023 trace, planned with greenest-chunks and a LightGBM carbon forecast."""
+    repo = Path(__file__).resolve().parents[3]
+    assert [p.name for p in SHIPPED] == ["gb_week.yml"]
+    jf = load_jobs(SHIPPED[0], clock=lambda: NOW)  # the file's schedule.now wins over the clock
+    start = dt.datetime(2023, 3, 6, 8, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+    s = jf.settings
+    assert (s.now, s.slot_s, s.policy, s.forecast) == (start, 3600, "greenest-chunks", "lightgbm")
+    assert (s.history_s, s.output_dir) == (60 * 86400, "runs")
+    trace = "trace:../shared/data/carbon/electricitymaps"
+    assert jf.sites == {
+        "gb": Site("gb", f"{trace}@GB", 2),
+        "de": Site("de", f"{trace}@DE-LU", 4),
+    }
+    lora, ln, sweep = jf.jobs
+    assert (lora.name, lora.config, lora.command) == (
+        "vic-lora",
+        "configs/forecast/vic_lora.yaml",
+        None,
+    )
+    assert lora.estimate == EnergyEstimate(120 * 3600, 6 * 3600, "given")
+    assert (lora.earliest_start, lora.deadline) == (start, start + 36 * hour)
+    assert lora.interruptible and lora.min_chunk_s == 7200 and lora.sites == ("gb", "de")
+    assert (ln.name, ln.config) == ("vic-ln", "configs/forecast/vic_ln.yaml")
+    assert ln.estimate == EnergyEstimate(60 * 3600, 3 * 3600, "given")
+    assert (ln.earliest_start, ln.deadline) == (start + 4 * hour, start + 25 * hour)
+    assert not ln.interruptible and ln.min_chunk_s == 3600 and ln.sites == ("gb",)
+    assert (sweep.name, sweep.config) == ("sweep", None)
+    assert sweep.command == ("python", "-c", "print('any command')") and not sweep.is_greentune
+    assert sweep.estimate == EnergyEstimate(30 * 3600, 2 * 3600, "given")
+    assert (sweep.earliest_start, sweep.deadline) == (start, start + 24 * hour)
+    assert all(j.units == 1 and not j.overrides for j in jf.jobs)
+    # the run configs it names are shipped too (paths from the repository root)
+    assert all((repo / j.config).is_file() for j in (lora, ln) if j.config)
 
 
 def test_a_command_string_and_yaml_datetimes(tmp_path):
