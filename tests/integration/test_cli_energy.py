@@ -142,6 +142,9 @@ def test_results_carry_energy_and_the_table_shows_it(metered_run):
     assert energy["run_wh"] == pytest.approx(sum(sum(r["energy_j"].values()) for r in top) / 3600)
     assert energy["run_g"] == pytest.approx(energy["run_wh"] * g_per_wh)
     assert "Wh (model)" in output and "gCO2e (model)" in output
+    # the ridge the network starts from is named, and the network compared with it first
+    said = " ".join(output.split())
+    assert "than linear (its starting point: what fine-tuning changed)" in said
     assert "greenest within 2 % of the best mape" in output
 
 

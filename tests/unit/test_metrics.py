@@ -59,3 +59,41 @@ def test_verdict_states_wins_and_losses_plainly():
     assert "ours MAPE is 25.0 % higher than lgbm" in lines
     assert "perfect has MAPE 0.00 %" in lines
     assert lines[-1].startswith("best on the test split: perfect")
+
+
+def test_the_networks_start_is_named_and_compared_first():
+    """The row the network starts from is the baseline billed for a fit inside its training
+    (ridge skip: linear; a hybrid's LightGBM base: lightgbm); the random-init ablation and
+    ensembles reuse that fit but are not starts."""
+    from rich.console import Console
+
+    from greentune.evaluate.table import forecast_table
+    from greentune.results import ModelResult, RunMetrics
+    from greentune.tasks.forecast.task import network_start
+
+    def row(mape: float, *fit: str) -> ModelResult:
+        return ModelResult({"mape": mape}, energy_windows={"fit": dict.fromkeys(fit, 1.0)})
+
+    test = {
+        "ours": row(3.9, "train"),
+        "ensemble-mean": row(3.3, "train", "train/ridge-skip", "baseline/linear"),
+        "random_init": row(3.8, "baseline/random_init", "train/ridge-skip"),
+        "lightgbm": row(3.78, "baseline/lightgbm"),
+        "linear": row(3.75, "baseline/linear", "train/ridge-skip"),
+    }
+    metrics = RunMetrics("forecast", "ours", test, ensembles={"ensemble-mean": {}})
+    assert network_start(metrics) == "linear"
+    test["linear"] = row(3.75, "baseline/linear")  # a hybrid: its base is lightgbm's fit
+    test["lightgbm"] = row(3.78, "baseline/lightgbm", "train/hybrid-base")
+    assert network_start(metrics) == "lightgbm"
+    del test["lightgbm"]
+    assert network_start(metrics) is None  # no baseline shares the network's start
+
+    results = {"ours": {"mape": 3.9}, "lightgbm": {"mape": 3.78}, "linear": {"mape": 3.75}}
+    lines = verdict(results, "ours", start="linear")
+    assert lines[0] == (
+        "ours MAPE is 4.0 % higher than linear (its starting point: what fine-tuning changed)"
+    )
+    console = Console(width=250, record=True)
+    console.print(forecast_table(results, "ours", "t", start="linear"))
+    assert "linear (the network's start)" in console.export_text()

@@ -30,8 +30,11 @@ def energy_headers(results: dict[str, dict[str, Any]]) -> tuple[str, str]:
     return kind_header("Wh", kinds), kind_header("gCO2e", kinds)
 
 
-def forecast_table(results: dict[str, dict[str, Any]], model: str, title: str) -> Table:
-    """Rows sorted by MAPE; the best value of each error column in bold green."""
+def forecast_table(
+    results: dict[str, dict[str, Any]], model: str, title: str, start: str | None = None
+) -> Table:
+    """Rows sorted by MAPE; the best value of each error column in bold green; the network's
+    starting point (``start``) labelled, so its change against that start can be read."""
     table = Table(title=title)
     table.add_column("model")
     wh, grams = energy_headers(results)
@@ -51,15 +54,20 @@ def forecast_table(results: dict[str, dict[str, Any]], model: str, title: str) -
                 f"[bold green]{text}[/]" if value is not None and value == best.get(key) else text
             )
         label = f"[bold]{name}[/] (fine-tuned)" if name == model else name
-        table.add_row(label, *cells)
+        table.add_row(label + (" (the network's start)" if name == start else ""), *cells)
     return table
 
 
-def verdict(results: dict[str, dict[str, float]], model: str) -> list[str]:
-    """Plain sentences: how the fine-tuned model compares with each baseline on MAPE."""
+def verdict(
+    results: dict[str, dict[str, float]], model: str, start: str | None = None
+) -> list[str]:
+    """Plain sentences: how the fine-tuned model compares with each baseline on MAPE, its own
+    starting point (``start``) first: what fine-tuning itself added."""
     ours = results[model]["mape"]
     lines = []
-    for name, row in results.items():
+    order = sorted(results, key=lambda n: n != start)  # the start first, then as given
+    for name in order:
+        row = results[name]
         if name == model:
             continue
         if not row["mape"] > 0:  # a perfect (or undefined) baseline: no ratio to state
@@ -67,7 +75,8 @@ def verdict(results: dict[str, dict[str, float]], model: str) -> list[str]:
             continue
         change = 100.0 * (ours - row["mape"]) / row["mape"]
         word = "lower" if change < 0 else "higher"
-        lines.append(f"{model} MAPE is {abs(change):.1f} % {word} than {name}")
+        whose = " (its starting point: what fine-tuning changed)" if name == start else ""
+        lines.append(f"{model} MAPE is {abs(change):.1f} % {word} than {name}{whose}")
     best = min(results, key=lambda k: results[k]["mape"])
     if best != model:
         lines.append(

@@ -30,7 +30,9 @@ SELECT = "select"
 """Validation forecasts are made in a meter window per row, ``select/<row>`` (the network's
 ``select/model``): an ensemble is billed for its members' only."""
 DEFAULT_MEMBERS = (MODEL, "linear", "lightgbm")
-NOT_MEMBERS = ("random_init",)
+RANDOM_INIT = "random_init"
+"""The network from random weights: an ablation, never an ensemble member."""
+NOT_MEMBERS = (RANDOM_INIT,)
 
 
 def ensemble_members(cfg: RunConfig) -> list[str]:

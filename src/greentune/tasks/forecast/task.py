@@ -20,6 +20,7 @@ from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
+from greentune.tasks.forecast.ensemble import RANDOM_INIT
 from greentune.tasks.forecast.predict import evaluate_forecast, prediction_rows, season_steps
 from greentune.tasks.forecast.predictor import ForecastPredictor
 from greentune.tuning.methods import merge_adapter
@@ -148,8 +149,23 @@ class ForecastTask:
         results = {row_label(metrics.privacy, n): r.to_dict() for n, r in metrics.test.items()}
         title = "test split (same windows for every model)"
         line = privacy_line(metrics.privacy)
+        start = network_start(metrics)
+        start = row_label(metrics.privacy, start) if start else None
         return [
-            forecast_table(results, metrics.model, title),
-            *(f"  {line}" for line in verdict(results, metrics.model)),
+            forecast_table(results, metrics.model, title, start),
+            *(f"  {line}" for line in verdict(results, metrics.model, start)),
             *([f"  {line}"] if line else []),
         ]
+
+
+def network_start(metrics: RunMetrics) -> str | None:
+    """The baseline row the fine-tuned network starts from: the one billed for a fit made
+    inside the network's training (``linear`` for the ridge skip path, ``lightgbm`` for a
+    hybrid's base). The random-init ablation and the ensembles reuse that fit too; neither is
+    a start."""
+    others = {metrics.model, RANDOM_INIT, *(metrics.ensembles or {})}
+    for name, row in metrics.test.items():
+        fit = (row.energy_windows or {}).get("fit") or {}
+        if name not in others and any(w.startswith("train/") for w in fit):
+            return name
+    return None

@@ -26,7 +26,13 @@ from greentune.results import Forecast, ModelResult, RunMetrics, energy_windows
 from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
-from greentune.tasks.forecast.ensemble import MODEL, SELECT, ensemble_members, select
+from greentune.tasks.forecast.ensemble import (
+    MODEL,
+    RANDOM_INIT,
+    SELECT,
+    ensemble_members,
+    select,
+)
 from greentune.tasks.forecast.hybrid import (
     BASE_WINDOW,
     HybridBase,
@@ -55,7 +61,6 @@ from greentune.train.recipe import RECIPES, RecipeContext
 from greentune.tuning.methods import method_callbacks
 
 Log = Callable[[str], None]
-RANDOM_INIT = "random_init"
 
 
 @RECIPES.register("forecast")
