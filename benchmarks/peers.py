@@ -184,6 +184,7 @@ def markdown(results: dict) -> str:
         for r in table:
             rng = f" [{r['test_mape_min']:.3f}–{r['test_mape_max']:.3f}]" if r["runs"] > 1 else ""
             name = r["row"] + (f" (= {', '.join(r['picked'])})" if r["picked"] else "")
+            name += " (the network's ridge start)" if r["row"] == "linear" else ""
             mse = f" {r['test_mse_normalised_median']:.4f} |" if ett else ""
             lines.append(
                 f"| {name} | {'yes' if r['peer'] else ''} | {r['runs']} | "
