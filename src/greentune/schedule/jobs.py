@@ -19,6 +19,7 @@
         deadline: +24h                             # relative times count from schedule.now
         interruptible: true
         min_chunk: 1h
+        restart: 2min                              # a launch's time before work resumes
         sites: [home]                              # first = where run-now would run it
         units: 1                                   # cores/GPUs taken from a site's capacity
 
@@ -116,6 +117,9 @@ class JobSection:
     """A greentune job pauses at a checkpoint (SIGTERM); a command is stopped (SIGSTOP)."""
     min_chunk: float | str | None = None
     """Shortest piece an interruptible job is cut into; None: one slot."""
+    restart: float | str | None = None
+    """A greentune job's time from a launch to work resuming (interpreter, imports, data and
+    checkpoint loaded again), paid by every chunk; the ledger does not see it. None: free."""
     sites: tuple[str, ...] | None = None
     """Where it may run, the first where run-now would run it; None: the first site."""
     units: int = 1
@@ -192,6 +196,8 @@ class Job:
     min_chunk_s: float
     sites: tuple[str, ...]
     units: int
+    restart_s: float = 0.0
+    """Time from each launch to work resuming, on the plan's clock."""
 
     @property
     def is_greentune(self) -> bool:
@@ -373,10 +379,18 @@ def _job(
             estimate.duration_s * time_scale,
             f"{estimate.source} x{time_scale:g} (clock)",
         )
-    if deadline - earliest < dt.timedelta(seconds=estimate.duration_s):
+    restart = spec.restart
+    restart_s = parse_duration_s(restart, f"{where}: restart") if restart is not None else 0.0
+    if restart_s and command is not None:
+        raise ScheduleError(
+            f"{where}: 'restart' is for greentune jobs, which are stopped at a checkpoint and "
+            "launched again; a command is paused (SIGSTOP) and continues at once: remove it"
+        )
+    if deadline - earliest < dt.timedelta(seconds=estimate.duration_s + restart_s):
         raise ScheduleError(
             f"{where}: the window {earliest:%Y-%m-%d %H:%M} .. {deadline:%Y-%m-%d %H:%M} UTC is "
-            f"shorter than the job ({estimate.duration_s / 3600:.2f} h); move the deadline later"
+            f"shorter than the job ({(estimate.duration_s + restart_s) / 3600:.2f} h with its "
+            "start); move the deadline later"
         )
     return Job(
         name=spec.name,
@@ -390,6 +404,7 @@ def _job(
         min_chunk_s=parse_duration_s(min_chunk, f"{where}: min_chunk"),
         sites=job_sites,
         units=spec.units,
+        restart_s=restart_s,
     )
 
 

@@ -5,8 +5,9 @@ plan.json (schema_version 1):
     sites     {name: {carbon, capacity, forecast_g_per_kwh [per slot], actual_g_per_kwh [per slot
               or null where the source does not cover the window], forecast_error}}
     jobs      [{name, status (planned|infeasible), reason, site, chunks [{start, end}] (UTC ISO),
-              energy_wh, duration_s, estimate, interruptible, deadline, expected_g, run_now_g,
-              actual_g, run_now_actual_g}]
+              energy_wh, duration_s, estimate, interruptible, deadline, restart_s (each
+              chunk's start, work-free: chunks include it), expected_g, run_now_g, actual_g,
+              run_now_actual_g}]
     totals    {expected_g, run_now_g, saving_pct, actual_g, run_now_actual_g, actual_saving_pct}
 
 ``expected`` prices a schedule with the forecast; ``actual`` with the source's own values where it
@@ -120,12 +121,16 @@ def _request(job: Job, start: dt.datetime, slot_s: float) -> Request:
         min_chunk=max(1, math.ceil(job.min_chunk_s / slot_s - 1e-9)),
         sites=job.sites,
         units=job.units,
+        restart_slots=math.ceil(job.restart_s / slot_s - 1e-9),
     )
 
 
-def _weights(choice: Choice, duration_s: float, slot_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """(slot indices, seconds of work in each): all full but the last."""
-    idx = choice.slot_indices
+def _weights(
+    choice: Choice, duration_s: float, slot_s: float, restart: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(slot indices that do work, seconds of work in each): all full but the last; the first
+    ``restart`` slots of every run do none (the ledger does not see a process start)."""
+    idx = np.concatenate([np.arange(a + restart, b) for a, b in choice.runs])
     seconds = np.full(len(idx), slot_s)
     seconds[-1] = duration_s - slot_s * (len(idx) - 1)
     return idx, seconds
@@ -141,16 +146,16 @@ def _grams(
 
 
 def _chunks(
-    choice: Choice, start: dt.datetime, duration_s: float, slot_s: float
+    choice: Choice, start: dt.datetime, duration_s: float, slot_s: float, restart: int = 0
 ) -> list[dict[str, str]]:
+    """Each run from its start to the end of its work (its restart slots included)."""
     out, left = [], duration_s
     for a, b in choice.runs:
-        length = min((b - a) * slot_s, left)
-        left -= length
+        work = min((b - a - restart) * slot_s, left)
+        left -= work
         lo = start + dt.timedelta(seconds=a * slot_s)
-        out.append(
-            {"start": lo.isoformat(), "end": (lo + dt.timedelta(seconds=length)).isoformat()}
-        )
+        end = lo + dt.timedelta(seconds=restart * slot_s + work)
+        out.append({"start": lo.isoformat(), "end": end.isoformat()})
     return out
 
 
@@ -206,6 +211,7 @@ def _job_row(
     job: Job, out: Any, base: Any, sites: dict[str, _Site], start: dt.datetime, slot_s: float
 ) -> dict[str, Any]:
     est = job.estimate
+    restart = math.ceil(job.restart_s / slot_s - 1e-9)
     row: dict[str, Any] = {
         "name": job.name,
         "energy_wh": est.energy_j / 3600.0,
@@ -215,10 +221,11 @@ def _job_row(
         "earliest_start": job.earliest_start.isoformat(),
         "deadline": job.deadline.isoformat(),
         "units": job.units,
+        "restart_s": job.restart_s,
     }
     for key, outcome in (("", out), ("run_now_", base)):
         if isinstance(outcome, Choice):
-            idx, secs = _weights(outcome, est.duration_s, slot_s)
+            idx, secs = _weights(outcome, est.duration_s, slot_s, restart)
             site = sites[outcome.site]
             row[f"{key}expected_g"] = _grams(site.forecast, idx, secs, est.power_w)
             row[f"{key}actual_g"] = _grams(site.actual, idx, secs, est.power_w)
@@ -230,7 +237,7 @@ def _job_row(
             "status": "planned",
             "reason": None,
             "site": out.site,
-            "chunks": _chunks(out, start, est.duration_s, slot_s),
+            "chunks": _chunks(out, start, est.duration_s, slot_s, restart),
         }
     else:
         row |= {"status": "infeasible", "reason": out.reason, "site": None, "chunks": []}

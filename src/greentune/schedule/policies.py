@@ -12,6 +12,12 @@ books capacity as it goes.
 - ``greenest-chunks``: an interruptible job runs in the greenest slots before its deadline, in
   runs of at least ``min_chunk`` slots (each pause costs a checkpoint and a restart); with a
   one-slot minimum this is LWA's interruptible policy. Non-interruptible jobs are shifted.
+
+Every run of slots a job is launched into starts with its ``restart_slots`` (a process start,
+imports, the data and the checkpoint loaded again: time that does no work), so a job of ``k``
+work slots cut into ``n`` runs takes ``k + n x restart_slots`` slots, and a pause is only worth
+taking where the greener hours pay for the restart. With ``restart_slots = 0`` (LWA's model)
+pauses are free.
 - ``spatial``: ``greenest-chunks`` at every site the job may use; the cheapest site wins
   (ties go to the site listed first).
 """
@@ -49,6 +55,13 @@ class Request:
     min_chunk: int = 1
     sites: tuple[str, ...] = ("home",)
     units: int = 1
+    restart_slots: int = 0
+    """Slots at the start of every run that do no work (the job starting or resuming)."""
+
+    @property
+    def single_run(self) -> int:
+        """Slots the job takes in one run: its work and one start."""
+        return self.slots + self.restart_slots
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,7 @@ def _window(req: Request, view: SiteView) -> tuple[np.ndarray, np.ndarray]:
 
 def _busy_reason(req: Request, site: str, usable: np.ndarray) -> Infeasible:
     return Infeasible(
-        f"job {req.name} needs {req.slots} slot(s) at site {site} before its deadline "
+        f"job {req.name} needs {req.single_run} slot(s) at site {site} before its deadline "
         f"(slot {req.deadline}) but only {int(usable.sum())} have {req.units} free unit(s); "
         "move the deadline, add capacity or allow another site"
     )
@@ -103,17 +116,18 @@ def run_now(req: Request, sites: dict[str, SiteView]) -> Outcome:
     site = req.sites[0]
     cost, usable = _window(req, sites[site])
     blocked = np.cumsum(~usable)
-    for start in range(0, len(cost) - req.slots + 1):
+    k = req.single_run
+    for start in range(0, len(cost) - k + 1):
         before = blocked[start - 1] if start else 0
-        if blocked[start + req.slots - 1] == before:
-            runs = ((req.first + start, req.first + start + req.slots),)
-            return Choice(site, runs, float(cost[start : start + req.slots].sum()))
+        if blocked[start + k - 1] == before:
+            runs = ((req.first + start, req.first + start + k),)
+            return Choice(site, runs, float(cost[start : start + k].sum()))
     return _busy_reason(req, site, usable)
 
 
 def _lowest_window_at(req: Request, site: str, view: SiteView) -> Outcome:
     cost, usable = _window(req, view)
-    k = req.slots
+    k = req.single_run
     if len(cost) < k:
         return _busy_reason(req, site, usable)
     sums = np.convolve(np.where(usable, cost, 0.0), np.ones(k), mode="valid")
@@ -129,12 +143,18 @@ def lowest_window(req: Request, sites: dict[str, SiteView]) -> Outcome:
     return _lowest_window_at(req, req.sites[0], sites[req.sites[0]])
 
 
-def best_chunks(cost: np.ndarray, usable: np.ndarray, k: int, m: int) -> list[int] | None:
-    """Indices of exactly ``k`` usable slots with the least total cost, in runs of >= ``m``.
+def best_chunks(
+    cost: np.ndarray, usable: np.ndarray, k: int, m: int, restart: int = 0
+) -> list[int] | None:
+    """Indices of usable slots with the least total cost that hold ``k`` slots of work, in runs
+    of >= ``m`` slots whose first ``restart`` slots do no work.
 
     Dynamic programme over slots; state = length of the run in progress (0 idle, 1 .. m-1 too
     short to stop, m long enough). Ties go to earlier slots. None when no such choice exists.
     """
+    if restart > 0:
+        m = max(1, min(m, k + restart))
+        return _chunks_with_restart(np.where(usable, cost, math.inf), k, m, restart)
     m = max(1, min(m, k))
     c = np.where(usable, cost, math.inf)
     if m == 1:
@@ -176,6 +196,44 @@ def best_chunks(cost: np.ndarray, usable: np.ndarray, k: int, m: int) -> list[in
     return chosen[::-1]
 
 
+def _chunks_with_restart(c: np.ndarray, k: int, m: int, r: int) -> list[int] | None:
+    """``best_chunks`` where every run begins with ``r`` slots of restart: state s = position in
+    the run (capped at ``top``); a slot at position > r adds one slot of work; a run may stop
+    once it is ``m`` long and has done some work. Predecessors are kept to read the choice
+    back (this path is for plans, not for the yearly replays)."""
+    top = max(m, r + 1)
+    n = len(c)
+    inf = math.inf
+    dp = np.full((top + 1, k + 1), inf)
+    dp[0, 0] = 0.0
+    back = np.zeros((n, top + 1, k + 1), dtype=np.int32)
+    for i in range(n):
+        new = np.full_like(dp, inf)
+        idle = dp[0] <= dp[top]  # ties: stay idle (work later) only if no cheaper
+        new[0] = np.where(idle, dp[0], dp[top])
+        back[i, 0] = np.where(idle, 0, top)
+        for s in range(1, top + 1):
+            prev, src = dp[s - 1], np.full(k + 1, s - 1)
+            if s == top:  # the run goes on once it is long enough
+                longer = dp[top] < prev
+                prev, src = np.where(longer, dp[top], prev), np.where(longer, top, src)
+            work = 1 if s > r else 0
+            new[s, work:] = prev[: k + 1 - work] + c[i]
+            back[i, s, work:] = src[: k + 1 - work]
+        dp = new
+    state = 0 if dp[0, k] <= dp[top, k] else top
+    if not math.isfinite(dp[state, k]):
+        return None
+    chosen, j = [], k
+    for i in range(n - 1, -1, -1):
+        prev_state = int(back[i, state, j])
+        if state:
+            chosen.append(i)
+            j -= 1 if state > r else 0
+        state = prev_state
+    return chosen[::-1]
+
+
 def _start(m: int, k: int) -> np.ndarray:
     start = np.full((m + 1, k + 1), math.inf)
     start[0, 0] = 0.0
@@ -196,7 +254,7 @@ def _chunks_at(req: Request, site: str, view: SiteView) -> Outcome:
     if not req.interruptible:
         return _lowest_window_at(req, site, view)
     cost, usable = _window(req, view)
-    picked = best_chunks(cost, usable, req.slots, req.min_chunk)
+    picked = best_chunks(cost, usable, req.slots, req.min_chunk, req.restart_slots)
     if picked is None:
         return _busy_reason(req, site, usable)
     return Choice(site, _runs(picked, req.first), float(cost[picked].sum()))

@@ -59,6 +59,31 @@ def test_greenest_chunks_plan_has_the_known_optimum(job_file):
     assert plan["sites"]["home"]["forecast_error"]["mape_pct"] == 0.0
 
 
+def test_each_chunk_starts_with_the_jobs_restart(job_file, tmp_path):
+    """restart: 1h. Two runs still pay: 00-03 (its first hour restarting, 2 h of work at 100 g)
+    and 06-11 (restart, then 4 h at 200 g); energy is spent only in the working hours."""
+    path = job_file()
+    path.write_text(
+        path.read_text().replace(
+            "    sites: [home, away]", "    restart: 1h\n    sites: [home, away]"
+        )
+    )
+    plan = make_plan(load_jobs(path), "greenest-chunks")
+    chunky = plan["jobs"][0]
+    assert chunky["restart_s"] == 3600.0
+    assert [(c["start"][11:16], c["end"][11:16]) for c in chunky["chunks"]] == [
+        ("00:00", "03:00"),
+        ("06:00", "11:00"),
+    ]
+    assert chunky["expected_g"] == pytest.approx(2 * 0.01 * 100 + 4 * 0.01 * 200)
+    # run-now: one start at 00:00, then work 01-07 through the 500 g hours
+    assert chunky["run_now_g"] == pytest.approx(0.01 * (2 * 100 + 3 * 500 + 200))
+    text = path.read_text().replace("    deadline: +3h", "    deadline: +3h\n    restart: 5min")
+    path.write_text(text)
+    with pytest.raises(ScheduleError, match=r"job 2 \(late\): 'restart' is for greentune jobs"):
+        load_jobs(path)
+
+
 def test_spatial_moves_the_job_to_the_greener_site(job_file):
     plan = make_plan(load_jobs(job_file()), "spatial")
     chunky, late = plan["jobs"]

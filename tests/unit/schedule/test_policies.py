@@ -117,6 +117,50 @@ def test_best_chunks_matches_brute_force(seed):
         assert float(cost[got].sum()) == best
 
 
+def test_a_restart_per_run_makes_pauses_pay_for_themselves():
+    # free pauses: the valley and the 13:00 dip (390); a 1-slot restart per run makes the dip
+    # cost 250 + 105 more, so one run starting in the 250 slot before the valley wins (645)
+    free = Request("a", 0, 24, 4, interruptible=True, min_chunk=1)
+    assert POLICIES.get("greenest-chunks")(free, view()).runs == ((2, 5), (13, 14))
+    paid = Request("a", 0, 24, 4, interruptible=True, min_chunk=1, restart_slots=1)
+    out = POLICIES.get("greenest-chunks")(paid, view())
+    assert out == Choice("home", ((1, 6),), 250 + 100 + 90 + 95 + 110)
+    # run-now and lowest-window pay one start too
+    assert POLICIES.get("run-now")(paid, view()).runs == ((0, 5),)
+    assert POLICIES.get("lowest-window")(paid, view()).runs == ((1, 6),)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_best_chunks_with_restarts_matches_brute_force(seed):
+    """Every run's first ``restart`` slots do no work; runs are >= m long and do some work."""
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(4, 11))
+    cost = rng.integers(1, 50, n).astype(float)
+    usable = rng.random(n) > 0.2
+    k, m, r = int(rng.integers(1, 5)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
+    m_eff = min(m, k + r)
+    best = math.inf
+    for size in range(1, n + 1):
+        for combo in itertools.combinations(range(n), size):
+            runs: list[list[int]] = []
+            for i in combo:
+                if runs and runs[-1][1] == i:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([i, i + 1])
+            lengths = [b - a for a, b in runs]
+            if not all(usable[list(combo)]) or min(lengths) < max(m_eff, r + 1):
+                continue
+            if sum(length - r for length in lengths) == k:
+                best = min(best, float(cost[list(combo)].sum()))
+    got = best_chunks(cost, usable, k, m, r)
+    if math.isinf(best):
+        assert got is None
+    else:
+        assert got is not None and all(usable[got])
+        assert float(cost[got].sum()) == best
+
+
 def test_deadline_is_respected_and_an_impossible_job_is_reported():
     free = np.ones(48, int)
     free[0:20] = 0  # site busy until slot 20
