@@ -250,10 +250,11 @@ jobs:
     restart: {restart_s}s
 """
 # Training-dominated (no ridge fit): a pause lands in the loop, where it checkpoints, rather
-# than in a set-up phase that a resumed process would repeat. Long enough (~1.5 min of real
-# work on an idle 2-core machine; 6.6 min when another benchmark shared the cores) that a
-# launch's start-up (8 s) is a cost the plan weighs, not most of the job. Run it alone: the
-# plan's estimate and the execution must see the same machine.
+# than in a set-up phase that a resumed process would repeat. 4x the steps of the earlier
+# version (2,000 steps: ~27 s of work on an idle machine), so that a launch's start-up (8.3 s
+# measured) is a cost the plan weighs, not a third of the job. Run it alone: the 8,000-step
+# reference took 6.6 min while another benchmark shared the 2 cores, and the plan's estimate
+# and the execution must see the same machine.
 EXEC_OVERRIDES = [
     "train.epochs=200",
     "train.max_steps=8000",
