@@ -8,6 +8,11 @@
    all-reduce probe (greentune itself makes no process group for one process).
 3. With 2 or more GPUs: ``greentune run --nproc 2`` with DDP and with FSDP on NCCL; both must
    take the same steps (equal loss curves), and each rank bills its own GPU.
+4. The measured path against the model and CodeCarbon: one workload (``--agreement-s`` of
+   4096 x 4096 matmuls on the GPU) inside three meters at once, greentune's ``auto`` (NVML for
+   the GPU, RAPL for the CPU where readable), greentune's CPU-time ``model`` and CodeCarbon's
+   OfflineEmissionsTracker (process mode, 1 s samples); every component's joules and the
+   ratios between them are recorded (the error of each against the measured counters).
 
 Writes $OUT/gpu_check.json (or --out) and exits 0 when every check passed, 1 when one failed,
 3 when no CUDA device is visible (nothing run). About 2-4 minutes with the tiny backbone.
@@ -86,10 +91,71 @@ def _nvml_ok(r: dict[str, Any], ranks: list[int]) -> bool:
     )
 
 
+def agreement(workload_s: float) -> dict[str, Any]:
+    """Joules of one workload as greentune measures it, as its model estimates it and as
+    CodeCarbon reports it, all three around the same seconds."""
+    import torch
+    from codecarbon import OfflineEmissionsTracker
+
+    from greentune.config import EnergyConfig
+    from greentune.energy import build_meter
+
+    measured, notes = build_meter(EnergyConfig(meter="auto", carbon="fixed:400"), "gpu-check")
+    modelled, _ = build_meter(EnergyConfig(meter="model", carbon="fixed:400"), "gpu-check")
+    tracker = OfflineEmissionsTracker(
+        country_iso_code="USA",
+        tracking_mode="process",
+        measure_power_secs=1,
+        save_to_file=False,
+        log_level="error",
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.randn(4096, 4096, device=device)
+    tracker.start()
+    with measured.window("workload") as m, modelled.window("workload") as mo:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < workload_s:
+            x = torch.tanh(x @ x)
+            if device == "cuda":
+                torch.cuda.synchronize()
+    tracker.stop()
+    measured.close()
+    modelled.close()
+    cc = tracker.final_emissions_data
+    ours, model = m.result, mo.result
+    assert ours is not None and model is not None
+    kwh_j = 3.6e6
+    out: dict[str, Any] = {
+        "workload_s": workload_s,
+        "device": device,
+        "meter_notes": notes,
+        "measured": {"kind": ours.kind, "sources": ours.sources, "energy_j": ours.energy_j},
+        "model": {"energy_j": model.energy_j},
+        "codecarbon": {
+            "cpu_j": cc.cpu_energy * kwh_j,
+            "gpu_j": cc.gpu_energy * kwh_j,
+            "ram_j": cc.ram_energy * kwh_j,
+            "cpu_model": cc.cpu_model,
+            "gpu_model": cc.gpu_model,
+        },
+    }
+    gpu_j = sum(j for c, j in ours.energy_j.items() if c.startswith("gpu"))
+    ratios: dict[str, float] = {}
+    if gpu_j and cc.gpu_energy:
+        ratios["gpu_measured_over_codecarbon"] = gpu_j / out["codecarbon"]["gpu_j"]
+    if ours.sources.get("cpu") == "rapl":  # the CPU is measured: the model's error against it
+        ratios["cpu_model_over_measured"] = model.energy_j["cpu"] / ours.energy_j["cpu"]
+        ratios["cpu_codecarbon_over_measured"] = out["codecarbon"]["cpu_j"] / ours.energy_j["cpu"]
+    ratios["cpu_codecarbon_over_model"] = out["codecarbon"]["cpu_j"] / model.energy_j["cpu"]
+    out["ratios"] = ratios
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     parser.add_argument("--backbone", default="tiny-bert")
+    parser.add_argument("--agreement-s", type=float, default=30.0)
     parser.add_argument(
         "--allow-cpu", action="store_true", help="run anyway (to try the script; NVML checks fail)"
     )
@@ -159,6 +225,12 @@ def main() -> int:
             report["nccl"] = (
                 f"greentune on NCCL skipped: it needs 2 GPUs (one per rank), not {gpus}"
             )
+    report["agreement"] = agreement(args.agreement_s)
+    ratio = report["agreement"]["ratios"].get("gpu_measured_over_codecarbon")
+    if gpus:  # both read NVML's counters on the same device: they should agree closely
+        checks["NVML GPU energy within 10 % of CodeCarbon's"] = (
+            ratio is not None and abs(ratio - 1) < 0.1
+        )
     report["checks"] = checks
     report["date"] = time.strftime("%Y-%m-%d")
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
@@ -168,6 +240,8 @@ def main() -> int:
         print(
             f"bf16 autocast / fp32 training samples/s: {report['bf16_over_fp32_samples_per_s']:.2f}"
         )
+    for name, value in report["agreement"]["ratios"].items():
+        print(f"energy {name}: {value:.3f}")
     print(f"wrote {out / 'gpu_check.json'}")
     return 0 if checks and all(checks.values()) else 1
 
