@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from greentune.energy.base import kind_of
 from greentune.procs import same_process
 
 JOURNAL_DIR = "energy-journal"
@@ -185,7 +186,6 @@ class JournalFile:
     ) -> dict[str, Any]:
         intensity, grams = price(sum(energy.values()), start, end) if price else (None, None)
         owners: dict[str, list[str]] = self.session.get("owners") or {}
-        kinds = {owners.get(c, ["?", "model"])[1] for c in energy}
         return {
             "window": w["window"],
             "phase": w["window"].split("/", 1)[0],
@@ -198,7 +198,7 @@ class JournalFile:
             "duration_s": (end - start).total_seconds(),
             "energy_j": energy,
             "sources": {c: owners.get(c, ["?", "model"])[0] for c in energy},
-            "kind": kinds.pop() if len(kinds) == 1 else "mixed",
+            "kind": kind_of(owners.get(c, ["?", "model"])[1] for c in energy) or "mixed",
             "intensity_g_per_kwh": intensity,
             "emissions_g": grams,
             "pue": self.session.get("pue", 1.0),

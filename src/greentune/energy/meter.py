@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from greentune import faults
-from greentune.energy.base import EnergySource, IntensityProvider, SourceKind
+from greentune.energy.base import EnergySource, IntensityProvider, SourceKind, kind_of
 from greentune.errors import EnergyError
 
 if TYPE_CHECKING:
@@ -237,7 +237,6 @@ class Meter:
         ok: bool,
     ) -> WindowResult:
         energy = {c: max(0.0, end_j[c] - start_j[c]) for c in self.owners}
-        kinds = {self.owners[c].kind for c in energy}
         intensity, grams = self.price(sum(energy.values()), *walls)
         return WindowResult(
             window=full,
@@ -251,7 +250,7 @@ class Meter:
             duration_s=duration_s,
             energy_j=energy,
             sources={c: self.owners[c].name for c in energy},
-            kind=kinds.pop() if len(kinds) == 1 else "mixed",
+            kind=kind_of(self.owners[c].kind for c in energy) or "mixed",
             intensity_g_per_kwh=intensity,
             emissions_g=grams,
             pue=self.pue,
@@ -288,8 +287,7 @@ class Meter:
     @property
     def kind(self) -> str:
         """measured, model, or mixed: how this meter's joules are obtained."""
-        kinds = {s.kind for s in self.sources}
-        return kinds.pop() if len(kinds) == 1 else "mixed"
+        return kind_of(s.kind for s in self.sources) or "mixed"
 
     def _read(self) -> dict[str, float]:
         out: dict[str, float] = {}
