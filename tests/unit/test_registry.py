@@ -30,7 +30,17 @@ def test_every_registry_entry_is_usable():
     from greentune.tuning.methods import METHODS
 
     assert SOURCES.names() == ["csv", "ett", "parquet", "vic2014"]
-    assert METHODS.names() == ["adalora", "frozen", "full", "ia3", "ln", "lora"]
+    assert METHODS.names() == [
+        "adalora",
+        "adapter",
+        "frozen",
+        "full",
+        "ia3",
+        "ln",
+        "lora",
+        "prefix",
+        "prompt",
+    ]  # each one applied to both backbones in tests/unit/test_peft_methods.py
     # every choice the config accepts has an implementation, and nothing more
     from typing import get_args, get_type_hints
 

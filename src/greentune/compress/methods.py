@@ -29,9 +29,10 @@ from greentune.compress.recover import (
     train_student,
 )
 from greentune.compress.task import LoadedRun, fresh_copy, sample_batch
-from greentune.errors import ConfigError
+from greentune.errors import CompressError, ConfigError
 from greentune.registry import Registry
 from greentune.train.callbacks import Window, no_window
+from greentune.tuning import bottleneck
 
 
 @dataclass
@@ -118,6 +119,15 @@ def int8_dynamic(task: LoadedRun, options: dict[str, Any], out: Path, window: Wi
 
 def _quantize_inner(task: LoadedRun, model: Any) -> None:
     """Only the transformer: a forecaster's ridge-initialised skip path keeps fp32 weights."""
+    if bottleneck.describe(task.inner(model)) is not None:
+        # quantize_dynamic swaps the projections that carry the adapters: BERT's Linear ones
+        # come back without them (a silently different model), GPT-2's Conv1D ones keep int8
+        # adapters that the variant's plain skeleton cannot load.
+        raise CompressError(
+            f"int8-dynamic cannot quantize {task.run.path}: it was trained with "
+            "peft.method=adapter, whose bottleneck adapters torch's dynamic quantization would "
+            "drop or make unloadable; use onnx or onnx-int8 (the graph carries the adapters)"
+        )
     setattr(model, task.inner_attr, quantize_linear(task.inner(model)))
 
 

@@ -1,7 +1,7 @@
 """Sequence classification on the same backbones: transformers' own *ForSequenceClassification.
 
 Saved layout (``model/``): ``backbone/`` (AutoModelForSequenceClassification + tokenizer),
-``adapter/`` (PeftModel) when a PEFT method ran, ``labels.json``.
+``adapter/`` (PeftModel, or bottleneck adapters) when a PEFT method ran, ``labels.json``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification
 from greentune.config import ModelConfig
 from greentune.errors import ModelError
 from greentune.models.backbone import backbone_config
-from greentune.tuning.methods import save_with_adapter
+from greentune.tuning.methods import load_adapter, save_with_adapter
 
 
 class TextClassifier(nn.Module):
@@ -68,10 +68,7 @@ def load_saved_classifier(directory: Path) -> tuple[TextClassifier, Any, list[st
     model = AutoModelForSequenceClassification.from_pretrained(
         directory / "backbone", local_files_only=True
     )
-    if (directory / "adapter").is_dir():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, directory / "adapter")
+    model = load_adapter(model, directory / "adapter")
     tokenizer = AutoTokenizer.from_pretrained(directory / "backbone", local_files_only=True)
     labels = json.loads((directory / "labels.json").read_text())
     return TextClassifier(model).eval(), tokenizer, labels

@@ -6,6 +6,7 @@ Saved layout (``model/``), loadable with transformers + peft + safetensors alone
     model/backbone/              # AutoModel.from_pretrained(...) — base weights (vocab_size 1
                                  #   for the patch encoder: the word embeddings are not used)
     model/adapter/               # PeftModel.from_pretrained(backbone, ...) when a PEFT method ran
+                                 #   (bottleneck.json + .safetensors: peft.method=adapter)
     model/heads.safetensors      # encoder.*, head.*, skip.* tensors
 """
 
@@ -23,7 +24,7 @@ from transformers import AutoConfig, AutoModel
 
 from greentune.errors import ModelError
 from greentune.models.encoders import PatchEncoder, window_norm
-from greentune.tuning.methods import save_with_adapter
+from greentune.tuning.methods import load_adapter, save_with_adapter
 
 SPEC_FILE = "greentune_model.json"
 
@@ -186,10 +187,7 @@ def load_forecaster(directory: Path) -> Forecaster:
     backbone: Any = AutoModel.from_pretrained(
         directory / "backbone", local_files_only=True, **kwargs
     )
-    if (directory / "adapter").is_dir():
-        from peft import PeftModel
-
-        backbone = PeftModel.from_pretrained(backbone, directory / "adapter")
+    backbone = load_adapter(backbone, directory / "adapter")
     model = Forecaster(spec, backbone, hidden)
     missing, unexpected = model.load_state_dict(
         load_file(str(directory / "heads.safetensors")), strict=False

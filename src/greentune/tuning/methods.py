@@ -1,15 +1,16 @@
 """PEFT method registry: config -> the backbone with the right parameters trainable.
 
-``lora``, ``adalora``, ``ia3`` and ``ln`` go through the ``peft`` library (so adapters save and
-load with ``PeftModel``); ``full`` trains everything and ``frozen`` trains only what sits outside
-the backbone (the encoder and head, or the classifier).
+``lora`` (with DoRA / rsLoRA), ``adalora``, ``ia3``, ``ln``, ``prompt`` and ``prefix`` go
+through the ``peft`` library (so adapters save and load with ``PeftModel``); ``adapter``
+(bottleneck adapters, ``bottleneck.py``) is greentune's own; ``full`` trains everything and
+``frozen`` trains only what sits outside the backbone (the encoder and head, or the classifier).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +18,20 @@ from torch import nn
 
 from greentune.config import PeftConfig
 from greentune.errors import ConfigError
-from greentune.registry import Registry
 from greentune.train.callbacks import Callback, LoopState, SetupContext
+from greentune.tuning import bottleneck
+from greentune.tuning.base import METHODS, Method, MethodContext, train_only
 
-
-@dataclass(frozen=True)
-class MethodContext:
-    """What a method needs beyond its config."""
-
-    total_steps: int
-    task_type: str | None = None
-    """'SEQ_CLS' for the classifier (peft then keeps the classifier trainable), else None."""
-    head_modules: tuple[str, ...] = ()
-    """Modules outside the adapters that must still train (the classifier's head)."""
-
-
-Method = Callable[[nn.Module, PeftConfig, MethodContext], nn.Module]
-METHODS: Registry[Method] = Registry("peft.method")
+__all__ = [
+    "METHODS",
+    "Method",
+    "MethodContext",
+    "apply_method",
+    "load_adapter",
+    "merge_adapter",
+    "method_callbacks",
+    "save_with_adapter",
+]
 
 _LN_DEFAULTS = {"bert": ["LayerNorm"], "gpt2": ["ln_1", "ln_2", "ln_f"]}
 
@@ -70,6 +68,8 @@ def lora(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
             lora_dropout=cfg.dropout,
             target_modules=_targets(cfg),
             task_type=ctx.task_type,
+            use_dora=cfg.use_dora,
+            use_rslora=cfg.use_rslora,
         ),
     )
 
@@ -141,35 +141,131 @@ def full(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
 
 @METHODS.register("frozen")
 def frozen(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
-    for name, p in model.named_parameters():
-        p.requires_grad_(any(name.startswith(h) for h in ctx.head_modules))
-    return model
+    return train_only(model, lambda name: name.startswith(ctx.head_modules))
+
+
+@METHODS.register("prompt")
+def prompt(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
+    """Prompt tuning (Lester et al.): trainable virtual tokens before the input embeddings,
+    initialised at random; peft keeps the classifier head trainable."""
+    from peft import PromptTuningConfig, PromptTuningInit
+
+    _classifier_only("prompt", ctx)
+    if isinstance(getattr(model, "score", None), nn.Module):
+        # transformers' decoder classifiers (GPT-2, Llama, ...) name their head ``score`` and
+        # read the last non-pad token, which they find from input_ids. peft hands them
+        # embeddings instead, so they read the last position: a pad under right padding, and a
+        # text's class then depended on its batch (0.29 logit apart, tiny GPT-2).
+        raise ConfigError(
+            f"peft.method=prompt cannot train {type(model).__name__}: it classifies from the "
+            "last real token, which it cannot find once peft passes embeddings instead of "
+            "token ids (it would read padding); use peft.method=lora or adapter, or prompt "
+            "with a BERT-style backbone"
+        )
+    return _peft(
+        model,
+        PromptTuningConfig(
+            task_type=ctx.task_type,
+            num_virtual_tokens=cfg.virtual_tokens,
+            prompt_tuning_init=PromptTuningInit.RANDOM,
+        ),
+    )
+
+
+@METHODS.register("prefix")
+def prefix(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
+    """Prefix tuning (Li & Liang): trainable keys and values before every layer's own."""
+    from peft import PrefixTuningConfig
+
+    _classifier_only("prefix", ctx)
+    if not _names_past_key_values(model):
+        raise ConfigError(
+            f"peft.method=prefix cannot train {type(model).__name__}: peft passes the prefix "
+            "as past_key_values only to a forward that names that argument, and transformers "
+            "5 renamed it to cache; use peft.method=lora or adapter (or prompt with a "
+            "BERT-style backbone)"
+        )
+    return _peft(
+        model, PrefixTuningConfig(task_type=ctx.task_type, num_virtual_tokens=cfg.virtual_tokens)
+    )
+
+
+def _classifier_only(name: str, ctx: MethodContext) -> None:
+    if ctx.task_type is None:
+        raise ConfigError(
+            f"peft.method={name} is for the text classifier: peft adds its virtual tokens only "
+            "in a task model's forward, and the forecaster's head reads every token position "
+            "of a bare backbone; use peft.method=lora (or adapter)"
+        )
+
+
+def _names_past_key_values(model: nn.Module) -> bool:
+    """peft 0.21's own test before prefix tuning: the model's forward, or its transformer's,
+    takes ``past_key_values`` (else its forward raises)."""
+    inner = getattr(model, "base_model", model)
+    return any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, inner))
 
 
 def save_with_adapter(model: Any, directory: Path, base_name: str = "backbone") -> Any:
-    """Save a (possibly PEFT-wrapped) model as ``adapter/`` + ``<base_name>/``; return the base.
+    """Save a (possibly adapted) model as ``adapter/`` + ``<base_name>/``; return the base.
 
-    ``unload()`` on a copy strips the adapter layers and gives back the untouched base weights,
-    so the folder loads with ``PeftModel.from_pretrained(AutoModel...(base), adapter)``.
+    The base is a copy without the adapter (peft's layers unloaded, or the bottlenecks
+    stripped) with the untouched base weights and the trained head, so ``<base_name>/`` loads
+    with plain transformers and ``load_adapter`` puts the adapter back.
     """
     if hasattr(model, "peft_config"):
         model.save_pretrained(directory / "adapter")
-        base = copy.deepcopy(model).unload()
+        base = _without_peft(copy.deepcopy(model))
+    elif bottleneck.describe(model) is not None:
+        bottleneck.save(model, directory / "adapter")
+        base = bottleneck.strip(copy.deepcopy(model))
     else:
         base = model
     base.save_pretrained(directory / base_name)
     return base
 
 
+def _without_peft(model: Any) -> Any:
+    if hasattr(model, "unload"):
+        return model.unload()
+    # Prompt learning injects no layers (no unload) but wraps the classifier head to train it:
+    # put the trained head back in place of the wrapper, as unload does.
+    from peft.utils import ModulesToSaveWrapper
+
+    base = model.get_base_model()
+    for name, module in list(base.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent, _, attr = name.rpartition(".")
+            trained = module.unload_and_optionally_merge_module(False, False, None)
+            setattr(base.get_submodule(parent), attr, trained)
+    return base
+
+
+def load_adapter(model: Any, directory: Path) -> Any:
+    """``model`` (a base loaded from ``backbone/``) with the adapter saved in ``directory``:
+    a peft adapter (``PeftModel``) or bottleneck adapters; unchanged when there is none."""
+    if bottleneck.is_saved(directory):
+        return bottleneck.load(model, directory)
+    if directory.is_dir():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, directory)
+    return model
+
+
 def merge_adapter(model: Any, where: Path) -> Any:
     """A PEFT-wrapped model with its adapter folded into the weights; plain models unchanged.
-    ``where`` (the run) is named in the error for methods that cannot be merged."""
+    Bottleneck adapters are nonlinear, so they cannot be folded: the model comes back as it is,
+    adapters in place (they run in its forward; ``onnx`` exports them, ``int8-dynamic`` refuses
+    them). ``where`` (the run) is named in the error for the peft methods that cannot be merged
+    (prompt and prefix tuning run only inside peft's forward)."""
     if not hasattr(model, "peft_config"):
         return model
     if not hasattr(model, "merge_and_unload"):
         raise ConfigError(
             f"{where}: its PEFT method cannot be merged into the weights (prompt/prefix "
-            "tuning); use a run trained with lora, adalora, ia3, ln or full"
+            "tuning); use a run trained with lora (DoRA and rsLoRA too), adalora, ia3, ln, "
+            "full or adapter"
         )
     return model.merge_and_unload()
 
