@@ -52,7 +52,8 @@ def read_text_table(cfg: TextDataConfig, file: str | None = None) -> tuple[pd.Da
         elif path.suffix.lower() in (".jsonl", ".json"):
             frame = pd.read_json(path, lines=path.suffix.lower() == ".jsonl")
         else:
-            frame = pd.read_csv(path)
+            # a text such as 'null' or 'NA' is text, not a missing value (as SST-2's README asks)
+            frame = pd.read_csv(path, keep_default_na=False)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from None
     return frame, str(path)

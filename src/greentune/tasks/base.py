@@ -26,6 +26,7 @@ from greentune.errors import CheckpointError
 from greentune.registry import Registry
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
+from greentune.train.callbacks import Callback
 from greentune.train.loop import Batches, TrainableModel
 
 __all__ = ["TASKS", "LoadedRun", "Predictor", "Prepared", "Task", "mean_loss"]
@@ -158,6 +159,12 @@ class Task(Protocol):
 
     def privacy_notes(self, cfg: RunConfig) -> list[str]:
         """What ``private_config`` changed, in words."""
+        ...
+
+    def train_callbacks(self, cfg: RunConfig) -> list[Callback]:
+        """Callbacks for the training of the run's own network: its remedies against
+        overfitting (``augment``, ``regularize``); a ConfigError for what this task cannot
+        take. Called before any data is read."""
         ...
 
     def load_predictor(self, run: RunDir) -> Predictor:

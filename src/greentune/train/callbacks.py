@@ -37,14 +37,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from greentune.config import RunConfig
 from greentune.errors import TrainingError
 from greentune.registry import Registry
+from greentune.train.checkpoint import unwrap
 from greentune.train.state import LoopResult, LoopState
 
 __all__ = [
@@ -62,8 +64,10 @@ __all__ = [
     "Progress",
     "ProgressBar",
     "SetupContext",
+    "StepLoss",
     "Window",
     "build_callbacks",
+    "model_loss",
     "no_window",
     "resolve_callbacks",
 ]
@@ -75,6 +79,15 @@ Window = Callable[[str], AbstractContextManager[Any]]
 def no_window(name: str) -> AbstractContextManager[Any]:
     """A ``Window`` that records nothing."""
     return nullcontext()
+
+
+StepLoss = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+"""(the loop's model, a batch) -> the loss its backward runs on."""
+
+
+def model_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss on its forward pass: the loop's default ``StepLoss``."""
+    return unwrap(model).loss(model(batch), batch)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -95,6 +108,9 @@ class SetupContext:
     average_micro_batches: bool = True
     """True: the loop scales each micro-batch's loss by 1 / micro-batches per step, so the
     gradients add up to the step's mean; False: the optimizer averages them itself."""
+    loss_fn: StepLoss = field(default_factory=lambda: model_loss)
+    """The objective one micro-batch trains on; a callback may wrap it (adversarial training
+    adds a perturbed pass, R-Drop a second dropout pass). Validation never uses it."""
 
 
 class Callback:

@@ -23,7 +23,14 @@ from torch import nn
 from greentune.config import TrainConfig
 from greentune.distributed import fsdp, ranks
 from greentune.train import pause
-from greentune.train.callbacks import Callback, Callbacks, EarlyStopping, SetupContext
+from greentune.train.callbacks import (
+    Callback,
+    Callbacks,
+    EarlyStopping,
+    SetupContext,
+    StepLoss,
+    model_loss,
+)
 from greentune.train.checkpoint import load_latest, restore_state, save_state, snapshot, unwrap
 from greentune.train.optim import build_optimizer, build_scheduler
 from greentune.train.state import LoopResult, LoopState
@@ -153,6 +160,7 @@ def train(
             t0,
             setup.clip_norm,
             setup.average_micro_batches,
+            setup.loss_fn,
         )
         model.train()
         with pausable:
@@ -204,6 +212,7 @@ class _Engine:
     t0: float
     clip_norm: float | None = None
     average_micro_batches: bool = True
+    loss_fn: StepLoss = model_loss
 
 
 def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | None) -> None:
@@ -261,8 +270,7 @@ def _micro_step(e: _Engine, idx: np.ndarray, group_size: int) -> float:
         local, weight = idx[:1], 0.0
     batch = {k: v.to(e.accelerator.device) for k, v in e.data.get(local).items()}
     with e.accelerator.autocast():
-        out = e.model(batch)
-        loss = unwrap(e.model).loss(out, batch)
+        loss = e.loss_fn(e.model, batch)
     scale = weight / group_size if e.average_micro_batches else weight
     e.accelerator.backward(loss * scale)
     return float(loss.detach()) * weight / world / group_size

@@ -64,6 +64,7 @@ def run(
         CALLBACKS.get(name)
     for name in cfg.tracking.to:
         TRACKERS.get(name)
+    remedies = task.train_callbacks(cfg)  # a refused remedy fails before a run directory exists
     ranks.init(cfg.train.dist_timeout_s)
     main = ranks.is_main()
     if run_dir is None:
@@ -94,6 +95,8 @@ def run(
             energy = EnergyWindows(meter.window, meter.tick)
             dp = cfg.privacy.dp
             private = [DPTraining(dp, cfg.train, cfg.seed, log, energy.note)] if dp.enabled else []
+            for cb in remedies:
+                log(f"training with {cb}")
 
             def budget() -> list[Callback]:
                 return budget_callbacks(cfg.train, read_j, log)
@@ -106,6 +109,7 @@ def run(
                 callbacks=[
                     energy,
                     *private,
+                    *remedies,
                     *budget(),
                     *shown,
                     *named,

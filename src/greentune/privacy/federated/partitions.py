@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from greentune.config import RunConfig, replace
+from greentune.config import SERIES_AUGMENTS, TEXT_AUGMENTS, RunConfig, replace
 from greentune.data.sources import RawTable, load_table, resolve
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, build_forecast_data
@@ -210,4 +210,9 @@ def check_model(cfg: RunConfig) -> None:
         raise ConfigError(
             "model.skip_init=lightgbm cannot be federated (LightGBM would need the pooled raw "
             "data); use skip_init=ridge, which is fitted from the clients' summed statistics"
+        )
+    if cfg.regularize.enabled or cfg.augment.active((*SERIES_AUGMENTS, *TEXT_AUGMENTS)):
+        raise ConfigError(
+            "augment and regularize are not federated yet (a client trains with the plain "
+            "objective): leave them off for greentune federate"
         )

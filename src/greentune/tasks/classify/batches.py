@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,10 @@ class TextBatches:
     tokens: list[np.ndarray]
     labels: np.ndarray
     pad_id: int
+    texts: list[str] | None = None
+    """The texts behind ``tokens`` (augmentation changes them and tokenises again)."""
+    encode: Callable[[list[str]], list[np.ndarray]] | None = None
+    """Texts -> token-id rows, as ``tokens`` were made."""
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -27,6 +32,8 @@ class TextBatches:
 
 
 def tokenize(tokenizer: Any, texts: list[str], labels: np.ndarray, max_length: int) -> TextBatches:
-    enc = tokenizer(texts, truncation=True, max_length=max_length)
-    tokens = [np.asarray(t, dtype=np.int64) for t in enc["input_ids"]]
-    return TextBatches(tokens, labels, int(tokenizer.pad_token_id or 0))
+    def encode(rows: list[str]) -> list[np.ndarray]:
+        enc = tokenizer(rows, truncation=True, max_length=max_length)
+        return [np.asarray(t, dtype=np.int64) for t in enc["input_ids"]]
+
+    return TextBatches(encode(texts), labels, int(tokenizer.pad_token_id or 0), texts, encode)

@@ -18,6 +18,8 @@ from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
 from greentune.tasks.classify.artifacts import save_model
 from greentune.tasks.classify.predictor import ClassifyPredictor
+from greentune.tasks.classify.remedies import classify_remedies
+from greentune.train.callbacks import Callback
 from greentune.tuning.methods import merge_adapter
 
 QUALITY = Quality("macro_f1", higher_is_better=True)
@@ -38,6 +40,9 @@ class ClassifyTask:
 
     def privacy_notes(self, cfg: RunConfig) -> list[str]:
         return []
+
+    def train_callbacks(self, cfg: RunConfig) -> list[Callback]:
+        return classify_remedies(cfg)
 
     def load_predictor(self, run: RunDir) -> Predictor:
         return ClassifyPredictor.load(run)

@@ -23,6 +23,8 @@ from greentune.tasks.forecast.batches import make_batches
 from greentune.tasks.forecast.ensemble import RANDOM_INIT
 from greentune.tasks.forecast.predict import evaluate_forecast, prediction_rows, season_steps
 from greentune.tasks.forecast.predictor import ForecastPredictor
+from greentune.tasks.forecast.remedies import forecast_remedies
+from greentune.train.callbacks import Callback
 from greentune.tuning.methods import merge_adapter
 
 QUALITY = Quality("mape", higher_is_better=False, skill_reference="seasonal_naive_weekly")
@@ -72,6 +74,9 @@ class ForecastTask:
                 "the training rows (which would not be private)"
             )
         return notes
+
+    def train_callbacks(self, cfg: RunConfig) -> list[Callback]:
+        return forecast_remedies(cfg)
 
     def load_predictor(self, run: RunDir) -> Predictor:
         return ForecastPredictor.load(run)
