@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -102,3 +103,35 @@ def test_classify_bad_inputs(tmp_path):
     assert result.exit_code == 2 and "column 'category' (text.label_col) not found" in " ".join(
         result.output.split()
     )
+
+
+SST2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "text" / "sst2"
+
+
+@pytest.mark.skipif(not (SST2 / "dev.csv").is_file(), reason="../shared/data/text/sst2 absent")
+def test_shipped_sst2_config_scores_the_dev_sentences(tmp_path):
+    """configs/classify/sst2.yaml as shipped, on a 300-phrase slice of the training file and a
+    tiny backbone: the test split is the 872 dev sentences, validation is cut from train."""
+    import pandas as pd
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "classify" / "sst2.yaml"
+    train = tmp_path / "train.csv"
+    pd.read_csv(SST2 / "train.csv", keep_default_na=False).head(300).to_csv(train, index=False)
+    result = invoke(
+        "run",
+        str(config),
+        f"text.path={train}",
+        f"text.test_path={SST2 / 'dev.csv'}",
+        "model.backbone=tiny-bert",
+        "train.epochs=1",
+        "eval.report=false",
+        f"output_dir={tmp_path}/runs",
+        "name=s",
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "runs" / "s" / "metrics.json").read_text())
+    assert metrics["labels"] == ["0", "1"]
+    confusion = metrics["test"]["tiny-bert-lora"]["confusion"]
+    assert sum(map(sum, confusion)) == 872
+    assert [sum(row) for row in confusion] == [428, 444]  # dev's class counts
+    assert metrics["training"]["samples"] == 294  # 300 phrases less 2 % validation

@@ -70,7 +70,7 @@ def test_bad_choice_lists_choices():
     with pytest.raises(
         ConfigError,
         match=r"peft\.method='lorax' is not valid; "
-        r"valid choices: full, frozen, lora, adalora, ia3, ln",
+        r"valid choices: full, frozen, lora, adalora, ia3, ln, prompt, prefix, adapter",
     ):
         build_config(overrides=["peft.method=lorax"])
 
@@ -148,6 +148,7 @@ def test_configs_are_shipped():
     }
     assert found == {
         "classify/example.yaml": ("classify", "vic2014", "minilm", "lora"),
+        "classify/sst2.yaml": ("classify", "vic2014", "minilm", "lora"),
         "federated/hourly.yaml": ("forecast", "csv", "minilm", "lora"),
         "forecast/ett_h1.yaml": ("forecast", "ett", "minilm", "ln"),
         "forecast/gpt2_tiny_smoke.yaml": ("forecast", "vic2014", "tiny-gpt2", "lora"),
