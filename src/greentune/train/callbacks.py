@@ -19,6 +19,8 @@ optimizer the loop built, so a replacement must wrap it and share its ``param_gr
 Opacus' DPOptimizer does); wrapped batches keep the planned number of samples. A callback that
 clips or averages gradients itself sets ``ctx.clip_norm`` to None and
 ``ctx.average_micro_batches`` to False (DP-SGD clips per sample and averages a virtual batch).
+A callback that changes the training objective wraps ``ctx.loss_fn`` (adversarial training,
+label smoothing, R-Drop: ``greentune.train.regularize``); validation keeps the model's loss.
 A callback with a ``state_key`` has its ``state_dict()`` saved in every checkpoint and handed
 back through ``load_state_dict`` on resume, before ``on_setup`` (the privacy accountant).
 
