@@ -234,6 +234,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             f"{scale * r[metric]:.2f} [{lo:.2f}–{hi:.2f}] | {r['energy_to_best_wh']:.3g} | "
             f"{r['energy_wh']:.3g} |"
         )
+    for method, why in meta["refused"].items():
+        lines.append(f"| {method} | refused: {why} | | | | | |")
     if summary["dataset"] == "sst2":
         best = summary.get("greenest_at_90")
         lines += [
@@ -271,10 +273,13 @@ def main() -> None:
         base += sst2_args(args.train_rows)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if args.dataset == "sst2" or m not in TEXT_ONLY]
-    results = {
-        m: method_rows(args.dataset, m, base, seeds, args.tune_seed, not args.no_tune)
-        for m in methods
-    }
+    results, failed = {}, {}
+    for m in methods:
+        try:
+            results[m] = method_rows(args.dataset, m, base, seeds, args.tune_seed, not args.no_tune)
+        except gt.GreentuneError as exc:  # a refused method is a finding, not a crash
+            failed[m] = str(exc)
+            print(f"  [{m}] refused: {exc}", flush=True)
     setup = (
         f"{args.train_rows or 'all'} training phrases, {args.epochs} epochs (patience 2)"
         if args.dataset == "sst2"
@@ -286,6 +291,7 @@ def main() -> None:
         "tune_seed": args.tune_seed,
         "setup": setup,
         "tuned": not args.no_tune,
+        "refused": failed,
     }
     summary = summarise(args.dataset, results)
     suffix = f"-{args.tag}" if args.tag else ""
