@@ -10,10 +10,10 @@ pair, against no remedy, on the same data, splits, epochs, patience and seeds; q
 - sst2-P: a seeded P % sample of SST-2's training phrases (10 % of it held out for validation),
   tested on the 872 dev sentences.
 - Remedy settings are fixed up front from the literature's usual values (not tuned on test):
-  series jitter 0.03 + magnitude warp 0.1 ("augment"), mixup alpha 0.2, FGM epsilon 1.0; text
-  EDA with alpha 0.1 for each operation ("augment"), FGM epsilon 1.0, label smoothing 0.1,
-  R-Drop 1.0 (with dropout 0.1). The "best pair" joins the two single remedies with the best
-  median VALIDATION loss (never test), in a second pass.
+  series jitter 0.03 + magnitude warp 0.1 ("augment"), mixup alpha 0.2, FGM epsilon 0.1
+  (relative, the default); text EDA with alpha 0.1 for each operation ("augment"), FGM
+  epsilon 0.1, label smoothing 0.1, R-Drop 1.0 (with dropout 0.1). The "best pair" joins the
+  two single remedies with the best median VALIDATION loss (never test), in a second pass.
 Energy is modelled on this VM (no counters): the tables say so.
 
 Writes benchmarks/results/remedies[-<tag>].json and .md.

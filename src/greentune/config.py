@@ -606,12 +606,14 @@ class RegularizeConfig:
     projected steps (Madry et al.). The perturbation acts on the input embeddings (the patch
     embeddings of the forecaster, the token embeddings of text) and the step trains on the
     mean of the clean and the adversarial loss."""
-    epsilon: float = 1.0
-    """L2 radius of each sample's perturbation (over all its embedding positions)."""
+    epsilon: float = 0.1
+    """Each sample's perturbation radius, relative: epsilon x the L2 norm of its clean input
+    embeddings (over all its positions). An absolute 1.0 (about 25 % of a 15-token phrase's
+    MiniLM embeddings) kept SST-2 LoRA runs at chance level on validation."""
     steps: int = 3
     """PGD's ascent steps (fgm: one)."""
     step_size: float | None = None
-    """PGD's step length; None: 2.5 x epsilon / steps (Madry et al.'s rule)."""
+    """PGD's step length, relative as epsilon; None: 2.5 x epsilon / steps (Madry et al.)."""
     label_smoothing: float = 0.0
     """Classifiers: share of each target's mass spread evenly over the classes."""
     rdrop: float = 0.0

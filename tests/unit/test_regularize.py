@@ -104,7 +104,8 @@ def fgm_by_hand(model: TinyText, batch, eps: float) -> torch.Tensor:
         x = x.detach().requires_grad_(True)
     clean = F.cross_entropy(model.body(x), labels)
     (g,) = torch.autograd.grad(clean, x, retain_graph=True)
-    delta = eps * g / g.flatten(1).norm(dim=1).view(-1, 1, 1)
+    radius = eps * norms(x.detach())  # relative to each sample's own embeddings
+    delta = radius.view(-1, 1, 1) * g / g.flatten(1).norm(dim=1).view(-1, 1, 1)
     adversarial = F.cross_entropy(model.body(x + delta), labels)
     return (clean + adversarial) / 2
 
@@ -130,20 +131,22 @@ def test_fgm_is_the_mean_of_clean_and_loss_at_eps_along_each_samples_gradient(fr
     for name, g in got.items():
         torch.testing.assert_close(g, want[name], rtol=1e-5, atol=1e-7, msg=name)
     assert model.embed.weight.grad is None if frozen else model.embed.weight.grad.abs().sum() > 0
-    clean_x, adv_x = model.embeddings  # two forward passes, each sample moved by eps
-    torch.testing.assert_close(norms(adv_x - clean_x), torch.full((N,), eps))
+    clean_x, adv_x = model.embeddings  # two forward passes, each sample moved by eps x its norm
+    torch.testing.assert_close(norms(adv_x - clean_x), eps * norms(clean_x))
 
 
 def pgd_by_hand(model: TinyText, batch, eps: float, steps: int, size: float) -> torch.Tensor:
     labels = batch["labels"]
 
+    x = model.embed(batch["input_ids"])
+    scale = norms(x.detach())  # radius and step relative to each sample's embeddings
+
     def project(d: torch.Tensor) -> torch.Tensor:
-        return d * (eps / norms(d)).clamp(max=1.0).view(-1, 1, 1)
+        return d * (eps * scale / norms(d)).clamp(max=1.0).view(-1, 1, 1)
 
     def unit(g: torch.Tensor) -> torch.Tensor:
-        return g / norms(g).view(-1, 1, 1)
+        return g * (scale / norms(g)).view(-1, 1, 1)
 
-    x = model.embed(batch["input_ids"])
     clean = F.cross_entropy(model.body(x), labels)
     (g,) = torch.autograd.grad(clean, x, retain_graph=True)
     delta = project(size * unit(g))
@@ -167,7 +170,8 @@ def test_pgd_takes_steps_plus_one_passes_and_stays_in_the_epsilon_ball(step_size
     assert num(loss) == pytest.approx(expected, rel=1e-6)
     assert len(model.embeddings) == steps + 1  # clean, steps - 1 probes, the adversarial pass
     clean_x, *moved = model.embeddings
-    deltas = [norms(x - clean_x) for x in moved]
+    size = norms(clean_x)  # lengths are relative to each sample's clean embeddings
+    deltas = [norms(x - clean_x) / size for x in moved]
     torch.testing.assert_close(deltas[0], torch.full((N,), first))  # the first step's length
     for d in deltas:
         assert (d <= eps * (1 + 1e-5)).all()
@@ -183,7 +187,7 @@ def test_fgm_through_the_callback_makes_two_passes_with_epsilon_steps():
     loss = ctx.loss_fn(model, text_batch())
     assert num(loss) == pytest.approx(num(fgm_by_hand(TinyText(), text_batch(), 0.2)))
     clean_x, adv_x = model.embeddings  # fgm: one step of length epsilon, whatever steps say
-    torch.testing.assert_close(norms(adv_x - clean_x), torch.full((N,), 0.2))
+    torch.testing.assert_close(norms(adv_x - clean_x), 0.2 * norms(clean_x))
 
 
 def test_adversarial_training_refuses_several_processes(monkeypatch):
@@ -241,8 +245,9 @@ def test_fgm_on_the_tiny_bert_classifier_moves_the_word_embeddings():
         handle.remove()
     loss.backward()
     assert model.model.bert.embeddings.word_embeddings.weight.grad is not None
-    clean, adversarial = summed  # two passes; the second moved by 0.5 per sample
-    torch.testing.assert_close(norms(adversarial - clean), torch.full((2,), 0.5))
+    clean, adversarial = summed  # two passes; the second moved by 0.5 x each sample's norm
+    words = model.model.bert.embeddings.word_embeddings(batch["input_ids"]).detach()
+    torch.testing.assert_close(norms(adversarial - clean), 0.5 * norms(words))
     assert num(loss) > num(model_loss(model, batch))
 
 
@@ -411,7 +416,7 @@ def test_what_each_task_builds():
     assert [type(c) for c in forecast] == [Augmentation, Adversarial]
     assert [str(c) for c in forecast] == [
         "augmentation: jitter 0.1, window_slice 0.9, p 0.5",
-        "adversarial training: pgd, epsilon 1, 3 steps",
+        "adversarial training: pgd, epsilon 0.1, 3 steps",
     ]
     classify = remedies(
         "classify",

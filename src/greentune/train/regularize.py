@@ -3,13 +3,13 @@ adversarial training on the input embeddings (FGM, PGD), label smoothing and R-D
 
 Adversarial training (Miyato et al. 2017 for FGM on embeddings; Madry et al. 2018 for PGD)
 perturbs the output of the model's input-embedding module: the token embeddings of a text
-model, the patch embeddings of the forecaster. Each sample's perturbation lies in an L2 ball of
-radius ``epsilon`` over all its positions (a channel-independent forecaster folds each target
-into a row of its own: the ball is then per sample and target); its direction comes from the
-gradient of the loss with respect to those embeddings only (``torch.autograd.grad``), so no
-parameter gradient is touched until the step's own backward. The step trains on (clean +
-adversarial) / 2, the weighting of Goodfellow et al. 2015, so the logged loss stays on the scale
-of a clean one.
+model, the patch embeddings of the forecaster. Each sample's perturbation lies in an L2 ball,
+over all its positions, of radius ``epsilon`` x the norm of its clean embeddings (a
+channel-independent forecaster folds each target into a row of its own: the ball is then per
+sample and target); its direction comes from the gradient of the loss with respect to those
+embeddings only (``torch.autograd.grad``), so no parameter gradient is touched until the step's
+own backward. The step trains on (clean + adversarial) / 2, the weighting of Goodfellow et al.
+2015, so the logged loss stays on the scale of a clean one.
 """
 
 from __future__ import annotations
@@ -56,15 +56,23 @@ def _hooked(module: nn.Module, hook: Callable[[torch.Tensor], torch.Tensor]) -> 
         handle.remove()
 
 
-def _per_sample_unit(g: torch.Tensor) -> torch.Tensor:
-    norms = g.flatten(1).norm(dim=1).clamp(min=1e-12)
-    return g / norms.view(-1, *([1] * (g.dim() - 1)))
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) values shaped to broadcast over ``like``'s sample rows."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _project(delta: torch.Tensor, epsilon: float) -> torch.Tensor:
-    norms = delta.flatten(1).norm(dim=1).clamp(min=1e-12)
-    factor = (epsilon / norms).clamp(max=1.0)
-    return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+def _norms(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).norm(dim=1).clamp(min=1e-12)
+
+
+def _step(g: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Each sample's gradient scaled to its own ``length`` (B,)."""
+    return g * _per_sample(length / _norms(g), g)
+
+
+def _project(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Each sample's perturbation pulled back into its L2 ball of ``radius`` (B,)."""
+    return delta * _per_sample((radius / _norms(delta)).clamp(max=1.0), delta)
 
 
 def _shifted(out: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -80,7 +88,10 @@ def adversarial_loss(
     step_size: float,
 ) -> StepLoss:
     """``inner`` made adversarial: PGD with ``steps`` steps (one step of size ``epsilon`` is
-    FGM), starting from the clean pass's gradient."""
+    FGM), starting from the clean pass's gradient. ``epsilon`` and ``step_size`` are relative:
+    a sample's radius is epsilon x the L2 norm of its clean embeddings, so one setting means
+    the same for token embeddings (norm about 1 per token in MiniLM) and for a forecaster's
+    patch embeddings (whose scale its encoder learns)."""
 
     def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
         seen: dict[str, torch.Tensor] = {}
@@ -94,13 +105,15 @@ def adversarial_loss(
         with _hooked(embeddings, capture):
             clean = inner(model, batch)
         (grad,) = torch.autograd.grad(clean, seen["x"], retain_graph=True)
-        delta = _project(step_size * _per_sample_unit(grad), epsilon)
+        size = _norms(seen["x"].detach())
+        radius, stride = epsilon * size, step_size * size
+        delta = _project(_step(grad, stride), radius)
         for _ in range(steps - 1):
             delta = delta.detach().requires_grad_(True)
             with _hooked(embeddings, partial(_shifted, delta=delta)):
                 probe = inner(model, batch)
             (grad,) = torch.autograd.grad(probe, delta)
-            delta = _project(delta + step_size * _per_sample_unit(grad), epsilon)
+            delta = _project(delta + _step(grad, stride), radius)
         fixed = delta.detach()
         with _hooked(embeddings, partial(_shifted, delta=fixed)):
             adversarial = inner(model, batch)
