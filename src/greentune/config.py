@@ -231,9 +231,9 @@ class PeftConfig:
     """lora only: rank-stabilised scaling alpha / sqrt(r) instead of alpha / r (peft's
     use_rslora), so that higher ranks do not learn slower."""
     virtual_tokens: int = 20
-    """prompt / prefix: trainable virtual tokens (prompt: prepended to the input embeddings, so
-    keep text.max_length + virtual_tokens within the backbone's positions; prefix: keys and
-    values in every layer)."""
+    """prompt / prefix: trainable virtual tokens (prompt: prepended to the input embeddings;
+    prefix: keys and values in every layer). Both move the text's positions on by
+    virtual_tokens, so keep text.max_length + virtual_tokens within the backbone's positions."""
     adapter_placement: Literal["houlsby", "pfeiffer"] = "pfeiffer"
     """adapter: houlsby puts a bottleneck after each layer's attention output projection and
     after its feed-forward output projection, pfeiffer after the feed-forward output only."""

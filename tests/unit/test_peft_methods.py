@@ -21,7 +21,13 @@ from greentune.models.classifier import TextClassifier, load_saved_classifier, s
 from greentune.models.forecaster import Forecaster, load_forecaster, save_forecaster
 from greentune.train.optim import build_optimizer
 from greentune.tuning import bottleneck
-from greentune.tuning.methods import METHODS, MethodContext, apply_method, merge_adapter
+from greentune.tuning.methods import (
+    METHODS,
+    MethodContext,
+    apply_method,
+    merge_adapter,
+    save_with_adapter,
+)
 from tests.unit.test_models import SPEC
 from tests.unit.test_models import batch as series_batch
 
@@ -35,6 +41,7 @@ CLASSIFIER_CASES = [
     (PeftConfig(method="lora", use_rslora=True), ARCHS),
     (PeftConfig(method="lora", use_dora=True, use_rslora=True), ARCHS),
     (PeftConfig(method="prompt", virtual_tokens=4), ["bert"]),
+    (PeftConfig(method="prefix", virtual_tokens=4), ARCHS),
     (PeftConfig(method="adapter", adapter_placement="houlsby", adapter_size=8), ARCHS),
     (PeftConfig(method="adapter", adapter_placement="pfeiffer", adapter_size=8), ARCHS),
 ]
@@ -244,11 +251,37 @@ def test_the_forecaster_refuses_virtual_tokens(method):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_prefix_tuning_is_refused_where_peft_cannot_pass_the_prefix(arch):
-    """peft 0.21 looks for ``past_key_values`` in the forward's signature; transformers 5
-    renamed it ``cache``, so peft's forward would raise on every backbone we ship."""
-    with pytest.raises(ConfigError, match="past_key_values.*renamed it to cache.*lora"):
-        apply_method(tiny_classifier(arch), PeftConfig(method="prefix"), CLS)
+def test_prefix_tuning_reads_its_prefix_and_not_the_batch(arch, tmp_path):
+    """peft 0.21 passes the prefix as ``past_key_values``, which transformers 5 calls ``cache``;
+    the shim hands it on, the mask covers the virtual tokens, and saving leaves no shim."""
+    model = TextClassifier(
+        apply_method(tiny_classifier(arch), PeftConfig(method="prefix", virtual_tokens=4), CLS)
+    ).eval()
+    b = text_batch()
+    with torch.no_grad():
+        out = model(b)
+        for i, n in enumerate(b["attention_mask"].sum(1).tolist()):  # each text alone, unpadded
+            alone = {k: b[k][i : i + 1, :n] for k in ("input_ids", "attention_mask")}
+            torch.testing.assert_close(model(alone)[0], out[i], rtol=0, atol=1e-6)
+        prefix = model.model.prompt_encoder["default"].embedding.weight
+        prefix.add_(torch.randn_like(prefix))
+        assert not torch.allclose(model(b), out)  # every layer attends to the prefix
+    base = save_with_adapter(model.model, tmp_path)
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["num_virtual_tokens"]) == ("PREFIX_TUNING", 4)
+    assert "forward" not in vars(base)  # the saved base is a plain transformers model
+    assert "forward" in vars(model.model.get_base_model())  # saving unshimmed a copy only
+    AutoModelForSequenceClassification.from_pretrained(tmp_path / "backbone")
+
+
+def test_prefix_tuning_is_refused_where_no_forward_takes_the_prefix():
+    """DistilBERT's forward takes neither ``past_key_values`` nor ``cache``."""
+    from transformers import DistilBertConfig
+
+    config = DistilBertConfig(vocab_size=100, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with pytest.raises(ConfigError, match="past_key_values.*cache.*neither.*peft.method=lora"):
+        apply_method(model, PeftConfig(method="prefix"), CLS)
 
 
 def test_prompt_tuning_is_refused_for_last_token_classifiers():
@@ -284,7 +317,7 @@ def test_peft_config_checks_the_new_keys():
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_registered_method_trains_the_classifier_or_says_why_not(method, arch):
-    refused = {("prefix", "bert"), ("prefix", "gpt2"), ("prompt", "gpt2")}
+    refused = {("prompt", "gpt2")}
     model = tiny_classifier(arch)
     if (method, arch) in refused:
         with pytest.raises(ConfigError, match="use peft.method=lora"):

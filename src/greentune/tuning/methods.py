@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -174,19 +176,23 @@ def prompt(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
 
 @METHODS.register("prefix")
 def prefix(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
-    """Prefix tuning (Li & Liang): trainable keys and values before every layer's own."""
+    """Prefix tuning (Li & Liang): trainable keys and values before every layer's own; the
+    attention mask gains the virtual tokens, so every text attends to them and not to padding.
+    Runs on BERT-style and GPT-2 classifiers (GPT-2 still finds its last real token from the
+    token ids, which peft passes through unchanged)."""
     from peft import PrefixTuningConfig
 
     _classifier_only("prefix", ctx)
-    if not _names_past_key_values(model):
+    if _prefix_argument(model) is None:
         raise ConfigError(
-            f"peft.method=prefix cannot train {type(model).__name__}: peft passes the prefix "
-            "as past_key_values only to a forward that names that argument, and transformers "
-            "5 renamed it to cache; use peft.method=lora or adapter (or prompt with a "
-            "BERT-style backbone)"
+            f"peft.method=prefix cannot train {type(model).__name__}: peft hands the prefix "
+            "keys and values to the forward as past_key_values (transformers 5 calls it cache), "
+            "and neither its forward nor its transformer's takes either; use peft.method=lora "
+            "(or prefix with a BERT-style or GPT-2 classifier)"
         )
     return _peft(
-        model, PrefixTuningConfig(task_type=ctx.task_type, num_virtual_tokens=cfg.virtual_tokens)
+        _pass_prefix_as_cache(model),
+        PrefixTuningConfig(task_type=ctx.task_type, num_virtual_tokens=cfg.virtual_tokens),
     )
 
 
@@ -199,11 +205,48 @@ def _classifier_only(name: str, ctx: MethodContext) -> None:
         )
 
 
-def _names_past_key_values(model: nn.Module) -> bool:
-    """peft 0.21's own test before prefix tuning: the model's forward, or its transformer's,
-    takes ``past_key_values`` (else its forward raises)."""
+def _prefix_argument(model: nn.Module) -> str | None:
+    """How ``model``'s forward takes the prefix: ``past_key_values`` (peft 0.21 passes it only
+    to a forward that names it, else to the transformer's, else it raises), ``cache``
+    (transformers 5's name, in the model's forward or, through its ``**kwargs``, its
+    transformer's), or None."""
+    params = inspect.signature(model.forward).parameters
     inner = getattr(model, "base_model", model)
-    return any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, inner))
+    inner_params = inspect.signature(inner.forward).parameters
+    if "past_key_values" in params or "past_key_values" in inner_params:
+        return "past_key_values"
+    passes_on = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "cache" in params or (passes_on and "cache" in inner_params):
+        return "cache"
+    return None
+
+
+# peft 0.21.2 hands prefix tuning's keys and values (a DynamicCache, one layer per transformer
+# layer) to the classifier as ``past_key_values``, and only if the forward's signature names
+# that argument; transformers 5.24 renamed it ``cache`` (``BertModel.forward(..., cache,
+# use_cache, **kwargs)``), so peft's forward raises on every backbone. The classifier instance
+# (not its class) gets this forward, which names ``past_key_values`` and hands it on as
+# ``cache``. Drop it and its helpers (``_prefix_argument``'s ``cache`` case,
+# ``_pass_prefix_as_cache``, ``_drop_prefix_shim``) once peft names ``cache``.
+def _forward_with_prefix(
+    self: nn.Module, *args: Any, past_key_values: Any = None, **kwargs: Any
+) -> Any:
+    if past_key_values is not None:
+        kwargs["cache"] = past_key_values
+    return type(self).forward(self, *args, **kwargs)
+
+
+def _pass_prefix_as_cache(model: nn.Module) -> nn.Module:
+    """``model`` with ``_forward_with_prefix`` where its forward takes the prefix as ``cache``
+    (a bound method, so that ``copy.deepcopy`` binds it to the copy)."""
+    if _prefix_argument(model) == "cache":
+        model.forward = types.MethodType(_forward_with_prefix, model)  # type: ignore[method-assign]
+    return model
+
+
+def _drop_prefix_shim(model: nn.Module) -> None:
+    if getattr(vars(model).get("forward"), "__func__", None) is _forward_with_prefix:
+        del model.forward
 
 
 def save_with_adapter(model: Any, directory: Path, base_name: str = "backbone") -> Any:
@@ -238,6 +281,7 @@ def _without_peft(model: Any) -> Any:
             parent, _, attr = name.rpartition(".")
             trained = module.unload_and_optionally_merge_module(False, False, None)
             setattr(base.get_submodule(parent), attr, trained)
+    _drop_prefix_shim(base)  # backbone/ is a plain transformers model
     return base
 
 
@@ -249,6 +293,9 @@ def load_adapter(model: Any, directory: Path) -> Any:
     if directory.is_dir():
         from peft import PeftModel
 
+        config = directory / "adapter_config.json"
+        if config.is_file() and json.loads(config.read_text()).get("peft_type") == "PREFIX_TUNING":
+            model = _pass_prefix_as_cache(model)
         return PeftModel.from_pretrained(model, directory)
     return model
 
