@@ -62,9 +62,8 @@ METHODS: dict[str, list[str]] = {
     "prompt": ["peft.method=prompt"],
     "prefix": ["peft.method=prefix"],
 }
-TABLE = [m for m in METHODS if m not in ("rslora", "prefix")]
-"""The issue's table; prefix tuning is refused with transformers 5 + peft 0.21 (docs/run.md)
-and rsLoRA is an option a user adds with --methods."""
+TABLE = [m for m in METHODS if m != "rslora"]
+"""The issue's table; rsLoRA is an option a user adds with --methods."""
 TEXT_ONLY = ("prompt", "prefix")
 """Prompt and prefix tuning are refused for the forecaster (its head reads every position)."""
 
