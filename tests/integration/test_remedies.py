@@ -58,7 +58,7 @@ def test_a_forecast_run_with_augmentation_and_fgm_completes_and_says_so(forecast
     assert training_lines(run) == [
         "augmentation: jitter 0.1, scaling 0.1, magnitude_warp 0.1, window_slice 0.9, mixup 0.2, "
         "p 0.5",
-        "adversarial training: fgm, epsilon 0.1",
+        "adversarial training: fgm, epsilon 0.01",
     ]
     saved = yaml.safe_load((run.path / "config.yaml").read_text())
     assert saved["augment"] == {
@@ -108,7 +108,7 @@ def test_a_classification_run_with_text_augmentation_and_every_regulariser_compl
         "augmentation: deletion 0.1, swap 0.1, synonym 0.2, p 0.5",
         "label smoothing 0.1",
         "R-Drop, KL weight 0.5",
-        "adversarial training: fgm, epsilon 0.1",
+        "adversarial training: fgm, epsilon 0.01",
     ]
     training = run.metrics.training
     assert training.steps == len(training.loss_curve) > 0

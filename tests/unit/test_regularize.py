@@ -416,7 +416,7 @@ def test_what_each_task_builds():
     assert [type(c) for c in forecast] == [Augmentation, Adversarial]
     assert [str(c) for c in forecast] == [
         "augmentation: jitter 0.1, window_slice 0.9, p 0.5",
-        "adversarial training: pgd, epsilon 0.1, 3 steps",
+        "adversarial training: pgd, epsilon 0.01, 3 steps",
     ]
     classify = remedies(
         "classify",
