@@ -240,6 +240,21 @@ def regularizers(cfg: RegularizeConfig, classifier: bool, dropout: float) -> lis
     return out
 
 
+def task_augments(
+    cfg: RunConfig, task: str, own: tuple[str, ...], other: tuple[str, ...], kinds: tuple[str, str]
+) -> list[str]:
+    """The switched-on augmentations among ``own`` (the task's kind: ``kinds[1]``), after
+    refusing those of ``other`` (``kinds[0]``) and what ``check_remedies`` refuses."""
+    check_remedies(cfg)
+    wrong = cfg.augment.active(other)
+    if wrong:
+        raise ConfigError(
+            f"augment.{wrong[0]} changes {kinds[0]}; task={task} augments {kinds[1]}: use "
+            f"augment.{', augment.'.join(own)}"
+        )
+    return cfg.augment.active(own)
+
+
 def check_remedies(cfg: RunConfig) -> None:
     """Refuse what cannot be combined with ``augment`` or ``regularize`` (before any data)."""
     on = [f"augment.{k}" for k in cfg.augment.active((*SERIES_AUGMENTS, *TEXT_AUGMENTS))]

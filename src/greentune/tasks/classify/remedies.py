@@ -15,20 +15,13 @@ from greentune.data.text import pad_tokens
 from greentune.errors import ConfigError
 from greentune.tasks.classify.batches import TextBatches
 from greentune.train.callbacks import Callback
-from greentune.train.regularize import check_remedies, regularizers
+from greentune.train.regularize import regularizers, task_augments
 
 
 def classify_remedies(cfg: RunConfig) -> list[Callback]:
-    check_remedies(cfg)
     aug = cfg.augment
-    series = aug.active(SERIES_AUGMENTS)
-    if series:
-        raise ConfigError(
-            f"augment.{series[0]} changes series; task=classify augments text: use "
-            f"augment.{', augment.'.join(TEXT_AUGMENTS)}"
-        )
+    text = task_augments(cfg, "classify", TEXT_AUGMENTS, SERIES_AUGMENTS, ("series", "text"))
     out: list[Callback] = []
-    text = aug.active(TEXT_AUGMENTS)
     if text:
         lexicon = load_wordnet() if {"synonym", "insertion"} & set(text) else None
         out.append(Augmentation(partial(_augment, aug, lexicon), cfg.seed, aug.settings(text)))

@@ -14,20 +14,13 @@ from greentune.augment.series import augment_series
 from greentune.config import SERIES_AUGMENTS, TEXT_AUGMENTS, AugmentConfig, RunConfig
 from greentune.errors import ConfigError
 from greentune.train.callbacks import Callback
-from greentune.train.regularize import check_remedies, regularizers
+from greentune.train.regularize import regularizers, task_augments
 
 
 def forecast_remedies(cfg: RunConfig) -> list[Callback]:
-    check_remedies(cfg)
     aug = cfg.augment
-    text = aug.active(TEXT_AUGMENTS)
-    if text:
-        raise ConfigError(
-            f"augment.{text[0]} changes words; task=forecast augments series: use "
-            f"augment.{', augment.'.join(SERIES_AUGMENTS)}"
-        )
+    series = task_augments(cfg, "forecast", SERIES_AUGMENTS, TEXT_AUGMENTS, ("words", "series"))
     out: list[Callback] = []
-    series = aug.active(SERIES_AUGMENTS)
     if series:
         if cfg.model.encoder != "patch":
             raise ConfigError(
