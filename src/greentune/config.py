@@ -174,7 +174,10 @@ class ModelConfig:
     lightgbm: a hybrid, the network learns a correction to the `lightgbm` baseline's forecast
     (out-of-fold on the training windows) instead of a linear skip path."""
     pooling: Literal["cls", "mean"] = "mean"
-    """Pooling of token states for the text encoder and the classifier."""
+    """Pooling of token states for the text encoder and the classifier. mean: the mean of the
+    states the attention mask keeps (what sentence-transformers such as all-MiniLM-L6-v2 were
+    trained for), read by the classifier's own linear head; cls: the first token, or for
+    classifiers transformers' own head (BERT's [CLS] pooler, GPT-2's last token)."""
 
     def __post_init__(self) -> None:
         _positive(self, "patch_len", "patch_stride")

@@ -25,6 +25,7 @@ from tests.conftest import make_series, series_overrides
 DATA = Path(__file__).parents[1] / "data"
 GOLDEN = json.loads((DATA / "golden_tiny_runs.json").read_text())
 MOVED = json.loads((DATA / "golden_tiny_runs_issue17.json").read_text())
+MEAN_POOLED = json.loads((DATA / "golden_tiny_runs_issue18.json").read_text())
 QUALITY_KEYS = ("mae", "rmse", "mse", "mape", "smape", "mase", "pinball", "coverage", "interval")
 
 
@@ -42,12 +43,14 @@ def _forecast_cfg(tmp: Path):
     )
 
 
-def _classify_cfg(tmp: Path):
+def _classify_cfg(tmp: Path, pooling: str = "cls"):
+    """The first file's run: transformers' own [CLS] head (``model.pooling`` came later)."""
     txt = tmp / "t.csv"
     synthetic_incidents(160, seed=1).to_csv(txt, index=False)
     return build_config(
         overrides=[
             "task=classify",
+            f"model.pooling={pooling}",
             "model.backbone=tiny-bert",
             "train.epochs=8",
             "train.patience=null",
@@ -110,13 +113,16 @@ def test_tiny_forecast_run_matches_its_golden_values(tmp_path):
     ]
 
 
-def test_tiny_classify_run_matches_its_golden_values(tmp_path):
-    run_dir = gt.run(_classify_cfg(tmp_path), echo=lambda m: None)
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_tiny_classify_run_matches_its_golden_values(pooling, tmp_path):
+    run_dir = gt.run(_classify_cfg(tmp_path, pooling), echo=lambda m: None)
     metrics = _metrics(run_dir.path)
-    assert set(metrics["test"]) == set(GOLDEN["classify"])
-    for name, want in GOLDEN["classify"].items():
+    golden = GOLDEN if pooling == "cls" else MEAN_POOLED
+    rows = GOLDEN["classify"] | golden["classify"]
+    assert set(metrics["test"]) == set(rows)
+    for name, want in rows.items():
         got = metrics["test"][name]
         assert got["accuracy"] == pytest.approx(want["accuracy"], rel=1e-9), name
         assert got["macro_f1"] == pytest.approx(want["macro_f1"], rel=1e-9), name
         assert got["confusion"] == want["confusion"], name
-    assert metrics["training"]["loss_curve"] == pytest.approx(GOLDEN["classify_loss"], abs=2e-6)
+    assert metrics["training"]["loss_curve"] == pytest.approx(golden["classify_loss"], abs=2e-6)

@@ -17,7 +17,12 @@ from transformers import AutoModel, AutoModelForSequenceClassification, BertConf
 from greentune.config import ModelConfig, PeftConfig, TrainConfig, build_config
 from greentune.errors import ConfigError
 from greentune.models.backbone import load_backbone, load_tokenizer
-from greentune.models.classifier import TextClassifier, load_saved_classifier, save_classifier
+from greentune.models.classifier import (
+    TextClassifier,
+    classifier_from_config,
+    load_saved_classifier,
+    save_classifier,
+)
 from greentune.models.forecaster import Forecaster, load_forecaster, save_forecaster
 from greentune.train.optim import build_optimizer
 from greentune.tuning import bottleneck
@@ -65,7 +70,8 @@ def _id(case: tuple[PeftConfig, str]) -> str:
     return "-".join(filter(None, [arch, cfg.method, extra]))
 
 
-def tiny_classifier(arch: str) -> torch.nn.Module:
+def tiny_classifier(arch: str, pooling: str = "mean") -> torch.nn.Module:
+    """``model.pooling``'s default (mean) unless asked for transformers' own head (cls)."""
     torch.manual_seed(0)
     if arch == "bert":
         config = BertConfig(
@@ -85,7 +91,8 @@ def tiny_classifier(arch: str) -> torch.nn.Module:
         config.pad_token_id = 0
     config.bos_token_id = config.eos_token_id = None  # GPT-2's 50256 is outside vocab 100
     config.num_labels = len(LABELS)
-    return AutoModelForSequenceClassification.from_config(config)
+    config.classifier_pooling = pooling
+    return classifier_from_config(config)
 
 
 def text_batch() -> dict[str, torch.Tensor]:
@@ -250,13 +257,14 @@ def test_the_forecaster_refuses_virtual_tokens(method):
         apply_method(base, PeftConfig(method=method), FORECAST)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_prefix_tuning_reads_its_prefix_and_not_the_batch(arch, tmp_path):
+def test_prefix_tuning_reads_its_prefix_and_not_the_batch(arch, pooling, tmp_path):
     """peft 0.21 passes the prefix as ``past_key_values``, which transformers 5 calls ``cache``;
-    the shim hands it on, the mask covers the virtual tokens, and saving leaves no shim."""
-    model = TextClassifier(
-        apply_method(tiny_classifier(arch), PeftConfig(method="prefix", virtual_tokens=4), CLS)
-    ).eval()
+    the shim hands it on, the mask covers the virtual tokens (and the mean pools only the
+    text's own states), and saving leaves no shim."""
+    prefix = PeftConfig(method="prefix", virtual_tokens=4)
+    model = TextClassifier(apply_method(tiny_classifier(arch, pooling), prefix, CLS)).eval()
     b = text_batch()
     with torch.no_grad():
         out = model(b)

@@ -150,6 +150,16 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """One vector per sequence: the first token's state ("cls") or the mean over the positions
+    ``mask`` keeps ("mean", what sentence-transformers models such as all-MiniLM-L6-v2 were
+    trained to produce)."""
+    if how == "cls":
+        return states[:, 0]
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
 def seed_everything(seed: int) -> None:
     import random
 

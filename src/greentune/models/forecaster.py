@@ -23,6 +23,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 
 from greentune.errors import ModelError
+from greentune.models.backbone import pool
 from greentune.models.encoders import PatchEncoder, window_norm
 from greentune.tuning.methods import load_adapter, save_with_adapter
 
@@ -149,13 +150,6 @@ class Forecaster(nn.Module):
         q = torch.tensor(self.spec.quantiles, dtype=out.dtype, device=out.device)
         diff = y - out
         return torch.maximum(q * diff, (q - 1) * diff).mean()
-
-
-def pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    if how == "cls":
-        return states[:, 0]
-    weights = mask.unsqueeze(-1).to(states.dtype)
-    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 def save_forecaster(model: Forecaster, directory: Path, tokenizer: Any = None) -> None:

@@ -117,9 +117,9 @@ def load_forecast_variant(model_dir: Path) -> Any:
 
 
 def load_classify_variant(model_dir: Path) -> tuple[Any, Any, list[str]]:
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    from greentune.models.classifier import TextClassifier
+    from greentune.models.classifier import TextClassifier, classifier_from_config
 
     info = read_variant(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir / "backbone", local_files_only=True)
@@ -128,6 +128,6 @@ def load_classify_variant(model_dir: Path) -> tuple[Any, Any, list[str]]:
         return OrtModel(model_dir / ONNX_FILE, list(info["inputs"])), tokenizer, labels
     if info["format"] == "torch-int8":
         config = AutoConfig.from_pretrained(model_dir / "backbone", local_files_only=True)
-        skeleton = TextClassifier(AutoModelForSequenceClassification.from_config(config))
+        skeleton = TextClassifier(classifier_from_config(config))
         return _load_quantized(skeleton, "model", model_dir), tokenizer, labels
     raise CheckpointError(f"{model_dir}: unknown variant format {info['format']!r}")
