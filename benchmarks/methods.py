@@ -4,6 +4,7 @@ rate chosen on validation loss (never on the dev/test split that is reported), t
 
     .venv/bin/python benchmarks/methods.py --dataset sst2 [--train-rows 8000] [--epochs 3]
         [--methods full,frozen,lora,...] [--seeds 0,1,2] [--tune-seed 0] [--tag T]
+        [--set model.pooling=cls ...]
     .venv/bin/python benchmarks/methods.py --dataset victoria --methods lora,ln,adapter-pfeiffer
 
 - sst2: ../shared/data/text/sst2 read by path; train = every training phrase, or a seeded sample
@@ -157,18 +158,18 @@ def one_run(name: str, overrides: list[str]) -> dict[str, Any]:
 
 
 def method_rows(
-    dataset: str, method: str, base: list[str], seeds: list[int], tune_seed: int, tune: bool
+    stem: str, method: str, base: list[str], seeds: list[int], tune_seed: int, tune: bool
 ) -> dict[str, Any]:
     grid = GRIDS.get(method, DEFAULT_GRID)
     grid = grid if tune else grid[1:2]  # untuned: the middle of the method family's grid
     trials = {}
     for lr in grid:
-        name = f"methods-{dataset}-{method}-lr{lr:g}-s{tune_seed}"
+        name = f"{stem}-{method}-lr{lr:g}-s{tune_seed}"
         trials[lr] = one_run(name, [*base, *METHODS[method], f"train.lr={lr}", f"seed={tune_seed}"])
     chosen = min(trials, key=lambda lr: trials[lr]["best_val_loss"])
     runs = {}
     for seed in seeds:
-        name = f"methods-{dataset}-{method}-lr{chosen:g}-s{seed}"
+        name = f"{stem}-{method}-lr{chosen:g}-s{seed}"
         runs[seed] = one_run(name, [*base, *METHODS[method], f"train.lr={chosen}", f"seed={seed}"])
     return {
         "lr": chosen,
@@ -264,6 +265,7 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=None, help="SST-2: a seeded sample")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--set", action="append", default=[], help="an override for every run")
     args = parser.parse_args()
     quiet_libraries()
     base = [
@@ -271,6 +273,7 @@ def main() -> None:
         f"train.epochs={args.epochs}",
         "eval.report=false",
         "train.budget_s=null",  # the same epochs for every method, however slow
+        *args.set,
     ]
     if args.dataset == "sst2":
         if not (SST2 / "train.csv").is_file():
@@ -278,10 +281,12 @@ def main() -> None:
         base += sst2_args(args.train_rows)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if args.dataset == "sst2" or m not in TEXT_ONLY]
+    suffix = f"-{args.tag}" if args.tag else ""
+    run_stem = f"methods-{args.dataset}{suffix}"  # runs of other settings are never reused
     results, failed = {}, {}
     for m in methods:
         try:
-            results[m] = method_rows(args.dataset, m, base, seeds, args.tune_seed, not args.no_tune)
+            results[m] = method_rows(run_stem, m, base, seeds, args.tune_seed, not args.no_tune)
         except gt.GreentuneError as exc:  # a refused method is a finding, not a crash
             failed[m] = str(exc)
             print(f"  [{m}] refused: {exc}", flush=True)
@@ -289,7 +294,7 @@ def main() -> None:
         f"{args.train_rows or 'all'} training phrases, {args.epochs} epochs (patience 2)"
         if args.dataset == "sst2"
         else f"Victoria 2014, {args.epochs} epochs (patience 2)"
-    )
+    ) + "".join(f"; `{o}`" for o in args.set)
     meta = {
         "machine": machine_info(),
         "seeds": seeds,
@@ -299,7 +304,6 @@ def main() -> None:
         "refused": failed,
     }
     summary = summarise(args.dataset, results)
-    suffix = f"-{args.tag}" if args.tag else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"methods-{args.dataset}{suffix}"
     stem.with_suffix(".json").write_text(
