@@ -342,7 +342,8 @@ def executor(args: argparse.Namespace) -> None:
             executed = json.loads((out / "plan.json").read_text())["jobs"][0]
             state = json.loads((out / "state.json").read_text())["jobs"]["tiny"]
             measured = json.loads((out / "measured.json").read_text())["tiny"]
-            reps.append(_executed_row(executed, state, measured, wall))
+            row = _executed_row(executed, state, measured, wall)
+            reps.append(row | _attribution(tmp / "runs" / "tiny", root / "ref" / "ref"))
             print(json.dumps({"zone": zone, "now": now} | reps[-1]), flush=True)
         zones[zone] = {"now": now, "chunks": plan["jobs"][0]["chunks"], "repeats": reps,
                        "summary": _executor_summary(reps)}  # fmt: skip
@@ -382,13 +383,46 @@ def _executed_row(
     }
 
 
+def _ledger_split(run: Path) -> dict[str, float]:
+    """A run's top-level ledger: training's seconds and joules, and every other window's
+    joules (data, test, save, baselines: what a resumed launch may repeat)."""
+    rows = json.loads((run / "energy.json").read_text())["rows"]
+    top = [r for r in rows if r["depth"] == 0 and r["command"] == "run"]
+    train = [r for r in top if r["window"] == "train"]
+    return {
+        "train_s": sum(r["duration_s"] for r in train),
+        "train_j": sum(sum(r["energy_j"].values()) for r in train),
+        "other_j": sum(sum(r["energy_j"].values()) for r in top if r["window"] != "train"),
+    }
+
+
+def _attribution(run: Path, ref: Path) -> dict[str, float]:
+    """Where an execution's energy differs from the reference the plan priced: its training
+    (the same steps, slower or faster on a shared machine) or the windows its resumed launches
+    repeated, as a share of the reference's energy."""
+    done, base = _ledger_split(run), _ledger_split(ref)
+    total_j = base["train_j"] + base["other_j"]
+    return {
+        "train_s_ratio": done["train_s"] / base["train_s"],
+        "train_extra_pct": 100 * (done["train_j"] - base["train_j"]) / total_j,
+        "repeated_setup_pct": 100 * (done["other_j"] - base["other_j"]) / total_j,
+    }
+
+
 def _executor_summary(reps: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("run_now_g", "planned_g", "executed_g", "planned_saving_pct",
-            "executed_saving_pct", "realised", "realised_per_wh", "energy_ratio")  # fmt: skip
-    out = {f"median_{k}": statistics.median(r[k] for r in reps) for k in keys}
+            "executed_saving_pct", "realised", "realised_per_wh", "energy_ratio",
+            "train_s_ratio", "train_extra_pct", "repeated_setup_pct")  # fmt: skip
+    out = {f"median_{k}": statistics.median(r[k] for r in reps if k in r) for k in keys
+           if any(k in r for r in reps)}  # fmt: skip
     out["min_realised"] = min(r["realised"] for r in reps)
     out["max_realised"] = max(r["realised"] for r in reps)
     return out
+
+
+def _fmt(summary: dict[str, Any], key: str, form: str) -> str:
+    value = summary.get(f"median_{key}")
+    return "–" if value is None else form.format(value)
 
 
 def executor_markdown(result: dict[str, Any]) -> str:
@@ -405,11 +439,15 @@ def executor_markdown(result: dict[str, Any]) -> str:
         f"{setup['restart_real_s']:.1f} s real = {restart_min:.0f} min on the plan's clock. "
         "Executed = the runs' ledgers (energy **modelled**) priced at "
         "the trace's intensity at the simulated times; run-now = the same estimate placed at "
-        "once (priced, not run). Medians over repeats (range of realised in brackets).",
+        "once (priced, not run). Medians over repeats (range of realised in brackets). The last "
+        "two columns say where the executed energy left the reference's: its training windows "
+        "(the same steps, timed against the reference's) and the windows its resumed launches "
+        "repeated (data, set-up), each as a share of the reference's energy.",
         "",
         "| zone | planning time | chunks | run-now g | planned g | executed g | planned saving "
-        "| executed saving | realised (executed / planned saving) | realised per Wh |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| executed saving | realised (executed / planned saving) | realised per Wh "
+        "| training time vs reference | extra energy: training / repeated set-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for zone, z in result["zones"].items():
         m = z["summary"]
@@ -418,7 +456,9 @@ def executor_markdown(result: dict[str, Any]) -> str:
             f"{m['median_planned_g']:.4f} | {m['median_executed_g']:.4f} | "
             f"{m['median_planned_saving_pct']:.1f} % | {m['median_executed_saving_pct']:.1f} % | "
             f"**{m['median_realised']:.2f}** [{m['min_realised']:.2f}–{m['max_realised']:.2f}] | "
-            f"{m['median_realised_per_wh']:.2f} |"
+            f"{m['median_realised_per_wh']:.2f} | {_fmt(m, 'train_s_ratio', '{:.3f}x')} | "
+            f"{_fmt(m, 'train_extra_pct', '{:+.1f} %')} / "
+            f"{_fmt(m, 'repeated_setup_pct', '{:+.2f} %')} |"
         )
     return "\n".join(lines) + "\n"
 
