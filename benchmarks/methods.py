@@ -128,15 +128,23 @@ def energy_to_best(run: Path, best_epoch: int | None) -> float:
     return total_j / 3600
 
 
+def _reusable(path: Path, overrides: list[str]) -> bool:
+    """A finished run made with exactly these overrides (a tag alone does not say that)."""
+    done = (path / "metrics.json").is_file() and RunDir.open(path).info.status == "complete"
+    made = path / "bench-overrides.json"
+    return done and made.is_file() and json.loads(made.read_text()) == overrides
+
+
 def one_run(name: str, overrides: list[str]) -> dict[str, Any]:
-    """One run (reused when it finished before), summarised."""
+    """One run (reused when it finished before with the same overrides), summarised."""
     path = RUNS / name
-    if not ((path / "metrics.json").is_file() and RunDir.open(path).info.status == "complete"):
+    if not _reusable(path, overrides):
         shutil.rmtree(path, ignore_errors=True)
         cfg = build_config(overrides=[*overrides, f"output_dir={RUNS}", f"name={name}"])
         t0 = time.perf_counter()
         gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
         print(f"  [{name}] {time.perf_counter() - t0:.0f} s", flush=True)
+        (path / "bench-overrides.json").write_text(json.dumps(overrides))
     metrics = RunDir.open(path).metrics.to_dict()
     training = metrics["training"]
     mine = metrics["test"][metrics["model"]]
@@ -282,7 +290,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if args.dataset == "sst2" or m not in TEXT_ONLY]
     suffix = f"-{args.tag}" if args.tag else ""
-    run_stem = f"methods-{args.dataset}{suffix}"  # runs of other settings are never reused
+    run_stem = f"methods-{args.dataset}{suffix}"
     results, failed = {}, {}
     for m in methods:
         try:

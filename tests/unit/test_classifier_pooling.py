@@ -106,12 +106,19 @@ def test_load_classifier_follows_model_pooling(pooling):
 
 
 def test_heads_that_cannot_read_a_mean_are_refused():
-    from transformers import DistilBertConfig, RobertaConfig
+    """A head with more than one linear layer (RoBERTa's, DistilBERT's pre_classifier,
+    DeBERTa's ContextPooler) would keep untrained parts under a mean read into its last."""
+    from transformers import DebertaV2Config, DistilBertConfig, RobertaConfig
 
     distil = DistilBertConfig(vocab_size=100, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
-    roberta = RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
-                            num_attention_heads=2, intermediate_size=64)  # fmt: skip
-    for config, name in ((distil, "DistilBert"), (roberta, "Roberta")):
+    small = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "intermediate_size": 64}  # fmt: skip
+    cases = (
+        (distil, "DistilBert"),
+        (RobertaConfig(**small), "Roberta"),
+        (DebertaV2Config(**small), "DebertaV2"),
+    )
+    for config, name in cases:
         config.classifier_pooling = "mean"
         with pytest.raises(ConfigError, match=f"model.pooling=mean: {name}ForSequence.*"
                            "no single linear head.*set model.pooling=cls"):  # fmt: skip
@@ -144,3 +151,47 @@ def test_the_packaged_minilm_classifier_keeps_its_weights_and_reads_them_by_the_
     ]
     st_pooling = json.loads((minilm_path() / "1_Pooling" / "config.json").read_text())
     assert st_pooling["pooling_mode_mean_tokens"] and not st_pooling["pooling_mode_cls_token"]
+
+
+def test_an_architecture_that_pools_by_its_own_config_keeps_its_head():
+    """ModernBERT reads ``classifier_pooling`` itself (and its head is dense + norm + linear)."""
+    from transformers import ModernBertConfig
+
+    ids = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "cls_token_id": 1,
+           "sep_token_id": 2}  # fmt: skip
+    config = ModernBertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+                              num_attention_heads=2, intermediate_size=64, **ids)  # fmt: skip
+    config.classifier_pooling = "mean"
+    model = classifier_from_config(config)
+    assert type(model).__name__ == "ModernBertForSequenceClassification"
+    assert model.config.classifier_pooling == "mean"
+
+
+def test_a_backbone_without_a_sequence_classifier_is_one_clear_error():
+    from transformers import CLIPVisionConfig
+
+    from greentune.errors import ModelError
+
+    with pytest.raises(ModelError, match="clip_vision_model: transformers has no sequence "
+                       "classifier.*model.backbone"):  # fmt: skip
+        classifier_from_config(CLIPVisionConfig())
+
+
+def test_a_pickled_mean_pooled_model_loads_where_its_class_was_never_made():
+    import pickle
+
+    import greentune.models.classifier as module
+
+    model = tiny_classifier("bert", "mean").eval()
+    data = pickle.dumps(model)
+    name = type(model).__name__
+    made = vars(module).pop(name)  # as in a fresh process
+    try:
+        loaded = pickle.loads(data)
+        assert type(loaded).__name__ == name and type(loaded) is not made
+        b = text_batch()
+        with torch.no_grad():
+            args = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+            assert torch.equal(loaded(**args).logits, model(**args).logits)
+    finally:
+        vars(module)[name] = made

@@ -45,7 +45,7 @@ CLASSIFIER_CASES = [
     (PeftConfig(method="lora", use_dora=True), ARCHS),
     (PeftConfig(method="lora", use_rslora=True), ARCHS),
     (PeftConfig(method="lora", use_dora=True, use_rslora=True), ARCHS),
-    (PeftConfig(method="prompt", virtual_tokens=4), ["bert"]),
+    (PeftConfig(method="prompt", virtual_tokens=4), ARCHS),
     (PeftConfig(method="prefix", virtual_tokens=4), ARCHS),
     (PeftConfig(method="adapter", adapter_placement="houlsby", adapter_size=8), ARCHS),
     (PeftConfig(method="adapter", adapter_placement="pfeiffer", adapter_size=8), ARCHS),
@@ -293,8 +293,22 @@ def test_prefix_tuning_is_refused_where_no_forward_takes_the_prefix():
 
 
 def test_prompt_tuning_is_refused_for_last_token_classifiers():
-    with pytest.raises(ConfigError, match="last real token.*lora or adapter"):
-        apply_method(tiny_classifier("gpt2"), PeftConfig(method="prompt"), CLS)
+    with pytest.raises(ConfigError, match="pooling=cls: it classifies from the last real token"
+                       ".*use model.pooling=mean, peft.method=lora or adapter"):  # fmt: skip
+        apply_method(tiny_classifier("gpt2", "cls"), PeftConfig(method="prompt"), CLS)
+
+
+def test_prompt_tuning_a_mean_pooled_decoder_reads_the_text_not_its_batch():
+    """Under model.pooling=mean GPT-2 reads the mean over the mask (prompt included), so the
+    padding a batch adds changes nothing."""
+    prompt = PeftConfig(method="prompt", virtual_tokens=4)
+    model = TextClassifier(apply_method(tiny_classifier("gpt2"), prompt, CLS)).eval()
+    b = text_batch()
+    with torch.no_grad():
+        out = model(b)
+        for i, n in enumerate(b["attention_mask"].sum(1).tolist()):
+            alone = {k: b[k][i : i + 1, :n] for k in ("input_ids", "attention_mask")}
+            torch.testing.assert_close(model(alone)[0], out[i], rtol=0, atol=1e-6)
 
 
 def test_adapter_is_refused_for_unknown_architectures():
@@ -325,7 +339,7 @@ def test_peft_config_checks_the_new_keys():
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_registered_method_trains_the_classifier_or_says_why_not(method, arch):
-    refused = {("prompt", "gpt2")}
+    refused: set[tuple[str, str]] = set()  # prompt on GPT-2: refused under pooling=cls only
     model = tiny_classifier(arch)
     if (method, arch) in refused:
         with pytest.raises(ConfigError, match="use peft.method=lora"):

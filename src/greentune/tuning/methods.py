@@ -153,16 +153,18 @@ def prompt(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
     from peft import PromptTuningConfig, PromptTuningInit
 
     _classifier_only("prompt", ctx)
-    if isinstance(getattr(model, "score", None), nn.Module):
+    mean_pooled = getattr(getattr(model, "config", None), "classifier_pooling", "cls") == "mean"
+    if isinstance(getattr(model, "score", None), nn.Module) and not mean_pooled:
         # transformers' decoder classifiers (GPT-2, Llama, ...) name their head ``score`` and
         # read the last non-pad token, which they find from input_ids. peft hands them
         # embeddings instead, so they read the last position: a pad under right padding, and a
-        # text's class then depended on its batch (0.29 logit apart, tiny GPT-2).
+        # text's class then depended on its batch (0.29 logit apart, tiny GPT-2). A mean over
+        # the attention mask (model.pooling=mean) has no such problem.
         raise ConfigError(
-            f"peft.method=prompt cannot train {type(model).__name__}: it classifies from the "
-            "last real token, which it cannot find once peft passes embeddings instead of "
-            "token ids (it would read padding); use peft.method=lora or adapter, or prompt "
-            "with a BERT-style backbone"
+            f"peft.method=prompt cannot train {type(model).__name__} with model.pooling=cls: "
+            "it classifies from the last real token, which it cannot find once peft passes "
+            "embeddings instead of token ids (it would read padding); use model.pooling=mean, "
+            "peft.method=lora or adapter"
         )
     return _peft(
         model,
@@ -178,8 +180,8 @@ def prompt(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
 def prefix(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
     """Prefix tuning (Li & Liang): trainable keys and values before every layer's own; the
     attention mask gains the virtual tokens, so every text attends to them and not to padding.
-    Runs on BERT-style and GPT-2 classifiers (GPT-2 still finds its last real token from the
-    token ids, which peft passes through unchanged)."""
+    Runs on BERT-style and GPT-2 classifiers (under model.pooling=cls GPT-2 still finds its
+    last real token from the token ids, which peft passes through unchanged)."""
     from peft import PrefixTuningConfig
 
     _classifier_only("prefix", ctx)
