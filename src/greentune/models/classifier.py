@@ -173,9 +173,9 @@ def classifier_from_config(config: PretrainedConfig) -> PreTrainedModel:
     """An untrained classifier of ``config``'s shape and pooling (also the skeleton a saved
     int8 variant loads into)."""
     cls = classifier_class(config)
-    if cls is MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]:
-        return AutoModelForSequenceClassification.from_config(config)
-    return cls(config)
+    if issubclass(cls, MeanPooledHead):
+        return cls(config)
+    return AutoModelForSequenceClassification.from_config(config)
 
 
 def save_classifier(

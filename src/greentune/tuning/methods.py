@@ -153,6 +153,7 @@ def prompt(model: nn.Module, cfg: PeftConfig, ctx: MethodContext) -> nn.Module:
     from peft import PromptTuningConfig, PromptTuningInit
 
     _classifier_only("prompt", ctx)
+    # models.classifier.POOLING_KEY (that module imports this one)
     mean_pooled = getattr(getattr(model, "config", None), "classifier_pooling", "cls") == "mean"
     if isinstance(getattr(model, "score", None), nn.Module) and not mean_pooled:
         # transformers' decoder classifiers (GPT-2, Llama, ...) name their head ``score`` and
