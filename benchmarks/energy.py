@@ -2,18 +2,21 @@
 
     .venv/bin/python benchmarks/energy.py overhead  [--pairs 5] [--steps 80]
     .venv/bin/python benchmarks/energy.py agreement [--repeats 3] [--steps 40]
-    .venv/bin/python benchmarks/energy.py trainer   [--max-epochs 6] [--skip-init ridge|random]
+    .venv/bin/python benchmarks/energy.py trainer   [--methods lora full] [--seeds 0 1 2]
     .venv/bin/python benchmarks/energy.py recipes   [--recipes default lora-3e-4] [--seeds 42 1 2]
 
 overhead:  the same `greentune run` (Victoria 2014, MiniLM + LoRA) with metering on and off,
            interleaved pairs in fresh processes; wall-time ratio on/off, median over pairs.
 agreement: one training workload metered at once by greentune's process model and by
            CodeCarbon's OfflineEmissionsTracker (process and machine mode); energy ratio.
-trainer:   the default `greentune run` (LoRA, baselines off) vs an HF Trainer script that fully
-           fine-tunes the same network to the same validation loss (hf_trainer_full.py); both
-           metered by `greentune energy measure`; energy ratio.
+trainer:   `greentune run` (baselines off) vs an HF Trainer script (hf_trainer.py) on the same
+           network, data, threads and seeds, LoRA and full fine-tuning, the same early stopping
+           (patience 2, best restored) and the same 3-value learning-rate grid chosen on
+           validation; energy and test MAPE at each side's own stopping point, and energy until
+           each first reaches the worse of the two bests; both metered by `greentune energy
+           measure`.
 recipes:   fine-tuning recipes x seeds: validation curve with the energy spent until each
-           validation (from the ledger), early stopping replayed at patience 1-3.
+           validation (from the ledger), early stopping replayed at patience 1-4.
 
 Writes benchmarks/results/energy_<part>.json.
 """
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -39,12 +43,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 GREENTUNE = [str(ROOT / ".venv" / "bin" / "greentune")]
 
 
-def save(part: str, result: dict) -> None:
+def save(part: str, result: dict, quiet: bool = False) -> None:
     RESULTS.mkdir(exist_ok=True)
     result["machine"] = machine_info()
     result["date"] = time.strftime("%Y-%m-%d")
-    (RESULTS / f"energy_{part}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+    path = RESULTS / f"energy_{part}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(path)
+    if not quiet:
+        print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
 
 
 def overhead(pairs: int, steps: int) -> None:
@@ -163,48 +171,182 @@ def agreement(repeats: int, steps: int) -> None:
     )
 
 
-def trainer(max_epochs: int, skip_init: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        ours = out / "greentune.json"
-        cmd = [
-            *GREENTUNE, "energy", "measure", "--json", str(ours), "--",
-            *GREENTUNE, "run", f"output_dir={tmp}", "name=g", "eval.baselines=[]",
-            "energy.enabled=false",
-        ]  # fmt: skip
-        subprocess.run(cmd, check=True)
-        metrics = json.loads((out / "g" / "metrics.json").read_text())
-        target = metrics["training"]["best_val_loss"]
-        theirs, result = out / "trainer.json", out / "trainer_result.json"
-        cmd = [
-            *GREENTUNE, "energy", "measure", "--json", str(theirs), "--",
-            sys.executable, str(ROOT / "benchmarks" / "hf_trainer_full.py"),
-            "--target", repr(target), "--max-epochs", str(max_epochs), "--out", str(result),
-            "--skip-init", skip_init,
-        ]  # fmt: skip
-        subprocess.run(cmd, check=True)
-        g, h = json.loads(ours.read_text()), json.loads(theirs.read_text())
-        hf = json.loads(result.read_text())
-    g_j, h_j = sum(g["energy_j"].values()), sum(h["energy_j"].values())
-    save(
-        f"trainer_{skip_init}",
-        {
-            "what": "greentune run (defaults, baselines off) vs HF Trainer full fine-tuning of "
-            "the same network to the same validation loss; both under greentune energy measure",
-            "greentune": {
-                "energy_j": g_j,
-                "duration_s": g["duration_s"],
-                "best_val_loss": target,
-                "steps": metrics["training"]["steps"],
-                "train_s": metrics["training"]["train_s"],
-                "trainable_parameters": metrics["training"]["trainable_parameters"],
-                "test_mape": metrics["test"][metrics["model"]]["mape"],
+# The learning-rate grid each side searches on validation (the same 3 values for both sides).
+GRID = {"lora": (1e-4, 3e-4, 1e-3), "full": (1e-5, 3e-5, 1e-4)}
+SIDES = ("greentune", "hf")
+
+
+def _iso_s(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def _measured(cmd: list[str], measure_json: Path) -> tuple[float, float, float, dict]:
+    """Run ``cmd`` under ``greentune energy measure``: (start, end) wall times, joules, result."""
+    full = [*GREENTUNE, "energy", "measure", "--json", str(measure_json), "--", *cmd]
+    t0 = time.time()
+    done = subprocess.run(full, capture_output=True, text=True)
+    t1 = time.time()
+    if done.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    measured = json.loads(measure_json.read_text())
+    return t0, t1, sum(measured["energy_j"].values()), measured
+
+
+def _greentune_side(
+    method: str, lr: float, seed: int, epochs: int, patience: int, tmp: Path
+) -> dict:
+    name = f"g-{method}-{lr:g}-{seed}"
+    cmd = [
+        *GREENTUNE, "run", f"output_dir={tmp}", f"name={name}", "eval.baselines=[]",
+        f"peft.method={method}", f"train.lr={lr}", f"seed={seed}", f"train.epochs={epochs}",
+        f"train.patience={patience}",
+    ]  # fmt: skip
+    t0, t1, joules, measured = _measured(cmd, tmp / f"{name}.json")
+    metrics = json.loads((tmp / name / "metrics.json").read_text())
+    ledger = json.loads((tmp / name / "energy.json").read_text())
+    ends = {r["window"]: _iso_s(r["end"]) for r in ledger["rows"]}
+    windows = {-1: "train/validate-init"}
+    curve = [
+        {**v, "time": ends[windows.get(v["epoch"], f"train/validate-{v['epoch']}")]}
+        for v in metrics["training"]["val_curve"]
+    ]
+    training = metrics["training"]
+    return {
+        "best_val_loss": training["best_val_loss"],
+        "test_mape": metrics["test"][metrics["model"]]["mape"],
+        "steps": training["steps"],
+        "trainable_parameters": training["trainable_parameters"],
+        "curve": curve,
+        "start": t0, "end": t1, "energy_j": joules, "kind": measured["kind"],
+    }  # fmt: skip
+
+
+def _hf_side(method: str, lr: float, seed: int, epochs: int, patience: int, tmp: Path) -> dict:
+    name = f"h-{method}-{lr:g}-{seed}"
+    out = tmp / f"{name}-result.json"
+    cmd = [
+        sys.executable, str(ROOT / "benchmarks" / "hf_trainer.py"), "--method", method,
+        "--lr", repr(lr), "--seed", str(seed), "--epochs", str(epochs),
+        "--patience", str(patience), "--out", str(out),
+    ]  # fmt: skip
+    t0, t1, joules, measured = _measured(cmd, tmp / f"{name}.json")
+    hf = json.loads(out.read_text())
+    return {
+        "best_val_loss": hf["best_val_loss"],
+        "restored_val_loss": hf["restored_val_loss"],
+        "test_mape": hf["test_mape"],
+        "steps": hf["steps"],
+        "trainable_parameters": hf["trainable_parameters"],
+        "curve": hf["history"],
+        "start": t0, "end": t1, "energy_j": joules, "kind": measured["kind"],
+    }  # fmt: skip
+
+
+def _joules_until(row: dict, target: float) -> float | None:
+    """Metered joules from the command's start until its first validation at or below
+    ``target``, apportioned by wall time (the modelled power is near constant while training)."""
+    for point in row["curve"]:
+        if point["val_loss"] <= target:
+            share = (point["time"] - row["start"]) / (row["end"] - row["start"])
+            return row["energy_j"] * share
+    return None
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def fair_summary(runs: list[dict], seeds: list[int]) -> dict:
+    """Each side's learning rate per method chosen by the median best validation loss over the
+    seeds; at that rate: energy and test MAPE at its own stopping point, and the energy until
+    each side first reaches the worse of the two sides' best validation losses (per seed)."""
+    out: dict = {"chosen_lr": {}, "methods": {}}
+    by = {(r["side"], r["method"], r["lr"], r["seed"]): r for r in runs}
+    for method, grid in GRID.items():
+        chosen = {}
+        for side in SIDES:
+            medians = {
+                lr: statistics.median(by[side, method, lr, s]["best_val_loss"] for s in seeds)
+                for lr in grid
+                if all((side, method, lr, s) in by for s in seeds)
+            }
+            if medians:
+                chosen[side] = min(medians, key=medians.__getitem__)
+                out["chosen_lr"].setdefault(method, {})[side] = {
+                    "lr": chosen[side], "median_best_val_loss_by_lr": medians,
+                }  # fmt: skip
+        if len(chosen) < 2:
+            continue
+        rows = {side: [by[side, method, chosen[side], s] for s in seeds] for side in SIDES}
+        per_seed = []
+        for g, h in zip(rows["greentune"], rows["hf"], strict=True):
+            target = max(g["best_val_loss"], h["best_val_loss"])
+            g_j, h_j = _joules_until(g, target), _joules_until(h, target)
+            assert g_j is not None and h_j is not None  # both reach the worse of the two bests
+            per_seed.append({
+                "seed": g["seed"], "target_val_loss": target, "greentune_j": g_j, "hf_j": h_j,
+                "ratio_greentune_hf": g_j / h_j,
+                "stop_ratio_greentune_hf": g["energy_j"] / h["energy_j"],
+            })  # fmt: skip
+        out["methods"][method] = {
+            "own_stopping_point": {
+                side: {
+                    key: _spread([r[key] for r in rows[side]])
+                    for key in ("energy_j", "test_mape", "best_val_loss", "steps")
+                }
+                for side in SIDES
             },
-            "hf_trainer": {"energy_j": h_j, "duration_s": h["duration_s"], **hf},
-            "energy_ratio_greentune_trainer": g_j / h_j,
-            "kind": g["kind"],
-        },
-    )
+            "stop_ratio_greentune_hf": _spread([p["stop_ratio_greentune_hf"] for p in per_seed]),
+            "common_target": {
+                "per_seed": per_seed,
+                "greentune_j": _spread([p["greentune_j"] for p in per_seed]),
+                "hf_j": _spread([p["hf_j"] for p in per_seed]),
+                "ratio_greentune_hf": _spread([p["ratio_greentune_hf"] for p in per_seed]),
+            },
+        }
+    return out
+
+
+def trainer(methods: list[str], seeds: list[int], epochs: int, patience: int) -> None:
+    """greentune run vs the HF Trainer on the same network, data, splits, threads and seeds, the
+    same early-stopping rule (patience, best restored) and the same learning-rate grid, chosen
+    on validation. Runs are interleaved (greentune, then HF, per setting) and every finished one
+    is kept in the results file, so an interrupted benchmark resumes where it stopped."""
+    path = RESULTS / "energy_trainer.json"
+    settings = {"epochs": epochs, "patience": patience, "grid": GRID}
+    old = json.loads(path.read_text()) if path.exists() else {}
+    runs = old.get("runs", []) if old.get("settings") == json.loads(json.dumps(settings)) else []
+    done = {(r["side"], r["method"], r["lr"], r["seed"]) for r in runs}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            for method in methods:
+                for lr in GRID[method]:
+                    for side in SIDES:
+                        if (side, method, lr, seed) in done:
+                            continue
+                        run = _greentune_side if side == "greentune" else _hf_side
+                        row = run(method, lr, seed, epochs, patience, Path(tmp))
+                        runs.append({"side": side, "method": method, "lr": lr, "seed": seed,
+                                     **row})  # fmt: skip
+                        print(
+                            f"{side} {method} lr {lr:g} seed {seed}: best val "
+                            f"{row['best_val_loss']:.5f}, MAPE {row['test_mape']:.3f}, "
+                            f"{row['energy_j']:.0f} J",
+                            flush=True,
+                        )
+                        save("trainer", {
+                            "what": "greentune run vs HF Trainer, same network (MiniLM + patch "
+                            "encoder, ridge skip, dropout 0), Victoria 2014 windows, threads "
+                            "and seeds; both stop early with the same patience and restore "
+                            "their best; each side's learning rate chosen on validation from "
+                            "the same grid; both metered by greentune energy measure",
+                            "settings": settings,
+                            "seeds": seeds,
+                            "summary": fair_summary(runs, seeds),
+                            "kind": row["kind"],
+                            "runs": runs,
+                        }, quiet=True)  # fmt: skip
+    print(json.dumps(fair_summary(runs, seeds), indent=2))
 
 
 RECIPES = {
@@ -213,6 +355,8 @@ RECIPES = {
     "full-5e-5": ["peft.method=full", "train.lr=5e-5"],
     "full-1e-4": ["peft.method=full", "train.lr=1e-4"],
     "lora-3e-4": ["train.lr=3e-4"],
+    # no early stopping: the whole curve, on which every patience is replayed
+    "lora-3e-4-nostop": ["train.lr=3e-4", "train.patience=null"],
 }
 
 
@@ -236,6 +380,9 @@ def _validation_costs(ledger: dict, val_curve: list[dict]) -> list[dict]:
     return out
 
 
+PATIENCES = (1, 2, 3, 4)
+
+
 def _with_patience(costs: list[dict], patience: int) -> dict:
     """Replay early stopping with another patience on a recorded curve."""
     best, bad = costs[0], 0
@@ -254,7 +401,7 @@ def _with_patience(costs: list[dict], patience: int) -> dict:
 
 def recipes(names: list[str], seeds: list[int]) -> None:
     """Fine-tuning recipes on Victoria 2014 (baselines off), several seeds: validation curve,
-    energy per validation from the ledger, early stopping replayed at patience 1, 2 and 3."""
+    energy per validation from the ledger, early stopping replayed at patience 1 to 4."""
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -277,7 +424,7 @@ def recipes(names: list[str], seeds: list[int]) -> None:
                     "test_mape": metrics["test"][metrics["model"]]["mape"],
                     "run_j": metrics["energy"]["run_wh"] * 3600,
                     "curve": costs,
-                    **{f"patience_{p}": _with_patience(costs, p) for p in (1, 2, 3)},
+                    **{f"patience_{p}": _with_patience(costs, p) for p in PATIENCES},
                 }
                 runs.append(row)
                 print(
@@ -298,7 +445,7 @@ def recipes(names: list[str], seeds: list[int]) -> None:
                                                        for r in rows),
                     "spent_j": statistics.median(r[f"patience_{p}"]["spent_j"] for r in rows),
                 }
-                for p in (1, 2, 3)
+                for p in PATIENCES
             },
         }  # fmt: skip
     save(
@@ -322,8 +469,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=40)
     p = sub.add_parser("trainer")
-    p.add_argument("--max-epochs", type=int, default=6)
-    p.add_argument("--skip-init", choices=["ridge", "random"], default="ridge")
+    p.add_argument("--methods", nargs="+", default=list(GRID), choices=list(GRID))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--patience", type=int, default=2)
     p = sub.add_parser("recipes")
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
@@ -335,7 +484,7 @@ def main() -> None:
     elif args.part == "recipes":
         recipes(args.recipes, args.seeds)
     else:
-        trainer(args.max_epochs, args.skip_init)
+        trainer(args.methods, args.seeds, args.epochs, args.patience)
 
 
 if __name__ == "__main__":
