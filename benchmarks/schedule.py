@@ -34,7 +34,6 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -262,44 +261,22 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _lwa_paying_restart(restart: int) -> Any:
-    """LWA's interruptible plan (greenest half hours, pauses free) executed where every launch
-    costs ``restart`` slots: each planned run starts on time, restarts, then does its planned
-    work, so it ends ``restart`` slots later than planned."""
-    from greentune.schedule.policies import Choice, greenest_chunks
-
-    def policy(req: Any, sites: Any) -> Any:
-        out = greenest_chunks(replace(req, restart_slots=0, min_chunk=1), sites)
-        if not isinstance(out, Choice):
-            return out
-        return Choice(out.site, tuple((a, b + restart) for a, b in out.runs), out.cost)
-
-    return policy
-
-
-RESTART_POLICIES = ("run-now", "lowest-window", "lwa-paying-restart", "greenest-chunks")
+RESTART_POLICIES = ("run-now", "lowest-window", "greenest-chunks-unpriced", "greenest-chunks")
 
 
 def restart_case(
     zone: str, year: int, series: dict[str, pd.Series], forecaster: Any, restart: int
 ) -> dict[str, Any]:
     """LWA's jobs where each launch costs ``restart`` slots (a deadline ``restart`` slots later,
-    so that running at once stays on time): every policy pays it at execution, greentune's
-    greenest-chunks also plans with it."""
-    from greentune.schedule.policies import POLICIES
-
-    if "lwa-paying-restart" not in POLICIES:
-        POLICIES.add("lwa-paying-restart", _lwa_paying_restart(restart))
+    so that running at once stays on time): every policy pays it where it runs; LWA's plan
+    (greenest-chunks-unpriced) ignores it when planning, greentune's greenest-chunks prices it."""
     start, end = year_window(year)
     start -= pd.Timedelta(days=366)
     times, actual = slot_grid(series[zone], start, end, SLOT_S)
     year_start = int((pd.Timestamp(f"{year}-01-01", tz="UTC") - times[0]) / (times[1] - times[0]))
     forecaster.fit(actual[:year_start], times[:year_start], int(86400 / SLOT_S))
     jobs = lwa_jobs(year, ZONE_TIMEZONES[zone])
-    reqs = [
-        replace(r, restart_slots=restart, deadline=r.deadline + restart)
-        for r in requests_from_jobs(jobs, times, (zone,), True, 1)
-    ]
+    reqs = requests_from_jobs(jobs, times, (zone,), True, 1, restart)
     res = simulate(reqs, {zone: actual}, times, {zone: forecaster}, RESTART_POLICIES)
     return {
         "saving_pct": {p: res.saving_pct(p) for p in RESTART_POLICIES},
@@ -352,9 +329,9 @@ def restart(args: argparse.Namespace) -> None:
     for key, e in summary.items():
         zone, name = key.split(" ")
         lines.append(
-            f"| {zone} | {name} | {e['lowest-window']:.2f} | {e['lwa-paying-restart']:.2f} "
+            f"| {zone} | {name} | {e['lowest-window']:.2f} | {e['greenest-chunks-unpriced']:.2f} "
             f"| {e['greenest-chunks']:.2f} "
-            f"| {e['greenest-chunks'] - e['lwa-paying-restart']:+.2f} |"
+            f"| {e['greenest-chunks'] - e['greenest-chunks-unpriced']:+.2f} |"
         )
     text = "\n".join(lines) + "\n"
     (RESULTS / "schedule_restart.md").write_text(text)

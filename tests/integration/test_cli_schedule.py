@@ -104,6 +104,11 @@ def test_simulate_reports_savings_per_policy():
     assert bad.exit_code == 2 and "no XX_*_hourly.csv" in bad.output
 
 
+def test_simulate_refuses_a_negative_restart(tmp_path):
+    result = runner.invoke(schedule_app, ["simulate", "--trace", str(tmp_path), "--restart", "-1"])
+    assert result.exit_code == 2 and "--restart must be >= 0 slots, got -1" in result.output
+
+
 def test_a_real_run_is_paused_at_a_checkpoint_and_resumed(tmp_path):
     """The clock waits for training to checkpoint, jumps to the end of the first chunk (the run
     gets SIGTERM), then to the start of the second (the run resumes from its checkpoint)."""

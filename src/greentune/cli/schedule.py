@@ -198,6 +198,14 @@ def simulate(
     ] = "run-now,lowest-window,greenest-chunks,spatial",
     interruptible: Annotated[bool, typer.Option("--interruptible/--non-interruptible")] = True,
     min_chunk: Annotated[int, typer.Option("--min-chunk", help="Half-hour slots.")] = 1,
+    restart: Annotated[
+        int,
+        typer.Option(
+            "--restart",
+            help="Half-hour slots every launch costs (restart, data and checkpoint loaded "
+            "again); compare greenest-chunks (prices it) with greenest-chunks-unpriced.",
+        ),
+    ] = 0,
 ) -> None:
     """Replay a year of a trace with Let's Wait Awhile's ML job mix; savings per policy."""
     import pandas as pd
@@ -216,6 +224,8 @@ def simulate(
         simulate as run_sim,
     )
 
+    if restart < 0:
+        raise ScheduleError(f"--restart must be >= 0 slots, got {restart}")
     sites = tuple(z.strip() for z in zones.split(",") if z.strip())
     series = {}
     for z in sites:
@@ -239,9 +249,8 @@ def simulate(
         )
         f.fit(actual[z][:first], times[:first], 48)
         forecasters[z] = f
-    reqs = requests_from_jobs(
-        lwa_jobs(year, ZONE_TIMEZONES.get(sites[0], "UTC")), times, sites, interruptible, min_chunk
-    )
+    jobs = lwa_jobs(year, ZONE_TIMEZONES.get(sites[0], "UTC"))
+    reqs = requests_from_jobs(jobs, times, sites, interruptible, min_chunk, restart)
     asked = [p.strip() for p in policies.split(",") if p.strip()]
     names = ["run-now", *[p for p in asked if p != "run-now"]]
     res = run_sim(reqs, actual, times, forecasters, names)

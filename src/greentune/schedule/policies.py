@@ -18,6 +18,8 @@ imports, the data and the checkpoint loaded again: time that does no work), so a
 work slots cut into ``n`` runs takes ``k + n x restart_slots`` slots, and a pause is only worth
 taking where the greener hours pay for the restart. With ``restart_slots = 0`` (LWA's model)
 pauses are free.
+- ``greenest-chunks-unpriced``: ``greenest-chunks`` planned as if pauses were free, then
+  executed paying the restart of every run (what LWA's plan costs where restarts are not free).
 - ``spatial``: ``greenest-chunks`` at every site the job may use; the cheapest site wins
   (ties go to the site listed first).
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -272,9 +274,26 @@ def spatial(req: Request, sites: dict[str, SiteView]) -> Outcome:
     return min(choices, key=lambda ch: ch.cost)  # min keeps the first of equal costs
 
 
+def greenest_chunks_unpriced(req: Request, sites: dict[str, SiteView]) -> Outcome:
+    """The plan of a scheduler whose pauses are free (LWA's interruptible model), carried out
+    where they are not: each planned run starts when planned (or when the run before it ends),
+    first pays the job's ``restart_slots``, then does its planned work. The baseline against
+    which pricing the restart (``greenest-chunks``) is measured."""
+    out = greenest_chunks(replace(req, restart_slots=0), sites)
+    if not isinstance(out, Choice) or not req.restart_slots:
+        return out
+    runs, end = [], -1
+    for a, b in out.runs:
+        start = max(a, end)
+        end = start + req.restart_slots + (b - a)
+        runs.append((start, end))
+    return Choice(out.site, tuple(runs), out.cost)
+
+
 POLICIES.add("run-now", run_now)
 POLICIES.add("lowest-window", lowest_window)
 POLICIES.add("greenest-chunks", greenest_chunks)
+POLICIES.add("greenest-chunks-unpriced", greenest_chunks_unpriced)
 POLICIES.add("spatial", spatial)
 
 

@@ -137,7 +137,10 @@ def requests_from_jobs(
     sites: tuple[str, ...],
     interruptible: bool,
     min_chunk: int = 1,
+    restart_slots: int = 0,
 ) -> list[Request]:
+    """The jobs on the slot grid. With ``restart_slots`` every launch costs that many slots and
+    each deadline moves as much later, so that running at once stays on time."""
     slot = times[1] - times[0]
     first = ((jobs.arrival - times[0]) / slot).to_numpy()
     deadline = ((jobs.deadline - times[0]) / slot).to_numpy()
@@ -146,11 +149,12 @@ def requests_from_jobs(
         Request(
             f"job{i}",
             int(np.ceil(f)),
-            int(np.floor(d)),
+            int(np.floor(d)) + restart_slots,
             int(np.ceil(s)),
             interruptible,
             min_chunk,
             sites,
+            restart_slots=restart_slots,
         )
         for i, (f, d, s) in enumerate(zip(first, deadline, slots, strict=True))
     ]
