@@ -256,6 +256,11 @@ def _spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def _best_trained(row: dict) -> float:
+    """The best validation loss of the trained epochs (greentune's curve starts at epoch -1)."""
+    return min(p["val_loss"] for p in row["curve"] if p["epoch"] != -1)
+
+
 def fair_summary(runs: list[dict], seeds: list[int]) -> dict:
     """Each side's learning rate per method chosen by the median best validation loss over the
     seeds; at that rate: energy and test MAPE at its own stopping point, and the energy until
@@ -265,16 +270,23 @@ def fair_summary(runs: list[dict], seeds: list[int]) -> dict:
     for method, grid in GRID.items():
         chosen = {}
         for side in SIDES:
+            # the best validation loss, then (ties: greentune kept its start at several rates)
+            # the best of the trained epochs
             medians = {
-                lr: statistics.median(by[side, method, lr, s]["best_val_loss"] for s in seeds)
+                lr: (
+                    statistics.median(by[side, method, lr, s]["best_val_loss"] for s in seeds),
+                    statistics.median(_best_trained(by[side, method, lr, s]) for s in seeds),
+                )
                 for lr in grid
                 if all((side, method, lr, s) in by for s in seeds)
             }
             if medians:
                 chosen[side] = min(medians, key=medians.__getitem__)
                 out["chosen_lr"].setdefault(method, {})[side] = {
-                    "lr": chosen[side], "median_best_val_loss_by_lr": medians,
-                }  # fmt: skip
+                    "lr": chosen[side],
+                    "median_best_val_loss_by_lr": {lr: m[0] for lr, m in medians.items()},
+                    "median_best_trained_val_loss_by_lr": {lr: m[1] for lr, m in medians.items()},
+                }
         if len(chosen) < 2:
             continue
         rows = {side: [by[side, method, chosen[side], s] for s in seeds] for side in SIDES}
@@ -283,9 +295,19 @@ def fair_summary(runs: list[dict], seeds: list[int]) -> dict:
             target = max(g["best_val_loss"], h["best_val_loss"])
             g_j, h_j = _joules_until(g, target), _joules_until(h, target)
             assert g_j is not None and h_j is not None  # both reach the worse of the two bests
+            # greentune also validates the ridge start (epoch -1) and keeps it when no epoch
+            # beats it, which the Trainer cannot; the same comparison over trained epochs only
+            trained = {**g, "curve": [p for p in g["curve"] if p["epoch"] != -1]}
+            target_trained = max(_best_trained(g), h["best_val_loss"])
+            g_tj = _joules_until(trained, target_trained)
+            h_tj = _joules_until(h, target_trained)
+            assert g_tj is not None and h_tj is not None
             per_seed.append({
                 "seed": g["seed"], "target_val_loss": target, "greentune_j": g_j, "hf_j": h_j,
                 "ratio_greentune_hf": g_j / h_j,
+                "greentune_kept_start": g["curve"][0]["val_loss"] == g["best_val_loss"],
+                "trained_target_val_loss": target_trained, "trained_greentune_j": g_tj,
+                "trained_hf_j": h_tj, "trained_ratio_greentune_hf": g_tj / h_tj,
                 "stop_ratio_greentune_hf": g["energy_j"] / h["energy_j"],
             })  # fmt: skip
         out["methods"][method] = {
@@ -302,9 +324,50 @@ def fair_summary(runs: list[dict], seeds: list[int]) -> dict:
                 "greentune_j": _spread([p["greentune_j"] for p in per_seed]),
                 "hf_j": _spread([p["hf_j"] for p in per_seed]),
                 "ratio_greentune_hf": _spread([p["ratio_greentune_hf"] for p in per_seed]),
+                "trained_ratio_greentune_hf": _spread(
+                    [p["trained_ratio_greentune_hf"] for p in per_seed]
+                ),
+                "greentune_kept_start": sum(p["greentune_kept_start"] for p in per_seed),
             },
         }
     return out
+
+
+def _range(d: dict, form: str) -> str:
+    return f"{d['median']:{form}} [{d['min']:{form}}–{d['max']:{form}}]"
+
+
+def trainer_markdown(summary: dict) -> str:
+    """results/energy_trainer.md: the chosen rates, then each method side by side."""
+    lines = [
+        "| method | side | lr (chosen on validation) | best val loss | test MAPE % "
+        "| energy J (model), own stop | steps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, m in summary["methods"].items():
+        for side in SIDES:
+            own = m["own_stopping_point"][side]
+            lr = summary["chosen_lr"][method][side]["lr"]
+            lines.append(
+                f"| {method} | {side} | {lr:g} | {_range(own['best_val_loss'], '.5f')} "
+                f"| {_range(own['test_mape'], '.3f')} | {_range(own['energy_j'], '.0f')} "
+                f"| {own['steps']['median']:.0f} |"
+            )
+    lines += [
+        "",
+        "| method | greentune / HF energy, own stop | greentune / HF energy to the worse best "
+        "| same, trained epochs only | seeds where greentune kept its ridge start |",
+        "|---|---|---|---|---|",
+    ]
+    for method, m in summary["methods"].items():
+        c = m["common_target"]
+        lines.append(
+            f"| {method} | {_range(m['stop_ratio_greentune_hf'], '.2f')} "
+            f"| {_range(c['ratio_greentune_hf'], '.2f')} "
+            f"| {_range(c['trained_ratio_greentune_hf'], '.2f')} "
+            f"| {c['greentune_kept_start']} of {len(c['per_seed'])} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def trainer(methods: list[str], seeds: list[int], epochs: int, patience: int) -> None:
@@ -315,7 +378,11 @@ def trainer(methods: list[str], seeds: list[int], epochs: int, patience: int) ->
     path = RESULTS / "energy_trainer.json"
     settings = {"epochs": epochs, "patience": patience, "grid": GRID}
     old = json.loads(path.read_text()) if path.exists() else {}
-    runs = old.get("runs", []) if old.get("settings") == json.loads(json.dumps(settings)) else []
+    kept = old.get("settings", {})
+    same = (kept.get("epochs"), kept.get("patience")) == (epochs, patience)
+    # a run stays valid when the grid grows (both sides get the new rate); one no longer in
+    # the grid is dropped
+    runs = [r for r in old.get("runs", []) if same and r["lr"] in GRID[r["method"]]]
     done = {(r["side"], r["method"], r["lr"], r["seed"]) for r in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
@@ -346,7 +413,9 @@ def trainer(methods: list[str], seeds: list[int], epochs: int, patience: int) ->
                             "kind": row["kind"],
                             "runs": runs,
                         }, quiet=True)  # fmt: skip
-    print(json.dumps(fair_summary(runs, seeds), indent=2))
+    summary = fair_summary(runs, seeds)
+    (RESULTS / "energy_trainer.md").write_text(trainer_markdown(summary))
+    print(trainer_markdown(summary))
 
 
 RECIPES = {
