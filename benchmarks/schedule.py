@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/schedule.py lwa [--zones GB DE-LU ...] [--years 2021 ...]
                                                 [--seeds 3] [--error 0.05]
     .venv/bin/python benchmarks/schedule.py executor [--speedup 150] [--repeats 3]
-                                         [--zones GB DE-LU CA-ON] [--min-saving 10]
+                                         [--references 3] [--zones GB DE-LU CA-ON]
+                                         [--min-saving 10]
     .venv/bin/python benchmarks/schedule.py restart  [--zones GB ...] [--restart-slots 1]
     .venv/bin/python benchmarks/schedule.py tables   (results/schedule_lwa.md from the JSON)
 
@@ -19,10 +20,13 @@ restart:  LWA's interruptible jobs where every launch costs a slot (restart, dat
           greentune's greenest chunks, which prices it (exact DP), and the one-launch policies;
           same jobs and forecasts (LWA's noise model, LightGBM fitted on the year before).
 executor: a real tiny greentune run planned into green hours of a trace (per zone, the first
-          planning time whose plan pauses and saves >= 10 %), executed by `greentune schedule
-          run` with a simulated clock (paused and resumed at checkpoints, each launch's
-          start-up measured and planned for); executed emissions (ledger x trace) against the
-          plan's and run-now's: the share of the planned saving the executor realises.
+          planning time whose plan pauses and saves >= 10 %; the estimate is the median of 3
+          uninterrupted reference runs), executed by `greentune schedule run` with a simulated
+          clock (paused and resumed at checkpoints, each launch's start-up measured and
+          planned for); executed emissions (ledger x trace) against the plan's and against
+          run-now, priced (the plan's placement) and executed (an uninterrupted run beside
+          each repeat, priced from the planning time): the share of the planned saving the
+          executor realises.
 
 Writes benchmarks/results/schedule_<part>.json.
 """
@@ -32,7 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -403,37 +409,75 @@ def _restart_real_s(run: Path, wall_s: float) -> float:
     return max(0.0, wall_s - metered) + data
 
 
-def executor(args: argparse.Namespace) -> None:
-    """Reference run -> its ledger is the estimate and its start-up the restart -> per zone, a
-    planning time whose plan pauses and saves >= --min-saving -> `greentune schedule run`
-    with a simulated clock, --repeats times -> executed emissions against plan and run-now."""
-    import subprocess
-    import tempfile
+def _uninterrupted(python: str, config: Path, out: Path, name: str) -> dict[str, Any]:
+    """One `greentune run` of the job, start to end: a reference (the plan's estimate) or the
+    run-now execution (priced at the planning time). Returns its wall time and real start."""
+    started_epoch_s = time.time()
+    t0 = time.perf_counter()
+    cmd = [python, "-m", "greentune", "run", str(config), *EXEC_OVERRIDES,
+           f"output_dir={out}", f"name={name}"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    wall_s = time.perf_counter() - t0
+    run = out / name
+    rows = json.loads((run / "energy.json").read_text())["rows"]
+    energy_j = sum(sum(r["energy_j"].values()) for r in rows if r["depth"] == 0)
+    return {"run": run, "wall_s": wall_s, "started_epoch_s": started_epoch_s,
+            "energy_j": energy_j, "restart_real_s": _restart_real_s(run, wall_s)}  # fmt: skip
 
+
+def _run_now_executed(
+    plan: dict[str, Any], now: str, done: dict[str, Any], speedup: float
+) -> dict[str, Any]:
+    """The run-now execution's grams: its ledger priced at the zone's trace as if it had started
+    at the planning time, on the executor's clock (the same mapping `schedule run` uses)."""
+    from greentune.schedule.measure import measured_emissions
+
+    state = {"sim_origin": pd.Timestamp(now).isoformat(), "real_origin": done["started_epoch_s"],
+             "speedup": speedup, "jobs": {"tiny": {"status": "done"}}}  # fmt: skip
+    return measured_emissions(plan, state, done["run"].parent)["tiny"]
+
+
+def executor(args: argparse.Namespace) -> None:
+    """--references uninterrupted runs -> the median one's ledger is the plan's estimate and its
+    start-up the restart -> per zone, a planning time whose plan pauses and saves
+    >= --min-saving -> --repeats times: one uninterrupted run (run-now, executed), then per zone
+    `greentune schedule run` with a simulated clock -> executed emissions against the plan and
+    against run-now, priced and executed."""
     python = str(ROOT / ".venv" / "bin" / "python")
     config = ROOT / "configs" / "forecast" / "gpt2_tiny_smoke.yaml"
     root = Path(tempfile.mkdtemp(prefix="gt-sched-"))
-    t0 = time.perf_counter()
-    cmd = [python, "-m", "greentune", "run", str(config), *EXEC_OVERRIDES,
-           f"output_dir={root / 'ref'}", "name=ref"]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True)
-    ref_wall_s = time.perf_counter() - t0
-    restart_real_s = _restart_real_s(root / "ref" / "ref", ref_wall_s)
-    print(f"reference run: {ref_wall_s:.1f} s wall, restart {restart_real_s:.1f} s", flush=True)
+    refs = [_uninterrupted(python, config, root / "refs", f"ref{k}")
+            for k in range(args.references)]  # fmt: skip
+    for k, r in enumerate(refs):
+        print(f"reference {k}: {r['wall_s']:.1f} s wall, {r['energy_j']:.0f} J, "
+              f"restart {r['restart_real_s']:.1f} s", flush=True)  # fmt: skip
+    ref = sorted(refs, key=lambda r: r["energy_j"])[len(refs) // 2]
+    restart_real_s = statistics.median(r["restart_real_s"] for r in refs)
     zones: dict[str, Any] = {}
+    fields_of: dict[str, dict[str, Any]] = {}
     for zone in args.zones:
         fields = {"runs": root / zone / "runs", "data": args.data, "config": config,
-                  "overrides": json.dumps(EXEC_OVERRIDES), "ref": root / "ref" / "ref",
+                  "overrides": json.dumps(EXEC_OVERRIDES), "ref": ref["run"],
                   "zone": zone, "deadline_h": args.deadline_h,
                   "restart_s": round(restart_real_s * args.speedup)}  # fmt: skip
         (root / zone).mkdir()
         now, plan = _scenario(root / zone / "jobs.yaml", fields, args)
-        reps = []
-        for rep in range(args.repeats):
+        fields_of[zone] = fields | {"now": now}
+        zones[zone] = {"now": now, "chunks": plan["jobs"][0]["chunks"], "plan": plan,
+                       "repeats": []}  # fmt: skip
+    run_now_runs = []
+    for rep in range(args.repeats):
+        # run-now, executed: the same job uninterrupted, beside this repeat's executions so
+        # that both see the same machine
+        done_now = _uninterrupted(python, config, root / f"run-now{rep}", "tiny")
+        run_now_runs.append({k: done_now[k] for k in ("wall_s", "energy_j")})
+        print(f"run-now {rep}: {done_now['wall_s']:.1f} s, {done_now['energy_j']:.0f} J",
+              flush=True)  # fmt: skip
+        for zone, z in zones.items():
             tmp = root / zone / f"rep{rep}"
             tmp.mkdir()
             jobs = tmp / "jobs.yaml"
-            jobs.write_text(EXEC_JOBS.format(**fields | {"now": now, "runs": tmp / "runs"}))
+            jobs.write_text(EXEC_JOBS.format(**fields_of[zone] | {"runs": tmp / "runs"}))
             out = tmp / "out"
             t1 = time.perf_counter()
             done = subprocess.run(
@@ -446,14 +490,21 @@ def executor(args: argparse.Namespace) -> None:
             executed = json.loads((out / "plan.json").read_text())["jobs"][0]
             state = json.loads((out / "state.json").read_text())["jobs"]["tiny"]
             measured = json.loads((out / "measured.json").read_text())["tiny"]
-            row = _executed_row(executed, state, measured, wall)
-            reps.append(row | _attribution(tmp / "runs" / "tiny", root / "ref" / "ref"))
-            print(json.dumps({"zone": zone, "now": now} | reps[-1]), flush=True)
-        zones[zone] = {"now": now, "chunks": plan["jobs"][0]["chunks"], "repeats": reps,
-                       "summary": _executor_summary(reps)}  # fmt: skip
+            now_done = _run_now_executed(z["plan"], z["now"], done_now, args.speedup)
+            row = _executed_row(executed, state, measured, now_done, wall)
+            z["repeats"].append(row | _attribution(tmp / "runs" / "tiny", ref["run"]))
+            print(json.dumps({"zone": zone, "now": z["now"]} | z["repeats"][-1]), flush=True)
+    for z in zones.values():
+        z["summary"] = _executor_summary(z["repeats"])
+        del z["plan"]
     result = {"setup": vars(args) | {"data": str(args.data), "config": str(config),
-                                     "overrides": EXEC_OVERRIDES, "ref_wall_s": ref_wall_s,
-                                     "restart_real_s": restart_real_s},
+                                     "overrides": EXEC_OVERRIDES,
+                                     "references": [{k: r[k] for k in ("wall_s", "energy_j",
+                                                                       "restart_real_s")}
+                                                    for r in refs],
+                                     "ref_wall_s": ref["wall_s"], "ref_energy_j": ref["energy_j"],
+                                     "restart_real_s": restart_real_s,
+                                     "run_now_runs": run_now_runs},
               "zones": zones}  # fmt: skip
     save("executor", result)
     (RESULTS / "schedule_executor.md").write_text(executor_markdown(result))
@@ -461,27 +512,37 @@ def executor(args: argparse.Namespace) -> None:
 
 
 def _executed_row(
-    row: dict[str, Any], state: dict[str, Any], measured: dict[str, Any], wall_s: float
+    row: dict[str, Any],
+    state: dict[str, Any],
+    measured: dict[str, Any],
+    run_now: dict[str, Any],
+    wall_s: float,
 ) -> dict[str, Any]:
-    """Planned, executed and run-now grams of one execution; run-now is priced, not run (the
-    plan's run-now placement of the same estimate, on the same trace)."""
-    run_now, planned, executed = row["run_now_g"], row["expected_g"], measured["emissions_g"]
-    planned_saving = 1 - planned / run_now
-    executed_saving = 1 - executed / run_now
+    """Planned, executed and run-now grams of one execution. Run-now twice: priced (the plan's
+    run-now placement of the estimate) and executed (this repeat's uninterrupted run, priced
+    from the planning time), which shares the machine's speed of the moment."""
+    priced, planned, executed = row["run_now_g"], row["expected_g"], measured["emissions_g"]
+    planned_saving = 1 - planned / priced
+    executed_saving = 1 - executed / priced
+    executed_vs_executed = 1 - executed / run_now["emissions_g"]
     # per Wh: where the energy was spent, free of the measured energy's own deviation
     per_wh = measured["energy_wh"] / row["energy_wh"]
-    executed_saving_per_wh = 1 - executed / (run_now * per_wh)
+    executed_saving_per_wh = 1 - executed / (priced * per_wh)
     return {
         "chunks": len(row["chunks"]),
         "launches": [(x["chunk"], x["exit_code"]) for x in state["launches"]],
-        "run_now_g": run_now,
+        "run_now_g": priced,
+        "run_now_executed_g": run_now["emissions_g"],
         "planned_g": planned,
         "executed_g": executed,
         "planned_saving_pct": 100 * planned_saving,
         "executed_saving_pct": 100 * executed_saving,
+        "executed_vs_executed_pct": 100 * executed_vs_executed,
         "realised": executed_saving / planned_saving,
+        "realised_vs_executed": executed_vs_executed / planned_saving,
         "realised_per_wh": executed_saving_per_wh / planned_saving,
         "energy_ratio": per_wh,
+        "run_now_energy_ratio": run_now["energy_wh"] / row["energy_wh"],
         "energy_kind": measured.get("energy_kind"),
         "wall_s": wall_s,
     }
@@ -514,13 +575,17 @@ def _attribution(run: Path, ref: Path) -> dict[str, float]:
 
 
 def _executor_summary(reps: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("run_now_g", "planned_g", "executed_g", "planned_saving_pct",
-            "executed_saving_pct", "realised", "realised_per_wh", "energy_ratio",
+    keys = ("run_now_g", "run_now_executed_g", "planned_g", "executed_g", "planned_saving_pct",
+            "executed_saving_pct", "executed_vs_executed_pct", "realised",
+            "realised_vs_executed", "realised_per_wh", "energy_ratio", "run_now_energy_ratio",
             "train_s_ratio", "train_extra_pct", "repeated_setup_pct")  # fmt: skip
     out = {f"median_{k}": statistics.median(r[k] for r in reps if k in r) for k in keys
            if any(k in r for r in reps)}  # fmt: skip
     out["min_realised"] = min(r["realised"] for r in reps)
     out["max_realised"] = max(r["realised"] for r in reps)
+    if all("realised_vs_executed" in r for r in reps):
+        out["min_realised_vs_executed"] = min(r["realised_vs_executed"] for r in reps)
+        out["max_realised_vs_executed"] = max(r["realised_vs_executed"] for r in reps)
     return out
 
 
@@ -532,6 +597,8 @@ def _fmt(summary: dict[str, Any], key: str, form: str) -> str:
 def executor_markdown(result: dict[str, Any]) -> str:
     setup = result["setup"]
     restart_min = setup["restart_real_s"] * setup["speedup"] / 60
+    refs = setup.get("references") or [{"energy_j": setup.get("ref_energy_j", float("nan"))}]
+    ref_j = ", ".join(f"{r['energy_j']:.0f}" for r in refs if isinstance(r, dict))
     lines = [
         "# The executor against its plan and run-now",
         "",
@@ -539,30 +606,40 @@ def executor_markdown(result: dict[str, Any]) -> str:
         f"GPT-2 forecaster (`{' '.join(setup['overrides'])}`) planned by greenest-chunks with a "
         "perfect forecast into 30-min slots of a real trace, run by `greentune schedule run` "
         f"on a clock {setup['speedup']:g}x real time (SIGTERM at each chunk's end, a checkpoint, "
-        f"`--resume` at the next). Restart measured on the reference run: "
+        f"`--resume` at the next). The plan's estimate is the median of {len(refs)} "
+        f"uninterrupted reference runs ({ref_j} J); restart = their median start-up, "
         f"{setup['restart_real_s']:.1f} s real = {restart_min:.0f} min on the plan's clock. "
-        "Executed = the runs' ledgers (energy **modelled**) priced at "
-        "the trace's intensity at the simulated times; run-now = the same estimate placed at "
-        "once (priced, not run). Medians over repeats (range of realised in brackets). The last "
-        "two columns say where the executed energy left the reference's: its training windows "
-        "(the same steps, timed against the reference's) and the windows its resumed launches "
-        "repeated (data, set-up), each as a share of the reference's energy.",
+        "Executed = the runs' ledgers (energy **modelled**: CPU time x power per thread) "
+        "priced at the trace's intensity at the simulated times. Run-now, two ways: *priced* "
+        "(the plan's run-now placement of the estimate, not run) and *executed* (in each "
+        "repeat, the same job run uninterrupted just before that repeat's executions, its "
+        "ledger priced as if started at the planning time: it shares the machine's speed of "
+        "the moment). Realised = executed saving / planned saving. Medians over "
+        f"{setup['repeats']} repeats, [range].",
         "",
-        "| zone | planning time | chunks | run-now g | planned g | executed g | planned saving "
-        "| executed saving | realised (executed / planned saving) | realised per Wh "
-        "| training time vs reference | extra energy: training / repeated set-up |",
+        "| zone | planning time | chunks | run-now g: priced / executed | planned g "
+        "| executed g | planned saving | executed saving vs run-now priced / executed "
+        "| realised vs run-now executed | realised vs run-now priced | realised per Wh "
+        "| energy vs estimate: executed / run-now run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for zone, z in result["zones"].items():
         m = z["summary"]
+        vs_exec = (
+            f"**{m['median_realised_vs_executed']:.2f}** "
+            f"[{m['min_realised_vs_executed']:.2f}–{m['max_realised_vs_executed']:.2f}]"
+            if "median_realised_vs_executed" in m
+            else "–"
+        )
         lines.append(
-            f"| {zone} | {z['now']} | {len(z['chunks'])} | {m['median_run_now_g']:.4f} | "
-            f"{m['median_planned_g']:.4f} | {m['median_executed_g']:.4f} | "
-            f"{m['median_planned_saving_pct']:.1f} % | {m['median_executed_saving_pct']:.1f} % | "
-            f"**{m['median_realised']:.2f}** [{m['min_realised']:.2f}–{m['max_realised']:.2f}] | "
-            f"{m['median_realised_per_wh']:.2f} | {_fmt(m, 'train_s_ratio', '{:.3f}x')} | "
-            f"{_fmt(m, 'train_extra_pct', '{:+.1f} %')} / "
-            f"{_fmt(m, 'repeated_setup_pct', '{:+.2f} %')} |"
+            f"| {zone} | {z['now']} | {len(z['chunks'])} | {m['median_run_now_g']:.4f} / "
+            f"{_fmt(m, 'run_now_executed_g', '{:.4f}')} | {m['median_planned_g']:.4f} | "
+            f"{m['median_executed_g']:.4f} | {m['median_planned_saving_pct']:.1f} % | "
+            f"{m['median_executed_saving_pct']:.1f} % / "
+            f"{_fmt(m, 'executed_vs_executed_pct', '{:.1f} %')} | {vs_exec} | "
+            f"{m['median_realised']:.2f} [{m['min_realised']:.2f}–{m['max_realised']:.2f}] | "
+            f"{m['median_realised_per_wh']:.2f} | {m['median_energy_ratio']:.3f}x / "
+            f"{_fmt(m, 'run_now_energy_ratio', '{:.3f}x')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -589,6 +666,7 @@ def main() -> None:
     p.add_argument("--now", default="2023-03-06T08:00Z")
     p.add_argument("--speedup", type=float, default=150.0)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--references", type=int, default=3, help="median one is the estimate")
     p.add_argument("--zones", nargs="+", default=["GB", "DE-LU", "CA-ON"])
     p.add_argument("--deadline-h", type=int, default=12)
     p.add_argument("--min-saving", type=float, default=10.0, help="planned saving, %%")
