@@ -126,14 +126,29 @@ def _request(job: Job, start: dt.datetime, slot_s: float) -> Request:
 
 
 def _weights(
-    choice: Choice, duration_s: float, slot_s: float, restart: int = 0
+    choice: Choice, duration_s: float, slot_s: float, restart_s: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(slot indices that do work, seconds of work in each): all full but the last; the first
-    ``restart`` slots of every run do none (the ledger does not see a process start)."""
-    idx = np.concatenate([np.arange(a + restart, b) for a, b in choice.runs])
-    seconds = np.full(len(idx), slot_s)
-    seconds[-1] = duration_s - slot_s * (len(idx) - 1)
-    return idx, seconds
+    """(slot indices that do work, seconds of work in each). Every run spends its first
+    ``restart_s`` starting (the ledger does not see a process start), then works until its end
+    or until the work is done. The restart is priced to the second: the policy reserves whole
+    slots for it, but a 7-minute start-up in a 30-minute slot leaves 23 minutes of work there,
+    and pricing that slot as idle misplaces the energy by most of a slot."""
+    slots: list[int] = []
+    seconds: list[float] = []
+    left = duration_s
+    for a, b in choice.runs:
+        t, run_end = a * slot_s + restart_s, b * slot_s
+        while left > 1e-9 and t < run_end - 1e-9:
+            k = math.floor(t / slot_s + 1e-9)
+            work = min((k + 1) * slot_s, run_end) - t
+            work = min(work, left)
+            slots.append(k)
+            seconds.append(work)
+            left -= work
+            t += work
+    if left > 1e-9:  # the policy sized the runs with whole restart slots: this cannot happen
+        seconds[-1] += left
+    return np.asarray(slots, dtype=int), np.asarray(seconds)
 
 
 def _grams(
@@ -146,15 +161,15 @@ def _grams(
 
 
 def _chunks(
-    choice: Choice, start: dt.datetime, duration_s: float, slot_s: float, restart: int = 0
+    choice: Choice, start: dt.datetime, duration_s: float, slot_s: float, restart_s: float = 0.0
 ) -> list[dict[str, str]]:
-    """Each run from its start to the end of its work (its restart slots included)."""
+    """Each run from its start to the end of its work (its restart included)."""
     out, left = [], duration_s
     for a, b in choice.runs:
-        work = min((b - a - restart) * slot_s, left)
+        work = max(0.0, min((b - a) * slot_s - restart_s, left))
         left -= work
         lo = start + dt.timedelta(seconds=a * slot_s)
-        end = lo + dt.timedelta(seconds=restart * slot_s + work)
+        end = lo + dt.timedelta(seconds=restart_s + work)
         out.append({"start": lo.isoformat(), "end": end.isoformat()})
     return out
 
@@ -211,7 +226,6 @@ def _job_row(
     job: Job, out: Any, base: Any, sites: dict[str, _Site], start: dt.datetime, slot_s: float
 ) -> dict[str, Any]:
     est = job.estimate
-    restart = math.ceil(job.restart_s / slot_s - 1e-9)
     row: dict[str, Any] = {
         "name": job.name,
         "energy_wh": est.energy_j / 3600.0,
@@ -225,7 +239,7 @@ def _job_row(
     }
     for key, outcome in (("", out), ("run_now_", base)):
         if isinstance(outcome, Choice):
-            idx, secs = _weights(outcome, est.duration_s, slot_s, restart)
+            idx, secs = _weights(outcome, est.duration_s, slot_s, job.restart_s)
             site = sites[outcome.site]
             row[f"{key}expected_g"] = _grams(site.forecast, idx, secs, est.power_w)
             row[f"{key}actual_g"] = _grams(site.actual, idx, secs, est.power_w)
@@ -237,7 +251,7 @@ def _job_row(
             "status": "planned",
             "reason": None,
             "site": out.site,
-            "chunks": _chunks(out, start, est.duration_s, slot_s, restart),
+            "chunks": _chunks(out, start, est.duration_s, slot_s, job.restart_s),
         }
     else:
         row |= {"status": "infeasible", "reason": out.reason, "site": None, "chunks": []}

@@ -78,6 +78,27 @@ def test_each_chunk_starts_with_the_jobs_restart(job_file, tmp_path):
     assert chunky["expected_g"] == pytest.approx(2 * 0.01 * 100 + 4 * 0.01 * 200)
     # run-now: one start at 00:00, then work 01-07 through the 500 g hours
     assert chunky["run_now_g"] == pytest.approx(0.01 * (2 * 100 + 3 * 500 + 200))
+
+
+def test_a_restart_shorter_than_a_slot_is_priced_to_the_second(job_file):
+    """restart: 15min on hourly slots. The policy still reserves a whole slot per run (the same
+    two runs as a 1 h restart), but each run works from its 15th minute: 00:15-03:00 at 100 g
+    (2.75 h), then 06:15-09:30 at 200 g (the 3.25 h left). Pricing the first slot as idle
+    would put 45 minutes of work in the wrong hours."""
+    path = job_file()
+    path.write_text(
+        path.read_text().replace(
+            "    sites: [home, away]", "    restart: 15min\n    sites: [home, away]"
+        )
+    )
+    chunky = make_plan(load_jobs(path), "greenest-chunks")["jobs"][0]
+    assert [(c["start"][11:16], c["end"][11:16]) for c in chunky["chunks"]] == [
+        ("00:00", "03:00"),
+        ("06:00", "09:30"),
+    ]
+    assert chunky["expected_g"] == pytest.approx(0.01 * (2.75 * 100 + 3.25 * 200))
+    # run-now: started at 00:00, working 00:15-06:15
+    assert chunky["run_now_g"] == pytest.approx(0.01 * (2.75 * 100 + 3 * 500 + 0.25 * 200))
     text = path.read_text().replace("    deadline: +3h", "    deadline: +3h\n    restart: 5min")
     path.write_text(text)
     with pytest.raises(ScheduleError, match=r"job 2 \(late\): 'restart' is for greentune jobs"):
