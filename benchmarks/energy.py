@@ -561,7 +561,9 @@ def other_data(seeds: list[int], until: str) -> None:
     each rate x seed trained 6 epochs without stopping, patience 1-4 replayed on its curve.
     Every finished run is kept in the results file, so an interrupted benchmark resumes."""
     path = RESULTS / "energy_other_data.json"
-    done = json.loads(path.read_text())["runs"] if path.is_file() else []
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    # finished runs are reused only when they were trained on the same data
+    done = saved.get("runs", []) if saved.get("until") == until else []
     key = {(r["lr"], r["seed"]) for r in done}
     runs = list(done)
     with tempfile.TemporaryDirectory() as tmp:

@@ -438,8 +438,8 @@ def _run_now_executed(
 
 
 def executor(args: argparse.Namespace) -> None:
-    """--references uninterrupted runs -> the median one's ledger is the plan's estimate and its
-    start-up the restart -> per zone, a planning time whose plan pauses and saves
+    """--references uninterrupted runs -> the median-energy one's ledger is the plan's estimate,
+    their median start-up the restart -> per zone, a planning time whose plan pauses and saves
     >= --min-saving -> --repeats times: one uninterrupted run (run-now, executed), then per zone
     `greentune schedule run` with a simulated clock -> executed emissions against the plan and
     against run-now, priced and executed."""

@@ -163,9 +163,14 @@ def _grams(
 def _chunks(
     choice: Choice, start: dt.datetime, duration_s: float, slot_s: float, restart_s: float = 0.0
 ) -> list[dict[str, str]]:
-    """Each run from its start to the end of its work (its restart included)."""
+    """Each run from its start to the end of its work (its restart included). Priced to the
+    second, the runs the policy sized with whole restart slots hold more work than it planned,
+    so the work may end in an earlier run: the runs after it are dropped, and the run that
+    ends the work is the last chunk, which the executor never cuts short."""
     out, left = [], duration_s
     for a, b in choice.runs:
+        if left <= 1e-9:
+            break
         work = max(0.0, min((b - a) * slot_s - restart_s, left))
         left -= work
         lo = start + dt.timedelta(seconds=a * slot_s)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from greentune.errors import ScheduleError
 from greentune.schedule.emit import emit
 from greentune.schedule.jobs import load_jobs
-from greentune.schedule.plan import make_plan
+from greentune.schedule.plan import _chunks, _weights, make_plan
 from greentune.schedule.plot import plot_html, plot_png
+from greentune.schedule.policies import Choice
 from tests.unit.schedule.helpers import write_jobs, write_trace
 
 # Planning at 2024-01-03 00:00: 00-03 at 100 g/kWh, 03-06 at 500, then 200 (every day).
@@ -78,6 +81,10 @@ def test_each_chunk_starts_with_the_jobs_restart(job_file, tmp_path):
     assert chunky["expected_g"] == pytest.approx(2 * 0.01 * 100 + 4 * 0.01 * 200)
     # run-now: one start at 00:00, then work 01-07 through the 500 g hours
     assert chunky["run_now_g"] == pytest.approx(0.01 * (2 * 100 + 3 * 500 + 200))
+    text = path.read_text().replace("    deadline: +3h", "    deadline: +3h\n    restart: 5min")
+    path.write_text(text)
+    with pytest.raises(ScheduleError, match=r"job 2 \(late\): 'restart' is for greentune jobs"):
+        load_jobs(path)
 
 
 def test_a_restart_shorter_than_a_slot_is_priced_to_the_second(job_file):
@@ -99,10 +106,19 @@ def test_a_restart_shorter_than_a_slot_is_priced_to_the_second(job_file):
     assert chunky["expected_g"] == pytest.approx(0.01 * (2.75 * 100 + 3.25 * 200))
     # run-now: started at 00:00, working 00:15-06:15
     assert chunky["run_now_g"] == pytest.approx(0.01 * (2.75 * 100 + 3 * 500 + 0.25 * 200))
-    text = path.read_text().replace("    deadline: +3h", "    deadline: +3h\n    restart: 5min")
-    path.write_text(text)
-    with pytest.raises(ScheduleError, match=r"job 2 \(late\): 'restart' is for greentune jobs"):
-        load_jobs(path)
+
+
+def test_runs_left_without_work_by_an_exact_restart_are_dropped():
+    """Hourly slots, a 15-min restart, 3h10m of work: the policy reserves whole restart slots
+    and picks runs 00-04 and 06-08, but priced to the second the first run holds 3h45m of
+    work, so the job ends at 03:25 in it. The second run would only restart: it is no chunk,
+    and the first is the last (the executor never cuts it short)."""
+    choice = Choice("home", ((0, 4), (6, 8)), 0.0)
+    start = dt.datetime(2024, 1, 3, tzinfo=dt.UTC)
+    chunks = _chunks(choice, start, 3 * 3600 + 600, 3600.0, 900.0)
+    assert [(c["start"][11:16], c["end"][11:16]) for c in chunks] == [("00:00", "03:25")]
+    idx, seconds = _weights(choice, 3 * 3600 + 600, 3600.0, 900.0)
+    assert idx.tolist() == [0, 1, 2, 3] and seconds.tolist() == [2700.0, 3600.0, 3600.0, 1500.0]
 
 
 def test_spatial_moves_the_job_to_the_greener_site(job_file):
