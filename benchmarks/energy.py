@@ -418,6 +418,8 @@ def trainer(methods: list[str], seeds: list[int], epochs: int, patience: int) ->
                             "runs": runs,
                         }, quiet=True)  # fmt: skip
     summary = fair_summary(runs, seeds)
+    # the file's summary follows the summary code too, not only the last run it saved
+    save("trainer", {**json.loads(path.read_text()), "summary": summary}, quiet=True)
     (RESULTS / "energy_trainer.md").write_text(trainer_markdown(summary))
     print(trainer_markdown(summary))
 
