@@ -69,7 +69,8 @@ def test_run_returns_a_typed_run_directory(forecast):
         "seasonal_naive_daily",
         "seasonal_naive_weekly",
         "linear",
-        "ensemble-weighted",  # the network and linear, weights fitted on validation
+        "ensemble-mean",  # the network and linear, averaged
+        "ensemble-weighted",  # the same members, weights fitted on validation
     }
     assert (table["energy_wh"] > 0).all()
     phases = run.energy_by_phase(command="run")

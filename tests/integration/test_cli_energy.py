@@ -104,7 +104,8 @@ def test_results_carry_energy_and_the_table_shows_it(metered_run):
         "seasonal_naive_weekly",
         "linear",
         "random_init",
-        "ensemble-weighted",  # eval.ensembles: the default weighted combination
+        "ensemble-mean",  # eval.ensembles: the default mean and weighted combinations
+        "ensemble-weighted",
     }
     for name, row in test.items():  # each bill from the ledger windows the row names
         shares = row["energy_windows"]

@@ -94,15 +94,17 @@ def test_run_writes_a_complete_run_directory(finished_run):
         "seasonal_naive_weekly",
         "linear",
         "random_init",
+        "ensemble-mean",
         "ensemble-weighted",
     }
     assert metrics["ensembles"]["ensemble-weighted"]["members"] == ["model", "linear"]
+    assert metrics["ensembles"]["ensemble-mean"]["members"] == ["model", "linear"]
     for row in metrics["test"].values():
         assert {"mae", "rmse", "mape", "smape", "mase"} <= set(row)
     assert 0 <= metrics["test"][name]["coverage"] <= 100 and metrics["test"][name]["pinball"] > 0
     pred = pd.read_parquet(run / "predictions.parquet")
     assert set(pred.model) == set(metrics["test"])
-    assert len(pred) == 6 * 6 * 24  # models x daily test origins x horizon
+    assert len(pred) == 7 * 6 * 24  # models x daily test origins x horizon
     assert {"q0.1", "q0.5", "q0.9"} <= set(pred.columns)
     # every model is scored on the same windows
     counts = pred.groupby("model").origin.nunique()

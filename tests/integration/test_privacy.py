@@ -46,6 +46,7 @@ def test_a_private_forecast_run_reports_its_budget(csv, tmp_path):
         "linear",
         "lightgbm",
         "random_init",
+        "ensemble-mean",
         "ensemble-weighted",
     ]
     assert [e["epoch"] for e in privacy["epochs"]] == [0, 1, 2, 3]

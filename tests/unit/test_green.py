@@ -164,3 +164,24 @@ def test_greenest_for_classification_uses_macro_f1():
     out = greenest(RunMetrics.from_dict(metrics), 0.02, CLASSIFY)
     assert out["best"] == "bert" and out["greenest"] == "tfidf"
     assert out["energy_ratio_to_best"] == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize(
+    "order", [("ensemble-mean", "ensemble-weighted"), ("ensemble-weighted", "ensemble-mean")]
+)
+def test_rows_that_bill_the_same_are_told_apart_by_validation(tmp_path, order):
+    resumed_ledger(tmp_path)
+    raw = forecast_metrics()
+    net = raw["test"]["net"]
+    # two ensembles of the same members bill the same energy
+    raw["test"] = {name: {**net, "mape": 3.0} for name in order}
+    metrics = bill_models(
+        RunMetrics.from_dict(raw), Ledger.load(tmp_path), EnergyConfig(target="2%"), FORECAST
+    )
+    bills = {n: r.bill.energy_wh for n, r in metrics.test.items() if r.bill is not None}
+    assert bills["ensemble-mean"] == bills["ensemble-weighted"] > 0
+    metrics.validation = {"ensemble-mean": {"mape": 2.45}, "ensemble-weighted": {"mape": 2.50}}
+    assert greenest(metrics, 0.02, FORECAST)["greenest"] == "ensemble-mean"
+    metrics.validation = {"ensemble-mean": {"mape": 1.95}, "ensemble-weighted": {"mape": 1.85}}
+    got = greenest(metrics, 0.10, FORECAST)  # both within the target: the better one
+    assert (got["best"], got["greenest"]) == ("ensemble-weighted", "ensemble-weighted")

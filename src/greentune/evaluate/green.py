@@ -114,7 +114,10 @@ def greenest(metrics: RunMetrics, target: float, quality: Quality) -> dict[str, 
     ok = [n for n, v in values.items() if (v >= bound if quality.higher_is_better else v <= bound)]
     bills = {n: r.bill for n, r in rows.items() if r.bill is not None}
     cost = "emissions_g" if all(_ok(bills[n].emissions_g) for n in ok) else "energy_wh"
-    green = min(ok, key=lambda n: getattr(bills[n], cost))
+    sign = -1.0 if quality.higher_is_better else 1.0
+    # rows that bill the same (the ensembles of one run share their members' energy) are
+    # told apart by quality, not by the order they were listed in
+    green = min(ok, key=lambda n: (getattr(bills[n], cost), sign * values[n]))
     return {
         "target": target,
         "quality_metric": key,
