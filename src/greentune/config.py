@@ -265,11 +265,10 @@ class TrainConfig:
     """Samples per micro-batch."""
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
-    lr: float = 3e-4
-    """Peak learning rate (after warmup). Not a measured optimum: on other data (Victoria
-    2012-13, 3 seeds) LoRA forecasting's validation prefers 1e-4 (benchmarks/README.md, energy
-    other-data); this default is shared with classification, where no study supports 1e-4, so
-    it stays until each task carries its own."""
+    lr: float | Literal["auto"] = "auto"
+    """Peak learning rate (after warmup). auto: the task's default for the PEFT method, written
+    into config.yaml with its reason in ``train.chosen`` (docs/training.md: forecasting with
+    LoRA 1e-4, chosen on other data; full fine-tuning 1e-5; otherwise 3e-4, not tuned)."""
     optimizer: Literal["adamw", "sgd", "adafactor"] = "adamw"
     weight_decay: float = 0.01
     schedule: Literal["linear", "cosine", "constant"] = "cosine"
@@ -277,10 +276,9 @@ class TrainConfig:
     clip_norm: float | None = 1.0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 on CUDA devices that support it, fp32 on CPU (bf16 ran 2.6x slower, STACK.md)."""
-    patience: int | None = 2
+    patience: int | Literal["auto"] | None = "auto"
     """Early stopping: epochs without validation improvement (the validated start counts).
-    None: off. On other data (Victoria 2012-13, 3 seeds) 1 loses no seed at lr 1e-4 but loses
-    seeds at 3e-4 and 1e-3; 2 loses none at any of them (benchmarks/README.md)."""
+    None: off. auto: the task's default, like ``lr`` (forecasting with LoRA 1, otherwise 2)."""
     checkpoint_every: int = 200
     """Optimizer steps between checkpoints (a checkpoint is also written at each epoch end)."""
     keep_checkpoints: int = 2
@@ -305,11 +303,15 @@ class TrainConfig:
     """Training callbacks by name (``greentune.train.callbacks.CALLBACKS``): loss-log (a line
     every ``log_every`` steps and per validation, in log.txt), nan-guard (stop at a non-finite
     loss). Python code passes callback objects to ``greentune.run`` instead."""
+    chosen: tuple[str, ...] = ()
+    """Written by greentune: which settings above were ``auto`` and what they became, and why."""
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "grad_accum", "checkpoint_every", "log_every")
-        _positive(self, "keep_checkpoints", "max_steps", "patience", "threads")
-        if self.lr <= 0:
+        _positive(self, "keep_checkpoints", "max_steps", "threads")
+        if self.patience != "auto":
+            _positive(self, "patience")
+        if self.lr != "auto" and self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")

@@ -48,7 +48,8 @@ def searched(tmp_path_factory: pytest.TempPathFactory):
 def test_every_trial_is_a_run_scored_on_validation_and_energy(searched) -> None:
     result, _, lines, tmp = searched
     assert [t.number for t in result.trials] == [0, 1, 2]
-    assert result.default == 0 and result.trials[0].params == {"train.lr": 3e-4, "peft.r": 8}
+    # trial 0 is the untouched run: train.lr auto as the forecast task resolves it for LoRA
+    assert result.default == 0 and result.trials[0].params == {"train.lr": 1e-4, "peft.r": 8}
     assert result.metric == "val_mape"
     for t in result.trials:
         run = RunDir(t.run)

@@ -35,6 +35,8 @@ def test_defaults_are_the_documented_demo():
         "validation origins every 6 steps",
         "model.patch_len 24",
     )
+    assert (cfg.train.lr, cfg.train.patience) == ("auto", "auto")
+    assert (shaped.train.lr, shaped.train.patience) == (1e-4, 1)
     assert ForecastTask().resolve_config(shaped) == shaped  # concrete settings stay
     assert cfg.model.backbone == "minilm" and cfg.peft.method == "lora"
     assert cfg.model.quantiles == (0.1, 0.5, 0.9)
@@ -163,7 +165,14 @@ def test_configs_are_shipped():
     written = shape(load_config(root / "forecast" / "vic_lora.yaml"))
     default = shape(load_config())
     assert written.data.chosen == ("validation origins every 6 steps",)
-    assert replace(written, data={"chosen": ()}) == replace(default, data={"chosen": ()})
+    assert written.train.chosen == ()
+    assert default.train.chosen == (
+        "train.lr 0.0001 and train.patience 1: the forecast default for peft.method=lora "
+        "(chosen on validation of other data, Victoria before 2014, 3 seeds: "
+        "benchmarks/results/energy_other_data.md)",
+    )
+    unchosen = {"data": {"chosen": ()}, "train": {"chosen": ()}}
+    assert replace(written, **unchosen) == replace(default, **unchosen)
 
 
 def test_quantiles_must_increase():

@@ -6,7 +6,9 @@ from pathlib import Path
 from greentune.config import RunConfig
 from greentune.search.prune import EnergyMedianStop, best_at
 from greentune.search.space import base_values, load_space, trial_config
+from greentune.tasks.forecast.task import TRAIN_DEFAULTS
 from greentune.train.callbacks import SetupContext
+from greentune.train.defaults import with_train_defaults
 from greentune.train.state import LoopState
 
 
@@ -21,9 +23,10 @@ def test_a_space_file_reads_into_dimensions_and_the_defaults_are_found(tmp_path:
     assert (lr.kind, lr.low, lr.high, lr.log) == ("float", 1e-4, 1e-2, True)
     assert (method.kind, method.choices) == ("categorical", ("lora", "ln"))
     assert (r.kind, r.step) == ("int", 4.0)
-    base = RunConfig()
+    assert base_values(RunConfig(), [lr, method, r]) is None  # train.lr auto is no number
+    base = with_train_defaults(RunConfig(), TRAIN_DEFAULTS, "forecast")
     assert base_values(base, [lr, method, r]) == {
-        "train.lr": 3e-4,
+        "train.lr": 1e-4,
         "peft.method": "lora",
         "peft.r": 8,
     }
@@ -31,7 +34,7 @@ def test_a_space_file_reads_into_dimensions_and_the_defaults_are_found(tmp_path:
     assert (cfg.train.lr, cfg.peft.method, cfg.train.epochs) == (1e-3, "ln", 2)
     narrow = tmp_path / "narrow.yaml"
     narrow.write_text("train.lr: {type: float, low: 1.0e-3, high: 1.0e-2}\n")
-    assert base_values(base, load_space(narrow)) is None  # 3e-4 lies outside
+    assert base_values(base, load_space(narrow)) is None  # 1e-4 lies outside
 
 
 def _stop(curves, joules):

@@ -28,6 +28,7 @@ from greentune.search.space import Dimension, base_values, check_space, load_spa
 from greentune.tasks import TASKS
 from greentune.tracking.base import require
 from greentune.train.callbacks import CallbackContext
+from greentune.train.defaults import with_train_defaults
 
 Log = Callable[[str], None]
 SAMPLERS = ("nsga2", "tpe", "random")
@@ -119,10 +120,11 @@ def search(opts: SearchOptions, log: Log = print) -> SearchResult:
     root = Path(base.output_dir) / name
     root.mkdir(parents=True, exist_ok=True)
     url = opts.storage or f"sqlite:///{root.resolve() / 'study.db'}"
-    quality = TASKS.get(base.task).quality
-    study = _study(optuna, name, url, opts, quality.higher_is_better)
+    task = TASKS.get(base.task)
+    study = _study(optuna, name, url, opts, task.quality.higher_is_better)
     if opts.with_default and not study.trials:
-        values = base_values(base, space)
+        # the values an untouched run trains with: train.lr auto is a number by then
+        values = base_values(with_train_defaults(base, task.train_defaults, task.name), space)
         if values is None:
             log("search: the config's own values are not all in the space; no default trial")
         else:
@@ -136,7 +138,7 @@ def search(opts: SearchOptions, log: Log = print) -> SearchResult:
         # a trial that fails (a refused combination, out of memory) is recorded as failed and
         # the study goes on; Ctrl-C and SIGTERM (BaseException) still stop it
         study.optimize(objective, callbacks=callbacks, catch=(Exception,), gc_after_trial=True)
-    result = summarise(study, url, opts.target, quality.metric, quality.higher_is_better)
+    result = summarise(study, url, opts.target, task.quality.metric, task.quality.higher_is_better)
     result.root = str(root)
     return result
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from greentune.registry import Registry
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.train.callbacks import Callback
+from greentune.train.defaults import TrainDefault
 from greentune.train.loop import Batches, TrainableModel
 
 __all__ = ["TASKS", "LoadedRun", "Predictor", "Prepared", "Task", "mean_loss"]
@@ -148,8 +149,12 @@ class Task(Protocol):
     """``greentune federate`` can train it (clients' series through
     ``greentune.privacy.federated``)."""
 
+    train_defaults: Mapping[str, TrainDefault]
+    """``auto`` train.lr and train.patience per PEFT method (``greentune.train.defaults``)."""
+
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
-        """The config with the data source's defaults written in (what config.yaml records)."""
+        """The config with the data source's and the training defaults written in (what
+        config.yaml records)."""
         ...
 
     def private_config(self, cfg: RunConfig) -> RunConfig:

@@ -32,6 +32,7 @@ from greentune.train.callbacks import (
     model_loss,
 )
 from greentune.train.checkpoint import load_latest, restore_state, save_state, snapshot, unwrap
+from greentune.train.defaults import stop_patience
 from greentune.train.optim import build_optimizer, build_scheduler
 from greentune.train.state import LoopResult, LoopState
 
@@ -110,7 +111,8 @@ def train(
     stopping. Each epoch's steps run in the callbacks' ``phase("epoch-N")`` and each validation
     in ``phase("validate-N")`` (``validate-init`` before the first step): a meter's windows.
     """
-    stopping = [EarlyStopping(cfg.patience)] if cfg.patience is not None else []
+    patience = stop_patience(cfg)
+    stopping = [EarlyStopping(patience)] if patience is not None else []
     cbs = Callbacks([*stopping, *callbacks])
     accelerator = make_accelerator(cfg)
     total_steps = total_optimizer_steps(len(data), cfg)

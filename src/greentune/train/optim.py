@@ -12,6 +12,7 @@ from transformers.optimization import Adafactor
 
 from greentune.config import TrainConfig
 from greentune.registry import Registry
+from greentune.train.defaults import peak_lr
 
 OptimizerFactory = Callable[[list[dict], TrainConfig], Optimizer]
 OPTIMIZERS: Registry[OptimizerFactory] = Registry("train.optimizer")
@@ -19,18 +20,18 @@ OPTIMIZERS: Registry[OptimizerFactory] = Registry("train.optimizer")
 
 @OPTIMIZERS.register("adamw")
 def _adamw(groups: list[dict], cfg: TrainConfig) -> Optimizer:
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=peak_lr(cfg))
 
 
 @OPTIMIZERS.register("sgd")
 def _sgd(groups: list[dict], cfg: TrainConfig) -> Optimizer:
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+    return torch.optim.SGD(groups, lr=peak_lr(cfg), momentum=0.9)
 
 
 @OPTIMIZERS.register("adafactor")
 def _adafactor(groups: list[dict], cfg: TrainConfig) -> Optimizer:
     # A fixed lr (no relative step) so that warmup and decay come from our scheduler.
-    return Adafactor(groups, lr=cfg.lr, scale_parameter=False, relative_step=False)
+    return Adafactor(groups, lr=peak_lr(cfg), scale_parameter=False, relative_step=False)
 
 
 def build_optimizer(

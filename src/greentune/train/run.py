@@ -86,6 +86,9 @@ def run(
             run_dir.start(cfg)
             tracking = RunTracking.start(cfg, run_dir, log, resume_path is not None)
         log(f"run directory: {run_dir.path}")
+        if resume_path is None:
+            for note in cfg.train.chosen:
+                log(f"default: {note}")
         with metered(run_dir.path, cfg.energy, "run", log) as meter:
             shown = [ProgressBar(progress)] if progress is not None and main else []
             read_j = (lambda: sum(meter.read().values())) if meter.enabled else None

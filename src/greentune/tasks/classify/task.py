@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
@@ -20,6 +22,7 @@ from greentune.tasks.classify.artifacts import save_model
 from greentune.tasks.classify.predictor import ClassifyPredictor
 from greentune.tasks.classify.remedies import classify_remedies
 from greentune.train.callbacks import Callback
+from greentune.train.defaults import TrainDefault, with_train_defaults
 from greentune.tuning.methods import merge_adapter
 
 QUALITY = Quality("macro_f1", higher_is_better=True)
@@ -31,9 +34,11 @@ class ClassifyTask:
     privacy_unit = "text"
     audit_held_out: tuple[str, ...] = ("test",)
     federated = False
+    train_defaults: Mapping[str, TrainDefault] = MappingProxyType({})
+    """None measured yet: every method gets ``train.defaults.GENERIC`` (docs/training.md)."""
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
-        return cfg
+        return with_train_defaults(cfg, self.train_defaults, self.name)
 
     def private_config(self, cfg: RunConfig) -> RunConfig:
         return cfg  # the classifier fits nothing on the texts outside DP-SGD

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
@@ -25,9 +27,28 @@ from greentune.tasks.forecast.predict import evaluate_forecast, prediction_rows,
 from greentune.tasks.forecast.predictor import ForecastPredictor
 from greentune.tasks.forecast.remedies import forecast_remedies
 from greentune.train.callbacks import Callback
+from greentune.train.defaults import TrainDefault, with_train_defaults
 from greentune.tuning.methods import merge_adapter
 
 QUALITY = Quality("mape", higher_is_better=False, skill_reference="seasonal_naive_weekly")
+
+TRAIN_DEFAULTS: Mapping[str, TrainDefault] = MappingProxyType(
+    {
+        "lora": TrainDefault(
+            1e-4,
+            1,
+            "chosen on validation of other data, Victoria before 2014, 3 seeds: "
+            "benchmarks/results/energy_other_data.md",
+        ),
+        "full": TrainDefault(
+            1e-5,
+            2,
+            "chosen on the demo's validation split from 1e-5, 3e-5 and 1e-4, 3 seeds, the grid's "
+            "lowest value: benchmarks/results/energy_trainer.md",
+        ),
+    }
+)
+"""``auto`` lr and patience per PEFT method; other methods get ``train.defaults.GENERIC``."""
 
 
 class ForecastTask:
@@ -36,10 +57,13 @@ class ForecastTask:
     privacy_unit = "training window"
     audit_held_out: tuple[str, ...] = ("val", "test")
     federated = True
+    train_defaults: Mapping[str, TrainDefault] = TRAIN_DEFAULTS
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
         """The source's defaults, then the window shape from the data itself (read once more
-        here, so config.yaml holds concrete steps before training starts)."""
+        here, so config.yaml holds concrete steps before training starts), and the training
+        defaults for the PEFT method."""
+        cfg = with_train_defaults(cfg, TRAIN_DEFAULTS, self.name)
         data = resolve(cfg.data)
         if needs_shape(data) or cfg.model.patch_len is None:
             frame, report = clean_frame(load_table(data), data)
