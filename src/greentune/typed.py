@@ -81,6 +81,24 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+
+
+def _describe(tp: Any) -> str:
+    """A type as a user writes its values in YAML."""
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) is Literal:
+        return " / ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    if tp is dt.datetime:
+        return "a date and time"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return _WORDS.get(tp, getattr(tp, "__name__", str(tp)))
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -99,7 +117,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        said = ", ".join(_describe(arg) for arg in args)
+        raise ConfigError(f"{key} must be one of: {said}; got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(

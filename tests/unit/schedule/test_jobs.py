@@ -145,7 +145,10 @@ def test_energy_from_a_profiling_run(tmp_path):
         (("min_chunk: 1h", "min_chunk: 1h\n    units: two"), "units must be an integer, got 'two'"),
         (("capacity: 2}", "capacity: 2, colour: red}"), "unknown key sites.a.colour; valid keys"),
         (('carbon: "fixed:100", ', ""), "site 'a': 'carbon' is missing; give a provider spec"),
-        (("slot: 30min,", "slot: [30min],"), "schedule.slot: \\['30min'\\] fits none of"),
+        (
+            ("slot: 30min,", "slot: [30min],"),
+            "schedule.slot must be one of: a number, a string; got \\['30min'\\]",
+        ),
     ],
 )
 def test_bad_job_files_name_file_job_and_key(tmp_path, change, message):
