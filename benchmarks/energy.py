@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/energy.py agreement [--repeats 3] [--steps 40]
     .venv/bin/python benchmarks/energy.py trainer   [--methods lora full] [--seeds 0 1 2]
     .venv/bin/python benchmarks/energy.py recipes   [--recipes default lora-3e-4] [--seeds 42 1 2]
+        [--tag new-default]
     .venv/bin/python benchmarks/energy.py other-data [--seeds 0 1 2] [--until 2014-01-01]
 
 overhead:  the same `greentune run` (Victoria 2014, MiniLM + LoRA) with metering on and off,
@@ -17,12 +18,15 @@ trainer:   `greentune run` (baselines off) vs an HF Trainer script (hf_trainer.p
            each first reaches the worse of the two bests; both metered by `greentune energy
            measure`.
 recipes:   fine-tuning recipes x seeds: validation curve with the energy spent until each
-           validation (from the ledger), early stopping replayed at patience 1-4.
+           validation (from the ledger), early stopping replayed at patience 1-4; each seed
+           runs every recipe back to back, and the energy of each against the first recipe's
+           is given per seed (`--recipes default earlier-default --seeds 0 1 2 --tag
+           new-default`: today's defaults against the ones before train.lr became auto).
 other-data: LoRA's learning rate (1e-4 / 3e-4 / 1e-3) and patience (1-4) chosen on other data
            than the demo (Victoria 2012-2013 from ../shared/data), 3 seeds, 6 epochs without
            stopping, patience replayed on each validation curve.
 
-Writes benchmarks/results/energy_<part>.json.
+Writes benchmarks/results/energy_<part>.json (recipes: energy_recipes[-<tag>].json and .md).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
+
+from greentune.energy.base import kind_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -426,6 +432,8 @@ def trainer(methods: list[str], seeds: list[int], epochs: int, patience: int) ->
 
 RECIPES = {
     "default": [],
+    # the forecast default before train.lr / train.patience became auto (until 2026-12-04)
+    "earlier-default": ["train.lr=3e-4", "train.patience=2"],
     "ln": ["peft.method=ln"],
     "full-5e-5": ["peft.method=full", "train.lr=5e-5"],
     "full-1e-4": ["peft.method=full", "train.lr=1e-4"],
@@ -474,13 +482,15 @@ def _with_patience(costs: list[dict], patience: int) -> dict:
             "spent_j": last["spent_j"]}  # fmt: skip
 
 
-def recipes(names: list[str], seeds: list[int]) -> None:
+def recipes(names: list[str], seeds: list[int], tag: str = "") -> None:
     """Fine-tuning recipes on Victoria 2014 (baselines off), several seeds: validation curve,
-    energy per validation from the ledger, early stopping replayed at patience 1 to 4."""
+    energy per validation from the ledger, early stopping replayed at patience 1 to 4. Each
+    seed runs every recipe, in an order that alternates from seed to seed, so that the
+    machine's drift during the benchmark falls on every recipe alike."""
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            for seed in seeds:
+        for i, seed in enumerate(seeds):
+            for name in names if i % 2 == 0 else names[::-1]:
                 run = Path(tmp) / f"{name}-{seed}"
                 cmd = [
                     *GREENTUNE, "run", f"output_dir={tmp}", f"name={run.name}",
@@ -498,7 +508,13 @@ def recipes(names: list[str], seeds: list[int]) -> None:
                     "best_val_loss": metrics["training"]["best_val_loss"],
                     "test_mape": metrics["test"][metrics["model"]]["mape"],
                     "run_j": metrics["energy"]["run_wh"] * 3600,
+                    "train_j": sum(
+                        sum(r["energy_j"].values())
+                        for r in ledger["rows"]
+                        if r["parent"] == "train"
+                    ),
                     "curve": costs,
+                    "kind": kind_of(row["kind"] for row in ledger["rows"]),
                     **{f"patience_{p}": _with_patience(costs, p) for p in PATIENCES},
                 }
                 runs.append(row)
@@ -514,6 +530,7 @@ def recipes(names: list[str], seeds: list[int]) -> None:
             "best_val_loss": statistics.median(r["best_val_loss"] for r in rows),
             "test_mape": statistics.median(r["test_mape"] for r in rows),
             "run_j": statistics.median(r["run_j"] for r in rows),
+            "train_j": statistics.median(r["train_j"] for r in rows),
             **{
                 f"patience_{p}": {
                     "best_val_loss": statistics.median(r[f"patience_{p}"]["best_val_loss"]
@@ -523,15 +540,76 @@ def recipes(names: list[str], seeds: list[int]) -> None:
                 for p in PATIENCES
             },
         }  # fmt: skip
+    paired = _paired_ratios(runs, names)
+    part = f"recipes-{tag}" if tag else "recipes"
     save(
-        "recipes",
+        part,
         {
             "what": "Victoria 2014 fine-tuning recipes, baselines off, medians over seeds",
             "seeds": seeds,
+            "kind": kind_of(r["kind"] for r in runs),
             "medians": medians,
+            "vs_first": paired,
             "runs": runs,
         },
     )
+    text = recipes_markdown(names, medians, paired, seeds, kind_of(r["kind"] for r in runs))
+    (RESULTS / f"energy_{part}.md").write_text(text)
+    print(text)
+
+
+def _paired_ratios(runs: list[dict], names: list[str]) -> dict[str, dict]:
+    """Each recipe's run and training energy over the first recipe's, seed by seed (the same
+    seed's runs ran back to back): median and range."""
+    by = {(r["recipe"], r["seed"]): r for r in runs}
+    out = {}
+    for name in names[1:]:
+        ratios: dict[str, list[float]] = {"run_j": [], "train_j": []}
+        for (recipe, seed), row in by.items():
+            if recipe != name or (names[0], seed) not in by:
+                continue
+            for key in ratios:
+                ratios[key].append(row[key] / by[(names[0], seed)][key])
+        out[name] = {
+            key: {"median": statistics.median(v), "min": min(v), "max": max(v)}
+            for key, v in ratios.items()
+        }
+    return out
+
+
+def recipes_markdown(
+    names: list[str],
+    medians: dict[str, dict],
+    paired: dict[str, dict],
+    seeds: list[int],
+    kind: str | None,
+) -> str:
+    first = names[0]
+    lines = [
+        f"Victoria 2014 (the demo's windows), baselines off, seeds {', '.join(map(str, seeds))}; "
+        f"each seed runs every recipe back to back. Energy: **{kind}**; medians over seeds; "
+        f"ratios are per seed against `{first}`, median [range].",
+        "",
+        f"| recipe | overrides | best val loss | test MAPE % | train J | run J | train J / {first} "
+        f"| run J / {first} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        m = medians[name]
+        ratio = paired.get(name)
+
+        def cell(key: str, ratio: dict | None = ratio) -> str:
+            if ratio is None:
+                return "1"
+            r = ratio[key]
+            return f"{r['median']:.2f} [{r['min']:.2f}–{r['max']:.2f}]"
+
+        over = " ".join(RECIPES[name]) or "(none: the product's defaults)"
+        lines.append(
+            f"| {name} | {over} | {m['best_val_loss']:.5f} | {m['test_mape']:.3f} | "
+            f"{m['train_j']:.0f} | {m['run_j']:.0f} | {cell('train_j')} | {cell('run_j')} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 VIC_CSV = ROOT.parent / "shared" / "data" / "demand" / "vic_elec" / "vic_electricity.csv"
@@ -695,6 +773,7 @@ def main() -> None:
     p = sub.add_parser("recipes")
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
+    p.add_argument("--tag", default="", help="suffix of the result files")
     p = sub.add_parser("other-data")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--until", default="2014-01-01", help="use the series before this date")
@@ -704,7 +783,7 @@ def main() -> None:
     elif args.part == "agreement":
         agreement(args.repeats, args.steps)
     elif args.part == "recipes":
-        recipes(args.recipes, args.seeds)
+        recipes(args.recipes, args.seeds, args.tag)
     elif args.part == "other-data":
         other_data(args.seeds, args.until)
     else:
