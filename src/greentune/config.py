@@ -490,6 +490,17 @@ class FederatedConfig:
     """Central DP: the L2 bound of one client's update (its trainable arrays minus the global)."""
     central_delta: float | None = None
     """Central DP: delta; None: 1 / (10 x clients)."""
+    secure_aggregation: bool = False
+    """Training rounds through SecAgg+ (Flower's masks and secret shares): the server learns
+    only the sampled clients' weighted mean update, never one client's. Needs >= 3 sampled
+    clients; not with central DP, which clips each update on the server (docs/federate.md)."""
+    secagg_clip: float = 1.0
+    """SecAgg+: the bound on a client's weighted update per value (its trainable arrays minus
+    the global, times its share of Flower's max weight) before quantization; a larger update
+    fails that client's round with a message saying so."""
+    secagg_threshold: float = 0.6
+    """SecAgg+: the share of a client's neighbours whose secret shares rebuild its masks if it
+    drops out (Flower's reconstruction_threshold; at least 2)."""
     carbon: dict[str, str] = field(default_factory=dict)
     """Per client: its carbon-intensity provider (energy.carbon's syntax), e.g.
     {AEP: "trace:DIR@US-MIDA-PJM"}; clients not named use energy.carbon."""
@@ -506,6 +517,16 @@ class FederatedConfig:
             raise ConfigError(
                 "federated.central_noise_multiplier works with fedavg or fedprox: under "
                 "fedadam the server's moments would see the un-noised updates"
+            )
+        if self.secure_aggregation and self.central_noise_multiplier is not None:
+            raise ConfigError(
+                "federated.secure_aggregation hides each client's update from the server, so "
+                "central DP cannot clip it there: use client-side DP (privacy.dp) instead"
+            )
+        if self.secagg_clip <= 0 or not 0 < self.secagg_threshold <= 1:
+            raise ConfigError(
+                "federated.secagg_clip must be > 0 and secagg_threshold in (0, 1], got "
+                f"{self.secagg_clip} and {self.secagg_threshold}"
             )
         if self.central_delta is not None and not 0 < self.central_delta < 1:
             raise ConfigError(

@@ -38,6 +38,7 @@ from greentune.privacy.federated.client import (
 from greentune.privacy.federated.partitions import client_names
 from greentune.privacy.federated.results import client_test
 from greentune.privacy.federated.ridge import ridge_statistics
+from greentune.privacy.federated.secagg import as_fit_result, secure_gate
 from greentune.tasks.forecast.skip import seasonal_skip
 from greentune.train.callbacks import Callback
 
@@ -71,7 +72,7 @@ def client_app(node: dict[str, Any] | None = None) -> Any:
     app.query("ridge")(handler(_ridge))
     app.query("offsets")(handler(_offsets))
     app.query("init")(handler(_init))
-    app.train()(handler(_train))
+    app.train(mods=[secure_gate, as_fit_result])(handler(_train))
     app.evaluate()(handler(_evaluate))
     app.evaluate("test")(handler(_test))
     return app

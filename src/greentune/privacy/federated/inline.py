@@ -40,15 +40,25 @@ class InlineGrid:
         self, messages: Iterable[Any], *, timeout: float | None = None
     ) -> Iterable[Any]:
         from flwr.app import Error, Message
+        from flwr.common.serde import message_from_proto, message_to_proto
+
+        def wire(m: Any) -> Any:
+            """What the other side gets: a copy through Flower's wire format, never the sender's
+            object (messages that share one RecordDict, or a client app that edits what it
+            received, must not leak into another delivery)."""
+            return message_from_proto(message_to_proto(m))
 
         replies = []
         for msg in messages:
             self.sent.append(msg)
             node = msg.metadata.dst_node_id
+            delivered = wire(msg)
             try:
-                reply = self.app(msg, self.contexts[node])
+                reply = self.app(delivered, self.contexts[node])
             except Exception as exc:  # as Flower does: the failure travels as an error reply
-                reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+                reason = f"{type(exc).__name__}: {exc}"
+                reply = Message(Error(code=0, reason=reason), reply_to=delivered)
+            reply = wire(reply)
             self.received.append(reply)
             replies.append(reply)
         return replies

@@ -52,6 +52,7 @@ def federated_metrics(
         "per_client": per,
         "wins_over_local": {"clients": sorted(wins), "count": len(wins), "of": len(per)},
         "bytes": _bytes(server),
+        "secure_aggregation": cfg.federated.secure_aggregation,
     }
     eps = {r.client: r.metrics["epsilon"] for r in replies if "epsilon" in r.metrics}
     if eps:
@@ -110,7 +111,8 @@ def _pool_central(replies: list[Any], central: dict[str, dict[str, float]]) -> d
 
 
 def _bytes(server: Server) -> dict[str, Any]:
-    """Bytes of parameter arrays each way per client in the training rounds."""
+    """Bytes of parameter arrays each way per client in the training rounds (under secure
+    aggregation: every record of SecAgg+'s four stages, the masked vectors included)."""
     train = [r for r in server.rows if r["extra"]["message"] == "train"]
     sent = [r["extra"]["bytes_sent"] for r in train]
     received = [r["extra"]["bytes_received"] for r in train]

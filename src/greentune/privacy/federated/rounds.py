@@ -11,6 +11,7 @@ import numpy as np
 
 from greentune.privacy.federated import protocol as P
 from greentune.privacy.federated.ridge import KEYS, add_statistics, solve_pooled
+from greentune.privacy.federated.secagg import secure_round
 from greentune.privacy.federated.server import (
     CHECKPOINT,
     FederationError,
@@ -148,6 +149,8 @@ def _train_round(
         )
         for m in messages
     ]
+    if server.fed.secure_aggregation:
+        return _secure_train_round(server, strategy, arrays, messages, r)
     replies = server.send(messages, "train", r)
     if server.fed.central_noise_multiplier is not None and len(replies) < len(messages):
         # the noise is sized for the sampled clients: an average over fewer would be
@@ -162,6 +165,37 @@ def _train_round(
     out = P.to_arrays(agg)
     dtype = next(iter(arrays.values())).dtype
     return {k: v.astype(dtype) for k, v in out.items()}
+
+
+def _secure_train_round(
+    server: Server, strategy: Any, arrays: dict[str, np.ndarray], messages: list[Any], r: int
+) -> dict[str, np.ndarray]:
+    """The round through SecAgg+: the strategy aggregates the unmasked mean as one reply (so
+    FedAdam's server step and FedProx work unchanged)."""
+    from flwr.app import Message, MetricRecord, RecordDict
+
+    done = secure_round(server.grid, messages, arrays, server.fed, r)
+    for msg in done.replies:
+        node = msg.metadata.src_node_id
+        server.keep(msg, done.sent.get(node, 0), "train", r, done.received.get(node, 0))
+    least = min(server.fed.min_clients or server.n, len(messages))
+    if len(done.replies) < least:
+        raise FederationError(
+            f"round {r} train: {len(done.replies)} of {len(messages)} clients answered; "
+            f"federated.min_clients={least}"
+        )
+    mean = Message(
+        content=RecordDict(
+            {P.ARRAYS: P.from_arrays(done.arrays), P.METRICS: MetricRecord({P.WEIGHT: 1.0})}
+        ),
+        message_type=P.TRAIN,
+        dst_node_id=0,
+    )
+    agg, _ = strategy.aggregate_train(r, [mean])
+    if agg is None:
+        raise FederationError(f"round {r}: no client update to aggregate")
+    out = P.to_arrays(agg)
+    return {k: v.astype(arrays[k].dtype) for k, v in out.items()}
 
 
 def _validate(server: Server, arrays: dict[str, np.ndarray], r: int) -> float:

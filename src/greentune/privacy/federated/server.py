@@ -168,10 +168,7 @@ class Server:
                 failures.append(f"node {node}: {msg.error.reason}")
                 self.log(f"round {server_round} {what}: {failures[-1]}")
                 continue
-            reply = _reply(msg, sent.get(node, 0))
-            self.history.clients[node] = reply.client
-            replies.append(reply)
-            self._row(reply, what, server_round)
+            replies.append(self.keep(msg, sent.get(node, 0), what, server_round))
         least = min(self.fed.min_clients or self.n, len(messages)) if quorum is None else quorum
         if len(replies) < least:
             raise FederationError(
@@ -185,6 +182,18 @@ class Server:
         if missing:
             self.log(f"round {server_round} {what}: went on without {missing} client(s)")
         return replies
+
+    def keep(
+        self, msg: Any, sent: int, what: str, server_round: int, received: int | None = None
+    ) -> Reply:
+        """A good reply as a ``Reply``, with its ledger row; ``received`` overrides the bytes
+        counted from its array records (SecAgg+ replies carry their vectors elsewhere)."""
+        reply = _reply(msg, sent)
+        if received is not None:
+            reply.bytes_received = received
+        self.history.clients[reply.node] = reply.client
+        self._row(reply, what, server_round)
+        return reply
 
     def to_all(
         self,
