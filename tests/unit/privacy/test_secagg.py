@@ -37,11 +37,18 @@ def _dropping(client: int, stage: str | None) -> Any:
     def wrap(app: Any) -> Any:
         def call(msg: Any, context: Any) -> Any:
             node = context.node_config["partition-id"]
-            if msg.metadata.message_type == P.TRAIN and node == client and times:
-                configs = msg.content.config_records.get(CONFIGS)
-                if stage is None or (configs is not None and configs.get("stage") == stage):
-                    times.pop()
-                    raise RuntimeError("killed")
+            ours = msg.content.config_records.get(P.CONFIG)
+            configs = msg.content.config_records.get(CONFIGS)
+            if (
+                msg.metadata.message_type == P.TRAIN
+                and node == client
+                and times
+                and ours is not None
+                and int(ours["server-round"]) == 1  # round 0's train messages: the ridge's sums
+                and (stage is None or (configs is not None and configs.get("stage") == stage))
+            ):
+                times.pop()
+                raise RuntimeError("killed")
             return app(msg, context)
 
         return call
@@ -59,6 +66,22 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, RunDir, Reco
     cfg = _config(tmp, *ONE_ROUND, "federated.secure_aggregation=true", name="secure")
     secure = federate(cfg, echo=lambda m: None, engine=engine)
     return plain, secure, engine
+
+
+def _skip(run: RunDir) -> dict[str, np.ndarray]:
+    with np.load(run.path / "federated" / "global.npz") as z:
+        return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("skip/")}
+
+
+def test_the_ridge_summed_under_secagg_is_the_plain_federated_ridge(pair) -> None:
+    plain, secure, _ = pair
+    a, b = _skip(plain), _skip(secure)
+    assert set(a) == {"weight", "x_mean", "y_mean", "alpha", "offsets"} == set(b)
+    assert b["alpha"] == a["alpha"]  # the same design and alpha chosen on the pooled validation
+    for k in ("weight", "x_mean", "y_mean", "offsets"):
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-7, atol=1e-9)
+    logs = [r for r in secure.ledger.rows if r["extra"].get("message") == "ridge"]
+    assert sorted(r["extra"]["client"] for r in logs) == sorted(CLIENTS)
 
 
 def test_the_secure_average_is_the_plain_one_up_to_quantization(pair) -> None:
@@ -80,16 +103,17 @@ def test_no_update_travels_in_clear_and_every_stage_is_counted(pair) -> None:
     plain, secure, engine = pair
     train = [r for r in engine.grid.received if r.metadata.message_type == P.TRAIN]
     stages = [dict(r.content.config_records[CONFIGS]) for r in train]
-    assert len(train) == 4 * len(CLIENTS)  # setup, share keys, collect, unmask
+    # setup, share keys, collect, unmask: for the ridge's sums and for round 1
+    assert len(train) == 2 * 4 * len(CLIENTS)
     for reply in train:
         assert all(len(rec) == 0 for rec in reply.content.array_records.values())
     masked = [s["masked_params"] for s in stages if "masked_params" in s]
-    assert len(masked) == len(CLIENTS)
+    assert len(masked) == 2 * len(CLIENTS)
     for vectors in masked:
         values = np.concatenate([bytes_to_ndarray(b).ravel() for b in vectors])
         # unmasked, a small update quantizes near the middle of [0, 2^22]; masked, the values
         # spread over the whole modulus [0, 2^32)
-        assert values.min() >= 0 and values.max() < 2**32
+        assert values.min() >= 0 and values.max() < 2**62  # the sums' modulus; rounds' 2^32
         assert np.median(values) > 2**28
     rows = [r for r in secure.ledger.rows if r["extra"].get("message") == "train"]
     plain_rows = [r for r in plain.ledger.rows if r["extra"].get("message") == "train"]

@@ -38,7 +38,7 @@ from greentune.privacy.federated.client import (
 from greentune.privacy.federated.partitions import client_names
 from greentune.privacy.federated.results import client_test
 from greentune.privacy.federated.ridge import ridge_statistics
-from greentune.privacy.federated.secagg import as_fit_result, secure_gate
+from greentune.privacy.federated.secagg import as_fit_result, secure_gate, split_sums
 from greentune.tasks.forecast.skip import seasonal_skip
 from greentune.train.callbacks import Callback
 
@@ -72,7 +72,7 @@ def client_app(node: dict[str, Any] | None = None) -> Any:
     app.query("ridge")(handler(_ridge))
     app.query("offsets")(handler(_offsets))
     app.query("init")(handler(_init))
-    app.train(mods=[secure_gate, as_fit_result])(handler(_train))
+    app.train(mods=[secure_gate, as_fit_result])(handler(_train_or_sums))
     app.evaluate()(handler(_evaluate))
     app.evaluate("test")(handler(_test))
     return app
@@ -186,6 +186,14 @@ def _energy(result: Any) -> dict[str, float]:
 def _ridge(local: Local, call: Call) -> tuple[dict, dict]:
     stats = ridge_statistics(local.data)
     return stats, {P.WEIGHT: float(stats["n"][0])}
+
+
+def _train_or_sums(local: Local, call: Call) -> tuple[dict, dict]:
+    """A train message: a training round, or under secure aggregation the ridge's sums (SecAgg+
+    masks train messages only), split for an exact secure sum, each client weighing 1."""
+    if call.config.get(P.SECURE_QUERY) == P.RIDGE:
+        return split_sums(ridge_statistics(local.data)), {P.WEIGHT: 1.0}
+    return _train(local, call)
 
 
 def _offsets(local: Local, call: Call) -> tuple[dict, dict]:

@@ -26,6 +26,10 @@ EVALUATE = "evaluate"
 TEST = "evaluate.test"
 """Server sends the chosen global arrays; client -> its test scores, its references'."""
 
+SECURE_QUERY = "secure-query"
+"""In a train message's config under secure aggregation: the query it carries instead of a
+training round (SecAgg+ masks train messages only): RIDGE, the ridge's sums."""
+
 ARRAYS, METRICS, CONFIG, META = "arrays", "metrics", "config", "meta"
 META_KEYS = ("client", "kind", "zone")
 """All a client's ``meta`` may hold."""

@@ -9,8 +9,8 @@ start equals the centralised ridge on pooled data (up to float64 rounding), in o
 
 The sums are of scaled values (each client's own scaler), so the pooled fit is the ridge of
 the union of the clients' standardised windows. What the server sees: sums over thousands of
-windows, never a window; under a round without secure aggregation it does see each client's
-sums, which the docs state.
+windows, never a window; without secure aggregation it does see each client's sums, which the
+docs state; with it (``federated.secure_aggregation``, ``secagg.secure_sums``) only their total.
 """
 
 from __future__ import annotations

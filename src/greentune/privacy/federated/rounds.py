@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from greentune.evaluate.ridge import LAYOUT_KEYS
 from greentune.privacy.federated import protocol as P
 from greentune.privacy.federated.ridge import KEYS, add_statistics, solve_pooled
-from greentune.privacy.federated.secagg import secure_round
+from greentune.privacy.federated.secagg import secure_round, secure_sums
 from greentune.privacy.federated.server import (
     CHECKPOINT,
     FederationError,
@@ -109,12 +110,18 @@ def _skip(server: Server, nodes: list[int]) -> dict[str, np.ndarray]:
     m = server.cfg.model
     if not m.linear_skip or m.skip_init != "ridge":
         return {}
-    replies = server.send(server.to_all(P.RIDGE, None, 0, nodes), "ridge", 0)
-    sums = [{k: r.arrays[k] for k in KEYS if k in r.arrays} for r in replies]
-    fit = solve_pooled(add_statistics(sums))  # a reply without a key: a clear error there
+    if server.fed.secure_aggregation:
+        summed, count = _secure_ridge_sums(server, nodes)
+    else:
+        replies = server.send(server.to_all(P.RIDGE, None, 0, nodes), "ridge", 0)
+        sums = [{k: r.arrays[k] for k in KEYS if k in r.arrays} for r in replies]
+        summed, count = add_statistics(sums), len(replies)  # a missing key: a clear error there
+    fit = solve_pooled(summed)
     server.log(
-        f"skip path: ridge from {len(replies)} clients' summed statistics "
-        f"({int(sum(r.arrays['n'][0] for r in replies)):,} training windows), alpha {fit.alpha:g}"
+        f"skip path: ridge from {count} clients' summed statistics "
+        f"({round(float(summed['n'][0])):,} training windows"
+        + (", summed under SecAgg+" if server.fed.secure_aggregation else "")
+        + f"), alpha {fit.alpha:g}"
     )
     arrays = {
         "weight": fit.weight,
@@ -128,6 +135,30 @@ def _skip(server: Server, nodes: list[int]) -> dict[str, np.ndarray]:
         np.sum([r.arrays["offsets"] * r.metrics[P.WEIGHT] for r in replies], 0) / total
     )
     return arrays
+
+
+def _secure_ridge_sums(server: Server, nodes: list[int]) -> tuple[dict[str, np.ndarray], int]:
+    """The ridge's sums through SecAgg+: the server learns the total, never one client's."""
+    messages = server.to_all(P.TRAIN, None, 0, nodes, **{P.SECURE_QUERY: P.RIDGE})
+    summed, done = secure_sums(server.grid, messages, KEYS, server.fed, 0)
+    for msg in done.replies:
+        node = msg.metadata.src_node_id
+        server.keep(msg, done.sent.get(node, 0), "ridge", 0, done.received.get(node, 0))
+    n = len(done.replies)
+    least = min(server.fed.min_clients or server.n, len(messages))
+    if n < least:
+        raise FederationError(
+            f"ridge: {n} of {len(messages)} clients answered; federated.min_clients={least}"
+        )
+    for key in LAYOUT_KEYS:  # the same 0/1 layout on every client sums to n times it
+        layout = summed[key] / n
+        if not np.allclose(layout, np.round(layout), atol=1e-6) or np.ptp(layout) > 1:
+            raise FederationError(
+                "the clients' ridge statistics have different layouts (every client needs the "
+                "same columns, context_length and horizon)"
+            )
+        summed[key] = np.round(layout)
+    return summed, n
 
 
 def _train_round(

@@ -1,6 +1,7 @@
-"""Secure aggregation of the training rounds with Flower's SecAgg+.
+"""Secure aggregation of the ridge's sums and the training rounds with Flower's SecAgg+.
 
-The server learns the sampled clients' weighted mean update and nothing about one client's:
+The server learns the sampled clients' weighted mean update (``secure_round``) or their total
+(``secure_sums``) and nothing about one client's:
 each client quantizes its update, adds a private mask and pairwise masks agreed with its
 neighbours, and the masks cancel (or are rebuilt from secret shares when a client drops out)
 only in the sum.
@@ -15,7 +16,7 @@ messages that carry SecAgg+'s configs go through it) and ``as_fit_result`` (gree
 as the update, its arrays minus the global, in the records the mod reads).
 
 What stays visible to the server: each client's named metrics (its sample count, training
-loss and energy) and the ridge's sums before the rounds (docs/federate.md).
+loss and energy) and the offsets round's residual quantiles (docs/federate.md).
 """
 
 from __future__ import annotations
@@ -49,17 +50,21 @@ def secure_gate(msg: Any, context: Any, call_next: Any) -> Any:
 
 
 def as_fit_result(msg: Any, context: Any, call_next: Any) -> Any:
-    """Under SecAgg+, the reply's arrays become the update (arrays minus the global sent, in
-    float32, sorted by name) in the ``fitres.*`` records ``secaggplus_mod`` masks; the metrics
-    and meta stay as they are."""
+    """Under SecAgg+, the reply's arrays become the vector to mask (a training round's update:
+    its arrays minus the global sent; secure sums: the arrays as they are), sorted by name, in
+    the ``fitres.*`` records ``secaggplus_mod`` masks; the metrics and meta stay as they are."""
     out = call_next(msg, context)
     if CONFIGS not in msg.content.config_records or out.has_error():
         return out
     from flwr.app import ConfigRecord, MetricRecord
 
-    sent = P.to_arrays(msg.content[P.ARRAYS])
+    sent = P.to_arrays(msg.content[P.ARRAYS]) if P.ARRAYS in msg.content.array_records else {}
     got = P.to_arrays(out.content[P.ARRAYS])
-    update = {k: got[k].astype(np.float32) - sent[k].astype(np.float32) for k in sorted(got)}
+    # float64: secure sums need every digit (a training update would do with float32)
+    update = {
+        k: got[k].astype(np.float64) - (sent[k].astype(np.float64) if k in sent else 0.0)
+        for k in sorted(got)
+    }
     weight = float(out.content[P.METRICS][P.WEIGHT])
     state = context.state.config_records[STATE]
     clip = float(state["clipping_range"])
@@ -169,9 +174,92 @@ def secure_round(
 ) -> SecureRound:
     """Run SecAgg+'s four stages on the train ``messages`` greentune's strategy configured;
     raises ``FederationError`` when the protocol cannot finish (too few clients or shares)."""
+    workflow = _workflow(fed, MAX_WEIGHT, fed.secagg_clip)
+    mean, counted = _stages(grid, messages, workflow, fed, server_round)
+    names = sorted(arrays)
+    delta = dict(zip(names, mean, strict=True))
+    merged = {k: (arrays[k].astype(np.float64) + delta[k]).astype(arrays[k].dtype) for k in names}
+    return SecureRound(merged, counted.results, counted.sent, counted.received)
+
+
+SUM_SCALE = 2.0**16
+"""Secure sums: each client sends its sums divided by this public scale, which must then lie
+within +-SUM_CLIP: sums up to 2^28 (X'X over about a million windows)."""
+SUM_CLIP = 2.0**12
+SUM_LEVELS = 2**30
+"""Quantization levels for sums (Flower quantizes into int32: at most 2^31)."""
+SUM_LIMB = SUM_LEVELS / (2 * SUM_CLIP)
+"""Levels per scaled unit: a value on this grid quantizes exactly (no stochastic rounding)."""
+LIMBS = 3
+"""Each sum travels as LIMBS values, all but the last on the grid: the last one's stochastic
+rounding costs 2^-17 / SUM_LIMB^2 of a scaled unit (2^-35 of a sum), float64's own order."""
+
+
+def split_sums(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A client's sums as LIMBS limbs each (``k/0`` the leading one): every limb but the last
+    on the quantization grid, so only the last is rounded. The splits are exact in float64."""
+    out = {}
+    for k, v in stats.items():
+        u = np.asarray(v, dtype=np.float64) / SUM_SCALE
+        peak = float(np.abs(u).max(initial=0.0))
+        if peak > SUM_CLIP:
+            raise ValueError(
+                f"ridge statistic {k} reaches {peak * SUM_SCALE:.3g}, beyond what a secure sum "
+                f"carries ({SUM_CLIP * SUM_SCALE:.3g}): use model.skip_init=seasonal"
+            )
+        for limb in range(LIMBS - 1):
+            on_grid = np.floor(u * SUM_LIMB) / SUM_LIMB
+            out[f"{k}/{limb}"] = on_grid
+            u = (u - on_grid) * SUM_LIMB  # in [0, 1): the remainder, scaled up
+        out[f"{k}/{LIMBS - 1}"] = u
+    return out
+
+
+def join_sums(parts: dict[str, np.ndarray], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``split_sums``' inverse (on the clients' summed limbs)."""
+    out = {}
+    for k in keys:
+        total = parts[f"{k}/{LIMBS - 1}"]
+        for limb in reversed(range(LIMBS - 1)):
+            total = parts[f"{k}/{limb}"] + total / SUM_LIMB
+        out[k] = total * SUM_SCALE
+    return out
+
+
+def secure_sums(
+    grid: Any, messages: list[Any], keys: tuple[str, ...], fed: Any, server_round: int
+) -> tuple[dict[str, np.ndarray], SecureRound]:
+    """The clients' element-wise sums of ``keys`` through SecAgg+ (the clients reply with
+    ``split_sums``): every client weighs 1, so the unmasked mean times the clients that
+    answered, times the scale, is the sum."""
+    workflow = _workflow(fed, 1.0, SUM_CLIP, quantization_range=SUM_LEVELS, modulus_range=2**62)
+    mean, counted = _stages(grid, messages, workflow, fed, server_round)
+    names = sorted(f"{k}/{limb}" for k in keys for limb in range(LIMBS))
+    n = len(counted.results)  # the mean over the clients that answered, times them: the sum
+    parts = {name: n * m for name, m in zip(names, mean, strict=True)}
+    return join_sums(parts, keys), SecureRound({}, counted.results, counted.sent, counted.received)
+
+
+def _workflow(fed: Any, max_weight: float, clip: float, **ranges: int) -> Any:
+    from flwr.server.workflow import SecAggPlusWorkflow
+
+    return SecAggPlusWorkflow(
+        num_shares=1.0,  # every sampled client a neighbour: fine for tens of clients
+        reconstruction_threshold=fed.secagg_threshold,
+        max_weight=max_weight,
+        clipping_range=clip,
+        timeout=fed.round_timeout_s,
+        **ranges,
+    )
+
+
+def _stages(
+    grid: Any, messages: list[Any], workflow: Any, fed: Any, server_round: int
+) -> tuple[list[np.ndarray], _CountedGrid]:
+    """SecAgg+'s four stages on ``messages`` (the collect stage sends each its own); the
+    unmasked weighted mean, in the order of the replies' sorted array names."""
     from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
     from flwr.server.compat.legacy_context import LegacyContext
-    from flwr.server.workflow import SecAggPlusWorkflow
     from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 
     from greentune.privacy.federated.server import FederationError
@@ -190,13 +278,6 @@ def secure_round(
     )
     context.state.config_records["config"] = ConfigRecord({"current_round": server_round})
     context.state.array_records["parameters"] = ArrayRecord()
-    workflow = SecAggPlusWorkflow(
-        num_shares=1.0,  # every sampled client a neighbour: fine for tens of clients
-        reconstruction_threshold=fed.secagg_threshold,
-        max_weight=MAX_WEIGHT,
-        clipping_range=fed.secagg_clip,
-        timeout=fed.round_timeout_s,
-    )
     counted = _CountedGrid(grid)
     state = WorkflowState()
     stages = [
@@ -214,13 +295,10 @@ def secure_round(
                 f"(federated.secagg_threshold={fed.secagg_threshold:g}); resume with --resume"
                 + (f" ({'; '.join(counted.errors[:3])})" if counted.errors else "")
             )
-        if i == 0:  # the collect stage sends greentune's own train message to each client
+        if i == 0:  # the collect stage sends greentune's own message to each client
             state.nid_to_fitins = {
                 m.metadata.dst_node_id: RecordDict(dict(m.content)) for m in messages
             }
     if not legacy.mean:
-        raise FederationError(f"round {server_round}: no client update to aggregate")
-    names = sorted(arrays)
-    mean = dict(zip(names, legacy.mean, strict=True))
-    merged = {k: (arrays[k].astype(np.float64) + mean[k]).astype(arrays[k].dtype) for k in names}
-    return SecureRound(merged, counted.results, counted.sent, counted.received)
+        raise FederationError(f"round {server_round}: no client result to aggregate")
+    return legacy.mean, counted
