@@ -12,7 +12,7 @@ import numpy as np
 from greentune.evaluate.ridge import LAYOUT_KEYS
 from greentune.privacy.federated import protocol as P
 from greentune.privacy.federated.ridge import KEYS, add_statistics, solve_pooled
-from greentune.privacy.federated.secagg import secure_round, secure_sums
+from greentune.privacy.federated.secagg import SecureRound, secure_round, secure_sums
 from greentune.privacy.federated.server import (
     CHECKPOINT,
     FederationError,
@@ -141,18 +141,10 @@ def _secure_ridge_sums(server: Server, nodes: list[int]) -> tuple[dict[str, np.n
     """The ridge's sums through SecAgg+: the server learns the total, never one client's."""
     messages = server.to_all(P.TRAIN, None, 0, nodes, **{P.SECURE_QUERY: P.RIDGE})
     summed, done = secure_sums(server.grid, messages, KEYS, server.fed, 0)
-    for msg in done.replies:
-        node = msg.metadata.src_node_id
-        server.keep(msg, done.sent.get(node, 0), "ridge", 0, done.received.get(node, 0))
-    n = len(done.replies)
-    least = min(server.fed.min_clients or server.n, len(messages))
-    if n < least:
-        raise FederationError(
-            f"ridge: {n} of {len(messages)} clients answered; federated.min_clients={least}"
-        )
+    n = _keep_secure(server, done, len(messages), "ridge", 0)
     for key in LAYOUT_KEYS:  # the same 0/1 layout on every client sums to n times it
         layout = summed[key] / n
-        if not np.allclose(layout, np.round(layout), atol=1e-6) or np.ptp(layout) > 1:
+        if not np.allclose(layout, np.round(layout), atol=1e-6):
             raise FederationError(
                 "the clients' ridge statistics have different layouts (every client needs the "
                 "same columns, context_length and horizon)"
@@ -198,6 +190,25 @@ def _train_round(
     return {k: v.astype(dtype) for k, v in out.items()}
 
 
+def _keep_secure(server: Server, done: SecureRound, sent: int, what: str, r: int) -> int:
+    """A secure round's replies as ledger rows, each failed client's reason in the log (as
+    ``Server.send`` does), the quorum checked; returns how many clients took part."""
+    for msg in done.replies:
+        node = msg.metadata.src_node_id
+        server.keep(msg, done.sent.get(node, 0), what, r, done.received.get(node, 0))
+    for error in done.errors:
+        server.log(f"round {r} {what}: {error}")
+    n, least = len(done.replies), server.quorum(sent)
+    if n < least:
+        raise FederationError(
+            f"round {r} {what}: {n} of {sent} clients answered; federated.min_clients={least}"
+            + (f" ({'; '.join(done.errors[:3])})" if done.errors else "")
+        )
+    if n < sent:
+        server.log(f"round {r} {what}: went on without {sent - n} client(s)")
+    return n
+
+
 def _secure_train_round(
     server: Server, strategy: Any, arrays: dict[str, np.ndarray], messages: list[Any], r: int
 ) -> dict[str, np.ndarray]:
@@ -206,15 +217,7 @@ def _secure_train_round(
     from flwr.app import Message, MetricRecord, RecordDict
 
     done = secure_round(server.grid, messages, arrays, server.fed, r)
-    for msg in done.replies:
-        node = msg.metadata.src_node_id
-        server.keep(msg, done.sent.get(node, 0), "train", r, done.received.get(node, 0))
-    least = min(server.fed.min_clients or server.n, len(messages))
-    if len(done.replies) < least:
-        raise FederationError(
-            f"round {r} train: {len(done.replies)} of {len(messages)} clients answered; "
-            f"federated.min_clients={least}"
-        )
+    _keep_secure(server, done, len(messages), "train", r)
     mean = Message(
         content=RecordDict(
             {P.ARRAYS: P.from_arrays(done.arrays), P.METRICS: MetricRecord({P.WEIGHT: 1.0})}

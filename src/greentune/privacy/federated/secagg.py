@@ -120,8 +120,8 @@ class _Clients:
 
 
 class _CountedGrid:
-    """The server's grid, counting each node's bytes both ways over the four stages (their
-    whole content as serialized: the masked vectors travel in config records) and keeping
+    """The server's grid, counting each node's bytes both ways over the four stages (the
+    arrays and SecAgg+'s record: the masked vectors travel in a config record) and keeping
     the replies that carry a client's metrics (the collect stage's)."""
 
     def __init__(self, grid: Any) -> None:
@@ -138,24 +138,31 @@ class _CountedGrid:
         messages = list(messages)
         for m in messages:
             node = m.metadata.dst_node_id
-            self.sent[node] = self.sent.get(node, 0) + _all_bytes(m.content)
+            self.sent[node] = self.sent.get(node, 0) + _secagg_bytes(m.content)
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         for r in replies:
             if r.has_error():
                 self.errors.append(f"node {r.metadata.src_node_id}: {r.error.reason}")
                 continue
             node = r.metadata.src_node_id
-            self.received[node] = self.received.get(node, 0) + _all_bytes(r.content)
+            self.received[node] = self.received.get(node, 0) + _secagg_bytes(r.content)
             if P.METRICS in r.content.metric_records:
                 self.results.append(r)
         return replies
 
 
-def _all_bytes(content: Any) -> int:
-    """The content's size in Flower's wire format (protobuf)."""
+def _secagg_bytes(content: Any) -> int:
+    """What the plain path counts (the array records) plus SecAgg+'s own record (keys, shares,
+    masked vectors), the latter as serialized (protobuf): config records hold lists Flower's
+    ``count_bytes`` does not take."""
+    from flwr.app import RecordDict
     from flwr.common.serde import recorddict_to_proto
 
-    return int(recorddict_to_proto(content).ByteSize())
+    arrays = sum(rec.count_bytes() for rec in content.array_records.values())
+    if CONFIGS not in content.config_records:
+        return arrays
+    record = RecordDict({CONFIGS: content.config_records[CONFIGS]})
+    return arrays + int(recorddict_to_proto(record).ByteSize())
 
 
 @dataclass
@@ -167,6 +174,8 @@ class SecureRound:
     replies: list[Any]
     sent: dict[int, int]
     received: dict[int, int]
+    errors: list[str]
+    """Each client that failed a stage, with its reason."""
 
 
 def secure_round(
@@ -179,7 +188,7 @@ def secure_round(
     names = sorted(arrays)
     delta = dict(zip(names, mean, strict=True))
     merged = {k: (arrays[k].astype(np.float64) + delta[k]).astype(arrays[k].dtype) for k in names}
-    return SecureRound(merged, counted.results, counted.sent, counted.received)
+    return SecureRound(merged, counted.results, counted.sent, counted.received, counted.errors)
 
 
 SUM_SCALE = 2.0**16
@@ -232,12 +241,15 @@ def secure_sums(
     """The clients' element-wise sums of ``keys`` through SecAgg+ (the clients reply with
     ``split_sums``): every client weighs 1, so the unmasked mean times the clients that
     answered, times the scale, is the sum."""
+    # a modulus above Flower's documented 2^32: its masks and sums are numpy int64, which wrap
+    # at 2^64, a multiple of 2^62, so the sums stay right modulo 2^62 (tested end to end)
     workflow = _workflow(fed, 1.0, SUM_CLIP, quantization_range=SUM_LEVELS, modulus_range=2**62)
     mean, counted = _stages(grid, messages, workflow, fed, server_round)
     names = sorted(f"{k}/{limb}" for k in keys for limb in range(LIMBS))
     n = len(counted.results)  # the mean over the clients that answered, times them: the sum
     parts = {name: n * m for name, m in zip(names, mean, strict=True)}
-    return join_sums(parts, keys), SecureRound({}, counted.results, counted.sent, counted.received)
+    done = SecureRound({}, counted.results, counted.sent, counted.received, counted.errors)
+    return join_sums(parts, keys), done
 
 
 def _workflow(fed: Any, max_weight: float, clip: float, **ranges: int) -> Any:
@@ -295,10 +307,28 @@ def _stages(
                 f"(federated.secagg_threshold={fed.secagg_threshold:g}); resume with --resume"
                 + (f" ({'; '.join(counted.errors[:3])})" if counted.errors else "")
             )
+        if i in (0, 1):
+            # a client lost before the masks exist is treated as never sampled: Flower would
+            # count it dead at the unmask stage, where nobody holds shares of its keys
+            keep = set(state.active_node_ids)
+            state.sampled_node_ids = keep
+            state.nid_to_neighbours = {
+                n: nb & keep for n, nb in state.nid_to_neighbours.items() if n in keep
+            }
         if i == 0:  # the collect stage sends greentune's own message to each client
             state.nid_to_fitins = {
-                m.metadata.dst_node_id: RecordDict(dict(m.content)) for m in messages
+                m.metadata.dst_node_id: RecordDict(dict(m.content))
+                for m in messages
+                if m.metadata.dst_node_id in state.active_node_ids
             }
+        if i == 2 and len(state.active_node_ids) < 3:
+            # checked before the unmask stage reveals anything
+            raise FederationError(
+                f"round {server_round}: only {len(state.active_node_ids)} clients' masked "
+                "vectors arrived; an aggregate of fewer than 3 is not released (each would "
+                "learn the other's update); resume with --resume"
+                + (f" ({'; '.join(counted.errors[:3])})" if counted.errors else "")
+            )
     if not legacy.mean:
         raise FederationError(f"round {server_round}: no client result to aggregate")
     return legacy.mean, counted

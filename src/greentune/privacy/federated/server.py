@@ -169,7 +169,7 @@ class Server:
                 self.log(f"round {server_round} {what}: {failures[-1]}")
                 continue
             replies.append(self.keep(msg, sent.get(node, 0), what, server_round))
-        least = min(self.fed.min_clients or self.n, len(messages)) if quorum is None else quorum
+        least = self.quorum(len(messages)) if quorum is None else quorum
         if len(replies) < least:
             raise FederationError(
                 f"round {server_round} {what}: {len(replies)} of {len(messages)} clients answered "
@@ -182,6 +182,11 @@ class Server:
         if missing:
             self.log(f"round {server_round} {what}: went on without {missing} client(s)")
         return replies
+
+    def quorum(self, sent: int) -> int:
+        """How many of ``sent`` messages must be answered: federated.min_clients (default:
+        all clients), at most the messages sent."""
+        return min(self.fed.min_clients or self.n, sent)
 
     def keep(
         self, msg: Any, sent: int, what: str, server_round: int, received: int | None = None
