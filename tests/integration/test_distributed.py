@@ -81,6 +81,9 @@ def test_two_processes_follow_the_one_process_loss_curve(one_and_two):
     log = (two / "log.txt").read_text()
     assert "threads: 1 per process x 2 processes on this node, 2 processes in all" in log
     assert log.count("run directory:") == 1  # one log, written by rank 0
+    # the launcher says the training defaults it resolved (the workers start with --resume)
+    said = "default: train.lr 0.0001: the forecast default for peft.method=lora ("
+    assert log.count(said) == 1 and (one / "log.txt").read_text().count(said) == 1
 
 
 def _same_curve(a: np.ndarray, b: np.ndarray) -> None:

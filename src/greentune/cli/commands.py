@@ -211,6 +211,10 @@ def _run_with_torchrun(
     with run_dir.lock("run --nproc") as lock:
         if cfg is not None and resume is None:
             run_dir.start(cfg)
+            # the workers start with --resume, so the run's own "default:" lines are said here
+            log = run_logger(run_dir.log_path, lambda m: console.print(m, highlight=False))
+            for note in cfg.train.chosen:
+                log(f"default: {note}")
         elif before.status == "crashed":
             echo = lambda m: console.print(m, highlight=False)  # noqa: E731
             record_crash(run_dir, before, dead, run_logger(run_dir.log_path, echo))

@@ -63,7 +63,7 @@ class ForecastTask:
         """The source's defaults, then the window shape from the data itself (read once more
         here, so config.yaml holds concrete steps before training starts), and the training
         defaults for the PEFT method."""
-        cfg = with_train_defaults(cfg, TRAIN_DEFAULTS, self.name)
+        cfg = with_train_defaults(cfg, self.train_defaults, self.name)
         data = resolve(cfg.data)
         if needs_shape(data) or cfg.model.patch_len is None:
             frame, report = clean_frame(load_table(data), data)
