@@ -193,7 +193,7 @@ def secure_round(
 
 SUM_SCALE = 2.0**16
 """Secure sums: each client sends its sums divided by this public scale, which must then lie
-within +-SUM_CLIP: sums up to 2^28 (X'X over about a million windows)."""
+within +-SUM_CLIP: sums up to 2^28 (about 2.7e8) in absolute value."""
 SUM_CLIP = 2.0**12
 SUM_LEVELS = 2**30
 """Quantization levels for sums (Flower quantizes into int32: at most 2^31)."""
