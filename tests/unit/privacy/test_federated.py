@@ -409,10 +409,19 @@ def test_the_proximal_term_pulls_towards_the_global_weights() -> None:
     torch.testing.assert_close(layer.weight.detach(), torch.tensor([[1.95, 1.05]]))
 
 
-def test_client_dp_accounts_every_round_of_every_client(tmp_path: Path) -> None:
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secagg"])
+def test_client_dp_accounts_every_round_of_every_client(tmp_path: Path, secure: bool) -> None:
+    """Client-side DP acts inside each client's training, before SecAgg+ masks the update: the
+    two compose, and each client's accountant is the same either way."""
     drop_cached()
-    cfg = _config(tmp_path, "privacy.dp.noise_multiplier=1.0", "federated.references=[]")
+    cfg = _config(
+        tmp_path,
+        "privacy.dp.noise_multiplier=1.0",
+        "federated.references=[]",
+        f"federated.secure_aggregation={str(secure).lower()}",
+    )
     run = federate(cfg, echo=lambda m: None, engine=Recording())
+    assert run.metrics.federated["secure_aggregation"] is secure
     privacy = run.metrics.federated["privacy"]
     assert set(privacy["epsilon"]) == set(CLIENTS)
     for c in CLIENTS:

@@ -97,8 +97,10 @@ def test_the_ridge_summed_under_secagg_is_the_plain_federated_ridge(pair) -> Non
     assert b["alpha"] == a["alpha"]  # the same design and alpha chosen on the pooled validation
     for k in ("weight", "x_mean", "y_mean", "offsets"):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-7, atol=1e-9)
-    rows = [r for r in secure.ledger.rows if r["extra"].get("message") == "ridge"]
-    assert sorted(r["extra"]["client"] for r in rows) == sorted(CLIENTS)
+    for message in ("ridge", "offsets"):
+        rows = [r for r in secure.ledger.rows if r["extra"].get("message") == message]
+        assert sorted(r["extra"]["client"] for r in rows) == sorted(CLIENTS)
+    assert np.ptp(a["offsets"]) > 0.1  # real quantiles (three of them, over the horizon)
 
 
 def test_the_secure_average_is_the_plain_one_up_to_quantization(pair) -> None:
@@ -118,10 +120,12 @@ def test_the_secure_average_is_the_plain_one_up_to_quantization(pair) -> None:
 
 def test_no_update_travels_in_clear_and_every_stage_is_counted(pair) -> None:
     plain, secure, engine = pair
+    types = {r.metadata.message_type for r in engine.grid.received}
+    assert P.RIDGE not in types and P.OFFSETS not in types  # both travel as secure sums
     train = [r for r in engine.grid.received if r.metadata.message_type == P.TRAIN]
     stages = [dict(r.content.config_records[CONFIGS]) for r in train]
-    # setup, share keys, collect, unmask: for the ridge's sums and for round 1
-    assert len(train) == 2 * 4 * len(CLIENTS)
+    # setup, share keys, collect, unmask: for the ridge's sums, the offsets and round 1
+    assert len(train) == 3 * 4 * len(CLIENTS)
     for reply in train:
         assert all(len(rec) == 0 for rec in reply.content.array_records.values())
     masked = [
@@ -129,7 +133,7 @@ def test_no_update_travels_in_clear_and_every_stage_is_counted(pair) -> None:
         for r, s in zip(train, stages, strict=True)
         if "masked_params" in s
     ]
-    assert sorted(g for g, _ in masked) == ["0"] * len(CLIENTS) + ["1"] * len(CLIENTS)
+    assert sorted(g for g, _ in masked) == ["0"] * 2 * len(CLIENTS) + ["1"] * len(CLIENTS)
     for group, vectors in masked:
         values = np.concatenate([bytes_to_ndarray(b).ravel() for b in vectors])
         # unmasked, a round's small update quantizes near 2^21 (the middle of 2^22 levels) and

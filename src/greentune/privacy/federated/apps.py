@@ -189,10 +189,18 @@ def _ridge(local: Local, call: Call) -> tuple[dict, dict]:
 
 
 def _train_or_sums(local: Local, call: Call) -> tuple[dict, dict]:
-    """A train message: a training round, or under secure aggregation the ridge's sums (SecAgg+
-    masks train messages only), split for an exact secure sum, each client weighing 1."""
-    if call.config.get(P.SECURE_QUERY) == P.RIDGE:
+    """A train message: a training round, or under secure aggregation the ridge's sums or the
+    row-weighted offsets (SecAgg+ masks train messages only), split for an exact secure sum,
+    each client weighing 1."""
+    query = call.config.get(P.SECURE_QUERY)
+    if query == P.RIDGE:
         return split_sums(ridge_statistics(local.data)), {P.WEIGHT: 1.0}
+    if query == P.OFFSETS:
+        arrays, metrics = _offsets(local, call)
+        rows = metrics[P.WEIGHT]
+        weighted, total = P.OFFSET_KEYS
+        sums = {weighted: arrays["offsets"] * rows, total: np.asarray([rows])}
+        return split_sums(sums), {P.WEIGHT: 1.0}
     return _train(local, call)
 
 

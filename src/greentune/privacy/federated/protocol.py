@@ -28,7 +28,10 @@ TEST = "evaluate.test"
 
 SECURE_QUERY = "secure-query"
 """In a train message's config under secure aggregation: the query it carries instead of a
-training round (SecAgg+ masks train messages only): RIDGE, the ridge's sums."""
+training round (SecAgg+ masks train messages only): RIDGE, the ridge's sums; OFFSETS, the
+residual quantiles weighted by training rows, and the rows (OFFSET_KEYS)."""
+OFFSET_KEYS = ("weighted_offsets", "rows")
+"""A secure OFFSETS reply's sums: quantiles x training rows (Q, H*T), and the rows (1,)."""
 
 ARRAYS, METRICS, CONFIG, META = "arrays", "metrics", "config", "meta"
 META_KEYS = ("client", "kind", "zone")

@@ -16,7 +16,8 @@ messages that carry SecAgg+'s configs go through it) and ``as_fit_result`` (gree
 as the update, its arrays minus the global, in the records the mod reads).
 
 What stays visible to the server: each client's named metrics (its sample count, training
-loss and energy) and the offsets round's residual quantiles (docs/federate.md).
+loss and energy; docs/federate.md). The skip path's offsets (residual quantiles weighted by
+training rows) are a secure sum too.
 """
 
 from __future__ import annotations
@@ -213,8 +214,9 @@ def split_sums(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         peak = float(np.abs(u).max(initial=0.0))
         if peak > SUM_CLIP:
             raise ValueError(
-                f"ridge statistic {k} reaches {peak * SUM_SCALE:.3g}, beyond what a secure sum "
-                f"carries ({SUM_CLIP * SUM_SCALE:.3g}): use model.skip_init=seasonal"
+                f"the skip path's sum {k} reaches {peak * SUM_SCALE:.3g}, beyond what a secure "
+                f"sum carries ({SUM_CLIP * SUM_SCALE:.3g}): use model.skip_init=seasonal (a "
+                "skip path fitted on nothing, so nothing to sum)"
             )
         for limb in range(LIMBS - 1):
             on_grid = np.floor(u * SUM_LIMB) / SUM_LIMB
