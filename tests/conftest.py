@@ -35,7 +35,7 @@ def make_series(
     )
     hours = index.hour.to_numpy() + index.minute.to_numpy() / 60
     temp = 15 + 8 * np.sin(2 * np.pi * (hours - 9) / 24) + rng.normal(0, 1, len(index))
-    weekend = (index.dayofweek >= 5).astype(float)
+    weekend = (index.day_of_week >= 5).astype(float)
     load = (
         100
         + 20 * np.sin(2 * np.pi * (hours - 6) / 24)

@@ -22,8 +22,8 @@ HINGE_SCALE_C = 5.0
 def calendar_features(index: pd.DatetimeIndex) -> pd.DataFrame:
     """Hour of day, day of week and day of year as sine/cosine pairs (local time of the index)."""
     hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
-    dow = index.dayofweek.to_numpy()
-    doy = index.dayofyear.to_numpy() - 1
+    dow = index.day_of_week.to_numpy()
+    doy = index.day_of_year.to_numpy() - 1
     cols = {
         "cal_hour_sin": np.sin(2 * np.pi * hour / 24.0),
         "cal_hour_cos": np.cos(2 * np.pi * hour / 24.0),

@@ -121,8 +121,8 @@ def origin_rows(data: ForecastData, target: int, origins: np.ndarray) -> _Rows:
     cols["week_mean"] = roll_week["mean"][o]
     idx = frame.index
     cols["minute_of_day"] = np.asarray(idx.hour * 60 + idx.minute, dtype=float)[t]
-    cols["day_of_week"] = np.asarray(idx.dayofweek, dtype=float)[t]
-    cols["day_of_year"] = np.asarray(idx.dayofyear, dtype=float)[t]
+    cols["day_of_week"] = np.asarray(idx.day_of_week, dtype=float)[t]
+    cols["day_of_year"] = np.asarray(idx.day_of_year, dtype=float)[t]
     for c in data.known_cols:
         if c.startswith("cal_"):
             continue
@@ -204,8 +204,8 @@ def timestamp_features(data: ForecastData, target: int, t: np.ndarray) -> np.nda
         cols.append(np.nanmean(np.stack(cols), axis=0))
     idx = frame.index
     cols.append(np.asarray(idx.hour * 60 + idx.minute, dtype=float)[t])
-    cols.append(np.asarray(idx.dayofweek, dtype=float)[t])
-    cols.append(np.asarray(idx.dayofyear, dtype=float)[t])
+    cols.append(np.asarray(idx.day_of_week, dtype=float)[t])
+    cols.append(np.asarray(idx.day_of_year, dtype=float)[t])
     cols += [frame[c].to_numpy(dtype=float)[t] for c in data.known_cols if not c.startswith("cal_")]
     return np.column_stack(cols)
 

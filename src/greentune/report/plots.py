@@ -138,7 +138,7 @@ def error_profile_figure(view: RunView) -> str | None:
         (k, f)
         for k, f, fits in (
             ("hour of day", lambda t: t.dt.hour, step < pd.Timedelta("1D")),
-            ("day of week", lambda t: t.dt.dayofweek, step < pd.Timedelta("7D")),
+            ("day of week", lambda t: t.dt.day_of_week, step < pd.Timedelta("7D")),
         )
         if fits
     ]

@@ -179,7 +179,7 @@ class LightGbmForecaster:
                 values[issue - 1],
                 day_mean,
                 slot_of_day,
-                tt.dayofweek.to_numpy(),
+                tt.day_of_week.to_numpy(),
                 lead / spd,
             ]
         )
