@@ -93,9 +93,15 @@ def federate(
     node_auth: Annotated[
         bool, typer.Option("--node-auth", help="server: only registered client keys may join.")
     ] = False,
+    node_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--node-key", help="server: a client's public key to register (repeat per client)."
+        ),
+    ] = None,
     auth_key: Annotated[
-        str | None,
-        typer.Option("--auth-key", help="client: PRIVATE,PUBLIC key files for node auth."),
+        Path | None,
+        typer.Option("--auth-key", help="client: its private key file for node auth."),
     ] = None,
 ) -> None:
     """Train one model across clients whose data never leaves them (Flower).
@@ -142,7 +148,7 @@ def federate(
             "ssl-keyfile": ssl_keyfile,
             "ssl-ca-certfile": ssl_ca_certfile,
         }
-        _server(cfg, expect, address, insecure, certs, node_auth, resume)
+        _server(cfg, expect, address, insecure, certs, node_auth, node_key or [], resume)
         return
     chosen = None
     if engine == "inline":
@@ -162,9 +168,11 @@ def _server(
     insecure: bool,
     certs: dict[str, str | None],
     node_auth: bool,
+    node_keys: list[Path],
     resume: Path | None,
 ) -> None:
     from greentune.privacy.federated.deploy import serve, server_config, tls_args
+    from greentune.privacy.federated.nodeauth import check_public_keys
     from greentune.rundir import RunDir
 
     if not expect or expect < 2:
@@ -173,12 +181,20 @@ def _server(
             "wait for (the server never reads the data, so it cannot count them)"
         )
     security = tls_args(insecure, certs)
+    if node_keys and not node_auth:
+        raise ConfigError("--node-key registers keys for node authentication: add --node-auth")
+    if node_auth and insecure:
+        raise ConfigError(
+            "--node-auth needs TLS (Flower authenticates nodes over TLS only): give "
+            "--ssl-certfile, --ssl-keyfile and --ssl-ca-certfile instead of --insecure"
+        )
+    check_public_keys(node_keys)  # every file, before anything starts
     run = RunDir.open(resume) if resume else None
     cfg = server_config(run.config if run else cfg, _say)
     run = run or RunDir.create(cfg)
     with run.lock("federate"):
         run.start(cfg)
-        serve(run, expect, security, address, resume is not None, _say, node_auth)
+        serve(run, expect, security, address, resume is not None, _say, node_auth, node_keys)
     if run.status != "complete":
         raise GreentuneError(
             f"the federated run stopped: {run.info.error or run.status} "
@@ -196,7 +212,7 @@ def _client(
     carbon: str | None,
     insecure: bool,
     root_certificates: str | None,
-    auth_key: str | None,
+    auth_key: Path | None,
 ) -> None:
     from greentune.privacy.federated.deploy import join, tls_args
 
@@ -207,15 +223,17 @@ def _client(
             "greentune federate client needs --partition NAME_OR_INDEX and --server HOST:PORT"
         )
     security = tls_args(insecure, {"root-certificates": root_certificates})
-    keys = tuple(auth_key.split(",")) if auth_key else ()
-    if keys and len(keys) != 2:
-        raise ConfigError("--auth-key must be PRIVATE_KEY_FILE,PUBLIC_KEY_FILE")
+    if auth_key is not None and insecure:
+        raise ConfigError(
+            "--auth-key needs TLS (Flower authenticates nodes over TLS only): give "
+            "--root-certificates instead of --insecure"
+        )
     node = {
         "data-path": str(Path(data).resolve()) if data else "",
         "workdir": str((workdir or Path("federate-client")).resolve()),
         "carbon": carbon or "",
     }
-    raise typer.Exit(join(partition, server, security, node, _say, keys))
+    raise typer.Exit(join(partition, server, security, node, _say, auth_key))
 
 
 def _say(message: str) -> None:

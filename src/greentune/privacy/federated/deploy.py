@@ -12,8 +12,9 @@ writes the run directory. ``client`` starts ``flower-supernode``, whose ClientAp
 processes never open a data file: it learns the clients' names from their replies.
 
 TLS: ``--ssl-certfile/--ssl-keyfile/--ssl-ca-certfile`` on the server, ``--root-certificates``
-on the clients; node authentication: Flower's ``--enable-supernode-auth`` with each client's
-key pair (docs/federate.md). Without them the traffic is plain HTTP: say ``--insecure``.
+on the clients; node authentication (``nodeauth.py``): the server's ``--node-auth`` with the
+clients' public keys (``--node-key``), each client's ``--auth-key`` (its private key). Without
+TLS the traffic is plain HTTP: say ``--insecure``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 from greentune.config import RunConfig
 from greentune.errors import ConfigError, GreentuneError
 from greentune.privacy.federated.apps import client_app as make_client_app
+from greentune.privacy.federated.nodeauth import check_private_key, refused, register
 from greentune.rundir import RunDir
 
 Log = Callable[[str], None]
@@ -144,8 +146,10 @@ def serve(
     resume: bool = False,
     log: Log = print,
     node_auth: bool = False,
+    node_keys: Sequence[Path] = (),
 ) -> None:
-    """Start the SuperLink, submit the app, wait for the run to end, stop the SuperLink."""
+    """Start the SuperLink, register ``node_keys`` (under ``node_auth``), submit the app, wait
+    for the run to end, stop the SuperLink."""
     home = run_dir.path / "federated" / HOME_DIR
     app = run_dir.path / "federated" / APP_DIR
     app.mkdir(parents=True, exist_ok=True)
@@ -173,6 +177,8 @@ def serve(
     superlink = _start(cmd, env, run_dir.path / "federated" / "superlink.log")
     try:
         _wait_port(host, port, superlink, run_dir.path / "federated" / "superlink.log")
+        if node_keys:  # before the clients are told to come: an unregistered one is refused
+            register(f"{host}:{port}", _ca_certfile(security), node_keys, log)
         log(
             f"federate: SuperLink on {host}:{port} ({'TLS' if secure else 'plain HTTP'}); "
             f"waiting for {clients} clients (greentune federate client --server {host}:{port})"
@@ -222,9 +228,12 @@ def join(
     security: list[str],
     node: dict[str, str],
     log: Log = print,
-    auth_keys: Sequence[str] = (),
+    auth_key: Path | None = None,
 ) -> int:
-    """Run a SuperNode for one client until it is stopped (or the server goes away for good)."""
+    """Run a SuperNode for one client until it is stopped (or the server goes away for good);
+    a ConfigError when the server refuses its key (or its lack of one)."""
+    if auth_key is not None:
+        check_private_key(auth_key)
     home = Path(node.get("workdir") or ".") / HOME_DIR
     home.mkdir(parents=True, exist_ok=True)
     config = " ".join(f'{k}="{v}"' for k, v in {"partition": partition, **node}.items() if v)
@@ -238,22 +247,24 @@ def join(
         "--port",
         str(_free_port()),
     ]
-    if auth_keys:
-        cmd += [
-            "--auth-supernode-private-key",
-            auth_keys[0],
-            "--auth-supernode-public-key",
-            auth_keys[1],
-        ]
+    if auth_key is not None:  # Flower derives the public key from it
+        cmd += ["--auth-supernode-private-key", str(auth_key)]
     log(f"federate client {partition}: joining {server} (Flower's log: {home / 'supernode.log'})")
     # the SuperNode stays in this command's process group, so that a signal to the group
     # (a kill of the client, a terminal's Ctrl-C) reaches it and its ClientApp processes; a
     # SIGTERM to this process alone is passed on
-    with (home / "supernode.log").open("ab") as fh:
+    node_log = home / "supernode.log"
+    start = node_log.stat().st_size if node_log.exists() else 0
+    with node_log.open("ab") as fh:
         node_proc = subprocess.Popen(cmd, env=flower_env(home), stdout=fh, stderr=fh)
     previous = signal.signal(signal.SIGTERM, lambda *_: node_proc.terminate())
     try:
-        return node_proc.wait()
+        code = node_proc.wait()
+        if code != 0:
+            with node_log.open("rb") as fh:
+                fh.seek(start)
+                _check_refused(fh.read().decode(errors="replace"), auth_key)
+        return code
     except KeyboardInterrupt:
         return 130
     finally:
@@ -264,6 +275,29 @@ def join(
             except subprocess.TimeoutExpired:
                 node_proc.kill()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _check_refused(text: str, auth_key: Path | None) -> None:
+    if not refused(text):
+        return
+    if auth_key is None:
+        raise ConfigError(
+            "the server admits registered clients only (node authentication): start this "
+            "client with --auth-key PRIVATE_KEY, whose public key the server registered"
+        )
+    raise ConfigError(
+        f"the server refused this client's key {auth_key}: its public key is not registered "
+        f"there (greentune federate server --node-key {auth_key}.pub, or `flwr supernode "
+        "register`); a client restarted after a kill -9 is refused for about a minute, until "
+        "the server counts its old connection gone"
+    )
+
+
+def _ca_certfile(security: list[str]) -> str:
+    for arg in security:
+        if arg.startswith("--ssl-ca-certfile="):
+            return arg.split("=", 1)[1]
+    raise ConfigError("node authentication needs TLS: give --ssl-ca-certfile (and the rest)")
 
 
 def _root_cert_line(security: list[str]) -> str:
