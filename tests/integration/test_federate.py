@@ -33,6 +33,8 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         OPENED.append(str(args[0]))
 
 
+# slow: Ray's start-up and actors (90 s beside the rest); CI runs the in-process engine
+@pytest.mark.slow
 def test_the_simulation_engine_matches_inline_and_the_server_reads_no_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -252,3 +254,105 @@ def test_server_and_clients_as_processes_survive_a_killed_client_that_rejoins(
 def _overrides(tmp: Path, wide: str) -> list[str]:
     base = [o for o in series_overrides(Path(wide), tmp / "runs", "dep") if "data.target" not in o]
     return [*base, "train.batch_size=8"]
+
+
+def _node_keys(folder: Path, name: str) -> tuple[Path, Path]:
+    """An elliptic-curve key pair in OpenSSH format, as `ssh-keygen -t ecdsa -b 384` writes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = folder / name, folder / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+    )
+    return private, public
+
+
+# a deployment of one round under SecAgg+: Flower starts a ClientApp process per message (a
+# few seconds of imports each), and the ridge's sums, the offsets and the round each take
+# SecAgg+'s four stages: several minutes here, over CI's budget. benchmarks/slow_tests.py
+@pytest.mark.slow
+def test_only_clients_with_registered_keys_join(tmp_path: Path) -> None:
+    """SuperLink over TLS with node authentication and three registered keys: a client with an
+    unregistered key, and one with none, exit 2 saying why; the three registered ones train,
+    under SecAgg+ (the deployed path of the same stages the in-process engine tests)."""
+    cfg = _config(tmp_path, name="dep")
+    wide = str(cfg.data.path)
+    frame = pd.read_csv(wide)
+    own = {}
+    for name in "abc":
+        own[name] = tmp_path / f"{name}.csv"
+        frame[["ts", name, "temp_c"]].rename(columns={name: "load"}).to_csv(own[name], index=False)
+    keys = {name: _node_keys(tmp_path, name) for name in ("a", "b", "c", "stranger")}
+    port = _free_port()
+    certs = _certificates(tmp_path)
+    server_args = [
+        "server",
+        *[o for o in _overrides(tmp_path, wide) if not o.startswith("data.path")],
+        "federated.rounds=1",
+        "federated.local_steps=2",
+        "federated.references=[]",
+        "federated.secure_aggregation=true",
+        "--expect",
+        "3",
+        "--address",
+        f"127.0.0.1:{port}",
+        f"--ssl-certfile={certs['cert']}",
+        f"--ssl-keyfile={certs['key']}",
+        f"--ssl-ca-certfile={certs['ca']}",
+        "--node-auth",
+        *[arg for name in "abc" for arg in ("--node-key", str(keys[name][1]))],
+    ]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = _start(server_args, logs / "server.txt")
+
+    def client(k: int, key: Path | None) -> subprocess.Popen[bytes]:
+        return _start(
+            [
+                "client",
+                "--partition",
+                "abc"[k],
+                "--server",
+                f"127.0.0.1:{port}",
+                "--data",
+                str(own["abc"[k]]),
+                "--workdir",
+                str(tmp_path / f"client{k}-{key.name if key else 'none'}"),
+                f"--root-certificates={certs['ca']}",
+                *(["--auth-key", str(key)] if key else []),
+            ],
+            logs / f"client{k}-{key.name if key else 'none'}.txt",
+        )
+
+    procs = [server]
+    try:
+        _wait_for(logs / "server.txt", "waiting for 3 clients", 120, [logs / "server.txt"])
+        stranger, keyless = client(0, keys["stranger"][0]), client(1, None)
+        procs += [stranger, keyless]
+        assert stranger.wait(timeout=120) == 2
+        assert keyless.wait(timeout=120) == 2
+        procs += [client(k, keys["abc"[k]][0]) for k in range(3)]
+        assert server.wait(timeout=1200) == 0, (logs / "server.txt").read_text()[-3000:]
+    finally:
+        for proc in procs:
+            _kill(proc)
+    said = (logs / "server.txt").read_text()
+    assert "3 client key(s) registered: a.pub, b.pub, c.pub" in said
+    refused = (logs / "client0-stranger.txt").read_text()
+    assert f"the server refused this client's key {keys['stranger'][0]}" in refused
+    assert "--auth-key PRIVATE_KEY" in (logs / "client1-none.txt").read_text()
+    metrics = json.loads((tmp_path / "runs" / "dep" / "metrics.json").read_text())
+    assert sorted(metrics["federated"]["per_client"]) == ["a", "b", "c"]
+    assert metrics["federated"]["secure_aggregation"] is True
+    assert "summed under SecAgg+" in (tmp_path / "runs" / "dep" / "log.txt").read_text()
