@@ -256,6 +256,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# slow: two nodes' rendezvous over loopback (30 s); CI keeps the two-process runs
+@pytest.mark.slow
 def test_two_nodes_over_loopback(one_and_two, csv, tmp_path):
     one, _, _ = one_and_two
     port = _free_port()

@@ -70,7 +70,15 @@ def _killed_run(csv: Path, out: Path, fault: str) -> RunDir:
     return RunDir.open(out / "k")
 
 
-@pytest.mark.parametrize("point", ["train/epoch-1", "save", "baseline/linear"])
+# one phase in CI; the others (about 40 s each) run with the slow tests (benchmarks/slow_tests.py)
+@pytest.mark.parametrize(
+    "point",
+    [
+        "train/epoch-1",
+        pytest.param("save", marks=pytest.mark.slow),
+        pytest.param("baseline/linear", marks=pytest.mark.slow),
+    ],
+)
 def test_kill_9_in_a_phase_then_resume_matches_the_uninterrupted_run(
     csv, tmp_path, reference, point
 ):
@@ -169,7 +177,11 @@ def small_disk(tmp_path) -> Iterator[Callable[[str], Path]]:
 
 
 @pytest.mark.parametrize(
-    ("size", "fails_at"), [("600k", "checkpoints/step-00000005.pt"), ("4800k", "model")]
+    ("size", "fails_at"),
+    [
+        ("600k", "checkpoints/step-00000005.pt"),
+        pytest.param("4800k", "model", marks=pytest.mark.slow),  # the same path, later
+    ],
 )
 def test_a_real_full_disk_fails_cleanly_and_the_run_resumes_once_there_is_room(
     csv, small_disk, reference, size, fails_at

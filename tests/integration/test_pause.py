@@ -147,6 +147,8 @@ def test_sigterm_pauses_a_run_and_resume_completes(tmp_path, sigterm_handler):
     _resume_and_check(run, step)
 
 
+# slow: two processes paused and resumed (46 s); CI keeps the one-process pause
+@pytest.mark.slow
 def test_sigterm_pauses_every_process_of_an_nproc_run(tmp_path, sigterm_handler):
     csv = tmp_path / "load.csv"
     make_series().to_csv(csv, index=False)

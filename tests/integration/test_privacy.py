@@ -63,6 +63,9 @@ def test_a_private_forecast_run_reports_its_budget(csv, tmp_path):
     assert green is not None and green.greenest not in privacy["non_private_reference"]
 
 
+# slow: a CLI run paused and resumed (80 s); tests/unit/privacy/test_dp.py resumes the
+# accountant in CI
+@pytest.mark.slow
 def test_a_paused_private_run_resumes_without_resetting_epsilon(csv, tmp_path):
     # the budget is the network's: baselines, ensembles and the report (most of three whole
     # runs' time) add nothing to what this checks

@@ -136,6 +136,8 @@ def test_bad_spaces_are_refused_naming_the_key(tmp_path) -> None:
         assert result.exit_code == 2
 
 
+# slow: two worker processes and a kill (70 s); CI keeps the one-worker search
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_a_dead_workers_trial_is_failed(
     tmp_path, monkeypatch
 ) -> None:

@@ -100,6 +100,8 @@ def test_sighup_reloads_and_sigterm_drains_then_writes_the_ledger(run_and_key):
     assert not (run.path / "energy-journal").exists()
 
 
+# slow: several worker processes (40 s); CI keeps the one-worker server
+@pytest.mark.slow
 def test_several_workers_serve_and_merge_their_metrics(run_and_key):
     run, keys, token = run_and_key
     proc, base = start(run, keys, "--workers", "2")

@@ -84,7 +84,10 @@ def test_a_weekly_periodic_series_is_continued(periodic: ForecastData, name: str
 
 # not MSTL: it refits at every origin, and with 14 validation days (fewer than 20 at the test
 # origins' clock time) its quantiles would be calibrated on every validation hour: 300 fits
-@pytest.mark.parametrize("name", ["mlforecast", "nhits", "patchtst"])
+# NHITS here is slow (30 s); test_nhits_reads_the_known_covariates trains it in CI
+@pytest.mark.parametrize(
+    "name", ["mlforecast", pytest.param("nhits", marks=pytest.mark.slow), "patchtst"]
+)
 def test_peers_forecast_with_ordered_quantiles(noisy: ForecastData, name: str) -> None:
     origins = noisy.test.origins
     fc = run_baseline(name, noisy, origins, QUANTILES, FAST)
