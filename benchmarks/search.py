@@ -9,6 +9,9 @@ Energy is the runs' ledgers (modelled on a VM without counters; the tables say s
     python benchmarks/search.py [--dataset embedded|vic_elec] [--trials 8]
     python benchmarks/search.py --repeat 3   # the saved search's default and recommended
                                              # configurations run again, interleaved
+    python benchmarks/search.py --repeat 3 --against today
+        # the recommended configuration against today's default (the config untouched:
+        # train.lr and train.patience resolved per task, as `greentune run` trains)
 """
 
 from __future__ import annotations
@@ -97,15 +100,17 @@ def summary(result: SearchResult) -> dict:
     }
 
 
-def repeat(dataset: str, repeats: int) -> None:
-    """The saved NSGA-II search's default and recommended configurations, each run ``repeats``
-    more times as the search ran its trials (same overrides), interleaved with the order
-    alternating: one draw per configuration flatters the one picked as the cheapest."""
+def repeat(dataset: str, repeats: int, against: str = "search") -> None:
+    """The saved NSGA-II search's recommended configuration against a default, each run
+    ``repeats`` more times as the search ran its trials (same overrides), interleaved with the
+    order alternating: one draw per configuration flatters the one picked as the cheapest.
+    ``against="search"``: the default as the search ran it (its trial 0); ``"today"``: the
+    config untouched, so ``train.lr`` and ``train.patience`` resolve to today's defaults."""
     saved = json.loads((RESULTS / f"search-{dataset}.json").read_text())
     result = saved["nsga2"]
     trials = {t["trial"]: t for t in result["trials"]}
     configs = {
-        "default": trials[result["default"]]["params"],
+        "default": trials[result["default"]]["params"] if against == "search" else {},
         "recommended": trials[result["recommended"]]["params"],
     }
     work = RESULTS / "runs"
@@ -120,7 +125,13 @@ def repeat(dataset: str, repeats: int) -> None:
             m = run.metrics
             assert m.result.bill is not None and m.validation is not None
             draws[label].append(
-                {"energy_wh": m.result.bill.energy_wh, "val_mape": m.validation[m.model]["mape"]}
+                {
+                    "energy_wh": m.result.bill.energy_wh,
+                    "val_mape": m.validation[m.model]["mape"],
+                    "lr": run.config.train.lr,
+                    "patience": run.config.train.patience,
+                    "epochs_run": m.training.epochs_run if m.training else None,
+                }
             )
             print(f"{label} {i}: {draws[label][-1]}", flush=True)
     med = {k: statistics.median(d["energy_wh"] for d in v) for k, v in draws.items()}
@@ -128,27 +139,42 @@ def repeat(dataset: str, repeats: int) -> None:
         "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d"),
         "dataset": dataset,
+        "against": against,
         "configs": configs,
-        "search_draws_wh": {k: trials[result[k]]["energy_wh"] for k in configs},
+        # today's default never ran in the search: it has no draw there
+        "search_draws_wh": {
+            k: trials[result[k]]["energy_wh"] if configs[k] or k == "recommended" else None
+            for k in configs
+        },
         "draws": draws,
         "median_wh": med,
         "ratio_default_to_recommended": med["default"] / med["recommended"],
     }
-    (RESULTS / f"search-{dataset}-repeats.json").write_text(json.dumps(out, indent=2))
+    stem = f"search-{dataset}-repeats" + ("-today" if against == "today" else "")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2))
+    which = {
+        "search": "the default as the search ran it (its trial 0)",
+        "today": "today's default: the config untouched, train.lr and train.patience resolved "
+        "per task as `greentune run` does",
+    }[against]
     lines = [
-        f"# The search's default and recommended configurations again ({dataset})",
+        f"# The search's recommended configuration against {which} ({dataset})",
         "",
         f"Machine: {out['machine']['cpu']}, {out['date']}. Energy **modelled** (the network "
         f"row's bill, as in the search). {repeats} runs each, interleaved, order alternating.",
         "",
-        "| configuration | Wh in the search | Wh, each repeat | median Wh | val MAPE |",
-        "|---|---|---|---|---|",
+        "| configuration | lr, patience | Wh in the search | Wh, each repeat | median Wh | "
+        "epochs run | val MAPE |",
+        "|---|---|---|---|---|---|---|",
     ]
     for k in configs:
         each = ", ".join(f"{d['energy_wh']:.3g}" for d in draws[k])
         vals = sorted({round(d["val_mape"], 3) for d in draws[k]})
+        searched = out["search_draws_wh"][k]
         lines.append(
-            f"| {k} | {out['search_draws_wh'][k]:.3g} | {each} | {med[k]:.3g} | "
+            f"| {k} | {draws[k][0]['lr']:g}, {draws[k][0]['patience']} | "
+            f"{'–' if searched is None else f'{searched:.3g}'} | {each} | {med[k]:.3g} | "
+            f"{', '.join(str(d['epochs_run']) for d in draws[k])} | "
             f"{', '.join(f'{v:.3f}' for v in vals)} |"
         )
     lines += [
@@ -165,13 +191,19 @@ def main() -> None:
     parser.add_argument("--dataset", default="embedded", choices=sorted(DATASETS))
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=0, help="rerun the saved search's picks")
+    parser.add_argument(
+        "--against",
+        default="search",
+        choices=["search", "today"],
+        help="with --repeat: the default as the search ran it, or today's default",
+    )
     args = parser.parse_args()
     if args.dataset == "vic_elec" and not VIC_ELEC.is_file():
         print(f"{VIC_ELEC} not found; nothing to do")
         return
     quiet_libraries()
     if args.repeat:
-        repeat(args.dataset, args.repeat)
+        repeat(args.dataset, args.repeat, args.against)
         return
     work = RESULTS / "runs"
     work.mkdir(parents=True, exist_ok=True)
