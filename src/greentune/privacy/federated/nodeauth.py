@@ -23,12 +23,11 @@ REFUSED = ("[code: 2004]", "[code: 2001]")
 
 def public_key(path: Path) -> Any:
     """An OpenSSH elliptic-curve public key, or a ConfigError naming the file."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     text = _read(path, "public")
-    from cryptography.exceptions import UnsupportedAlgorithm
-
     try:
         key = serialization.load_ssh_public_key(text)
     except (ValueError, TypeError, UnsupportedAlgorithm) as err:
@@ -47,12 +46,11 @@ def public_key(path: Path) -> Any:
 def check_private_key(path: Path) -> None:
     """The client's key file as Flower's SuperNode reads it (OpenSSH, elliptic curve,
     unencrypted), checked before the SuperNode starts so that the error names the file."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     text = _read(path, "private")
-    from cryptography.exceptions import UnsupportedAlgorithm
-
     try:
         key = serialization.load_ssh_private_key(text, None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as err:
