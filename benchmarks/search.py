@@ -182,7 +182,7 @@ def repeat(dataset: str, repeats: int, against: str = "search") -> None:
         "Default / recommended, median over repeats: "
         f"**{out['ratio_default_to_recommended']:.2f}x**.",
     ]
-    (RESULTS / f"search-{dataset}-repeats.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
