@@ -110,3 +110,22 @@ def test_the_cli_refuses_node_auth_without_tls(
     result = CliRunner().invoke(app, ["federate", *args], catch_exceptions=False)
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
+
+
+def test_tls_files_travel_as_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flower's connection config (read by the server's `flwr run`) refuses a relative CA."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("ca.pem", "server.pem"):
+        (tmp_path / name).write_text("x")
+    args = deploy.tls_args(False, {"ssl-ca-certfile": "ca.pem", "ssl-certfile": "server.pem"})
+    assert args == [
+        f"--ssl-ca-certfile={tmp_path.resolve() / 'ca.pem'}",
+        f"--ssl-certfile={tmp_path.resolve() / 'server.pem'}",
+    ]
+    assert deploy._root_cert_line(args) == f'root-certificates = "{tmp_path.resolve()}/ca.pem"\n'
+    with pytest.raises(ConfigError, match="missing.pem: TLS file not found"):
+        deploy.tls_args(False, {"root-certificates": "missing.pem"})
+    with pytest.raises(ConfigError, match="--insecure and TLS files do not go together"):
+        deploy.tls_args(True, {"root-certificates": "ca.pem"})

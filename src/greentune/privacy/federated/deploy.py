@@ -135,7 +135,8 @@ def tls_args(insecure: bool, certs: dict[str, str | None]) -> list[str]:
     for path in given.values():
         if not Path(path).is_file():
             raise ConfigError(f"{path}: TLS file not found")
-    return ["--insecure"] if insecure else [f"--{k}={v}" for k, v in given.items()]
+    # absolute: Flower's connection config (the server's flwr run) refuses a relative CA path
+    return ["--insecure"] if insecure else [f"--{k}={Path(v).resolve()}" for k, v in given.items()]
 
 
 def serve(
