@@ -23,18 +23,10 @@ REFUSED = ("[code: 2004]", "[code: 2001]")
 
 def public_key(path: Path) -> Any:
     """An OpenSSH elliptic-curve public key, or a ConfigError naming the file."""
-    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    text = _read(path, "public")
-    try:
-        key = serialization.load_ssh_public_key(text)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
-        raise ConfigError(
-            f"{path}: not an OpenSSH public key ({err}); write one with "
-            '`ssh-keygen -t ecdsa -b 384 -N "" -f NAME` and give NAME.pub'
-        ) from None
+    key = _load(path, "an OpenSSH public key", serialization.load_ssh_public_key, "NAME.pub")
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ConfigError(
             f"{path}: a {type(key).__name__.removeprefix('_')} key; Flower's node "
@@ -46,18 +38,13 @@ def public_key(path: Path) -> Any:
 def check_private_key(path: Path) -> None:
     """The client's key file as Flower's SuperNode reads it (OpenSSH, elliptic curve,
     unencrypted), checked before the SuperNode starts so that the error names the file."""
-    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    text = _read(path, "private")
-    try:
-        key = serialization.load_ssh_private_key(text, None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
-        raise ConfigError(
-            f"{path}: not an unencrypted OpenSSH private key ({err}); write one with "
-            '`ssh-keygen -t ecdsa -b 384 -N "" -f NAME` and give NAME'
-        ) from None
+    def unencrypted(data: bytes) -> Any:
+        return serialization.load_ssh_private_key(data, None)
+
+    key = _load(path, "an unencrypted OpenSSH private key", unencrypted, "NAME")
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigError(
             f"{path}: Flower's node authentication takes elliptic-curve keys "
@@ -108,10 +95,20 @@ def refused(log_text: str) -> bool:
     return any(code in log_text for code in REFUSED)
 
 
-def _read(path: Path, kind: str) -> bytes:
+def _load(path: Path, what: str, loader: Callable[[bytes], Any], give: str) -> Any:
+    """``loader`` on the file's bytes; a ConfigError naming the file and the fix."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: {kind} key file not found") from None
+        raise ConfigError(f"{path}: {what.split()[-2]} key file not found") from None
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read the {kind} key ({err.strerror})") from None
+        raise ConfigError(f"{path}: cannot read the key ({err.strerror})") from None
+    try:
+        return loader(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
+        raise ConfigError(
+            f"{path}: not {what} ({err}); write one with "
+            f'`ssh-keygen -t ecdsa -b 384 -N "" -f NAME` and give {give}'
+        ) from None
