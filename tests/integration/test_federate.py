@@ -174,11 +174,7 @@ def test_server_and_clients_as_processes_survive_a_killed_client_that_rejoins(
     again, and is scored in the test."""
     cfg = _config(tmp_path, name="dep")
     wide = str(cfg.data.path)
-    frame = pd.read_csv(wide)
-    own = {}
-    for name in "abc":  # what one utility holds: its series (named as it likes), temperature
-        own[name] = tmp_path / f"{name}.csv"
-        frame[["ts", name, "temp_c"]].rename(columns={name: "load"}).to_csv(own[name], index=False)
+    own = _own_files(tmp_path, wide)
     port = _free_port()
     certs = _certificates(tmp_path)
     server_args = [
@@ -193,9 +189,7 @@ def test_server_and_clients_as_processes_survive_a_killed_client_that_rejoins(
         "3",
         "--address",
         f"127.0.0.1:{port}",
-        f"--ssl-certfile={certs['cert']}",
-        f"--ssl-keyfile={certs['key']}",
-        f"--ssl-ca-certfile={certs['ca']}",
+        *_server_tls(certs),
     ]
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -204,18 +198,7 @@ def test_server_and_clients_as_processes_survive_a_killed_client_that_rejoins(
 
     def client(k: int) -> subprocess.Popen[bytes]:
         return _start(
-            [
-                "client",
-                "--partition",
-                "abc"[k],
-                "--server",
-                f"127.0.0.1:{port}",
-                "--data",
-                str(own["abc"[k]]),
-                "--workdir",
-                str(tmp_path / f"client{k}"),
-                f"--root-certificates={certs['ca']}",
-            ],
+            _client_args("abc"[k], port, own, tmp_path / f"client{k}", certs),
             logs / f"client{k}-{time.monotonic_ns()}.txt",
         )
 
@@ -251,17 +234,53 @@ def test_server_and_clients_as_processes_survive_a_killed_client_that_rejoins(
     assert not (tmp_path / "runs" / "dep" / "clients").exists()
 
 
+def _own_files(tmp: Path, wide: str) -> dict[str, Path]:
+    """What each utility holds: its series (named as it likes) and temperature, one file each."""
+    frame = pd.read_csv(wide)
+    own = {}
+    for name in "abc":
+        own[name] = tmp / f"{name}.csv"
+        frame[["ts", name, "temp_c"]].rename(columns={name: "load"}).to_csv(own[name], index=False)
+    return own
+
+
+def _server_tls(certs: dict[str, Path]) -> list[str]:
+    return [
+        f"--ssl-certfile={certs['cert']}",
+        f"--ssl-keyfile={certs['key']}",
+        f"--ssl-ca-certfile={certs['ca']}",
+    ]
+
+
+def _client_args(
+    name: str, port: int, own: dict[str, Path], workdir: Path, certs: dict[str, Path]
+) -> list[str]:
+    return [
+        "client",
+        "--partition",
+        name,
+        "--server",
+        f"127.0.0.1:{port}",
+        "--data",
+        str(own[name]),
+        "--workdir",
+        str(workdir),
+        f"--root-certificates={certs['ca']}",
+    ]
+
+
 def _overrides(tmp: Path, wide: str) -> list[str]:
     base = [o for o in series_overrides(Path(wide), tmp / "runs", "dep") if "data.target" not in o]
     return [*base, "train.batch_size=8"]
 
 
-def _node_keys(folder: Path, name: str) -> tuple[Path, Path]:
-    """An elliptic-curve key pair in OpenSSH format, as `ssh-keygen -t ecdsa -b 384` writes."""
+def _node_keys(folder: Path, name: str, key: Any = None) -> tuple[Path, Path]:
+    """A key pair in OpenSSH format: ``key``, else a new elliptic-curve one, as
+    `ssh-keygen -t ecdsa -b 384` writes."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = ec.generate_private_key(ec.SECP384R1())
+    key = key or ec.generate_private_key(ec.SECP384R1())
     private, public = folder / name, folder / f"{name}.pub"
     private.write_bytes(
         key.private_bytes(
@@ -288,11 +307,7 @@ def test_only_clients_with_registered_keys_join(tmp_path: Path) -> None:
     under SecAgg+ (the deployed path of the same stages the in-process engine tests)."""
     cfg = _config(tmp_path, name="dep")
     wide = str(cfg.data.path)
-    frame = pd.read_csv(wide)
-    own = {}
-    for name in "abc":
-        own[name] = tmp_path / f"{name}.csv"
-        frame[["ts", name, "temp_c"]].rename(columns={name: "load"}).to_csv(own[name], index=False)
+    own = _own_files(tmp_path, wide)
     keys = {name: _node_keys(tmp_path, name) for name in ("a", "b", "c", "stranger")}
     port = _free_port()
     certs = _certificates(tmp_path)
@@ -307,9 +322,7 @@ def test_only_clients_with_registered_keys_join(tmp_path: Path) -> None:
         "3",
         "--address",
         f"127.0.0.1:{port}",
-        f"--ssl-certfile={certs['cert']}",
-        f"--ssl-keyfile={certs['key']}",
-        f"--ssl-ca-certfile={certs['ca']}",
+        *_server_tls(certs),
         "--node-auth",
         *[arg for name in "abc" for arg in ("--node-key", str(keys[name][1]))],
     ]
@@ -318,21 +331,13 @@ def test_only_clients_with_registered_keys_join(tmp_path: Path) -> None:
     server = _start(server_args, logs / "server.txt")
 
     def client(k: int, key: Path | None) -> subprocess.Popen[bytes]:
+        label = f"client{k}-{key.name if key else 'none'}"
         return _start(
             [
-                "client",
-                "--partition",
-                "abc"[k],
-                "--server",
-                f"127.0.0.1:{port}",
-                "--data",
-                str(own["abc"[k]]),
-                "--workdir",
-                str(tmp_path / f"client{k}-{key.name if key else 'none'}"),
-                f"--root-certificates={certs['ca']}",
+                *_client_args("abc"[k], port, own, tmp_path / label, certs),
                 *(["--auth-key", str(key)] if key else []),
             ],
-            logs / f"client{k}-{key.name if key else 'none'}.txt",
+            logs / f"{label}.txt",
         )
 
     procs = [server]

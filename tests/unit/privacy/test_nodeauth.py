@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from typer.testing import CliRunner
 
@@ -31,21 +30,7 @@ KEYLESS = "[code: 2001] SuperNode authentication is enabled. All SuperNodes must
 
 
 def _rsa(folder: Path) -> tuple[Path, Path]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private, public = folder / "rsa", folder / "rsa.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-    )
-    return private, public
+    return _node_keys(folder, "rsa", rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
 
 def test_keys_are_read_as_flower_reads_them(tmp_path: Path) -> None:
