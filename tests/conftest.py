@@ -1,8 +1,32 @@
 """Shared fixtures: tiny deterministic series, tiny backbones, run directories."""
 
+# ruff: noqa: E402  (each worker is pinned to its core before torch and the tests load)
+
 from __future__ import annotations
 
 import os
+
+
+def _one_core_per_worker() -> None:
+    """Under pytest-xdist with no more workers than cores, pin each worker (and the processes
+    it starts) to a core of its own. Every run sizes its torch threads to the cores it may use;
+    unpinned, two workers each ran two spinning OpenMP threads on two cores, and a neural peer's
+    training took 3-6x as long as alone."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if worker.startswith("gw") and 1 < count <= len(cores):
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+        # numpy's OpenBLAS counts the machine's cores, not the affinity: one thread, here and
+        # in the runs it starts, or a resumed run's ridge sums differ in the last bit
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
+        from threadpoolctl import threadpool_limits  # a plugin may have loaded numpy already
+
+        threadpool_limits(1)
+
+
+_one_core_per_worker()
 import subprocess
 import sys
 from pathlib import Path
