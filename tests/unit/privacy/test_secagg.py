@@ -77,7 +77,9 @@ def dropped(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, Path]:
 def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, RunDir, Recording]:
     tmp = tmp_path_factory.mktemp("secagg")
     drop_cached()
-    plain = federate(_config(tmp, *ONE_ROUND, name="plain"), echo=lambda m: None)
+    plain = federate(
+        _config(tmp, *ONE_ROUND, name="plain"), echo=lambda m: None, engine=Recording()
+    )
     drop_cached()
     engine = Recording()
     cfg = _config(tmp, *ONE_ROUND, "federated.secure_aggregation=true", name="secure")
