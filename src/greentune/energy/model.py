@@ -14,6 +14,7 @@ Every row this source produces says ``model``; it is never reported as measured.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import re
 import threading
@@ -88,6 +89,13 @@ def load_tdp_table() -> dict[str, float]:
     return table
 
 
+@functools.lru_cache(maxsize=8)
+def _match_package_table(cpu_model: str) -> tuple[str, float] | None:
+    """``match_tdp`` against CodeCarbon's table, read and matched once per CPU name: every
+    meter asks (a federated run opens one per client message), and a match walks ~4,000 rows."""
+    return match_tdp(cpu_model, load_tdp_table())
+
+
 def cpu_info(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     """The first processor block of /proc/cpuinfo (empty where there is none)."""
     info: dict[str, str] = {}
@@ -111,7 +119,7 @@ def resolve_cpu_power(
     name = info.get("model name", "unknown CPU")
     if power_per_thread_w is not None:
         return CpuPower(name, power_per_thread_w, None, None, "energy.cpu_power_per_thread_w")
-    found = match_tdp(name, load_tdp_table() if table is None else table)
+    found = _match_package_table(name) if table is None else match_tdp(name, table)
     if found is None:
         how = f"no entry in CodeCarbon's table matches {name!r}: its 4 W per thread default"
         return CpuPower(name, DEFAULT_POWER_PER_THREAD_W, None, None, how)
