@@ -16,10 +16,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from greentune import __version__
-from greentune.errors import CheckpointError, DataError, GreentuneError
+from greentune.errors import DataError, GreentuneError
 from greentune.serve.batching import Answer, DeadlineError, QueueFullError
 from greentune.serve.engine import Engine, Loaded, load
-from greentune.serve.keys import KeyStore
+from greentune.serve.keys import KeyStore, open_keys
 from greentune.serve.limits import retry_after_header
 from greentune.serve.middleware import ServeMiddleware
 from greentune.serve.schemas import (
@@ -45,20 +45,6 @@ from greentune.tasks import Prepared
 
 api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
 bearer = HTTPBearer(auto_error=False, description="The same key as a bearer token")
-
-
-def open_keys(settings: ServeSettings) -> KeyStore | None:
-    """The key file; a service with auth and no active key refuses to start (never open by
-    accident)."""
-    if not settings.auth:
-        return None
-    keys = KeyStore(settings.keys_path)
-    if not keys.has_keys():
-        raise CheckpointError(
-            f"no API keys in {settings.keys_path}: add one with greentune serve keys add NAME "
-            "--scope forecast (or classify, admin), or pass --no-auth for a local test"
-        )
-    return keys
 
 
 def build_service(settings: ServeSettings) -> Service:

@@ -19,10 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from greentune.errors import ConfigError
+from greentune.errors import CheckpointError, ConfigError
 from greentune.io import write_json
+
+if TYPE_CHECKING:
+    from greentune.serve.settings import ServeSettings
 
 SCOPES = ("forecast", "classify", "admin")
 KDF = {"name": "scrypt", "n": 2**14, "r": 8, "p": 1, "dklen": 32}
@@ -199,3 +202,17 @@ class KeyStore:
             if self._records.get(record.id) is record:  # not revoked meanwhile
                 self._verified[digest] = record
         return record
+
+
+def open_keys(settings: ServeSettings) -> KeyStore | None:
+    """The key file; a service with auth and no active key refuses to start (never open by
+    accident)."""
+    if not settings.auth:
+        return None
+    keys = KeyStore(settings.keys_path)
+    if not keys.has_keys():
+        raise CheckpointError(
+            f"no API keys in {settings.keys_path}: add one with greentune serve keys add NAME "
+            "--scope forecast (or classify, admin), or pass --no-auth for a local test"
+        )
+    return keys

@@ -39,6 +39,7 @@ def _uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
 def serve(settings: ServeSettings) -> None:
     """Serve until SIGTERM/SIGINT (then drain); model, keys and run are checked before the
     port is bound, so a bad start is one clear error."""
+    check_startable(settings)  # before the seconds of importing torch and the app
     import uvicorn
 
     from greentune.serve.app import build_service, create_app
@@ -47,7 +48,6 @@ def serve(settings: ServeSettings) -> None:
     if settings.workers == 1:
         uvicorn.run(create_app(build_service(settings)), **_uvicorn_options(settings))
         return
-    check_startable(settings)
     metrics_dir = tempfile.mkdtemp(prefix="greentune-prometheus-")
     os.environ[SETTINGS_ENV] = settings.to_json()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -66,7 +66,7 @@ def check_startable(settings: ServeSettings) -> None:
     """What ``build_service`` would refuse, without loading the model in this process."""
     from greentune.errors import CheckpointError
     from greentune.rundir import RunDir
-    from greentune.serve.app import open_keys
+    from greentune.serve.keys import open_keys
 
     open_keys(settings)
     run = RunDir.open(settings.run)
