@@ -211,7 +211,7 @@ ENERGY = set(P.ENERGY_KEYS)
 REPLY_METRICS = {
     P.RIDGE: {P.WEIGHT},
     P.OFFSETS: {P.WEIGHT},
-    P.INIT: {P.WEIGHT, "total_parameters"},
+    P.INIT: {P.WEIGHT, "total_parameters", *P.SHAPE_KEYS},
     P.TRAIN: {P.WEIGHT, "train_loss"},
     P.EVALUATE: {P.WEIGHT, "val_loss"},
 }
@@ -623,3 +623,39 @@ def test_a_resumed_private_run_goes_on_spending_from_each_clients_accountant(
     # two that finished round 2 before the failure trained it again: 9 steps
     steps = {c: RunDir(run.path / "clients" / c).metrics.privacy["steps"] for c in CLIENTS}
     assert steps == {"a": 6, "b": 9, "c": 9}
+
+
+# ----------------------------------------------------------------------------- window shape
+
+
+def test_config_yaml_holds_the_window_shape_the_clients_chose(tmp_path: Path) -> None:
+    """Left to the data (or given in time), each client resolves the shape from its own data;
+    the server, which never reads the data, writes their common shape in steps to
+    config.yaml, and names the clients when they differ."""
+    import yaml
+
+    from greentune.data.shape import default_patch_len
+
+    drop_cached()
+    left = ("data.context_length=2D", "data.horizon=null", "model.patch_len=null")
+    one = ("federated.rounds=1", "federated.references=[]")
+    logs: list[str] = []
+    run = federate(_config(tmp_path, *left, *one), echo=logs.append, engine=Recording())
+    saved = yaml.safe_load((run.path / "config.yaml").read_text())
+    patch = default_patch_len(pd.Timedelta("1h"), 48)
+    assert (saved["data"]["context_length"], saved["data"]["horizon"]) == (48, 24)
+    assert saved["model"]["patch_len"] == patch
+    said = f"the clients' window shape in steps: context_length 48, horizon 24, patch_len {patch}"
+    assert any(said in line for line in logs)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    make_series(days=40).rename(columns={"load_mw": "a"}).to_csv(folder / "a.csv", index=False)
+    half = make_series(days=40, freq="30min").rename(columns={"load_mw": "b"})
+    half.to_csv(folder / "b.csv", index=False)
+    mixed = _config(tmp_path, *left, *one, "model.skip_init=random", path=folder, name="mixed")
+    with pytest.raises(
+        FederationError,
+        match=r"different window shapes .*a: context_length 48, "
+        r"horizon 24.*b: context_length 96, horizon 48.*set data.context_length",
+    ):
+        federate(mixed, echo=lambda m: None, engine=Recording())

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from greentune.config import RunConfig, build_config, replace
+from greentune.data.shape import default_patch_len
 from greentune.errors import ConfigError
 from greentune.models.backbone import count_parameters
 from greentune.privacy.federated import protocol as P
@@ -216,7 +217,14 @@ def _init(local: Local, call: Call) -> tuple[dict, dict]:
     model = _network(local, call.state)
     start = trainable_arrays(model, local.cfg.federated.float16)
     call.state["start"] = P.from_arrays(start)  # the local-only reference starts here too
-    return start, {P.WEIGHT: 1.0, "total_parameters": float(count_parameters(model)[1])}
+    data = local.data
+    patch = local.cfg.model.patch_len or default_patch_len(data.step, data.context_length)
+    shape = dict(zip(P.SHAPE_KEYS, (data.context_length, data.horizon, patch), strict=True))
+    return start, {
+        P.WEIGHT: 1.0,
+        "total_parameters": float(count_parameters(model)[1]),
+        **{k: float(v) for k, v in shape.items()},
+    }
 
 
 def _network(local: Local, state: Any) -> Any:

@@ -49,6 +49,7 @@ def drive(server: Server, resume: bool = False) -> Outcome:
     server.skip = skip
     start = replies[0].arrays
     server.full_parameters = int(replies[0].metrics.get("total_parameters", 0))
+    server.shape = _common_shape(server, replies)
     if any(set(r.arrays) != set(start) for r in replies):
         raise FederationError("the clients built different networks: give them the same config")
     trainable = sum(a.size for a in start.values())
@@ -89,6 +90,29 @@ def drive(server: Server, resume: bool = False) -> Outcome:
     last = fed.rounds + 1
     test = server.send(server.to_all(P.TEST, best, last, nodes), "test", last, None, timeout)
     return Outcome(best, skip, test, fed.rounds)
+
+
+def _common_shape(server: Server, replies: list[Reply]) -> dict[str, int]:
+    """The window shape every client resolved from its own data (steps): one network needs
+    one shape, so clients that differ (hourly and half-hourly data, say) are named."""
+    shapes = {
+        r.client: {k: int(r.metrics[k]) for k in P.SHAPE_KEYS if k in r.metrics} for r in replies
+    }
+    if len({tuple(s.items()) for s in shapes.values()}) > 1:
+        listed = "; ".join(
+            f"{client}: " + ", ".join(f"{k.split('.')[1]} {v}" for k, v in s.items())
+            for client, s in shapes.items()
+        )
+        raise FederationError(
+            f"the clients chose different window shapes from their data ({listed}): set "
+            "data.context_length, data.horizon and model.patch_len in steps, or give every "
+            "client data of the same step"
+        )
+    shape = next(iter(shapes.values()), {})
+    if shape:
+        words = ", ".join(f"{k.split('.')[1]} {v}" for k, v in shape.items())
+        server.log(f"federate: the clients' window shape in steps: {words} (in config.yaml)")
+    return shape
 
 
 def _welcome(server: Server, r: int) -> None:

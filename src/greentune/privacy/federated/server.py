@@ -111,6 +111,8 @@ class Server:
         self.skip: dict[str, np.ndarray] = {}
         self.initialised: set[int] = set()
         """Nodes that got the skip fit (a client that rejoins gets it before it trains)."""
+        self.shape: dict[str, int] = {}
+        """The window shape the clients resolved from their data (``protocol.SHAPE_KEYS``)."""
 
     # ------------------------------------------------------------------ messaging
 

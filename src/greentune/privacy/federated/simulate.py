@@ -107,11 +107,24 @@ def conclude(
     server: Server,
     central: dict[str, dict[str, float]] | None = None,
 ) -> None:
-    """The run's results: the chosen weights, the clients' ledger rows, metrics.json."""
+    """The run's results: the chosen weights, the clients' ledger rows, metrics.json, and
+    config.yaml with the window shape the clients resolved where the config left it to the
+    data (the server never reads the data itself)."""
     _save_global(run_dir.path / "federated" / GLOBAL_FILE, outcome)
+    run_dir.write_config(with_shape(cfg, server.shape))
     add_client_rows(run_dir, server)
     run_dir.write_metrics(federated_metrics(cfg, outcome, server, central))
     run_dir.set_status("complete")
+
+
+def with_shape(cfg: RunConfig, shape: dict[str, int]) -> RunConfig:
+    """``cfg`` with the clients' window shape in steps (as ``greentune run`` writes it): what
+    the config left to the data or gave in time (``7D``) is now concrete."""
+    sections: dict[str, dict[str, int]] = {}
+    for key, steps in shape.items():
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = steps
+    return replace(cfg, **sections)
 
 
 def add_client_rows(run_dir: RunDir, server: Server | None) -> None:
