@@ -11,7 +11,7 @@ def _one_core_per_worker() -> None:
     """Under pytest-xdist with no more workers than cores, pin each worker (and the processes
     it starts) to a core of its own. Every run sizes its torch threads to the cores it may use;
     unpinned, two workers each ran two spinning OpenMP threads on two cores, and a neural peer's
-    training took 3-6x as long as alone."""
+    training took up to 6x as long as alone."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []

@@ -29,11 +29,11 @@ class TrackerContext:
     mlflow_uri: str
     tensorboard_dir: Path
     resume_id: str | None = None
+    """The tracker's own id for this run from an earlier session (a resumed run continues
+    the same tracked run)."""
     mlflow_artifacts: str | None = None
     """Where a new MLflow experiment keeps its files; None: the store decides (a server's own
     artifact root). MLflow's default, ``./mlruns``, would put them wherever the command ran."""
-    """The tracker's own id for this run from an earlier session (a resumed run continues
-    the same tracked run)."""
 
 
 class Tracker(Protocol):

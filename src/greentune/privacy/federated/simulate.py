@@ -108,8 +108,8 @@ def conclude(
     central: dict[str, dict[str, float]] | None = None,
 ) -> None:
     """The run's results: the chosen weights, the clients' ledger rows, metrics.json, and
-    config.yaml with the window shape the clients resolved where the config left it to the
-    data (the server never reads the data itself)."""
+    config.yaml with the window shape in steps that the clients resolved (what the config left
+    to the data or gave in time: the server never reads the data itself)."""
     _save_global(run_dir.path / "federated" / GLOBAL_FILE, outcome)
     run_dir.write_config(with_shape(cfg, server.shape))
     add_client_rows(run_dir, server)
