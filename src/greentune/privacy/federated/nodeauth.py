@@ -26,7 +26,7 @@ def public_key(path: Path) -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = _load(path, "an OpenSSH public key", serialization.load_ssh_public_key, "NAME.pub")
+    key = _load(path, "public", "an OpenSSH public key", serialization.load_ssh_public_key)
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ConfigError(
             f"{path}: a {type(key).__name__.removeprefix('_')} key; Flower's node "
@@ -44,7 +44,7 @@ def check_private_key(path: Path) -> None:
     def unencrypted(data: bytes) -> Any:
         return serialization.load_ssh_private_key(data, None)
 
-    key = _load(path, "an unencrypted OpenSSH private key", unencrypted, "NAME")
+    key = _load(path, "private", "an unencrypted OpenSSH private key", unencrypted)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigError(
             f"{path}: Flower's node authentication takes elliptic-curve keys "
@@ -95,14 +95,15 @@ def refused(log_text: str) -> bool:
     return any(code in log_text for code in REFUSED)
 
 
-def _load(path: Path, what: str, loader: Callable[[bytes], Any], give: str) -> Any:
-    """``loader`` on the file's bytes; a ConfigError naming the file and the fix."""
+def _load(path: Path, kind: str, what: str, loader: Callable[[bytes], Any]) -> Any:
+    """``loader`` on the ``kind`` (public or private) key file's bytes; a ConfigError naming
+    the file and the fix."""
     from cryptography.exceptions import UnsupportedAlgorithm
 
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: {what.split()[-2]} key file not found") from None
+        raise ConfigError(f"{path}: {kind} key file not found") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the key ({err.strerror})") from None
     try:
@@ -110,5 +111,6 @@ def _load(path: Path, what: str, loader: Callable[[bytes], Any], give: str) -> A
     except (ValueError, TypeError, UnsupportedAlgorithm) as err:
         raise ConfigError(
             f"{path}: not {what} ({err}); write one with "
-            f'`ssh-keygen -t ecdsa -b 384 -N "" -f NAME` and give {give}'
+            f'`ssh-keygen -t ecdsa -b 384 -N "" -f NAME` and give '
+            + ("NAME.pub" if kind == "public" else "NAME")
         ) from None
