@@ -12,6 +12,7 @@ from greentune.config import build_config
 from greentune.data.sources import RawTable
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, build_forecast_data
+from greentune.evaluate.lagged import lagged_sums, runs
 from greentune.evaluate.ridge import (
     RIDGE_ALPHAS,
     _centred,
@@ -118,3 +119,42 @@ def test_validation_errors_from_the_sums_are_the_errors_of_the_fits(level: str) 
         raw_w = w if level == "raw" else step.to_raw(w)
         direct = np.mean(((x - c.xm) @ raw_w + c.ym - y) ** 2)
         assert from_sums == pytest.approx(direct, rel=1e-7)
+
+
+def test_lagged_sums_are_the_sums_of_the_design_rows() -> None:
+    rng = np.random.default_rng(3)
+    series = rng.normal(size=(300, 3))
+    total, gram = lagged_sums(series, 20, 250, before=9, after=5, chunk=64)
+    z = np.stack([series[t - 9 : t + 5].reshape(-1) for t in range(20, 250)])
+    np.testing.assert_allclose(gram, z.T @ z, rtol=1e-12, atol=1e-11)
+    np.testing.assert_allclose(total, z.sum(0), rtol=1e-12, atol=1e-11)
+    with pytest.raises(ValueError, match="origins 20..296 need rows outside the series of 300"):
+        lagged_sums(series, 20, 297, before=9, after=5)
+    assert runs(np.array([3, 4, 5, 9, 11, 12])) == [(3, 6), (9, 10), (11, 13)]
+    assert runs(np.zeros(0, dtype=int)) == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        ("data.multivariate=true",),
+        ("data.multivariate=true", "data.channel_independent=true"),
+    ],
+)
+def test_sums_from_lagged_products_equal_the_sums_of_the_design_rows(
+    extra: tuple[str, ...],
+) -> None:
+    """Every run of consecutive origins summed from lagged cross-products, or none: the same
+    sums, with gaps that split the training origins into several runs."""
+    frame = make_series(days=40)
+    frame.loc[[200, 201, 460], "load_mw"] = np.nan
+    data = _data(frame, *extra)
+    L, H = data.context_length, data.horizon
+    train = complete_origins(data, np.arange(L, data.val_start - H + 1))
+    assert len(runs(train)) == 3
+    lagged = ridge_statistics(data, chunk=100, lagged_from=1)
+    direct = ridge_statistics(data, chunk=100, lagged_from=10**9)
+    assert lagged.keys() == direct.keys()
+    for key, value in direct.items():
+        np.testing.assert_allclose(lagged[key], value, rtol=1e-10, atol=1e-9, err_msg=key)

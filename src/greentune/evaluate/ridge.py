@@ -30,10 +30,14 @@ from scipy import linalg
 
 from greentune.data.windows import ForecastData, fold_channels
 from greentune.errors import DataError
+from greentune.evaluate.lagged import lagged_sums, runs
 
 # Ridge penalties relative to the mean diagonal of X'X, so the grid means the same at any size.
 RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 LEVELS = ("raw", "window")
+# From this many consecutive origins on, sums from lagged cross-products beat the product of
+# the design rows (their fixed cost is one pass over the block diagonals).
+LAGGED_FROM = 256
 LEVEL_WORDS = {"raw": "raw inputs", "window": "window level removed"}
 Stats = dict[str, np.ndarray]
 SUM_KEYS = ("n", "sx", "sy", "sxx", "sxy", "nv", "sxv", "syv", "sxxv", "sxyv", "syyv")
@@ -76,9 +80,13 @@ def level_layout(data: ForecastData) -> tuple[np.ndarray, np.ndarray]:
     ).astype(np.float64)
 
 
-def ridge_statistics(data: ForecastData, chunk: int = 2048) -> Stats:
+def ridge_statistics(
+    data: ForecastData, chunk: int = 2048, lagged_from: int = LAGGED_FROM
+) -> Stats:
     """Sums (float64) over the training windows (stride 1, complete ones) and the validation
-    windows, with the layout the ``window`` design needs."""
+    windows, with the layout the ``window`` design needs. Runs of at least ``lagged_from``
+    consecutive origins are summed from lagged cross-products (``lagged``), the other origins
+    by products of their design rows in chunks of ``chunk``."""
     L, H = data.context_length, data.horizon
     train = complete_origins(data, np.arange(L, data.val_start - H + 1))
     val = complete_origins(data, data.val.origins)
@@ -90,27 +98,78 @@ def ridge_statistics(data: ForecastData, chunk: int = 2048) -> Stats:
         )
     level_x, level_y = level_layout(data)
     return {
-        **_sums(data, train, chunk, ""),
-        **_sums(data, val, chunk, "v"),
+        **_sums(data, train, chunk, lagged_from, ""),
+        **_sums(data, val, chunk, lagged_from, "v"),
         "level_x": level_x,
         "level_y": level_y,
     }
 
 
-def _sums(data: ForecastData, origins: np.ndarray, chunk: int, suffix: str) -> Stats:
+def _sums(
+    data: ForecastData, origins: np.ndarray, chunk: int, lagged_from: int, suffix: str
+) -> Stats:
     out: dict[str, np.ndarray] = {}
     rows = 0  # design rows: a channel-independent window gives one per target
-    for i in range(0, len(origins), chunk):
-        x, y = design_matrix(data, origins[i : i + chunk])
-        x, y = x.astype(np.float64), y.astype(np.float64)
-        rows += len(x)
-        parts = {"sx": x.sum(0), "sy": y.sum(0), "sxx": x.T @ x, "sxy": x.T @ y}
-        if suffix:
-            parts["syy"] = np.asarray([np.sum(y * y)])
+
+    def add(parts: Stats, n: int) -> None:
+        nonlocal rows
+        rows += n
         for key, value in parts.items():
-            out[key + suffix] = out.get(key + suffix, 0) + value
+            if suffix or key != "syy":
+                out[key + suffix] = out.get(key + suffix, 0) + value
+
+    short = []
+    for first, stop in runs(origins):
+        if stop - first >= lagged_from:
+            add(*_lagged_parts(data, first, stop))
+        else:
+            short.append(np.arange(first, stop))
+    rest = np.concatenate(short) if short else np.zeros(0, dtype=np.int64)
+    for i in range(0, len(rest), chunk):
+        x, y = design_matrix(data, rest[i : i + chunk])
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        add(
+            {
+                "sx": x.sum(0),
+                "sy": y.sum(0),
+                "sxx": x.T @ x,
+                "sxy": x.T @ y,
+                "syy": np.asarray([np.sum(y * y)]),
+            },
+            len(x),
+        )
     out["n" + suffix] = np.asarray([float(rows)])
     return out
+
+
+def _lagged_parts(data: ForecastData, first: int, stop: int) -> tuple[Stats, int]:
+    """The sums of ``_sums`` over the consecutive origins ``first .. stop - 1``, each design
+    column picked from the lagged sums of the series it reads (one per target when the data
+    is channel-independent, as ``fold_channels`` lays them out)."""
+    L, H, t = data.context_length, data.horizon, data.n_targets
+    known = np.arange(data.known_slice.start, data.known_slice.stop)
+    if data.channel_independent:
+        series = [[j, *range(t, len(data.columns))] for j in range(t)]
+        known, targets = known - t + 1, np.zeros(1, dtype=np.int64)
+    else:
+        series, targets = [list(range(len(data.columns)))], np.arange(t)
+    width = len(series[0])
+    ahead = (L + np.arange(H))[:, None] * width
+    xi = np.concatenate([np.arange(L * width), (ahead + known).ravel()])
+    yi = (ahead + targets).ravel()
+    out: Stats = {}
+    for columns in series:
+        sz, gram = lagged_sums(data.scaled[:, columns], first, stop, L, H)
+        parts = {
+            "sx": sz[xi],
+            "sy": sz[yi],
+            "sxx": gram[np.ix_(xi, xi)],
+            "sxy": gram[np.ix_(xi, yi)],
+            "syy": np.asarray([np.trace(gram[np.ix_(yi, yi)])]),
+        }
+        for key, value in parts.items():
+            out[key] = out.get(key, 0) + value
+    return out, (stop - first) * len(series)
 
 
 @dataclass
