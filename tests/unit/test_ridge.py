@@ -59,10 +59,14 @@ def test_the_window_design_is_the_ridge_of_levelled_windows(extra: tuple[str, ..
     fit = solve_ridge(ridge_statistics(data), levels=("window",))
     assert fit.level == "window"
     L, H = data.context_length, data.horizon
-    x, y, _ = _levelled(data, complete_origins(data, np.arange(L, data.val_start - H + 1)))
+    train = complete_origins(data, np.arange(L, data.val_start - H + 1))
+    x, y, _ = _levelled(data, train)
     xm, ym = x.mean(0), y.mean(0)
     gram = (x - xm).T @ (x - xm)
-    ridge = gram + fit.alpha * np.mean(np.diag(gram)) * np.eye(len(gram))
+    # the penalty's scale is the raw design's, which both designs share
+    raw_x = design_matrix(data, train)[0].astype(np.float64)
+    raw_gram = (raw_x - raw_x.mean(0)).T @ (raw_x - raw_x.mean(0))
+    ridge = gram + fit.alpha * np.mean(np.diag(raw_gram)) * np.eye(len(gram))
     w = np.linalg.solve(ridge, (x - xm).T @ (y - ym))
     test = data.test.origins
     xt, _, mean_t = _levelled(data, test)

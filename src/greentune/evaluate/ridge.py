@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import linalg
@@ -32,7 +32,8 @@ from greentune.data.windows import ForecastData, fold_channels
 from greentune.errors import DataError
 from greentune.evaluate.lagged import lagged_sums, runs
 
-# Ridge penalties relative to the mean diagonal of X'X, so the grid means the same at any size.
+# Ridge penalties relative to the mean diagonal of the raw design's X'X, so the grid means the
+# same at any size; both designs use that one scale, so they share each alpha's factor.
 RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 LEVELS = ("raw", "window")
 # From this many consecutive origins on, sums from lagged cross-products beat the product of
@@ -40,6 +41,8 @@ LEVELS = ("raw", "window")
 LAGGED_FROM = 256
 LEVEL_WORDS = {"raw": "raw inputs", "window": "window level removed"}
 Stats = dict[str, np.ndarray]
+Solve = Callable[[int, np.ndarray], np.ndarray]
+"""(alpha index, b) -> the ridge solution of b at that alpha."""
 SUM_KEYS = ("n", "sx", "sy", "sxx", "sxy", "nv", "sxv", "syv", "sxxv", "sxyv", "syyv")
 LAYOUT_KEYS = ("level_x", "level_y")
 KEYS = (*SUM_KEYS, *LAYOUT_KEYS)
@@ -272,6 +275,22 @@ class _LevelStep:
             c.nv,
         )
 
+    def solver(self, gram: np.ndarray, solve: Solve) -> Solve:
+        """Solves with the levelled X'X, P'GP + lam I, from solves with G + lam I. With
+        U = [E, G EL] and M = [[EL' G EL, -I], [-I, 0]], P'GP = G + U M U' (rank 2t), so
+        Woodbury's identity needs a (2t)^2 system per solve instead of a new factor."""
+        t = self.e.shape[1]
+        gl = gram @ self.el
+        u = np.concatenate([self.e, gl], axis=1)
+        eye = np.eye(t)
+        m_inv = np.block([[np.zeros((t, t)), -eye], [-eye, -(self.el.T @ gl)]])
+
+        def solve_levelled(i: int, b: np.ndarray) -> np.ndarray:
+            ab, au = solve(i, b), solve(i, u)
+            return ab - au @ np.linalg.solve(m_inv + u.T @ au, u.T @ ab)
+
+        return solve_levelled
+
     def to_raw(self, w: np.ndarray) -> np.ndarray:
         """The weight on raw inputs of a fit on levelled ones: P w + B."""
         return w - self.e @ (self.el.T @ w) + self.el @ self.f.T
@@ -291,16 +310,34 @@ def walk_alphas(val_error: Callable[[int], float]) -> int:
     return best
 
 
-def _walk(c: _Centred) -> tuple[float, int, np.ndarray]:
+@dataclass
+class _Solver:
+    """Solves (G + alpha * scale * I) w = b for the centred raw X'X G, one Cholesky factor per
+    alpha, shared by both designs: the levelled X'X differs from G by a rank-2t term
+    (``_LevelStep.solver``), so the window design needs no factor of its own."""
+
+    gram: np.ndarray
+    factors: dict[int, tuple[np.ndarray, bool]] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> float:
+        return float(np.mean(np.diag(self.gram))) or 1.0
+
+    def __call__(self, i: int, b: np.ndarray) -> np.ndarray:
+        if i not in self.factors:
+            a = self.gram.copy()
+            a.flat[:: len(a) + 1] += RIDGE_ALPHAS[i] * self.scale
+            self.factors[i] = linalg.cho_factor(a, overwrite_a=True, check_finite=False)
+        return linalg.cho_solve(self.factors[i], b, check_finite=False)
+
+
+def _walk(c: _Centred, solve: Solve) -> tuple[float, int, np.ndarray]:
     """(validation MSE, alpha index, weights) of the alpha the walk settles on."""
-    scale = float(np.mean(np.diag(c.gram))) or 1.0
-    eye = np.eye(len(c.gram))
     fits: dict[int, tuple[float, np.ndarray]] = {}
 
     def val_error(i: int) -> float:
         if i not in fits:
-            factor = linalg.cho_factor(c.gram + RIDGE_ALPHAS[i] * scale * eye, check_finite=False)
-            w = linalg.cho_solve(factor, c.xty, check_finite=False)
+            w = solve(i, c.xty)
             sse = float(np.sum(w * (c.cxx @ w)) - 2 * np.sum(w * c.cxy) + c.cyy)
             fits[i] = (sse / (c.nv * w.shape[1]), w)
         return fits[i][0]
@@ -315,10 +352,14 @@ def solve_ridge(stats: Stats, levels: tuple[str, ...] = LEVELS) -> LinearFit:
     the design with the lower validation MSE (ties keep ``raw``)."""
     t0 = time.perf_counter()
     raw = _centred(stats)
+    solve = _Solver(raw.gram)
     step = _LevelStep.from_layout(stats["level_x"], stats["level_y"])
     best: tuple[float, str, int, np.ndarray] | None = None
     for level in levels:
-        err, i, w = _walk(raw if level == "raw" else step.apply(raw))
+        if level == "raw":
+            err, i, w = _walk(raw, solve)
+        else:
+            err, i, w = _walk(step.apply(raw), step.solver(raw.gram, solve))
         if best is None or err < best[0]:
             best = (err, level, i, w if level == "raw" else step.to_raw(w))
     if best is None:
