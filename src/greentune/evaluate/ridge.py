@@ -1,8 +1,9 @@
 """The ridge behind the `linear` baseline and the network's skip path, from sufficient statistics.
 
 One code path serves one process and a federation: ``ridge_statistics`` sums (float64) over the
-training windows (stride 1, complete ones) and the validation windows; ``solve_ridge`` solves
-from the sums alone. A federated server adds the clients' sums and calls the same solver, so
+training windows (stride 1, complete ones; runs of consecutive origins from lagged
+cross-products, ``lagged``) and the validation windows; ``solve_ridge`` solves from the sums
+alone. A federated server adds the clients' sums and calls the same solver, so
 its start equals the centralised ridge on pooled windows.
 
 Two designs are solved and the one with the lower validation MSE is kept (validation, never
