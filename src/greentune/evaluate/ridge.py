@@ -35,7 +35,10 @@ from greentune.evaluate.lagged import lagged_sums, runs
 
 # Ridge penalties relative to the mean diagonal of the raw design's X'X, so the grid means the
 # same at any size; both designs use that one scale, so they share each alpha's factor.
-RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+# The walk starts at WALK_START and goes where validation improves. Short or noisy series
+# want 10-100 (4 weeks of half-hours), long clean ones 1e-4 and less (3 years of hours).
+RIDGE_ALPHAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+WALK_START = 1e-2
 LEVELS = ("raw", "window")
 # From this many consecutive origins on, sums from lagged cross-products beat the product of
 # the design rows (their fixed cost is one pass over the block diagonals).
@@ -297,14 +300,18 @@ class _LevelStep:
         return w - self.e @ (self.el.T @ w) + self.el @ self.f.T
 
 
-def walk_alphas(val_error: Callable[[int], float]) -> int:
-    """The index in RIDGE_ALPHAS to use: walk the log grid from its middle while the
+def walk_alphas(
+    val_error: Callable[[int], float],
+    alphas: tuple[float, ...] = RIDGE_ALPHAS,
+    start_at: float = WALK_START,
+) -> int:
+    """The index in ``alphas`` to use: walk the log grid from ``start_at`` while the
     validation error falls. Each Cholesky of the (L*C + H*K)^2 system costs seconds, and the
     error is unimodal in alpha in practice."""
-    best = len(RIDGE_ALPHAS) // 2
+    best = alphas.index(start_at)
     for step in (-1, 1):
         start = best
-        while 0 <= best + step < len(RIDGE_ALPHAS) and val_error(best + step) < val_error(best):
+        while 0 <= best + step < len(alphas) and val_error(best + step) < val_error(best):
             best += step
         if best != start:
             break
@@ -318,6 +325,7 @@ class _Solver:
     (``_LevelStep.solver``), so the window design needs no factor of its own."""
 
     gram: np.ndarray
+    alphas: tuple[float, ...] = RIDGE_ALPHAS
     factors: dict[int, tuple[np.ndarray, bool]] = field(default_factory=dict)
 
     @property
@@ -327,12 +335,12 @@ class _Solver:
     def __call__(self, i: int, b: np.ndarray) -> np.ndarray:
         if i not in self.factors:
             a = self.gram.copy()
-            a.flat[:: len(a) + 1] += RIDGE_ALPHAS[i] * self.scale
+            a.flat[:: len(a) + 1] += self.alphas[i] * self.scale
             self.factors[i] = linalg.cho_factor(a, overwrite_a=True, check_finite=False)
         return linalg.cho_solve(self.factors[i], b, check_finite=False)
 
 
-def _walk(c: _Centred, solve: Solve) -> tuple[float, int, np.ndarray]:
+def _walk(c: _Centred, solve: Solve, alphas: tuple[float, ...]) -> tuple[float, int, np.ndarray]:
     """(validation MSE, alpha index, weights) of the alpha the walk settles on."""
     fits: dict[int, tuple[float, np.ndarray]] = {}
 
@@ -343,30 +351,32 @@ def _walk(c: _Centred, solve: Solve) -> tuple[float, int, np.ndarray]:
             fits[i] = (sse / (c.nv * w.shape[1]), w)
         return fits[i][0]
 
-    best = walk_alphas(val_error)
+    best = walk_alphas(val_error, alphas)
     val_error(best)
     return fits[best][0], best, fits[best][1]
 
 
-def solve_ridge(stats: Stats, levels: tuple[str, ...] = LEVELS) -> LinearFit:
-    """The ridge from sums: for each design in ``levels`` the alpha walk on validation, then
-    the design with the lower validation MSE (ties keep ``raw``)."""
+def solve_ridge(
+    stats: Stats, levels: tuple[str, ...] = LEVELS, alphas: tuple[float, ...] = RIDGE_ALPHAS
+) -> LinearFit:
+    """The ridge from sums: for each design in ``levels`` the walk over ``alphas`` on
+    validation, then the design with the lower validation MSE (ties keep ``raw``)."""
     t0 = time.perf_counter()
     raw = _centred(stats)
-    solve = _Solver(raw.gram)
+    solve = _Solver(raw.gram, alphas)
     step = _LevelStep.from_layout(stats["level_x"], stats["level_y"])
     best: tuple[float, str, int, np.ndarray] | None = None
     for level in levels:
         if level == "raw":
-            err, i, w = _walk(raw, solve)
+            err, i, w = _walk(raw, solve, alphas)
         else:
-            err, i, w = _walk(step.apply(raw), step.solver(raw.gram, solve))
+            err, i, w = _walk(step.apply(raw), step.solver(raw.gram, solve), alphas)
         if best is None or err < best[0]:
             best = (err, level, i, w if level == "raw" else step.to_raw(w))
     if best is None:
         raise ValueError("no ridge design to solve")
     _, level, i, w = best
-    return LinearFit(w, raw.xm, raw.ym, RIDGE_ALPHAS[i], time.perf_counter() - t0, level)
+    return LinearFit(w, raw.xm, raw.ym, alphas[i], time.perf_counter() - t0, level)
 
 
 def fit_linear(data: ForecastData) -> LinearFit:
