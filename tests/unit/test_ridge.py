@@ -15,6 +15,7 @@ from greentune.data.windows import ForecastData, build_forecast_data
 from greentune.evaluate.lagged import lagged_sums, runs
 from greentune.evaluate.ridge import (
     RIDGE_ALPHAS,
+    WALK_START,
     _centred,
     _LevelStep,
     complete_origins,
@@ -23,6 +24,7 @@ from greentune.evaluate.ridge import (
     level_layout,
     ridge_statistics,
     solve_ridge,
+    walk_alphas,
 )
 from tests.conftest import make_series, series_overrides
 
@@ -162,3 +164,26 @@ def test_sums_from_lagged_products_equal_the_sums_of_the_design_rows(
     assert lagged.keys() == direct.keys()
     for key, value in direct.items():
         np.testing.assert_allclose(lagged[key], value, rtol=1e-10, atol=1e-9, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("minimum", "visited"),
+    [
+        (1e-2, {1e-3, 1e-2, 1e-1}),  # a minimum at the start costs three fits
+        (100.0, {1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0}),  # to the top edge, never below 1e-3
+        (1e-6, {1e-6, 1e-5, 1e-4, 1e-3, 1e-2}),  # to the bottom edge, never above 1e-2
+        (1.0, {1e-3, 1e-2, 1e-1, 1.0, 10.0}),
+    ],
+)
+def test_the_walk_starts_at_its_start_and_fits_only_where_validation_improves(
+    minimum: float, visited: set[float]
+) -> None:
+    seen: list[float] = []
+
+    def val_error(i: int) -> float:
+        seen.append(RIDGE_ALPHAS[i])
+        return abs(np.log10(RIDGE_ALPHAS[i]) - np.log10(minimum))
+
+    assert RIDGE_ALPHAS[walk_alphas(val_error)] == minimum
+    assert set(seen) == visited
+    assert WALK_START in seen
