@@ -236,24 +236,21 @@ def main() -> None:
     ap.add_argument("--sets", default="vic2014,vic_elec,pjm,isone,etth1")
     ap.add_argument("--compare", choices=("solver", "grid"), default="solver")
     a = ap.parse_args()
+    grid = a.compare == "grid"
+    one, table = (measure_grid, markdown_grid) if grid else (measure, markdown)
     results: dict = {"machine": machine_info(), "repeats": REPEATS, "series": {}}
-    if a.compare == "grid":
-        for name, data in datasets(a.sets.split(",")).items():
-            results["series"][name] = measure_grid(name, data)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "ridge_solver-grid.json").write_text(json.dumps(results, indent=2, default=str))
-        (RESULTS / "ridge_solver-grid.md").write_text(markdown_grid(results))
-        print(markdown_grid(results))
-        return
     for name, data in datasets(a.sets.split(",")).items():
-        results["series"][name] = measure(name, data)
-    ratios = [r["val_mse_ratio"] for r in results["series"].values()]
-    results["rule_kept"] = all(v <= 1.005 for v in ratios)
+        results["series"][name] = one(name, data)
+    if not grid:
+        ratios = [r["val_mse_ratio"] for r in results["series"].values()]
+        results["rule_kept"] = all(v <= 1.005 for v in ratios)
+    stem = RESULTS / ("ridge_solver-grid" if grid else "ridge_solver")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ridge_solver.json").write_text(json.dumps(results, indent=2, default=str))
-    (RESULTS / "ridge_solver.md").write_text(markdown(results))
-    print(markdown(results))
-    print("rule (val MSE <= 1.005x previous on every series):", results["rule_kept"])
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
+    stem.with_suffix(".md").write_text(table(results))
+    print(table(results))
+    if not grid:
+        print("rule (val MSE <= 1.005x previous on every series):", results["rule_kept"])
 
 
 if __name__ == "__main__":
