@@ -104,10 +104,15 @@ def test_the_command_prints_the_front_and_writes_the_summary(searched) -> None:
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "recommended: trial" in result.output and "against the default configuration" in (
-        result.output
-    )
     summary = json.loads((tmp / "runs" / "s" / "search.json").read_text())
+    assert "recommended: trial" in result.output
+    # energy is noisy, so the default may itself be the recommendation
+    against = (
+        "is itself the greenest within 5 % of the best"
+        if summary["greenest"] == summary["default"]
+        else "against the default configuration"
+    )
+    assert against in result.output
     # every energy figure says it is modelled (no counters on CI machines)
     assert {t["energy_kind"] for t in summary["trials"] if t["state"] == "COMPLETE"} == {"model"}
     assert "Wh (model)" in result.output and "Wh (model), every trial's whole run" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -121,12 +122,28 @@ def verdict(result: SearchResult) -> list[str]:
         f"{_fmt(green.test)}, scored once): {green.run}",
     ]
     default = result.row(result.default)
-    if default is not None and default.energy_wh and green.energy_wh:
+    if default is not None and default.number == green.number:
+        lines.append(
+            f"the default configuration (trial {default.number}) is itself the greenest within "
+            f"{100 * result.target:.3g} % of the best: no trial searched saves energy at that "
+            "quality"
+        )
+    elif default is not None and default.energy_wh and green.energy_wh:
         ratio = default.energy_wh / green.energy_wh
         how = f"{ratio:.2f}x less energy" if ratio >= 1 else f"{1 / ratio:.2f}x more energy"
         lines.append(
             f"against the default configuration (trial {default.number}: {result.metric} "
             f"{_fmt(default.value)}, {_fmt(default.energy_wh)} Wh): {how}"
+        )
+    cheaper = result.row(result.cheaper)
+    if cheaper is not None and cheaper.value is not None and cheaper.energy_wh and best.value:
+        saving = (green.energy_wh or 0.0) / cheaper.energy_wh
+        # rounded up: a target of this size admits it
+        gap = math.ceil(1000 * abs(cheaper.value - best.value) / abs(best.value)) / 10
+        lines.append(
+            f"next on the front: trial {cheaper.number} ({result.metric} {_fmt(cheaper.value)}, "
+            f"{gap:g} % from the best, {_fmt(cheaper.energy_wh)} Wh): {saving:.2f}x less energy "
+            "than the recommended"
         )
     kind = kind_of(t.energy_kind for t in result.trials)
     spent = f"{result.spent_wh:.3g} Wh" + (f" ({kind})" if kind else "")

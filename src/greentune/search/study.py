@@ -91,6 +91,9 @@ class SearchResult:
     front: list[int] = field(default_factory=list)
     best: int | None = None
     greenest: int | None = None
+    cheaper: int | None = None
+    """The next trade-off down the front: the best front trial that uses less energy than the
+    recommended one (outside the target, or it would be the recommendation), or None."""
     default: int | None = None
     target: float = 0.02
     spent_wh: float = 0.0
@@ -328,7 +331,11 @@ def summarise(study: Any, storage: str, target: float, metric: str, higher: bool
     bound = best_value - margin if higher else best_value + margin
     ok = [s for s in scored if (s[1] >= bound if higher else s[1] <= bound)]
     result.best = best_number
-    result.greenest = min(ok, key=lambda s: s[2])[0]
+    greenest = min(ok, key=lambda s: s[2])
+    result.greenest = greenest[0]
+    below = [s for s in scored if s[0] in result.front and s[2] < greenest[2]]
+    if below:
+        result.cheaper = min(below, key=lambda s: sign * s[1])[0]
     return result
 
 
