@@ -121,3 +121,29 @@ def test_the_recommendation_and_the_next_trade_off_down_the_front() -> None:
     cheapest = summarise(_study(points), "sqlite://", 0.06, "mape", False)
     assert (cheapest.greenest, cheapest.cheaper) == (1, None)
     assert not any(line.startswith("next on the front") for line in verdict(cheapest))
+
+
+def test_the_first_trial_counts_toward_nsga2s_first_generation() -> None:
+    import optuna
+
+    from greentune.search.study import count_in_generation
+
+    def generations(tag: bool) -> list[int | None]:
+        sampler = optuna.samplers.NSGAIISampler(population_size=2, seed=0)
+        study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+        study.enqueue_trial({"x": 0.5})  # the default configuration, as search() adds it
+
+        def objective(trial: optuna.Trial) -> tuple[float, float]:
+            x = trial.suggest_float("x", 0.0, 1.0)
+            if tag:
+                count_in_generation(trial)
+            return x, 1.0 - x
+
+        study.optimize(objective, n_trials=3)
+        key = "NSGAIISampler:generation"
+        return [t.system_attrs.get(key) for t in study.get_trials()]
+
+    # trials 0 and 1 fill the first generation of 2, so trial 2 is bred from them
+    assert generations(tag=True) == [0, 0, 1]
+    # Optuna alone leaves the first trial out: trial 2 is still drawn at random
+    assert generations(tag=False) == [None, 0, 0]

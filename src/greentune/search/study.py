@@ -186,6 +186,18 @@ def _study(optuna: Any, name: str, url: str, opts: SearchOptions, higher: bool) 
     return study
 
 
+def count_in_generation(trial: Any) -> None:
+    """Give the trial its NSGA-II generation now, so that it counts toward one. Optuna tags a
+    trial with its generation only when it samples relative to finished ones: the first trial
+    of a study (the default configuration) never is, so the first generation waited for one
+    completed trial more. On Victoria 2012-14 with 8 trials and 3 pruned, that left every trial
+    in the first (random) generation."""
+    sampler = trial.study.sampler
+    if hasattr(sampler, "get_trial_generation"):  # the genetic samplers
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        sampler.get_trial_generation(trial.study, frozen)
+
+
 def population_size(trials: int) -> int:
     """NSGA-II's generation size for a study of ``trials``: Optuna's 50 samples the whole of a
     small study at random (its first generation is random), so a study gets about three
@@ -205,6 +217,7 @@ def _objective(
 
     def objective(trial: Any) -> tuple[float, float]:
         values = {d.key: d.suggest(trial) for d in space}
+        count_in_generation(trial)
         name = f"trial-{trial.number:04d}"
         own = [o for o in opts.overrides if o.split("=", 1)[0].startswith("eval.")]
         extra = [*TRIAL_DEFAULTS, *own, f"output_dir={root}", f"name={name}"]
