@@ -7,6 +7,8 @@ and are judged on validation; test is read once, for the recommended trial and t
 Energy is the runs' ledgers (modelled on a VM without counters; the tables say so).
 
     python benchmarks/search.py [--dataset embedded|vic_elec] [--trials 8]
+    python benchmarks/search.py --samplers nsga2   # rerun one sampler; the other's trials
+                                                   # are kept from the saved results
     python benchmarks/search.py --repeat 3   # the saved search's default and recommended
                                              # configurations run again, interleaved
     python benchmarks/search.py --repeat 3 --against today
@@ -40,6 +42,7 @@ from greentune.search.study import TRIAL_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+SAMPLERS = ("nsga2", "random")
 SPACE = """\
 train.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
 peft.method: [lora, ln]
@@ -66,8 +69,19 @@ def _ratio(default: TrialRow | None, chosen: TrialRow | None) -> float | None:
     return default.energy_wh / chosen.energy_wh
 
 
+def generations(result: SearchResult) -> dict[int, int | None]:
+    """Each trial's NSGA-II generation as the study stored it (None: not a genetic sampler, or
+    a pruned trial): which trials were bred and which drawn at random."""
+    import optuna
+
+    study = optuna.load_study(study_name=result.study, storage=result.storage)
+    key = "NSGAIISampler:generation"
+    return {t.number: t.system_attrs.get(key) for t in study.get_trials(deepcopy=False)}
+
+
 def summary(result: SearchResult) -> dict:
     rows = []
+    generation = generations(result)
     for t in result.trials:
         run = RunDir(t.run) if t.run else None
         rows.append(
@@ -80,6 +94,7 @@ def summary(result: SearchResult) -> dict:
                 "run_wh": t.run_wh,
                 "train_s": run.metrics.training.train_s if run else None,
                 "front": t.number in result.front,
+                "generation": generation.get(t.number),
             }
         )
     chosen, default = result.row(result.greenest), result.row(result.default)
@@ -195,6 +210,23 @@ def repeat(dataset: str, repeats: int, against: str = "search") -> None:
     print("\n".join(lines))
 
 
+def kept(path: Path, sampler: str, out: dict) -> dict:
+    """A sampler's results from the saved run, where that run searched the same dataset,
+    number of trials and space: a rerun of the other sampler is then compared with them."""
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run both samplers (--samplers nsga2,random)")
+    saved = json.loads(path.read_text())
+    for key in ("dataset", "trials", "space"):
+        if saved.get(key) != out[key]:
+            raise SystemExit(
+                f"{path}: its {key} differs from this run's; run both samplers "
+                "(--samplers nsga2,random)"
+            )
+    result = saved[sampler]
+    result.setdefault("measured", "in an earlier run")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="embedded", choices=sorted(DATASETS))
@@ -205,6 +237,12 @@ def main() -> None:
         default="search",
         choices=["search", "today"],
         help="with --repeat: the default as the search ran it, or today's default",
+    )
+    parser.add_argument(
+        "--samplers",
+        default="nsga2,random",
+        help="the samplers to run; any other keeps its trials from the saved results (same "
+        "dataset, trials and space)",
     )
     parser.add_argument(
         "--resume",
@@ -231,7 +269,14 @@ def main() -> None:
         "space": SPACE,
         "target": 0.01,
     }
-    for sampler in ("nsga2", "random"):
+    chosen = args.samplers.split(",")
+    if unknown := set(chosen) - set(SAMPLERS):
+        parser.error(f"--samplers: unknown {', '.join(sorted(unknown))}; valid: nsga2, random")
+    saved_path = RESULTS / f"search-{args.dataset}.json"
+    for sampler in SAMPLERS:
+        if sampler not in chosen:
+            out[sampler] = kept(saved_path, sampler, out)
+            continue
         study = f"search-{args.dataset}-{sampler}"
         if not args.resume:
             shutil.rmtree(work / study, ignore_errors=True)
@@ -246,15 +291,16 @@ def main() -> None:
         )
         result = search(opts, log=lambda m, s=sampler: print(f"  [{s}] {m}", flush=True))
         out[sampler] = summary(result)
+        out[sampler]["measured"] = time.strftime("%Y-%m-%d")
         print(json.dumps(out[sampler], indent=1, default=str), flush=True)
     done = [
         (r["val_mape"], r["energy_wh"])
-        for s in ("nsga2", "random")
+        for s in SAMPLERS
         for r in out[s]["trials"]
         if r["val_mape"] is not None
     ]
     ref = (max(v for v, _ in done) * 1.01, max(e for _, e in done) * 1.01)
-    for s in ("nsga2", "random"):
+    for s in SAMPLERS:
         pts = [
             (r["energy_wh"], r["val_mape"]) for r in out[s]["trials"] if r["val_mape"] is not None
         ]
@@ -273,13 +319,14 @@ def markdown(out: dict) -> str:
         "modelled (no counters on this VM). Chosen on validation; test read once.",
         "",
     ]
-    for s in ("nsga2", "random"):
+    for s in SAMPLERS:
         r = out[s]
         lines += [
             f"## {s}",
             "",
-            "| trial | state | params | val MAPE | Wh (model) | front |",
-            "|---|---|---|---|---|---|",
+            *([f"Trials measured {r['measured']}.", ""] if r.get("measured") else []),
+            "| trial | generation | state | params | val MAPE | Wh (model) | front |",
+            "|---|---|---|---|---|---|---|",
         ]
         for t in r["trials"]:
             params = ", ".join(
@@ -289,8 +336,10 @@ def markdown(out: dict) -> str:
             val = "–" if t["val_mape"] is None else f"{t['val_mape']:.3f}"
             wh = "–" if t["energy_wh"] is None else f"{t['energy_wh']:.3g}"
             mark = "(default) " if t["trial"] == r["default"] else ""
+            gen = t.get("generation")
             lines.append(
-                f"| {mark}{t['trial']} | {t['state'].lower()} | {params} | {val} | {wh} | "
+                f"| {mark}{t['trial']} | {'–' if gen is None else gen} | {t['state'].lower()} | "
+                f"{params} | {val} | {wh} | "
                 f"{'yes' if t['front'] else ''} |"
             )
         ratio = r["energy_ratio_default_to_recommended"]
