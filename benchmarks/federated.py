@@ -4,12 +4,15 @@ client-side DP at epsilon 8.
 
     .venv/bin/python benchmarks/federated.py [--seeds 0,1,2] [--days 365] [--rounds 8]
     .venv/bin/python benchmarks/federated.py --secure [--seeds 0]   # SecAgg+ vs in the clear
+    .venv/bin/python benchmarks/federated.py --arms fedavg   # rerun one arm; the others' runs
+                                                             # are kept from federated.json
 
 Every figure comes from `greentune federate` (Flower's simulation engine, Ray actors, one per
 core) on real data, the references side by side in the same run:
 - federated: FedAvg over the 9 clients, ``rounds`` x ``local_steps`` steps per client, the best
   round on the clients' pooled validation loss;
-- local: each client alone, the same start, rounds and steps, the best round on its own
+- local: each client alone, as outside the federation: the skip path from its own ridge, the
+  rest of the network from the same start, the same rounds and steps, the best round on its own
   validation windows;
 - central: the same network on the pooled training windows, the same number of samples
   (rounds x local_steps x 9 steps), the best round on the pooled validation loss;
@@ -48,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "runs" / "federated"
 PJM = ROOT.parent / "shared" / "data" / "multiclient" / "pjm_hourly"
+ARMS = ("fedavg", "fp16", "dp")
 ROWS = ("federated", "start", "central", "local", "seasonal_naive_daily", "seasonal_naive_weekly")
 """The rows of metrics.json's test table this benchmark reports, in order."""
 
@@ -164,6 +168,24 @@ def summarise(run: RunDir, wall_s: float) -> dict[str, Any]:
     }
 
 
+def kept_runs(out: dict[str, Any], arms: list[str]) -> dict[str, Any]:
+    """The runs of ``arms`` from the saved federated.json, each marked with the machine it ran
+    on, where that run had the same protocol and seeds."""
+    path = RESULTS / "federated.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run every arm (--arms {','.join(ARMS)})")
+    saved = json.loads(path.read_text())
+    for key in ("protocol", "seeds"):
+        if saved.get(key) != out[key]:
+            raise SystemExit(f"{path}: its {key} differs from this run's; run every arm")
+    machine = saved.get("machine", {}).get("cpu", "an earlier machine")
+    return {
+        name: {**run, "machine": run.get("machine", machine)}
+        for name, run in saved["runs"].items()
+        if any(name.startswith(arm) for arm in arms)
+    }
+
+
 def _local_share(rows: list[dict[str, Any]]) -> float:
     """Energy of the clients' test messages (which include the local-only reference)."""
     return sum(sum(r["energy_j"].values()) for r in rows if r["extra"]["message"] == "test")
@@ -176,6 +198,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--local-steps", type=int, default=16)
     parser.add_argument("--dp", default="8", help="client-side DP epsilons ('' for none)")
+    parser.add_argument(
+        "--arms",
+        default="fedavg,fp16,dp",
+        help="the arms to run (fedavg: with the references; fp16; dp); the others' runs are "
+        "kept from federated.json, with the machine they ran on",
+    )
     parser.add_argument("--render", action="store_true", help="rewrite federated.md only")
     parser.add_argument(
         "--secure",
@@ -208,24 +236,33 @@ def main() -> None:
         "seeds": seeds,
         "runs": {},
     }
+    arms = a.arms.split(",")
+    if unknown := set(arms) - set(ARMS):
+        parser.error(f"--arms: unknown {', '.join(sorted(unknown))}; valid: {', '.join(ARMS)}")
+    if set(arms) != set(ARMS):
+        out["runs"] = kept_runs(out, [arm for arm in ARMS if arm not in arms])
     for seed in seeds:
-        print(f"seed {seed}: federated + references", flush=True)
-        run, wall = run_once(overrides(folder, f"fedavg-s{seed}", seed, a.rounds, a.local_steps))
-        out["runs"][f"fedavg-s{seed}"] = summarise(run, wall)
-        print(f"seed {seed}: float16 transfer", flush=True)
-        run, wall = run_once(
-            overrides(
-                folder,
-                f"fp16-s{seed}",
-                seed,
-                a.rounds,
-                a.local_steps,
-                "federated.float16=true",
-                "federated.references=[]",
+        if "fedavg" in arms:
+            print(f"seed {seed}: federated + references", flush=True)
+            run, wall = run_once(
+                overrides(folder, f"fedavg-s{seed}", seed, a.rounds, a.local_steps)
             )
-        )
-        out["runs"][f"fp16-s{seed}"] = summarise(run, wall)
-        for eps in [e for e in a.dp.split(",") if e]:
+            out["runs"][f"fedavg-s{seed}"] = summarise(run, wall)
+        if "fp16" in arms:
+            print(f"seed {seed}: float16 transfer", flush=True)
+            run, wall = run_once(
+                overrides(
+                    folder,
+                    f"fp16-s{seed}",
+                    seed,
+                    a.rounds,
+                    a.local_steps,
+                    "federated.float16=true",
+                    "federated.references=[]",
+                )
+            )
+            out["runs"][f"fp16-s{seed}"] = summarise(run, wall)
+        for eps in [e for e in a.dp.split(",") if e and "dp" in arms]:
             print(f"seed {seed}: client DP epsilon {eps}", flush=True)
             run, wall = run_once(
                 overrides(
@@ -301,6 +338,12 @@ def render(out: dict[str, Any]) -> str:
         f"Machine: {m.get('cpu', '')}, {m.get('cores', '')} cores. Seeds {out['seeds']}: "
         "medians over seeds, [min, max].",
         "",
+        *_kept_lines(runs),
+        "Rows: `federated` the global model at its best round on the pooled validation loss; "
+        "`start` round 0 (the federated ridge skip path, the network untrained); `central` the "
+        "same network on the pooled windows; `local` each client alone (the skip path from its "
+        "own ridge, the same rounds and steps, its own best round).",
+        "",
         "| row | pooled MAPE % | median client MAPE % | worst client MAPE % |",
         "|---|---|---|---|",
     ]
@@ -326,6 +369,8 @@ def render(out: dict[str, Any]) -> str:
             "",
             f"- federated / central median client MAPE: {_mid(ratio)} (target <= 1.05)",
             f"- clients where federated beats local-only: {_mid(wins)} of 9 (target >= 7)",
+            "- clients where the start (round 0, untrained) beats local-only: "
+            f"{_mid([_wins(r, 'start', 'local') for r in fedavg])} of 9",
             f"- best round (of {out['protocol']['rounds']}): "
             f"{_mid([r['best_round'] for r in fedavg])}",
         ]
@@ -375,6 +420,22 @@ def render(out: dict[str, Any]) -> str:
             wh = _mid([r["energy_j"]["per_client"][c] / 3600 for r in fedavg])
             lines.append(f"| {c} | {' | '.join(cells)} | {wh} |")
     return "\n".join(lines) + "\n"
+
+
+def _kept_lines(runs: dict[str, Any]) -> list[str]:
+    kept = sorted({(k.split("-")[0], r["machine"]) for k, r in runs.items() if "machine" in r})
+    if not kept:
+        return []
+    arms = "; ".join(f"{arm} on {machine}" for arm, machine in kept)
+    return [
+        f"Kept from an earlier run ({arms}): their energy and wall time come from that machine.",
+        "",
+    ]
+
+
+def _wins(run: dict[str, Any], row: str, other: str) -> float:
+    mape = run["client_mape"]
+    return float(sum(mape[row][c] < mape[other][c] for c in mape[other]))
 
 
 def _mid(values: list[float]) -> str:

@@ -19,13 +19,22 @@ from greentune.evaluate.ridge import RIDGE_ALPHAS, complete_origins, design_matr
 from greentune.privacy.accounting import epsilon
 from greentune.privacy.federated import protocol as P
 from greentune.privacy.federated.apps import zone_label
-from greentune.privacy.federated.client import Proximal, drop_cached
+from greentune.privacy.federated.client import (
+    Proximal,
+    alone,
+    drop_cached,
+    network,
+    open_client,
+    residual_offsets,
+    trainable_arrays,
+)
 from greentune.privacy.federated.inline import run_inline
 from greentune.privacy.federated.partitions import client_data, client_names, client_table
 from greentune.privacy.federated.ridge import add_statistics, ridge_statistics, solve_pooled
 from greentune.privacy.federated.server import FederationError
 from greentune.privacy.federated.simulate import federate
 from greentune.rundir import RunDir
+from greentune.tasks.forecast.skip import SkipInit
 from greentune.train.callbacks import SetupContext
 from greentune.train.state import LoopState
 from tests.conftest import make_series, series_overrides
@@ -171,6 +180,32 @@ def test_the_federated_ridge_is_the_ridge_of_the_pooled_windows(tmp_path: Path) 
     own = fit_linear(datas[0])
     assert one.alpha == own.alpha
     np.testing.assert_allclose(one.weight, own.weight, rtol=1e-6, atol=1e-9)
+
+
+def test_the_local_only_reference_starts_from_the_clients_own_ridge(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    drop_cached()
+    local = open_client(cfg, "a", "own-ridge")
+    sums = [ridge_statistics(client_data(cfg, c)[1]) for c in CLIENTS]
+    pooled = solve_pooled(add_statistics(sums))
+    federated = network(local, SkipInit(pooled, residual_offsets(local, pooled)), "pooled")
+    own = alone(local)
+    assert own is not None and own.model is not None and own.model is not federated
+    assert local.model is federated  # the client's network is left as it was
+    q = len(cfg.model.quantiles)
+    mine = fit_linear(local.data).weight  # the client's ridge on its data alone
+    skip = own.model.skip.weight.detach().numpy()
+    np.testing.assert_allclose(skip, np.repeat(mine.T, q, axis=0), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(skip, np.repeat(pooled.weight.T, q, axis=0), rtol=1e-3, atol=1e-5)
+    # everything that trains starts the same, but the skip path's bias (its own intercept and
+    # residual quantiles)
+    start, own_start = trainable_arrays(federated), trainable_arrays(own.model)
+    assert start.keys() == own_start.keys()
+    differ = [k for k in start if not np.array_equal(start[k], own_start[k])]
+    assert differ == ["skip.bias"]
+    seasonal = replace(cfg, model={"skip_init": "seasonal"})
+    assert alone(open_client(seasonal, "a", "seasonal")) is None  # nothing pooled to undo
+    drop_cached()
 
 
 def test_clients_that_disagree_on_the_windows_are_refused(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from dataclasses import replace as copy_with
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch
 from greentune.config import RunConfig, replace
 from greentune.data.windows import ForecastData
 from greentune.errors import ConfigError
-from greentune.evaluate.ridge import LinearFit
+from greentune.evaluate.ridge import LinearFit, ridge_statistics, solve_ridge
 from greentune.models.forecaster import Forecaster
 from greentune.privacy.federated.partitions import check_model, client_data
 from greentune.tasks.base import mean_loss
@@ -108,6 +109,23 @@ def network(local: Local, skip: SkipInit | None, skip_id: str) -> Forecaster:
         local.model, local.tokenizer = build_model(local.cfg, local.data, total, skip)
         local.skip_id = skip_id
     return local.model
+
+
+def alone(local: Local) -> Local | None:
+    """This client as it would be outside the federation, for the local-only reference: the
+    same network (the same seeded start of everything that trains) with the skip path fitted
+    on its windows alone (its own ridge, by the pooled fit's solver, and its own residual
+    offsets). None where the network starts from nothing pooled (a seasonal, random or no
+    skip path). The federated start's ridge is the pooled one: a reference trained from it
+    would have learnt from the other clients' data."""
+    m = local.cfg.model
+    if not (m.linear_skip and m.skip_init == "ridge"):
+        return None
+    fit = solve_ridge(ridge_statistics(local.data))
+    skip = SkipInit(fit, residual_offsets(local, fit))
+    total = local.cfg.federated.rounds * local.cfg.federated.local_steps
+    model, tokenizer = build_model(local.cfg, local.data, total, skip)
+    return copy_with(local, model=model, tokenizer=tokenizer, skip_id="alone", notes=[])
 
 
 def trainable_arrays(model: torch.nn.Module, float16: bool = False) -> dict[str, np.ndarray]:

@@ -1,11 +1,11 @@
 """Test scores: each client's (on its own test windows) and the pooled ones in metrics.json.
 
-A client scores the chosen global weights, its local-only reference (the same network trained
-on its data alone for the same rounds and steps, the best round on its own validation
-windows) and the seasonal naives; it keeps its own run directory (the global network with its
-own scaler: loadable by ``Predictor``, compressible, servable). The server pools the clients'
-scores: MAE, MAPE and sMAPE weighted by test points (exact: they are means over points), RMSE
-from the weighted MSE.
+A client scores the chosen global weights, its local-only reference (the same network, its
+skip path fitted on its own windows, trained on its data alone for the same rounds and steps,
+the best round on its own validation windows) and the seasonal naives; it keeps its own run
+directory (the global network with its own scaler: loadable by ``Predictor``, compressible,
+servable). The server pools the clients' scores: MAE, MAPE and sMAPE weighted by test points
+(exact: they are means over points), RMSE from the weighted MSE.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from greentune.evaluate.baselines import baseline_options, run_baseline
 from greentune.privacy.federated import protocol as P
 from greentune.privacy.federated.client import (
     Local,
+    alone,
     load_trainable,
     local_round,
     test_scores,
+    trainable_arrays,
     validation_loss,
 )
 from greentune.results import ModelResult, RunMetrics
@@ -75,9 +77,14 @@ def client_test(
 
 
 def _local_only(local: Local, model: Any, start: dict[str, np.ndarray]) -> dict[str, float]:
-    """The same network on this client's data alone: the same rounds of local steps from the
-    same start, the best round on its own validation windows."""
+    """The same network on this client's data alone: its skip path fitted on its own windows
+    (``alone``; else the same start), the same rounds of local steps, the best round on its
+    own validation windows."""
     fed = local.cfg.federated
+    own = alone(local)
+    if own is not None:
+        assert own.model is not None
+        local, start = own, trainable_arrays(own.model)
     arrays, best, best_loss = start, start, validation_loss(local, start)
     for r in range(1, fed.rounds + 1):
         arrays, _, _ = local_round(local, arrays, local.cfg.seed + 1000 * r, [])
@@ -85,7 +92,8 @@ def _local_only(local: Local, model: Any, start: dict[str, np.ndarray]) -> dict[
         if loss < best_loss:
             best, best_loss = arrays, loss
     scores = test_scores(local, best)
-    load_trainable(model, best)
+    if own is None:
+        load_trainable(model, best)
     return scores
 
 
