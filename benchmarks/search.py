@@ -95,6 +95,7 @@ def summary(result: SearchResult) -> dict:
                 "train_s": run.metrics.training.train_s if run else None,
                 "front": t.number in result.front,
                 "generation": generation.get(t.number),
+                "repeat_of": t.repeat_of,
             }
         )
     chosen, default = result.row(result.greenest), result.row(result.default)
@@ -337,8 +338,11 @@ def markdown(out: dict) -> str:
             wh = "–" if t["energy_wh"] is None else f"{t['energy_wh']:.3g}"
             mark = "(default) " if t["trial"] == r["default"] else ""
             gen = t.get("generation")
+            state = t["state"].lower()
+            if t.get("repeat_of") is not None:
+                state += f" (repeats {t['repeat_of']}: reused)"
             lines.append(
-                f"| {mark}{t['trial']} | {'–' if gen is None else gen} | {t['state'].lower()} | "
+                f"| {mark}{t['trial']} | {'–' if gen is None else gen} | {state} | "
                 f"{params} | {val} | {wh} | "
                 f"{'yes' if t['front'] else ''} |"
             )

@@ -266,3 +266,21 @@ def test_a_classification_search_minimises_the_validation_loss(tmp_path) -> None
     for t in result.trials:
         assert t.value == pytest.approx(-RunDir(t.run).metrics.training.best_val_loss)
     assert result.best == max(result.trials, key=lambda t: t.value).number
+
+
+def test_a_repeated_configuration_reuses_its_result_without_training(tmp_path) -> None:
+    # one value per setting: every trial after the default repeats it
+    config, space = _files(tmp_path)
+    space.write_text("peft.r: [8]\n")
+    lines: list[str] = []
+    opts = SearchOptions(space=space, trials=2, config=config, study="r", sampler="nsga2")
+    result = search(opts, lines.append)
+    first, second = result.trials
+    assert first.repeat_of is None and second.repeat_of == 0
+    same = ("value", "energy_wh", "test", "energy_kind", "run")
+    assert [getattr(second, k) for k in same] == [getattr(first, k) for k in same]
+    assert second.run_wh == 0.0
+    assert not (tmp_path / "runs" / "r" / "trial-0001").exists()  # nothing trained
+    assert result.spent_wh == pytest.approx(first.run_wh)
+    assert result.front == [0] and result.greenest == 0  # one point per configuration
+    assert "trial 1: the configuration of trial 0: its result reused, nothing trained" in lines

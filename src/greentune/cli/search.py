@@ -99,7 +99,7 @@ def _table(result: SearchResult) -> Table:
         style = "bold green" if t.number == result.greenest else None
         cells = [
             str(t.number) + (" (default)" if t.number == result.default else ""),
-            t.state.lower(),
+            t.state.lower() + (f" (= {t.repeat_of})" if t.repeat_of is not None else ""),
             *(_fmt(t.params.get(k)) for k in keys),
             _fmt(t.value),
             _fmt(t.energy_wh),

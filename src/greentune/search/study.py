@@ -78,6 +78,8 @@ class TrialRow:
     note: str = ""
     energy_kind: str | None = None
     """How the trial's energy was obtained: measured, model or mixed."""
+    repeat_of: int | None = None
+    """The completed trial whose configuration this one repeated: its result, nothing trained."""
 
 
 @dataclass
@@ -198,6 +200,33 @@ def count_in_generation(trial: Any) -> None:
         sampler.get_trial_generation(trial.study, frozen)
 
 
+def repeat_of(trial: Any) -> Any:
+    """The completed trial with exactly this trial's configuration, if any. A genetic sampler
+    breeds copies of its parents (on Victoria 2012-14 NSGA-II's first bred trial was the
+    default's configuration again); training it again would spend the same energy on the same
+    seeded run."""
+    import optuna
+
+    done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return next((t for t in done if t.params == trial.params and t.values), None)
+
+
+def reuse(trial: Any, same: Any, log: Log) -> tuple[float, float]:
+    """The repeated configuration's result for this trial, nothing trained: it points at the
+    same run directory and spends nothing (``run_wh`` 0). Its curve is left out, so the
+    pruning median counts each configuration once."""
+    for key in ("run", "energy_kind", "test", "metric"):
+        if key in same.user_attrs:
+            trial.set_user_attr(key, same.user_attrs[key])
+    trial.set_user_attr("run_wh", 0.0)
+    trial.set_user_attr("repeat_of", same.number)
+    note = f"the configuration of trial {same.number}: its result reused, nothing trained"
+    trial.set_user_attr("note", note)
+    log(f"trial {trial.number}: {note}")
+    value, energy = same.values
+    return float(value), float(energy)
+
+
 def population_size(trials: int) -> int:
     """NSGA-II's generation size for a study of ``trials``: Optuna's 50 samples the whole of a
     small study at random (its first generation is random), so a study gets about three
@@ -218,6 +247,9 @@ def _objective(
     def objective(trial: Any) -> tuple[float, float]:
         values = {d.key: d.suggest(trial) for d in space}
         count_in_generation(trial)
+        same = repeat_of(trial)
+        if same is not None:
+            return reuse(trial, same, log)
         name = f"trial-{trial.number:04d}"
         own = [o for o in opts.overrides if o.split("=", 1)[0].startswith("eval.")]
         extra = [*TRIAL_DEFAULTS, *own, f"output_dir={root}", f"name={name}"]
@@ -328,10 +360,14 @@ def summarise(study: Any, storage: str, target: float, metric: str, higher: bool
     result.spent_wh = sum(r.run_wh or 0.0 for r in rows)
     defaults = [t.number for t in trials if t.user_attrs.get("default")]
     result.default = defaults[0] if defaults else None
+    # a repeat is its original's configuration and result: one point each
     scored = [
         (r.number, float(r.value), float(r.energy_wh))
         for r in rows
-        if r.value is not None and math.isfinite(r.value) and r.energy_wh is not None
+        if r.value is not None
+        and math.isfinite(r.value)
+        and r.energy_wh is not None
+        and r.repeat_of is None
     ]
     if not scored:
         return result
@@ -365,4 +401,5 @@ def _row(t: Any) -> TrialRow:
         test=t.user_attrs.get("test"),
         note=str(t.user_attrs.get("note", "")),
         energy_kind=t.user_attrs.get("energy_kind"),
+        repeat_of=t.user_attrs.get("repeat_of"),
     )
