@@ -340,7 +340,8 @@ def markdown(out: dict) -> str:
             gen = t.get("generation")
             state = t["state"].lower()
             if t.get("repeat_of") is not None:
-                state += f" (repeats {t['repeat_of']}: reused)"
+                how = "reused" if t["run_wh"] == 0 else "trained again"
+                state += f" (repeats {t['repeat_of']}: {how})"
             lines.append(
                 f"| {mark}{t['trial']} | {'–' if gen is None else gen} | {state} | "
                 f"{params} | {val} | {wh} | "

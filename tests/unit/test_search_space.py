@@ -79,15 +79,21 @@ def test_nsga2_generations_fit_the_study() -> None:
     assert [population_size(n) for n in (5, 12, 30, 150, 600)] == [4, 4, 10, 50, 50]
 
 
-def _study(points: list[tuple[float, float]]):  # (validation MAPE, Wh) per trial, trial 0 default
+def _study(points: list[tuple[float, float]], configs: list[int] | None = None):
+    """(validation MAPE, Wh) per trial, trial 0 the default; ``configs``: each trial's
+    configuration (equal numbers, the same configuration), by default all different."""
     optuna = pytest.importorskip("optuna")  # the search extra (in dev)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["minimize", "minimize"])
+    dist = optuna.distributions.IntDistribution(0, 100)
     for i, (value, wh) in enumerate(points):
         study.add_trial(
             optuna.trial.create_trial(
-                values=[value, wh], user_attrs={"default": i == 0, "run_wh": wh + 0.01}
+                params={"peft.r": configs[i] if configs else i},
+                distributions={"peft.r": dist},
+                values=[value, wh],
+                user_attrs={"default": i == 0, "run_wh": wh + 0.01},
             )
         )
     return study
@@ -124,6 +130,18 @@ def test_the_recommendation_and_the_next_trade_off_down_the_front() -> None:
     cheapest = summarise(_study(points), "sqlite://", 0.06, "mape", False)
     assert (cheapest.greenest, cheapest.cheaper) == (1, None)
     assert not any(line.startswith("next on the front") for line in verdict(cheapest))
+
+
+def test_a_configuration_trained_twice_is_one_point_its_first_draw() -> None:
+    from greentune.search.study import summarise
+
+    # Victoria 2012-14's NSGA-II search before repeats were reused: its first bred trial was
+    # the default's configuration again, trained again, and drew less energy for the same score
+    points = [(2.192, 2.066), (2.315, 0.131), (2.192, 1.687)]
+    result = summarise(_study(points, configs=[8, 4, 8]), "sqlite://", 0.01, "mape", False)
+    assert [t.repeat_of for t in result.trials] == [None, None, 0]
+    assert result.front == [1, 0] and result.best == 0 and result.greenest == 0
+    assert result.spent_wh == pytest.approx(2.066 + 0.131 + 1.687 + 0.03)  # it did train
 
 
 def test_the_first_trial_counts_toward_nsga2s_first_generation() -> None:

@@ -354,6 +354,7 @@ def summarise(study: Any, storage: str, target: float, metric: str, higher: bool
     (both on the validation metric)."""
     trials = study.get_trials(deepcopy=False)
     rows = [_row(t) for t in trials]
+    _mark_repeats(rows)
     labels = {t.user_attrs.get("metric") for t in trials} - {None}
     shown = labels.pop() if len(labels) == 1 else f"val_{metric}"
     result = SearchResult(study.study_name, storage, shown, higher, rows, target=target)
@@ -386,6 +387,20 @@ def summarise(study: Any, storage: str, target: float, metric: str, higher: bool
     if below:
         result.cheaper = min(below, key=lambda s: sign * s[1])[0]
     return result
+
+
+def _mark_repeats(rows: list[TrialRow]) -> None:
+    """A completed trial with an earlier completed trial's configuration is a repeat of it,
+    whether its result was reused or it trained again (a study from before reuse, or two
+    workers that drew it at once): the first draw is the configuration's point."""
+    first: dict[str, int] = {}
+    for row in sorted(rows, key=lambda r: r.number):
+        if row.state != "COMPLETE":
+            continue
+        key = repr(sorted(row.params.items()))
+        if row.repeat_of is None and key in first:
+            row.repeat_of = first[key]
+        first.setdefault(key, row.number)
 
 
 def _row(t: Any) -> TrialRow:
