@@ -143,6 +143,14 @@ def test_a_configuration_trained_twice_is_one_point_its_first_draw() -> None:
     assert result.front == [1, 0] and result.best == 0 and result.greenest == 0
     assert result.spent_wh == pytest.approx(2.066 + 0.131 + 1.687 + 0.03)  # it did train
 
+    from greentune.search.study import same_config
+
+    # NSGA-II's crossover in log space gave that trial the default's lr to the 16th digit
+    assert same_config({"train.lr": 1e-4, "r": 8}, {"train.lr": 0.00010000000000000009, "r": 8})
+    assert not same_config({"train.lr": 1e-4}, {"train.lr": 1.001e-4})
+    assert not same_config({"r": 8}, {"r": 8, "train.lr": 1e-4})
+    assert not same_config({"model.num_layers": None}, {"model.num_layers": 2})
+
 
 def test_the_first_trial_counts_toward_nsga2s_first_generation() -> None:
     from greentune.search.study import count_in_generation

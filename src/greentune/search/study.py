@@ -208,7 +208,22 @@ def repeat_of(trial: Any) -> Any:
     import optuna
 
     done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return next((t for t in done if t.params == trial.params and t.values), None)
+    return next((t for t in done if same_config(t.params, trial.params) and t.values), None)
+
+
+def same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal values for the same keys, floats to 1e-9 relative: NSGA-II's crossover in log
+    space gives the default's lr back as 0.00010000000000000009."""
+    if a.keys() != b.keys():
+        return False
+    for key, x in a.items():
+        y = b[key]
+        if isinstance(x, float) and isinstance(y, float):
+            if not math.isclose(x, y, rel_tol=1e-9):
+                return False
+        elif x != y:
+            return False
+    return True
 
 
 def reuse(trial: Any, same: Any, log: Log) -> tuple[float, float]:
@@ -393,14 +408,15 @@ def _mark_repeats(rows: list[TrialRow]) -> None:
     """A completed trial with an earlier completed trial's configuration is a repeat of it,
     whether its result was reused or it trained again (a study from before reuse, or two
     workers that drew it at once): the first draw is the configuration's point."""
-    first: dict[str, int] = {}
+    firsts: list[TrialRow] = []
     for row in sorted(rows, key=lambda r: r.number):
         if row.state != "COMPLETE":
             continue
-        key = repr(sorted(row.params.items()))
-        if row.repeat_of is None and key in first:
-            row.repeat_of = first[key]
-        first.setdefault(key, row.number)
+        first = next((f for f in firsts if same_config(f.params, row.params)), None)
+        if first is None:
+            firsts.append(row)
+        elif row.repeat_of is None:
+            row.repeat_of = first.number
 
 
 def _row(t: Any) -> TrialRow:
