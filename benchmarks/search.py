@@ -22,6 +22,7 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -224,8 +225,28 @@ def kept(path: Path, sampler: str, out: dict) -> dict:
                 "(--samplers nsga2,random)"
             )
     result = saved[sampler]
+    # trials from other code would not compare: refuse where the saved run's code is known and
+    # differs in src/ (the stop-40 results predate this record)
+    commit = result.get("commit")
+    if (
+        commit
+        and subprocess.run(
+            ["git", "diff", "--quiet", commit, "HEAD", "--", "src"], cwd=ROOT, check=False
+        ).returncode
+    ):
+        raise SystemExit(
+            f"{path}: {sampler}'s trials ran on commit {commit}, whose src/ differs from "
+            "HEAD's; run both samplers"
+        )
     result.setdefault("measured", "in an earlier run")
     return result
+
+
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -293,18 +314,21 @@ def main() -> None:
         result = search(opts, log=lambda m, s=sampler: print(f"  [{s}] {m}", flush=True))
         out[sampler] = summary(result)
         out[sampler]["measured"] = time.strftime("%Y-%m-%d")
+        out[sampler]["commit"] = _commit()
         print(json.dumps(out[sampler], indent=1, default=str), flush=True)
-    done = [
-        (r["val_mape"], r["energy_wh"])
+    # one point per configuration: a repeat's second draw of the energy is noise, not a find
+    points = {
+        s: [
+            (r["energy_wh"], r["val_mape"])
+            for r in out[s]["trials"]
+            if r["val_mape"] is not None and r.get("repeat_of") is None
+        ]
         for s in SAMPLERS
-        for r in out[s]["trials"]
-        if r["val_mape"] is not None
-    ]
+    }
+    done = [(v, e) for s in SAMPLERS for e, v in points[s]]
     ref = (max(v for v, _ in done) * 1.01, max(e for _, e in done) * 1.01)
     for s in SAMPLERS:
-        pts = [
-            (r["energy_wh"], r["val_mape"]) for r in out[s]["trials"] if r["val_mape"] is not None
-        ]
+        pts = points[s]
         out[s]["hypervolume"] = hypervolume(pts, (ref[1], ref[0]))
     out["hypervolume_reference"] = {"val_mape": ref[0], "energy_wh": ref[1]}
     (RESULTS / f"search-{args.dataset}.json").write_text(json.dumps(out, indent=2, default=str))
