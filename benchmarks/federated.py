@@ -4,8 +4,8 @@ client-side DP at epsilon 8.
 
     .venv/bin/python benchmarks/federated.py [--seeds 0,1,2] [--days 365] [--rounds 8]
     .venv/bin/python benchmarks/federated.py --secure [--seeds 0]   # SecAgg+ vs in the clear
-    .venv/bin/python benchmarks/federated.py --arms fedavg   # rerun one arm; the others' runs
-                                                             # are kept from federated.json
+    .venv/bin/python benchmarks/federated.py --arms fedavg --tag X   # some arms only, into
+                                                                     # federated-X.json|md
 
 Every figure comes from `greentune federate` (Flower's simulation engine, Ray actors, one per
 core) on real data, the references side by side in the same run:
@@ -168,24 +168,6 @@ def summarise(run: RunDir, wall_s: float) -> dict[str, Any]:
     }
 
 
-def kept_runs(out: dict[str, Any], arms: list[str]) -> dict[str, Any]:
-    """The runs of ``arms`` from the saved federated.json, each marked with the machine it ran
-    on, where that run had the same protocol and seeds."""
-    path = RESULTS / "federated.json"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found: run every arm (--arms {','.join(ARMS)})")
-    saved = json.loads(path.read_text())
-    for key in ("protocol", "seeds"):
-        if saved.get(key) != out[key]:
-            raise SystemExit(f"{path}: its {key} differs from this run's; run every arm")
-    machine = saved.get("machine", {}).get("cpu", "an earlier machine")
-    return {
-        name: {**run, "machine": run.get("machine", machine)}
-        for name, run in saved["runs"].items()
-        if any(name.startswith(arm) for arm in arms)
-    }
-
-
 def _local_share(rows: list[dict[str, Any]]) -> float:
     """Energy of the clients' test messages (which include the local-only reference)."""
     return sum(sum(r["energy_j"].values()) for r in rows if r["extra"]["message"] == "test")
@@ -201,8 +183,13 @@ def main() -> None:
     parser.add_argument(
         "--arms",
         default="fedavg,fp16,dp",
-        help="the arms to run (fedavg: with the references; fp16; dp); the others' runs are "
-        "kept from federated.json, with the machine they ran on",
+        help="the arms to run (fedavg: with the references; fp16; dp)",
+    )
+    parser.add_argument(
+        "--tag",
+        default="",
+        help="write federated-TAG.json|md instead of federated.json|md (a partial run never "
+        "mixes with another run's arms)",
     )
     parser.add_argument("--render", action="store_true", help="rewrite federated.md only")
     parser.add_argument(
@@ -212,7 +199,8 @@ def main() -> None:
     )
     a = parser.parse_args()
     if a.render:
-        write(json.loads((RESULTS / "federated.json").read_text()))
+        stem = f"federated-{a.tag}" if a.tag else "federated"
+        write(json.loads((RESULTS / f"{stem}.json").read_text()), stem)
         return
     quiet_libraries()
     folder = prepare(a.days)
@@ -239,8 +227,7 @@ def main() -> None:
     arms = a.arms.split(",")
     if unknown := set(arms) - set(ARMS):
         parser.error(f"--arms: unknown {', '.join(sorted(unknown))}; valid: {', '.join(ARMS)}")
-    if set(arms) != set(ARMS):
-        out["runs"] = kept_runs(out, [arm for arm in ARMS if arm not in arms])
+    stem = f"federated-{a.tag}" if a.tag else "federated"
     for seed in seeds:
         if "fedavg" in arms:
             print(f"seed {seed}: federated + references", flush=True)
@@ -276,8 +263,8 @@ def main() -> None:
                 )
             )
             out["runs"][f"dp{eps}-s{seed}"] = summarise(run, wall)
-        write(out)
-    write(out)
+        write(out, stem)
+    write(out, stem)
 
 
 def secure_study(folder: Path, seeds: list[int], rounds: int, steps: int) -> None:
@@ -318,10 +305,10 @@ def secure_study(folder: Path, seeds: list[int], rounds: int, steps: int) -> Non
     print("\n".join(lines))
 
 
-def write(out: dict[str, Any]) -> None:
+def write(out: dict[str, Any], stem: str = "federated") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "federated.json").write_text(json.dumps(out, indent=1))
-    (RESULTS / "federated.md").write_text(render(out))
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / f"{stem}.md").write_text(render(out))
 
 
 def render(out: dict[str, Any]) -> str:
@@ -338,7 +325,8 @@ def render(out: dict[str, Any]) -> str:
         f"Machine: {m.get('cpu', '')}, {m.get('cores', '')} cores. Seeds {out['seeds']}: "
         "medians over seeds, [min, max].",
         "",
-        *_kept_lines(runs),
+        _seeds_line(runs),
+        "",
         "Rows: `federated` the global model at its best round on the pooled validation loss; "
         "`start` round 0 (the federated ridge skip path, the network untrained); `central` the "
         "same network on the pooled windows; `local` each client alone (the skip path from its "
@@ -422,15 +410,12 @@ def render(out: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _kept_lines(runs: dict[str, Any]) -> list[str]:
-    kept = sorted({(k.split("-")[0], r["machine"]) for k, r in runs.items() if "machine" in r})
-    if not kept:
-        return []
-    arms = "; ".join(f"{arm} on {machine}" for arm, machine in kept)
-    return [
-        f"Kept from an earlier run ({arms}): their energy and wall time come from that machine.",
-        "",
-    ]
+def _seeds_line(runs: dict[str, Any]) -> str:
+    seeds: dict[str, list[str]] = {}
+    for name in runs:
+        arm, seed = name.rsplit("-s", 1)
+        seeds.setdefault(arm, []).append(seed)
+    return "Seeds run: " + "; ".join(f"{arm} {', '.join(s)}" for arm, s in seeds.items()) + "."
 
 
 def _wins(run: dict[str, Any], row: str, other: str) -> float:
