@@ -314,6 +314,8 @@ def main() -> None:
         result = search(opts, log=lambda m, s=sampler: print(f"  [{s}] {m}", flush=True))
         out[sampler] = summary(result)
         out[sampler]["measured"] = time.strftime("%Y-%m-%d")
+        # the code that wrote this summary: with --resume, trials may have trained on an earlier
+        # commit (benchmarks/README.md names it where that matters)
         out[sampler]["commit"] = _commit()
         print(json.dumps(out[sampler], indent=1, default=str), flush=True)
     # one point per configuration: a repeat's second draw of the energy is noise, not a find
