@@ -193,6 +193,12 @@ def main() -> None:
     )
     parser.add_argument("--render", action="store_true", help="rewrite federated.md only")
     parser.add_argument(
+        "--add",
+        default="",
+        help="with --render: add the runs of federated-ADD.json (more seeds of the same protocol "
+        "on the same machine, run separately) to the --tag file",
+    )
+    parser.add_argument(
         "--secure",
         action="store_true",
         help="instead: SecAgg+ against plain FedAvg, no references (federated-secure.json|md)",
@@ -200,7 +206,8 @@ def main() -> None:
     a = parser.parse_args()
     if a.render:
         stem = f"federated-{a.tag}" if a.tag else "federated"
-        write(json.loads((RESULTS / f"{stem}.json").read_text()), stem)
+        saved = json.loads((RESULTS / f"{stem}.json").read_text())
+        write(add_seeds(saved, f"federated-{a.add}") if a.add else saved, stem)
         return
     quiet_libraries()
     folder = prepare(a.days)
@@ -305,6 +312,24 @@ def secure_study(folder: Path, seeds: list[int], rounds: int, steps: int) -> Non
     print("\n".join(lines))
 
 
+def add_seeds(out: dict[str, Any], stem: str) -> dict[str, Any]:
+    """``out`` with the runs of ``stem``.json: more seeds of the same protocol on the same
+    machine. Refused otherwise: medians over seeds of other protocols or machines mean nothing."""
+    path = RESULTS / f"{stem}.json"
+    more = json.loads(path.read_text())
+    for key in ("protocol", "machine"):
+        if more.get(key) != out.get(key):
+            raise SystemExit(f"{path}: its {key} differs; its seeds cannot join this run's")
+    if clash := set(more["runs"]) & set(out["runs"]):
+        raise SystemExit(f"{path}: runs {sorted(clash)} are in both files")
+    return {
+        **out,
+        "seeds": sorted({*out["seeds"], *more["seeds"]}),
+        "runs": {**out["runs"], **more["runs"]},
+        "added_from": [*out.get("added_from", []), f"{stem}.json"],
+    }
+
+
 def write(out: dict[str, Any], stem: str = "federated") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1))
@@ -327,6 +352,11 @@ def render(out: dict[str, Any]) -> str:
         "",
         _seeds_line(runs),
         "",
+        *(
+            [f"Seeds added from {', '.join(out['added_from'])} (a separate invocation).", ""]
+            if out.get("added_from")
+            else []
+        ),
         "Rows: `federated` the global model at its best round on the pooled validation loss; "
         "`start` round 0 (the federated ridge skip path, the network untrained); `central` the "
         "same network on the pooled windows; `local` each client alone (the skip path from its "
