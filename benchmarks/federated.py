@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd
-from machine import machine_info
+from machine import git_commit, machine_info, same_src
 
 import greentune as gt
 from greentune.cli import quiet_libraries
@@ -229,6 +229,7 @@ def main() -> None:
             "energy": "model (no RAPL/NVML on this VM): each client's own process meter",
         },
         "seeds": seeds,
+        "commit": git_commit(),
         "runs": {},
     }
     arms = a.arms.split(",")
@@ -320,6 +321,9 @@ def add_seeds(out: dict[str, Any], stem: str) -> dict[str, Any]:
     for key in ("protocol", "machine"):
         if more.get(key) != out.get(key):
             raise SystemExit(f"{path}: its {key} differs; its seeds cannot join this run's")
+    mine, theirs = out.get("commit"), more.get("commit")
+    if mine and theirs and not same_src(mine, theirs):
+        raise SystemExit(f"{path}: its runs are of another src/ ({theirs}, this run's {mine})")
     if clash := set(more["runs"]) & set(out["runs"]):
         raise SystemExit(f"{path}: runs {sorted(clash)} are in both files")
     return {

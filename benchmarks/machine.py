@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 import torch
@@ -24,3 +25,21 @@ def machine_info() -> dict[str, object]:
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_commit() -> str:
+    """The checkout's commit (short), recorded beside figures so runs of other code are not
+    mixed."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def same_src(a: str, b: str) -> bool:
+    """Whether two commits have the same src/ (the product's code)."""
+    done = subprocess.run(["git", "diff", "--quiet", a, b, "--", "src"], cwd=ROOT, check=False)
+    return done.returncode == 0

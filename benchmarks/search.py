@@ -22,7 +22,6 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info
+from machine import git_commit, machine_info, same_src
 from victoria import DATASETS, VIC_ELEC
 
 import greentune as gt
@@ -228,25 +227,13 @@ def kept(path: Path, sampler: str, out: dict) -> dict:
     # trials from other code would not compare: refuse where the saved run's code is known and
     # differs in src/ (the stop-40 results predate this record)
     commit = result.get("commit")
-    if (
-        commit
-        and subprocess.run(
-            ["git", "diff", "--quiet", commit, "HEAD", "--", "src"], cwd=ROOT, check=False
-        ).returncode
-    ):
+    if commit and not same_src(commit, "HEAD"):
         raise SystemExit(
             f"{path}: {sampler}'s trials ran on commit {commit}, whose src/ differs from "
             "HEAD's; run both samplers"
         )
     result.setdefault("measured", "in an earlier run")
     return result
-
-
-def _commit() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    return done.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -316,7 +303,7 @@ def main() -> None:
         out[sampler]["measured"] = time.strftime("%Y-%m-%d")
         # the code that wrote this summary: with --resume, trials may have trained on an earlier
         # commit (benchmarks/README.md names it where that matters)
-        out[sampler]["commit"] = _commit()
+        out[sampler]["commit"] = git_commit()
         print(json.dumps(out[sampler], indent=1, default=str), flush=True)
     # one point per configuration: a repeat's second draw of the energy is noise, not a find
     points = {
