@@ -204,8 +204,8 @@ def main() -> None:
         help="instead: SecAgg+ against plain FedAvg, no references (federated-secure.json|md)",
     )
     a = parser.parse_args()
+    stem = f"federated-{a.tag}" if a.tag else "federated"
     if a.render:
-        stem = f"federated-{a.tag}" if a.tag else "federated"
         saved = json.loads((RESULTS / f"{stem}.json").read_text())
         write(add_seeds(saved, f"federated-{a.add}") if a.add else saved, stem)
         return
@@ -235,42 +235,22 @@ def main() -> None:
     arms = a.arms.split(",")
     if unknown := set(arms) - set(ARMS):
         parser.error(f"--arms: unknown {', '.join(sorted(unknown))}; valid: {', '.join(ARMS)}")
-    stem = f"federated-{a.tag}" if a.tag else "federated"
+    # (run name, what it is, its overrides) per arm; the references only in the fedavg arm
+    runs: list[tuple[str, str, list[str]]] = []
+    if "fedavg" in arms:
+        runs.append(("fedavg", "federated + references", []))
+    no_refs = "federated.references=[]"
+    if "fp16" in arms:
+        runs.append(("fp16", "float16 transfer", ["federated.float16=true", no_refs]))
+    for eps in [e for e in a.dp.split(",") if e and "dp" in arms]:
+        dp = [f"privacy.dp.target_epsilon={eps}", no_refs]
+        runs.append((f"dp{eps}", f"client DP epsilon {eps}", dp))
     for seed in seeds:
-        if "fedavg" in arms:
-            print(f"seed {seed}: federated + references", flush=True)
-            run, wall = run_once(
-                overrides(folder, f"fedavg-s{seed}", seed, a.rounds, a.local_steps)
-            )
-            out["runs"][f"fedavg-s{seed}"] = summarise(run, wall)
-        if "fp16" in arms:
-            print(f"seed {seed}: float16 transfer", flush=True)
-            run, wall = run_once(
-                overrides(
-                    folder,
-                    f"fp16-s{seed}",
-                    seed,
-                    a.rounds,
-                    a.local_steps,
-                    "federated.float16=true",
-                    "federated.references=[]",
-                )
-            )
-            out["runs"][f"fp16-s{seed}"] = summarise(run, wall)
-        for eps in [e for e in a.dp.split(",") if e and "dp" in arms]:
-            print(f"seed {seed}: client DP epsilon {eps}", flush=True)
-            run, wall = run_once(
-                overrides(
-                    folder,
-                    f"dp{eps}-s{seed}",
-                    seed,
-                    a.rounds,
-                    a.local_steps,
-                    f"privacy.dp.target_epsilon={eps}",
-                    "federated.references=[]",
-                )
-            )
-            out["runs"][f"dp{eps}-s{seed}"] = summarise(run, wall)
+        for name, label, extra in runs:
+            print(f"seed {seed}: {label}", flush=True)
+            cfg = overrides(folder, f"{name}-s{seed}", seed, a.rounds, a.local_steps, *extra)
+            run, wall = run_once(cfg)
+            out["runs"][f"{name}-s{seed}"] = summarise(run, wall)
         write(out, stem)
     write(out, stem)
 
