@@ -126,6 +126,27 @@ def test_fitting_never_reads_test_targets(noisy: ForecastData, name: str) -> Non
     )
 
 
+def test_mlforecast_keeps_the_tree_size_validation_prefers(
+    noisy: ForecastData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given greentune's lightgbm sizes, it keeps the one whose recursive forecasts of the
+    validation origins are closer; a size that cannot split (a constant) never wins."""
+    import greentune.evaluate.lgbm as lgbm
+
+    stump = {"num_leaves": 2, "min_child_samples": 10**6}
+    origins = noisy.test.origins[:4]
+
+    def forecast(sizes: tuple[dict[str, object], ...]) -> np.ndarray:
+        monkeypatch.setattr(lgbm, "SIZES", sizes)
+        fresh = dataclasses.replace(noisy, cache={})
+        return run_baseline("mlforecast", fresh, origins, (), FAST).point
+
+    trees, constant = forecast(({},)), forecast((stump,))
+    assert np.ptp(constant) < 1e-6 < np.ptp(trees)  # the stump forecasts one value
+    np.testing.assert_array_equal(forecast((stump, {})), trees)
+    np.testing.assert_array_equal(forecast(({}, stump)), trees)
+
+
 def test_nhits_reads_the_known_covariates() -> None:
     """Demand is temperature alone, temperature random: only a model that reads the
     temperature at the target times can forecast it."""
