@@ -12,7 +12,7 @@ seed only where they cost minutes (MSTL).
         [--peer-steps 1000] [--tag NAME] [--tables-only]
 
 Data sets: embedded (Victoria 2014, the demo: 56 day-ahead origins), vic_elec (Victoria
-2012-14, 92 origins), pjm (three PJM utilities, hourly, one run each), ett (ETTh1, h96, the
+2012-14, 92 origins), pjm (three PJM utilities, hourly, a table each), ett (ETTh1, h96, the
 channel-independent protocol of benchmarks/ett.py).
 
 "recommended" is the row the run recommends (``metrics.energy.greenest``: the lowest-energy
@@ -229,21 +229,24 @@ def main() -> None:
     )
     results.update(machine=machine_info(), peer_max_steps=args.peer_steps, seeds=seeds)
     for ds in args.datasets.split(","):
-        runs = []
+        # one table per series (each PJM utility its own): a median over utilities of
+        # different sizes and shapes would describe none of them
         for label, overrides in all_sets[ds]:
+            key = f"{ds}-{label}" if label else ds
+            runs = []
             for k, seed in enumerate(seeds):
                 chosen = [p for p in peers if k == 0 or p not in SLOW_PEERS]
-                name = f"peers-{ds}{'-' + label if label else ''}-s{seed}"
+                name = f"peers-{key}-s{seed}"
                 print(f"{name}: {', '.join(chosen)}", flush=True)
                 runs.append(
                     run_one(overrides, name, seed, GREENTUNE_BASELINES + chosen, args.peer_steps)
                 )
-                results["runs"][ds] = runs
+                results["runs"][key] = runs
                 (RESULTS / f"peers{suffix}.json").write_text(json.dumps(results, indent=1))
-        results["tables"][ds] = summarise(runs)
-        results["runs_per_dataset"][ds] = len(runs)
-        (RESULTS / f"peers{suffix}.json").write_text(json.dumps(results, indent=1))
-        (RESULTS / f"peers{suffix}.md").write_text(markdown(results))
+            results["tables"][key] = summarise(runs)
+            results["runs_per_dataset"][key] = len(runs)
+            (RESULTS / f"peers{suffix}.json").write_text(json.dumps(results, indent=1))
+            (RESULTS / f"peers{suffix}.md").write_text(markdown(results))
     print(markdown(results))
 
 
