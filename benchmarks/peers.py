@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd
 from ett import ETT, PROTOCOL_ROWS, normalised_errors
-from machine import machine_info
+from machine import git_commit, machine_info
 from victoria import DATASETS as VICTORIA
 
 import greentune as gt
@@ -230,7 +230,9 @@ def main() -> None:
         if saved_path.exists()
         else {"runs": {}, "tables": {}, "runs_per_dataset": {}}
     )
-    results.update(machine=machine_info(), peer_max_steps=args.peer_steps, seeds=seeds)
+    results.update(
+        machine=machine_info(), peer_max_steps=args.peer_steps, seeds=seeds, commit=git_commit()
+    )
     for ds in args.datasets.split(","):
         # one table per series (each PJM utility its own): a median over utilities of
         # different sizes and shapes would describe none of them
