@@ -125,13 +125,31 @@ def run_one(overrides: list[str], name: str, seed: int, baselines: list[str], st
     }
 
 
+GREEN_TARGET = 0.02  # the runs' energy.target (greentune's default, 2 %)
+
+
+def greenest(rows: dict[str, dict]) -> str:
+    """``metrics.energy.greenest``'s rule on the saved rows: the least energy among the rows
+    within GREEN_TARGET of the best validation MAPE, ties to the better one. The runs price
+    carbon statically, so least energy is least emissions."""
+    scored = {n: r for n, r in rows.items() if r["val_mape"] is not None and r["energy_wh"]}
+    bound = min(r["val_mape"] for r in scored.values()) * (1 + GREEN_TARGET)
+    ok = [n for n, r in scored.items() if r["val_mape"] <= bound]
+    return min(ok, key=lambda n: (scored[n]["energy_wh"], scored[n]["val_mape"]))
+
+
 def summarise(runs: list[dict]) -> list[dict]:
-    """Per row: median and range over seeds of test MAPE, energy and wall time."""
+    """Per row: median and range over seeds of test MAPE, energy and wall time; and what the
+    run recommended, with peers competing and among greentune's own rows."""
     table: dict[str, dict[str, list[float]]] = {}
     for run in runs:
         rows = dict(run["rows"])
         pick = run["greenest_on_validation"]
+        if greenest(rows) != pick:  # the rule restated here must be the run's own
+            raise SystemExit(f"{run['name']}: greenest {greenest(rows)}, the run said {pick}")
         rows["recommended"] = {**rows[pick], "picked": pick}
+        own = greenest({n: r for n, r in run["rows"].items() if not r["peer"]})
+        rows["recommended among greentune's rows"] = {**rows[own], "picked": own}
         for row, v in rows.items():
             key = "network" if row == run["model"] else row
             t = table.setdefault(key, {"mape": [], "mse_n": [], "wh": [], "s": [], "picked": []})
