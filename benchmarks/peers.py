@@ -17,7 +17,9 @@ channel-independent protocol of benchmarks/ett.py; MSTL left out: it refits per 
 
 "recommended" is the row the run recommends (``metrics.energy.greenest``: the lowest-energy
 row within the green target of the best validation MAPE, chosen on validation, peers
-competing too), reported on test; the table says which row it was.
+competing too), reported on test; the table says which row it was. "recommended among
+greentune's rows" applies the same rule with the peers left out (restated on the saved rows and
+checked against each run's own choice), the answer to "does greentune's own pick beat the peers".
 
 Writes benchmarks/results/peers[-TAG].json and .md.
 """
