@@ -248,6 +248,10 @@ def test_text_encoder_runs(tmp_path, tiny_csv):
         "run",
         *series_overrides(tiny_csv, tmp_path / "runs"),
         "model.encoder=text",
+        # no ridge skip path: with it, 4 steps of the text encoder end within 1e-5 (relative)
+        # of the ridge start on validation, which wins or loses by machine (it lost on a Xeon);
+        # without it, the start is the untrained head and the epoch beats it by 0.25 %
+        "model.linear_skip=false",
         "train.max_steps=4",
         "eval.baselines=[]",
     )
@@ -266,14 +270,14 @@ def test_text_encoder_runs(tmp_path, tiny_csv):
         "head.bias": (72,),
     }
     training, adapter, tensors, _ = saved_model(run)
-    assert training["steps"] == 4 and training["best_epoch"] == 0
+    assert training["steps"] == 4 and training["best_epoch"] == 0  # the trained model was kept
     assert adapter["peft_type"] == "LORA" and sorted(adapter["target_modules"]) == [
         "query",
         "value",
     ]
     assert all(bool((v != 0).all()) for k, v in tensors.items() if "lora_B" in k)  # trained
-    # LoRA on query and value of 2 layers, the head and the skip path's bias
-    assert training["trainable_parameters"] == 4 * (8 * 32 + 32 * 8) + (72 * 32 + 72) + 72
+    # LoRA on query and value of 2 layers and the head (no skip path)
+    assert training["trainable_parameters"] == 4 * (8 * 32 + 32 * 8) + (72 * 32 + 72)
 
 
 def test_cli_data_options(tmp_path, tiny_csv):
