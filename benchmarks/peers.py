@@ -134,7 +134,9 @@ def greenest(rows: dict[str, dict]) -> str:
     """``metrics.energy.greenest``'s rule on the saved rows: the least energy among the rows
     within GREEN_TARGET of the best validation MAPE, ties to the better one. The runs price
     carbon statically, so least energy is least emissions."""
-    scored = {n: r for n, r in rows.items() if r["val_mape"] is not None and r["energy_wh"]}
+    scored = {
+        n: r for n, r in rows.items() if r["val_mape"] is not None and r["energy_wh"] is not None
+    }
     bound = min(r["val_mape"] for r in scored.values()) * (1 + GREEN_TARGET)
     ok = [n for n, r in scored.items() if r["val_mape"] <= bound]
     return min(ok, key=lambda n: (scored[n]["energy_wh"], scored[n]["val_mape"]))
