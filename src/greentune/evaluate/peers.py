@@ -35,6 +35,7 @@ test origins' clock times, as for the ``lightgbm`` and ``linear`` baselines.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import logging
@@ -351,34 +352,36 @@ def _fit_mlforecast(data: ForecastData, options: BaselineOptions) -> Predict:
         out: dict[str, Any] = {k: v for k, v in LGBM_PARAMS.items() if k != "seed"}
         return out | dict(size) | {"random_state": options.seed, "n_jobs": 1}
 
-    def forecaster(trees: int, size: dict[str, object]) -> Any:
-        return mlf.MLForecast(
-            models={"lgb": lgb.LGBMRegressor(n_estimators=trees, **params(size))},
-            freq=_freq(data),
-            lags=lags,
-            lag_transforms={1: [RollingMean(window_size=day), RollingMean(window_size=week)]},
-            date_features=[_minute_of_day, "dayofweek", "dayofyear"],
-        )
+    def model(trees: int, size: dict[str, object]) -> Any:
+        return lgb.LGBMRegressor(n_estimators=trees, **params(size))
 
+    # the lag features are computed once; each size gets a copy of the fitted frame state
+    base = mlf.MLForecast(
+        models={"lgb": model(LGBM_ROUNDS, {})},
+        freq=_freq(data),
+        lags=lags,
+        lag_transforms={1: [RollingMean(window_size=day), RollingMean(window_size=week)]},
+        date_features=[_minute_of_day, "dayofweek", "dayofyear"],
+    )
     positions = np.arange(data.test_start)[None].repeat(data.n_targets, 0)
     ids = np.column_stack([np.arange(data.n_targets), np.arange(data.n_targets)])
     train = _long(data, positions, ids, exog, target=True)
-    rows = forecaster(LGBM_ROUNDS, {}).preprocess(train, static_features=[])
+    rows = base.preprocess(train, static_features=[])
     features = [c for c in rows.columns if c not in ("unique_id", "ds", "y")]
     val_from = data.frame.index[data.val_start]
     is_val = (rows["ds"] >= val_from).to_numpy()
     x_train, y_train = rows.loc[~is_val, features], rows.loc[~is_val, "y"]
 
     def fitted(size: dict[str, object]) -> Predict:
-        probe = lgb.LGBMRegressor(n_estimators=LGBM_ROUNDS, **params(size))
+        probe = model(LGBM_ROUNDS, size)
         probe.fit(
             x_train,
             y_train,
             eval_set=[(rows.loc[is_val, features], rows.loc[is_val, "y"])],
             callbacks=[lgb.early_stopping(LGBM_EARLY_STOPPING, verbose=False)],
         )
-        fcst = forecaster(int(probe.best_iteration_ or LGBM_ROUNDS), size)
-        fcst.preprocess(train, static_features=[])  # the fitted lag state predict needs
+        fcst = copy.deepcopy(base)
+        fcst.models = {"lgb": model(int(probe.best_iteration_ or LGBM_ROUNDS), size)}
         fcst.fit_models(x_train, y_train.to_numpy())
 
         def predict(origins: np.ndarray) -> np.ndarray:
