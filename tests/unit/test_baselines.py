@@ -210,3 +210,71 @@ def test_multivariate_targets() -> None:
         assert np.isfinite(fc.point).all()
     naive = run_baseline("seasonal_naive_daily", data, origins, ())
     np.testing.assert_array_equal(naive.point[3], y[origins[3] - 24 : origins[3]])
+
+
+def test_each_design_lightgbm_tried_forecasts_as_itself(noisy: ForecastData) -> None:
+    from greentune.evaluate import lgbm
+
+    data = dataclasses.replace(noisy, cache={})
+    test = data.test.origins
+    designs = lgbm.design_forecasts(data, test, QUANTILES)
+    tried = lgbm.tried(data, 0)
+    # the kept design first, then the others, each named by its form and tree size
+    assert list(designs) == [lgbm.design_label(f) for f in tried]
+    assert tried[0].val_mae == min(f.val_mae for f in tried)
+    kept = run_baseline("lightgbm", data, test, QUANTILES)
+    first = designs[lgbm.design_label(tried[0])]
+    np.testing.assert_array_equal(first.point, kept.point)
+    assert first.quantiles is not None and kept.quantiles is not None
+    np.testing.assert_array_equal(first.quantiles[0.9], kept.quantiles[0.9])
+    for fit in tried[1:]:
+        np.testing.assert_allclose(
+            designs[lgbm.design_label(fit)].point[..., 0],
+            lgbm.predict_target(data, 0, fit, test),
+            rtol=1e-12,
+        )
+        assert not np.allclose(designs[lgbm.design_label(fit)].point, kept.point)
+
+
+@pytest.mark.parametrize("designs", [True, False])
+def test_the_weighted_ensemble_takes_lightgbms_other_designs(
+    noisy: ForecastData, designs: bool
+) -> None:
+    from greentune.config import build_config
+    from greentune.evaluate import lgbm
+    from greentune.results import ModelResult
+    from greentune.tasks.forecast.ensemble import ensemble_rows
+
+    cfg = build_config(
+        overrides=[
+            "eval.ensembles=[mean,weighted]",
+            "model.quantiles=[0.1,0.5,0.9]",
+            f"eval.ensemble_designs={str(designs).lower()}",
+        ]
+    )
+    data = dataclasses.replace(noisy, cache={})
+    fcs = {
+        split: {
+            name: run_baseline(stand_in, data, origins, QUANTILES)
+            for name, stand_in in (
+                ("model", "seasonal_naive_weekly"),  # the network's stand-in
+                ("linear", "linear"),
+                ("lightgbm", "lightgbm"),
+            )
+        }
+        for split, origins in (("val", data.val.origins), ("test", data.test.origins))
+    }
+    test = {m: (fc, ModelResult({}, fit_s=0.0, predict_s=0.0)) for m, fc in fcs["test"].items()}
+    rows = ensemble_rows(cfg, data, 24, test, fcs["val"])
+    others = [f"lightgbm:{lgbm.design_label(f)}" for f in lgbm.tried(data, 0)[1:]]
+    assert len(others) == 3
+    base = ["model", "linear", "lightgbm"]
+    weighted = rows["ensemble-weighted"]
+    assert weighted.info["members"] == (base + others if designs else base)
+    assert np.array(weighted.info["weights_by_step"]).shape == (24, len(weighted.info["members"]))
+    assert rows["ensemble-mean"].info["members"] == base  # four designs would outvote the rest
+    mean = np.mean([fcs["test"][m].point for m in base], axis=0)
+    np.testing.assert_allclose(rows["ensemble-mean"].forecast.point, mean, rtol=1e-12)
+    assert weighted.forecast.quantiles is not None and set(weighted.forecast.quantiles) == set(
+        QUANTILES
+    )

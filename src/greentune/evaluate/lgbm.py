@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,6 +228,24 @@ def fit_target(data: ForecastData, target: int) -> LgbmFit:
     return min(candidates(data, target), key=lambda f: f.val_mae)
 
 
+def tried(data: ForecastData, target: int) -> list[LgbmFit]:
+    """Every candidate of ``target``, the kept one (lowest validation MAE) first; cached on the
+    data, so the test and validation forecasts, a hybrid's base and the ensembles share one
+    tuning."""
+    key = f"lightgbm/{target}"
+    if key not in data.cache:
+        every = candidates(data, target)
+        kept = min(every, key=lambda f: f.val_mae)
+        data.cache[key] = [kept, *[f for f in every if f is not kept]]
+    fits: list[LgbmFit] = data.cache[key]
+    return fits
+
+
+def kept_fit(data: ForecastData, target: int) -> LgbmFit:
+    """The candidate the ``lightgbm`` row forecasts with (cached, see ``tried``)."""
+    return tried(data, target)[0]
+
+
 def candidates(data: ForecastData, target: int) -> list[LgbmFit]:
     """Both tree sizes on the value; then, at the better size, the ratio form and the
     per-timestamp design; each scored by MAE on the same validation (origin, step) pairs."""
@@ -336,6 +355,43 @@ def lightgbm(
     data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], _: BaselineOptions
 ) -> Forecast:
     """Direct multi-horizon LightGBM per target, design chosen on validation."""
+    return forecast_with(data, origins, quantiles, kept_fit)
+
+
+def design_label(fit: LgbmFit) -> str:
+    """``<form>-<leaves>``, e.g. ``timestamp-15``: how a design is named as an ensemble member."""
+    return f"{fit.form}-{fit.size.get('num_leaves', LGBM_PARAMS['num_leaves'])}"
+
+
+def design_forecasts(
+    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
+) -> dict[str, Forecast]:
+    """The forecast of each design tried while tuning (``tried``), by ``design_label``, the
+    kept one first; a target that did not try a design forecasts with its kept one there.
+    No fit of its own: the designs were fitted to choose one, in the ``lightgbm`` row's
+    window."""
+    labels = list(
+        dict.fromkeys(design_label(f) for j in range(data.n_targets) for f in tried(data, j))
+    )
+
+    def pick(label: str) -> Callable[[ForecastData, int], LgbmFit]:
+        def fit(d: ForecastData, j: int) -> LgbmFit:
+            fits = tried(d, j)
+            return next((f for f in fits if design_label(f) == label), fits[0])
+
+        return fit
+
+    return {label: forecast_with(data, origins, quantiles, pick(label)) for label in labels}
+
+
+def forecast_with(
+    data: ForecastData,
+    origins: np.ndarray,
+    quantiles: tuple[float, ...],
+    pick: Callable[[ForecastData, int], LgbmFit],
+) -> Forecast:
+    """Each target forecast by the fit ``pick`` gives it; quantiles from that fit's residuals
+    per horizon step on the validation windows at the origins' clock times."""
     H, T = data.horizon, data.n_targets
     point = np.empty((len(origins), H, T))
     resid = []
@@ -348,9 +404,7 @@ def lightgbm(
     y = data.target_values()
     for j in range(T):
         t0 = time.perf_counter()
-        # cached on the data: an ensemble's validation forecasts reuse the test's fit
-        fit = data.cache.get(f"lightgbm/{j}") or fit_target(data, j)
-        data.cache[f"lightgbm/{j}"] = fit
+        fit = pick(data, j)
         if cal is not None:
             resid.append(y[horizon_positions(cal, H), j] - predict_target(data, j, fit, cal))
         t1 = time.perf_counter()

@@ -21,15 +21,17 @@ from greentune.data.windows import ForecastData
 from greentune.errors import ConfigError
 from greentune.evaluate.baselines import baseline_options, horizon_positions, run_baseline
 from greentune.evaluate.ensemble import combine, fit_weights, member_windows
+from greentune.evaluate.lgbm import design_forecasts
 from greentune.results import Forecast, ModelResult, RunMetrics
 from greentune.tasks.forecast.predict import evaluate_forecast, prediction_rows
 from greentune.train.callbacks import Window
 
 MODEL = "model"
+LIGHTGBM = "lightgbm"
 SELECT = "select"
 """Validation forecasts are made in a meter window per row, ``select/<row>`` (the network's
 ``select/model``): an ensemble is billed for its members' only."""
-DEFAULT_MEMBERS = (MODEL, "linear", "lightgbm")
+DEFAULT_MEMBERS = (MODEL, "linear", LIGHTGBM)
 RANDOM_INIT = "random_init"
 """The network from random weights: an ablation, never an ensemble member."""
 NOT_MEMBERS = (RANDOM_INIT,)
@@ -74,16 +76,26 @@ def ensemble_rows(
     if len(names) < 2 or not cfg.eval.ensembles:
         return {}
     t0 = time.perf_counter()
-    origins_val = data.val.origins
+    origins_val, origins = data.val.origins, data.test.origins
     y_val = data.target_values()[horizon_positions(origins_val, data.horizon)]
     members_val = {m: val[m] for m in names}
-    weights = fit_weights(members_val, y_val)
+    members_test = {m: test[m][0] for m in names}
+    # the weighted ensemble's own members: LightGBM's other designs join it (see the config)
+    weighted_val, weighted_test = members_val, members_test
+    if "weighted" in cfg.eval.ensembles and cfg.eval.ensemble_designs and LIGHTGBM in names:
+        weighted_val, weighted_test = (
+            with_designs(data, members, o, cfg.model.quantiles)
+            for members, o in ((members_val, origins_val), (members_test, origins))
+        )
+    weights = fit_weights(weighted_val, y_val) if "weighted" in cfg.eval.ensembles else None
     fit_s = time.perf_counter() - t0
-    origins = data.test.origins
     out = {}
     for kind in cfg.eval.ensembles:
         t1 = time.perf_counter()
-        fc = combine(kind, {m: test[m][0] for m in names}, weights)
+        own_val, own_test = (
+            (weighted_val, weighted_test) if kind == "weighted" else (members_val, members_test)
+        )
+        fc = combine(kind, own_test, weights)
         fc.fit_s, fc.predict_s = fit_s, time.perf_counter() - t1
         windows = member_windows([test[m][1].energy_windows or {} for m in names], "ensemble")
         for m in names:  # the members' validation forecasts
@@ -95,11 +107,24 @@ def ensemble_rows(
             predictions=len(origins),
             energy_windows=windows,
         )
-        info: dict[str, Any] = {"kind": kind, "members": names}
-        if kind == "weighted":
+        info: dict[str, Any] = {"kind": kind, "members": list(own_val)}
+        if kind == "weighted" and weights is not None:
             info["weights_by_step"] = np.round(weights, 4).tolist()
-        out[f"ensemble-{kind}"] = EnsembleRow(fc, row, cross_fitted(kind, members_val, y_val), info)
+        out[f"ensemble-{kind}"] = EnsembleRow(fc, row, cross_fitted(kind, own_val, y_val), info)
     return out
+
+
+def with_designs(
+    data: ForecastData,
+    members: dict[str, Forecast],
+    origins: np.ndarray,
+    quantiles: tuple[float, ...],
+) -> dict[str, Forecast]:
+    """``members`` with each LightGBM design tried beside the kept one as a member of its own,
+    ``lightgbm:<form>-<leaves>`` (the kept one stays ``lightgbm``)."""
+    designs = design_forecasts(data, origins, quantiles)
+    others = {f"{LIGHTGBM}:{k}": fc for k, fc in list(designs.items())[1:]}
+    return {**members, **others}
 
 
 def cross_fitted(kind: str, val: dict[str, Forecast], y: np.ndarray) -> Forecast:

@@ -27,7 +27,7 @@ from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
 from greentune.errors import CheckpointError
 from greentune.evaluate.baselines import horizon_positions
-from greentune.evaluate.lgbm import Booster, LgbmFit, fit_target, out_of_fold, predict_target
+from greentune.evaluate.lgbm import Booster, LgbmFit, kept_fit, out_of_fold, predict_target
 from greentune.io import write_json
 
 BASE_DIR = "lightgbm-base"
@@ -123,11 +123,7 @@ def fit_hybrid_base(data: ForecastData, quantiles: tuple[float, ...], log: Log) 
     residual quantiles of its out-of-fold forecasts on the training windows (validation stays
     for choosing the epoch and the model)."""
     t0 = time.perf_counter()
-    fits = []
-    for j in range(data.n_targets):
-        fit = data.cache.get(f"lightgbm/{j}") or fit_target(data, j)
-        data.cache[f"lightgbm/{j}"] = fit
-        fits.append(fit)
+    fits = [kept_fit(data, j) for j in range(data.n_targets)]
     H, T = data.horizon, data.n_targets
     base = HybridBase(fits, np.zeros((max(1, len(quantiles)), H * T)))
     if quantiles:  # on the training windows, out of fold: validation stays unfitted
