@@ -366,12 +366,12 @@ def design_label(fit: LgbmFit) -> str:
 def design_forecasts(
     data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...]
 ) -> dict[str, Forecast]:
-    """The forecast of each design tried while tuning (``tried``), by ``design_label``, the
-    kept one first; a target that did not try a design forecasts with its kept one there.
-    No fit of its own: the designs were fitted to choose one, in the ``lightgbm`` row's
-    window."""
+    """The forecast of each design tried while tuning and not kept (``tried``), by
+    ``design_label``; a target that kept that design, or did not try it, forecasts with its
+    kept one there. No fit of its own: the designs were fitted to choose one, in the
+    ``lightgbm`` row's window."""
     labels = list(
-        dict.fromkeys(design_label(f) for j in range(data.n_targets) for f in tried(data, j))
+        dict.fromkeys(design_label(f) for j in range(data.n_targets) for f in tried(data, j)[1:])
     )
 
     def pick(label: str) -> Callable[[ForecastData, int], LgbmFit]:

@@ -123,8 +123,7 @@ def with_designs(
     """``members`` with each LightGBM design tried beside the kept one as a member of its own,
     ``lightgbm:<form>-<leaves>`` (the kept one stays ``lightgbm``)."""
     designs = design_forecasts(data, origins, quantiles)
-    others = {f"{LIGHTGBM}:{k}": fc for k, fc in list(designs.items())[1:]}
-    return {**members, **others}
+    return {**members, **{f"{LIGHTGBM}:{k}": fc for k, fc in designs.items()}}
 
 
 def cross_fitted(kind: str, val: dict[str, Forecast], y: np.ndarray) -> Forecast:
