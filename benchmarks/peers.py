@@ -9,7 +9,7 @@ without randomness (the naives, linear, MSTL) repeat identically and are run wit
 seed only where they cost minutes (MSTL).
 
     .venv/bin/python benchmarks/peers.py [--datasets embedded] [--seeds 0,1,2]
-        [--peer-steps 1000] [--tag NAME] [--tables-only]
+        [--peer-steps 1000] [--set KEY=VALUE] [--tag NAME] [--tables-only]
 
 Data sets: embedded (Victoria 2014, the demo: 56 day-ahead origins), vic_elec (Victoria
 2012-14, 92 origins), pjm (three PJM utilities, hourly, a table each), ett (ETTh1, h96, the
@@ -77,7 +77,14 @@ def datasets(work: Path) -> dict[str, list[tuple[str, list[str]]]]:
     return out
 
 
-def run_one(overrides: list[str], name: str, seed: int, baselines: list[str], steps: int) -> dict:
+def run_one(
+    overrides: list[str],
+    name: str,
+    seed: int,
+    baselines: list[str],
+    steps: int,
+    settings: list[str] | None = None,
+) -> dict:
     out = RESULTS / "runs"
     shutil.rmtree(out / name, ignore_errors=True)
     config = next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), None)
@@ -93,6 +100,7 @@ def run_one(overrides: list[str], name: str, seed: int, baselines: list[str], st
             "eval.report=false",
             f"output_dir={out}",
             f"name={name}",
+            *(settings or []),
         ],
     )
     t0 = time.perf_counter()
@@ -280,6 +288,13 @@ def main() -> None:
     ap.add_argument("--peer-steps", type=int, default=1000)
     ap.add_argument("--tag", default="")
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every run, e.g. eval.ensemble_designs=true (repeatable)",
+    )
+    ap.add_argument(
         "--tables-only", action="store_true", help="rebuild the tables from the saved runs"
     )
     args = ap.parse_args()
@@ -305,7 +320,11 @@ def main() -> None:
         else {"runs": {}, "tables": {}, "runs_per_dataset": {}}
     )
     results.update(
-        machine=machine_info(), peer_max_steps=args.peer_steps, seeds=seeds, commit=git_commit()
+        machine=machine_info(),
+        peer_max_steps=args.peer_steps,
+        seeds=seeds,
+        commit=git_commit(),
+        settings=args.set,
     )
     for ds in args.datasets.split(","):
         # one table per series (each PJM utility its own): a median over utilities of
@@ -322,7 +341,14 @@ def main() -> None:
                 name = f"peers-{key}-s{seed}"
                 print(f"{name}: {', '.join(chosen)}", flush=True)
                 runs.append(
-                    run_one(overrides, name, seed, GREENTUNE_BASELINES + chosen, args.peer_steps)
+                    run_one(
+                        overrides,
+                        name,
+                        seed,
+                        GREENTUNE_BASELINES + chosen,
+                        args.peer_steps,
+                        args.set,
+                    )
                 )
                 results["runs"][key] = runs
                 (RESULTS / f"peers{suffix}.json").write_text(json.dumps(results, indent=1))

@@ -349,12 +349,14 @@ class EvalConfig:
     ensemble_members: tuple[str, ...] = ()
     """Members: ``model`` (the run's network) and baselines of ``eval.baselines`` (not
     random_init). Empty: the network, linear and lightgbm, those that run."""
-    ensemble_designs: bool = True
+    ensemble_designs: bool = False
     """The weighted ensemble also takes each design the ``lightgbm`` row tried and did not keep
     (its other tree size, the ratio and per-timestamp designs) as a member of its own,
     ``lightgbm:<form>-<leaves>``: they were fitted to choose one, so they cost only their
     forecasts, and the per-step weights fitted on validation decide what each is worth. Mean
-    and median keep the chosen design only (four designs would outvote the other members)."""
+    and median keep the chosen design only (four designs would outvote the other members).
+    Off by default: on Victoria and three PJM utilities its validation score was better on 3
+    series and worse on 2 (benchmarks/README.md), so validation does not say to add it."""
     report: bool = True
     """Write ``report.html`` (greentune.report) into the run directory when the run ends;
     ``greentune report RUN`` writes it again at any time."""

@@ -39,10 +39,8 @@ def _forecast_cfg(tmp: Path):
             "train.lr=0.003",
             "model.skip_init=random",
             "eval.baselines=[seasonal_naive_daily,seasonal_naive_weekly,linear,lightgbm,random_init]",
-            # the ensembles the golden file was written with (the default has added mean since,
-            # and LightGBM's other designs as members of the weighted one)
+            # the ensembles the golden file was written with (the default has added mean since)
             "eval.ensembles=[weighted]",
-            "eval.ensemble_designs=false",
         ]
     )
 
