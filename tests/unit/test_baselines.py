@@ -277,3 +277,17 @@ def test_the_weighted_ensemble_takes_lightgbms_other_designs(
     assert weighted.forecast.quantiles is not None and set(weighted.forecast.quantiles) == set(
         QUANTILES
     )
+    # the weights are NNLS on the validation forecasts of exactly those members
+    from greentune.evaluate.baselines import horizon_positions
+    from greentune.evaluate.ensemble import combine, fit_weights
+
+    extra = {
+        split: {f"lightgbm:{k}": fc for k, fc in lgbm.design_forecasts(data, o, QUANTILES).items()}
+        for split, o in (("val", data.val.origins), ("test", data.test.origins))
+    }
+    use = {s: {**fcs[s], **(extra[s] if designs else {})} for s in ("val", "test")}
+    y_val = data.target_values()[horizon_positions(data.val.origins, data.horizon)]
+    w = fit_weights(use["val"], y_val)
+    np.testing.assert_allclose(weighted.info["weights_by_step"], np.round(w, 4))
+    want = combine("weighted", use["test"], w).point
+    np.testing.assert_allclose(weighted.forecast.point, want, rtol=1e-12)
