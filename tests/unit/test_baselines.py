@@ -184,7 +184,7 @@ def test_lightgbm_keeps_the_design_with_the_lowest_validation_error(noisy: Forec
     tried = lgbm.candidates(noisy, 0)
     assert sorted(f.form for f in tried) == ["level", "level", "ratio", "timestamp"]
     assert {f.size.get("num_leaves", 63) for f in tried if f.form == "level"} == {15, 63}
-    chosen = lgbm.fit_target(noisy, 0)
+    chosen = lgbm.kept_fit(dataclasses.replace(noisy, cache={}), 0)
     assert chosen.val_mae == min(f.val_mae for f in tried)
     val = noisy.val.origins
     y = noisy.target_values()[val[:, None] + np.arange(noisy.horizon), 0]

@@ -223,11 +223,6 @@ class LgbmFit:
     val_mae: float
 
 
-def fit_target(data: ForecastData, target: int) -> LgbmFit:
-    """The candidate with the lowest validation MAE."""
-    return min(candidates(data, target), key=lambda f: f.val_mae)
-
-
 def tried(data: ForecastData, target: int) -> list[LgbmFit]:
     """Every candidate of ``target``, the kept one (lowest validation MAE) first; cached on the
     data, so the test and validation forecasts, a hybrid's base and the ensembles share one
