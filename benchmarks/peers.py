@@ -147,34 +147,24 @@ def run_one(
 WITHOUT_DESIGNS = "ensemble-weighted without LightGBM's other designs (restated)"
 
 
-def without_designs(run_path: Path, members: list[str]) -> dict[str, float]:
-    """The weighted ensemble as ``eval.ensemble_designs=false`` makes it, restated from the
-    run's saved validation and test forecasts of ``members``: the same weights per step (NNLS
-    on validation), the same cross-fitted validation score. Its energy is the ensemble row's
-    (the designs cost only their forecasts)."""
-    from greentune.evaluate.ensemble import combine, fit_weights
-    from greentune.evaluate.metrics import point_metrics
-    from greentune.results import Forecast
-    from greentune.tasks.forecast.ensemble import cross_fitted
+def without_designs(run_path: Path, members: list[str]) -> dict[str, Any]:
+    """The weighted ensemble as ``eval.ensemble_designs=false`` makes it: ``greentune
+    ensemble`` (``ensemble_runs``) of the run's own rows ``members``, from their saved
+    validation and test forecasts (the same NNLS per step, the same cross-fitted validation
+    score). Its energy is the ensemble row's (the designs cost only their forecasts)."""
+    from greentune.tasks.forecast.ensemble_runs import ensemble_runs
 
-    def read(file: str) -> tuple[dict[str, Forecast], Any]:
-        frame = pd.read_parquet(run_path / file)
-        frame = frame[frame.model.isin(members)].sort_values(["model", "origin", "step", "target"])
-        shape = (frame.origin.nunique(), frame.step.nunique(), frame.target.nunique())
-        fcs = {
-            n: Forecast(g.y_pred.to_numpy(float).reshape(shape)) for n, g in frame.groupby("model")
-        }
-        y = frame[frame.model == members[0]].y_true.to_numpy(float).reshape(shape)
-        return {n: fcs[n] for n in members}, y
-
-    val, y_val = read("validation.parquet")
-    test, y_test = read("predictions.parquet")
-    on_test = combine("weighted", test, fit_weights(val, y_val))
-    scores = point_metrics(y_test.ravel(), on_test.point.ravel(), 1.0)
-    on_val = cross_fitted("weighted", val, y_val)
+    out = run_path.parent / f"{run_path.name}-without-designs"
+    shutil.rmtree(out, ignore_errors=True)
+    m = ensemble_runs(
+        [f"{run_path}:{row}" for row in members], out, kinds=("weighted",), log=lambda _: None
+    ).metrics
+    shutil.rmtree(out, ignore_errors=True)
+    row = "ensemble-weighted"
+    scores = m.test[row].scores
     return {
-        **{f"test_{k}": scores[k] for k in ("mape", "mae", "mse")},
-        "val_mape": point_metrics(y_val.ravel(), on_val.point.ravel(), 1.0)["mape"],
+        **{f"test_{k}": scores.get(k) for k in ("mape", "mae", "mse")},
+        "val_mape": (m.validation or {})[row]["mape"],
         "restated": True,
     }
 
