@@ -265,6 +265,11 @@ class TrainConfig:
     """Samples per micro-batch."""
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
+    group_by_length: bool = False
+    """Texts: put texts of similar length in one micro-batch (micro-batches still shuffled),
+    so less padding is computed, as HF Trainer's ``group_by_length``. Series windows all have
+    one length (nothing changes); under ``privacy.dp`` batches are drawn independently of the
+    data, as the accountant assumes, so they are not grouped (the log says so)."""
     lr: float | Literal["auto"] = "auto"
     """Peak learning rate (after warmup). auto: the task's default for the PEFT method, written
     into config.yaml with its reason in ``train.chosen`` (docs/training.md: forecasting with

@@ -33,6 +33,11 @@ class AugmentedBatches:
     def __len__(self) -> int:
         return len(self.inner)
 
+    @property
+    def lengths(self) -> np.ndarray | None:
+        """The inner batches' lengths (an edit changes a text's length by a few tokens)."""
+        return getattr(self.inner, "lengths", None)
+
     def get(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, STREAM, ranks.rank(), self.state.samples])
         return self.transform(self.inner, idx, rng)

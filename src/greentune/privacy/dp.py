@@ -333,6 +333,7 @@ class DPTraining(Callback):
         if self.restored.get("noise") is not None:
             self.optimizer.generator.set_state(self.restored["noise"])
         part = self.optimizer.next_part
+        grouped = self.train.group_by_length and getattr(ctx.batches, "lengths", None) is not None
         ctx.batches = (
             PoissonBatches(
                 ctx.batches, budget.sample_rate, steps_per_epoch, k, size, self._uniform, part
@@ -347,6 +348,8 @@ class DPTraining(Callback):
             if budget.limit_steps is not None
             else " (no target_epsilon: no limit)"
         )
+        if grouped:
+            limit += "; batches not grouped by length (their draw must not depend on the data)"
         self.log(
             f"privacy: DP-SGD (Opacus), noise multiplier {budget.noise_multiplier:.4g}, clip "
             f"{self.cfg.max_grad_norm:g}, sample rate {budget.sample_rate:.4g} "

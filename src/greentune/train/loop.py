@@ -1,7 +1,8 @@
 """The training loop, on accelerate: one function, read top to bottom.
 
-Data order is a pure function of (seed, epoch), so a resumed run replays exactly the batches the
-interrupted run would have seen; with the RNG state restored, its loss curve is the same.
+Data order is a pure function of (seed, epoch) (``greentune.train.order``), so a resumed run
+replays exactly the batches the interrupted run would have seen; with the RNG state restored, its
+loss curve is the same.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ from greentune.train.callbacks import (
 from greentune.train.checkpoint import load_latest, restore_state, save_state, snapshot, unwrap
 from greentune.train.defaults import stop_patience
 from greentune.train.optim import build_optimizer, build_scheduler
+from greentune.train.order import epoch_order
 from greentune.train.state import LoopResult, LoopState
 
 __all__ = ["Batches", "LoopResult", "LoopState", "TrainableModel", "train"]
 
 
 class Batches(Protocol):
-    """Indexable training data: ``get`` turns sample positions into a batch of tensors."""
+    """Indexable training data: ``get`` turns sample positions into a batch of tensors. Data
+    whose samples differ in length (texts) may also have ``lengths``, one per sample, which
+    ``train.group_by_length`` batches by."""
 
     def __len__(self) -> int: ...
 
@@ -221,7 +225,8 @@ def _run_epoch(e: _Engine, state: LoopState, best: dict[str, torch.Tensor] | Non
     """Optimizer steps until the epoch ends or ``max_steps`` is reached."""
     cfg, model = e.cfg, e.model
     n_micro = math.ceil(len(e.data) / cfg.batch_size)
-    order = np.random.default_rng([e.seed, state.epoch]).permutation(len(e.data))
+    lengths = getattr(e.data, "lengths", None) if cfg.group_by_length else None
+    order = epoch_order(len(e.data), e.seed, state.epoch, cfg.batch_size, lengths)
     while state.micro_in_epoch < n_micro:
         group = range(state.micro_in_epoch, min(state.micro_in_epoch + cfg.grad_accum, n_micro))
         local_sum = 0.0

@@ -28,6 +28,7 @@ from greentune.tasks.forecast.batches import make_batches
 from greentune.tasks.forecast.model import build_model
 from greentune.train.callbacks import Callback
 from greentune.train.loop import train
+from greentune.train.order import epoch_order
 from tests.conftest import make_series, series_overrides
 from tests.unit.test_loop import Toy, ToyData, losses
 
@@ -293,3 +294,27 @@ def test_the_probe_works_on_a_model_loaded_in_eval_mode():
     gsm, frozen = wrap_model(model, ToyData(8), **QUIET)
     assert frozen == [] and not model.training
     gsm._close()
+
+
+class LengthyData(ToyData):
+    """ToyData whose samples have lengths (as texts do); records the positions asked for."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.lengths = np.arange(n) % 4
+        self.asked: list[np.ndarray] = []
+
+    def get(self, idx):
+        self.asked.append(np.asarray(idx).copy())
+        return super().get(idx)
+
+
+def test_private_batches_are_not_grouped_by_length_and_the_log_says_so():
+    data, said = LengthyData(96), []
+    cfg = _cfg(epochs=1, group_by_length=True)
+    dp = DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False)
+    train(Toy(), data, cfg, seed=3, callbacks=[DPTraining(dp, cfg, 0, said.append)])
+    # the draw is the seeded permutation, blind to the lengths, as the accountant assumes
+    steps = data.asked[-6:]  # before them, the validator's probe of two samples
+    assert np.array_equal(np.concatenate(steps), epoch_order(96, 3, 0, 16))
+    assert any("not grouped by length" in line for line in said)

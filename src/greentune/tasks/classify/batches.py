@@ -25,6 +25,11 @@ class TextBatches:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per text (``train.group_by_length`` batches by them)."""
+        return np.fromiter((len(t) for t in self.tokens), dtype=np.int64, count=len(self.tokens))
+
     def get(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         batch = pad_tokens([self.tokens[i] for i in idx], self.pad_id)
         batch["labels"] = torch.from_numpy(self.labels[idx])
