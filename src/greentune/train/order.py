@@ -1,10 +1,10 @@
 """The order in which one epoch visits the training samples: a pure function of (seed, epoch),
 so a resumed run replays exactly the batches the interrupted run would have seen.
 
-With ``lengths`` (texts), samples of similar length share a micro-batch, as HF Trainer's
-``group_by_length`` does: each run of ``MEGABATCH`` shuffled micro-batches is sorted by length
-and cut again, then the micro-batches are shuffled, so a step's batch still comes from anywhere
-in the epoch. Batches are padded to their longest text, so on SST-2's phrases (13 tokens on
+With ``lengths`` (texts), samples of similar length share a micro-batch, like HF Trainer's
+``group_by_length``: each run of ``MEGABATCH`` shuffled micro-batches is sorted by length and
+cut again. Unlike HF, the micro-batches of the whole epoch are then shuffled, so consecutive
+steps do not walk from long texts to short ones. Batches are padded to their longest text, so on SST-2's phrases (13 tokens on
 average, 40 for the longest of a random 32) this cuts the tokens a step computes about 3x.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 MEGABATCH = 50
-"""Micro-batches sorted together (HF's LengthGroupedSampler uses 50 too)."""
+"""Micro-batches sorted together (HF's LengthGroupedSampler uses at most 50)."""
 
 GROUP_STREAM = 0x6B1
 """Keeps the batch shuffle apart from the sample permutation's stream."""
