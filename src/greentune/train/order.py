@@ -4,8 +4,9 @@ so a resumed run replays exactly the batches the interrupted run would have seen
 With ``lengths`` (texts), samples of similar length share a micro-batch, like HF Trainer's
 ``group_by_length``: each run of ``MEGABATCH`` shuffled micro-batches is sorted by length and
 cut again. Unlike HF, the micro-batches of the whole epoch are then shuffled, so consecutive
-steps do not walk from long texts to short ones. Batches are padded to their longest text, so on SST-2's phrases (13 tokens on
-average, 40 for the longest of a random 32) this cuts the tokens a step computes about 3x.
+steps do not walk from long texts to short ones. Batches are padded to their longest text, so
+on SST-2's phrases (13 tokens on average, 40 for the longest of a random 32) this cuts the
+tokens a step computes about 3x.
 """
 
 from __future__ import annotations
