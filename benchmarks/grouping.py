@@ -14,7 +14,6 @@ Writes benchmarks/results/grouping[-T].json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info
+from machine import git_commit, machine_info, write_results
 from methods import DATASETS, DEFAULT_GRID, GRIDS, METHODS, RESULTS, SST2, one_run, sst2_args
 
 from greentune.cli import quiet_libraries
@@ -125,18 +124,14 @@ def main() -> None:
                 runs[m][arm][str(seed)] = one_run(name, overrides)
     meta = {
         "machine": machine_info(),
+        "commit": git_commit(),
         "seeds": seeds,
         "setup": f"{args.train_rows} training phrases (10 % of them validation), "
         f"{args.epochs} epochs (patience 2), lr {lrs}",
     }
     summary = summarise(runs)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"grouping{suffix}"
-    stem.with_suffix(".json").write_text(
-        json.dumps({**meta, "summary": summary, "runs": runs}, indent=2, default=str)
-    )
-    stem.with_suffix(".md").write_text(markdown(summary, meta))
-    print(markdown(summary, meta))
+    payload = {**meta, "summary": summary, "runs": runs}
+    write_results(RESULTS / f"grouping{suffix}", payload, markdown(summary, meta))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""What machine a benchmark ran on, written beside every figure."""
+"""What machine a benchmark ran on, written beside every figure, and the writing itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -43,3 +44,12 @@ def same_src(a: str, b: str) -> bool:
     """Whether two commits have the same src/ (the product's code)."""
     done = subprocess.run(["git", "diff", "--quiet", a, b, "--", "src"], cwd=ROOT, check=False)
     return done.returncode == 0
+
+
+def write_results(stem: Path, payload: dict[str, object], markdown: str) -> None:
+    """``stem``.json (the figures and every run behind them) and ``stem``.md (the table), then
+    the table on stdout."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str))
+    stem.with_suffix(".md").write_text(markdown)
+    print(markdown)

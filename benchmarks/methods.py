@@ -40,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info
+from machine import machine_info, write_results
 
 import greentune as gt
 from greentune.cli import quiet_libraries
@@ -348,13 +348,8 @@ def main() -> None:
         "refused": failed,
     }
     summary = summarise(args.dataset, results)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"methods-{args.dataset}{suffix}"
-    stem.with_suffix(".json").write_text(
-        json.dumps({**meta, "summary": summary, "runs": results}, indent=2, default=str)
-    )
-    stem.with_suffix(".md").write_text(markdown(summary, meta))
-    print(markdown(summary, meta))
+    payload = {**meta, "summary": summary, "runs": results}
+    write_results(RESULTS / f"methods-{args.dataset}{suffix}", payload, markdown(summary, meta))
 
 
 if __name__ == "__main__":
