@@ -7,8 +7,9 @@ statistics, input 336, horizons 96/192/336/720, every test window (stride 1), mu
 
     .venv/bin/python benchmarks/ett.py [--epochs 2] [--horizons 96,192,336,720] [--method ln]
         [--set model.revin=true --set model.patch_stride=8] [--tag revin]
+    .venv/bin/python benchmarks/ett.py --ridge-only [--contexts 336,512,720] [--tag T]
 
-Writes benchmarks/results/ett.json and ett.md.
+Writes benchmarks/results/ett[-T].json and .md (--ridge-only: ett-ridge[-T].json and .md).
 """
 
 from __future__ import annotations
@@ -53,54 +54,102 @@ def normalised_errors(run_dir: Path, model: str) -> tuple[float, float]:
     return float((err**2).mean()), float(err.abs().mean())
 
 
-def ridge_only(csv: Path, horizons: list[int], overrides: list[str]) -> None:
+def ridge_only(
+    csv: Path, horizons: list[int], overrides: list[str], contexts: list[int], suffix: str
+) -> None:
     """The ridge per horizon: the design validation chose, and both designs' test errors
-    beside it (the one not chosen is shown, not used). Normalised units are the protocol's:
-    the data is z-scored with training statistics, so scaled errors are the protocol's."""
+    beside it (the one not chosen is shown, not used). With several ``contexts`` (input
+    lengths), each is fitted and the one with the lower validation MSE is kept per horizon:
+    the targets of the validation and test windows are the same rows at every input length
+    (the context reaches back into the split before, as the protocol's loaders do), so the
+    choice compares like with like and never looks at test. Normalised units are the
+    protocol's: the data is z-scored with training statistics, so scaled errors are the
+    protocol's."""
     from greentune.data.windows import prepare_forecast_data
     from greentune.evaluate.ridge import design_matrix, ridge_statistics, solve_ridge
 
     rows = []
     for horizon in horizons:
-        cfg = load_config(
-            ROOT / "configs" / "forecast" / "ett_h1.yaml",
-            [f"data.path={csv}", f"data.horizon={horizon}", *overrides],
-        )
-        data = prepare_forecast_data(cfg.data)
-        t0 = time.perf_counter()
-        stats = ridge_statistics(data)
-        chosen = solve_ridge(stats)
-        fit_s = time.perf_counter() - t0
-        x, y = design_matrix(data, data.test.origins)
-        row: dict[str, object] = {"horizon": horizon, "chosen": chosen.level, "fit_s": fit_s}
-        for level in ("raw", "window"):
-            err = solve_ridge(stats, (level,)).predict_scaled(x) - y
-            row[f"{level}_mse"] = float(np.mean(err**2))
-            row[f"{level}_mae"] = float(np.mean(np.abs(err)))
-        row["mse"], row["mae"] = row[f"{chosen.level}_mse"], row[f"{chosen.level}_mae"]
-        rows.append(row)
-        print(row, flush=True)
+        fits: list[dict[str, object]] = []
+        for context in contexts:
+            cfg = load_config(
+                ROOT / "configs" / "forecast" / "ett_h1.yaml",
+                [
+                    f"data.path={csv}",
+                    f"data.horizon={horizon}",
+                    f"data.context_length={context}",
+                    *overrides,
+                ],
+            )
+            data = prepare_forecast_data(cfg.data)
+            t0 = time.perf_counter()
+            stats = ridge_statistics(data)
+            chosen = solve_ridge(stats)
+            fit_s = time.perf_counter() - t0
+            xv, yv = design_matrix(data, data.val.origins)
+            x, y = design_matrix(data, data.test.origins)
+            fit: dict[str, object] = {
+                "context": context,
+                "chosen": chosen.level,
+                "alpha": chosen.alpha,
+                "fit_s": fit_s,
+                "val_windows": len(data.val.origins),
+                "test_windows": len(data.test.origins),
+                "val_mse": float(np.mean((chosen.predict_scaled(xv) - yv) ** 2)),
+            }
+            for level in ("raw", "window"):
+                err = solve_ridge(stats, (level,)).predict_scaled(x) - y
+                fit[f"{level}_mse"] = float(np.mean(err**2))
+                fit[f"{level}_mae"] = float(np.mean(np.abs(err)))
+            fit["mse"], fit["mae"] = fit[f"{chosen.level}_mse"], fit[f"{chosen.level}_mae"]
+            print({"horizon": horizon, **fit}, flush=True)
+            fits.append(fit)
+        best = min(fits, key=lambda f: float(f["val_mse"]))  # type: ignore[arg-type]
+        rows.append({"horizon": horizon, **best, "contexts": fits})
     keys = ("mse", "mae", "raw_mse", "window_mse")
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}  # type: ignore[misc]
-    out = {"machine": machine_info(), "per_horizon": rows, "mean": mean, "overrides": overrides}
-    (RESULTS / "ett-ridge.json").write_text(json.dumps(out, indent=2))
+    out = {
+        "machine": machine_info(),
+        "contexts": contexts,
+        "per_horizon": rows,
+        "mean": mean,
+        "overrides": overrides,
+    }
+    (RESULTS / f"ett-ridge{suffix}.json").write_text(json.dumps(out, indent=2))
     lines = [
-        "# ETTh1, standard protocol: the ridge alone (design chosen on validation)",
+        "# ETTh1, standard protocol: the ridge alone (input length and design chosen on "
+        "validation)",
         "",
-        "| horizon | chosen design | MSE | MAE | raw design MSE | window design MSE | fit s |",
-        "|---|---|---|---|---|---|---|",
+        "| horizon | input | chosen design | val MSE | MSE | MAE | raw design MSE | "
+        "window design MSE | fit s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['horizon']} | {r['chosen']} | {r['mse']:.3f} | {r['mae']:.3f} | "
-            f"{r['raw_mse']:.3f} | {r['window_mse']:.3f} | {r['fit_s']:.1f} |"
+            f"| {r['horizon']} | {r['context']} | {r['chosen']} | {r['val_mse']:.4f} | "
+            f"{r['mse']:.3f} | {r['mae']:.3f} | {r['raw_mse']:.3f} | {r['window_mse']:.3f} | "
+            f"{r['fit_s']:.1f} |"
         )
     if len(rows) == 4:
         lines.append(
-            f"| mean | | {mean['mse']:.3f} | {mean['mae']:.3f} | {mean['raw_mse']:.3f} | "
+            f"| mean | | | | {mean['mse']:.3f} | {mean['mae']:.3f} | {mean['raw_mse']:.3f} | "
             f"{mean['window_mse']:.3f} | |"
         )
-    (RESULTS / "ett-ridge.md").write_text("\n".join(lines) + "\n")
+    if len(contexts) > 1:
+        lines += [
+            "",
+            "Every input length tried (validation MSE of the design chosen / test MSE):",
+            "",
+            "| horizon | " + " | ".join(str(c) for c in contexts) + " |",
+            "|---|" + "---|" * len(contexts),
+        ]
+        for r in rows:
+            cells = " | ".join(
+                f"{f['val_mse']:.4f} / {f['mse']:.3f}"
+                for f in r["contexts"]  # type: ignore[attr-defined]
+            )
+            lines.append(f"| {r['horizon']} | {cells} |")
+    (RESULTS / f"ett-ridge{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -132,6 +181,11 @@ def main() -> None:
         action="store_true",
         help="only the ridge (the linear baseline and the network's start), each design",
     )
+    parser.add_argument(
+        "--contexts",
+        default="336",
+        help="--ridge-only: input lengths to try, the one with the lower validation MSE kept",
+    )
     args = parser.parse_args()
     suffix = f"-{args.tag}" if args.tag else ""
     if not ETT.is_file():
@@ -143,7 +197,9 @@ def main() -> None:
     csv = work / "ETTh1_protocol.csv"  # the protocol's first 14,400 rows, unmodified
     pd.read_csv(ETT).iloc[:PROTOCOL_ROWS].to_csv(csv, index=False)
     if args.ridge_only:
-        ridge_only(csv, [int(h) for h in args.horizons.split(",")], args.set)
+        horizons = [int(h) for h in args.horizons.split(",")]
+        contexts = [int(c) for c in args.contexts.split(",")]
+        ridge_only(csv, horizons, args.set, contexts, suffix)
         return
     rows = []
     for horizon in map(int, args.horizons.split(",")):
