@@ -143,6 +143,10 @@ class TrainingSummary:
     best_epoch: int | None = None
     """-1: no epoch beat the starting point on validation, which was kept."""
     best_val_loss: float | None = None
+    """The validation loss of the kept model."""
+    selected_on: str | None = None
+    """What chose the kept model among the validated ones (``train.select_on``); None in runs
+    made before the option existed, which were chosen on loss."""
     stopped_early: bool | None = None
     stop_reason: str | None = None
     """Why training ended early: 'early stopping', 'time budget', 'energy budget'; None: it
@@ -155,7 +159,8 @@ class TrainingSummary:
     loss_curve: list[float] = field(default_factory=list)
     """Loss of every optimizer step (rounded to 6 digits)."""
     val_curve: list[dict[str, float]] | None = None
-    """One row per validation: epoch (-1 before training), step, val_loss."""
+    """One row per validation: epoch (-1 before training), step, val_loss (classifiers also
+    val_accuracy and val_macro_f1)."""
     extra: dict[str, Any] = field(default_factory=dict)
     read_keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
 

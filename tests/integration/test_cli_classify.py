@@ -105,6 +105,62 @@ def test_classify_bad_inputs(tmp_path):
     )
 
 
+def test_select_on_accuracy_keeps_the_most_accurate_validated_model(tmp_path):
+    path = tmp_path / "t.csv"
+    synthetic_incidents(120, seed=2).to_csv(path, index=False)
+    args = [a for a in ARGS if not a.startswith("train.epochs")]
+    out = tmp_path / "runs"
+    result = invoke(
+        "run",
+        *args,
+        "train.epochs=4",
+        "train.select_on=accuracy",
+        f"text.path={path}",
+        f"output_dir={out}",
+        "train.callbacks=[loss-log]",
+    )
+    assert result.exit_code == 0, result.output
+    training = json.loads((out / "c" / "metrics.json").read_text())["training"]
+    curve = training["val_curve"]
+    assert [r["epoch"] for r in curve] == [-1, 0, 1, 2, 3]
+    accuracies = [r["val_accuracy"] for r in curve]
+    first_best = accuracies.index(max(accuracies))  # ties: the first best is kept
+    assert training["best_epoch"] == curve[first_best]["epoch"]
+    assert training["selected_on"] == "accuracy"
+    assert training["best_val_loss"] == curve[first_best]["val_loss"]
+    n_val = 12  # text.val: 10 % of the 120 texts
+    for row in curve:  # accuracy on the validation texts: a whole number of them right
+        assert set(row) == {"epoch", "step", "val_loss", "val_accuracy", "val_macro_f1"}
+        assert round(row["val_accuracy"] * n_val, 6) == round(row["val_accuracy"] * n_val)
+    log = (out / "c" / "log.txt").read_text()
+    assert "validation at step 0: loss " in log and ", accuracy " in log and ", macro f1 " in log
+
+
+def test_validation_scores_loss_is_mean_loss_and_accuracy_is_the_predictions():
+    import numpy as np
+
+    from greentune.config import ModelConfig
+    from greentune.evaluate.metrics import classification_metrics
+    from greentune.models.backbone import load_tokenizer
+    from greentune.models.classifier import TextClassifier, load_classifier
+    from greentune.tasks.base import mean_loss
+    from greentune.tasks.classify.batches import tokenize
+    from greentune.tasks.classify.predict import predict_labels, validation_scores
+
+    frame = synthetic_incidents(40, seed=3)
+    names = sorted(frame["label"].unique())
+    labels = np.array([names.index(v) for v in frame["label"]])
+    cfg = ModelConfig(backbone="tiny-bert")
+    tokenizer = load_tokenizer(cfg)
+    batches = tokenize(tokenizer, list(frame["text"]), labels, 32)
+    model = TextClassifier(load_classifier(cfg, names, batches.pad_id)).eval()
+    scores = validation_scores(model, batches, 16, len(names))
+    assert scores["val_loss"] == mean_loss(model, batches, 16)
+    expected = classification_metrics(labels, predict_labels(model, batches, 16), len(names))
+    assert scores["val_accuracy"] == pytest.approx(expected["accuracy"], abs=1e-12)
+    assert scores["val_macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-12)
+
+
 SST2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "text" / "sst2"
 
 

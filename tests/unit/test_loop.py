@@ -268,3 +268,61 @@ def test_auto_precision_is_fp32_on_cpu():
     if torch.cuda.is_available():
         pytest.skip("CPU-only rule")
     assert make_accelerator(TrainConfig()).mixed_precision == "no"
+
+
+def _scored(losses_and_accuracies, model, snapshots):
+    """A validate that returns scores as a classifier's does, snapshotting the model."""
+    rows = iter(losses_and_accuracies)
+
+    def validate():
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        loss, accuracy = next(rows)
+        return {"val_loss": loss, "val_accuracy": accuracy, "val_macro_f1": accuracy - 0.1}
+
+    return validate
+
+
+# the start, then 4 epochs: the loss is lowest after epoch 0, the accuracy highest after
+# epoch 2 (and again, a tie, after epoch 3: the first best wins)
+SCORES = [(1.0, 0.50), (0.40, 0.70), (0.45, 0.75), (0.50, 0.80), (0.60, 0.80)]
+
+
+@pytest.mark.parametrize(("select_on", "best_epoch"), [("loss", 0), ("accuracy", 2)])
+def test_select_on_keeps_the_epoch_with_the_best_score(select_on, best_epoch):
+    from greentune.train.state import LoopResult
+
+    model, snapshots = Toy(), []
+    cfg = TrainConfig(epochs=4, batch_size=50, lr=0.01, patience=None, select_on=select_on)
+    res = train(model, ToyData(), cfg, seed=0, validate=_scored(SCORES, model, snapshots))
+    assert isinstance(res, LoopResult) and res.state.best_epoch == best_epoch
+    for k, v in model.state_dict().items():  # the kept weights are that validation's
+        assert torch.equal(v, snapshots[best_epoch + 1][k])
+    assert [r["val_accuracy"] for r in res.state.val_history] == [a for _, a in SCORES]
+    summary = res.summary()
+    assert summary.selected_on == select_on
+    assert summary.best_val_loss == SCORES[best_epoch + 1][0]  # the kept model's loss
+
+
+def test_select_on_drives_early_stopping():
+    # accuracy stalls after epoch 0 while the loss keeps falling: patience 1 on accuracy stops
+    # after epoch 1, where patience 1 on the loss would train on
+    scores = [(1.0, 0.5), (0.8, 0.7), (0.6, 0.7), (0.5, 0.7), (0.4, 0.7)]
+    model = Toy()
+    cfg = TrainConfig(epochs=4, batch_size=50, lr=0.01, patience=1, select_on="accuracy")
+    res = train(model, ToyData(), cfg, seed=0, validate=_scored(scores, model, []))
+    assert res.state.stopped_early and res.state.epoch == 2 and res.state.best_epoch == 0
+    cfg = TrainConfig(epochs=4, batch_size=50, lr=0.01, patience=1, select_on="loss")
+    res = train(Toy(), ToyData(), cfg, seed=0, validate=_scored(scores, Toy(), []))
+    assert not res.state.stopped_early and res.state.best_epoch == 3
+
+
+def test_select_on_a_score_the_validation_does_not_report_is_refused():
+    from greentune.errors import ConfigError
+
+    cfg = TrainConfig(epochs=1, batch_size=50, lr=0.01, select_on="accuracy")
+    with pytest.raises(ConfigError) as err:
+        train(Toy(), ToyData(), cfg, seed=0, validate=lambda: 1.0)
+    assert str(err.value) == (
+        "train.select_on=accuracy: this task's validation reports loss only; set "
+        "train.select_on to one of those (loss always works)"
+    )

@@ -135,7 +135,10 @@ def train_student(
         p.requires_grad_(not name.startswith("skip.weight"))
     with window("teacher"):
         soft = teacher_outputs(task.model, task.batches["train"])
-    cfg = dataclasses.replace(task.cfg.train, epochs=epochs, lr=lr, max_steps=None)
+    # the student is kept at its lowest distillation validation loss, whatever chose the teacher
+    cfg = dataclasses.replace(
+        task.cfg.train, epochs=epochs, lr=lr, max_steps=None, select_on="loss"
+    )
     wrapped = Student(student, lambda out, b: task.loss(student, out, b), task.soft_loss, alpha)
     result = train(
         wrapped,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -30,6 +30,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from greentune.errors import CheckpointError
+
+T = TypeVar("T")
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 """Gather whole tensors to rank 0's CPU memory (the other ranks get empty dictionaries)."""
@@ -101,13 +103,11 @@ def release(model: nn.Module) -> None:
     model.to("meta")
 
 
-def with_whole_model(
-    fn: Callable[[], float], sharded: nn.Module, model: nn.Module
-) -> Callable[[], float]:
+def with_whole_model(fn: Callable[[], T], sharded: nn.Module, model: nn.Module) -> Callable[[], T]:
     """Run ``fn`` (validation, which works on shards of the windows per rank and so cannot use
     the sharded module) on the whole model, gathered for the call and released after it."""
 
-    def run() -> float:
+    def run() -> T:
         unshard_into(sharded, model)
         model.eval()
         try:

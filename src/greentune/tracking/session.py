@@ -94,8 +94,10 @@ class RunTracking(Callback):
 
     def on_validation(self, state: LoopState, val_loss: float) -> bool:
         self.flush()
-        step = int((state.val_history[-1] if state.val_history else {}).get("step", state.step))
-        self._each("log_metrics", {"val/loss": float(val_loss)}, step)
+        row = state.val_history[-1] if state.val_history else {"val_loss": val_loss}
+        step = int(row.get("step", state.step))
+        scores = {f"val/{k[4:]}": float(v) for k, v in row.items() if k.startswith("val_")}
+        self._each("log_metrics", scores, step)
         return False
 
     def on_end(self, state: LoopState) -> None:

@@ -144,7 +144,9 @@ class Callback:
         return None
 
     def on_validation(self, state: LoopState, val_loss: float) -> bool:
-        """After a validation (``state.val_history[-1]``); return True to stop training."""
+        """After a validation (``state.val_history[-1]``, every score); return True to stop
+        training. ``val_loss`` is the score that selects (``train.select_on``): the loss, or
+        one minus the accuracy or macro F1."""
         return False
 
     def on_epoch_end(self, state: LoopState) -> None:
@@ -296,9 +298,14 @@ class LossLog(Callback):
             )
 
     def on_validation(self, state: LoopState, val_loss: float) -> bool:
-        row = state.val_history[-1] if state.val_history else {}
+        row = state.val_history[-1] if state.val_history else {"val_loss": val_loss}
         best = " (best so far)" if val_loss <= state.best_val else ""
-        self.log(f"validation at step {row.get('step', state.step)}: loss {val_loss:.6g}{best}")
+        scores = ", ".join(
+            f"{k.removeprefix('val_').replace('_', ' ')} {v:.6g}"
+            for k, v in row.items()
+            if k.startswith("val_")
+        )
+        self.log(f"validation at step {row.get('step', state.step)}: {scores}{best}")
         return False
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from torch import nn
 
 from greentune.config import TrainConfig
 from greentune.distributed import fsdp, ranks
+from greentune.errors import ConfigError
 from greentune.train import pause
 from greentune.train.callbacks import (
     Callback,
@@ -39,6 +40,10 @@ from greentune.train.order import epoch_order
 from greentune.train.state import LoopResult, LoopState
 
 __all__ = ["Batches", "LoopResult", "LoopState", "TrainableModel", "train"]
+
+
+Validation = float | Mapping[str, float]
+"""What ``validate`` returns: the validation loss, or ``val_loss`` with other scores."""
 
 
 class Batches(Protocol):
@@ -104,12 +109,16 @@ def train(
     data: Batches,
     cfg: TrainConfig,
     seed: int,
-    validate: Callable[[], float] | None = None,
+    validate: Callable[[], Validation] | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     callbacks: Iterable[Callback] = (),
 ) -> LoopResult:
     """Train ``model`` in place; returns the loop state with per-step losses.
+
+    ``validate`` returns the validation loss, or a mapping with ``val_loss`` and other scores
+    (``val_accuracy``, ...), all kept in ``val_history``; the best checkpoint and early
+    stopping follow ``cfg.select_on`` (``selection_score``).
 
     ``callbacks`` join the loop (greentune.train.callbacks); ``cfg.patience`` adds early
     stopping. Each epoch's steps run in the callbacks' ``phase("epoch-N")`` and each validation
@@ -149,7 +158,7 @@ def train(
         if validate is not None and state.step == 0 and not state.val_history:
             # The starting point competes too: early stopping never returns a model worse on
             # validation than the one training began from (e.g. a ridge-initialised skip path).
-            best = _validate(state, model, validate, -1, cbs)
+            best = _validate(state, model, validate, -1, cbs, cfg.select_on)
         trainable_params = [p for p in model.parameters() if p.requires_grad]
         t0 = time.perf_counter() - state.train_s
         engine = _Engine(
@@ -174,9 +183,12 @@ def train(
                 with cbs.phase(f"epoch-{state.epoch}"):
                     _run_epoch(engine, state, best)
                 if not state.finished or state.micro_in_epoch >= n_micro:
-                    best = _end_epoch(state, model, validate, best, cbs)
+                    best = _end_epoch(state, model, validate, best, cbs, cfg.select_on)
                 elif validate is not None:  # max_steps stopped mid-epoch: that model competes
-                    best = _validate(state, model, validate, state.epoch, cbs, final=True) or best
+                    best = (
+                        _validate(state, model, validate, state.epoch, cbs, cfg.select_on, True)
+                        or best
+                    )
                 if checkpoint_dir:
                     state.train_s = time.perf_counter() - t0
                     _save(checkpoint_dir, model, optimizer, scheduler, state, best, cfg, cbs)
@@ -198,7 +210,7 @@ def train(
     model.eval()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    return LoopResult(state, trainable, total, resumed_from)
+    return LoopResult(state, trainable, total, resumed_from, cfg.select_on)
 
 
 @dataclass
@@ -286,34 +298,57 @@ def _micro_step(e: _Engine, idx: np.ndarray, group_size: int) -> float:
 def _end_epoch(
     state: LoopState,
     model: nn.Module,
-    validate: Callable[[], float] | None,
+    validate: Callable[[], Validation] | None,
     best: dict[str, torch.Tensor] | None,
     cbs: Callbacks,
+    select_on: str,
 ) -> dict[str, torch.Tensor] | None:
     epoch = state.epoch
     state.epoch += 1
     state.micro_in_epoch = 0
     if validate is not None:
-        best = _validate(state, model, validate, epoch, cbs) or best
+        best = _validate(state, model, validate, epoch, cbs, select_on) or best
     cbs.on_epoch_end(state)
     return best
+
+
+def selection_score(scores: Mapping[str, float], select_on: str) -> float:
+    """What the best checkpoint and early stopping minimise: the validation loss, or one
+    minus a score that grows with quality (``select_on: accuracy`` minimises the error rate)."""
+    if select_on == "loss":
+        return scores["val_loss"]
+    key = f"val_{select_on}"
+    if key not in scores:
+        reported = ", ".join(k.removeprefix("val_") for k in scores)
+        raise ConfigError(
+            f"train.select_on={select_on}: this task's validation reports {reported} only; "
+            "set train.select_on to one of those (loss always works)"
+        )
+    return 1.0 - scores[key]
 
 
 def _validate(
     state: LoopState,
     model: nn.Module,
-    validate: Callable[[], float],
+    validate: Callable[[], Validation],
     epoch: int,
     cbs: Callbacks,
+    select_on: str,
     final: bool = False,
 ) -> dict[str, torch.Tensor] | None:
-    """Record the validation loss and ask the callbacks whether to stop; return a snapshot
+    """Record the validation scores and ask the callbacks whether to stop; return a snapshot
     when it is the best so far. ``final``: training has already ended (max_steps)."""
     model.eval()
     with torch.no_grad(), cbs.phase(f"validate-{epoch if epoch >= 0 else 'init'}"):
-        val = float(validate())
+        out = validate()
     model.train()
-    state.val_history.append({"epoch": epoch, "step": state.step, "val_loss": val})
+    scores = (
+        {k: float(v) for k, v in out.items()}
+        if isinstance(out, Mapping)
+        else {"val_loss": float(out)}
+    )
+    val = selection_score(scores, select_on)
+    state.val_history.append({"epoch": epoch, "step": state.step, **scores})
     improved = val < state.best_val
     if improved:
         state.best_val, state.best_epoch, state.bad_epochs = val, epoch, 0

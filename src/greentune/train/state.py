@@ -38,10 +38,21 @@ class LoopResult:
     total: int
     resumed_from_step: int | None = None
     """The checkpoint's step when training continued from one."""
+    select_on: str = "loss"
+    """What chose the best epoch (``train.select_on``)."""
 
     @property
     def samples_per_s(self) -> float:
         return self.state.samples / self.state.train_s if self.state.train_s else 0.0
+
+    @property
+    def best_val_loss(self) -> float:
+        """The validation loss of the kept model (``best_val`` is what chose it, which is
+        the loss unless ``train.select_on`` says otherwise)."""
+        if self.select_on == "loss":
+            return self.state.best_val
+        kept = [r for r in self.state.val_history if r["epoch"] == self.state.best_epoch]
+        return kept[-1]["val_loss"] if kept else math.inf
 
     def summary(self) -> TrainingSummary:
         """What metrics.json (and compress's notes) say about a training."""
@@ -50,7 +61,8 @@ class LoopResult:
             steps=s.step,
             epochs_run=s.epoch,
             best_epoch=s.best_epoch,
-            best_val_loss=s.best_val,
+            best_val_loss=self.best_val_loss,
+            selected_on=self.select_on,
             stopped_early=s.stopped_early,
             stop_reason=s.stop_reason,
             train_s=s.train_s,

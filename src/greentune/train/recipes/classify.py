@@ -16,11 +16,10 @@ from greentune.evaluate.metrics import classification_metrics
 from greentune.models.backbone import count_parameters, load_tokenizer, seed_everything
 from greentune.models.classifier import TextClassifier, load_classifier
 from greentune.results import ModelResult, RunMetrics
-from greentune.tasks.base import mean_loss
 from greentune.tasks.classify.artifacts import save_model
 from greentune.tasks.classify.baselines import text_baselines
 from greentune.tasks.classify.batches import TextBatches, tokenize
-from greentune.tasks.classify.predict import predict_labels
+from greentune.tasks.classify.predict import predict_labels, validation_scores
 from greentune.train.loop import (
     LoopResult,
     configure_threads,
@@ -102,7 +101,9 @@ def _train_classifier(
         batches["train"],
         cfg.train,
         cfg.seed,
-        validate=lambda: mean_loss(model, batches["val"], cfg.eval.batch_size),
+        validate=lambda: validation_scores(
+            model, batches["val"], cfg.eval.batch_size, len(splits.label_names)
+        ),
         checkpoint_dir=ctx.run.checkpoint_dir,
         resume=ctx.resume,
         callbacks=[*method_callbacks(model.model), *ctx.callbacks],
