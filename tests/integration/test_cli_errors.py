@@ -113,6 +113,15 @@ def test_bad_config_key_and_value(tmp_path):
     check(["config", "show", str(tmp_path / "missing.yaml")], "missing.yaml does not exist")
 
 
+def test_a_forecaster_refuses_to_select_on_accuracy(tmp_path):
+    check(
+        ["run", "train.select_on=accuracy", f"output_dir={tmp_path}/runs", "name=f"],
+        "train.select_on=accuracy scores classes (task=classify); a forecaster is chosen on its "
+        "validation loss: set train.select_on=loss",
+    )
+    assert not (tmp_path / "runs" / "f" / "metrics.json").exists()
+
+
 def test_run_with_bad_data_marks_the_run_failed(tmp_path, tiny_series):
     path = write(tmp_path, tiny_series.iloc[::-1])
     check(
