@@ -67,11 +67,6 @@ Log = Callable[[str], None]
 def run_forecast(ctx: RecipeContext) -> RunMetrics:
     """The whole forecasting run; returns metrics.json's content (written by the caller)."""
     cfg, log, window = ctx.cfg, ctx.log, ctx.window
-    if cfg.train.select_on != "loss":  # refused before any data is read
-        raise ConfigError(
-            f"train.select_on={cfg.train.select_on} scores classes (task=classify); a "
-            "forecaster is chosen on its validation loss: set train.select_on=loss"
-        )
     log(threads_line(configure_threads(cfg.train)))
     t0 = time.perf_counter()
     with window("data"):
