@@ -710,14 +710,6 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
 
-    def __post_init__(self) -> None:
-        # here, not in a recipe: every entry point (run, federate, search) refuses it alike
-        if self.task != "classify" and self.train.select_on != "loss":
-            raise ConfigError(
-                f"train.select_on={self.train.select_on} scores classes (task=classify); a "
-                "forecaster is chosen on its validation loss: set train.select_on=loss"
-            )
-
 
 def _positive(obj: Any, *names: str) -> None:
     section = _SECTION_OF.get(type(obj).__name__, type(obj).__name__)

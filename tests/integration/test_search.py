@@ -139,6 +139,13 @@ def test_bad_spaces_are_refused_naming_the_key(tmp_path) -> None:
             search(SearchOptions(space=space, trials=1, config=config), lambda m: None)
         result = runner.invoke(app, ["search", str(config), str(space), "--trials", "1"])
         assert result.exit_code == 2
+    # a score the task cannot select on is refused before the study starts
+    space.write_text(SPACE)
+    picky = ("train.select_on=macro_f1",)
+    opts = SearchOptions(space=space, trials=1, config=config, overrides=picky)
+    with pytest.raises(ConfigError, match="select_on=macro_f1 is not a validation score of task=f"):
+        search(opts, lambda m: None)
+    assert not (tmp_path / "runs" / "search-space").exists()
 
 
 # slow: two worker processes and a kill (70 s); CI keeps the one-worker search

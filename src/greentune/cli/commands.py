@@ -197,12 +197,15 @@ def _run_with_torchrun(
     from greentune.rundir import RunDir
     from greentune.runlock import read_holder
     from greentune.tasks import TASKS
+    from greentune.tasks.base import check_select_on
     from greentune.train import pause
     from greentune.train.run import record_crash, run_logger
 
     if resume is None:
         cfg = cfg or RunConfig()
-        cfg = TASKS.get(cfg.task).resolve_config(cfg)
+        task = TASKS.get(cfg.task)
+        check_select_on(task, cfg)
+        cfg = task.resolve_config(cfg)
         run_dir = RunDir.create(cfg)
     else:
         run_dir = RunDir.open(resume)

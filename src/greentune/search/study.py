@@ -26,6 +26,7 @@ from greentune.results import Quality
 from greentune.search.prune import Curve, EnergyMedianStop
 from greentune.search.space import Dimension, base_values, check_space, load_space, trial_config
 from greentune.tasks import TASKS
+from greentune.tasks.base import check_select_on
 from greentune.tracking.base import require
 from greentune.train.callbacks import CallbackContext
 from greentune.train.defaults import with_train_defaults
@@ -121,6 +122,7 @@ def search(opts: SearchOptions, log: Log = print) -> SearchResult:
         )
     space = load_space(opts.space)
     check_space(base, space)
+    check_select_on(TASKS.get(base.task), base)
     name = opts.study or f"search-{opts.space.stem}"
     root = Path(base.output_dir) / name
     root.mkdir(parents=True, exist_ok=True)

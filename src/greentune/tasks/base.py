@@ -22,7 +22,7 @@ from torch import nn
 
 from greentune.config import RunConfig
 from greentune.distributed import ranks
-from greentune.errors import CheckpointError
+from greentune.errors import CheckpointError, ConfigError
 from greentune.registry import Registry
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
@@ -30,7 +30,15 @@ from greentune.train.callbacks import Callback
 from greentune.train.defaults import TrainDefault
 from greentune.train.loop import Batches, TrainableModel
 
-__all__ = ["TASKS", "LoadedRun", "Predictor", "Prepared", "Task", "mean_loss"]
+__all__ = [
+    "TASKS",
+    "LoadedRun",
+    "Predictor",
+    "Prepared",
+    "Task",
+    "check_select_on",
+    "mean_loss",
+]
 
 
 @dataclass
@@ -148,6 +156,8 @@ class Task(Protocol):
     federated: bool
     """``greentune federate`` can train it (clients' series through
     ``greentune.privacy.federated``)."""
+    selection_scores: tuple[str, ...]
+    """Validation scores that may choose the kept model (``train.select_on``)."""
 
     train_defaults: Mapping[str, TrainDefault]
     """``auto`` train.lr and train.patience per PEFT method (``greentune.train.defaults``)."""
@@ -191,6 +201,16 @@ TASKS: Registry[Task] = Registry("task")
 
 
 @torch.no_grad()
+def check_select_on(task: Task, cfg: RunConfig) -> None:
+    """Refuse a ``train.select_on`` the task does not score, before anything is written."""
+    if cfg.train.select_on not in task.selection_scores:
+        raise ConfigError(
+            f"train.select_on={cfg.train.select_on} is not a validation score of "
+            f"task={task.name}, which chooses its kept model on "
+            f"{' or '.join(task.selection_scores)}: set train.select_on=loss"
+        )
+
+
 def mean_loss(model: TrainableModel, batches: Batches, batch_size: int) -> float:
     """Mean loss over every sample of ``batches``. With several processes each scores its
     shard and the sums are reduced, so every rank takes the same early-stopping decision."""

@@ -18,6 +18,7 @@ from greentune.privacy.dp import DPTraining, privacy_notes, privacy_report, priv
 from greentune.rundir import RunDir, RunInfo, clean_stale_temporaries
 from greentune.runlock import Holder, RunLock, RunLockedError, read_holder
 from greentune.tasks import TASKS
+from greentune.tasks.base import check_select_on
 from greentune.tracking.base import TRACKERS
 from greentune.tracking.session import RunTracking
 from greentune.train import pause, recipes  # noqa: F401  (recipes: registers them)
@@ -64,6 +65,7 @@ def run(
         CALLBACKS.get(name)
     for name in cfg.tracking.to:
         TRACKERS.get(name)
+    check_select_on(task, cfg)  # like a refused remedy, before a run directory exists
     remedies = task.train_callbacks(cfg)  # a refused remedy fails before a run directory exists
     ranks.init(cfg.train.dist_timeout_s)
     main = ranks.is_main()

@@ -24,6 +24,7 @@ from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, build_forecast_data
 from greentune.errors import ConfigError, DataError
 from greentune.tasks import TASKS
+from greentune.tasks.base import check_select_on
 
 SUFFIXES = (".csv", ".parquet")
 
@@ -111,8 +112,10 @@ def client_data(cfg: RunConfig, name: str) -> tuple[RunConfig, ForecastData]:
 
 
 def _checked(cfg: RunConfig) -> RunConfig:
-    if not TASKS.get(cfg.task).federated:
+    task = TASKS.get(cfg.task)
+    if not task.federated:
         raise ConfigError(f"greentune federate trains forecasters, not task: {cfg.task}")
+    check_select_on(task, cfg)
     if cfg.data.source not in ("csv", "parquet"):
         raise ConfigError(
             f"greentune federate reads clients from data.path (data.source csv or parquet), "

@@ -34,6 +34,7 @@ class ClassifyTask:
     privacy_unit = "text"
     audit_held_out: tuple[str, ...] = ("test",)
     federated = False
+    selection_scores: tuple[str, ...] = ("loss", "accuracy", "macro_f1")
     train_defaults: Mapping[str, TrainDefault] = MappingProxyType({})
     """None measured yet: every method gets ``train.defaults.GENERIC`` (docs/training.md)."""
 
