@@ -30,7 +30,7 @@ from greentune.rundir import RunDir
 if TYPE_CHECKING:  # loaded on first use: ``import greentune`` stays light (no torch)
     from greentune.energy.ledger import Ledger
     from greentune.quiet import quiet_libraries
-    from greentune.tasks import TASKS, Predictor
+    from greentune.tasks import TASKS, Predictor, ensemble
     from greentune.train.callbacks import CALLBACKS, Callback
     from greentune.train.run import run
 
@@ -54,6 +54,7 @@ __all__ = [
     "RunMetrics",
     "__version__",
     "build_config",
+    "ensemble",
     "load_config",
     "quiet_libraries",
     "run",
@@ -63,6 +64,7 @@ _LAZY = {
     "run": ("greentune.train.run", "run"),
     "Predictor": ("greentune.tasks", "Predictor"),
     "TASKS": ("greentune.tasks", "TASKS"),
+    "ensemble": ("greentune.tasks", "ensemble"),
     "Callback": ("greentune.train.callbacks", "Callback"),
     "CALLBACKS": ("greentune.train.callbacks", "CALLBACKS"),
     "Ledger": ("greentune.energy.ledger", "Ledger"),

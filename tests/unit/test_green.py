@@ -9,8 +9,8 @@ from greentune.energy.ledger import Ledger
 from greentune.evaluate.green import bill_models, greenest
 from greentune.evaluate.table import energy_headers, energy_lines
 from greentune.results import RunMetrics
-from greentune.tasks.classify.task import QUALITY as CLASSIFY
-from greentune.tasks.forecast.task import QUALITY as FORECAST
+from greentune.tasks.classify.predict import QUALITY as CLASSIFY
+from greentune.tasks.forecast.predict import QUALITY as FORECAST
 
 
 def billed(tmp_path, target: str = "2%") -> RunMetrics:

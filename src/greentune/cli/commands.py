@@ -298,12 +298,20 @@ def predict(
 def ensemble(
     members: Annotated[
         list[str],
-        typer.Argument(help="Forecasting runs: RUN (its network) or RUN:ROW (any row of it)."),
+        typer.Argument(
+            help="Finished runs of one task: RUN (its network) or, for forecasts, RUN:ROW (any "
+            "row of it)."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="The ensemble's run directory (new).")],
     kinds: Annotated[
-        str, typer.Option("--kinds", help="Comma-separated: weighted, mean, median.")
-    ] = "weighted,mean,median",
+        str | None,
+        typer.Option(
+            "--kinds",
+            help="Comma-separated. Forecasts: weighted, mean, median; classifiers: mean, median "
+            "(of the class probabilities). Default: all of the task's.",
+        ),
+    ] = None,
     green_target: Annotated[
         str | None,
         typer.Option(
@@ -313,11 +321,12 @@ def ensemble(
         ),
     ] = None,
 ) -> None:
-    """Combine models of finished forecasting runs; weights fitted on validation."""
-    from greentune.tasks.forecast.ensemble_runs import ensemble_runs
+    """Combine the models of finished runs (forecasters or classifiers) without retraining;
+    every row scored and billed, the greenest within the target recommended."""
+    from greentune.tasks import ensemble as ensemble_members
 
-    chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
-    run = ensemble_runs(
+    chosen = None if kinds is None else tuple(k.strip() for k in kinds.split(",") if k.strip())
+    run = ensemble_members(
         members,
         out,
         chosen,

@@ -192,6 +192,18 @@ class Task(Protocol):
 
     def load_for_compression(self, run: RunDir) -> LoadedRun: ...
 
+    def ensemble(
+        self,
+        specs: list[str],
+        out: str | Path,
+        kinds: tuple[str, ...] | None,
+        target: str | None,
+        log: Callable[[str], None],
+    ) -> RunDir:
+        """``greentune ensemble``: the finished runs ``specs`` of this task combined into the
+        new run directory ``out``; ``kinds`` None: the task's default combinations."""
+        ...
+
     def render(self, metrics: RunMetrics) -> list[Any]:
         """What the CLI prints about a finished run: tables (rich) and sentences."""
         ...

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from greentune.errors import CheckpointError
 from greentune.io import staged_dir
 from greentune.models.classifier import TextClassifier, load_saved_classifier, save_classifier
 from greentune.models.variants import load_classify_variant, read_variant
+from greentune.tasks.members import require_model_dir
 
 
 def save_model(model: TextClassifier, tokenizer: Any, labels: list[str], model_dir: Path) -> None:
@@ -21,9 +21,7 @@ def save_model(model: TextClassifier, tokenizer: Any, labels: list[str], model_d
 
 def load_model(run_path: Path) -> tuple[Any, Any, list[str]]:
     """(classifier, tokenizer, label names) of a run, or of the compressed variant it holds."""
-    model_dir = run_path / "model"
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{run_path} has no model/; the run did not finish training")
+    model_dir = require_model_dir(run_path)
     if read_variant(model_dir)["format"] != "torch":
         return load_classify_variant(model_dir)
     return load_saved_classifier(model_dir)

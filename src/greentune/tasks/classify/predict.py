@@ -9,7 +9,11 @@ import torch
 
 from greentune.distributed import ranks
 from greentune.evaluate.metrics import confusion_scores
+from greentune.results import Quality
 from greentune.tasks.classify.batches import TextBatches
+
+QUALITY = Quality("macro_f1", higher_is_better=True)
+"""What ranks classifiers: macro F1 (accuracy alone flatters the majority class)."""
 
 
 @torch.no_grad()

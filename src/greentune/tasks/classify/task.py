@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -15,17 +16,17 @@ from greentune.evaluate.metrics import classification_metrics
 from greentune.evaluate.table import classification_table
 from greentune.models.classifier import TextClassifier
 from greentune.privacy.report import privacy_line, row_label
-from greentune.results import ModelResult, Quality, RunMetrics
+from greentune.results import ModelResult, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
 from greentune.tasks.classify.artifacts import save_model
+from greentune.tasks.classify.ensemble_runs import ENSEMBLE_KINDS, ensemble_runs
+from greentune.tasks.classify.predict import QUALITY
 from greentune.tasks.classify.predictor import ClassifyPredictor
 from greentune.tasks.classify.remedies import classify_remedies
 from greentune.train.callbacks import Callback
 from greentune.train.defaults import TrainDefault, with_train_defaults
 from greentune.tuning.methods import merge_adapter
-
-QUALITY = Quality("macro_f1", higher_is_better=True)
 
 
 class ClassifyTask:
@@ -102,6 +103,16 @@ class ClassifyTask:
             save_torch=lambda m, d: save_model(m, predictor.tokenizer, labels, d),
             soft_loss=soft_cross_entropy,
         )
+
+    def ensemble(
+        self,
+        specs: list[str],
+        out: str | Path,
+        kinds: tuple[str, ...] | None,
+        target: str | None,
+        log: Callable[[str], None],
+    ) -> RunDir:
+        return ensemble_runs(specs, out, ENSEMBLE_KINDS if kinds is None else kinds, target, log)
 
     def render(self, metrics: RunMetrics) -> list[Any]:
         results = {row_label(metrics.privacy, n): r.to_dict() for n, r in metrics.test.items()}

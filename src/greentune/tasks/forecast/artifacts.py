@@ -19,7 +19,6 @@ from greentune.errors import CheckpointError
 from greentune.io import staged_dir, write_json
 from greentune.models.forecaster import Forecaster, load_forecaster, save_forecaster
 from greentune.models.variants import load_forecast_variant, read_variant
-from greentune.rundir import RunDir
 from greentune.tasks.forecast.hybrid import HybridBase
 
 SCALER_FILE = "scaler.json"
@@ -56,19 +55,6 @@ def save_model(
         write_json(tmp / SCALER_FILE, data.scaler.to_dict(data.columns))
         columns = Columns(data.target_cols, data.past_cols, data.known_cols)
         (tmp / COLUMNS_FILE).write_text(json.dumps(asdict(columns)))
-
-
-def require_model_dir(run_path: Path) -> Path:
-    model_dir = run_path / "model"
-    if not model_dir.is_dir():
-        members = RunDir(run_path).info.extra.get("members")
-        if members:
-            raise CheckpointError(
-                f"{run_path} is an ensemble of runs (greentune ensemble) and has no model of its "
-                f"own; load, serve or compress its members: {', '.join(members)}"
-            )
-        raise CheckpointError(f"{run_path} has no model/; the run did not finish training")
-    return model_dir
 
 
 def load_model(model_dir: Path) -> tuple[Any, Any]:

@@ -11,8 +11,11 @@ import torch
 from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
 from greentune.evaluate.metrics import forecast_metrics, mase_scale
-from greentune.results import Forecast
+from greentune.results import Forecast, Quality
 from greentune.tasks.forecast.batches import ForecastBatches, stack_windows
+
+QUALITY = Quality("mape", higher_is_better=False, skill_reference="seasonal_naive_weekly")
+"""What ranks forecasters: test (or validation) MAPE, skill against the weekly naive."""
 
 
 @torch.no_grad()

@@ -19,13 +19,7 @@ from greentune.models.variants import read_variant
 from greentune.results import Forecast
 from greentune.rundir import RunDir
 from greentune.tasks.base import Predictor, Prepared
-from greentune.tasks.forecast.artifacts import (
-    Columns,
-    load_columns,
-    load_model,
-    load_scaler,
-    require_model_dir,
-)
+from greentune.tasks.forecast.artifacts import Columns, load_columns, load_model, load_scaler
 from greentune.tasks.forecast.batches import ForecastBatches, make_batches
 from greentune.tasks.forecast.hybrid import HybridBase, base_of
 from greentune.tasks.forecast.predict import (
@@ -34,6 +28,7 @@ from greentune.tasks.forecast.predict import (
     predict_stacked,
     to_forecast,
 )
+from greentune.tasks.members import require_model_dir
 
 Origins = Literal["last", "daily"]
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -17,20 +18,24 @@ from greentune.data.windows import prepare_forecast_data, with_scaler
 from greentune.errors import ConfigError, DataError
 from greentune.evaluate.table import forecast_table, verdict
 from greentune.privacy.report import privacy_line, row_label
-from greentune.results import ModelResult, Quality, RunMetrics
+from greentune.results import ModelResult, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
 from greentune.tasks.forecast.ensemble import RANDOM_INIT
-from greentune.tasks.forecast.predict import evaluate_forecast, prediction_rows, season_steps
+from greentune.tasks.forecast.ensemble_runs import ENSEMBLE_KINDS, ensemble_runs
+from greentune.tasks.forecast.predict import (
+    QUALITY,
+    evaluate_forecast,
+    prediction_rows,
+    season_steps,
+)
 from greentune.tasks.forecast.predictor import ForecastPredictor
 from greentune.tasks.forecast.remedies import forecast_remedies
 from greentune.train.callbacks import Callback
 from greentune.train.defaults import TrainDefault, with_train_defaults
 from greentune.tuning.methods import merge_adapter
-
-QUALITY = Quality("mape", higher_is_better=False, skill_reference="seasonal_naive_weekly")
 
 TRAIN_DEFAULTS: Mapping[str, TrainDefault] = MappingProxyType(
     {
@@ -174,6 +179,16 @@ class ForecastTask:
             score=score,
             save_torch=lambda m, d: save_model(m, predictor.tokenizer, data, d),
         )
+
+    def ensemble(
+        self,
+        specs: list[str],
+        out: str | Path,
+        kinds: tuple[str, ...] | None,
+        target: str | None,
+        log: Callable[[str], None],
+    ) -> RunDir:
+        return ensemble_runs(specs, out, ENSEMBLE_KINDS if kinds is None else kinds, target, log)
 
     def render(self, metrics: RunMetrics) -> list[Any]:
         results = {row_label(metrics.privacy, n): r.to_dict() for n, r in metrics.test.items()}
