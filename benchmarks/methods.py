@@ -121,13 +121,17 @@ def sst2_args(rows: int | None) -> list[str]:
 
 
 def energy_to_best(run: Path, best_epoch: int | None) -> float:
-    """Wh of the training windows up to the best validation (modelled here)."""
+    """Wh of the training windows up to the best validation (modelled here), with the
+    training's one-off windows before its first epoch (the forecaster's ridge start)."""
     rows = json.loads((run / "energy.json").read_text())["rows"]
     last = -1 if best_epoch is None else best_epoch
     total_j = 0.0
     for row in rows:
         m = re.fullmatch(r"train/(epoch|validate)-(init|\d+)", row["window"])
         if m is None:
+            if row.get("depth") == 1 and row["window"].startswith("train/"):
+                # one-off work before the first epoch: the forecaster's ridge start
+                total_j += sum(row["energy_j"].values())
             continue
         epoch = -1 if m.group(2) == "init" else int(m.group(2))
         if epoch <= last:
