@@ -138,6 +138,7 @@ def test_select_on_accuracy_keeps_the_most_accurate_validated_model(tmp_path):
 
 def test_validation_scores_loss_is_mean_loss_and_accuracy_is_the_predictions():
     import numpy as np
+    import torch
 
     from greentune.config import ModelConfig
     from greentune.evaluate.metrics import classification_metrics
@@ -154,8 +155,11 @@ def test_validation_scores_loss_is_mean_loss_and_accuracy_is_the_predictions():
     tokenizer = load_tokenizer(cfg)
     batches = tokenize(tokenizer, list(frame["text"]), labels, 32)
     model = TextClassifier(load_classifier(cfg, names, batches.pad_id)).eval()
+    grad_on: list[bool] = []
+    model.register_forward_hook(lambda *_: grad_on.append(torch.is_grad_enabled()))
     scores = validation_scores(model, batches, 16, len(names))
     assert scores["val_loss"] == mean_loss(model, batches, 16)
+    assert grad_on and not any(grad_on)  # validating builds no autograd graph
     expected = classification_metrics(labels, predict_labels(model, batches, 16), len(names))
     assert scores["val_accuracy"] == pytest.approx(expected["accuracy"], abs=1e-12)
     assert scores["val_macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-12)

@@ -212,7 +212,6 @@ class Task(Protocol):
 TASKS: Registry[Task] = Registry("task")
 
 
-@torch.no_grad()
 def check_select_on(task: Task, cfg: RunConfig) -> None:
     """Refuse a ``train.select_on`` the task does not score, before anything is written."""
     if cfg.train.select_on not in task.selection_scores:
@@ -223,6 +222,7 @@ def check_select_on(task: Task, cfg: RunConfig) -> None:
         )
 
 
+@torch.no_grad()
 def mean_loss(model: TrainableModel, batches: Batches, batch_size: int) -> float:
     """Mean loss over every sample of ``batches``. With several processes each scores its
     shard and the sums are reduced, so every rank takes the same early-stopping decision."""
