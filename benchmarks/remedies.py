@@ -3,6 +3,7 @@ pair, against no remedy, on the same data, splits, epochs, patience and seeds; q
 (Victoria: MAPE) or dev (SST-2: accuracy), and the energy of each run.
 
     .venv/bin/python benchmarks/remedies.py --datasets vic4w,vic8w,sst2-1,sst2-10 [--seeds 0,1,2]
+        [--set train.group_by_length=true ...]
 
 - vicNw: the embedded Victoria 2014 demo cut to its last N weeks of training + 14 days of
   validation + the demo's 8 test weeks (the same test windows as the demo's), MiniLM + LoRA.
@@ -162,8 +163,9 @@ def tune_fgm(dataset: str, base: list[str], seed: int) -> tuple[float, dict[str,
     return best, losses
 
 
-def run_dataset(dataset: str, seeds: list[int]) -> dict[str, Any]:
+def run_dataset(dataset: str, seeds: list[int], extra: list[str]) -> dict[str, Any]:
     base, remedies, metric = dataset_args(dataset)
+    base = [*base, *extra]
     remedies = dict(remedies)
     eps, eps_losses = tune_fgm(dataset, base, seeds[0])
     remedies[f"fgm-e{eps:g}"] = [*remedies.pop("fgm"), f"regularize.epsilon={eps}"]
@@ -192,6 +194,8 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"{meta['seeds']}; medians [range]. Energy is modelled (no counters here).",
         "",
     ]
+    if meta.get("set"):
+        lines += ["Every run also: " + ", ".join(f"`{o}`" for o in meta["set"]) + ".", ""]
     for dataset, res in results.items():
         metric = res["metric"]
         label = "test MAPE %" if metric == "mape" else "dev accuracy %"
@@ -227,11 +231,12 @@ def main() -> None:
     parser.add_argument("--datasets", default="vic4w,vic8w,sst2-1,sst2-10")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--set", action="append", default=[], help="an override for every run")
     args = parser.parse_args()
     quiet_libraries()
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = {d: run_dataset(d, seeds) for d in args.datasets.split(",")}
-    meta = {"machine": machine_info(), "seeds": seeds}
+    results = {d: run_dataset(d, seeds, args.set) for d in args.datasets.split(",")}
+    meta = {"machine": machine_info(), "seeds": seeds, "set": args.set}
     suffix = f"-{args.tag}" if args.tag else ""
     stem = RESULTS / f"remedies{suffix}"
     stem.with_suffix(".json").write_text(json.dumps({**meta, "results": results}, indent=2))
