@@ -496,6 +496,10 @@ class FederatedConfig:
     """How long a round waits for the clients' replies before going on without them."""
     float16: bool = False
     """Send the trainable parameters as float16 both ways (half the bytes)."""
+    personal_skip: bool = False
+    """Each client's frozen skip weights: a blend a x its own ridge + (1 - a) x the federated
+    one, a in [0, 1] fitted on its own validation windows; the blend never leaves it. False:
+    every client starts from the federated ridge (docs/federate.md, "Personal skip path")."""
     references: tuple[Literal["local", "central"], ...] = ("local", "central")
     """Reference rows in metrics.json: local (each client alone, the same steps) and central
     (the same network on the pooled training windows; simulation only, since it pools data)."""

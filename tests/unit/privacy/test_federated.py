@@ -4,6 +4,7 @@ energy rows, strategies, client-side DP, drop-outs, resume, and each client's ow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,13 @@ import torch
 
 from greentune.config import load_config, replace
 from greentune.errors import ConfigError, DataError
-from greentune.evaluate.ridge import RIDGE_ALPHAS, complete_origins, design_matrix, fit_linear
+from greentune.evaluate.ridge import (
+    RIDGE_ALPHAS,
+    LinearFit,
+    complete_origins,
+    design_matrix,
+    fit_linear,
+)
 from greentune.privacy.accounting import epsilon
 from greentune.privacy.federated import protocol as P
 from greentune.privacy.federated.apps import zone_label
@@ -25,6 +32,7 @@ from greentune.privacy.federated.client import (
     drop_cached,
     network,
     open_client,
+    personal_skip,
     residual_offsets,
     trainable_arrays,
 )
@@ -206,6 +214,100 @@ def test_the_local_only_reference_starts_from_the_clients_own_ridge(tmp_path: Pa
     seasonal = replace(cfg, model={"skip_init": "seasonal"})
     assert alone(open_client(seasonal, "a", "seasonal")) is None  # nothing pooled to undo
     drop_cached()
+
+
+def test_a_personal_skip_blends_the_clients_own_ridge_as_its_validation_says(
+    tmp_path: Path,
+) -> None:
+    cfg = _config(tmp_path)
+    drop_cached()
+    local = open_client(cfg, "b", "personal")
+    pooled = solve_pooled(
+        add_statistics([ridge_statistics(client_data(cfg, c)[1]) for c in CLIENTS])
+    )
+    shared = SkipInit(pooled, residual_offsets(local, pooled))
+    skip, a = personal_skip(local, shared)
+    own = fit_linear(local.data)
+    assert 0.0 < a < 1.0
+    np.testing.assert_allclose(skip.fit.weight, a * own.weight + (1 - a) * pooled.weight)
+    np.testing.assert_array_equal(skip.offsets, shared.offsets)
+    x, y = design_matrix(local.data, complete_origins(local.data, local.data.val.origins))
+
+    def val_mse(w: float) -> float:
+        fit = replace_fit(skip.fit, w * own.weight + (1 - w) * pooled.weight)
+        return float(np.mean((fit.predict_scaled(x) - y) ** 2))
+
+    # a is the blend with the lowest validation MSE (a grid of 201 finds no better one)
+    grid = np.linspace(0, 1, 201)
+    assert val_mse(a) <= min(val_mse(w) for w in grid) + 1e-12
+    assert abs(grid[np.argmin([val_mse(w) for w in grid])] - a) <= 0.005
+    # the intercept stays the federated one: every client's trainable start is the same
+    assert np.allclose(
+        skip.fit.predict_scaled(x[:5]) - x[:5] @ skip.fit.weight,
+        pooled.predict_scaled(x[:5]) - x[:5] @ pooled.weight,
+    )
+    start = trainable_arrays(network(local, shared, "pooled"))
+    mine = network(local, skip, "personal")
+    assert trainable_arrays(mine).keys() == start.keys()
+    for name, value in trainable_arrays(mine).items():
+        np.testing.assert_allclose(value, start[name], rtol=1e-6, atol=1e-7)
+    q = len(cfg.model.quantiles)
+    skip_w = mine.skip.weight.detach().numpy()
+    np.testing.assert_allclose(
+        skip_w, np.repeat(skip.fit.weight.T, q, axis=0), rtol=1e-5, atol=1e-7
+    )
+    # a federated fit equal to the client's own leaves nothing to blend
+    same, none = personal_skip(local, SkipInit(own, shared.offsets))
+    assert none == 0.0
+    np.testing.assert_array_equal(same.fit.weight, own.weight)
+    drop_cached()
+
+
+def replace_fit(fit: LinearFit, weight: np.ndarray) -> LinearFit:
+    return dataclasses.replace(fit, weight=weight)
+
+
+def test_a_personal_skip_run_keeps_each_clients_blend_on_the_client(tmp_path: Path) -> None:
+    drop_cached()
+    engine = Recording()
+    run = federate(
+        _config(tmp_path, "federated.personal_skip=true"), echo=lambda m: None, engine=engine
+    )
+    fed = run.metrics.federated
+    weights = fed["personal_skip"]["own_weight"]
+    assert sorted(weights) == list(CLIENTS) and all(0 <= w <= 1 for w in weights.values())
+    assert not all(w == 0 for w in weights.values())
+    # the blend never travels: the replies hold the ridge's sums, the residual offsets, the
+    # trainable arrays (no skip weight) and named numbers
+    for reply in engine.grid.received:
+        arrays = reply.content[P.ARRAYS] if P.ARRAYS in reply.content.array_records else {}
+        assert not any(name.endswith("skip.weight") or name == "weight" for name in arrays)
+    # each client's own run holds its blend as the frozen skip weights
+    cfg = _config(tmp_path)
+    pooled = solve_pooled(
+        add_statistics([ridge_statistics(client_data(cfg, c)[1]) for c in CLIENTS])
+    )
+    local = open_client(cfg, "c", "check")
+    own = fit_linear(local.data)
+    a = weights["c"]
+    import greentune as gt
+
+    model = gt.Predictor.from_run(run.path / "clients" / "c").model
+    q = len(cfg.model.quantiles)
+    blend = a * own.weight + (1 - a) * pooled.weight
+    np.testing.assert_allclose(
+        model.skip.weight.detach().numpy(), np.repeat(blend.T, q, axis=0), rtol=1e-4, atol=1e-6
+    )
+    drop_cached()
+
+
+def test_a_personal_skip_needs_a_ridge_start(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "federated.personal_skip=true", "model.skip_init=seasonal")
+    with pytest.raises(
+        ConfigError, match="federated.personal_skip blends .* set federated.personal_skip=false"
+    ):
+        federate(cfg, echo=lambda m: None, engine=Recording())
+    assert not (tmp_path / "runs" / "fed").exists()
 
 
 def test_clients_that_disagree_on_the_windows_are_refused(tmp_path: Path) -> None:

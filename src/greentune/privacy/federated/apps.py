@@ -31,8 +31,10 @@ from greentune.privacy.federated.client import (
     local_round,
     network,
     open_client,
+    personal_skip,
     residual_offsets,
     skip_from_arrays,
+    skip_to_arrays,
     trainable_arrays,
     validation_loss,
 )
@@ -211,9 +213,17 @@ def _offsets(local: Local, call: Call) -> tuple[dict, dict]:
     return {"offsets": offsets}, {P.WEIGHT: float(len(local.data.train))}
 
 
+PERSONAL = "personal"
+"""The node state's record of this client's own skip start (``federated.personal_skip``)."""
+
+
 def _init(local: Local, call: Call) -> tuple[dict, dict]:
     if call.arrays:
         call.state[P.ARRAYS] = P.from_arrays(call.arrays)  # the skip fit, kept on this node
+        if local.cfg.federated.personal_skip:
+            skip, blend = personal_skip(local, skip_from_arrays(call.arrays))
+            mine = {**skip_to_arrays(skip), "blend": np.asarray([blend])}
+            call.state[PERSONAL] = P.from_arrays(mine)
     model = _network(local, call.state)
     start = trainable_arrays(model, local.cfg.federated.float16)
     call.state["start"] = P.from_arrays(start)  # the local-only reference starts here too
@@ -229,7 +239,8 @@ def _init(local: Local, call: Call) -> tuple[dict, dict]:
 
 def _network(local: Local, state: Any) -> Any:
     """The client's network with the run's skip start: the federated ridge (kept in the node
-    state since ``init``), the seasonal naive (fitted on nothing), or none."""
+    state since ``init``) or, under ``federated.personal_skip``, its blend with the client's
+    own; the seasonal naive (fitted on nothing), or none."""
     m = local.cfg.model
     if not m.linear_skip or m.skip_init == "random":
         return network(local, None, "none")
@@ -241,7 +252,8 @@ def _network(local: Local, state: Any) -> Any:
             "this client has not received the federated skip fit (it joined after the start): "
             "the server sends it before its next round"
         )
-    skip_arrays = P.to_arrays(state[P.ARRAYS])
+    mine = PERSONAL in state.array_records
+    skip_arrays = P.to_arrays(state[PERSONAL if mine else P.ARRAYS])
     skip_id = hashlib.sha256(skip_arrays["weight"].tobytes()).hexdigest()[:16]
     return network(local, skip_from_arrays(skip_arrays), skip_id)
 
@@ -289,6 +301,8 @@ def _test(local: Local, call: Call) -> tuple[dict, dict]:
     metrics = client_test(
         local, call.arrays, model, start, _dp_summary(call.state, call, local.name), workdir
     )
+    if PERSONAL in call.state.array_records:
+        metrics[P.OWN_WEIGHT] = float(P.to_arrays(call.state[PERSONAL])["blend"][0])
     return {}, metrics
 
 

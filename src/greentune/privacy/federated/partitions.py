@@ -214,6 +214,15 @@ def check_model(cfg: RunConfig) -> None:
             "model.skip_init=lightgbm cannot be federated (LightGBM would need the pooled raw "
             "data); use skip_init=ridge, which is fitted from the clients' summed statistics"
         )
+    if cfg.federated.personal_skip and not (
+        cfg.model.linear_skip and cfg.model.skip_init == "ridge"
+    ):
+        raise ConfigError(
+            "federated.personal_skip blends each client's own ridge with the federated one: it "
+            "needs model.linear_skip=true and model.skip_init=ridge (under privacy.dp the skip "
+            "path starts at the seasonal naive, fitted on nothing); set "
+            "federated.personal_skip=false"
+        )
     if cfg.regularize.enabled or cfg.augment.active((*SERIES_AUGMENTS, *TEXT_AUGMENTS)):
         raise ConfigError(
             "augment and regularize are not federated yet (a client trains with the plain "

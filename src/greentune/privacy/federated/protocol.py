@@ -40,6 +40,9 @@ WEIGHT = "num-examples"
 """Flower's weighting key: samples a client trained on (or windows it scored)."""
 ENERGY_KEYS = ("energy_j", "duration_s", "emissions_g", "intensity_g_per_kwh")
 """Per reply: what the client's work for it cost, metered on the client (emissions -1: none)."""
+OWN_WEIGHT = "personal-own-weight"
+"""In a test reply under ``federated.personal_skip``: the weight a of the client's own ridge in
+its skip start (one number in [0, 1], fitted on its validation windows)."""
 SHAPE_KEYS = ("data.context_length", "data.horizon", "model.patch_len")
 """An init reply's window shape in steps, as the client resolved it from its own data: the
 server, which never reads data, writes the clients' common shape into the run's config.yaml."""

@@ -54,6 +54,13 @@ def federated_metrics(
         "bytes": _bytes(server),
         "secure_aggregation": cfg.federated.secure_aggregation,
     }
+    own = {r.client: r.metrics[P.OWN_WEIGHT] for r in replies if P.OWN_WEIGHT in r.metrics}
+    if own:
+        summary["personal_skip"] = {
+            "own_weight": dict(sorted(own.items())),
+            "rule": "each client's frozen skip weights: own_weight x its own ridge + "
+            "(1 - own_weight) x the federated ridge, fitted on its validation windows",
+        }
     eps = {r.client: r.metrics["epsilon"] for r in replies if "epsilon" in r.metrics}
     if eps:
         summary["privacy"] = {

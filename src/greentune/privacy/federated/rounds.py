@@ -89,6 +89,9 @@ def drive(server: Server, resume: bool = False) -> Outcome:
     timeout = fed.round_timeout_s * (fed.rounds + 1 if local else 1)
     last = fed.rounds + 1
     test = server.send(server.to_all(P.TEST, best, last, nodes), "test", last, None, timeout)
+    if own := {r.client: r.metrics[P.OWN_WEIGHT] for r in test if P.OWN_WEIGHT in r.metrics}:
+        words = ", ".join(f"{c} {a:.2f}" for c, a in sorted(own.items()))
+        log(f"personal skip paths, the weight of each client's own ridge: {words}")
     return Outcome(best, skip, test, fed.rounds)
 
 
