@@ -16,7 +16,10 @@ core) on real data, the references side by side in the same run:
   validation windows;
 - central: the same network on the pooled training windows, the same number of samples
   (rounds x local_steps x 9 steps), the best round on the pooled validation loss;
-- the seasonal naives (daily, weekly) on each client's test windows.
+- the seasonal naives (daily, weekly) on each client's test windows;
+- personal (``--arms personal``): FedAvg as above with ``federated.personal_skip``, each client's
+  frozen skip weights a blend of its own ridge and the federated one (the blend weight fitted on
+  its validation windows), against the same local-only reference in the same run.
 Each client keeps its own chronological split (test = its last 56 days, validation the 56 before)
 and its own scaler. The files are prepared once (sorted, duplicated DST hours dropped, the last
 ``days`` days kept, hourly gaps interpolated by greentune) into benchmarks/results/runs/federated
@@ -51,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "runs" / "federated"
 PJM = ROOT.parent / "shared" / "data" / "multiclient" / "pjm_hourly"
-ARMS = ("fedavg", "fp16", "dp")
+ARMS = ("fedavg", "fp16", "dp", "personal")
 ROWS = ("federated", "start", "central", "local", "seasonal_naive_daily", "seasonal_naive_weekly")
 """The rows of metrics.json's test table this benchmark reports, in order."""
 
@@ -155,6 +158,7 @@ def summarise(run: RunDir, wall_s: float) -> dict[str, Any]:
         "val_curve": fed["val_curve"],
         "bytes": fed["bytes"],
         "privacy": fed.get("privacy"),
+        "personal_skip": (fed.get("personal_skip") or {}).get("own_weight"),
         "energy_j": {
             "clients_total": sum(clients_j.values()),
             "per_client": clients_j,
@@ -183,7 +187,8 @@ def main() -> None:
     parser.add_argument(
         "--arms",
         default="fedavg,fp16,dp",
-        help="the arms to run (fedavg: with the references; fp16; dp)",
+        help="the arms to run (fedavg: with the references; fp16; dp; personal: "
+        "federated.personal_skip with the local-only reference)",
     )
     parser.add_argument(
         "--tag",
@@ -242,6 +247,9 @@ def main() -> None:
     no_refs = "federated.references=[]"
     if "fp16" in arms:
         runs.append(("fp16", "float16 transfer", ["federated.float16=true", no_refs]))
+    if "personal" in arms:
+        personal = ["federated.personal_skip=true", "federated.references=[local]"]
+        runs.append(("personal", "personal skip paths + local reference", personal))
     for eps in [e for e in a.dp.split(",") if e and "dp" in arms]:
         dp = [f"privacy.dp.target_epsilon={eps}", no_refs]
         runs.append((f"dp{eps}", f"client DP epsilon {eps}", dp))
@@ -326,7 +334,7 @@ def render(out: dict[str, Any]) -> str:
     def of(prefix: str) -> list[dict[str, Any]]:
         return [v for k, v in runs.items() if k.startswith(prefix + "-")]
 
-    fedavg, fp16, dp = of("fedavg"), of("fp16"), of("dp8")
+    fedavg, fp16, dp, personal = of("fedavg"), of("fp16"), of("dp8"), of("personal")
     m = out["machine"]
     lines = [
         "# Federated fine-tuning, 9 PJM utilities (benchmarks/federated.py)",
@@ -346,17 +354,8 @@ def render(out: dict[str, Any]) -> str:
         "same network on the pooled windows; `local` each client alone (the skip path from its "
         "own ridge, the same rounds and steps, its own best round).",
         "",
-        "| row | pooled MAPE % | median client MAPE % | worst client MAPE % |",
-        "|---|---|---|---|",
+        *_rows_table(fedavg),
     ]
-    for row in ROWS:
-        vals = [r for r in fedavg if row in r["pooled_mape"]]
-        if vals:
-            lines.append(
-                f"| {row} | {_mid([r['pooled_mape'][row] for r in vals])} | "
-                f"{_mid([r['median_mape'][row] for r in vals])} | "
-                f"{_mid([r['worst_mape'][row] for r in vals])} |"
-            )
     for label, group in (("federated, float16 transfer", fp16), ("federated, client DP eps 8", dp)):
         if group:
             lines.append(
@@ -366,15 +365,10 @@ def render(out: dict[str, Any]) -> str:
             )
     if fedavg:
         ratio = [r["median_mape"]["federated"] / r["median_mape"]["central"] for r in fedavg]
-        wins = [r["wins_over_local"]["count"] for r in fedavg]
         lines += [
             "",
             f"- federated / central median client MAPE: {_mid(ratio)} (target <= 1.05)",
-            f"- clients where federated beats local-only: {_mid(wins)} of 9 (target >= 7)",
-            "- clients where the start (round 0, untrained) beats local-only: "
-            f"{_mid([_wins(r, 'start', 'local') for r in fedavg])} of 9",
-            f"- best round (of {out['protocol']['rounds']}): "
-            f"{_mid([r['best_round'] for r in fedavg])}",
+            *_wins_lines(fedavg, out["protocol"]["rounds"]),
         ]
     if dp and fedavg:
         ratio = [
@@ -392,7 +386,13 @@ def render(out: dict[str, Any]) -> str:
         "client energy Wh (model) | server Wh | wall s |",
         "|---|---|---|---|---|---|",
     ]
-    for label, group in (("fedavg + references", fedavg), ("float16", fp16), ("client DP", dp)):
+    groups = (
+        ("fedavg + references", fedavg),
+        ("float16", fp16),
+        ("client DP", dp),
+        ("personal skip + local", personal),
+    )
+    for label, group in groups:
         if not group:
             continue
         b = group[0]["bytes"]
@@ -411,17 +411,71 @@ def render(out: dict[str, Any]) -> str:
             "and energy Wh of all its messages (federated rounds + its local-only "
             "reference in the test message)",
             "",
-            "| client | federated | start | central | local | energy Wh |",
-            "|---|---|---|---|---|---|",
+            *_client_table(fedavg, ("federated", "start", "central", "local")),
         ]
-        for c in sorted(fedavg[0]["client_mape"]["federated"]):
-            cells = [
-                _mid([r["client_mape"][row][c] for r in fedavg if row in r["client_mape"]])
-                for row in ("federated", "start", "central", "local")
-            ]
-            wh = _mid([r["energy_j"]["per_client"][c] / 3600 for r in fedavg])
-            lines.append(f"| {c} | {' | '.join(cells)} | {wh} |")
+    if personal:
+        lines += [
+            "",
+            "## Personal skip paths (`federated.personal_skip`, `--arms personal`)",
+            "",
+            "FedAvg as above, each client's frozen skip weights a x its own ridge + (1 - a) x "
+            "the federated ridge, a fitted on its own validation windows; `start` is that "
+            "blend with the network untrained; `local` the same reference as above, in the "
+            "same run.",
+            "",
+            *_rows_table(personal),
+            "",
+            *_wins_lines(personal, out["protocol"]["rounds"]),
+            "",
+            "Per client (seed medians): test MAPE % federated / start / local, the weight a of "
+            "its own ridge, and the energy Wh of all its messages",
+            "",
+            *_client_table(personal, ("federated", "start", "local"), own_weight=True),
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _rows_table(group: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| row | pooled MAPE % | median client MAPE % | worst client MAPE % |",
+        "|---|---|---|---|",
+    ]
+    for row in ROWS:
+        vals = [r for r in group if row in r["pooled_mape"]]
+        if vals:
+            lines.append(
+                f"| {row} | {_mid([r['pooled_mape'][row] for r in vals])} | "
+                f"{_mid([r['median_mape'][row] for r in vals])} | "
+                f"{_mid([r['worst_mape'][row] for r in vals])} |"
+            )
+    return lines
+
+
+def _wins_lines(group: list[dict[str, Any]], rounds: int) -> list[str]:
+    wins = [r["wins_over_local"]["count"] for r in group]
+    return [
+        f"- clients where federated beats local-only: {_mid(wins)} of 9 (target >= 7)",
+        "- clients where the start (round 0, untrained) beats local-only: "
+        f"{_mid([_wins(r, 'start', 'local') for r in group])} of 9",
+        f"- best round (of {rounds}): {_mid([r['best_round'] for r in group])}",
+    ]
+
+
+def _client_table(
+    group: list[dict[str, Any]], rows: tuple[str, ...], own_weight: bool = False
+) -> list[str]:
+    head = [*rows, *(["own weight a"] if own_weight else []), "energy Wh"]
+    lines = [f"| client | {' | '.join(head)} |", "|---" * (len(head) + 1) + "|"]
+    for c in sorted(group[0]["client_mape"]["federated"]):
+        cells = [
+            _mid([r["client_mape"][row][c] for r in group if row in r["client_mape"]])
+            for row in rows
+        ]
+        if own_weight:
+            cells.append(_mid([r["personal_skip"][c] for r in group]))
+        cells.append(_mid([r["energy_j"]["per_client"][c] / 3600 for r in group]))
+        lines.append(f"| {c} | {' | '.join(cells)} |")
+    return lines
 
 
 def _seeds_line(runs: dict[str, Any]) -> str:
