@@ -522,6 +522,10 @@ class FederatedConfig:
     secagg_threshold: float = 0.6
     """SecAgg+: the share of a client's neighbours whose secret shares rebuild its masks if it
     drops out (Flower's reconstruction_threshold; at least 2)."""
+    bounds: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    """Per client: public [low, high] ranges of its raw columns for ``data.scaler: bounds``
+    (which ``privacy.dp`` switches on), over ``data.bounds``, e.g. {AEP: {load_mw: [0, 30000]}}:
+    utilities of different sizes need their own."""
     carbon: dict[str, str] = field(default_factory=dict)
     """Per client: its carbon-intensity provider (energy.carbon's syntax), e.g.
     {AEP: "trace:DIR@US-MIDA-PJM"}; clients not named use energy.carbon."""

@@ -38,7 +38,7 @@ from greentune.privacy.federated.client import (
     trainable_arrays,
     validation_loss,
 )
-from greentune.privacy.federated.partitions import client_names
+from greentune.privacy.federated.partitions import client_names, federation_config
 from greentune.privacy.federated.results import client_test
 from greentune.privacy.federated.ridge import ridge_statistics
 from greentune.privacy.federated.secagg import as_fit_result, secure_gate, split_sums
@@ -137,7 +137,8 @@ def _config(msg: Any, node: dict[str, Any]) -> RunConfig:
     raw.pop("schema_version", None)
     if node.get("data-path"):
         raw.setdefault("data", {})["path"] = str(node["data-path"])
-    return build_config(raw)
+    # the client makes the private choices itself rather than trust the server's config
+    return federation_config(build_config(raw))
 
 
 def _name(cfg: RunConfig, node: dict[str, Any]) -> str:

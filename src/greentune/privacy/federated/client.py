@@ -24,13 +24,7 @@ import torch
 from greentune.config import RunConfig, replace
 from greentune.data.windows import ForecastData
 from greentune.errors import ConfigError
-from greentune.evaluate.ridge import (
-    LinearFit,
-    complete_origins,
-    design_matrix,
-    ridge_statistics,
-    solve_ridge,
-)
+from greentune.evaluate.ridge import LinearFit, complete_origins, design_matrix, fit_linear
 from greentune.models.forecaster import Forecaster
 from greentune.privacy.federated.partitions import check_model, client_data
 from greentune.tasks.base import mean_loss
@@ -127,7 +121,7 @@ def alone(local: Local) -> Local | None:
     m = local.cfg.model
     if not (m.linear_skip and m.skip_init == "ridge"):
         return None
-    fit = solve_ridge(ridge_statistics(local.data))
+    fit = fit_linear(local.data)
     skip = SkipInit(fit, residual_offsets(local, fit))
     total = local.cfg.federated.rounds * local.cfg.federated.local_steps
     model, tokenizer = build_model(local.cfg, local.data, total, skip)
@@ -136,19 +130,24 @@ def alone(local: Local) -> Local | None:
 
 def personal_skip(local: Local, pooled: SkipInit) -> tuple[SkipInit, float]:
     """This client's skip start under ``federated.personal_skip``: the weights a x its own
-    ridge + (1 - a) x the federated one, a in [0, 1] the least-squares blend on its validation
-    windows (their MSE is quadratic in a: closed form, clipped). The intercept and the
-    residual offsets stay the federated fit's, so the trainable arrays (the skip path's bias
-    among them) start the same on every client, as the server's shared start needs; only the
-    frozen weights are the client's own, and they never travel."""
-    own = solve_ridge(ridge_statistics(local.data))
-    fit, data = pooled.fit, local.data
+    ridge + (1 - a) x the federated one, a in [0, 1] the least-squares blend of the start's
+    point forecast (the median's output: the fit plus its residual offset) on the client's
+    validation windows, whose MSE is quadratic in a (closed form, clipped). The intercept and
+    the residual offsets stay the federated fit's, so the trainable arrays (the skip path's
+    bias among them) start the same on every client, as the server's shared start needs; only
+    the frozen weights are the client's own, and they never travel."""
+    own = fit_linear(local.data)
+    fit, data, quantiles = pooled.fit, local.data, local.cfg.model.quantiles
     intercept = fit.y_mean - fit.x_mean @ fit.weight
+    shift = pooled.offsets[quantiles.index(0.5) if 0.5 in quantiles else 0]
     x, y = design_matrix(data, complete_origins(data, data.val.origins))
-    rest = (y - x @ fit.weight - intercept).astype(np.float64)
+    start = (x @ fit.weight + intercept + shift).astype(np.float64)
     gap = (x @ (own.weight - fit.weight)).astype(np.float64)
     norm = float(np.sum(gap * gap))
-    a = float(np.clip(np.sum(rest * gap) / norm, 0.0, 1.0)) if norm > 0 else 0.0
+    # own and federated fits that agree to rounding leave nothing to blend
+    a = 0.0
+    if norm > 1e-12 * float(np.sum(start * start)):
+        a = float(np.clip(np.sum((y - start) * gap) / norm, 0.0, 1.0))
     weight = a * own.weight + (1 - a) * fit.weight
     blend = LinearFit(weight, np.zeros_like(fit.x_mean), intercept, fit.alpha, 0.0, fit.level)
     return SkipInit(blend, pooled.offsets), a

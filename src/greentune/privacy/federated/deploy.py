@@ -371,9 +371,9 @@ def server_config(cfg: RunConfig, log: Log) -> RunConfig:
     """The config a deployed server runs: the central reference dropped (it would pool the
     clients' data, which a deployment never does)."""
     from greentune.config import replace
-    from greentune.privacy.federated.partitions import check_model
+    from greentune.privacy.federated.partitions import federation_config
 
-    check_model(cfg)
+    cfg = federation_config(cfg)
     refs = tuple(r for r in cfg.federated.references if r != "central")
     if refs != cfg.federated.references:
         log("federate: no central reference in a deployment (it would pool the clients' data)")

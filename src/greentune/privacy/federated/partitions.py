@@ -98,6 +98,8 @@ def client_table(cfg: RunConfig, name: str) -> tuple[RunConfig, RawTable]:
     if frame.empty:
         raise DataError(f"{origin}: client {name!r} has no rows")
     client = replace(cfg, data={"target": target, "multivariate": False})
+    if name in cfg.federated.bounds:  # this client's public ranges over the shared ones
+        client = replace(client, data={"bounds": {**cfg.data.bounds, **cfg.federated.bounds[name]}})
     frame = _last(frame, client, origin)
     return client, RawTable(frame.reset_index(drop=True), origin)
 
@@ -204,6 +206,20 @@ def _last(frame: pd.DataFrame, cfg: RunConfig, origin: str) -> pd.DataFrame:
     return frame[(times > times.max() - span).to_numpy()]
 
 
+def federation_config(cfg: RunConfig) -> RunConfig:
+    """The config a federation runs (server and clients alike). Under ``privacy.dp`` it makes
+    ``greentune run``'s private choices: the scaler maps public ranges (``data.bounds``, per
+    client ``federated.bounds``) instead of each client's training statistics, and the skip path
+    starts at the seasonal naive instead of a ridge of the clients' rows, whose sums would
+    otherwise travel outside DP-SGD's guarantee. Idempotent: a client applies it to what the
+    server sent."""
+    from greentune.privacy.dp import private_config
+
+    cfg = private_config(TASKS.get(cfg.task), cfg)
+    check_model(cfg)
+    return cfg
+
+
 def check_model(cfg: RunConfig) -> None:
     """What a federation can train: the patch encoder, with a skip start the clients can
     share (a LightGBM base would have to be fitted on pooled raw data)."""
@@ -214,13 +230,18 @@ def check_model(cfg: RunConfig) -> None:
             "model.skip_init=lightgbm cannot be federated (LightGBM would need the pooled raw "
             "data); use skip_init=ridge, which is fitted from the clients' summed statistics"
         )
+    if cfg.federated.personal_skip and cfg.privacy.dp.enabled:
+        raise ConfigError(
+            "federated.personal_skip fits each client's own ridge on its training rows, outside "
+            "DP-SGD's guarantee: under privacy.dp set federated.personal_skip=false"
+        )
     if cfg.federated.personal_skip and not (
         cfg.model.linear_skip and cfg.model.skip_init == "ridge"
     ):
         raise ConfigError(
             "federated.personal_skip blends each client's own ridge with the federated one: it "
-            "needs model.linear_skip=true and model.skip_init=ridge (under privacy.dp the skip "
-            "path starts at the seasonal naive, fitted on nothing); set "
+            f"needs model.linear_skip=true and model.skip_init=ridge, not "
+            f"{cfg.model.skip_init if cfg.model.linear_skip else 'no skip path'}; set "
             "federated.personal_skip=false"
         )
     if cfg.regularize.enabled or cfg.augment.active((*SERIES_AUGMENTS, *TEXT_AUGMENTS)):

@@ -23,12 +23,14 @@ from greentune.config import RunConfig, replace
 from greentune.energy.ledger import Ledger
 from greentune.energy.session import metered
 from greentune.errors import GreentuneError
-from greentune.privacy.federated.partitions import check_model, client_names
+from greentune.privacy.dp import privacy_notes
+from greentune.privacy.federated.partitions import client_names, federation_config
 from greentune.privacy.federated.report import federated_metrics
 from greentune.privacy.federated.rounds import Outcome, drive
 from greentune.privacy.federated.server import Server
 from greentune.quiet import quiet_libraries
 from greentune.rundir import RunDir
+from greentune.tasks import TASKS
 from greentune.train.run import run_logger
 
 Log = Callable[[str], None]
@@ -46,7 +48,7 @@ def federate(
     opened = RunDir.open(resume) if resume is not None else None
     if opened is not None:
         cfg = opened.config
-    check_model(cfg)
+    cfg = federation_config(cfg)
     names = client_names(cfg)  # a bad file or partition fails before a run directory exists
     run_dir = opened or RunDir.create(cfg)
     lock = run_dir.lock("federate")
@@ -71,6 +73,8 @@ def _federate(
         f"federate: {len(names)} clients ({', '.join(names)}), {cfg.federated.rounds} rounds of "
         f"{cfg.federated.local_steps} local steps, {cfg.federated.strategy}"
     )
+    for note in privacy_notes(TASKS.get(cfg.task), cfg):
+        log(f"privacy: {note}")
     sent_cfg = replace(cfg, train={"threads": cfg.train.threads or 1})
     sink: dict[str, Any] = {}
     try:
