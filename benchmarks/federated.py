@@ -17,6 +17,9 @@ core) on real data, the references side by side in the same run:
 - central: the same network on the pooled training windows, the same number of samples
   (rounds x local_steps x 9 steps), the best round on the pooled validation loss;
 - the seasonal naives (daily, weekly) on each client's test windows;
+- dp: client-side DP-SGD at each epsilon of ``--dp``, with ``greentune run``'s private choices
+  (the skip path from the seasonal naive, not a ridge of the rows; each utility's load scaled
+  by a public range: 0 to 1.25 x its peak in the years before the window);
 - personal (``--arms personal``): FedAvg as above with ``federated.personal_skip``, each client's
   frozen skip weights a blend of its own ridge and the federated one (the blend weight fitted on
   its validation windows), against the same local-only reference in the same run.
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -55,6 +59,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "runs" / "federated"
 PJM = ROOT.parent / "shared" / "data" / "multiclient" / "pjm_hourly"
 ARMS = ("fedavg", "fp16", "dp", "personal")
+RANGES = "public-ranges.json"
+"""Each utility's public load range for ``data.scaler: bounds`` (under DP), beside its CSV."""
 ROWS = ("federated", "start", "central", "local", "seasonal_naive_daily", "seasonal_naive_weekly")
 """The rows of metrics.json's test table this benchmark reports, in order."""
 
@@ -63,7 +69,7 @@ def prepare(days: int) -> Path:
     """One CSV per utility: parsed, sorted, duplicate hours dropped, the last ``days`` days of
     the span all nine share."""
     out = RUNS / f"pjm-{days}d"
-    if out.is_dir() and len(list(out.glob("*.csv"))) == 9:
+    if out.is_dir() and len(list(out.glob("*.csv"))) == 9 and (out / RANGES).is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
     frames = {}
@@ -81,10 +87,26 @@ def prepare(days: int) -> Path:
         frames[path.stem.removesuffix("_hourly")] = frame
     end = min(f["time"].max() for f in frames.values())
     start = end - pd.Timedelta(days=days)
+    ranges = {}
     for name, frame in frames.items():
         keep = frame[(frame["time"] > start) & (frame["time"] <= end)]
         keep.to_csv(out / f"{name}.csv", index=False, date_format="%Y-%m-%d %H:%M:%S")
+        # the public range DP scales by: 0 to 1.25 x the peak of the years before the window
+        # (published history, none of the rows the federation trains, validates or tests on)
+        before = frame.loc[frame["time"] <= start, "load_mw"]
+        ranges[name] = [0.0, float(math.ceil(1.25 * before.max() / 1000) * 1000)]
+    (out / RANGES).write_text(json.dumps(ranges, indent=1))
     return out
+
+
+def public_ranges(folder: Path) -> str:
+    """``federated.bounds`` for the DP arm: each utility's public load range (``prepare``)."""
+    ranges = json.loads((folder / RANGES).read_text())
+    return (
+        "federated.bounds={"
+        + ", ".join(f"{name}: {{load_mw: [{lo:g}, {hi:g}]}}" for name, (lo, hi) in ranges.items())
+        + "}"
+    )
 
 
 def overrides(
@@ -232,6 +254,9 @@ def main() -> None:
             "strategy": "fedavg",
             "engine": "Flower simulation (Ray), one actor per core, 1 thread each",
             "energy": "model (no RAPL/NVML on this VM): each client's own process meter",
+            "dp": "client DP-SGD with greentune run's private choices: the skip path from the "
+            "seasonal naive (no ridge), each utility's load scaled by its public range (0 to "
+            "1.25 x its peak in the years before the window)",
         },
         "seeds": seeds,
         "commit": git_commit(),
@@ -251,7 +276,7 @@ def main() -> None:
         personal = ["federated.personal_skip=true", "federated.references=[local]"]
         runs.append(("personal", "personal skip paths + local reference", personal))
     for eps in [e for e in a.dp.split(",") if e and "dp" in arms]:
-        dp = [f"privacy.dp.target_epsilon={eps}", no_refs]
+        dp = [f"privacy.dp.target_epsilon={eps}", public_ranges(folder), no_refs]
         runs.append((f"dp{eps}", f"client DP epsilon {eps}", dp))
     for seed in seeds:
         for name, label, extra in runs:
