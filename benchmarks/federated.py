@@ -497,7 +497,8 @@ def _client_table(
             for row in rows
         ]
         if own_weight:
-            cells.append(_mid([r["personal_skip"][c] for r in group]))
+            own = [(r["personal_skip"] or {}).get(c) for r in group]
+            cells.append(_mid([a for a in own if a is not None]))
         cells.append(_mid([r["energy_j"]["per_client"][c] / 3600 for r in group]))
         lines.append(f"| {c} | {' | '.join(cells)} |")
     return lines
