@@ -532,6 +532,13 @@ class FederatedConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "rounds", "local_steps", "min_clients")
+        for client, ranges in self.bounds.items():
+            for col, pair in ranges.items():
+                if len(pair) != 2 or not pair[0] < pair[1]:
+                    raise ConfigError(
+                        f"federated.bounds.{client}.{col} must be [low, high] with low < high, "
+                        f"got {list(pair)}"
+                    )
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"federated.fraction must lie in (0, 1], got {self.fraction}")
         if (self.central_noise_multiplier or 0) < 0 or self.central_clipping_norm <= 0:

@@ -765,6 +765,43 @@ def test_central_dp_clips_and_noises_the_average_and_reports_client_level_epsilo
         _config(tmp_path, "federated.central_noise_multiplier=1", "federated.strategy=fedadam")
 
 
+def test_a_private_federation_names_what_it_needs_and_refuses_ridge_queries(
+    tmp_path: Path,
+) -> None:
+    from greentune.privacy.federated.apps import _ridge
+    from greentune.privacy.federated.partitions import federation_config, federation_notes
+
+    with pytest.raises(ConfigError, match=r"federated.bounds.AEP.load_mw must be \[low, high\]"):
+        load_config(None, ["federated.bounds={AEP: {load_mw: [10, 0]}}"])
+    private = federation_config(_config(tmp_path, "privacy.dp.noise_multiplier=1.0"))
+    # no range for client a's load: the message names the key a federation uses
+    with pytest.raises(DataError, match=r"public range for a.*federated.bounds.a.<column>"):
+        client_data(replace(private, data={"bounds": {"temp_c": (-5.0, 35.0)}}), "a")
+    with pytest.raises(ConfigError, match=r"federated.bounds names zz, not a client of"):
+        federate(
+            _config(
+                tmp_path,
+                "privacy.dp.noise_multiplier=1.0",
+                *PUBLIC_RANGES[:1],
+                "federated.bounds={zz: {a: [0, 1]}}",
+            ),
+            echo=lambda m: None,
+            engine=Recording(),
+        )
+    assert not (tmp_path / "runs" / "fed").exists()
+    # the references are trained on raw rows: said so
+    notes = federation_notes(private)
+    assert any("local and central reference rows" in n and "non-private" in n for n in notes)
+    assert federation_notes(_config(tmp_path)) == []
+    # a client whose own config has no ridge start answers no ridge query, whatever the server
+    drop_cached()
+    bounded = _config(tmp_path, "privacy.dp.noise_multiplier=1.0", *PUBLIC_RANGES)
+    local = open_client(federation_config(bounded), "a", "private")
+    with pytest.raises(ConfigError, match="client a: its config starts the skip path at seasonal"):
+        _ridge(local, None)  # type: ignore[arg-type]
+    drop_cached()
+
+
 def test_a_resumed_private_run_goes_on_spending_from_each_clients_accountant(
     tmp_path: Path,
 ) -> None:

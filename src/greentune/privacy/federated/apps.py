@@ -187,7 +187,21 @@ def _energy(result: Any) -> dict[str, float]:
 # ---------------------------------------------------------------------------- the work
 
 
+def _fitted_here(local: Local) -> None:
+    """Refuse a query for sums or residuals of this client's rows unless its own config starts
+    the skip path at a ridge (never under ``privacy.dp``, whatever the server asks)."""
+    m = local.cfg.model
+    if not (m.linear_skip and m.skip_init == "ridge"):
+        start = m.skip_init if m.linear_skip else "no skip path"
+        raise ConfigError(
+            f"client {local.name}: its config starts the skip path at {start}, so it sends "
+            "no ridge sums or residual offsets of its rows (under privacy.dp they would fall "
+            "outside DP-SGD's guarantee)"
+        )
+
+
 def _ridge(local: Local, call: Call) -> tuple[dict, dict]:
+    _fitted_here(local)
     stats = ridge_statistics(local.data)
     return stats, {P.WEIGHT: float(stats["n"][0])}
 
@@ -197,6 +211,8 @@ def _train_or_sums(local: Local, call: Call) -> tuple[dict, dict]:
     row-weighted offsets (SecAgg+ masks train messages only), split for an exact secure sum,
     each client weighing 1."""
     query = call.config.get(P.SECURE_QUERY)
+    if query in (P.RIDGE, P.OFFSETS):
+        _fitted_here(local)
     if query == P.RIDGE:
         return split_sums(ridge_statistics(local.data)), {P.WEIGHT: 1.0}
     if query == P.OFFSETS:
@@ -209,6 +225,7 @@ def _train_or_sums(local: Local, call: Call) -> tuple[dict, dict]:
 
 
 def _offsets(local: Local, call: Call) -> tuple[dict, dict]:
+    _fitted_here(local)
     fit = skip_from_arrays({**call.arrays, "offsets": np.zeros(1)}).fit
     offsets = residual_offsets(local, fit)
     return {"offsets": offsets}, {P.WEIGHT: float(len(local.data.train))}

@@ -371,10 +371,13 @@ def server_config(cfg: RunConfig, log: Log) -> RunConfig:
     """The config a deployed server runs: the central reference dropped (it would pool the
     clients' data, which a deployment never does)."""
     from greentune.config import replace
-    from greentune.privacy.federated.partitions import federation_config
+    from greentune.privacy.federated.partitions import federation_config, federation_notes
 
     cfg = federation_config(cfg)
     refs = tuple(r for r in cfg.federated.references if r != "central")
     if refs != cfg.federated.references:
         log("federate: no central reference in a deployment (it would pool the clients' data)")
-    return replace(cfg, federated={"references": refs})
+    cfg = replace(cfg, federated={"references": refs})
+    for note in federation_notes(cfg):
+        log(f"privacy: {note}")
+    return cfg

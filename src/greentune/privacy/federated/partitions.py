@@ -109,7 +109,15 @@ def client_data(cfg: RunConfig, name: str) -> tuple[RunConfig, ForecastData]:
     client, table = client_table(cfg, name)
     data_cfg = resolve(client.data)
     frame, report = clean_frame(table, data_cfg)
-    data = build_forecast_data(frame, data_cfg, report)
+    try:
+        data = build_forecast_data(frame, data_cfg, report)
+    except DataError as e:
+        if "data.scaler=bounds" not in str(e):
+            raise
+        raise DataError(
+            f"{e} In a federation each client can have its own: "
+            f"federated.bounds.{name}.<column>=[low, high]"
+        ) from None
     return replace(client, data=data.config), data
 
 
@@ -218,6 +226,20 @@ def federation_config(cfg: RunConfig) -> RunConfig:
     cfg = private_config(TASKS.get(cfg.task), cfg)
     check_model(cfg)
     return cfg
+
+
+def federation_notes(cfg: RunConfig) -> list[str]:
+    """What ``privacy.dp`` changed in a federation, in words (the log, metrics.json)."""
+    from greentune.privacy.dp import privacy_notes
+
+    notes = privacy_notes(TASKS.get(cfg.task), cfg)
+    if notes and cfg.federated.references:
+        refs = " and ".join(cfg.federated.references)
+        notes.append(
+            f"the {refs} reference rows are trained on the raw rows without DP: non-private "
+            "references, as greentune run's baselines (federated.references=[] leaves them out)"
+        )
+    return notes
 
 
 def check_model(cfg: RunConfig) -> None:

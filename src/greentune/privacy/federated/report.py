@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 
 from greentune.config import RunConfig
-from greentune.privacy.dp import privacy_notes
 from greentune.privacy.federated import protocol as P
+from greentune.privacy.federated.partitions import federation_notes
 from greentune.privacy.federated.results import FEDERATED, LOCAL, SCORES, per_client, pooled
 from greentune.privacy.federated.rounds import Outcome
 from greentune.privacy.federated.server import Server
 from greentune.results import ModelResult, RunMetrics
-from greentune.tasks import TASKS
 
 CENTRAL = "central"
 
@@ -69,7 +68,7 @@ def federated_metrics(
             "mechanism": "client-side DP-SGD (Opacus), each client's own records",
             "epsilon": eps,
             "delta": {r.client: r.metrics["delta"] for r in replies if "delta" in r.metrics},
-            "notes": privacy_notes(TASKS.get(cfg.task), cfg),
+            "notes": federation_notes(cfg),
         }
     central_dp = _central_privacy(cfg, len(per), len(server.history.rounds) - 1)
     if central_dp:

@@ -22,15 +22,17 @@ import numpy as np
 from greentune.config import RunConfig, replace
 from greentune.energy.ledger import Ledger
 from greentune.energy.session import metered
-from greentune.errors import GreentuneError
-from greentune.privacy.dp import privacy_notes
-from greentune.privacy.federated.partitions import client_names, federation_config
+from greentune.errors import ConfigError, GreentuneError
+from greentune.privacy.federated.partitions import (
+    client_names,
+    federation_config,
+    federation_notes,
+)
 from greentune.privacy.federated.report import federated_metrics
 from greentune.privacy.federated.rounds import Outcome, drive
 from greentune.privacy.federated.server import Server
 from greentune.quiet import quiet_libraries
 from greentune.rundir import RunDir
-from greentune.tasks import TASKS
 from greentune.train.run import run_logger
 
 Log = Callable[[str], None]
@@ -47,9 +49,21 @@ def federate(
     the apps (default: Flower's ``run_simulation``; tests pass an in-process one)."""
     opened = RunDir.open(resume) if resume is not None else None
     if opened is not None:
-        cfg = opened.config
-    cfg = federation_config(cfg)
+        cfg = federation_config(opened.config)
+        if cfg != opened.config:
+            raise ConfigError(
+                f"{opened.path} was started under privacy.dp before a federation made greentune "
+                "run's private choices (seasonal skip start, public-range scaling): its "
+                "checkpoint belongs to the old start; begin a new run"
+            )
+    else:
+        cfg = federation_config(cfg)
     names = client_names(cfg)  # a bad file or partition fails before a run directory exists
+    if unknown := sorted(set(cfg.federated.bounds) - set(names)):
+        raise ConfigError(
+            f"federated.bounds names {', '.join(unknown)}, not a client of {cfg.data.path} "
+            f"({', '.join(names)})"
+        )
     run_dir = opened or RunDir.create(cfg)
     lock = run_dir.lock("federate")
     try:
@@ -73,7 +87,7 @@ def _federate(
         f"federate: {len(names)} clients ({', '.join(names)}), {cfg.federated.rounds} rounds of "
         f"{cfg.federated.local_steps} local steps, {cfg.federated.strategy}"
     )
-    for note in privacy_notes(TASKS.get(cfg.task), cfg):
+    for note in federation_notes(cfg):
         log(f"privacy: {note}")
     sent_cfg = replace(cfg, train={"threads": cfg.train.threads or 1})
     sink: dict[str, Any] = {}
