@@ -580,7 +580,12 @@ def test_client_dp_accounts_every_round_of_every_client(tmp_path: Path, secure: 
     # ridge sums or offsets are asked for, and each client scales by its public ranges
     kinds = {m.metadata.message_type for m in engine.grid.sent}
     assert kinds.isdisjoint({P.RIDGE, P.OFFSETS})
-    assert all(m.content[P.CONFIG].get("secure-query") is None for m in engine.grid.sent)
+    queries = [
+        m.content[P.CONFIG].get(P.SECURE_QUERY)
+        for m in engine.grid.sent
+        if P.CONFIG in m.content.config_records  # SecAgg+'s own messages carry none
+    ]
+    assert queries and all(q is None for q in queries)
     saved = RunDir(run.path).config
     assert saved.model.skip_init == "seasonal" and saved.data.scaler == "bounds"
     notes = run.metrics.federated["privacy"]["notes"]
