@@ -211,9 +211,8 @@ def _train_or_sums(local: Local, call: Call) -> tuple[dict, dict]:
     row-weighted offsets (SecAgg+ masks train messages only), split for an exact secure sum,
     each client weighing 1."""
     query = call.config.get(P.SECURE_QUERY)
-    if query in (P.RIDGE, P.OFFSETS):
-        _fitted_here(local)
     if query == P.RIDGE:
+        _fitted_here(local)
         return split_sums(ridge_statistics(local.data)), {P.WEIGHT: 1.0}
     if query == P.OFFSETS:
         arrays, metrics = _offsets(local, call)
