@@ -59,6 +59,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "runs" / "federated"
 PJM = ROOT.parent / "shared" / "data" / "multiclient" / "pjm_hourly"
 ARMS = ("fedavg", "fp16", "dp", "personal")
+POOLED = "federated.personal_skip=false"
+"""The fedavg, fp16 and secure arms start every client from the federated ridge, as they did
+before personal skip paths became the default (2026-12-06)."""
 RANGES = "public-ranges.json"
 """Each utility's public load range for ``data.scaler: bounds`` (under DP), beside its CSV."""
 ROWS = ("federated", "start", "central", "local", "seasonal_naive_daily", "seasonal_naive_weekly")
@@ -268,10 +271,10 @@ def main() -> None:
     # (run name, what it is, its overrides) per arm; the references only in the fedavg arm
     runs: list[tuple[str, str, list[str]]] = []
     if "fedavg" in arms:
-        runs.append(("fedavg", "federated + references", []))
+        runs.append(("fedavg", "federated + references", [POOLED]))
     no_refs = "federated.references=[]"
     if "fp16" in arms:
-        runs.append(("fp16", "float16 transfer", ["federated.float16=true", no_refs]))
+        runs.append(("fp16", "float16 transfer", ["federated.float16=true", POOLED, no_refs]))
     if "personal" in arms:
         personal = ["federated.personal_skip=true", "federated.references=[local]"]
         runs.append(("personal", "personal skip paths + local reference", personal))
@@ -291,7 +294,7 @@ def main() -> None:
 def secure_study(folder: Path, seeds: list[int], rounds: int, steps: int) -> None:
     """SecAgg+ (ridge sums and training rounds) against the same run in the clear, seed by
     seed, back to back in alternating order: quality, bytes, wall time, client energy."""
-    arms = {"plain": [], "secure": ["federated.secure_aggregation=true"]}
+    arms = {"plain": [POOLED], "secure": [POOLED, "federated.secure_aggregation=true"]}
     out: dict[str, Any] = {"machine": machine_info(), "seeds": seeds, "runs": {}}
     for i, seed in enumerate(seeds):
         for arm in list(arms) if i % 2 == 0 else list(arms)[::-1]:

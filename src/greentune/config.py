@@ -496,10 +496,11 @@ class FederatedConfig:
     """How long a round waits for the clients' replies before going on without them."""
     float16: bool = False
     """Send the trainable parameters as float16 both ways (half the bytes)."""
-    personal_skip: bool = False
+    personal_skip: bool | None = None
     """Each client's frozen skip weights: a blend a x its own ridge + (1 - a) x the federated
     one, a in [0, 1] fitted on its own validation windows; the blend never leaves it. False:
-    every client starts from the federated ridge (docs/federate.md, "Personal skip path")."""
+    every client starts from the federated ridge. None: on wherever it can be (a ridge start,
+    no ``privacy.dp``), chosen on validation (docs/federate.md, "Personal skip path")."""
     references: tuple[Literal["local", "central"], ...] = ("local", "central")
     """Reference rows in metrics.json: local (each client alone, the same steps) and central
     (the same network on the pooled training windows; simulation only, since it pools data)."""

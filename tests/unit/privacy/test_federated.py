@@ -349,6 +349,9 @@ def test_a_federated_run_scores_every_client_and_pools_them(fed_run) -> None:
     per = [fed["per_client"][c]["federated"]["mape"] for c in CLIENTS]
     assert metrics.test["federated"].scores["mape"] == pytest.approx(np.mean(per))
     assert fed["wins_over_local"]["of"] == 3
+    # personal skip paths by default over a ridge start (chosen on validation)
+    assert RunDir(run.path).config.federated.personal_skip is True
+    assert set(fed["personal_skip"]["own_weight"]) == set(CLIENTS)
 
 
 ENERGY = set(P.ENERGY_KEYS)
@@ -384,7 +387,7 @@ def test_only_parameter_arrays_and_named_numbers_travel(fed_run) -> None:
         metrics = set(content[P.METRICS].keys()) - ENERGY
         arrays = P.to_arrays(content[P.ARRAYS]) if P.ARRAYS in content.array_records else {}
         if kind == P.TEST:  # row/score pairs and the point count, nothing per window
-            assert all("/" in k for k in metrics - {P.WEIGHT})
+            assert all("/" in k for k in metrics - {P.WEIGHT, P.OWN_WEIGHT})
             assert arrays == {}
             continue
         assert metrics == REPLY_METRICS[kind]

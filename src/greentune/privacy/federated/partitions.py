@@ -219,11 +219,16 @@ def federation_config(cfg: RunConfig) -> RunConfig:
     ``greentune run``'s private choices: the scaler maps public ranges (``data.bounds``, per
     client ``federated.bounds``) instead of each client's training statistics, and the skip path
     starts at the seasonal naive instead of a ridge of the clients' rows, whose sums would
-    otherwise travel outside DP-SGD's guarantee. Idempotent: a client applies it to what the
-    server sent."""
+    otherwise travel outside DP-SGD's guarantee. ``federated.personal_skip`` left unset is
+    decided here: on over a ridge start outside DP. Idempotent: a client applies it to what
+    the server sent."""
     from greentune.privacy.dp import private_config
 
     cfg = private_config(TASKS.get(cfg.task), cfg)
+    if cfg.federated.personal_skip is None:
+        m = cfg.model
+        mine = m.linear_skip and m.skip_init == "ridge" and not cfg.privacy.dp.enabled
+        cfg = replace(cfg, federated={"personal_skip": mine})
     check_model(cfg)
     return cfg
 

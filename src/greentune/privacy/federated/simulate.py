@@ -49,8 +49,11 @@ def federate(
     the apps (default: Flower's ``run_simulation``; tests pass an in-process one)."""
     opened = RunDir.open(resume) if resume is not None else None
     if opened is not None:
-        cfg = federation_config(opened.config)
-        if cfg != opened.config:
+        saved = opened.config
+        if saved.federated.personal_skip is None:  # saved before the default: a pooled start
+            saved = replace(saved, federated={"personal_skip": False})
+        cfg = federation_config(saved)
+        if cfg != saved:
             raise ConfigError(
                 f"{opened.path} was started under privacy.dp before a federation made greentune "
                 "run's private choices (seasonal skip start, public-range scaling): its "
