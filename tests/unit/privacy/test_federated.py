@@ -591,6 +591,7 @@ def test_client_dp_accounts_every_round_of_every_client(tmp_path: Path, secure: 
     assert queries and all(q is None for q in queries)
     saved = RunDir(run.path).config
     assert saved.model.skip_init == "seasonal" and saved.data.scaler == "bounds"
+    assert saved.federated.personal_skip is False  # off under DP when left unset
     notes = run.metrics.federated["privacy"]["notes"]
     assert any("seasonal" in n for n in notes) and any("public ranges" in n for n in notes)
     b = RunDir(run.path / "clients" / "b").config
@@ -808,6 +809,12 @@ def test_a_private_federation_names_what_it_needs_and_refuses_ridge_queries(
     with pytest.raises(ConfigError, match="client a: its config starts the skip path at seasonal"):
         _ridge(local, None)  # type: ignore[arg-type]
     drop_cached()
+    # a private run saved before the private choices (a ridge start, fitted scalers) is not
+    # resumed under them: its checkpoint belongs to the old start
+    old = replace(bounded, name="old")
+    RunDir.create(old).start(old)
+    with pytest.raises(ConfigError, match="was started under privacy.dp before .* new run"):
+        federate(old, resume=Path(old.output_dir) / "old", echo=lambda m: None)
 
 
 def test_a_resumed_private_run_goes_on_spending_from_each_clients_accountant(
