@@ -97,6 +97,8 @@ def prepare(days: int) -> Path:
         # the public range DP scales by: 0 to 1.25 x the peak of the years before the window
         # (published history, none of the rows the federation trains, validates or tests on)
         before = frame.loc[frame["time"] <= start, "load_mw"]
+        if before.empty:
+            raise ValueError(f"{name}: no history before {start} for its public load range")
         ranges[name] = [0.0, float(math.ceil(1.25 * before.max() / 1000) * 1000)]
     (out / RANGES).write_text(json.dumps(ranges, indent=1))
     return out
