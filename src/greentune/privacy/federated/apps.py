@@ -38,7 +38,12 @@ from greentune.privacy.federated.client import (
     trainable_arrays,
     validation_loss,
 )
-from greentune.privacy.federated.partitions import client_names, federation_config
+from greentune.privacy.federated.partitions import (
+    client_names,
+    federation_config,
+    ridge_start,
+    skip_start,
+)
 from greentune.privacy.federated.results import client_test
 from greentune.privacy.federated.ridge import ridge_statistics
 from greentune.privacy.federated.secagg import as_fit_result, secure_gate, split_sums
@@ -190,11 +195,10 @@ def _energy(result: Any) -> dict[str, float]:
 def _fitted_here(local: Local) -> None:
     """Refuse a query for sums or residuals of this client's rows unless its own config starts
     the skip path at a ridge (never under ``privacy.dp``, whatever the server asks)."""
-    m = local.cfg.model
-    if not (m.linear_skip and m.skip_init == "ridge"):
-        start = m.skip_init if m.linear_skip else "no skip path"
+    if not ridge_start(local.cfg):
         raise ConfigError(
-            f"client {local.name}: its config starts the skip path at {start}, so it sends "
+            f"client {local.name}: its config starts the skip path at {skip_start(local.cfg)}, "
+            "so it sends "
             "no ridge sums or residual offsets of its rows (under privacy.dp they would fall "
             "outside DP-SGD's guarantee)"
         )

@@ -26,7 +26,7 @@ from greentune.data.windows import ForecastData
 from greentune.errors import ConfigError
 from greentune.evaluate.ridge import LinearFit, complete_origins, design_matrix, fit_linear
 from greentune.models.forecaster import Forecaster
-from greentune.privacy.federated.partitions import check_model, client_data
+from greentune.privacy.federated.partitions import check_model, client_data, ridge_start
 from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.batches import ForecastBatches, make_batches
 from greentune.tasks.forecast.model import build_model
@@ -118,8 +118,7 @@ def alone(local: Local) -> Local | None:
     offsets). None where the network starts from nothing pooled (a seasonal, random or no
     skip path). The federated start's ridge is the pooled one: a reference trained from it
     would have learnt from the other clients' data."""
-    m = local.cfg.model
-    if not (m.linear_skip and m.skip_init == "ridge"):
+    if not ridge_start(local.cfg):
         return None
     fit = fit_linear(local.data)
     skip = SkipInit(fit, residual_offsets(local, fit))

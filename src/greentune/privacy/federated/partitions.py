@@ -214,6 +214,16 @@ def _last(frame: pd.DataFrame, cfg: RunConfig, origin: str) -> pd.DataFrame:
     return frame[(times > times.max() - span).to_numpy()]
 
 
+def ridge_start(cfg: RunConfig) -> bool:
+    """Whether the skip path starts at a ridge fitted on the clients' rows."""
+    return cfg.model.linear_skip and cfg.model.skip_init == "ridge"
+
+
+def skip_start(cfg: RunConfig) -> str:
+    """The skip path's start, in words for a message."""
+    return cfg.model.skip_init if cfg.model.linear_skip else "no skip path"
+
+
 def federation_config(cfg: RunConfig) -> RunConfig:
     """The config a federation runs (server and clients alike). Under ``privacy.dp`` it makes
     ``greentune run``'s private choices: the scaler maps public ranges (``data.bounds``, per
@@ -226,8 +236,7 @@ def federation_config(cfg: RunConfig) -> RunConfig:
 
     cfg = private_config(TASKS.get(cfg.task), cfg)
     if cfg.federated.personal_skip is None:
-        m = cfg.model
-        mine = m.linear_skip and m.skip_init == "ridge" and not cfg.privacy.dp.enabled
+        mine = ridge_start(cfg) and not cfg.privacy.dp.enabled
         cfg = replace(cfg, federated={"personal_skip": mine})
     check_model(cfg)
     return cfg
@@ -262,14 +271,11 @@ def check_model(cfg: RunConfig) -> None:
             "federated.personal_skip fits each client's own ridge on its training rows, outside "
             "DP-SGD's guarantee: under privacy.dp set federated.personal_skip=false"
         )
-    if cfg.federated.personal_skip and not (
-        cfg.model.linear_skip and cfg.model.skip_init == "ridge"
-    ):
+    if cfg.federated.personal_skip and not ridge_start(cfg):
         raise ConfigError(
             "federated.personal_skip blends each client's own ridge with the federated one: it "
-            f"needs model.linear_skip=true and model.skip_init=ridge, not "
-            f"{cfg.model.skip_init if cfg.model.linear_skip else 'no skip path'}; set "
-            "federated.personal_skip=false"
+            f"needs model.linear_skip=true and model.skip_init=ridge, not {skip_start(cfg)}; "
+            "set federated.personal_skip=false"
         )
     if cfg.regularize.enabled or cfg.augment.active((*SERIES_AUGMENTS, *TEXT_AUGMENTS)):
         raise ConfigError(

@@ -11,6 +11,7 @@ import numpy as np
 
 from greentune.evaluate.ridge import LAYOUT_KEYS
 from greentune.privacy.federated import protocol as P
+from greentune.privacy.federated.partitions import ridge_start
 from greentune.privacy.federated.ridge import KEYS, add_statistics, solve_pooled
 from greentune.privacy.federated.secagg import SecureRound, secure_round, secure_sums
 from greentune.privacy.federated.server import (
@@ -134,8 +135,7 @@ def _welcome(server: Server, r: int) -> None:
 
 def _skip(server: Server, nodes: list[int]) -> dict[str, np.ndarray]:
     """The federated ridge (sums, one round) and the quantile offsets (a second one)."""
-    m = server.cfg.model
-    if not m.linear_skip or m.skip_init != "ridge":
+    if not ridge_start(server.cfg):
         return {}
     if server.fed.secure_aggregation:
         summed, count = _secure_ridge_sums(server, nodes)
