@@ -9,6 +9,9 @@ Rows, all fixed before any dev accuracy is read:
 - across methods: the three methods with the lowest best validation loss at the tuning seed
   (the measure that chose every learning rate), their runs of that seed. They split their data
   alike, so the ensemble is also scored on their shared validation texts.
+- ensemble selection across every method's run of the tuning seed (`--kinds selected`: greedy
+  picks with replacement on the shared validation texts' log loss, Caruana et al. 2004), beside
+  the plain mean of the same runs. Its validation score is cross-fitted.
 
 Energy: an ensemble's energy is the sum of its members' energy to their best validation point
 (the method table's measure, from methods.py's JSON) plus the scoring `greentune ensemble` did
@@ -50,18 +53,21 @@ def run_name(table: str, method: str, lr: float, seed: int | str) -> str:
     return f"{table}-{method}-lr{lr:g}-s{seed}"
 
 
-def ensemble(name: str, members: list[Path]) -> RunDir:
-    """The ensemble's run directory, reused when it finished before with the same members."""
+def ensemble(name: str, members: list[Path], kinds: tuple[str, ...] = KINDS) -> RunDir:
+    """The ensemble's run directory, reused when it finished before with the same members and
+    kinds."""
     out = RUNS / name
     if (out / "metrics.json").is_file():
         run = RunDir.open(out)
-        if run.info.status == "complete" and run.info.extra.get("members") == [
-            str(m) for m in members
-        ]:
+        if (
+            run.info.status == "complete"
+            and run.info.extra.get("members") == [str(m) for m in members]
+            and tuple(run.config.eval.ensembles) == kinds
+        ):
             return run
     shutil.rmtree(out, ignore_errors=True)
     return gt.ensemble(
-        [str(m) for m in members], out, KINDS, log=lambda m: print(f"  [{name}] {m}", flush=True)
+        [str(m) for m in members], out, kinds, log=lambda m: print(f"  [{name}] {m}", flush=True)
     )
 
 
@@ -78,7 +84,9 @@ def _wh(value: float | None, full: float | None) -> tuple[str, str]:
     return f"{value:.3g}", f"{value / full:.2f}x" if full else "n/a"
 
 
-def summarise_ensemble(run: RunDir, members_to_best_wh: float) -> dict[str, Any]:
+def summarise_ensemble(
+    run: RunDir, members_to_best_wh: float, kinds: tuple[str, ...] = KINDS
+) -> dict[str, Any]:
     m = run.metrics
     own_wh = m.energy.by_phase_wh["ensemble"] if m.energy else None
     out: dict[str, Any] = {
@@ -86,9 +94,11 @@ def summarise_ensemble(run: RunDir, members_to_best_wh: float) -> dict[str, Any]
         "ensemble_scoring_wh": own_wh,
         "energy_to_best_wh": None if own_wh is None else members_to_best_wh + own_wh,
         "energy_kind": m.energy.kinds if m.energy else None,
-        "bill_wh": {k: _bill_wh(m, k) for k in KINDS},
+        "bill_wh": {k: _bill_wh(m, k) for k in kinds},
     }
-    for k in KINDS:
+    if "selected" in kinds and m.ensembles:
+        out["selected_weights"] = m.ensembles["ensemble-selected"]["weights"]
+    for k in kinds:
         out[f"{k}_accuracy"] = m.test[f"ensemble-{k}"].scores["accuracy"]
         if m.validation:
             out[f"{k}_val_accuracy"] = m.validation[f"ensemble-{k}"]["accuracy"]
@@ -132,6 +142,21 @@ def main() -> None:
         run = ensemble(f"ens-{args.table}-top{CROSS}-s{tune}", paths)
         to_best = sum(runs[m]["seeds"][tune]["energy_to_best_wh"] for m in ranked)
         cross = {"methods": ranked, "seed": tune, **summarise_ensemble(run, to_best)}
+    every = [m for m in runs if tune in runs[m]["seeds"]]
+    selected = None
+    if len(every) >= 2:
+        paths = [RUNS / run_name(args.table, m, runs[m]["lr"], tune) for m in every]
+        kinds = ("mean", "selected")
+        run = ensemble(f"ens-{args.table}-selected-s{tune}", paths, kinds)
+        to_best = sum(runs[m]["seeds"][tune]["energy_to_best_wh"] for m in every)
+        selected = {"methods": every, "seed": tune, **summarise_ensemble(run, to_best, kinds)}
+        # the members the selection kept: energy to best of those alone (the others could
+        # have been left untrained)
+        kept = [m for m, p in zip(every, paths, strict=True) if _weight(selected, p) > 0]
+        selected["kept_methods"] = kept
+        selected["kept_energy_to_best_wh"] = sum(
+            runs[m]["seeds"][tune]["energy_to_best_wh"] for m in kept
+        ) + (selected["ensemble_scoring_wh"] or 0.0)
     full = rows.get("full", {}).get("single_energy_to_best_wh")
     payload = {
         "machine": machine_info(),
@@ -139,9 +164,18 @@ def main() -> None:
         "kinds": KINDS,
         "per_method": rows,
         "top_by_validation": cross,
+        "selected_by_validation": selected,
         "full_single_energy_to_best_wh": full,
     }
     write_results(RESULTS / f"ensembles-{args.table}", payload, markdown(payload))
+
+
+def _weight(summary: dict[str, Any], path: Path) -> float:
+    """The selection's weight of the member run at ``path``."""
+    for name, w in summary["selected_weights"].items():
+        if name.split("/")[0] == path.name:
+            return float(w)
+    raise KeyError(f"{path.name} is not a member of the selected ensemble")
 
 
 def markdown(p: dict[str, Any]) -> str:
@@ -183,6 +217,31 @@ def markdown(p: dict[str, Any]) -> str:
                 f"{100 * cross['mean_val_accuracy']:.2f} %, median "
                 f"{100 * cross['median_val_accuracy']:.2f} %.",
             ]
+    sel = p.get("selected_by_validation")
+    if sel:
+        weights = ", ".join(
+            f"{n.split('/')[0].removeprefix(p['table'] + '-')} {w:.2f}"
+            for n, w in sel["selected_weights"].items()
+            if w > 0
+        )
+        wh, ratio = _wh(sel["energy_to_best_wh"], full)
+        kept_wh, kept_ratio = _wh(sel["kept_energy_to_best_wh"], full)
+        lines += [
+            "",
+            f"### Ensemble selection across all {len(sel['methods'])} methods, seed {sel['seed']}",
+            "",
+            "Weights chosen on the members' shared validation texts (greedy picks with "
+            "replacement on the log loss, `greentune ensemble --kinds selected`); dev chose "
+            "nothing.",
+            "",
+            "| ensemble | dev acc % | validation acc % | Wh to best (model) | vs full (1 seed) |",
+            "|---|---|---|---|---|",
+            f"| mean of all {len(sel['methods'])} | {100 * sel['mean_accuracy']:.2f} | "
+            f"{100 * sel['mean_val_accuracy']:.2f} | {wh} | {ratio} |",
+            f"| selected: {weights} | {100 * sel['selected_accuracy']:.2f} | "
+            f"{100 * sel['selected_val_accuracy']:.2f} (cross-fitted) | {wh} (all trained); "
+            f"{kept_wh} (kept members only) | {ratio}; {kept_ratio} |",
+        ]
     reach = [
         (m, r)
         for m, r in p["per_method"].items()

@@ -14,7 +14,7 @@ from greentune.cli import app, commands  # noqa: F401  (registers the commands)
 from greentune.data.text import synthetic_incidents
 from greentune.errors import CheckpointError, ConfigError
 from greentune.rundir import RunDir
-from greentune.tasks.classify.ensemble_runs import combine
+from greentune.tasks.classify.ensemble_runs import combine, cross_fitted, log_loss
 from tests.conftest import make_series, series_overrides
 
 runner = CliRunner()
@@ -107,6 +107,50 @@ def test_the_median_of_two_class_probabilities_is_the_majority_vote() -> None:
     np.testing.assert_allclose(combine("mean", probs), np.mean(probs, axis=0))
 
 
+def test_selected_weights_are_chosen_on_validation_and_scored_cross_fitted(runs) -> None:
+    (a, b, c), tmp = runs
+    lines: list[str] = []
+    out = gt.ensemble(
+        [str(r.path) for r in (a, b, c)],
+        tmp / "runs" / "selected",
+        kinds=("mean", "selected"),
+        log=lines.append,
+    )
+    m = out.metrics
+    members = [f"{r.name}/{r.metrics.model}" for r in (a, b, c)]
+    weights = m.ensembles["ensemble-selected"]["weights"]
+    assert list(weights) == members and sum(weights.values()) == pytest.approx(1.0)
+    # pick counts over a prefix of at most 25 picks
+    assert any(
+        all(w * k == pytest.approx(round(w * k)) for w in weights.values()) for k in range(1, 26)
+    )
+    assert any(line.startswith("ensemble-selected: weights chosen on validation") for line in lines)
+    # the weights are the validation choice: recomputed from the members' validation scores
+    val = out.validation_predictions
+    texts = val[val.model == members[0]].text.tolist()
+    labels = list(a.metrics.labels)
+    y_val = np.array([labels.index(v) for v in val[val.model == members[0]].y_true])
+    val_probs = [_probs(r, texts) for r in (a, b, c)]
+    loss = log_loss(y_val)
+    chosen = np.array([weights[n] for n in members])
+    mixed = np.einsum("mnc,m->nc", np.stack(val_probs), chosen)
+    assert loss(mixed) <= min(loss(p) for p in val_probs) + 1e-9
+    # test texts combined with those weights
+    test_texts = a.predictions.text.tolist()
+    probs = [_probs(r, test_texts) for r in (a, b, c)]
+    preds = out.predictions
+    expected = np.asarray(labels)[combine("selected", probs, chosen).argmax(-1)]
+    got = preds[preds.model == "ensemble-selected"].y_pred.to_numpy()
+    np.testing.assert_array_equal(got, expected)
+    # its validation score is cross-fitted, not the in-sample score of its own choice
+    fitted = np.asarray(labels)[cross_fitted(val_probs, y_val).argmax(-1)]
+    row = val[val.model == "ensemble-selected"].y_pred.to_numpy()
+    np.testing.assert_array_equal(row, fitted)
+    assert m.validation["ensemble-selected"]["accuracy"] == pytest.approx(
+        (fitted == np.asarray(labels)[y_val]).mean()
+    )
+
+
 def test_members_with_other_seeds_share_a_test_file_but_no_validation(runs) -> None:
     (a, _, _), tmp = runs
     test = f"text.test_path={tmp / 'test.csv'}"
@@ -118,6 +162,9 @@ def test_members_with_other_seeds_share_a_test_file_but_no_validation(runs) -> N
     assert any("held out different texts" in line for line in lines)
     assert not (out.path / "validation.parquet").exists()
     # a run tested on its own split's texts is refused beside them, naming what differs
+    with pytest.raises(ConfigError, match=r"--kinds selected chooses weights on the validation"):
+        gt.ensemble([str(r.path) for r in seeds], tmp / "runs" / "sel", kinds=("selected",))
+    assert not (tmp / "runs" / "sel").exists()
     with pytest.raises(ConfigError, match=r"runs/a was tested on other texts than .*runs/s0"):
         gt.ensemble([str(seeds[0].path), str(a.path)], tmp / "runs" / "mixed")
     assert not (tmp / "runs" / "mixed").exists()  # refused before anything was written
@@ -127,7 +174,8 @@ def test_bad_members_are_refused_with_what_to_do(runs, tmp_path) -> None:
     (a, b, _), _ = runs
     with pytest.raises(ConfigError, match="row 'tfidf_logreg' is a baseline"):
         gt.ensemble([str(a.path), f"{b.path}:tfidf_logreg"], tmp_path / "base")
-    with pytest.raises(ConfigError, match="--kinds: weighted; valid choices: mean, median"):
+    valid = "valid choices: mean, median, selected"
+    with pytest.raises(ConfigError, match=f"--kinds: weighted; {valid}"):
         gt.ensemble([str(a.path), str(b.path)], tmp_path / "w", kinds=("weighted",))
     with pytest.raises(ConfigError, match="at least two members"):
         gt.ensemble([str(a.path)], tmp_path / "one")

@@ -3,7 +3,7 @@ import pytest
 
 from greentune.config import build_config
 from greentune.errors import ConfigError
-from greentune.evaluate.ensemble import combine, fit_weights, member_windows
+from greentune.evaluate.ensemble import combine, fit_weights, member_windows, select_weights
 from greentune.results import Forecast
 from greentune.tasks.forecast.ensemble import ensemble_members
 
@@ -45,6 +45,21 @@ def test_mean_median_and_weighted_combine_points_and_quantiles():
     assert (np.diff(levels, axis=0) >= 0).all()
     with pytest.raises(ConfigError, match="valid choices: mean, median, weighted"):
         combine("max", members)
+
+
+def test_ensemble_selection_picks_with_replacement_and_keeps_the_best_prefix():
+    # squared distance of the mean to 0.4: picks a (0.16), b (mean 0.5), a, b, a (mean 2/5,
+    # loss 0); later rounds only tie that, so the earliest best prefix, 3 a + 2 b, is kept,
+    # and the far-off member c is never picked
+    val = [np.array(0.0), np.array(1.0), np.array(10.0)]
+    w = select_weights(val, lambda x: float((x - 0.4) ** 2))
+    np.testing.assert_array_equal(w, [0.6, 0.4, 0.0])
+    # one round: the best single member alone; ties go to the first member
+    np.testing.assert_array_equal(select_weights(val, lambda x: abs(float(x)), 1), [1, 0, 0])
+    same = [np.array(1.0), np.array(1.0)]
+    np.testing.assert_array_equal(select_weights(same, lambda x: float(x)), [1.0, 0.0])
+    with pytest.raises(ValueError, match="at least one round"):
+        select_weights(val, lambda x: 0.0, 0)
 
 
 def test_a_member_without_quantiles_leaves_the_ensemble_without():

@@ -308,8 +308,9 @@ def ensemble(
         str | None,
         typer.Option(
             "--kinds",
-            help="Comma-separated. Forecasts: weighted, mean, median; classifiers: mean, median "
-            "(of the class probabilities). Default: all of the task's.",
+            help="Comma-separated. Forecasts: weighted, mean, median (default: all three); "
+            "classifiers: mean, median (default) and selected (weights chosen on the members' "
+            "shared validation texts), of the class probabilities.",
         ),
     ] = None,
     green_target: Annotated[

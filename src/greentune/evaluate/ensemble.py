@@ -9,11 +9,15 @@ The weighted ensemble's weights are fitted on the validation windows only: per h
 non-negative least squares of the observed values on the members' point forecasts, scaled to
 sum to one (a convex combination, so it cannot extrapolate past its members). A step where NNLS
 keeps no member falls back to equal weights.
+
+``select_weights`` is ensemble selection (Caruana et al., ICML 2004, as auto-sklearn uses it) for
+members scored by any loss, such as classifiers' class probabilities: greedy forward selection
+with replacement on validation, the weights being how often each member was picked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -42,6 +46,37 @@ def fit_weights(val: Mapping[str, Forecast], y: np.ndarray) -> np.ndarray:
         if w.sum() > 0:
             weights[h] = w / w.sum()
     return weights
+
+
+SELECT_ROUNDS = 25
+"""Picks of ensemble selection: enough for weights in steps of 4 %; the best prefix is kept."""
+
+
+def select_weights(
+    val: Sequence[np.ndarray],
+    loss: Callable[[np.ndarray], float],
+    rounds: int = SELECT_ROUNDS,
+) -> np.ndarray:
+    """(M,) weights summing to one: ensemble selection on validation. Start from the member
+    with the lowest ``loss``, then ``rounds - 1`` times add the member (with replacement, so a
+    strong member gains weight) whose inclusion gives the mean with the lowest loss; the
+    weights are the pick counts of the best prefix (the earliest of equal ones). ``val`` holds
+    each member's validation scores, all of one shape."""
+    if not val:
+        raise ValueError("ensemble selection needs at least one member")
+    if rounds < 1:
+        raise ValueError(f"ensemble selection needs at least one round, got {rounds}")
+    counts = np.zeros(len(val), dtype=np.int64)
+    total = np.zeros_like(np.asarray(val[0], dtype=np.float64))
+    best_loss, best_counts = np.inf, counts.copy()
+    for k in range(1, rounds + 1):
+        trial = [loss((total + v) / k) for v in val]
+        i = int(np.argmin(trial))  # the first of equal losses: members keep their order
+        counts[i] += 1
+        total = total + val[i]
+        if trial[i] < best_loss:
+            best_loss, best_counts = trial[i], counts.copy()
+    return best_counts / best_counts.sum()
 
 
 def combine(

@@ -7,7 +7,12 @@ PEFT methods). Nothing is retrained.
 - Each member's saved model scores the test texts again (a run keeps labels, not class
   probabilities). ``mean`` averages the members' class probabilities (soft voting); ``median``
   takes each class's median across the members (with two classes and an odd number of members
-  that is the majority vote), then the most probable class.
+  that is the majority vote), then the most probable class. ``selected`` averages them with
+  weights from ensemble selection on validation (``evaluate.ensemble.select_weights``: greedy
+  picks with replacement that lower the validation log loss), so weak or redundant members
+  get little or no weight; it needs members that held out the same validation texts, and its
+  own validation score is cross-fitted (each half of the texts with weights chosen on the
+  other half).
 - Validation: members that split their data alike (the same ``text.*`` settings and seed) held
   out the same texts, and every row is scored on them; the recommendation is then chosen there.
   Members split with other seeds held out different texts, some of which the others trained
@@ -19,6 +24,7 @@ PEFT methods). Nothing is retrained.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +34,7 @@ from greentune.config import RunConfig
 from greentune.data.text import TextSplits, load_text_splits
 from greentune.energy.session import metered
 from greentune.errors import ConfigError, DataError
+from greentune.evaluate.ensemble import select_weights
 from greentune.evaluate.metrics import classification_metrics
 from greentune.results import ModelResult, RunMetrics
 from greentune.rundir import RunDir
@@ -43,9 +50,10 @@ from greentune.tasks.members import (
     require_model_dir,
 )
 
-KINDS: tuple[str, ...] = ("mean", "median")
-ENSEMBLE_KINDS = KINDS
-"""The rows ``greentune ensemble`` makes unless told (every kind)."""
+KINDS: tuple[str, ...] = ("mean", "median", "selected")
+ENSEMBLE_KINDS: tuple[str, ...] = ("mean", "median")
+"""The rows ``greentune ensemble`` makes unless told (``selected`` needs a shared validation
+split, which runs of several seeds do not have)."""
 
 
 @dataclasses.dataclass
@@ -73,18 +81,53 @@ def ensemble_runs(
             )
         require_model_dir(m.run.path)  # an ensemble of runs has none: it names its members
     check_members(members, kinds, KINDS)
+    if "selected" in kinds and not _shared_split(members):
+        raise ConfigError(
+            "--kinds selected chooses weights on the validation texts the members held out, "
+            "and these members held out different ones (other text.* settings or seeds). Give "
+            "runs of one seed and the same text.* settings, or use --kinds mean,median"
+        )
     test = _same_test(members)
     return ensemble_run(
         members, out, kinds, target, lambda run, cfg: _ensemble(run, cfg, members, test, log)
     )
 
 
-def combine(kind: str, probs: list[np.ndarray]) -> np.ndarray:
-    """(N, classes) combined class scores of the members' probabilities."""
+def combine(kind: str, probs: list[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
+    """(N, classes) combined class scores of the members' probabilities; ``weights`` (one per
+    member, from ``select``) for ``selected``."""
     if kind not in KINDS:
         raise ConfigError(f"unknown kind {kind!r}; valid choices: {', '.join(KINDS)}")
     stack = np.stack(probs)
+    if kind == "selected":
+        if weights is None:
+            raise ValueError("a selected ensemble needs weights chosen on validation")
+        return np.einsum("mnc,m->nc", stack, weights)
     return stack.mean(axis=0) if kind == "mean" else np.median(stack, axis=0)
+
+
+def log_loss(y: np.ndarray) -> Callable[[np.ndarray], float]:
+    """The mean negative log-probability of the true classes ``y``, for class probabilities."""
+    rows = np.arange(len(y))
+    return lambda p: float(-np.mean(np.log(np.clip(p[rows, y], 1e-12, None))))
+
+
+def select(val_probs: list[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """(M,) member weights: ensemble selection on the validation log loss."""
+    return select_weights(val_probs, log_loss(y))
+
+
+def cross_fitted(val_probs: list[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """The selected ensemble's validation probabilities, each half of the texts (alternate
+    ones) combined with weights selected on the other half, so its validation score is not
+    the in-sample score of its own choice."""
+    out = np.zeros_like(val_probs[0])
+    halves = np.arange(len(y)) % 2
+    for half in (0, 1):
+        fit, score = halves != half, halves == half
+        weights = select([p[fit] for p in val_probs], y[fit])
+        out[score] = combine("selected", [p[score] for p in val_probs], weights)
+    return out
 
 
 def _same_test(members: list[Member]) -> Tested:
@@ -152,12 +195,23 @@ def _ensemble(
                     val_probs[name] = _probs(predictor, splits.texts["val"])
                 del predictor
             kinds = [f"ensemble-{k}" for k in cfg.eval.ensembles]
-            rows = {n: combine(n.removeprefix("ensemble-"), list(probs.values())) for n in kinds}
-            val_rows = (
-                {n: combine(n.removeprefix("ensemble-"), list(val_probs.values())) for n in kinds}
-                if val_probs
-                else {}
-            )
+            weights = None
+            if "ensemble-selected" in kinds:
+                assert splits is not None  # refused before: the members share no validation
+                weights = select(list(val_probs.values()), splits.labels["val"])
+            rows = {
+                n: combine(n.removeprefix("ensemble-"), list(probs.values()), weights)
+                for n in kinds
+            }
+            val_rows: dict[str, np.ndarray] = {}
+            if splits is not None:
+                members_val = list(val_probs.values())
+                for n in kinds:
+                    val_rows[n] = (
+                        cross_fitted(members_val, splits.labels["val"])
+                        if n == "ensemble-selected"
+                        else combine(n.removeprefix("ensemble-"), members_val)
+                    )
     metrics = RunMetrics(
         task="classify",
         model=next(iter(rows)),
@@ -191,6 +245,13 @@ def _ensemble(
             "recommendation is chosen on test"
         )
     metrics.ensembles = {n: {"kind": n.removeprefix("ensemble-"), "members": names} for n in rows}
+    if weights is not None:
+        chosen = {n: float(w) for n, w in zip(names, weights, strict=True)}
+        metrics.ensembles["ensemble-selected"]["weights"] = chosen
+        log(
+            "ensemble-selected: weights chosen on validation: "
+            + ", ".join(f"{n} {w:.2f}" for n, w in chosen.items() if w > 0)
+        )
     if meter.enabled:
         bill_ensembles(run, cfg, members, metrics, QUALITY)
     run.write_predictions(_frame(test.texts, test.labels, {**probs, **rows}, labels))
