@@ -3,6 +3,11 @@ a membership-inference attack. Every number comes from `greentune run` / `greent
 audit` on real data, private and non-private side by side, medians over seeds.
 
     .venv/bin/python benchmarks/privacy.py [--stages tune,quality,audit] [--seeds 0,1,2]
+        [--method frozen] [--lrs 3e-4,3e-3,1e-2] [--batches 32x1,32x8] [--tag NAME]
+
+--method sets peft.method for every arm (default: the task's default, LoRA); --lrs and
+--batches replace the tuning grid (batch_size x grad_accum); --tag names the runs and the
+results (privacy-NAME.json|md) so another method's table does not overwrite this one.
 
 - victoria: the embedded Victoria 2014 demo (day-ahead, 48 half-hours; test = last 8 weeks);
 - sst2: SST-2 (../shared/data/text/sst2): a seeded sample of the training phrases, the 872 dev
@@ -98,7 +103,16 @@ def _settings(cfg: Any) -> tuple[Any, ...]:
     dp = cfg.privacy.dp
     eps = None if dp is None else dp.target_epsilon
     t = cfg.train
-    return (cfg.seed, t.lr, t.batch_size, t.grad_accum, t.epochs, cfg.model.pooling, eps)
+    return (
+        cfg.seed,
+        t.lr,
+        t.batch_size,
+        t.grad_accum,
+        t.epochs,
+        cfg.model.pooling,
+        eps,
+        cfg.peft.method,
+    )
 
 
 def run(name: str, overrides: list[str]) -> dict[str, Any]:
@@ -133,15 +147,22 @@ def setting_args(s: dict[str, Any]) -> list[str]:
     ]
 
 
-def tune(dataset: str, base: list[str], extra: list[str]) -> dict[str, Any]:
+def tune(
+    dataset: str,
+    base: list[str],
+    extra: list[str],
+    prefix: str,
+    lrs: tuple[float, ...] = LRS,
+    batches: tuple[tuple[int, int], ...] | None = None,
+) -> dict[str, Any]:
     """Per arm (non-private, DP at epsilon 8): the grid point with the lowest validation loss."""
     chosen: dict[str, Any] = {}
     for arm, eps in (("non-private", None), ("dp", 8.0)):
         scores = []
-        for lr in LRS:
-            for batch, accum in BATCHES[dataset]:
+        for lr in lrs:
+            for batch, accum in batches or BATCHES[dataset]:
                 s = {"lr": lr, "batch": batch, "accum": accum}
-                name = f"{dataset}-tune-{arm}-lr{lr:g}-b{batch}x{accum}"
+                name = f"{prefix}-tune-{arm}-lr{lr:g}-b{batch}x{accum}"
                 m = run(name, [*base, *extra, *arm_args(eps), *setting_args(s), "seed=0"])
                 scores.append({**s, "val_loss": m["training"]["best_val_loss"]})
         best = min(scores, key=lambda r: r["val_loss"])
@@ -151,7 +172,12 @@ def tune(dataset: str, base: list[str], extra: list[str]) -> dict[str, Any]:
 
 
 def quality_rows(
-    dataset: str, base: list[str], chosen: dict[str, Any], seeds: list[int], headline: str
+    dataset: str,
+    base: list[str],
+    chosen: dict[str, Any],
+    seeds: list[int],
+    headline: str,
+    prefix: str,
 ) -> dict[str, Any]:
     """Every arm x seed: test quality, training throughput and energy; medians and ranges."""
     arms: list[tuple[str, float | None, list[str]]] = [
@@ -174,7 +200,7 @@ def quality_rows(
             refs = REFERENCES if dataset == "victoria" and seed == seeds[0] else NAIVES
             extra = [refs] if dataset == "victoria" else []
             m = run(
-                f"{dataset}-{slug}-s{seed}",
+                f"{prefix}-{slug}-s{seed}",
                 [*base, *extra, *arm_args(eps), *settings, f"seed={seed}"],
             )
             per_seed.append(_row(m, headline))
@@ -248,6 +274,18 @@ def audits(seeds: list[int], n_train: int) -> dict[str, Any]:
 
 def markdown(out: dict[str, Any]) -> str:
     lines = ["# Differential privacy benchmark", "", f"Machine: {out['machine']}", ""]
+    lines += [
+        f"Method: {out.get('method') or 'the task default'}; learning rates tuned on "
+        f"validation: {list(out.get('lrs') or LRS)}; batch x accumulation: "
+        f"{out.get('batches') or 'per dataset, ' + str(BATCHES)}.",
+        "",
+    ]
+    for dataset, t in out.get("tuning", {}).items():
+        chosen = ", ".join(
+            f"{arm} lr {c['chosen']['lr']:g} batch {c['chosen']['batch']}x{c['chosen']['accum']}"
+            for arm, c in t.items()
+        )
+        lines += [f"Chosen on validation ({dataset}): {chosen}.", ""]
     for dataset, headline in (("victoria", "mape"), ("sst2", "accuracy")):
         q = out.get("quality", {}).get(dataset)
         if not q:
@@ -293,17 +331,38 @@ def main() -> None:
     parser.add_argument("--datasets", default="victoria,sst2")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--sst2-train", type=int, default=4000)
+    parser.add_argument("--method", default=None, help="peft.method for every arm")
+    parser.add_argument("--lrs", default=None, help="learning rates to tune, e.g. 3e-3,1e-2")
+    parser.add_argument("--batches", default=None, help="batch_size x grad_accum, e.g. 32x1,32x8")
+    parser.add_argument("--tag", default=None, help="names the runs and privacy-TAG.json|md")
     args = parser.parse_args()
     quiet_libraries()
     seeds = [int(s) for s in args.seeds.split(",")]
     stages = args.stages.split(",")
-    path = RESULTS / "privacy.json"
+    lrs = LRS if args.lrs is None else tuple(float(v) for v in args.lrs.split(","))
+    batches = (
+        None
+        if args.batches is None
+        else tuple((int(b), int(a)) for b, a in (v.split("x") for v in args.batches.split(",")))
+    )
+    method = [] if args.method is None else [f"peft.method={args.method}"]
+    stem = "privacy" if args.tag is None else f"privacy-{args.tag}"
+    path = RESULTS / f"{stem}.json"
     out: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    out.update({"machine": machine_info(), "seeds": seeds, "sst2_train": args.sst2_train})
+    out.update(
+        {
+            "machine": machine_info(),
+            "seeds": seeds,
+            "sst2_train": args.sst2_train,
+            "method": args.method,
+            "lrs": lrs,
+            "batches": batches,
+        }
+    )
     datasets = {
-        "victoria": (VICTORIA, [NAIVES], "mape"),
+        "victoria": ([*VICTORIA, *method], [NAIVES], "mape"),
         "sst2": (
-            [*sst2_args(args.sst2_train, 0), "train.epochs=2", "model.backbone=minilm"],
+            [*sst2_args(args.sst2_train, 0), "train.epochs=2", "model.backbone=minilm", *method],
             [],
             "accuracy",
         ),
@@ -313,18 +372,21 @@ def main() -> None:
             print(f"skipping sst2: {SST2} not found")
             continue
         base, tune_extra, headline = datasets[dataset]
+        prefix = dataset if args.tag is None else f"{dataset}-{args.tag}"
         if "tune" in stages:
-            out.setdefault("tuning", {})[dataset] = tune(dataset, base, tune_extra)
+            out.setdefault("tuning", {})[dataset] = tune(
+                dataset, base, tune_extra, prefix, lrs, batches
+            )
         if "quality" in stages:
             chosen = out["tuning"][dataset]
             out.setdefault("quality", {})[dataset] = quality_rows(
-                dataset, base, chosen, seeds, headline
+                dataset, base, chosen, seeds, headline, prefix
             )
         path.write_text(json.dumps(out, indent=2, default=str))
     if "audit" in stages and SST2.is_dir():
         out["audit"] = audits(seeds, args.sst2_train)
     path.write_text(json.dumps(out, indent=2, default=str))
-    (RESULTS / "privacy.md").write_text(markdown(out))
+    (RESULTS / f"{stem}.md").write_text(markdown(out))
     print(markdown(out))
 
 
