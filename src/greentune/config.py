@@ -169,8 +169,9 @@ class ModelConfig:
     """Add a linear path from the flattened inputs to the output (DLinear-style residual)."""
     skip_init: Literal["ridge", "seasonal", "random", "lightgbm"] = "ridge"
     """ridge: start the skip path at the closed-form ridge fit (the `linear` baseline), so the
-    transformer learns what the linear model misses; seasonal: at the weekly (else daily)
-    seasonal naive, fitted on nothing (what privacy.dp uses); random: default initialisation;
+    transformer learns what the linear model misses; seasonal: at a seasonal naive fitted on
+    nothing (a week back, a day back or their mean, chosen by the validation MSE; what
+    privacy.dp uses); random: default initialisation;
     lightgbm: a hybrid, the network learns a correction to the `lightgbm` baseline's forecast
     (out-of-fold on the training windows) instead of a linear skip path."""
     pooling: Literal["cls", "mean"] = "mean"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -278,6 +279,47 @@ def test_the_seasonal_skip_start_is_the_seasonal_naive(tmp_path):
     for q in range(3):
         torch.testing.assert_close(out[:, :, 0, q], expected)
     assert model.skip is not None and not model.skip.weight.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("kind", "chosen"),
+    [("trend", "1D back"), ("weekly", "7D back"), ("noise", "mean of 7D and 1D back")],
+)
+def test_the_seasonal_start_takes_the_period_with_the_lowest_validation_error(
+    tmp_path, kind, chosen
+):
+    from greentune.tasks.forecast.skip import seasonal_skip
+
+    index = pd.date_range("2021-01-04", periods=40 * 24, freq="1h")
+    hours = index.hour.to_numpy()
+    daily = 20 * np.sin(2 * np.pi * hours / 24)
+    load = {
+        # a week back is 7x as far off the trend as a day back
+        "trend": 100 + daily + 0.5 * np.arange(len(index)),
+        # every weekday its own level: a week back is exact
+        "weekly": 100 + daily + 10 * index.day_of_week.to_numpy(),
+        # independent noise: the mean of both halves the noise of the copied values
+        "noise": 100 + daily + np.random.default_rng(0).normal(0, 5, len(index)),
+    }[kind]
+    csv = tmp_path / "load.csv"
+    pd.DataFrame({"ts": index, "load_mw": load, "temp_c": 15.0}).to_csv(csv, index=False)
+    overrides = [*series_overrides(csv, tmp_path / "runs"), "data.context_length=168"]
+    cfg = TASKS.get("forecast").resolve_config(load_config(None, overrides))
+    data = prepare_forecast_data(cfg.data)
+    lines: list[str] = []
+    quantiles = max(1, len(cfg.model.quantiles))
+    skip = seasonal_skip(data, quantiles, lines.append)
+    assert lines[0].startswith(f"skip path: the seasonal naive ({chosen}), chosen on the valid")
+    for label in ("7D back", "1D back", "mean of 7D and 1D back"):
+        assert f"{label} " in lines[0]  # each candidate's validation error is in the log
+    model, _ = build_model(cfg, data, 10, skip)
+    batch = make_batches(cfg, data, data.train.origins[:4], None).get(np.arange(4))
+    with torch.no_grad():
+        out = model(batch)
+    day, week = batch["past"][:, 144:168, 0], batch["past"][:, 0:24, 0]
+    expected = {"1D back": day, "7D back": week, "mean of 7D and 1D back": (day + week) / 2}
+    for q in range(quantiles):
+        torch.testing.assert_close(out[:, :, 0, q], expected[chosen])
 
 
 def test_secure_mode_draws_from_the_operating_system():

@@ -19,7 +19,13 @@ from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
 from greentune.errors import DataError
 from greentune.evaluate.baselines import seasonal_lags, steps_per
-from greentune.evaluate.ridge import LEVEL_WORDS, LinearFit, fit_linear
+from greentune.evaluate.ridge import (
+    LEVEL_WORDS,
+    LinearFit,
+    complete_origins,
+    design_matrix,
+    fit_linear,
+)
 
 Log = Callable[[str], None]
 RIDGE_FILE = "ridge-skip.npz"
@@ -77,27 +83,67 @@ def ridge_skip(
 
 
 def seasonal_skip(data: ForecastData, quantiles: int, log: Log) -> SkipInit:
-    """The skip path as a seasonal naive: each horizon step copies its target one week earlier
-    (one day when the context is shorter than a week, the last value when shorter than a day).
-    Fitted on nothing, so a private run can start from it."""
+    """The skip path as a seasonal naive: each horizon step copies its target one week earlier,
+    one day earlier, or the mean of the two, whichever has the lowest MSE on the validation
+    windows (periods that do not fit the context are left out; the last value when not even
+    a day does). Fitted on nothing, so a private run can start from it: validation is not
+    trained on, and the choice is among three fixed forecasts, as early stopping chooses
+    among epochs."""
+    candidates = seasonal_candidates(data)
+    fits = {label: _lag_fit(data, shares) for label, shares in candidates.items()}
+    errors = _validation_mse(data, fits) if len(fits) > 1 else {}
+    label = min(fits, key=lambda k: errors.get(k, 0.0))  # ties: the first, the longest period
+    if errors:
+        scores = ", ".join(f"{k} {v:.4g}" for k, v in errors.items())
+        how = f"chosen on the validation windows (MSE, scaled: {scores})"
+    else:
+        how = "the only period the context holds"
+    log(f"skip path: the seasonal naive ({label}), {how}; fitted on nothing, weights frozen")
+    fit = fits[label]
+    return SkipInit(fit, np.zeros((quantiles, fit.weight.shape[1])))
+
+
+def seasonal_candidates(data: ForecastData) -> dict[str, dict[int, float]]:
+    """The seasonal naives the skip path may start at: {label: {period in steps: share}}."""
     L, H = data.context_length, data.horizon
+    periods = {}
     for period in ("7D", "1D"):
         m = steps_per(data, period)
         if m * -(-H // m) <= L:
-            break
-    else:
-        m, period = 1, "last value"
-    source = L + np.arange(H) - seasonal_lags(H, m)  # position in the context per step
+            periods[f"{period} back"] = m
+    if not periods:
+        return {"last value": {1: 1.0}}
+    out = {label: {m: 1.0} for label, m in periods.items()}
+    if len(periods) == 2:
+        week, day = periods.values()
+        out["mean of 7D and 1D back"] = {week: 0.5, day: 0.5}
+    return out
+
+
+def _lag_fit(data: ForecastData, shares: dict[int, float]) -> LinearFit:
+    """The linear map (on the network's flattened inputs) of a mix of seasonal naives."""
+    L, H = data.context_length, data.horizon
     t = 1 if data.channel_independent else data.n_targets
     channels = len(data.columns) - (data.n_targets - 1 if data.channel_independent else 0)
     n_in = L * channels + H * len(data.known_cols)
     weight = np.zeros((n_in, H * t))
-    for h, pos in enumerate(source):
-        for j in range(t):
-            weight[pos * channels + j, h * t + j] = 1.0
-    fit = LinearFit(weight, np.zeros(n_in), np.zeros(H * t), 0.0, 0.0)
-    log(f"skip path: the seasonal naive ({period} back), fitted on nothing, weights frozen")
-    return SkipInit(fit, np.zeros((quantiles, H * t)))
+    for m, share in shares.items():
+        source = L + np.arange(H) - seasonal_lags(H, m)  # position in the context per step
+        for h, pos in enumerate(source):
+            for j in range(t):
+                weight[pos * channels + j, h * t + j] += share
+    return LinearFit(weight, np.zeros(n_in), np.zeros(H * t), 0.0, 0.0)
+
+
+def _validation_mse(data: ForecastData, fits: dict[str, LinearFit]) -> dict[str, float]:
+    """Each fit's MSE (scaled units) on the complete validation windows; none complete: no
+    errors (the first candidate is kept)."""
+    origins = complete_origins(data, data.val.origins)
+    if len(origins) == 0:
+        return {}
+    x, y = design_matrix(data, origins)
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    return {label: float(np.mean((fit.predict_scaled(x) - y) ** 2)) for label, fit in fits.items()}
 
 
 def _cached_ridge_skip(

@@ -102,6 +102,11 @@ class ForecastTask:
             notes.append(
                 f"the skip path starts at {cfg.model.skip_init} init, not at a ridge fitted on "
                 "the training rows (which would not be private)"
+                + (
+                    "; the seasonal period is chosen on the validation windows"
+                    if cfg.model.skip_init == "seasonal"
+                    else ""
+                )
             )
         return notes
 
