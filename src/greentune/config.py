@@ -350,9 +350,11 @@ class EvalConfig:
     peer_max_steps: int = 1000
     """Training steps at most for the neural peer baselines (``nhits``, ``patchtst``; install
     ``greentune[peers]``), early-stopped on validation."""
-    ensembles: tuple[Literal["mean", "median", "weighted"], ...] = ("mean", "weighted")
+    ensembles: tuple[Literal["mean", "median", "weighted", "selected"], ...] = ("mean", "weighted")
     """Ensembles of ``ensemble_members`` scored as rows of their own (``ensemble-<kind>``):
-    mean, median, or weighted (convex weights per horizon step fitted on validation). Mean and
+    mean, median, or weighted (convex weights per horizon step fitted on validation);
+    ``selected`` is for ensembles of classification runs (``greentune ensemble --kinds
+    selected``: ensemble selection on validation). Mean and
     weighted both run by default and validation chooses between them per run (they bill the
     same energy; equal bills are told apart by validation score): neither wins on
     validation everywhere (Victoria 2014: mean; 2012-14: weighted, benchmarks/README.md)."""
@@ -726,6 +728,14 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
+
+    def __post_init__(self) -> None:
+        if self.task == "forecast" and "selected" in self.eval.ensembles:
+            raise ConfigError(
+                "eval.ensembles: selected combines classifiers (greentune ensemble --kinds "
+                "selected); a forecast's weights per horizon step fitted on validation are "
+                "eval.ensembles=[weighted]"
+            )
 
 
 def _positive(obj: Any, *names: str) -> None:

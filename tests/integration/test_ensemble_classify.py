@@ -14,7 +14,12 @@ from greentune.cli import app, commands  # noqa: F401  (registers the commands)
 from greentune.data.text import synthetic_incidents
 from greentune.errors import CheckpointError, ConfigError
 from greentune.rundir import RunDir
-from greentune.tasks.classify.ensemble_runs import combine, cross_fitted, log_loss
+from greentune.tasks.classify.ensemble_runs import (
+    combine,
+    cross_fitted,
+    log_loss,
+    select,
+)
 from tests.conftest import make_series, series_overrides
 
 runner = CliRunner()
@@ -131,10 +136,13 @@ def test_selected_weights_are_chosen_on_validation_and_scored_cross_fitted(runs)
     labels = list(a.metrics.labels)
     y_val = np.array([labels.index(v) for v in val[val.model == members[0]].y_true])
     val_probs = [_probs(r, texts) for r in (a, b, c)]
-    loss = log_loss(y_val)
     chosen = np.array([weights[n] for n in members])
+    np.testing.assert_allclose(select(val_probs, y_val), chosen)
+    loss = log_loss(y_val)
     mixed = np.einsum("mnc,m->nc", np.stack(val_probs), chosen)
     assert loss(mixed) <= min(loss(p) for p in val_probs) + 1e-9
+    # the run opens again (its config.yaml names the kind) and reports it
+    assert RunDir.open(out.path).config.eval.ensembles == ("mean", "selected")
     # test texts combined with those weights
     test_texts = a.predictions.text.tolist()
     probs = [_probs(r, test_texts) for r in (a, b, c)]

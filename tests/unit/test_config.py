@@ -219,4 +219,10 @@ def test_revin_needs_the_skip_path_and_ensembles_are_listed_once():
         build_config(overrides=["model.revin=true", "model.encoder=text"])
     with pytest.raises(ConfigError, match="eval.ensembles lists a kind twice"):
         build_config(overrides=["eval.ensembles=[mean,mean]"])
+    # ensemble selection is for classifiers; a forecast gets the kind that fits it named
+    with pytest.raises(ConfigError, match=r"selected combines classifiers .*=\[weighted\]"):
+        build_config(overrides=["eval.ensembles=[selected]"])
+    assert build_config(
+        overrides=["task=classify", "eval.ensembles=[mean,selected]"]
+    ).eval.ensembles == ("mean", "selected")
     assert build_config(overrides=["model.revin=true"]).model.revin

@@ -76,6 +76,8 @@ def select_weights(
         total = total + val[i]
         if trial[i] < best_loss:
             best_loss, best_counts = trial[i], counts.copy()
+    if best_counts.sum() == 0:
+        raise ValueError("ensemble selection: no member has a finite validation loss")
     return best_counts / best_counts.sum()
 
 

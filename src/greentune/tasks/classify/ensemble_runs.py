@@ -198,6 +198,12 @@ def _ensemble(
             weights = None
             if "ensemble-selected" in kinds:
                 assert splits is not None  # refused before: the members share no validation
+                if len(splits.labels["val"]) < 2:
+                    raise ConfigError(
+                        f"--kinds selected chooses weights on the validation texts, and "
+                        f"{splits.origin} holds out {len(splits.labels['val'])}: raise text.val "
+                        "or use --kinds mean,median"
+                    )
                 weights = select(list(val_probs.values()), splits.labels["val"])
             rows = {
                 n: combine(n.removeprefix("ensemble-"), list(probs.values()), weights)
