@@ -4,7 +4,9 @@ goes on spending from its checkpoint, and what Opacus cannot do is refused in on
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -320,6 +322,56 @@ def test_the_seasonal_start_takes_the_period_with_the_lowest_validation_error(
     expected = {"1D back": day, "7D back": week, "mean of 7D and 1D back": (day + week) / 2}
     for q in range(quantiles):
         torch.testing.assert_close(out[:, :, 0, q], expected[chosen])
+
+
+def test_a_resumed_run_keeps_its_seasonal_start(tmp_path):
+    from greentune.tasks.forecast.skip import seasonal_skip
+
+    csv = tmp_path / "load.csv"
+    make_series().to_csv(csv, index=False)
+    overrides = [*series_overrides(csv, tmp_path / "runs"), "data.context_length=168"]
+    cfg = TASKS.get("forecast").resolve_config(load_config(None, overrides))
+    data = prepare_forecast_data(cfg.data)
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    saved = checkpoints / "seasonal-skip.json"
+    lines: list[str] = []
+    first = seasonal_skip(data, 1, lines.append, saved)
+    chosen = lines[0].split("(")[1].split(")")[0]
+    assert "chosen on the validation windows" in lines[0]
+    assert json.loads(saved.read_text())["label"] == chosen
+    # the next start (a resume) reads the choice instead of choosing again
+    other = "1D back" if chosen != "1D back" else "7D back"
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "label": other}))
+    again = seasonal_skip(data, 1, lines.append, saved)
+    assert lines[1].startswith(f"skip path: the seasonal naive ({other}), kept from {saved}")
+    assert not np.array_equal(again.fit.weight, first.fit.weight)
+    # checkpoints written before the choice existed trained on the week: they keep it
+    saved.unlink()
+    (checkpoints / "step-00000010.pt").write_bytes(b"")
+    seasonal_skip(data, 1, lines.append, saved)
+    assert lines[2].startswith("skip path: the seasonal naive (7D back), kept: the checkpoints")
+    assert json.loads(saved.read_text())["label"] == "7D back"
+
+
+def test_coarse_steps_do_not_offer_one_period_twice():
+    from types import SimpleNamespace
+
+    from greentune.tasks.forecast.skip import seasonal_candidates
+
+    def data(freq: str, context: int) -> Any:
+        index = pd.date_range("2021-01-04", periods=60, freq=freq)
+        return SimpleNamespace(frame=pd.DataFrame(index=index), context_length=context, horizon=4)
+
+    # weekly steps: a week and a day are both one step back, so only one candidate
+    assert seasonal_candidates(data("7D", 8)) == {"7D back": {1: 1.0}}
+    assert seasonal_candidates(data("1D", 8)) == {
+        "7D back": {7: 1.0},
+        "1D back": {1: 1.0},
+        "mean of 7D and 1D back": {7: 0.5, 1: 0.5},
+    }
+    assert seasonal_candidates(data("1D", 4)) == {"1D back": {1: 1.0}}  # a week does not fit
+    assert seasonal_candidates(data("1h", 3)) == {"last value": {1: 1.0}}
 
 
 def test_secure_mode_draws_from_the_operating_system():

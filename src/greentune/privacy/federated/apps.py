@@ -266,8 +266,12 @@ def _network(local: Local, state: Any) -> Any:
     if not m.linear_skip or m.skip_init == "random":
         return network(local, None, "none")
     if m.skip_init == "seasonal":
-        quantiles = max(1, len(m.quantiles))
-        return network(local, seasonal_skip(local.data, quantiles, lambda s: None), "seasonal")
+        if local.model is not None and local.skip_id == "seasonal":
+            return local.model  # built before: the period was chosen then
+        lines: list[str] = []
+        skip = seasonal_skip(local.data, max(1, len(m.quantiles)), lines.append)
+        local.notes[:] = lines  # which period, in the client's own run directory
+        return network(local, skip, "seasonal")
     if P.ARRAYS not in state.array_records:
         raise ConfigError(
             "this client has not received the federated skip fit (it joined after the start): "

@@ -61,6 +61,7 @@ class Local:
     skip_id: str = ""
     """Which skip fit ``model`` was built with (a new federated fit rebuilds it)."""
     notes: list[str] = field(default_factory=list)
+    """What the client's start chose (the seasonal period), for its own run directory."""
 
 
 _CACHE: OrderedDict[tuple[str, str], Local] = OrderedDict()

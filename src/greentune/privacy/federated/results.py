@@ -118,7 +118,11 @@ def _keep_run(
             model=FEDERATED,
             test={row: ModelResult(scores, predictions=n) for row, scores in rows.items()},
             privacy=privacy,
-            data={"source": local.data.report.origin, "windows": {"test": n}},
+            data={
+                "source": local.data.report.origin,
+                "windows": {"test": n},
+                **({"notes": list(local.notes)} if local.notes else {}),
+            },
         )
     )
     run.set_status("complete")

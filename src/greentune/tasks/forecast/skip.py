@@ -19,16 +19,14 @@ from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
 from greentune.errors import DataError
 from greentune.evaluate.baselines import seasonal_lags, steps_per
-from greentune.evaluate.ridge import (
-    LEVEL_WORDS,
-    LinearFit,
-    complete_origins,
-    design_matrix,
-    fit_linear,
-)
+from greentune.evaluate.ridge import LEVEL_WORDS, LinearFit, complete_origins, fit_linear
+from greentune.io import write_json
+from greentune.rundir import list_checkpoints
 
 Log = Callable[[str], None]
 RIDGE_FILE = "ridge-skip.npz"
+SEASONAL_FILE = "seasonal-skip.json"
+"""The seasonal start's chosen period, beside the checkpoints: a resumed run keeps it."""
 # in the key of a saved fit: a fit by an earlier solver (raw design only, channel-independent
 # means over windows instead of rows) is fitted again
 RIDGE_SOLVER = "sums-v2"
@@ -66,7 +64,8 @@ def ridge_skip(
     if not cfg.model.linear_skip or cfg.model.skip_init in ("random", "lightgbm"):
         return None, 0.0
     if cfg.model.skip_init == "seasonal":
-        return seasonal_skip(data, max(1, len(cfg.model.quantiles)), log), 0.0
+        saved = cache.with_name(SEASONAL_FILE) if cache is not None else None
+        return seasonal_skip(data, max(1, len(cfg.model.quantiles)), log, saved), 0.0
     if ranks.world_size() == 1:
         return _cached_ridge_skip(cfg, data, log, cache)
     sent: tuple[SkipInit, float] | DataError | None = None
@@ -82,34 +81,52 @@ def ridge_skip(
     return sent
 
 
-def seasonal_skip(data: ForecastData, quantiles: int, log: Log) -> SkipInit:
+def seasonal_skip(
+    data: ForecastData, quantiles: int, log: Log, saved: Path | None = None
+) -> SkipInit:
     """The skip path as a seasonal naive: each horizon step copies its target one week earlier,
     one day earlier, or the mean of the two, whichever has the lowest MSE on the validation
     windows (periods that do not fit the context are left out; the last value when not even
     a day does). Fitted on nothing, so a private run can start from it: validation is not
     trained on, and the choice is among three fixed forecasts, as early stopping chooses
-    among epochs."""
+    among epochs. With ``saved`` (beside the checkpoints) the choice is written once and a
+    resumed run keeps it; checkpoints without it were trained on the week (the one rule
+    before the choice), which they keep."""
     candidates = seasonal_candidates(data)
-    fits = {label: _lag_fit(data, shares) for label, shares in candidates.items()}
-    errors = _validation_mse(data, fits) if len(fits) > 1 else {}
-    label = min(fits, key=lambda k: errors.get(k, 0.0))  # ties: the first, the longest period
-    if errors:
-        scores = ", ".join(f"{k} {v:.4g}" for k, v in errors.items())
-        how = f"chosen on the validation windows (MSE, scaled: {scores})"
+    key = _seasonal_key(data)
+    label = _saved_choice(saved, key, candidates)
+    if label is not None:
+        how = f"kept from {saved}"
+    elif saved is not None and list_checkpoints(saved.parent):
+        label = next(iter(candidates))
+        how = "kept: the checkpoints were trained on it, before the period was chosen"
+    elif len(candidates) == 1:
+        label, how = next(iter(candidates)), "the only period the context holds"
     else:
-        how = "the only period the context holds"
+        errors = _validation_mse(data, candidates)
+        if errors:
+            label = min(errors, key=lambda k: errors[k])  # ties: the first, the longest period
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in errors.items())
+            how = f"chosen on the validation windows (MSE, scaled: {scores})"
+        else:
+            label = next(iter(candidates))
+            how = "no complete validation window to choose on, so the longest period"
+    if saved is not None and _saved_choice(saved, key, candidates) != label:
+        write_json(saved, {"label": label, "key": key})
     log(f"skip path: the seasonal naive ({label}), {how}; fitted on nothing, weights frozen")
-    fit = fits[label]
+    fit = _lag_fit(data, candidates[label])
     return SkipInit(fit, np.zeros((quantiles, fit.weight.shape[1])))
 
 
 def seasonal_candidates(data: ForecastData) -> dict[str, dict[int, float]]:
-    """The seasonal naives the skip path may start at: {label: {period in steps: share}}."""
+    """The seasonal naives the skip path may start at, longest period first:
+    {label: {period in steps: share}}. A period as long as a shorter one's (coarse steps) is
+    left out."""
     L, H = data.context_length, data.horizon
-    periods = {}
+    periods: dict[str, int] = {}
     for period in ("7D", "1D"):
         m = steps_per(data, period)
-        if m * -(-H // m) <= L:
+        if m * -(-H // m) <= L and m not in periods.values():
             periods[f"{period} back"] = m
     if not periods:
         return {"last value": {1: 1.0}}
@@ -118,6 +135,37 @@ def seasonal_candidates(data: ForecastData) -> dict[str, dict[int, float]]:
         week, day = periods.values()
         out["mean of 7D and 1D back"] = {week: 0.5, day: 0.5}
     return out
+
+
+def _seasonal_key(data: ForecastData) -> str:
+    """What the choice depends on: the data and its windows."""
+    index = data.frame.index
+    return json.dumps(
+        [
+            data.columns,
+            data.context_length,
+            data.horizon,
+            len(data.train),
+            len(data.val),
+            data.channel_independent,
+            str(index[0]),
+            str(index[-1]),
+        ]
+    )
+
+
+def _saved_choice(
+    saved: Path | None, key: str, candidates: dict[str, dict[int, float]]
+) -> str | None:
+    """The label written for this data, if it is still a candidate (else None: choose)."""
+    if saved is None or not saved.is_file():
+        return None
+    try:
+        raw = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return None
+    label = raw.get("label") if isinstance(raw, dict) else None
+    return label if raw.get("key") == key and label in candidates else None
 
 
 def _lag_fit(data: ForecastData, shares: dict[int, float]) -> LinearFit:
@@ -135,15 +183,24 @@ def _lag_fit(data: ForecastData, shares: dict[int, float]) -> LinearFit:
     return LinearFit(weight, np.zeros(n_in), np.zeros(H * t), 0.0, 0.0)
 
 
-def _validation_mse(data: ForecastData, fits: dict[str, LinearFit]) -> dict[str, float]:
-    """Each fit's MSE (scaled units) on the complete validation windows; none complete: no
-    errors (the first candidate is kept)."""
+def _validation_mse(
+    data: ForecastData, candidates: dict[str, dict[int, float]], chunk: int = 1024
+) -> dict[str, float]:
+    """Each candidate's MSE (scaled units) on the complete validation windows, read straight
+    from the scaled targets (no design matrix); none complete: no errors."""
     origins = complete_origins(data, data.val.origins)
     if len(origins) == 0:
         return {}
-    x, y = design_matrix(data, origins)
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    return {label: float(np.mean((fit.predict_scaled(x) - y) ** 2)) for label, fit in fits.items()}
+    H, t = data.horizon, data.n_targets
+    lags = {m: seasonal_lags(H, m) for shares in candidates.values() for m in shares}
+    sse = dict.fromkeys(candidates, 0.0)
+    for i in range(0, len(origins), chunk):
+        at = origins[i : i + chunk, None] + np.arange(H)  # (n, H) positions of the targets
+        y = data.scaled[at, :t].astype(np.float64)
+        for label, shares in candidates.items():
+            pred = sum(share * data.scaled[at - lags[m], :t] for m, share in shares.items())
+            sse[label] += float(np.sum((pred - y) ** 2))
+    return {label: v / (len(origins) * H * t) for label, v in sse.items()}
 
 
 def _cached_ridge_skip(

@@ -103,7 +103,8 @@ class ForecastTask:
                 f"the skip path starts at {cfg.model.skip_init} init, not at a ridge fitted on "
                 "the training rows (which would not be private)"
                 + (
-                    "; the seasonal period is chosen on the validation windows"
+                    "; the seasonal period is chosen on the validation windows (where the "
+                    "context holds more than one)"
                     if cfg.model.skip_init == "seasonal"
                     else ""
                 )
