@@ -55,6 +55,9 @@ def test_a_private_forecast_run_reports_its_budget(csv, tmp_path):
     assert "-DP per training window" in result.output
     assert run.config.data.scaler == "bounds" and run.config.model.skip_init == "seasonal"
     assert "the skip path starts at seasonal init" in run.log_path.read_text()
+    # the period is saved before the first checkpoint, for a resume to keep
+    saved = json.loads((run.checkpoint_dir / "seasonal-skip.json").read_text())
+    assert saved["label"] == "1D back"  # 48 h of context: a week does not fit
     energy = json.loads((run.path / "energy.json").read_text())
     rows = energy.get("rows") or energy.get("windows")
     noted = [r["extra"]["epsilon"] for r in rows if r["window"].startswith("train/epoch-")]

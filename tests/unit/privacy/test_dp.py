@@ -332,8 +332,7 @@ def test_a_resumed_run_keeps_its_seasonal_start(tmp_path):
     overrides = [*series_overrides(csv, tmp_path / "runs"), "data.context_length=168"]
     cfg = TASKS.get("forecast").resolve_config(load_config(None, overrides))
     data = prepare_forecast_data(cfg.data)
-    checkpoints = tmp_path / "checkpoints"
-    checkpoints.mkdir()
+    checkpoints = tmp_path / "checkpoints"  # not made yet: a new run writes it first
     saved = checkpoints / "seasonal-skip.json"
     lines: list[str] = []
     first = seasonal_skip(data, 1, lines.append, saved)

@@ -112,6 +112,7 @@ def seasonal_skip(
             label = next(iter(candidates))
             how = "no complete validation window to choose on, so the longest period"
     if saved is not None and _saved_choice(saved, key, candidates) != label:
+        saved.parent.mkdir(parents=True, exist_ok=True)  # before the first checkpoint
         write_json(saved, {"label": label, "key": key})
     log(f"skip path: the seasonal naive ({label}), {how}; fitted on nothing, weights frozen")
     fit = _lag_fit(data, candidates[label])
