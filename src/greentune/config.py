@@ -729,14 +729,6 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
 
-    def __post_init__(self) -> None:
-        if self.task == "forecast" and "selected" in self.eval.ensembles:
-            raise ConfigError(
-                "eval.ensembles: selected combines classifiers (greentune ensemble --kinds "
-                "selected); a forecast's weights per horizon step fitted on validation are "
-                "eval.ensembles=[weighted]"
-            )
-
 
 def _positive(obj: Any, *names: str) -> None:
     section = _SECTION_OF.get(type(obj).__name__, type(obj).__name__)

@@ -13,6 +13,7 @@ from greentune.config import (
     to_dict,
 )
 from greentune.errors import ConfigError
+from greentune.tasks import TASKS
 from greentune.tasks.forecast.task import ForecastTask
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
@@ -221,7 +222,7 @@ def test_revin_needs_the_skip_path_and_ensembles_are_listed_once():
         build_config(overrides=["eval.ensembles=[mean,mean]"])
     # ensemble selection is for classifiers; a forecast gets the kind that fits it named
     with pytest.raises(ConfigError, match=r"selected combines classifiers .*=\[weighted\]"):
-        build_config(overrides=["eval.ensembles=[selected]"])
+        TASKS.get("forecast").resolve_config(build_config(overrides=["eval.ensembles=[selected]"]))
     assert build_config(
         overrides=["task=classify", "eval.ensembles=[mean,selected]"]
     ).eval.ensembles == ("mean", "selected")

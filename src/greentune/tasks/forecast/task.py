@@ -69,6 +69,12 @@ class ForecastTask:
         """The source's defaults, then the window shape from the data itself (read once more
         here, so config.yaml holds concrete steps before training starts), and the training
         defaults for the PEFT method."""
+        if "selected" in cfg.eval.ensembles:
+            raise ConfigError(
+                "eval.ensembles: selected combines classifiers (greentune ensemble --kinds "
+                "selected); a forecast's weights per horizon step fitted on validation are "
+                "eval.ensembles=[weighted]"
+            )
         cfg = with_train_defaults(cfg, self.train_defaults, self.name)
         data = resolve(cfg.data)
         if needs_shape(data) or cfg.model.patch_len is None:
