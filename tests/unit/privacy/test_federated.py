@@ -845,6 +845,10 @@ def test_a_resumed_private_run_goes_on_spending_from_each_clients_accountant(
     # two that finished round 2 before the failure trained it again: 9 steps
     steps = {c: RunDir(run.path / "clients" / c).metrics.privacy["steps"] for c in CLIENTS}
     assert steps == {"a": 6, "b": 9, "c": 9}
+    # each client's private start, a seasonal naive of its own choosing, is in its run
+    for c in CLIENTS:
+        notes = RunDir(run.path / "clients" / c).metrics.data["notes"]
+        assert notes[0].startswith("skip path: the seasonal naive (1D back), the only period")
 
 
 # ----------------------------------------------------------------------------- window shape

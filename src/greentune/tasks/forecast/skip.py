@@ -140,19 +140,22 @@ def seasonal_candidates(data: ForecastData) -> dict[str, dict[int, float]]:
 
 def _seasonal_key(data: ForecastData) -> str:
     """What the choice depends on: the data and its windows."""
+    return json.dumps(_windows_key(data))
+
+
+def _windows_key(data: ForecastData) -> list[object]:
+    """The data and windows a saved start was made from."""
     index = data.frame.index
-    return json.dumps(
-        [
-            data.columns,
-            data.context_length,
-            data.horizon,
-            len(data.train),
-            len(data.val),
-            data.channel_independent,
-            str(index[0]),
-            str(index[-1]),
-        ]
-    )
+    return [
+        data.columns,
+        data.context_length,
+        data.horizon,
+        len(data.train),
+        len(data.val),
+        data.channel_independent,
+        str(index[0]),
+        str(index[-1]),
+    ]
 
 
 def _saved_choice(
@@ -236,20 +239,7 @@ def _cached_ridge_skip(
 
 def _ridge_key(cfg: RunConfig, data: ForecastData) -> str:
     """What the fit depends on: a saved fit is reused only for the same data and windows."""
-    return json.dumps(
-        [
-            RIDGE_SOLVER,
-            data.columns,
-            data.context_length,
-            data.horizon,
-            len(data.train),
-            len(data.val),
-            data.channel_independent,
-            list(cfg.model.quantiles),
-            str(data.frame.index[0]),
-            str(data.frame.index[-1]),
-        ]
-    )
+    return json.dumps([RIDGE_SOLVER, *_windows_key(data), list(cfg.model.quantiles)])
 
 
 def _load_ridge_skip(cache: Path, key: str) -> tuple[SkipInit, float] | None:
