@@ -4,6 +4,7 @@ goes on spending from its checkpoint, and what Opacus cannot do is refused in on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -325,7 +326,7 @@ def test_the_seasonal_start_takes_the_period_with_the_lowest_validation_error(
 
 
 def test_a_resumed_run_keeps_its_seasonal_start(tmp_path):
-    from greentune.tasks.forecast.skip import seasonal_skip
+    from greentune.tasks.forecast.skip import RIDGE_FILE, ridge_skip, seasonal_skip
 
     csv = tmp_path / "load.csv"
     make_series().to_csv(csv, index=False)
@@ -348,8 +349,9 @@ def test_a_resumed_run_keeps_its_seasonal_start(tmp_path):
     # checkpoints written before the choice existed trained on the week: they keep it
     saved.unlink()
     (checkpoints / "step-00000010.pt").write_bytes(b"")
-    seasonal_skip(data, 1, lines.append, saved)
-    assert lines[2].startswith("skip path: the seasonal naive (7D back), kept: the checkpoints")
+    seasonal = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, skip_init="seasonal"))
+    ridge_skip(seasonal, data, lines.append, checkpoints / RIDGE_FILE)
+    assert lines[2].startswith("skip path: the seasonal naive (7D back), kept: it was trained on")
     assert json.loads(saved.read_text())["label"] == "7D back"
 
 

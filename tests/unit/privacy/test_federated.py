@@ -845,10 +845,13 @@ def test_a_resumed_private_run_goes_on_spending_from_each_clients_accountant(
     # two that finished round 2 before the failure trained it again: 9 steps
     steps = {c: RunDir(run.path / "clients" / c).metrics.privacy["steps"] for c in CLIENTS}
     assert steps == {"a": 6, "b": 9, "c": 9}
-    # each client's private start, a seasonal naive of its own choosing, is in its run
+    # each client's private start, a seasonal naive of its own choosing, is in its run, and
+    # kept in its workdir for a restart: after the resume it was read back, not chosen again
     for c in CLIENTS:
         notes = RunDir(run.path / "clients" / c).metrics.data["notes"]
-        assert notes[0].startswith("skip path: the seasonal naive (1D back), the only period")
+        assert notes[0].startswith("skip path: the seasonal naive (1D back), kept from ")
+        (saved,) = (run.path / "clients" / c).glob(".seasonal-skip-*.json")
+        assert json.loads(saved.read_text())["label"] == "1D back"
 
 
 # ----------------------------------------------------------------------------- window shape

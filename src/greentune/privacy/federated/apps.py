@@ -245,7 +245,7 @@ def _init(local: Local, call: Call) -> tuple[dict, dict]:
             skip, blend = personal_skip(local, skip_from_arrays(call.arrays))
             mine = {**skip_to_arrays(skip), "blend": np.asarray([blend])}
             call.state[PERSONAL] = P.from_arrays(mine)
-    model = _network(local, call.state)
+    model = _network(local, call)
     start = trainable_arrays(model, local.cfg.federated.float16)
     call.state["start"] = P.from_arrays(start)  # the local-only reference starts here too
     data = local.data
@@ -258,7 +258,7 @@ def _init(local: Local, call: Call) -> tuple[dict, dict]:
     }
 
 
-def _network(local: Local, state: Any) -> Any:
+def _network(local: Local, call: Call) -> Any:
     """The client's network with the run's skip start: the federated ridge (kept in the node
     state since ``init``) or, under ``federated.personal_skip``, its blend with the client's
     own; the seasonal naive (fitted on nothing), or none."""
@@ -269,9 +269,13 @@ def _network(local: Local, state: Any) -> Any:
         if local.model is not None and local.skip_id == "seasonal":
             return local.model  # built before: the period was chosen then
         lines: list[str] = []
-        skip = seasonal_skip(local.data, max(1, len(m.quantiles)), lines.append)
+        saved = _client_file(call, local.name, "seasonal-skip", "json")
+        dp_file = _client_file(call, local.name, "privacy-accountant", "pkl")
+        trained = dp_file is not None and dp_file.is_file()  # a round trained from it
+        skip = seasonal_skip(local.data, max(1, len(m.quantiles)), lines.append, saved, trained)
         local.notes[:] = lines  # which period, in the client's own run directory
         return network(local, skip, "seasonal")
+    state = call.state
     if P.ARRAYS not in state.array_records:
         raise ConfigError(
             "this client has not received the federated skip fit (it joined after the start): "
@@ -284,7 +288,7 @@ def _network(local: Local, state: Any) -> Any:
 
 
 def _train(local: Local, call: Call) -> tuple[dict, dict]:
-    _network(local, call.state)
+    _network(local, call)
     server_round = int(call.config["server-round"])
     callbacks: list[Callback] = []
     mu = float(call.config.get("proximal-mu", 0.0))
@@ -314,13 +318,13 @@ def _train(local: Local, call: Call) -> tuple[dict, dict]:
 
 
 def _evaluate(local: Local, call: Call) -> tuple[dict, dict]:
-    _network(local, call.state)
+    _network(local, call)
     loss = validation_loss(local, call.arrays)
     return {}, {P.WEIGHT: float(len(local.data.val)), "val_loss": loss}
 
 
 def _test(local: Local, call: Call) -> tuple[dict, dict]:
-    model = _network(local, call.state)
+    model = _network(local, call)
     start = P.to_arrays(call.state["start"])
     workdir = call.node.get("workdir") or None
     metrics = client_test(
@@ -360,13 +364,18 @@ def _dp(local: Local, call: Call) -> Any:
 
 
 def _dp_file(call: Call, name: str) -> Path | None:
-    """Where the client ``name`` keeps its accountant for this run (the workdir may be shared
-    by a simulation's clients)."""
+    """Where the client ``name`` keeps its accountant for this run."""
+    return _client_file(call, name, "privacy-accountant", "pkl")
+
+
+def _client_file(call: Call, name: str, stem: str, suffix: str) -> Path | None:
+    """A file the client ``name`` keeps for this run in its workdir (which a simulation's
+    clients may share), for a restarted client or a resumed run; None without a workdir."""
     workdir = call.node.get("workdir")
     if not workdir:
         return None
     key = hashlib.sha256(str(call.config["run-config"]).encode()).hexdigest()[:16]
-    return Path(str(workdir)) / name / f".privacy-accountant-{key}.pkl"
+    return Path(str(workdir)) / name / f".{stem}-{key}.{suffix}"
 
 
 def _kept_dp(call: Call, name: str) -> dict[str, Any] | None:

@@ -65,7 +65,8 @@ def ridge_skip(
         return None, 0.0
     if cfg.model.skip_init == "seasonal":
         saved = cache.with_name(SEASONAL_FILE) if cache is not None else None
-        return seasonal_skip(data, max(1, len(cfg.model.quantiles)), log, saved), 0.0
+        trained = saved is not None and bool(list_checkpoints(saved.parent))
+        return seasonal_skip(data, max(1, len(cfg.model.quantiles)), log, saved, trained), 0.0
     if ranks.world_size() == 1:
         return _cached_ridge_skip(cfg, data, log, cache)
     sent: tuple[SkipInit, float] | DataError | None = None
@@ -82,7 +83,11 @@ def ridge_skip(
 
 
 def seasonal_skip(
-    data: ForecastData, quantiles: int, log: Log, saved: Path | None = None
+    data: ForecastData,
+    quantiles: int,
+    log: Log,
+    saved: Path | None = None,
+    trained: bool = False,
 ) -> SkipInit:
     """The skip path as a seasonal naive: each horizon step copies its target one week earlier,
     one day earlier, or the mean of the two, whichever has the lowest MSE on the validation
@@ -90,16 +95,17 @@ def seasonal_skip(
     a day does). Fitted on nothing, so a private run can start from it: validation is not
     trained on, and the choice is among three fixed forecasts, as early stopping chooses
     among epochs. With ``saved`` (beside the checkpoints) the choice is written once and a
-    resumed run keeps it; checkpoints without it were trained on the week (the one rule
-    before the choice), which they keep."""
+    resumed run keeps it. ``trained``: something was trained from this start before (its
+    checkpoints, a federated client's rounds); without a saved choice it was the week (the one
+    rule before the choice), which it keeps."""
     candidates = seasonal_candidates(data)
     key = _seasonal_key(data)
     label = _saved_choice(saved, key, candidates)
     if label is not None:
         how = f"kept from {saved}"
-    elif saved is not None and list_checkpoints(saved.parent):
+    elif trained:
         label = next(iter(candidates))
-        how = "kept: the checkpoints were trained on it, before the period was chosen"
+        how = "kept: it was trained on before the period was chosen"
     elif len(candidates) == 1:
         label, how = next(iter(candidates)), "the only period the context holds"
     else:
@@ -111,7 +117,7 @@ def seasonal_skip(
         else:
             label = next(iter(candidates))
             how = "no complete validation window to choose on, so the longest period"
-    if saved is not None and _saved_choice(saved, key, candidates) != label:
+    if saved is not None and ranks.is_main() and _saved_choice(saved, key, candidates) != label:
         saved.parent.mkdir(parents=True, exist_ok=True)  # before the first checkpoint
         write_json(saved, {"label": label, "key": key})
     log(f"skip path: the seasonal naive ({label}), {how}; fitted on nothing, weights frozen")
