@@ -101,6 +101,8 @@ def seasonal_skip(
     candidates = seasonal_candidates(data)
     key = _seasonal_key(data)
     label = _saved_choice(saved, key, candidates)
+    if label is None and trained:  # the data moved since, but the start was trained on this
+        label = _saved_choice(saved, None, candidates)
     if label is not None:
         how = f"kept from {saved}"
     elif trained:
@@ -165,9 +167,10 @@ def _windows_key(data: ForecastData) -> list[object]:
 
 
 def _saved_choice(
-    saved: Path | None, key: str, candidates: dict[str, dict[int, float]]
+    saved: Path | None, key: str | None, candidates: dict[str, dict[int, float]]
 ) -> str | None:
-    """The label written for this data, if it is still a candidate (else None: choose)."""
+    """The label written for this data (``key``; None: for any data), if it is still a
+    candidate (else None: choose)."""
     if saved is None or not saved.is_file():
         return None
     try:
@@ -175,7 +178,7 @@ def _saved_choice(
     except (OSError, ValueError):
         return None
     label = raw.get("label") if isinstance(raw, dict) else None
-    return label if raw.get("key") == key and label in candidates else None
+    return label if key in (None, raw.get("key")) and label in candidates else None
 
 
 def _lag_fit(data: ForecastData, shares: dict[int, float]) -> LinearFit:
@@ -245,7 +248,8 @@ def _cached_ridge_skip(
 
 def _ridge_key(cfg: RunConfig, data: ForecastData) -> str:
     """What the fit depends on: a saved fit is reused only for the same data and windows."""
-    return json.dumps([RIDGE_SOLVER, *_windows_key(data), list(cfg.model.quantiles)])
+    shape = _windows_key(data)  # the quantiles sit where fits saved before expect them
+    return json.dumps([RIDGE_SOLVER, *shape[:6], list(cfg.model.quantiles), *shape[6:]])
 
 
 def _load_ridge_skip(cache: Path, key: str) -> tuple[SkipInit, float] | None:
