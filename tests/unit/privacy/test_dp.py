@@ -353,10 +353,15 @@ def test_a_resumed_run_keeps_its_seasonal_start(tmp_path):
     ridge_skip(seasonal, data, lines.append, checkpoints / RIDGE_FILE)
     assert lines[2].startswith("skip path: the seasonal naive (7D back), kept: it was trained on")
     assert json.loads(saved.read_text())["label"] == "7D back"
+    # a file that is not a saved choice is ignored: the run chooses again (and rewrites it)
+    for junk in ("[1, 2]", "{not json"):
+        saved.write_text(junk)
+        ridge_skip(seasonal, data, lines.append, checkpoints / RIDGE_FILE)
+        assert "(7D back), kept: it was trained on" in lines[-1]
     # data that moved since (another key) does not move a trained start off its saved period
     saved.write_text(json.dumps({"label": "1D back", "key": "older data"}))
     ridge_skip(seasonal, data, lines.append, checkpoints / RIDGE_FILE)
-    assert lines[3].startswith("skip path: the seasonal naive (1D back), kept from ")
+    assert lines[-1].startswith("skip path: the seasonal naive (1D back), kept from ")
 
 
 def test_coarse_steps_do_not_offer_one_period_twice():

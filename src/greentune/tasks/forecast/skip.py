@@ -177,7 +177,9 @@ def _saved_choice(
         raw = json.loads(saved.read_text())
     except (OSError, ValueError):
         return None
-    label = raw.get("label") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        return None
+    label = raw.get("label")
     return label if key in (None, raw.get("key")) and label in candidates else None
 
 
