@@ -353,7 +353,7 @@ def test_a_resumed_run_keeps_its_seasonal_start(tmp_path):
     ridge_skip(seasonal, data, lines.append, checkpoints / RIDGE_FILE)
     assert lines[2].startswith("skip path: the seasonal naive (7D back), kept: it was trained on")
     assert json.loads(saved.read_text())["label"] == "7D back"
-    # a file that is not a saved choice is ignored: the run chooses again (and rewrites it)
+    # a file that is not a saved choice is ignored: with checkpoints there, the week is kept
     for junk in ("[1, 2]", "{not json"):
         saved.write_text(junk)
         ridge_skip(seasonal, data, lines.append, checkpoints / RIDGE_FILE)
