@@ -18,7 +18,7 @@ from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
 from greentune.errors import DataError
-from greentune.evaluate.baselines import seasonal_lags, steps_per
+from greentune.evaluate.baselines import horizon_positions, seasonal_lags, steps_per
 from greentune.evaluate.ridge import LEVEL_WORDS, LinearFit, complete_origins, fit_linear
 from greentune.io import write_json
 from greentune.rundir import list_checkpoints
@@ -210,7 +210,7 @@ def _validation_mse(
     lags = {m: seasonal_lags(H, m) for shares in candidates.values() for m in shares}
     sse = dict.fromkeys(candidates, 0.0)
     for i in range(0, len(origins), chunk):
-        at = origins[i : i + chunk, None] + np.arange(H)  # (n, H) positions of the targets
+        at = horizon_positions(origins[i : i + chunk], H)  # (n, H) positions of the targets
         y = data.scaled[at, :t].astype(np.float64)
         for label, shares in candidates.items():
             pred = sum(share * data.scaled[at - lags[m], :t] for m, share in shares.items())
