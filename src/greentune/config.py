@@ -442,6 +442,11 @@ class DPConfig:
     fixed-size batches (the usual approximation, not covered by the proof)."""
     secure_mode: bool = False
     """Cryptographically secure noise and sampling (Opacus' secure_mode; slower, not seeded)."""
+    factored: bool = True
+    """Per-sample gradients of ``nn.Linear`` layers from their inputs and output gradients:
+    the same numbers without Opacus' (batch, out, in) tensors, so a step costs less
+    (docs/privacy.md). False: Opacus computes every layer's, for a model whose linear layers
+    do not take the batch first."""
 
     @property
     def enabled(self) -> bool:

@@ -4,6 +4,7 @@ goes on spending from its checkpoint, and what Opacus cannot do is refused in on
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -24,6 +25,7 @@ from greentune.privacy.dp import (
     DPTraining,
     PoissonBatches,
     _dp_optimizer,
+    per_sample_gradients,
     private_config,
     wrap_model,
 )
@@ -55,21 +57,84 @@ def test_per_sample_gradients_equal_a_per_sample_loop(tmp_path, backbone, encode
     model, batches = _forecaster(
         tmp_path, f"model.backbone={backbone}", f"model.encoder={encoder}", "peft.method=lora"
     )
-    gsm, frozen = wrap_model(model, batches, **QUIET)
-    assert frozen == []
+    wrapped = wrap_model(model, batches, **QUIET)
+    assert wrapped.frozen == []
+    # the linear layers keep factors (the head, the skip path's bias, LoRA's A and B, the patch
+    # embedding), Opacus computes the rest (GPT-2's Conv1D layers)
+    assert {model.head, model.skip} <= {f.module for f in wrapped.factored}
     batch = batches.get(np.arange(5))
-    model.loss(gsm(batch), batch).backward()
+    model.loss(wrapped.module(batch), batch).backward()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    per_sample = {n: p.grad_sample.clone() for n, p in params.items()}
-    assert len(per_sample) == len(params) > 0
-    gsm.disable_hooks()
+    per_sample = {n: g.clone() for n, g in per_sample_gradients(wrapped, model).items()}
+    assert per_sample.keys() == params.keys() and len(params) > 0
+    wrapped.close()
     for i in range(5):
         model.zero_grad()
         one = {k: v[i : i + 1] for k, v in batch.items()}
         model.loss(model(one), one).backward()
         for name, p in params.items():
             torch.testing.assert_close(per_sample[name][i], p.grad, atol=1e-6, rtol=1e-4)
-    gsm._close()
+
+
+class TwoCalls(nn.Module):
+    """One linear layer called twice before one backward (as R-Drop's two passes are), once on
+    a sequence of 3 tokens and once on a flat input: its norm is the ghost norm (3 + 1 tokens
+    of 8 + 16 features cost less than 8 x 16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(8, 16)
+
+    def forward(self, batch):
+        x = batch["x"]
+        tokens = self.lin(torch.stack([x, 2 * x, -x], dim=1)).sum(1)
+        return (tokens * self.lin(x)).mean(-1)
+
+    def loss(self, out, batch):
+        return ((out - batch["y"]) ** 2).mean()
+
+
+def _clipped_step(model: nn.Module, batches: Any, factor: bool) -> dict[str, torch.Tensor]:
+    """Each trainable tensor's gradient after one DP step of 6 samples, without noise and with
+    clipping that binds."""
+    wrapped = wrap_model(model, batches, **QUIET, factor=factor)
+    params = [p for p in model.parameters() if p.requires_grad]
+    budget = Budget(DPConfig(noise_multiplier=0.0), 8, 0.5, noise_multiplier=0.0)
+    opt = _dp_optimizer(
+        torch.optim.SGD(params, lr=1.0),
+        budget,
+        DPConfig(max_grad_norm=1e-3),
+        6.0,
+        0,
+        wrapped.factored,
+    )
+    opt.next_part(False)
+    batch = batches.get(np.arange(6))
+    model.loss(wrapped.module(batch), batch).backward()
+    assert opt.pre_step()
+    wrapped.close()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("case", ["forecaster", "two-calls"])
+def test_factored_layers_clip_and_sum_as_opacus_does(tmp_path, case):
+    if case == "forecaster":
+        model, batches = _forecaster(tmp_path, "peft.method=lora")
+        torch.manual_seed(1)
+        with torch.no_grad():  # off the zero head and zero LoRA B, so every tensor has a gradient
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.normal_(0.0, 0.02)
+    else:
+        model, batches = TwoCalls(), ToyData(8)
+    twin = copy.deepcopy(model)
+    factored = _clipped_step(model, batches, factor=True)
+    opacus = _clipped_step(twin, batches, factor=False)
+    assert factored.keys() == opacus.keys()
+    for name, grad in opacus.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(factored[name], grad, atol=1e-7, rtol=1e-4)
 
 
 @pytest.mark.parametrize("method", ["ia3", "adalora"])
@@ -83,10 +148,11 @@ def test_methods_opacus_cannot_see_are_refused(method):
 
 def test_full_fine_tuning_freezes_the_shared_position_table(tmp_path):
     model, batches = _forecaster(tmp_path, "peft.method=full")
-    gsm, frozen = wrap_model(model, batches, **QUIET)
+    wrapped = wrap_model(model, batches, **QUIET)
+    frozen = wrapped.frozen
     assert frozen == ["backbone.embeddings.position_embeddings.weight"]
     assert not dict(model.named_parameters())[frozen[0]].requires_grad
-    gsm._close()
+    wrapped.close()
 
 
 def test_a_validator_complaint_is_one_clear_error():
@@ -243,11 +309,12 @@ def test_virtual_batches_equal_gradient_accumulation_without_noise():
 def test_a_stand_in_samples_gradient_is_dropped():
     model = Toy()
     data = ToyData(8)
-    gsm, _ = wrap_model(model, data, **QUIET)
+    wrapped = wrap_model(model, data, **QUIET)
+    gsm = wrapped.module
     budget = Budget(DPConfig(noise_multiplier=0.0), 8, 0.5, noise_multiplier=0.0)
     params = [p for p in model.parameters() if p.requires_grad]
     sgd = torch.optim.SGD(params, lr=1.0)
-    opt = _dp_optimizer(sgd, budget, DPConfig(max_grad_norm=1e9), 4.0, 0)
+    opt = _dp_optimizer(sgd, budget, DPConfig(max_grad_norm=1e9), 4.0, 0, wrapped.factored)
     before = [p.detach().clone() for p in params]
     for idx, stand_in in ((np.array([5]), True), (np.array([1, 2]), False)):
         opt.next_part(stand_in)
@@ -260,7 +327,7 @@ def test_a_stand_in_samples_gradient_is_dropped():
     (ref.loss(ref(batch), batch) * 2 / 4).backward()
     for p, b, r in zip(params, before, ref.parameters(), strict=True):
         torch.testing.assert_close(p.detach(), b - r.grad, atol=1e-6, rtol=1e-5)
-    gsm._close()
+    wrapped.close()
 
 
 def test_the_seasonal_skip_start_is_the_seasonal_naive(tmp_path):
@@ -392,12 +459,14 @@ def test_secure_mode_draws_from_the_operating_system():
     assert losses(a) != losses(b)  # the same seed, other batches and noise
 
 
-def test_the_probe_works_on_a_model_loaded_in_eval_mode():
+@pytest.mark.parametrize("factor", [True, False])
+def test_the_probe_works_on_a_model_loaded_in_eval_mode(factor):
     # from_pretrained returns eval mode, where Opacus records no activations
     model = Toy().eval()
-    gsm, frozen = wrap_model(model, ToyData(8), **QUIET)
-    assert frozen == [] and not model.training
-    gsm._close()
+    wrapped = wrap_model(model, ToyData(8), **QUIET, factor=factor)
+    assert wrapped.frozen == [] and not model.training
+    assert len(wrapped.factored) == (2 if factor else 0)
+    wrapped.close()
 
 
 class LengthyData(ToyData):
