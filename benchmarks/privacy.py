@@ -2,7 +2,7 @@
 a membership-inference attack. Every number comes from `greentune run` / `greentune privacy
 audit` on real data, private and non-private side by side, medians over seeds.
 
-    .venv/bin/python benchmarks/privacy.py [--stages tune,quality,audit] [--seeds 0,1,2]
+    .venv/bin/python benchmarks/privacy.py [--stages tune,quality,audit,speed] [--seeds 0,1,2]
         [--method frozen] [--lrs 3e-4,3e-3,1e-2] [--batches 32x1,32x8] [--tag NAME]
 
 --method sets peft.method for every arm (default: the task's default, LoRA); --lrs and
@@ -23,6 +23,10 @@ Stages:
   Victoria adds "non-private, private recipe": no noise, but the data-independent choices DP
   needs (public-bounds scaler, a skip path not fitted on the data), so the cost of the noise
   and the cost of those choices show apart.
+- speed: DP-SGD's step time against non-private training with the same batches (DP's chosen
+  settings for every arm, fixed epochs, no early stopping), with Opacus' per-sample gradients
+  (privacy.dp.factored=false) and greentune's factored ones (the default), seeds as repeats;
+  the settings come from this run's tune stage or else from privacy.json.
 - audit: loss-threshold membership inference on the SST-2 models (seed 0) and on a deliberately
   overfitted small-data model (200 phrases, 30 epochs), non-private vs epsilon 8 vs epsilon 1.
 
@@ -112,6 +116,9 @@ def _settings(cfg: Any) -> tuple[Any, ...]:
         cfg.model.pooling,
         eps,
         cfg.peft.method,
+        dp.factored,
+        t.epochs,
+        t.patience,
     )
 
 
@@ -213,12 +220,52 @@ def quality_rows(
     return out
 
 
+SPEED_ARMS: tuple[tuple[str, list[str]], ...] = (
+    ("non-private", []),
+    (
+        "dp eps=8, Opacus per-sample tensors",
+        ["privacy.dp.target_epsilon=8", "privacy.dp.factored=false"],
+    ),
+    ("dp eps=8, factored (default)", ["privacy.dp.target_epsilon=8"]),
+)
+SPEED_EPOCHS = {"victoria": 2, "sst2": 1}
+
+
+def speed_rows(
+    dataset: str, base: list[str], chosen: dict[str, Any], seeds: list[int], prefix: str
+) -> dict[str, Any]:
+    """DP-SGD's training throughput against non-private training with the same batches (DP's
+    chosen learning rate, batch and virtual batches for all three arms), a fixed number of
+    epochs and no early stopping: Opacus' own per-sample gradients and greentune's factored
+    ones. The arms take turns within each repeat, so drift on a shared machine hits all
+    three."""
+    settings = setting_args(chosen["dp"]["chosen"])
+    fixed = [f"train.epochs={SPEED_EPOCHS[dataset]}", "train.patience=null", "eval.baselines=[]"]
+    per_arm: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in SPEED_ARMS}
+    for seed in seeds:
+        for label, args in SPEED_ARMS:
+            slug = label.split(",")[0].replace(" ", "-").replace("=", "")
+            slug += "-opacus" if "Opacus" in label else ""
+            m = run(
+                f"{prefix}-speed-{slug}-s{seed}",
+                [*base, *args, *settings, *fixed, f"seed={seed}"],
+            )
+            per_arm[label].append(_row(m, "loss"))
+    out = {label: {"seeds": rows, "median": _median(rows)} for label, rows in per_arm.items()}
+    ref = out["non-private"]["median"]
+    for row in out.values():
+        med = row["median"]
+        med["samples_per_s_ratio_to_non_private"] = ref["samples_per_s"] / med["samples_per_s"]
+        med["train_wh_ratio_to_non_private"] = med["train_wh"] / ref["train_wh"]
+    return out
+
+
 def _row(m: dict[str, Any], headline: str) -> dict[str, Any]:
     model = m["test"][m["model"]]
     energy = m.get("energy") or {}
     phases = energy.get("by_phase_wh") or {}
     row = {
-        headline: model[headline],
+        headline: model[headline] if headline != "loss" else m["training"]["best_val_loss"],
         "epsilon": (m.get("privacy") or {}).get("epsilon"),
         "steps": m["training"]["steps"],
         "best_epoch": m["training"]["best_epoch"],
@@ -308,6 +355,26 @@ def markdown(out: dict[str, Any]) -> str:
                 f"| {med['run_wh']:.3g} |"
             )
         lines.append("")
+    for dataset, q in (out.get("speed") or {}).items():
+        lines += [
+            f"## DP step time, {dataset} (median and range over {len(out['seeds'])} repeats)",
+            "",
+            "Same batches for every arm (DP's chosen learning rate, batch and virtual batches), "
+            f"{SPEED_EPOCHS[dataset]} epoch(s), no early stopping; the arms take turns. Energy "
+            "is the ledger's (modelled where the machine has no counters).",
+            "",
+            "| arm | samples/s | DP slowdown | train s | train Wh | train Wh ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        for arm, row in q.items():
+            med = row["median"]
+            lo, hi = med["samples_per_s_range"]
+            lines.append(
+                f"| {arm} | {med['samples_per_s']:.0f} ({lo:.0f}–{hi:.0f}) "
+                f"| {med['samples_per_s_ratio_to_non_private']:.2f}x | {med['train_s']:.1f} "
+                f"| {med['train_wh']:.3g} | {med['train_wh_ratio_to_non_private']:.2f}x |"
+            )
+        lines.append("")
     if out.get("audit"):
         lines += [
             "## Membership inference (loss threshold)",
@@ -323,6 +390,13 @@ def markdown(out: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _tuning(out: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The settings chosen on validation: this run's, else the ones privacy.json holds."""
+    if dataset in out.get("tuning", {}):
+        return out["tuning"][dataset]
+    return json.loads((RESULTS / "privacy.json").read_text())["tuning"][dataset]
 
 
 def main() -> None:
@@ -376,6 +450,10 @@ def main() -> None:
         if "tune" in stages:
             out.setdefault("tuning", {})[dataset] = tune(
                 dataset, base, tune_extra, prefix, lrs, batches
+            )
+        if "speed" in stages:
+            out.setdefault("speed", {})[dataset] = speed_rows(
+                dataset, base, _tuning(out, dataset), seeds, prefix
             )
         if "quality" in stages:
             chosen = out["tuning"][dataset]
