@@ -16,13 +16,15 @@ rank-8 factors), else as the ghost norm ``sum_ts <g_t, g_s> <a_t, a_s>`` (Goodfe
 Li et al., ICLR 2022), which never forms it (the head: T = 1). Neither needs the second
 backward pass of Opacus' own ghost clipping: the factors are kept from the one backward.
 
-A layer called K times before one backward (R-Drop's two passes, an adversarial step) has
-per-sample gradient ``sum_k G_ik^T A_ik``: the calls' tokens are joined, which is the same
-sum.
+A layer called K times on the same samples before one backward has per-sample gradient
+``sum_k G_ik^T A_ik``: the calls' tokens are joined, which is the same sum. Factors are kept in
+float32 whatever the autocast dtype (bf16 output gradients on fp32 inputs), and the sums are
+returned in each parameter's dtype, as Opacus does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +51,8 @@ class FactoredLinear:
     handles: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.handles.append(self.module.register_forward_hook(self._forward))
+        # first: a hook that replaces the output (an adapter's) must not hide the layer's own
+        self.handles.append(self.module.register_forward_hook(self._forward, prepend=True))
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -63,7 +66,8 @@ class FactoredLinear:
         self.calls.append(call)
 
         def keep(grad: torch.Tensor) -> None:
-            call.grads = grad.detach() * grad.shape[0]  # loss_reduction "mean", as Opacus
+            g = grad.detach().float() * grad.shape[0]  # loss_reduction "mean", as Opacus
+            call.grads = g if call.grads is None else call.grads + g  # a second backward adds
 
         out.register_hook(keep)
 
@@ -74,7 +78,13 @@ class FactoredLinear:
         if not done:
             return None
         n = done[0][0].shape[0]
-        a = torch.cat([x.reshape(n, -1, x.shape[-1]) for x, _ in done], dim=1)
+        if any(x.shape[0] != n for x, _ in done):
+            sizes = sorted({x.shape[0] for x, _ in done})
+            raise RuntimeError(
+                f"{self.module} was called on batches of {sizes} samples before one backward: "
+                "its per-sample gradients cannot be told apart; set privacy.dp.factored=false"
+            )
+        a = torch.cat([x.float().reshape(n, -1, x.shape[-1]) for x, _ in done], dim=1)
         g = torch.cat([y.reshape(n, -1, y.shape[-1]) for _, y in done], dim=1)
         return a, g
 
@@ -94,9 +104,8 @@ class FactoredLinear:
         if w.requires_grad:
             tokens, n_in, n_out = a.shape[1], a.shape[2], g.shape[2]
             if tokens * (n_in + n_out) < n_in * n_out:  # ghost norm: B T^2 (in + out)
-                out += (torch.bmm(g, g.transpose(1, 2)) * torch.bmm(a, a.transpose(1, 2))).sum(
-                    (1, 2)
-                )
+                ghost = torch.bmm(g, g.transpose(1, 2)) * torch.bmm(a, a.transpose(1, 2))
+                out += ghost.sum((1, 2)).clamp(min=0)  # rounding must not give a negative
             else:  # materialised: B T in out, small when in * out is
                 out += torch.bmm(g.transpose(1, 2), a).pow(2).sum((1, 2))
         if b is not None and b.requires_grad:
@@ -111,9 +120,9 @@ class FactoredLinear:
         out: dict[torch.Tensor, torch.Tensor] = {}
         w, b = self.module.weight, self.module.bias
         if w.requires_grad:
-            out[w] = scaled.reshape(-1, g.shape[2]).T @ a.reshape(-1, a.shape[2])
+            out[w] = (scaled.reshape(-1, g.shape[2]).T @ a.reshape(-1, a.shape[2])).to(w.dtype)
         if b is not None and b.requires_grad:
-            out[b] = scaled.sum((0, 1))
+            out[b] = scaled.sum((0, 1)).to(b.dtype)
         return out
 
     def per_sample(self) -> dict[torch.Tensor, torch.Tensor]:
@@ -146,11 +155,28 @@ class FactoredLinear:
         self.handles, self.calls = [], []
 
 
-def trainable_linears(model: nn.Module) -> list[nn.Linear]:
-    """The ``nn.Linear`` layers (exactly: peft's wrappers and quantised layers are other
-    types) that hold a trainable tensor of their own."""
-    return [
-        m
-        for m in model.modules()
-        if type(m) is nn.Linear and any(p.requires_grad for p in m.parameters(recurse=False))
-    ]
+def trainable_linears(model: nn.Module, grad_samplers: Container[type]) -> list[nn.Linear]:
+    """The ``nn.Linear`` layers (exactly: peft's wrappers and quantised layers are other types)
+    with a trainable tensor of their own that Opacus would hook one by one: not inside a module
+    that holds a trainable tensor itself and has no grad sampler (Opacus computes such a
+    module's per-sample gradients whole, children included), and not sharing a tensor with
+    another module (tied weights: their per-sample gradient is a sum over both uses)."""
+    uses: dict[int, int] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            uses[id(p)] = uses.get(id(p), 0) + 1
+    out: list[nn.Linear] = []
+
+    def walk(module: nn.Module) -> None:
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if type(module) is nn.Linear and own:
+            if all(uses[id(p)] == 1 for p in module.parameters(recurse=False)):
+                out.append(module)
+            return
+        if own and type(module) not in grad_samplers:
+            return  # Opacus takes this module whole
+        for child in module.children():
+            walk(child)
+
+    walk(model)
+    return out

@@ -117,7 +117,7 @@ def _clipped_step(model: nn.Module, batches: Any, factor: bool) -> dict[str, tor
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("case", ["forecaster", "two-calls"])
+@pytest.mark.parametrize("case", ["forecaster", "two-calls", "own-tensor"])
 def test_factored_layers_clip_and_sum_as_opacus_does(tmp_path, case):
     if case == "forecaster":
         model, batches = _forecaster(tmp_path, "peft.method=lora")
@@ -127,7 +127,8 @@ def test_factored_layers_clip_and_sum_as_opacus_does(tmp_path, case):
                 if p.requires_grad:
                     p.normal_(0.0, 0.02)
     else:
-        model, batches = TwoCalls(), ToyData(8)
+        # untied: Opacus' functorch gives a tied weight wrong per-sample gradients (1e33)
+        model, batches = (TwoCalls() if case == "two-calls" else Holder(tie=False)), ToyData(8)
     twin = copy.deepcopy(model)
     factored = _clipped_step(model, batches, factor=True)
     opacus = _clipped_step(twin, batches, factor=False)
@@ -135,6 +136,98 @@ def test_factored_layers_clip_and_sum_as_opacus_does(tmp_path, case):
     for name, grad in opacus.items():
         assert grad.abs().sum() > 0, name
         torch.testing.assert_close(factored[name], grad, atol=1e-7, rtol=1e-4)
+
+
+class WithOwnTensor(nn.Module):
+    """A parent with a trainable tensor of its own (Opacus takes it whole, children included),
+    a linear layer tied to another (``tie``), and one plain linear layer."""
+
+    def __init__(self, tie: bool = True) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.scale = nn.Parameter(torch.ones(8))
+        self.inner = nn.Linear(8, 8)
+        self.tied = nn.Linear(8, 8)
+        self.twin = nn.Linear(8, 8)
+        if tie:
+            self.twin.weight = self.tied.weight
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x):
+        x = self.inner(x * self.scale)
+        return self.out(self.tied(x) + self.twin(x)).squeeze(-1)
+
+
+class Holder(nn.Module):
+    def __init__(self, tie: bool = True) -> None:
+        super().__init__()
+        self.parent = WithOwnTensor(tie)
+
+    def forward(self, batch):
+        return self.parent(batch["x"])
+
+    def loss(self, out, batch):
+        return ((out - batch["y"]) ** 2).mean()
+
+
+def test_only_linear_layers_opacus_would_hook_alone_are_factored():
+    from opacus import GradSampleModule
+
+    from greentune.privacy.factored import trainable_linears
+
+    model = Holder()
+    assert trainable_linears(model, GradSampleModule.GRAD_SAMPLERS) == []  # the parent is whole
+    loose = WithOwnTensor()
+    loose.scale.requires_grad_(False)
+    assert trainable_linears(loose, GradSampleModule.GRAD_SAMPLERS) == [loose.inner, loose.out]
+
+
+def test_per_sample_gradients_that_do_not_add_up_are_refused():
+    # Opacus' functorch over a module with a tied weight returns per-sample gradients whose
+    # mean is not the batch's gradient (some of 1e33): the probe catches it
+    with pytest.raises(ConfigError, match=r"no correct per-sample gradient .*parent\.scale"):
+        wrap_model(Holder(tie=True), ToyData(8), **QUIET)
+
+
+def test_a_linear_layer_called_on_two_batch_sizes_is_one_clear_error():
+    from greentune.privacy.factored import FactoredLinear
+
+    lin = nn.Linear(4, 2)
+    f = FactoredLinear(lin)
+    x = torch.randn(3, 4)
+    (lin(x).sum() + lin(x[:2]).sum()).backward()
+    with pytest.raises(RuntimeError, match=r"batches of \[2, 3\] samples .*factored=false"):
+        f.norms_sq()
+    f.remove()
+
+
+def test_factored_sums_under_bf16_autocast_are_fp32_and_near_the_fp32_ones():
+    data = ToyData(8)
+    grads = {}
+    for dtype in (None, torch.bfloat16):
+        model = Toy()
+        wrapped = wrap_model(model, data, **QUIET)
+        params = [p for p in model.parameters() if p.requires_grad]
+        budget = Budget(DPConfig(noise_multiplier=0.0), 8, 0.5, noise_multiplier=0.0)
+        opt = _dp_optimizer(
+            torch.optim.SGD(params, lr=1.0),
+            budget,
+            DPConfig(max_grad_norm=0.05),
+            6.0,
+            0,
+            wrapped.factored,
+        )
+        opt.next_part(False)
+        batch = data.get(np.arange(6))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            out = wrapped.module(batch)
+        model.loss(out.float(), batch).backward()
+        assert opt.pre_step()
+        grads[dtype] = [p.grad.clone() for p in params]
+        wrapped.close()
+    for fp32, bf16 in zip(grads[None], grads[torch.bfloat16], strict=True):
+        assert bf16.dtype == torch.float32
+        torch.testing.assert_close(bf16, fp32, atol=2e-3, rtol=5e-2)
 
 
 @pytest.mark.parametrize("method", ["ia3", "adalora"])
