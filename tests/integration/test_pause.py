@@ -46,9 +46,12 @@ RUN = [
 
 @pytest.fixture
 def sigterm_handler() -> Iterator[None]:
-    """Tests here install greentune's handler in pytest's own process: put pytest's back."""
+    """Tests here install greentune's handler in pytest's own process: put pytest's back, and
+    clear a pause request a test left behind (a caught SignalStop leaves it set, and the next
+    checkpointing loop in this worker would pause at its first step)."""
     previous = signal.getsignal(signal.SIGTERM)
     yield
+    pause.install()  # resets the request
     signal.signal(signal.SIGTERM, previous)
 
 
