@@ -23,10 +23,11 @@ Stages:
   Victoria adds "non-private, private recipe": no noise, but the data-independent choices DP
   needs (public-bounds scaler, a skip path not fitted on the data), so the cost of the noise
   and the cost of those choices show apart.
-- speed: DP-SGD's step time against non-private training with the same batches (DP's chosen
-  settings for every arm, fixed epochs, no early stopping), with Opacus' per-sample gradients
-  (privacy.dp.factored=false) and greentune's factored ones (the default), seeds as repeats;
-  the settings come from this run's tune stage or else from privacy.json.
+- speed: DP-SGD's step time against non-private training with the same batch size and
+  accumulation (DP's chosen settings for every arm, fixed epochs, no early stopping), with
+  Opacus' per-sample tensors (privacy.dp.factored=false) and greentune's factored per-sample
+  gradients (the default), seeds as repeats, fresh runs, the arms' order rotating; the
+  settings come from this run's tune stage or else from privacy.json.
 - audit: loss-threshold membership inference on the SST-2 models (seed 0) and on a deliberately
   overfitted small-data model (200 phrases, 30 epochs), non-private vs epsilon 8 vs epsilon 1.
 
@@ -117,17 +118,17 @@ def _settings(cfg: Any) -> tuple[Any, ...]:
         eps,
         cfg.peft.method,
         dp.factored,
-        t.epochs,
         t.patience,
     )
 
 
-def run(name: str, overrides: list[str]) -> dict[str, Any]:
-    """One run (reused when it finished before with the same settings); its metrics and wall
-    time."""
+def run(name: str, overrides: list[str], reuse: bool = True) -> dict[str, Any]:
+    """One run (reused when it finished before with the same settings, unless ``reuse`` is
+    False: timings are only compared within one sitting); its metrics and wall time."""
     path = RUNS / name
     cfg = build_config(overrides=[*overrides, f"output_dir={RUNS}", f"name={name}"])
-    if (path / "metrics.json").is_file() and RunDir.open(path).info.status == "complete":
+    finished = (path / "metrics.json").is_file() and RunDir.open(path).info.status == "complete"
+    if reuse and finished:
         done = RunDir.open(path)
         if _settings(done.config) == _settings(cfg):
             metrics = done.metrics.to_dict()
@@ -234,30 +235,48 @@ SPEED_EPOCHS = {"victoria": 2, "sst2": 1}
 def speed_rows(
     dataset: str, base: list[str], chosen: dict[str, Any], seeds: list[int], prefix: str
 ) -> dict[str, Any]:
-    """DP-SGD's training throughput against non-private training with the same batches (DP's
-    chosen learning rate, batch and virtual batches for all three arms), a fixed number of
-    epochs and no early stopping: Opacus' own per-sample gradients and greentune's factored
-    ones. The arms take turns within each repeat, so drift on a shared machine hits all
-    three."""
-    settings = setting_args(chosen["dp"]["chosen"])
+    """DP-SGD's training time against non-private training with the same batch size and
+    accumulation (DP's chosen learning rate, batch and virtual batches for all three arms;
+    Poisson batches under DP), a fixed number of epochs and no early stopping: Opacus'
+    per-sample tensors and greentune's factored per-sample gradients, clipped by the same code.
+    Every run is made afresh, and the arms' order rotates from one repeat to the next, so
+    drift on a shared machine hits all three."""
+    settings = chosen["dp"]["chosen"]
     fixed = [f"train.epochs={SPEED_EPOCHS[dataset]}", "train.patience=null", "eval.baselines=[]"]
     per_arm: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in SPEED_ARMS}
-    for seed in seeds:
-        for label, args in SPEED_ARMS:
+    for turn, seed in enumerate(seeds):
+        order = SPEED_ARMS[turn % len(SPEED_ARMS) :] + SPEED_ARMS[: turn % len(SPEED_ARMS)]
+        for label, args in order:
             slug = label.split(",")[0].replace(" ", "-").replace("=", "")
             slug += "-opacus" if "Opacus" in label else ""
             m = run(
                 f"{prefix}-speed-{slug}-s{seed}",
-                [*base, *args, *settings, *fixed, f"seed={seed}"],
+                [*base, *args, *setting_args(settings), *fixed, f"seed={seed}"],
+                reuse=False,
             )
             per_arm[label].append(_row(m, "loss"))
-    out = {label: {"seeds": rows, "median": _median(rows)} for label, rows in per_arm.items()}
-    ref = out["non-private"]["median"]
-    for row in out.values():
+    arms = {label: {"seeds": rows, "median": _median(rows)} for label, rows in per_arm.items()}
+    ref = arms["non-private"]["median"]
+    for row in arms.values():
         med = row["median"]
-        med["samples_per_s_ratio_to_non_private"] = ref["samples_per_s"] / med["samples_per_s"]
+        med["slowdown"] = ref["samples_per_s"] / med["samples_per_s"]
+        med["step_time_ratio"] = (med["train_s"] / med["steps"]) / (ref["train_s"] / ref["steps"])
         med["train_wh_ratio_to_non_private"] = med["train_wh"] / ref["train_wh"]
-    return out
+    return {
+        "settings": {**settings, "epochs": SPEED_EPOCHS[dataset]},
+        "commit": _commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        "arms": arms,
+    }
+
+
+def _commit() -> str:
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or "unknown"
 
 
 def _row(m: dict[str, Any], headline: str) -> dict[str, Any]:
@@ -272,6 +291,7 @@ def _row(m: dict[str, Any], headline: str) -> dict[str, Any]:
         "samples_per_s": m["training"]["samples_per_s"],
         "train_s": m["training"]["train_s"],
         "train_wh": phases.get("train"),
+        "trainable_parameters": m["training"].get("trainable_parameters"),
         "run_wh": energy.get("run_wh"),
         "run_g": energy.get("run_g"),
     }
@@ -356,23 +376,27 @@ def markdown(out: dict[str, Any]) -> str:
             )
         lines.append("")
     for dataset, q in (out.get("speed") or {}).items():
+        st = q["settings"]
         lines += [
             f"## DP step time, {dataset} (median and range over {len(out['seeds'])} repeats)",
             "",
-            "Same batches for every arm (DP's chosen learning rate, batch and virtual batches), "
-            f"{SPEED_EPOCHS[dataset]} epoch(s), no early stopping; the arms take turns. Energy "
-            "is the ledger's (modelled where the machine has no counters).",
+            f"Commit {q['commit']}, {q['date']}. Every arm: lr {st['lr']:g}, batch "
+            f"{st['batch']} x {st['accum']} (Poisson batches under DP), {st['epochs']} "
+            "epoch(s), no early stopping; fresh runs, the arms' order rotating per repeat. "
+            "Energy is the ledger's (modelled where the machine has no counters).",
             "",
-            "| arm | samples/s | DP slowdown | train s | train Wh | train Wh ratio |",
-            "|---|---|---|---|---|---|",
+            "| arm | samples/s | throughput slowdown | s per step | step-time ratio | train Wh "
+            "| train Wh ratio |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for arm, row in q.items():
+        for arm, row in q["arms"].items():
             med = row["median"]
             lo, hi = med["samples_per_s_range"]
             lines.append(
                 f"| {arm} | {med['samples_per_s']:.0f} ({lo:.0f}–{hi:.0f}) "
-                f"| {med['samples_per_s_ratio_to_non_private']:.2f}x | {med['train_s']:.1f} "
-                f"| {med['train_wh']:.3g} | {med['train_wh_ratio_to_non_private']:.2f}x |"
+                f"| {med['slowdown']:.2f}x | {med['train_s'] / med['steps']:.3f} "
+                f"| {med['step_time_ratio']:.2f}x | {med['train_wh']:.3g} "
+                f"| {med['train_wh_ratio_to_non_private']:.2f}x |"
             )
         lines.append("")
     if out.get("audit"):
