@@ -338,8 +338,8 @@ def per_sample_gradients(wrapped: Wrapped, model: nn.Module) -> dict[str, torch.
 def _probe(wrapped: Wrapped, model: nn.Module, batches: Any) -> list[str]:
     """Trainable tensors without a correct per-sample gradient after one forward and backward
     of two samples: none, one of the wrong size, or ones whose mean is not the batch's own
-    gradient (samples mixed, or Opacus' functorch on a tied weight); nothing of it is kept
-    (gradients cleared, RNG restored)."""
+    gradient (Opacus' functorch on a tied weight; two samples' gradients swapped would pass);
+    nothing of it is kept (gradients cleared, RNG restored)."""
     n = min(2, len(batches))
     batch = batches.get(np.arange(n))
     wrapped.module.zero_grad(set_to_none=True)  # type: ignore[call-arg]
