@@ -7,7 +7,7 @@ the clip factor ``c_i``, and the clipped sum ``sum_i c_i G_i^T A_i``, which is o
 product ``(c * G)^T A`` over all tokens of the batch. Opacus materialises the (batch, out, in)
 tensor instead, twice per micro-batch (a zeroed buffer, then a copy), through full backward
 hooks on every layer: for the forecaster's 0.9 M-parameter head that was most of DP-SGD's
-overhead (2.27x the non-private step time on the Victoria demo against 1.07x factored:
+overhead (2.42x the non-private time per step on the Victoria demo, against 1.10x factored:
 ``benchmarks/privacy.py --stages speed``).
 
 The norm is taken the cheaper of two exact ways per layer (Bu et al., "mixed ghost clipping",
