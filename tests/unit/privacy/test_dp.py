@@ -95,21 +95,24 @@ class TwoCalls(nn.Module):
         return ((out - batch["y"]) ** 2).mean()
 
 
+def _one_step(
+    model: nn.Module, batches: Any, sigma: float = 0.0, max_norm: float = 1e-3, factor: bool = True
+) -> tuple[Any, list[nn.Parameter], Any]:
+    """``model`` wrapped, its trainable tensors, and a DP optimizer over them (SGD at lr 1, an
+    expected batch of 6) with its first part begun: a forward and backward, then pre_step."""
+    wrapped = wrap_model(model, batches, **QUIET, factor=factor)
+    params = [p for p in model.parameters() if p.requires_grad]
+    budget = Budget(DPConfig(noise_multiplier=sigma), 8, 0.5, noise_multiplier=sigma)
+    dp = DPConfig(max_grad_norm=max_norm)
+    opt = _dp_optimizer(torch.optim.SGD(params, lr=1.0), budget, dp, 6.0, 0, wrapped.factored)
+    opt.next_part(False)
+    return wrapped, params, opt
+
+
 def _clipped_step(model: nn.Module, batches: Any, factor: bool) -> dict[str, torch.Tensor]:
     """Each trainable tensor's gradient after one DP step of 6 samples, without noise and with
     clipping that binds."""
-    wrapped = wrap_model(model, batches, **QUIET, factor=factor)
-    params = [p for p in model.parameters() if p.requires_grad]
-    budget = Budget(DPConfig(noise_multiplier=0.0), 8, 0.5, noise_multiplier=0.0)
-    opt = _dp_optimizer(
-        torch.optim.SGD(params, lr=1.0),
-        budget,
-        DPConfig(max_grad_norm=1e-3),
-        6.0,
-        0,
-        wrapped.factored,
-    )
-    opt.next_part(False)
+    wrapped, _, opt = _one_step(model, batches, factor=factor)
     batch = batches.get(np.arange(6))
     model.loss(wrapped.module(batch), batch).backward()
     assert opt.pre_step()
@@ -160,19 +163,8 @@ def test_noise_is_added_when_every_tensor_is_factored():
     grads = []
     for sigma in (0.0, 1.0):
         model = Toy()  # both layers are linear: nothing is left to Opacus
-        wrapped = wrap_model(model, ToyData(8), **QUIET)
+        wrapped, params, opt = _one_step(model, ToyData(8), sigma=sigma, max_norm=1e9)
         assert len(wrapped.factored) == 2
-        params = [p for p in model.parameters() if p.requires_grad]
-        budget = Budget(DPConfig(noise_multiplier=sigma), 8, 0.5, noise_multiplier=sigma)
-        opt = _dp_optimizer(
-            torch.optim.SGD(params, lr=1.0),
-            budget,
-            DPConfig(max_grad_norm=1e9),
-            6.0,
-            0,
-            wrapped.factored,
-        )
-        opt.next_part(False)
         batch = ToyData(8).get(np.arange(6))
         model.loss(wrapped.module(batch), batch).backward()
         assert opt.pre_step()
@@ -251,18 +243,7 @@ def test_factored_sums_under_bf16_autocast_are_fp32_and_near_the_fp32_ones():
     grads = {}
     for dtype in (None, torch.bfloat16):
         model = Toy()
-        wrapped = wrap_model(model, data, **QUIET)
-        params = [p for p in model.parameters() if p.requires_grad]
-        budget = Budget(DPConfig(noise_multiplier=0.0), 8, 0.5, noise_multiplier=0.0)
-        opt = _dp_optimizer(
-            torch.optim.SGD(params, lr=1.0),
-            budget,
-            DPConfig(max_grad_norm=0.05),
-            6.0,
-            0,
-            wrapped.factored,
-        )
-        opt.next_part(False)
+        wrapped, params, opt = _one_step(model, data, max_norm=0.05)
         batch = data.get(np.arange(6))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
             out = wrapped.module(batch)
