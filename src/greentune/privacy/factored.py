@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from greentune.errors import ModelError
+
 
 @dataclass
 class _Call:
@@ -80,7 +82,7 @@ class FactoredLinear:
         n = done[0][0].shape[0]
         if any(x.shape[0] != n for x, _ in done):
             sizes = sorted({x.shape[0] for x, _ in done})
-            raise RuntimeError(
+            raise ModelError(
                 f"{self.module} was called on batches of {sizes} samples before one backward: "
                 "its per-sample gradients cannot be told apart; set privacy.dp.factored=false"
             )

@@ -19,7 +19,7 @@ from torch import nn
 from greentune.config import DPConfig, TrainConfig, load_config
 from greentune.data.windows import prepare_forecast_data
 from greentune.distributed import ranks
-from greentune.errors import CheckpointError, ConfigError
+from greentune.errors import CheckpointError, ConfigError, ModelError
 from greentune.privacy.accounting import Budget
 from greentune.privacy.dp import (
     DPTraining,
@@ -233,7 +233,7 @@ def test_a_linear_layer_called_on_two_batch_sizes_is_one_clear_error():
     f = FactoredLinear(lin)
     x = torch.randn(3, 4)
     (lin(x).sum() + lin(x[:2]).sum()).backward()
-    with pytest.raises(RuntimeError, match=r"batches of \[2, 3\] samples .*factored=false"):
+    with pytest.raises(ModelError, match=r"batches of \[2, 3\] samples .*factored=false"):
         f.norms_sq()
     f.remove()
 
