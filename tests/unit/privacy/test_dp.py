@@ -21,14 +21,8 @@ from greentune.data.windows import prepare_forecast_data
 from greentune.distributed import ranks
 from greentune.errors import CheckpointError, ConfigError, ModelError
 from greentune.privacy.accounting import Budget
-from greentune.privacy.dp import (
-    DPTraining,
-    PoissonBatches,
-    _dp_optimizer,
-    per_sample_gradients,
-    private_config,
-    wrap_model,
-)
+from greentune.privacy.dp import DPTraining, PoissonBatches, private_config
+from greentune.privacy.per_sample import dp_optimizer, per_sample_gradients, wrap_model
 from greentune.tasks import TASKS
 from greentune.tasks.forecast.batches import make_batches
 from greentune.tasks.forecast.model import build_model
@@ -104,7 +98,7 @@ def _one_step(
     params = [p for p in model.parameters() if p.requires_grad]
     budget = Budget(DPConfig(noise_multiplier=sigma), 8, 0.5, noise_multiplier=sigma)
     dp = DPConfig(max_grad_norm=max_norm)
-    opt = _dp_optimizer(torch.optim.SGD(params, lr=1.0), budget, dp, 6.0, 0, wrapped.factored)
+    opt = dp_optimizer(torch.optim.SGD(params, lr=1.0), budget, dp, 6.0, 0, wrapped.factored)
     opt.next_part(False)
     return wrapped, params, opt
 
@@ -435,7 +429,7 @@ def test_a_stand_in_samples_gradient_is_dropped():
     budget = Budget(DPConfig(noise_multiplier=0.0), 8, 0.5, noise_multiplier=0.0)
     params = [p for p in model.parameters() if p.requires_grad]
     sgd = torch.optim.SGD(params, lr=1.0)
-    opt = _dp_optimizer(sgd, budget, DPConfig(max_grad_norm=1e9), 4.0, 0, wrapped.factored)
+    opt = dp_optimizer(sgd, budget, DPConfig(max_grad_norm=1e9), 4.0, 0, wrapped.factored)
     before = [p.detach().clone() for p in params]
     for idx, stand_in in ((np.array([5]), True), (np.array([1, 2]), False)):
         opt.next_part(stand_in)
