@@ -307,6 +307,10 @@ class TrainConfig:
     budget_wh: float | None = None
     """Stop training the network once it has used this many watt-hours (the run's meter, so
     of the kind it measures) and keep the best model so far. None: no limit."""
+    ema_decay: float = 0.0
+    """Validate, keep and save an exponential moving average of the trainable weights
+    (Polyak averaging; greentune.train.averaging) with this decay per optimizer step, e.g.
+    0.999 (an average over about 1,000 steps); training steps the live weights. 0: off."""
     log_every: int = 10
     """Steps between lines of the ``loss-log`` callback."""
     callbacks: tuple[str, ...] = ()
@@ -325,6 +329,10 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(
+                f"train.ema_decay must be in [0, 1) (0: off; e.g. 0.999), got {self.ema_decay}"
+            )
         for key in ("budget_s", "budget_wh"):
             value = getattr(self, key)
             if isinstance(value, int | float) and value <= 0:

@@ -339,22 +339,24 @@ def _validate(
     """Record the validation scores and ask the callbacks whether to stop; return a snapshot
     when it is the best so far. ``final``: training has already ended (max_steps)."""
     model.eval()
+    # the snapshot is taken inside the phase: a callback that validates other weights there
+    # (train.ema_decay's average) has those kept when they are the best
     with torch.no_grad(), cbs.phase(f"validate-{epoch if epoch >= 0 else 'init'}"):
         out = validate()
+        scores = (
+            {k: float(v) for k, v in out.items()}
+            if isinstance(out, Mapping)
+            else {"val_loss": float(out)}
+        )
+        val = selection_score(scores, select_on)
+        state.val_history.append({"epoch": epoch, "step": state.step, **scores})
+        improved = val < state.best_val
+        if improved:
+            state.best_val, state.best_epoch, state.bad_epochs = val, epoch, 0
+        elif epoch >= 0 and not final:
+            state.bad_epochs += 1
+        snap = snapshot(model) if improved else None
     model.train()
-    scores = (
-        {k: float(v) for k, v in out.items()}
-        if isinstance(out, Mapping)
-        else {"val_loss": float(out)}
-    )
-    val = selection_score(scores, select_on)
-    state.val_history.append({"epoch": epoch, "step": state.step, **scores})
-    improved = val < state.best_val
-    if improved:
-        state.best_val, state.best_epoch, state.bad_epochs = val, epoch, 0
-    elif epoch >= 0 and not final:
-        state.bad_epochs += 1
-    snap = snapshot(model) if improved else None
     # every rank asks its callbacks; one rank's stop (a wall-clock budget, say) stops them all,
     # or the others would wait for it in the next step's collectives
     stop = ranks.all_sum([float(cbs.on_validation(state, val))])[0] > 0

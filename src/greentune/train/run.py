@@ -22,6 +22,7 @@ from greentune.tasks.base import check_select_on
 from greentune.tracking.base import TRACKERS
 from greentune.tracking.session import RunTracking
 from greentune.train import pause, recipes  # noqa: F401  (recipes: registers them)
+from greentune.train.averaging import averaging_callbacks
 from greentune.train.budget import budget_callbacks
 from greentune.train.callbacks import (
     CALLBACKS,
@@ -66,7 +67,8 @@ def run(
     for name in cfg.tracking.to:
         TRACKERS.get(name)
     check_select_on(task, cfg)  # like a refused remedy, before a run directory exists
-    remedies = task.train_callbacks(cfg)  # a refused remedy fails before a run directory exists
+    # a refused remedy fails before a run directory exists
+    remedies = [*task.train_callbacks(cfg), *averaging_callbacks(cfg)]
     ranks.init(cfg.train.dist_timeout_s)
     main = ranks.is_main()
     if run_dir is None:

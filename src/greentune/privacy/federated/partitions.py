@@ -277,6 +277,12 @@ def check_model(cfg: RunConfig) -> None:
             f"needs model.linear_skip=true and model.skip_init=ridge, not {skip_start(cfg)}; "
             "set federated.personal_skip=false"
         )
+    if cfg.train.ema_decay > 0:
+        raise ConfigError(
+            "train.ema_decay averages one network's weights over its own steps; a federated "
+            "client trains a few steps per round from the global model: leave it at 0 for "
+            "greentune federate"
+        )
     if cfg.regularize.enabled or cfg.augment.active((*SERIES_AUGMENTS, *TEXT_AUGMENTS)):
         raise ConfigError(
             "augment and regularize are not federated yet (a client trains with the plain "
