@@ -172,6 +172,24 @@ def test_bad_settings_are_refused_with_the_key():
     assert str(cb) == "an average of the trainable weights (train.ema_decay=0.999)"
 
 
+def test_fsdp_with_several_processes_is_refused_before_any_data(monkeypatch):
+    cfg = build_config(overrides=["train.ema_decay=0.99", "train.distributed_strategy=fsdp"])
+    assert len(averaging_callbacks(cfg)) == 1  # one process: FSDP is ignored
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="each process holds only shards"):
+        averaging_callbacks(cfg)
+
+
+def test_one_callback_object_trained_twice_starts_its_average_afresh():
+    data, trace, ema = ToyData(), Trace(), WeightAverage(0.9)
+    train(Toy(), data, CFG, seed=0, callbacks=[ema])
+    model = Toy()
+    start = _flat(model).clone()
+    train(model, data, CFG, seed=0, callbacks=[trace, ema])
+    assert ema.updates == 21
+    assert torch.allclose(_flat(model), _hand_average(start, trace.live, 0.9), atol=1e-6)
+
+
 def test_federate_refuses_it():
     from greentune.privacy.federated.partitions import check_model
 

@@ -27,11 +27,16 @@ import torch
 from torch import nn
 
 from greentune.config import RunConfig
+from greentune.distributed import ranks
 from greentune.errors import ConfigError, TrainingError
 from greentune.train.callbacks import Callback, SetupContext
 from greentune.train.state import LoopState
 
 WARMUP_UPDATES = 10
+_FSDP = (
+    "train.ema_decay with train.distributed_strategy=fsdp: each process holds only shards of "
+    "the weights to average; use distributed_strategy=ddp or ema_decay=0"
+)
 
 
 def effective_decay(decay: float, updates: int) -> float:
@@ -65,12 +70,10 @@ class WeightAverage(Callback):
 
     def on_setup(self, ctx: SetupContext) -> None:
         if ctx.sharded:
-            raise ConfigError(
-                "train.ema_decay with train.distributed_strategy=fsdp: each process holds only "
-                "shards of the weights to average; use distributed_strategy=ddp or ema_decay=0"
-            )
+            raise ConfigError(_FSDP)
         self.params = [p for p in ctx.model.parameters() if p.requires_grad]
         if self._restored is None:
+            self.updates = 0  # a fresh start, also when this object trained before
             self.average = [p.detach().to(torch.float32, copy=True) for p in self.params]
             return
         shapes = [tuple(p.shape) for p in self.params]
@@ -79,7 +82,11 @@ class WeightAverage(Callback):
                 "the checkpoint's weight average does not match the model's trainable tensors "
                 "(another train.ema_decay set-up or PEFT method wrote it); start a new run"
             )
-        self.average = [a.to(torch.float32) for a in self._restored]
+        # checkpoints load on the CPU; the average lives where its parameter does
+        self.average = [
+            a.to(device=p.device, dtype=torch.float32)
+            for a, p in zip(self._restored, self.params, strict=True)
+        ]
         self._restored = None
 
     @torch.no_grad()
@@ -96,9 +103,10 @@ class WeightAverage(Callback):
             return
         with torch.no_grad():
             live = [p.detach().clone() for p in self.params]
-            for p, avg in zip(self.params, self.average, strict=True):
-                p.copy_(avg)
         try:
+            with torch.no_grad():
+                for p, avg in zip(self.params, self.average, strict=True):
+                    p.copy_(avg)
             yield
         finally:
             with torch.no_grad():
@@ -118,6 +126,8 @@ def averaging_callbacks(cfg: RunConfig) -> list[Callback]:
     """``train.ema_decay``'s callback for the run's network (none when it is 0)."""
     if cfg.train.ema_decay == 0:
         return []
+    if cfg.train.distributed_strategy == "fsdp" and ranks.launched():  # before ranks.init
+        raise ConfigError(_FSDP)
     if cfg.peft.method == "adalora":
         raise ConfigError(
             "train.ema_decay with peft.method=adalora: AdaLoRA prunes ranks by zeroing their "
