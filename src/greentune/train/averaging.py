@@ -62,7 +62,8 @@ class WeightAverage(Callback):
         return f"an average of the trainable weights (train.ema_decay={self.decay:g})"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"updates": self.updates, "average": [a.clone() for a in self.average]}
+        # no copy: the loop saves the checkpoint before the next step moves the average
+        return {"updates": self.updates, "average": list(self.average)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.updates = int(state["updates"])
