@@ -311,6 +311,11 @@ class TrainConfig:
     """Validate, keep and save an exponential moving average of the trainable weights
     (Polyak averaging; greentune.train.averaging) with this decay per optimizer step, e.g.
     0.999 (an average over about 1,000 steps); training steps the live weights. 0: off."""
+    layer_lr_decay: float = 1.0
+    """Layer-wise learning-rate decay: each block of the pretrained stack trains at this
+    factor of the rate of the block above it (the top block at ``lr x decay``, the
+    embeddings one factor below the bottom block), heads and new layers at ``lr``; e.g. 0.8
+    (ELECTRA's). 1: one rate for all."""
     log_every: int = 10
     """Steps between lines of the ``loss-log`` callback."""
     callbacks: tuple[str, ...] = ()
@@ -332,6 +337,11 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(
                 f"train.ema_decay must be in [0, 1) (0: off; e.g. 0.999), got {self.ema_decay}"
+            )
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ConfigError(
+                f"train.layer_lr_decay must be in (0, 1] (1: off; e.g. 0.8), got "
+                f"{self.layer_lr_decay}"
             )
         for key in ("budget_s", "budget_wh"):
             value = getattr(self, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 import torch
@@ -34,21 +35,61 @@ def _adafactor(groups: list[dict], cfg: TrainConfig) -> Optimizer:
     return Adafactor(groups, lr=peak_lr(cfg), scale_parameter=False, relative_step=False)
 
 
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+"""A transformer block's index in a parameter name: BERT's ``encoder.layer.3.``, GPT-2's
+``h.3.``, and the same under a PEFT wrapper (``...layer.3.attention...lora_A...``)."""
+_EMBEDDINGS = re.compile(r"(?:^|\.)(?:embeddings|wte|wpe|embed_tokens|embed_positions)\.")
+"""The pretrained input embeddings (word, position, token type, their LayerNorm)."""
+
+
+def layer_depths(names: Iterable[str]) -> dict[str, int | None]:
+    """Each name's depth in the pretrained stack: 0 for the input embeddings, ``i + 1`` for
+    block ``i``, None for everything else (heads, poolers, the forecaster's patch projections
+    and skip path, prompt tokens): parameters that are new or sit above the stack."""
+    depths: dict[str, int | None] = {}
+    for name in names:
+        layer = _LAYER.search(name)
+        if layer is not None:
+            depths[name] = int(layer.group(1)) + 1
+        elif _EMBEDDINGS.search(name) is not None:
+            depths[name] = 0
+        else:
+            depths[name] = None
+    return depths
+
+
+def layer_lr_scales(names: Iterable[str], decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay (ELECTRA's, Clark et al. 2020): with ``L`` blocks, block
+    ``i`` trains at ``decay ** (L - i)`` of the peak rate, the embeddings at ``decay ** (L + 1)``
+    and everything outside the stack at the peak rate. 1.0 everywhere when ``decay`` is 1."""
+    depths = layer_depths(names)
+    top = max((d for d in depths.values() if d is not None), default=0) + 1
+    return {n: 1.0 if d is None else decay ** (top - d) for n, d in depths.items()}
+
+
 def build_optimizer(
     named_params: Iterable[tuple[str, torch.nn.Parameter]], cfg: TrainConfig
 ) -> Optimizer:
-    """Weight decay on matrices only: biases and LayerNorm weights are not decayed."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, p in named_params:
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+    """Weight decay on matrices only: biases and LayerNorm weights are not decayed. With
+    ``cfg.layer_lr_decay`` < 1 each depth of the pretrained stack gets its own rate
+    (``layer_lr_scales``); the peak rate's groups come first, so group 0 logs the peak."""
+    trainable = [(n, p) for n, p in named_params if p.requires_grad]
+    scales = layer_lr_scales([n for n, _ in trainable], cfg.layer_lr_decay)
+    lr = peak_lr(cfg)
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for name, p in trainable:
+        decayed = not (p.ndim < 2 or "norm" in name.lower())
+        groups.setdefault((scales[name], decayed), []).append(p)
+    ordered = sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))
+    param_groups = [
+        {
+            "params": params,
+            "weight_decay": cfg.weight_decay if decayed else 0.0,
+            "lr": lr * scale,
+        }
+        for (scale, decayed), params in ordered
     ]
-    return OPTIMIZERS.get(cfg.optimizer)([g for g in groups if g["params"]], cfg)
+    return OPTIMIZERS.get(cfg.optimizer)(param_groups, cfg)
 
 
 def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, total_steps: int) -> LambdaLR:

@@ -1,0 +1,165 @@
+"""train.layer_lr_decay: each depth of the pretrained stack gets its own rate, the loop steps
+each parameter by exactly its rate, and 1 (the default) builds the optimizer as before."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import BertConfig, GPT2Config
+
+from greentune.config import PeftConfig, TrainConfig, build_config
+from greentune.errors import ConfigError
+from greentune.models.classifier import classifier_from_config
+from greentune.models.forecaster import Forecaster
+from greentune.train.loop import train
+from greentune.train.optim import build_optimizer, layer_depths, layer_lr_scales
+from greentune.tuning.methods import apply_method
+from tests.unit.test_loop import ToyData
+from tests.unit.test_models import SPEC
+from tests.unit.test_peft_methods import CLS
+
+
+def _bert() -> nn.Module:
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    torch.manual_seed(0)
+    return classifier_from_config(config)
+
+
+def _groups_by_name(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    return {n: lr_of[id(p)] for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_depths_follow_bert_and_gpt2_names_and_leave_new_layers_out():
+    bert = dict(layer_depths(n for n, _ in _bert().named_parameters()))
+    assert bert["bert.embeddings.word_embeddings.weight"] == 0
+    assert bert["bert.embeddings.LayerNorm.weight"] == 0
+    assert bert["bert.encoder.layer.0.attention.self.query.weight"] == 1
+    assert bert["bert.encoder.layer.1.output.dense.bias"] == 2
+    assert bert["classifier.weight"] is None
+    gpt2 = GPT2Config(vocab_size=100, n_embd=32, n_layer=3, n_head=2, n_positions=64)
+    gpt2.pad_token_id = 0
+    depths = layer_depths(n for n, _ in classifier_from_config(gpt2).named_parameters())
+    assert depths["transformer.wte.weight"] == 0 and depths["transformer.wpe.weight"] == 0
+    assert depths["transformer.h.2.mlp.c_fc.weight"] == 3
+    assert depths["transformer.ln_f.weight"] is None and depths["score.weight"] is None
+
+
+def test_the_decay_scales_each_depth_and_the_peak_groups_come_first():
+    model = _bert()
+    cfg = TrainConfig(lr=1e-3, layer_lr_decay=0.5, weight_decay=0.1)
+    optimizer = build_optimizer(model.named_parameters(), cfg)
+    lrs = _groups_by_name(model, optimizer)
+    assert lrs["classifier.weight"] == 1e-3
+    assert lrs["bert.encoder.layer.1.attention.self.key.weight"] == pytest.approx(5e-4)
+    assert lrs["bert.encoder.layer.0.attention.self.key.weight"] == pytest.approx(2.5e-4)
+    assert lrs["bert.embeddings.position_embeddings.weight"] == pytest.approx(1.25e-4)
+    # every trainable tensor in exactly one group; weight decay still skips biases and norms
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(lrs)
+    assert optimizer.param_groups[0]["lr"] == 1e-3  # the loop logs group 0 as the rate
+    decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert decay_of[id(named["bert.encoder.layer.0.attention.self.key.weight"])] == 0.1
+    assert decay_of[id(named["bert.encoder.layer.0.attention.self.key.bias"])] == 0.0
+    assert decay_of[id(named["bert.embeddings.LayerNorm.weight"])] == 0.0
+
+
+def test_without_decay_the_groups_are_the_two_of_before():
+    model = _bert()
+    optimizer = build_optimizer(model.named_parameters(), TrainConfig(lr=1e-3))
+    assert [(g["lr"], g["weight_decay"]) for g in optimizer.param_groups] == [
+        (1e-3, 0.01),
+        (1e-3, 0.0),
+    ]
+    assert set(layer_lr_scales(["a.layer.0.w", "b"], 1.0).values()) == {1.0}
+
+
+def test_lora_matrices_take_their_block_rate_and_the_forecaster_new_layers_the_peak():
+    model = apply_method(_bert(), PeftConfig(method="lora", r=4), CLS)
+    cfg = TrainConfig(lr=1e-3, layer_lr_decay=0.5)
+    lrs = _groups_by_name(model, build_optimizer(model.named_parameters(), cfg))
+    lora_0 = [n for n in lrs if "layer.0." in n and "lora_A" in n]
+    assert lora_0 and all(lrs[n] == pytest.approx(2.5e-4) for n in lora_0)
+    head = [n for n in lrs if "classifier" in n]
+    assert head and all(lrs[n] == 1e-3 for n in head)
+
+    torch.manual_seed(0)
+    backbone = classifier_from_config(
+        BertConfig(
+            vocab_size=100,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    ).bert
+    forecaster = Forecaster(SPEC, backbone, 16)
+    lrs = _groups_by_name(forecaster, build_optimizer(forecaster.named_parameters(), cfg))
+    new = [n for n in lrs if n.startswith(("encoder.", "head.", "skip."))]
+    assert new and all(lrs[n] == 1e-3 for n in new)
+    assert lrs["backbone.encoder.layer.0.output.dense.weight"] == pytest.approx(2.5e-4)
+
+
+class Stacked(nn.Module):
+    """Embeddings, two blocks and a head, named as a BERT names them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embeddings = nn.Linear(8, 8)
+        self.layer = nn.ModuleList([nn.Linear(8, 8), nn.Linear(8, 8)])
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, batch):
+        h = torch.tanh(self.embeddings(batch["x"]))
+        for block in self.layer:
+            h = torch.tanh(block(h))
+        return self.head(h).squeeze(-1)
+
+    def loss(self, out, batch):
+        return ((out - batch["y"]) ** 2).mean()
+
+
+def test_the_loop_steps_each_depth_by_its_own_rate():
+    """One SGD step from the same start on the same batch: each parameter moves by exactly
+    its scale times what it moves without the decay."""
+    moved = {}
+    for decay in (1.0, 0.5):
+        model = Stacked()
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        cfg = TrainConfig(
+            lr=0.1,
+            optimizer="sgd",
+            max_steps=1,
+            epochs=1,
+            batch_size=16,
+            clip_norm=None,
+            weight_decay=0.0,
+            warmup_ratio=0.0,
+            schedule="constant",
+            layer_lr_decay=decay,
+            patience=None,
+            threads=1,
+        )
+        train(model, ToyData(64), cfg, seed=0)
+        moved[decay] = {n: p.detach() - start[n] for n, p in model.named_parameters()}
+    expected = {"embeddings": 0.125, "layer.0": 0.25, "layer.1": 0.5, "head": 1.0}
+    for name, delta in moved[0.5].items():
+        scale = next(s for prefix, s in expected.items() if name.startswith(prefix))
+        assert moved[1.0][name].abs().mean() > 1e-4  # atol is float32 rounding beside it
+        torch.testing.assert_close(delta, scale * moved[1.0][name], rtol=1e-5, atol=1e-7)
+
+
+def test_bad_decays_are_refused_with_the_key():
+    for bad in ("0", "1.5", "-0.2"):
+        with pytest.raises(ConfigError, match=r"train\.layer_lr_decay must be in \(0, 1\]"):
+            build_config(overrides=[f"train.layer_lr_decay={bad}"])
+    assert build_config(overrides=["train.layer_lr_decay=0.8"]).train.layer_lr_decay == 0.8
