@@ -73,13 +73,34 @@ def test_the_decay_scales_each_depth_and_the_peak_groups_come_first():
 
 
 def test_without_decay_the_groups_are_the_two_of_before():
+    """The same groups, members and order as before the decay existed, so checkpoints
+    written then load (an optimizer's state is matched by group and position)."""
     model = _bert()
     optimizer = build_optimizer(model.named_parameters(), TrainConfig(lr=1e-3))
+    named = list(model.named_parameters())
+    before = [
+        [id(p) for n, p in named if not (p.ndim < 2 or "norm" in n.lower())],
+        [id(p) for n, p in named if p.ndim < 2 or "norm" in n.lower()],
+    ]
+    assert [[id(p) for p in g["params"]] for g in optimizer.param_groups] == before
     assert [(g["lr"], g["weight_decay"]) for g in optimizer.param_groups] == [
         (1e-3, 0.01),
         (1e-3, 0.0),
     ]
-    assert set(layer_lr_scales(["a.layer.0.w", "b"], 1.0).values()) == {1.0}
+    # two stacks are only refused when the decay is on
+    two = ["encoder.layer.0.w", "decoder.layers.0.w"]
+    assert set(layer_lr_scales(two, 1.0).values()) == {1.0}
+    with pytest.raises(ConfigError, match=r"blocks in 2 stacks \(decoder, encoder\)"):
+        layer_lr_scales(two, 0.8)
+
+
+def test_the_top_is_the_model_top_when_only_lower_blocks_train():
+    model = _bert()
+    for name, p in model.named_parameters():
+        p.requires_grad_("layer.0." in name)
+    cfg = TrainConfig(lr=1e-3, layer_lr_decay=0.5)
+    lrs = _groups_by_name(model, build_optimizer(model.named_parameters(), cfg))
+    assert lrs and all(lr == pytest.approx(2.5e-4) for lr in lrs.values())
 
 
 def test_lora_matrices_take_their_block_rate_and_the_forecaster_new_layers_the_peak():
@@ -163,3 +184,37 @@ def test_bad_decays_are_refused_with_the_key():
         with pytest.raises(ConfigError, match=r"train\.layer_lr_decay must be in \(0, 1\]"):
             build_config(overrides=[f"train.layer_lr_decay={bad}"])
     assert build_config(overrides=["train.layer_lr_decay=0.8"]).train.layer_lr_decay == 0.8
+
+
+def test_methods_that_train_nothing_in_the_stack_are_refused_before_the_run(tmp_path):
+    import greentune as gt
+
+    for method in ("frozen", "prompt", "prefix"):
+        cfg = build_config(
+            overrides=[
+                "task=classify",
+                f"peft.method={method}",
+                "train.layer_lr_decay=0.8",
+                f"output_dir={tmp_path}",
+                "name=refused",
+            ]
+        )
+        with pytest.raises(ConfigError, match=f"with peft.method={method}: the method trains"):
+            gt.run(cfg, echo=lambda m: None)
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_decay_with_nothing_in_the_stack_to_decay_is_refused():
+    head_only = nn.Linear(4, 2)
+    with pytest.raises(ConfigError, match=r"train\.layer_lr_decay=0\.8: no trainable parameter"):
+        build_optimizer(head_only.named_parameters(), TrainConfig(layer_lr_decay=0.8))
+    assert len(build_optimizer(head_only.named_parameters(), TrainConfig()).param_groups) == 2
+
+
+def test_a_run_says_so_and_records_the_decay(tmp_path):
+    from greentune.rundir import RunDir
+    from tests.conftest import tiny_classify_run
+
+    run = RunDir.open(tiny_classify_run(tmp_path, 120, 0, "train.layer_lr_decay=0.5").path)
+    assert "layer-wise learning rates (train.layer_lr_decay=0.5)" in run.log_path.read_text()
+    assert "layer_lr_decay: 0.5" in (run.path / "config.yaml").read_text()

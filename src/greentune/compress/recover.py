@@ -136,8 +136,14 @@ def train_student(
     with window("teacher"):
         soft = teacher_outputs(task.model, task.batches["train"])
     # the student is kept at its lowest distillation validation loss, whatever chose the teacher
+    # one rate for every weight, as compress documents: the student is not the run's stack
     cfg = dataclasses.replace(
-        task.cfg.train, epochs=epochs, lr=lr, max_steps=None, select_on="loss"
+        task.cfg.train,
+        epochs=epochs,
+        lr=lr,
+        max_steps=None,
+        select_on="loss",
+        layer_lr_decay=1.0,
     )
     wrapped = Student(student, lambda out, b: task.loss(student, out, b), task.soft_loss, alpha)
     result = train(

@@ -36,6 +36,7 @@ from greentune.train.callbacks import (
     resolve_callbacks,
 )
 from greentune.train.checkpoint import checkpoint_step, list_checkpoints
+from greentune.train.optim import check_layer_lr_decay
 from greentune.train.recipe import RECIPES, RecipeContext
 
 Log = Callable[[str], None]
@@ -69,6 +70,7 @@ def run(
     check_select_on(task, cfg)  # like a refused remedy, before a run directory exists
     # a refused remedy fails before a run directory exists
     remedies = [*task.train_callbacks(cfg), *averaging_callbacks(cfg)]
+    check_layer_lr_decay(cfg)
     ranks.init(cfg.train.dist_timeout_s)
     main = ranks.is_main()
     if run_dir is None:
@@ -104,6 +106,12 @@ def run(
             private = [DPTraining(dp, cfg.train, cfg.seed, log, energy.note)] if dp.enabled else []
             for cb in remedies:
                 log(f"training with {cb}")
+            if cfg.train.layer_lr_decay < 1:
+                log(
+                    f"layer-wise learning rates (train.layer_lr_decay="
+                    f"{cfg.train.layer_lr_decay:g}): each block of the pretrained stack at that "
+                    "factor of the rate of the block above, heads and new layers at the peak"
+                )
 
             def budget() -> list[Callback]:
                 return budget_callbacks(cfg.train, read_j, log)

@@ -25,6 +25,7 @@ from greentune.data.windows import ForecastData, build_forecast_data
 from greentune.errors import ConfigError, DataError
 from greentune.tasks import TASKS
 from greentune.tasks.base import check_select_on
+from greentune.train.optim import check_layer_lr_decay
 
 SUFFIXES = (".csv", ".parquet")
 
@@ -283,6 +284,7 @@ def check_model(cfg: RunConfig) -> None:
             "client trains a few steps per round from the global model: leave it at 0 for "
             "greentune federate"
         )
+    check_layer_lr_decay(cfg)
     if cfg.regularize.enabled or cfg.augment.active((*SERIES_AUGMENTS, *TEXT_AUGMENTS)):
         raise ConfigError(
             "augment and regularize are not federated yet (a client trains with the plain "
