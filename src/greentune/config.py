@@ -314,8 +314,9 @@ class TrainConfig:
     layer_lr_decay: float = 1.0
     """Layer-wise learning-rate decay: each block of the pretrained stack trains at this
     factor of the rate of the block above it (the top block at ``lr x decay``, the
-    embeddings one factor below the bottom block), heads and new layers at ``lr``; e.g. 0.8
-    (ELECTRA's). 1: one rate for all."""
+    embeddings one factor below the bottom block; weights a PEFT method adds inside a block,
+    such as LoRA's, at that block's rate); heads and layers outside the stack at ``lr``.
+    E.g. 0.8. 1: one rate for all (greentune.train.optim.layer_lr_scales)."""
     log_every: int = 10
     """Steps between lines of the ``loss-log`` callback."""
     callbacks: tuple[str, ...] = ()

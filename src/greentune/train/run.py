@@ -109,8 +109,9 @@ def run(
             if cfg.train.layer_lr_decay < 1:
                 log(
                     f"layer-wise learning rates (train.layer_lr_decay="
-                    f"{cfg.train.layer_lr_decay:g}): each block of the pretrained stack at that "
-                    "factor of the rate of the block above, heads and new layers at the peak"
+                    f"{cfg.train.layer_lr_decay:g}): each block of the pretrained stack at "
+                    "that factor of the rate of the block above, heads and layers outside the "
+                    "stack at the peak"
                 )
 
             def budget() -> list[Callback]:
