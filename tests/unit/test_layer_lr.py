@@ -6,31 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from transformers import BertConfig, GPT2Config
 
 from greentune.config import PeftConfig, TrainConfig, build_config
 from greentune.errors import ConfigError
-from greentune.models.classifier import classifier_from_config
 from greentune.models.forecaster import Forecaster
 from greentune.train.loop import train
 from greentune.train.optim import build_optimizer, layer_depths, layer_lr_scales
 from greentune.tuning.methods import apply_method
 from tests.unit.test_loop import ToyData
 from tests.unit.test_models import SPEC
-from tests.unit.test_peft_methods import CLS
+from tests.unit.test_peft_methods import CLS, tiny_classifier
 
 
 def _bert() -> nn.Module:
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=3,
-    )
-    torch.manual_seed(0)
-    return classifier_from_config(config)
+    return tiny_classifier("bert")
 
 
 def _groups_by_name(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -45,11 +34,9 @@ def test_depths_follow_bert_and_gpt2_names_and_leave_new_layers_out():
     assert bert["bert.encoder.layer.0.attention.self.query.weight"] == 1
     assert bert["bert.encoder.layer.1.output.dense.bias"] == 2
     assert bert["classifier.weight"] is None
-    gpt2 = GPT2Config(vocab_size=100, n_embd=32, n_layer=3, n_head=2, n_positions=64)
-    gpt2.pad_token_id = 0
-    depths = layer_depths(n for n, _ in classifier_from_config(gpt2).named_parameters())
+    depths = layer_depths(n for n, _ in tiny_classifier("gpt2").named_parameters())
     assert depths["transformer.wte.weight"] == 0 and depths["transformer.wpe.weight"] == 0
-    assert depths["transformer.h.2.mlp.c_fc.weight"] == 3
+    assert depths["transformer.h.1.mlp.c_fc.weight"] == 2
     assert depths["transformer.ln_f.weight"] is None and depths["score.weight"] is None
 
 
@@ -112,17 +99,8 @@ def test_lora_matrices_take_their_block_rate_and_the_forecaster_new_layers_the_p
     head = [n for n in lrs if "classifier" in n]
     assert head and all(lrs[n] == 1e-3 for n in head)
 
-    torch.manual_seed(0)
-    backbone = classifier_from_config(
-        BertConfig(
-            vocab_size=100,
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-        )
-    ).bert
-    forecaster = Forecaster(SPEC, backbone, 16)
+    backbone = _bert().bert
+    forecaster = Forecaster(SPEC, backbone, 32)
     lrs = _groups_by_name(forecaster, build_optimizer(forecaster.named_parameters(), cfg))
     new = [n for n in lrs if n.startswith(("encoder.", "head.", "skip."))]
     assert new and all(lrs[n] == 1e-3 for n in new)
