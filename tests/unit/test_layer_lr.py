@@ -13,7 +13,7 @@ from greentune.models.forecaster import Forecaster
 from greentune.train.loop import train
 from greentune.train.optim import build_optimizer, layer_depths, layer_lr_scales
 from greentune.tuning.methods import apply_method
-from tests.unit.test_loop import ToyData
+from tests.unit.test_loop import Interrupt, StopAt, ToyData
 from tests.unit.test_models import SPEC
 from tests.unit.test_peft_methods import CLS, tiny_classifier
 
@@ -155,6 +155,29 @@ def test_the_loop_steps_each_depth_by_its_own_rate():
         scale = next(s for prefix, s in expected.items() if name.startswith(prefix))
         assert moved[1.0][name].abs().mean() > 1e-4  # atol is float32 rounding beside it
         torch.testing.assert_close(delta, scale * moved[1.0][name], rtol=1e-5, atol=1e-7)
+
+
+def test_a_resumed_run_keeps_each_depth_on_its_own_rate(tmp_path):
+    """Interrupted and resumed with Adam (per-group moments in the checkpoint), the weights
+    end as an uninterrupted run's."""
+    cfg = TrainConfig(
+        lr=1e-2,
+        epochs=3,
+        batch_size=16,
+        layer_lr_decay=0.5,
+        patience=None,
+        checkpoint_every=3,
+        threads=1,
+    )
+    whole = Stacked()
+    train(whole, ToyData(64), cfg, seed=1)
+    with pytest.raises(Interrupt):
+        train(Stacked(), ToyData(64), cfg, seed=1, checkpoint_dir=tmp_path, callbacks=[StopAt(7)])
+    resumed = Stacked()
+    train(resumed, ToyData(64), cfg, seed=1, checkpoint_dir=tmp_path, resume=True)
+    after = dict(resumed.named_parameters())
+    for name, p in whole.named_parameters():
+        torch.testing.assert_close(after[name], p, msg=name)
 
 
 def test_bad_decays_are_refused_with_the_key():
