@@ -2,6 +2,7 @@
 methods.py already trained; nothing is retrained.
 
     .venv/bin/python benchmarks/text_ensembles.py [--table methods-sst2-full-grouped]
+        [--seeds 3,4,5]
 
 Rows, all fixed before any dev accuracy is read:
 - per method: its seeds' networks (a deep ensemble), combined by the mean and by the median of
@@ -108,18 +109,25 @@ def summarise_ensemble(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--table", default="methods-sst2-full-grouped")
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="only these of the table's seeds (e.g. 3,4,5: a replication's own ensemble); "
+        "the results' names end in -s<seeds>",
+    )
     args = parser.parse_args()
     quiet_libraries()
     table = json.loads((RESULTS / f"{args.table}.json").read_text())
     runs: dict[str, Any] = table["runs"]
-    seeds = [str(s) for s in table["seeds"]]
+    seeds = args.seeds.split(",") if args.seeds else [str(s) for s in table["seeds"]]
+    suffix = f"-s{''.join(seeds)}" if args.seeds else ""
     rows: dict[str, Any] = {}
     for method, r in runs.items():
         have = [s for s in seeds if s in r["seeds"]]
         if len(have) < 2:
             continue
         paths = [RUNS / run_name(args.table, method, r["lr"], s) for s in have]
-        run = ensemble(f"ens-{args.table}-{method}", paths)
+        run = ensemble(f"ens-{args.table}-{method}{suffix}", paths)
         single = [r["seeds"][s]["accuracy"] for s in have]
         to_best = sum(r["seeds"][s]["energy_to_best_wh"] for s in have)
         rows[method] = {
@@ -132,6 +140,8 @@ def main() -> None:
             **summarise_ensemble(run, to_best),
         }
     tune = str(table["tune_seed"])
+    if tune not in seeds:  # the cross-method rows are the tuning seed's runs
+        runs = {}
     ranked = sorted(
         (m for m in runs if tune in runs[m]["seeds"]),
         key=lambda m: runs[m]["seeds"][tune]["best_val_loss"],
@@ -167,7 +177,7 @@ def main() -> None:
         "selected_by_validation": selected,
         "full_single_energy_to_best_wh": full,
     }
-    write_results(RESULTS / f"ensembles-{args.table}", payload, markdown(payload))
+    write_results(RESULTS / f"ensembles-{args.table}{suffix}", payload, markdown(payload))
 
 
 def _weight(summary: dict[str, Any], path: Path) -> float:
