@@ -260,6 +260,33 @@ def test_folding_adds_dead_journals_once_and_leaves_live_ones(tmp_path):
     assert read_journals(tmp_path) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="Linux /proc only")
+def test_a_clock_step_does_not_make_a_live_process_look_dead(tmp_path, monkeypatch):
+    # A VM resumed from a pause (or a suspend, an NTP step) moves the boot time the kernel
+    # derives from the wall clock; a run's own journal was then folded as a dead process's,
+    # and its windows entered the ledger twice.
+    import psutil
+    import psutil._pslinux
+
+    from greentune.procs import process_started, same_process
+
+    epoch_start = psutil.Process().create_time()  # what greentune wrote before
+    live = read_journal(_journal(tmp_path, _meter(FakeClock())).path)
+    assert live is not None
+    stepped = psutil._pslinux.boot_time() + 3600.0
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: stepped)
+    monkeypatch.setattr(psutil, "boot_time", lambda: stepped)
+    assert same_process(os.getpid(), _started())
+    assert same_process(os.getpid(), live.session["process_started"])
+    assert Ledger.load(tmp_path).fold_journals(tmp_path) == []  # alive: not folded
+    monkeypatch.undo()
+    assert same_process(os.getpid(), epoch_start)  # an older journal's epoch start still reads
+    dead = _dead_pid()
+    assert process_started(dead) is None
+    assert not same_process(dead, epoch_start)
+    assert not same_process(os.getpid(), live.session["process_started"] + 5)
+
+
 def test_metered_journals_as_it_goes_then_leaves_only_the_ledger(run):
     cfg = EnergyConfig(meter="model", carbon="fixed:100", journal_interval_s=0.05)
     with metered(run.path, cfg, "evaluate") as meter, meter.window("evaluate"):
