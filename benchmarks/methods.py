@@ -49,6 +49,7 @@ from machine import machine_info, write_results
 import greentune as gt
 from greentune.cli import quiet_libraries
 from greentune.config import build_config
+from greentune.energy.ledger import Ledger
 from greentune.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ def sst2_args(rows: int | None) -> list[str]:
 def energy_to_best(run: Path, best_epoch: int | None) -> float:
     """Wh of the training windows up to the best validation (modelled here), with the
     training's one-off windows before its first epoch (the forecaster's ridge start)."""
-    rows = json.loads((run / "energy.json").read_text())["rows"]
+    rows = Ledger.load(run).rows  # repairs a ledger a clock step doubled (greentune.procs)
     last = -1 if best_epoch is None else best_epoch
     total_j = 0.0
     for row in rows:

@@ -287,6 +287,30 @@ def test_a_clock_step_does_not_make_a_live_process_look_dead(tmp_path, monkeypat
     assert not same_process(os.getpid(), live.session["process_started"] + 5)
 
 
+def test_a_ledger_that_holds_a_live_session_twice_is_repaired_on_load(tmp_path):
+    clock = FakeClock()
+    meter = _meter(clock)
+    for name in ("data", "train"):
+        with meter.window(name):
+            clock.advance(3)
+    ledger = Ledger()
+    ledger.add_session(meter, "2023-01-01T00:00:00+00:00", None, ["abc.rank0"], "abc")
+    ledger.save(tmp_path)
+    once = json.loads((tmp_path / "energy.json").read_text())
+    # what a clock step made: the command's own journal folded as recovered, then its session
+    twin = {**once["sessions"][0], "recovered": "the process died; rows read back ..."}
+    damaged = {**once, "sessions": [twin, *once["sessions"]], "rows": once["rows"] * 2}
+    write_json(tmp_path / "energy.json", damaged)
+    repaired = Ledger.load(tmp_path)
+    assert repaired.sessions == once["sessions"]
+    assert repaired.rows == once["rows"]
+    assert repaired.totals() == once["totals"]
+    # a real recovery (another journal) and its rows stay
+    other = {**twin, "journals": ["dead.rank0"]}
+    write_json(tmp_path / "energy.json", {**damaged, "sessions": [other, *once["sessions"]]})
+    assert len(Ledger.load(tmp_path).rows) == 2 * len(once["rows"])
+
+
 def test_metered_journals_as_it_goes_then_leaves_only_the_ledger(run):
     cfg = EnergyConfig(meter="model", carbon="fixed:100", journal_interval_s=0.05)
     with metered(run.path, cfg, "evaluate") as meter, meter.window("evaluate"):

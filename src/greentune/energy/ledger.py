@@ -69,6 +69,7 @@ class Ledger:
             data = json.loads(path.read_text())
             ledger = cls(data["rows"])
             ledger.sessions = list(data.get("sessions", []))
+            ledger._drop_self_recoveries()
             for i, row in enumerate(ledger.rows):
                 missing = [k for k in ROW_KEYS if k not in row]
                 if missing or not isinstance(row["energy_j"], dict):
@@ -78,6 +79,29 @@ class Ledger:
                 f"{path}: not a greentune energy ledger ({exc}); move it aside to start a new one"
             ) from None
         return ledger
+
+    def _drop_self_recoveries(self) -> None:
+        """Repair ledgers a clock step damaged (before greentune.procs read start times from
+        /proc): a live command took its own journal for a dead process's, so its session is
+        there twice, once as ``recovered``, and its closed windows are exact copies. Drop the
+        twin and the copies."""
+        done = {st for s in self.sessions if "recovered" not in s for st in s.get("journals", [])}
+        twins = [
+            s
+            for s in self.sessions
+            if "recovered" in s and s.get("journals") and set(s["journals"]) <= done
+        ]
+        if not twins:
+            return
+        self.sessions = [s for s in self.sessions if not any(s is t for t in twins)]
+        seen: set[str] = set()
+        unique = []
+        for row in self.rows:
+            key = json.dumps(row, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                unique.append(row)
+        self.rows = unique
 
     def add(self, result: WindowResult) -> None:
         self.rows.append(result.to_dict())
