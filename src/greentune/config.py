@@ -76,6 +76,13 @@ class DataConfig:
     val_origins: str | None = None
     """Forecast origins on validation, denser than daily so early stopping is less noisy; a step
     count. None: 8 per day (every 6 half-hours, every 3 hours), 1 for daily data."""
+    match_origins: bool = False
+    """Train and validate only on windows that start at local midnight, where the test's daily
+    forecasts start (needs ``eval_origins: daily``; ``train_stride`` and ``val_origins`` then do
+    not apply). Each model then learns the one forecast it is asked for, horizon step h always
+    at the same clock time (the ridge gets a temperature response per half-hour), from one
+    window a day instead of windows at every clock time. A model trained so forecasts from
+    local midnight only; other origins are refused."""
     val: str | None = None
     """Validation split: a fraction ('0.1'), a duration before test ('56D') or a start date.
     None: 56 days, or 15 % when that leaves less than 4x as much for training."""
@@ -108,6 +115,12 @@ class DataConfig:
             *[k for k in ("context_length", "horizon") if not isinstance(getattr(self, k), str)],
             "train_stride",
         )
+        if self.match_origins and self.eval_origins != "daily":
+            raise ConfigError(
+                f"data.match_origins trains for the test's daily origins (local midnight); "
+                f"data.eval_origins={self.eval_origins!r} asks for others: set "
+                "data.eval_origins: daily or data.match_origins: false"
+            )
         for col, pair in self.bounds.items():
             if len(pair) != 2 or not pair[0] < pair[1]:
                 raise ConfigError(

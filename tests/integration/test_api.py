@@ -119,6 +119,31 @@ def test_bad_frames_get_errors_that_name_the_column_or_row(forecast):
         model.predict([1, 2, 3])
 
 
+def test_a_model_trained_for_midnight_origins_refuses_others(tmp_path):
+    csv = tmp_path / "load.csv"
+    make_series().to_csv(csv, index=False)
+    cfg = gt.build_config(
+        overrides=[
+            *series_overrides(csv, tmp_path / "runs"),
+            "data.match_origins=true",
+            "train.epochs=1",
+            "eval.baselines=[linear]",
+            "eval.ensembles=[]",
+        ]
+    )
+    run = gt.run(cfg, echo=lambda m: None)
+    assert "data.match_origins: training (26) and validation (6)" in run.log_path.read_text()
+    model = gt.Predictor.from_run(run)
+    frame = pd.read_csv(csv)  # hours, ending at 23:00
+
+    def ahead(f: pd.DataFrame) -> pd.DataFrame:  # the last day's load unknown: forecast it
+        return f.assign(load_mw=[*f.load_mw[:-24], *[np.nan] * 24])
+
+    assert len(model.predict(ahead(frame))) == 24  # from midnight
+    with pytest.raises(DataError, match=r"start at 2021-02-11 19:00:00, but this model was"):
+        model.predict(ahead(frame.iloc[:-5]))
+
+
 def test_evaluate_through_the_task_rescores_the_same(forecast):
     run, _, _ = forecast
     before = run.metrics.result.scores

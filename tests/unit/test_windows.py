@@ -157,3 +157,23 @@ def test_a_saved_scaler_rescales_the_inputs(tiny_series):
     again = with_scaler(d, saved)
     np.testing.assert_allclose(again.scaled, saved.transform(d.frame.to_numpy(float)), rtol=1e-6)
     assert again.scaler is saved and again.cache == {} and d.scaler is not saved
+
+
+def test_matched_origins_train_and_validate_from_local_midnight_only(tiny_series):
+    from greentune.evaluate.ridge import ridge_statistics
+
+    every = build(tiny_series)
+    d = build(tiny_series, match_origins=True)
+    midnights = every.train.origins[every.frame.index[every.train.origins].hour == 0]
+    np.testing.assert_array_equal(d.train.origins, midnights)
+    assert len(d.val) == 6 and all(d.frame.index[o].hour == 0 for o in d.val.origins)
+    np.testing.assert_array_equal(d.test.origins, every.test.origins)
+    assert any("data.match_origins" in note for note in d.report.notes)
+    # the ridge sums over those windows only, not every origin
+    assert ridge_statistics(d)["n"] == len(midnights)
+    assert ridge_statistics(every)["n"] == len(every.train)
+
+
+def test_matched_origins_need_daily_test_origins():
+    with pytest.raises(ConfigError, match=r"data.match_origins .* data.eval_origins='1'"):
+        DataConfig(**BASE, match_origins=True, eval_origins="1")

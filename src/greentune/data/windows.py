@@ -245,10 +245,17 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     scaled = scaler.transform(values).astype(np.float32)
     bad_rows: np.ndarray = np.asarray(np.isnan(scaled).any(axis=1))
     dropped: dict[str, int] = {}
-    train = _windows(
-        "train", np.arange(L, val_start - H + 1, cfg.train_stride or 1), bad_rows, L, H, dropped
-    )
-    val_o = _origins(frame.index, val_start, test_start - H + 1, cfg.val_origins, "val_origins")
+    if cfg.match_origins:
+        train_o = _origins(frame.index, L, val_start - H + 1, "daily", "eval_origins")
+        val_o = _origins(frame.index, val_start, test_start - H + 1, "daily", "eval_origins")
+        report.notes.append(
+            f"data.match_origins: training ({len(train_o)}) and validation ({len(val_o)}) "
+            "windows start at local midnight only, as the test's"
+        )
+    else:
+        train_o = np.arange(L, val_start - H + 1, cfg.train_stride or 1)
+        val_o = _origins(frame.index, val_start, test_start - H + 1, cfg.val_origins, "val_origins")
+    train = _windows("train", train_o, bad_rows, L, H, dropped)
     test_o = _origins(frame.index, test_start, n - H + 1, cfg.eval_origins, "eval_origins")
     val = _windows("val", val_o[val_o >= L], bad_rows, L, H, dropped)
     test = _windows("test", test_o[test_o >= L], bad_rows, L, H, dropped)

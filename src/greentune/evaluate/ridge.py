@@ -90,12 +90,15 @@ def level_layout(data: ForecastData) -> tuple[np.ndarray, np.ndarray]:
 def ridge_statistics(
     data: ForecastData, chunk: int = 2048, lagged_from: int = LAGGED_FROM
 ) -> Stats:
-    """Sums (float64) over the training windows (stride 1, complete ones) and the validation
-    windows, with the layout the ``window`` design needs. Runs of at least ``lagged_from``
-    consecutive origins are summed from lagged cross-products (``lagged``), the other origins
-    by products of their design rows in chunks of ``chunk``."""
+    """Sums (float64) over the training windows (stride 1, complete ones; with
+    ``data.match_origins`` the training windows, one a day) and the validation windows, with
+    the layout the ``window`` design needs. Runs of at least ``lagged_from`` consecutive
+    origins are summed from lagged cross-products (``lagged``), the other origins by products
+    of their design rows in chunks of ``chunk``."""
     L, H = data.context_length, data.horizon
-    train = complete_origins(data, np.arange(L, data.val_start - H + 1))
+    matched = data.config is not None and data.config.match_origins
+    every = data.train.origins if matched else np.arange(L, data.val_start - H + 1)
+    train = complete_origins(data, every)
     val = complete_origins(data, data.val.origins)
     if len(train) == 0 or len(val) == 0:
         raise DataError(
@@ -382,9 +385,9 @@ def solve_ridge(
 
 
 def fit_linear(data: ForecastData) -> LinearFit:
-    """Ridge on every training window (stride 1), alpha and design chosen on the validation
-    windows. Cached on ``data``: the network's skip path and the `linear` baseline share one
-    fit."""
+    """Ridge on every training window (stride 1; one a day with ``data.match_origins``), alpha
+    and design chosen on the validation windows. Cached on ``data``: the network's skip path
+    and the `linear` baseline share one fit."""
     cached = data.cache.get("ridge")
     if cached is not None:
         return cached

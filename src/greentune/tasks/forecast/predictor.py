@@ -160,6 +160,14 @@ class ForecastPredictor(Predictor):
             )
         scaled = self.scaler.transform(featured.to_numpy(dtype=float)).astype(np.float32)
         chosen = _choose_origins(featured, targets, how, L, H, table.origin)
+        stamps = featured.index[chosen]
+        off = stamps[(stamps.hour != 0) | (stamps.minute != 0)]
+        if self.cfg.data.match_origins and len(off):
+            raise DataError(
+                f"{table.origin}: the forecast would start at {off[0]}, but this model was "
+                "trained for forecasts from local midnight only (data.match_origins); give "
+                "history that ends just before a local midnight, or origins='daily'"
+            )
         _check_inputs(featured, scaled, chosen, L, H, len(targets) + len(past), table.origin)
         data = ForecastData(
             featured,
