@@ -50,6 +50,7 @@ import greentune as gt
 from greentune.cli import quiet_libraries
 from greentune.config import build_config
 from greentune.energy.ledger import Ledger
+from greentune.evaluate.green import bill_windows
 from greentune.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +172,10 @@ def one_run(name: str, overrides: list[str]) -> dict[str, Any]:
         "accuracy": mine.get("accuracy"),
         "macro_f1": mine.get("macro_f1"),
         "mape": mine.get("mape"),
-        "energy_wh": mine.get("energy_wh"),
+        # billed again from the ledger as loaded, so a ledger a clock step doubled is repaired
+        "energy_wh": bill_windows(Ledger.load(path), mine["energy_windows"]).energy_wh
+        if mine.get("energy_windows")
+        else mine.get("energy_wh"),
         "energy_to_best_wh": energy_to_best(path, training["best_epoch"]),
         "energy_kind": mine.get("energy_kind"),
     }
