@@ -79,10 +79,12 @@ class DataConfig:
     match_origins: bool = False
     """Train and validate only on windows that start at local midnight, where the test's daily
     forecasts start (needs ``eval_origins: daily``; ``train_stride`` and ``val_origins`` then do
-    not apply). Each model then learns the one forecast it is asked for, horizon step h always
-    at the same clock time (the ridge gets a temperature response per half-hour), from one
-    window a day instead of windows at every clock time. A model trained so forecasts from
-    local midnight only; other origins are refused."""
+    not apply). The network and the ridge then learn the one forecast they are asked for,
+    horizon step h always at the same clock time (the ridge gets a temperature response per
+    half-hour), from one window a day instead of windows at every clock time. LightGBM and the
+    peers keep their own training rows (their features carry the step and the clock time) but
+    early-stop and choose on the midnight validation windows. A model trained so forecasts
+    from local midnight only; other origins are refused."""
     val: str | None = None
     """Validation split: a fraction ('0.1'), a duration before test ('56D') or a start date.
     None: 56 days, or 15 % when that leaves less than 4x as much for training."""

@@ -32,8 +32,20 @@ def process_started(pid: int) -> float | None:
         return None
 
 
-def same_process(pid: int, started: float | None) -> bool:
-    """Is ``pid`` alive and (when ``started`` is known) still the process started then?"""
+def boot_id() -> str | None:
+    """This boot's identity (Linux's ``/proc/sys/kernel/random/boot_id``), None elsewhere: a
+    start counted from boot says nothing once the machine has restarted."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def same_process(pid: int, started: float | None, boot: str | None = None) -> bool:
+    """Is ``pid`` alive and (when ``started`` is known) still the process started then, in the
+    boot ``boot`` (when known)?"""
+    if boot is not None and boot != boot_id():
+        return False  # the machine restarted since: whatever has this pid now is another
     if started is not None and started > _EPOCH_FROM_S and _linux():
         try:
             proc = psutil.Process(pid)

@@ -271,7 +271,9 @@ def test_a_clock_step_does_not_make_a_live_process_look_dead(tmp_path, monkeypat
     from greentune.procs import process_started, same_process
 
     epoch_start = psutil.Process().create_time()  # what greentune wrote before
-    live = read_journal(_journal(tmp_path, _meter(FakeClock())).path)
+    from greentune.energy.session import _open_journal
+
+    live = read_journal(_open_journal(tmp_path, _meter(FakeClock()), "2023-01-01", 4.0).path)
     assert live is not None
     stepped = psutil._pslinux.boot_time() + 3600.0
     monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: stepped)
@@ -280,6 +282,9 @@ def test_a_clock_step_does_not_make_a_live_process_look_dead(tmp_path, monkeypat
     assert same_process(os.getpid(), live.session["process_started"])
     assert Ledger.load(tmp_path).fold_journals(tmp_path) == []  # alive: not folded
     monkeypatch.undo()
+    assert live.session["boot_id"] is not None
+    rebooted = {**live.session, "boot_id": "an-earlier-boot"}
+    assert not same_process(os.getpid(), rebooted["process_started"], rebooted["boot_id"])
     assert same_process(os.getpid(), epoch_start)  # an older journal's epoch start still reads
     dead = _dead_pid()
     assert process_started(dead) is None
@@ -305,9 +310,17 @@ def test_a_ledger_that_holds_a_live_session_twice_is_repaired_on_load(tmp_path):
     assert repaired.sessions == once["sessions"]
     assert repaired.rows == once["rows"]
     assert repaired.totals() == once["totals"]
+    # folded by another command while a window was open: a partial row and an estimate too
+    train = next(r for r in once["rows"] if r["window"] == "train")
+    partial = {**train, "end": train["start"], "ok": False, "extra": {"crashed": "..."}}
+    guess = {**train, "start": train["end"], "kind": "estimated", "extra": {"estimated": "."}}
+    damaged["rows"] = [*once["rows"][:1], partial, guess, *once["rows"]]
+    write_json(tmp_path / "energy.json", damaged)
+    assert Ledger.load(tmp_path).rows == once["rows"]
     # a real recovery (another journal) and its rows stay
     other = {**twin, "journals": ["dead.rank0"]}
-    write_json(tmp_path / "energy.json", {**damaged, "sessions": [other, *once["sessions"]]})
+    real = {**once, "sessions": [other, *once["sessions"]], "rows": once["rows"] * 2}
+    write_json(tmp_path / "energy.json", real)
     assert len(Ledger.load(tmp_path).rows) == 2 * len(once["rows"])
 
 

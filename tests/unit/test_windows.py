@@ -169,6 +169,9 @@ def test_matched_origins_train_and_validate_from_local_midnight_only(tiny_series
     assert len(d.val) == 6 and all(d.frame.index[o].hour == 0 for o in d.val.origins)
     np.testing.assert_array_equal(d.test.origins, every.test.origins)
     assert any("data.match_origins" in note for note in d.report.notes)
+    # settings that do not apply are not chosen (nor written into config.yaml as chosen)
+    assert any("validation origins every" in note for note in every.report.notes)
+    assert not any("validation origins every" in note for note in d.report.notes)
     # the ridge sums over those windows only, not every origin
     assert ridge_statistics(d)["n"] == len(midnights)
     assert ridge_statistics(every)["n"] == len(every.train)

@@ -137,12 +137,12 @@ def resolve_shape(
             val, test = val or TIME_SPLIT, test or TIME_SPLIT
     out = dataclasses.replace(cfg, horizon=horizon, context_length=context, val=val, test=test)
     _check_room(out, n, step, origin)
-    if cfg.train_stride is None:
+    if cfg.train_stride is None and not cfg.match_origins:
         train_rows = n - sum(_split_rows(s, n, step) or 0 for s in (val, test))
         stride = max(1, round((train_rows - context - horizon) / TARGET_TRAIN_WINDOWS))
         out = dataclasses.replace(out, train_stride=stride)
         notes.append(f"train stride {stride} (about {TARGET_TRAIN_WINDOWS:,} training windows)")
-    if cfg.val_origins is None:
+    if cfg.val_origins is None and not cfg.match_origins:
         every = max(1, round(DAY / step) // VAL_ORIGINS_PER_DAY)
         out = dataclasses.replace(out, val_origins=str(every))
         notes.append(f"validation origins every {every} steps")

@@ -223,7 +223,7 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     cfg, _ = resolve_shape(cfg, frame.index, report.origin)
     report.notes.extend(f"chosen from the data: {note}" for note in cfg.chosen)
     assert isinstance(cfg.context_length, int) and isinstance(cfg.horizon, int)
-    assert cfg.val is not None and cfg.test is not None and cfg.val_origins is not None
+    assert cfg.val is not None and cfg.test is not None
     frame, target_cols, past_cols, known_cols = featurize(frame, cfg)
     n = len(frame)
     test_start = _split_start(cfg.test, frame.index, n, n, "data.test")
@@ -253,6 +253,7 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
             "windows start at local midnight only, as the test's"
         )
     else:
+        assert cfg.val_origins is not None  # chosen from the data when unset
         train_o = np.arange(L, val_start - H + 1, cfg.train_stride or 1)
         val_o = _origins(frame.index, val_start, test_start - H + 1, cfg.val_origins, "val_origins")
     train = _windows("train", train_o, bad_rows, L, H, dropped)

@@ -3,8 +3,8 @@
 Each metered process appends JSON lines to ``energy-journal/<session>.rank<r>.jsonl`` in the run
 directory, flushed and fsynced line by line:
 
-    {"type": "session", id, command, started, rank, pid, host, process_started, interval_s,
-     owners {component: [source, kind]}, sources, carbon, pue}
+    {"type": "session", id, command, started, rank, pid, host, process_started, boot_id,
+     interval_s, owners {component: [source, kind]}, sources, carbon, pue}
     {"type": "open", window, parent, depth, start, energy_j}      a window began (cumulative J)
     {"type": "tick", time, energy_j}                              every ``interval_s`` and at
                                                                   every training checkpoint
@@ -100,7 +100,11 @@ class JournalFile:
         is held."""
         if self.session.get("host") != socket.gethostname():
             return lock_held
-        return same_process(int(self.session["pid"]), self.session.get("process_started"))
+        return same_process(
+            int(self.session["pid"]),
+            self.session.get("process_started"),
+            self.session.get("boot_id"),
+        )
 
     def recovered_rows(self, price: Price | None) -> list[dict[str, Any]]:
         """Closed rows, partial rows for the windows open at the last reading, and the

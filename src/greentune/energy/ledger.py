@@ -82,9 +82,10 @@ class Ledger:
 
     def _drop_self_recoveries(self) -> None:
         """Repair ledgers a clock step damaged (before greentune.procs read start times from
-        /proc): a live command took its own journal for a dead process's, so its session is
-        there twice, once as ``recovered``, and its closed windows are exact copies. Drop the
-        twin and the copies."""
+        /proc): a live command's journal was taken for a dead process's and folded, by itself
+        or by another command, so its session is there twice, once as ``recovered``. Drop the
+        twin and, among its command's rows, the copies of closed windows, the partial rows of
+        windows the command closed later, and the estimate of a death that never came."""
         done = {st for s in self.sessions if "recovered" not in s for st in s.get("journals", [])}
         twins = [
             s
@@ -94,13 +95,32 @@ class Ledger:
         if not twins:
             return
         self.sessions = [s for s in self.sessions if not any(s is t for t in twins)]
+        scope = {(t.get("command"), rank) for t in twins for rank in t.get("ranks", [0])}
+
+        def where(row: dict[str, Any]) -> tuple[Any, ...]:
+            return row["command"], row.get("rank", 0), row["window"]
+
+        closed = [
+            r
+            for r in self.rows
+            if r.get("kind") != "estimated" and "crashed" not in (r.get("extra") or {})
+        ]
+        spans = defaultdict(list)
+        for r in closed:
+            spans[where(r)].append((r["start"], r.get("end") or r["start"]))
         seen: set[str] = set()
         unique = []
         for row in self.rows:
-            key = json.dumps(row, sort_keys=True)
-            if key not in seen:
+            if (row["command"], row.get("rank", 0)) in scope:
+                key = json.dumps(row, sort_keys=True)
+                if key in seen:
+                    continue
                 seen.add(key)
-                unique.append(row)
+                partial = "crashed" in (row.get("extra") or {}) or row.get("kind") == "estimated"
+                # ISO 8601 UTC strings of one format: their order is the times' order
+                if partial and any(a <= row["start"] <= b for a, b in spans[where(row)]):
+                    continue
+            unique.append(row)
         self.rows = unique
 
     def add(self, result: WindowResult) -> None:

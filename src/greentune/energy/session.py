@@ -18,7 +18,7 @@ from greentune.energy.journal import JOURNAL_DIR, Journal, journal_path
 from greentune.energy.ledger import Ledger, remove_journals
 from greentune.energy.meter import Meter, NullMeter, WindowHandle, WindowResult, utc_now
 from greentune.errors import StorageError
-from greentune.procs import process_started
+from greentune.procs import boot_id, process_started
 from greentune.runlock import RunLockedError
 
 AnyMeter = Meter | NullMeter
@@ -86,6 +86,7 @@ def _open_journal(folder: Path, meter: Meter, started: str, interval_s: float) -
         "pid": pid,
         "host": socket.gethostname(),
         "process_started": process_started(pid),
+        "boot_id": boot_id(),
         "interval_s": interval_s,
         "owners": meter.owners_record(),
         **meter.details(),

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from greentune.errors import ScheduleError
 from greentune.io import write_json
-from greentune.procs import process_started, same_process
+from greentune.procs import boot_id, process_started, same_process
 from greentune.rundir import read_status
 from greentune.schedule.jobs import Job, job_argv
 
@@ -51,7 +51,9 @@ class Handle(Protocol):
 class Runner(Protocol):
     def start(self, argv: list[str], log: Path) -> Handle: ...
 
-    def adopt(self, pid: int, started: float | None = None) -> Handle | None: ...
+    def adopt(
+        self, pid: int, started: float | None = None, boot: str | None = None
+    ) -> Handle | None: ...
 
 
 @dataclass
@@ -75,12 +77,14 @@ class _PidHandle:
 
     pid: int
     started: float | None = None
-    """The process's start time (psutil ``create_time``) when it was launched."""
+    """The process's start time (``greentune.procs.process_started``) when it was launched."""
+    boot: str | None = None
+    """The boot it was launched in (``greentune.procs.boot_id``)."""
 
     def poll(self) -> int | None:
         """-1 once the process is gone, a zombie (dead, not yet reaped by whoever inherited
-        it), or its pid now belongs to a process started later (reused)."""
-        return None if same_process(self.pid, self.started) else -1
+        it), or its pid now belongs to a process started later (reused) or in a later boot."""
+        return None if same_process(self.pid, self.started, self.boot) else -1
 
     def send(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -97,8 +101,10 @@ class PopenRunner:
             )
         return _PopenHandle(proc)
 
-    def adopt(self, pid: int, started: float | None = None) -> Handle | None:
-        handle = _PidHandle(pid, started)
+    def adopt(
+        self, pid: int, started: float | None = None, boot: str | None = None
+    ) -> Handle | None:
+        handle = _PidHandle(pid, started, boot)
         return handle if handle.poll() is None else None
 
 
@@ -131,6 +137,8 @@ class JobState:
     pid: int | None = None
     pid_started: float | None = None
     """When the process ``pid`` started: a restarted scheduler never adopts a reused pid."""
+    pid_boot: str | None = None
+    """The boot ``pid`` was started in: nor a pid of an earlier boot."""
     stopping: bool = False
     launches: list[dict[str, Any]] = field(default_factory=list)
     note: str | None = None
@@ -220,7 +228,7 @@ class _Executor:
         for name, st in self.states.items():
             if st.status != "running" or st.pid is None:
                 continue
-            handle = self.runner.adopt(st.pid, st.pid_started)
+            handle = self.runner.adopt(st.pid, st.pid_started, st.pid_boot)
             if handle is not None:
                 self.handles[name] = handle
                 self.log(f"{name}: adopted running process {st.pid}")
@@ -246,7 +254,7 @@ class _Executor:
             st.status, st.chunk = "paused", st.chunk + 1
         else:
             st.status, st.note = "failed", f"exit code {code}; see {self.out / (name + '.log')}"
-        st.pid, st.pid_started, st.stopping = None, None, False
+        st.pid, st.pid_started, st.pid_boot, st.stopping = None, None, None, False
         self.handles.pop(name, None)
         self.log(f"{name}: {st.status} at {now:%Y-%m-%d %H:%M} (exit {code})")
 
@@ -260,7 +268,7 @@ class _Executor:
             argv = job_argv(job, self.output_dir, resume, self.greentune)
             handle = self.runner.start(argv, self.out / f"{name}.log")
             self.handles[name], st.pid, st.status = handle, handle.pid, "running"
-            st.pid_started = process_started(handle.pid)
+            st.pid_started, st.pid_boot = process_started(handle.pid), boot_id()
         st.launches.append(
             {"chunk": st.chunk, "sim_start": now.isoformat(), "real_start": time.time()}
         )

@@ -103,7 +103,9 @@ class FakeRunner:
         self.alive[handle.pid] = handle
         return handle
 
-    def adopt(self, pid: int, started: float | None = None) -> FakeHandle | None:
+    def adopt(
+        self, pid: int, started: float | None = None, boot: str | None = None
+    ) -> FakeHandle | None:
         return self.alive.get(pid)
 
 
@@ -226,6 +228,12 @@ def test_an_adopted_pid_that_died_is_a_zombie_or_was_reused_reads_ended():
     me = PopenRunner().adopt(os.getpid())
     assert me is not None and me.poll() is None
     assert _PidHandle(os.getpid(), started=1.0).poll() == -1  # the pid now names another process
+    from greentune.procs import boot_id, process_started
+
+    started = process_started(os.getpid())
+    assert PopenRunner().adopt(os.getpid(), started, boot_id()) is not None
+    if boot_id() is not None:  # a pid recorded in an earlier boot is another process now
+        assert PopenRunner().adopt(os.getpid(), started, "an-earlier-boot") is None
     child = subprocess.Popen(["sleep", "30"])
     os.kill(child.pid, signal.SIGKILL)
     import time
