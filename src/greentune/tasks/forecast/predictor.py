@@ -166,7 +166,8 @@ class ForecastPredictor(Predictor):
             raise DataError(
                 f"{table.origin}: the forecast would start at {off[0]}, but this model was "
                 "trained for forecasts from local midnight only (data.match_origins); give "
-                "history that ends just before a local midnight, or origins='daily'"
+                "history that ends just before a local midnight, or ask for origins 'daily' "
+                "(--origins daily)"
             )
         _check_inputs(featured, scaled, chosen, L, H, len(targets) + len(past), table.origin)
         data = ForecastData(
