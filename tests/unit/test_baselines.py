@@ -142,7 +142,7 @@ def test_lightgbm_beats_weekly_naive_with_a_temperature_effect(noisy: ForecastDa
     assert mae["linear"] < mae["seasonal_naive_weekly"]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [*NAMES, "linear_clock"])
 def test_quantiles_have_shapes_and_order(noisy: ForecastData, name: str) -> None:
     origins = noisy.test.origins
     fc = run_baseline(name, noisy, origins, QUANTILES)
@@ -156,7 +156,7 @@ def test_quantiles_have_shapes_and_order(noisy: ForecastData, name: str) -> None
     assert fc.fit_s >= 0.0 and fc.predict_s >= 0.0
 
 
-@pytest.mark.parametrize("name", ["linear", "lightgbm"])
+@pytest.mark.parametrize("name", ["linear", "linear_clock", "lightgbm"])
 def test_fitting_never_reads_test_targets(noisy: ForecastData, name: str) -> None:
     frame = noisy.frame.copy()
     frame.iloc[noisy.test_start :, 0] = 1e6
@@ -291,3 +291,27 @@ def test_the_weighted_ensemble_takes_lightgbms_other_designs(
     np.testing.assert_allclose(weighted.info["weights_by_step"], np.round(w, 4))
     want = combine("weighted", use["test"], w).point
     np.testing.assert_allclose(weighted.forecast.point, want, rtol=1e-12)
+
+
+def test_linear_clock_is_the_ridge_of_each_origin_time(noisy: ForecastData) -> None:
+    from greentune.evaluate.ridge import design_matrix, fit_linear_at
+
+    # at midnight: the ridge a run with data.match_origins trains (midnight windows only)
+    matched = _data(
+        {"y": noisy.frame["y"].to_numpy(), "temp": noisy.frame["temp"].to_numpy()},
+        dataclasses.replace(CFG, match_origins=True),
+    )
+    test = noisy.test.origins
+    np.testing.assert_allclose(
+        run_baseline("linear_clock", noisy, test, ()).point,
+        run_baseline("linear", matched, test, ()).point,
+        rtol=1e-9,
+    )
+    # at 06:00 and midnight together: each origin by the ridge of its own time
+    mixed = np.sort(np.concatenate([test[:3], test[:3] + 6]))
+    got = run_baseline("linear_clock", noisy, mixed, ()).point
+    six = fit_linear_at(noisy, 360)
+    x, _ = design_matrix(noisy, mixed[1::2])
+    want = noisy.unscale_target(six.predict_scaled(x).reshape(3, 24, 1))
+    np.testing.assert_allclose(got[1::2], want, rtol=1e-9)
+    assert not np.allclose(got[1::2], run_baseline("linear", noisy, mixed[1::2], ()).point)

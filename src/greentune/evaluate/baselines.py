@@ -19,7 +19,13 @@ import pandas as pd
 from greentune.config import RunConfig
 from greentune.data.windows import ForecastData, unfold_targets
 from greentune.errors import DataError
-from greentune.evaluate.ridge import complete_origins, design_matrix, fit_linear
+from greentune.evaluate.ridge import (
+    clock_minutes,
+    complete_origins,
+    design_matrix,
+    fit_linear,
+    fit_linear_at,
+)
 from greentune.registry import Registry
 from greentune.results import Forecast
 
@@ -176,4 +182,52 @@ def linear(
         q = {k: point + v for k, v in q.items()}
     # the ridge fit's own seconds count even when the skip path computed it first
     fit_s = fit.fit_s + (t1 - t0)
+    return Forecast(point, q, fit_s=fit_s, predict_s=time.perf_counter() - t1)
+
+
+@BASELINES.register("linear_clock")
+def linear_clock(
+    data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], _: BaselineOptions
+) -> Forecast:
+    """One ridge per clock time of the forecast origin (``fit_linear_at``): each origin is
+    forecast by the ridge fitted on the training windows issued at its own time of day, so a
+    run with daily origins trains one ridge, validation every 3 hours eight. The `linear`
+    baseline is one ridge over windows from every clock time."""
+    L, H, T = data.context_length, data.horizon, data.n_targets
+    if data.channel_independent:
+        raise DataError(
+            f"{data.report.origin}: linear_clock forecasts one target; channel-independent data "
+            "(data.channel_independent) has several: use linear"
+        )
+    cal = np.zeros(0, dtype=np.int64)
+    if quantiles:
+        lo, hi = max(data.val_start, L), data.test_start - H + 1
+        cal = complete_origins(data, calibration_origins(data, lo, hi, origins))
+        # at the origins' own clock times only (one ridge each), even when they are few
+        own = np.isin(clock_minutes(data, cal), clock_minutes(data, origins))
+        cal = cal[own] if own.any() else cal
+    minutes = np.unique(clock_minutes(data, np.concatenate([origins, cal])))
+    fits = {int(m): fit_linear_at(data, int(m)) for m in minutes}
+    t0 = time.perf_counter()
+
+    def predict(o: np.ndarray) -> np.ndarray:
+        out = np.empty((len(o), H, T))
+        at = clock_minutes(data, o)
+        for m in np.unique(at):
+            mine = at == m
+            x, _ = design_matrix(data, o[mine])
+            scaled = fits[int(m)].predict_scaled(x)
+            out[mine] = data.unscale_target(scaled.reshape(int(mine.sum()), H, T))
+        return out
+
+    q = None
+    if quantiles:
+        resid = data.target_values()[horizon_positions(cal, H)] - predict(cal)
+        q = residual_quantiles(np.zeros((1, H, T)), resid, quantiles)
+    t1 = time.perf_counter()
+    point = predict(origins)
+    if q is not None:
+        q = {k: point + v for k, v in q.items()}
+    # each fit's own seconds count, also when an earlier call made it (they are cached)
+    fit_s = sum(f.fit_s for f in fits.values()) + (t1 - t0)
     return Forecast(point, q, fit_s=fit_s, predict_s=time.perf_counter() - t1)

@@ -88,18 +88,22 @@ def level_layout(data: ForecastData) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ridge_statistics(
-    data: ForecastData, chunk: int = 2048, lagged_from: int = LAGGED_FROM
+    data: ForecastData,
+    chunk: int = 2048,
+    lagged_from: int = LAGGED_FROM,
+    origins: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Stats:
     """Sums (float64) over the training windows (stride 1, complete ones; with
     ``data.match_origins`` the training windows, one a day) and the validation windows, with
     the layout the ``window`` design needs. Runs of at least ``lagged_from`` consecutive
     origins are summed from lagged cross-products (``lagged``), the other origins by products
-    of their design rows in chunks of ``chunk``."""
+    of their design rows in chunks of ``chunk``. ``origins``: (training, validation) origins
+    of one's own instead (``fit_linear_at``)."""
     L, H = data.context_length, data.horizon
     matched = data.config is not None and data.config.match_origins
     every = data.train.origins if matched else np.arange(L, data.val_start - H + 1)
-    train = complete_origins(data, every)
-    val = complete_origins(data, data.val.origins)
+    train, val = origins if origins is not None else (every, data.val.origins)
+    train, val = complete_origins(data, train), complete_origins(data, val)
     if len(train) == 0 or len(val) == 0:
         raise DataError(
             f"{data.report.origin}: no complete {'training' if len(train) == 0 else 'validation'}"
@@ -395,4 +399,37 @@ def fit_linear(data: ForecastData) -> LinearFit:
     fit = solve_ridge(ridge_statistics(data))
     fit.fit_s = time.perf_counter() - t0
     data.cache["ridge"] = fit
+    return fit
+
+
+def clock_minutes(data: ForecastData, positions: np.ndarray) -> np.ndarray:
+    """Local minute of the day of each position of ``data.frame``."""
+    index = data.frame.index[positions]
+    return np.asarray(index.hour * 60 + index.minute)
+
+
+def fit_linear_at(data: ForecastData, minute: int) -> LinearFit:
+    """The ridge for forecasts issued at one clock time: fitted on the training windows (stride
+    1) whose origin is at local minute ``minute`` of the day, alpha and design chosen on the
+    validation windows from that minute (every day's, whatever ``data.val_origins`` says).
+    Each horizon step is then one clock time, so the ridge learns a response per time of day
+    (the ``linear_clock`` baseline). Cached on ``data`` per minute."""
+    key = f"ridge@{minute}"
+    cached = data.cache.get(key)
+    if cached is not None:
+        return cached
+    t0 = time.perf_counter()
+    L, H = data.context_length, data.horizon
+    train = np.arange(L, data.val_start - H + 1)
+    val = np.arange(max(data.val_start, L), data.test_start - H + 1)
+    train, val = (o[clock_minutes(data, o) == minute] for o in (train, val))
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(
+            f"{data.report.origin}: no {'training' if len(train) == 0 else 'validation'} window "
+            f"starts at {minute // 60:02d}:{minute % 60:02d} for a ridge of that clock time; "
+            "use more data or leave linear_clock out of eval.baselines"
+        )
+    fit = solve_ridge(ridge_statistics(data, origins=(train, val)))
+    fit.fit_s = time.perf_counter() - t0
+    data.cache[key] = fit
     return fit
