@@ -52,7 +52,14 @@ def test_every_registry_entry_is_usable():
     assert set(BACKBONES.names()) == {"minilm", "tiny-bert", "tiny-gpt2"}
     peers = ["mlforecast", "mstl", "nhits", "patchtst"]  # registered without their libraries
     assert BASELINES.names() == sorted(
-        ["seasonal_naive_daily", "seasonal_naive_weekly", "linear", "lightgbm", *peers]
+        [
+            "seasonal_naive_daily",
+            "seasonal_naive_weekly",
+            "linear",
+            "linear_clock",
+            "lightgbm",
+            *peers,
+        ]
     )
 
 
