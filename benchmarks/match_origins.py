@@ -31,9 +31,14 @@ from victoria import DATASETS, VIC_ELEC
 
 from greentune.config import build_config
 from greentune.data.windows import ForecastData, prepare_forecast_data
-from greentune.evaluate.baselines import BASELINES, BaselineOptions, horizon_positions
+from greentune.evaluate.baselines import (
+    BASELINES,
+    BaselineOptions,
+    horizon_positions,
+    run_baseline,
+)
 from greentune.evaluate.ensemble import combine, fit_weights
-from greentune.evaluate.ridge import design_matrix, fit_linear
+from greentune.evaluate.ridge import fit_linear
 from greentune.results import Forecast
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,9 +50,7 @@ def data_for(dataset: str, matched: bool) -> ForecastData:
 
 
 def ridge_forecasts(data: ForecastData, origins: np.ndarray) -> np.ndarray:
-    fit = fit_linear(data)
-    x, _ = design_matrix(data, origins)
-    return data.unscale_target(fit.predict_scaled(x).reshape(len(origins), data.horizon, 1))
+    return run_baseline("linear", data, origins, ()).point
 
 
 def mape(data: ForecastData, point: np.ndarray, origins: np.ndarray) -> float:
