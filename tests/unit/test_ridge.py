@@ -18,10 +18,13 @@ from greentune.evaluate.ridge import (
     WALK_START,
     _centred,
     _LevelStep,
+    _RowSolver,
+    _Solver,
     complete_origins,
     design_matrix,
     fit_linear,
     level_layout,
+    ridge_origins,
     ridge_statistics,
     solve_ridge,
     walk_alphas,
@@ -125,6 +128,32 @@ def test_validation_errors_from_the_sums_are_the_errors_of_the_fits(level: str) 
         raw_w = w if level == "raw" else step.to_raw(w)
         direct = np.mean(((x - c.xm) @ raw_w + c.ym - y) ** 2)
         assert from_sums == pytest.approx(direct, rel=1e-7)
+
+
+@pytest.mark.parametrize("extra", [(), ("data.multivariate=true",)])
+def test_few_windows_solve_through_their_rows_to_the_same_fit(extra: tuple[str, ...]) -> None:
+    """One window a day (a ridge per clock time) gives fewer rows than inputs: the n x n
+    solves must give the fit the inputs' own factor gives, alpha and design included."""
+    data = _data(_shifted(), *extra)
+    L, H = data.context_length, data.horizon
+    every = np.arange(L, data.val_start - H + 1)
+    origins = (every[::24], data.val.origins)  # one a day, as fit_linear_at takes them
+    stats = ridge_statistics(data, origins=origins)
+    x, _ = design_matrix(data, ridge_origins(data, origins)[0])
+    assert len(x) < 0.5 * x.shape[1]
+    rows = x.astype(np.float64)
+    c = _centred(stats)
+    by_rows, by_gram = _RowSolver(rows - c.xm), _Solver(c.gram)
+    assert by_rows.scale == pytest.approx(by_gram.scale, rel=1e-10)
+    # any right-hand side (the window design's solves are not of X'Y); at the smallest
+    # penalties both factors lose digits to the conditioning
+    b = np.random.default_rng(0).normal(size=(x.shape[1], 3))
+    for i in range(len(RIDGE_ALPHAS)):
+        np.testing.assert_allclose(by_rows(i, b), by_gram(i, b), rtol=1e-4)
+    for levels in (("raw",), ("window",), ("raw", "window")):
+        want, got = solve_ridge(stats, levels), solve_ridge(stats, levels, rows=rows)
+        assert (got.alpha, got.level) == (want.alpha, want.level)
+        np.testing.assert_allclose(got.weight, want.weight, rtol=1e-6, atol=1e-9)
 
 
 def test_lagged_sums_are_the_sums_of_the_design_rows() -> None:

@@ -87,6 +87,24 @@ def level_layout(data: ForecastData) -> tuple[np.ndarray, np.ndarray]:
     ).astype(np.float64)
 
 
+def ridge_origins(
+    data: ForecastData, origins: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The complete (training, validation) origins of ``ridge_statistics``."""
+    L, H = data.context_length, data.horizon
+    matched = data.config is not None and data.config.match_origins
+    every = data.train.origins if matched else np.arange(L, data.val_start - H + 1)
+    train, val = origins if origins is not None else (every, data.val.origins)
+    train, val = complete_origins(data, train), complete_origins(data, val)
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(
+            f"{data.report.origin}: no complete {'training' if len(train) == 0 else 'validation'}"
+            " window for the ridge (a gap in every window): fill the gaps (data.fill_gaps) or "
+            "use more data"
+        )
+    return train, val
+
+
 def ridge_statistics(
     data: ForecastData,
     chunk: int = 2048,
@@ -99,17 +117,7 @@ def ridge_statistics(
     origins are summed from lagged cross-products (``lagged``), the other origins by products
     of their design rows in chunks of ``chunk``. ``origins``: (training, validation) origins
     of one's own instead (``fit_linear_at``)."""
-    L, H = data.context_length, data.horizon
-    matched = data.config is not None and data.config.match_origins
-    every = data.train.origins if matched else np.arange(L, data.val_start - H + 1)
-    train, val = origins if origins is not None else (every, data.val.origins)
-    train, val = complete_origins(data, train), complete_origins(data, val)
-    if len(train) == 0 or len(val) == 0:
-        raise DataError(
-            f"{data.report.origin}: no complete {'training' if len(train) == 0 else 'validation'}"
-            " window for the ridge (a gap in every window): fill the gaps (data.fill_gaps) or "
-            "use more data"
-        )
+    train, val = ridge_origins(data, origins)
     level_x, level_y = level_layout(data)
     return {
         **_sums(data, train, chunk, lagged_from, ""),
@@ -253,19 +261,31 @@ class _LevelStep:
     e: np.ndarray  # (n_in, t) indicator of target j's context columns
     el: np.ndarray  # e / L_j
     f: np.ndarray  # (n_out, t) indicator of target j's outputs
+    cols: list[np.ndarray]  # target j's context columns: where e[:, j] is 1
 
     @classmethod
     def from_layout(cls, level_x: np.ndarray, level_y: np.ndarray) -> _LevelStep:
         t = int(level_y.max())
         e = (level_x[:, None] == np.arange(1, t + 1)).astype(np.float64)
         f = (level_y[:, None] == np.arange(1, t + 1)).astype(np.float64)
-        return cls(e, e / np.maximum(e.sum(0), 1.0), f)
+        cols = [np.flatnonzero(e[:, j]) for j in range(t)]
+        return cls(e, e / np.maximum(e.sum(0), 1.0), f, cols)
 
-    def right(self, a: np.ndarray) -> np.ndarray:  # a P
-        return a - (a @ self.el) @ self.e.T
+    # P's update touches only the context columns of the targets (one in 15 on Victoria), so
+    # it is subtracted there instead of forming (a EL) E', a second n_in x n_in matrix.
+    def right(self, a: np.ndarray, copy: bool = True) -> np.ndarray:  # a P
+        level = a @ self.el
+        out = a.copy() if copy else a
+        for j, cols in enumerate(self.cols):
+            out[:, cols] -= level[:, j : j + 1]
+        return out
 
-    def left(self, a: np.ndarray) -> np.ndarray:  # P' a
-        return a - self.e @ (self.el.T @ a)
+    def left(self, a: np.ndarray, copy: bool = True) -> np.ndarray:  # P' a
+        level = self.el.T @ a
+        out = a.copy() if copy else a
+        for j, cols in enumerate(self.cols):
+            out[cols] -= level[j]
+        return out
 
     def times_b(self, a: np.ndarray) -> np.ndarray:  # a B
         return (a @ self.el) @ self.f.T
@@ -278,10 +298,10 @@ class _LevelStep:
         return _Centred(
             self.right(c.xm[None])[0],
             c.ym - self.times_b(c.xm[None])[0],
-            self.left(self.right(c.gram)),
-            self.left(c.xty - gb),
-            self.left(self.right(c.cxx)),
-            self.left(c.cxy - vb),
+            self.left(self.right(c.gram), copy=False),
+            self.left(c.xty - gb, copy=False),
+            self.left(self.right(c.cxx), copy=False),
+            self.left(c.cxy - vb, copy=False),
             c.cyy - 2 * self._trace_b(c.cxy) + self._trace_b(vb),
             c.nv,
         )
@@ -349,6 +369,38 @@ class _Solver:
         return linalg.cho_solve(self.factors[i], b, check_finite=False)
 
 
+@dataclass
+class _RowSolver:
+    """The solves of ``_Solver`` from the n centred training rows X when there are fewer rows
+    than inputs: by Woodbury's identity (X'X + a I)^-1 b = (b - X' (X X' + a I)^-1 X b) / a,
+    an n x n factor per alpha instead of the (L*C + H*K)^2 one. A ridge per clock time sees
+    one window a day (905 rows against 5,712 inputs on Victoria 2012-14), so its factors
+    are small (benchmarks/ridge_speed.py measures the gain)."""
+
+    rows: np.ndarray
+    alphas: tuple[float, ...] = RIDGE_ALPHAS
+    factors: dict[int, tuple[np.ndarray, bool]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.kernel = self.rows @ self.rows.T
+        # the mean diagonal of X'X, as _Solver scales its penalties
+        self.scale = float(np.trace(self.kernel)) / self.rows.shape[1] or 1.0
+
+    def __call__(self, i: int, b: np.ndarray) -> np.ndarray:
+        a = self.alphas[i] * self.scale
+        if i not in self.factors:
+            k = self.kernel.copy()
+            k.flat[:: len(k) + 1] += a
+            self.factors[i] = linalg.cho_factor(k, overwrite_a=True, check_finite=False)
+        inner = linalg.cho_solve(self.factors[i], self.rows @ b, check_finite=False)
+        return (b - self.rows.T @ inner) / a
+
+
+ROWS_BELOW = 0.5
+"""Solve from the rows (``_RowSolver``) when they number less than this share of the inputs:
+below it the n x n factors are cheaper than one of the inputs' and the rows fit in memory."""
+
+
 def _walk(c: _Centred, solve: Solve, alphas: tuple[float, ...]) -> tuple[float, int, np.ndarray]:
     """(validation MSE, alpha index, weights) of the alpha the walk settles on."""
     fits: dict[int, tuple[float, np.ndarray]] = {}
@@ -366,13 +418,18 @@ def _walk(c: _Centred, solve: Solve, alphas: tuple[float, ...]) -> tuple[float, 
 
 
 def solve_ridge(
-    stats: Stats, levels: tuple[str, ...] = LEVELS, alphas: tuple[float, ...] = RIDGE_ALPHAS
+    stats: Stats,
+    levels: tuple[str, ...] = LEVELS,
+    alphas: tuple[float, ...] = RIDGE_ALPHAS,
+    rows: np.ndarray | None = None,
 ) -> LinearFit:
     """The ridge from sums: for each design in ``levels`` the walk over ``alphas`` on
-    validation, then the design with the lower validation MSE (ties keep ``raw``)."""
+    validation, then the design with the lower validation MSE (ties keep ``raw``). ``rows``:
+    the training design rows the sums were made from, for fewer rows than inputs (the same
+    fit, solved through them: ``_RowSolver``)."""
     t0 = time.perf_counter()
     raw = _centred(stats)
-    solve = _Solver(raw.gram, alphas)
+    solve: Solve = _Solver(raw.gram, alphas) if rows is None else _RowSolver(rows - raw.xm, alphas)
     step = _LevelStep.from_layout(stats["level_x"], stats["level_y"])
     best: tuple[float, str, int, np.ndarray] | None = None
     for level in levels:
@@ -396,10 +453,24 @@ def fit_linear(data: ForecastData) -> LinearFit:
     if cached is not None:
         return cached
     t0 = time.perf_counter()
-    fit = solve_ridge(ridge_statistics(data))
+    fit = _fit_windows(data)
     fit.fit_s = time.perf_counter() - t0
     data.cache["ridge"] = fit
     return fit
+
+
+def _fit_windows(
+    data: ForecastData, origins: tuple[np.ndarray, np.ndarray] | None = None
+) -> LinearFit:
+    """``solve_ridge`` on the windows of ``ridge_statistics``, through the training rows when
+    they number less than ``ROWS_BELOW`` of the inputs (one window a day: ``linear_clock``,
+    ``data.match_origins``)."""
+    stats = ridge_statistics(data, origins=origins)
+    rows = None
+    if stats["n"][0] < ROWS_BELOW * len(stats["sx"]):
+        x, _ = design_matrix(data, ridge_origins(data, origins)[0])
+        rows = x.astype(np.float64)
+    return solve_ridge(stats, rows=rows)
 
 
 def clock_minutes(data: ForecastData, positions: np.ndarray) -> np.ndarray:
@@ -429,7 +500,7 @@ def fit_linear_at(data: ForecastData, minute: int) -> LinearFit:
             f"starts at {minute // 60:02d}:{minute % 60:02d} for a ridge of that clock time; "
             "use more data or leave linear_clock out of eval.baselines"
         )
-    fit = solve_ridge(ridge_statistics(data, origins=(train, val)))
+    fit = _fit_windows(data, (train, val))
     fit.fit_s = time.perf_counter() - t0
     data.cache[key] = fit
     return fit
