@@ -1,0 +1,162 @@
+"""The ridge's fit time, today's code against an earlier commit, in the same session.
+
+    .venv/bin/python benchmarks/ridge_speed.py --before 689ceef [--datasets embedded,vic_elec]
+        [--repeats 3] [--tag T]
+
+What `greentune run` computes for two rows of its table, timed on each data set:
+- `linear`: the ridge on every training window (stride 1; also the network's skip-path start),
+  forecasting the validation and test origins;
+- `linear_clock`: a ridge per clock time of the origins it forecasts (the validation's eight
+  times of day, the test's midnight), each fitted on the training windows that start then.
+Quantiles 0.1 / 0.5 / 0.9, as a default run forecasts them. Each version runs in a subprocess
+of its own (the earlier commit from a git worktree under benchmarks/results/runs/, not in git),
+the order alternating from one repeat to the next; medians over the repeats, with the range.
+Both versions' forecasts are compared (the largest absolute difference, in the target's unit):
+a faster solver must give the same forecasts. Fit time is what the run meters for these rows;
+its modelled energy (a constant power per thread on these machines) follows it.
+
+Writes benchmarks/results/ridge-speed[-T].json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+QUANTILES = (0.1, 0.5, 0.9)
+ROWS = ("linear", "linear_clock")
+
+
+def measure(dataset: str, out: Path) -> None:
+    """One version (the greentune on PYTHONPATH): each row's wall seconds and forecasts."""
+    import greentune  # first: victoria.py puts today's src in front of the path
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from victoria import DATASETS
+
+    from greentune.config import build_config
+    from greentune.data.windows import prepare_forecast_data
+    from greentune.evaluate.baselines import run_baseline
+
+    data = prepare_forecast_data(build_config(overrides=DATASETS[dataset]).data)
+    seconds: dict[str, float] = {}
+    points: dict[str, np.ndarray] = {}
+    for row in ROWS:
+        t0 = time.perf_counter()
+        for split, origins in (("val", data.val.origins), ("test", data.test.origins)):
+            points[f"{row}-{split}"] = run_baseline(row, data, origins, QUANTILES).point
+        seconds[row] = time.perf_counter() - t0
+    np.savez(out.with_suffix(".npz"), **points)
+    out.write_text(json.dumps({"src": str(Path(greentune.__file__).parents[1]), **seconds}))
+
+
+def run_version(src: Path, dataset: str, out: Path) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    cmd = [sys.executable, __file__, "--measure", dataset, "--out", str(out)]
+    subprocess.run(cmd, env=env, check=True, cwd=ROOT)
+    got = json.loads(out.read_text())
+    if Path(got.pop("src")).resolve() != src.resolve():
+        raise SystemExit(f"{out}: measured another greentune than {src}")
+    return got
+
+
+def worktree(commit: str) -> Path:
+    path = RESULTS / "runs" / f"ridge-speed-{commit}"
+    if not (path / "src").is_dir():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True
+        )
+    return path / "src"
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "# The ridge's fit time: today's code against an earlier commit",
+        "",
+        f"Before: {results['before']}; after: {results['after']}. Machine: "
+        f"{results['machine'].get('cpu', '?')}, {results['machine'].get('threads', '?')} "
+        f"threads. Medians of {results['repeats']} repeats [range], wall seconds for the "
+        "validation and test forecasts of each row.",
+        "",
+        "| data | row | before s | after s | after / before | largest forecast difference |",
+        "|---|---|---|---|---|---|",
+    ]
+    for ds, rows in results["datasets"].items():
+        for row, r in rows.items():
+            b, a = r["before_s"], r["after_s"]
+            lines.append(
+                f"| {ds} | `{row}` | {statistics.median(b):.1f} [{min(b):.1f}-{max(b):.1f}] | "
+                f"{statistics.median(a):.1f} [{min(a):.1f}-{max(a):.1f}] | "
+                f"**{r['ratio']:.3f}** | {r['max_abs_diff']:.2e} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--before", help="the earlier commit to time against")
+    ap.add_argument("--datasets", default="embedded,vic_elec")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--measure", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        measure(args.measure, Path(args.out))
+        return
+    if not args.before:
+        ap.error("--before COMMIT is required")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from machine import git_commit, machine_info, write_results
+
+    versions = {"before": worktree(args.before), "after": ROOT / "src"}
+    work = RESULTS / "runs" / "ridge-speed"
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict = {
+        "before": args.before,
+        "after": git_commit(),
+        "machine": machine_info(),
+        "repeats": args.repeats,
+        "datasets": {},
+    }
+    for ds in args.datasets.split(","):
+        times: dict[str, dict[str, list[float]]] = {v: {r: [] for r in ROWS} for v in versions}
+        for k in range(args.repeats):
+            order = list(versions) if k % 2 == 0 else list(versions)[::-1]
+            for v in order:
+                out = work / f"{ds}-{v}-{k}.json"
+                got = run_version(versions[v], ds, out)
+                print(f"{ds} repeat {k} {v}: {got}", flush=True)
+                for row in ROWS:
+                    times[v][row].append(got[row])
+        with np.load(work / f"{ds}-before-0.npz") as b, np.load(work / f"{ds}-after-0.npz") as a:
+            diffs = {
+                row: max(float(np.max(np.abs(a[k] - b[k]))) for k in a if k.startswith(f"{row}-"))
+                for row in ROWS
+            }
+        results["datasets"][ds] = {
+            row: {
+                "before_s": times["before"][row],
+                "after_s": times["after"][row],
+                "ratio": statistics.median(times["after"][row])
+                / statistics.median(times["before"][row]),
+                "max_abs_diff": diffs[row],
+            }
+            for row in ROWS
+        }
+    suffix = f"-{args.tag}" if args.tag else ""
+    write_results(RESULTS / f"ridge-speed{suffix}", results, markdown(results))
+
+
+if __name__ == "__main__":
+    main()
