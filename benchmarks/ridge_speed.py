@@ -9,7 +9,8 @@ What `greentune run` computes for two rows of its table, timed on each data set:
 - `linear_clock`: a ridge per clock time of the origins it forecasts (the validation's eight
   times of day, the test's midnight), each fitted on the training windows that start then.
 Quantiles 0.1 / 0.5 / 0.9, as a default run forecasts them. Each version runs in a subprocess
-of its own (the earlier commit from a git worktree under benchmarks/results/runs/, not in git),
+of its own (the earlier commit from a git worktree under benchmarks/results/runs/, removed at
+the end),
 the order alternating from one repeat to the next; medians over the repeats, with the range.
 Both versions' forecasts are compared (the largest absolute difference, in the target's unit):
 a faster solver must give the same forecasts. Fit time is what the run meters for these rows;
@@ -79,6 +80,33 @@ def worktree(commit: str) -> Path:
     return path / "src"
 
 
+def one_dataset(ds: str, versions: dict[str, Path], work: Path, repeats: int) -> dict:
+    """Each row's seconds per version and repeat (the order alternating), their median ratio
+    and the largest difference between the versions' forecasts."""
+    times: dict[str, dict[str, list[float]]] = {v: {r: [] for r in ROWS} for v in versions}
+    for k in range(repeats):
+        for v in list(versions) if k % 2 == 0 else list(versions)[::-1]:
+            got = run_version(versions[v], ds, work / f"{ds}-{v}-{k}.json")
+            print(f"{ds} repeat {k} {v}: {got}", flush=True)
+            for row in ROWS:
+                times[v][row].append(got[row])
+    with np.load(work / f"{ds}-before-0.npz") as b, np.load(work / f"{ds}-after-0.npz") as a:
+        diffs = {
+            row: max(float(np.max(np.abs(a[k] - b[k]))) for k in a if k.startswith(f"{row}-"))
+            for row in ROWS
+        }
+    return {
+        row: {
+            "before_s": times["before"][row],
+            "after_s": times["after"][row],
+            "ratio": statistics.median(times["after"][row])
+            / statistics.median(times["before"][row]),
+            "max_abs_diff": diffs[row],
+        }
+        for row in ROWS
+    }
+
+
 def markdown(results: dict) -> str:
     lines = [
         "# The ridge's fit time: today's code against an earlier commit",
@@ -119,41 +147,32 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from machine import git_commit, machine_info, write_results
 
-    versions = {"before": worktree(args.before), "after": ROOT / "src"}
+    before = subprocess.run(
+        ["git", "rev-parse", "--short", args.before],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    versions = {"before": worktree(before), "after": ROOT / "src"}
     work = RESULTS / "runs" / "ridge-speed"
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {
-        "before": args.before,
+        "before": before,
         "after": git_commit(),
         "machine": machine_info(),
         "repeats": args.repeats,
         "datasets": {},
     }
-    for ds in args.datasets.split(","):
-        times: dict[str, dict[str, list[float]]] = {v: {r: [] for r in ROWS} for v in versions}
-        for k in range(args.repeats):
-            order = list(versions) if k % 2 == 0 else list(versions)[::-1]
-            for v in order:
-                out = work / f"{ds}-{v}-{k}.json"
-                got = run_version(versions[v], ds, out)
-                print(f"{ds} repeat {k} {v}: {got}", flush=True)
-                for row in ROWS:
-                    times[v][row].append(got[row])
-        with np.load(work / f"{ds}-before-0.npz") as b, np.load(work / f"{ds}-after-0.npz") as a:
-            diffs = {
-                row: max(float(np.max(np.abs(a[k] - b[k]))) for k in a if k.startswith(f"{row}-"))
-                for row in ROWS
-            }
-        results["datasets"][ds] = {
-            row: {
-                "before_s": times["before"][row],
-                "after_s": times["after"][row],
-                "ratio": statistics.median(times["after"][row])
-                / statistics.median(times["before"][row]),
-                "max_abs_diff": diffs[row],
-            }
-            for row in ROWS
-        }
+    try:
+        for ds in args.datasets.split(","):
+            results["datasets"][ds] = one_dataset(ds, versions, work, args.repeats)
+    finally:  # the earlier commit's checkout is not kept: git would list it as a worktree
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(versions["before"].parent)],
+            cwd=ROOT,
+            check=False,
+        )
     suffix = f"-{args.tag}" if args.tag else ""
     write_results(RESULTS / f"ridge-speed{suffix}", results, markdown(results))
 

@@ -12,6 +12,7 @@ from greentune.config import build_config
 from greentune.data.sources import RawTable
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, build_forecast_data
+from greentune.evaluate import ridge
 from greentune.evaluate.lagged import lagged_sums, runs
 from greentune.evaluate.ridge import (
     RIDGE_ALPHAS,
@@ -20,9 +21,11 @@ from greentune.evaluate.ridge import (
     _LevelStep,
     _RowSolver,
     _Solver,
+    clock_minutes,
     complete_origins,
     design_matrix,
     fit_linear,
+    fit_linear_at,
     level_layout,
     ridge_origins,
     ridge_statistics,
@@ -145,15 +148,47 @@ def test_few_windows_solve_through_their_rows_to_the_same_fit(extra: tuple[str, 
     c = _centred(stats)
     by_rows, by_gram = _RowSolver(rows - c.xm), _Solver(c.gram)
     assert by_rows.scale == pytest.approx(by_gram.scale, rel=1e-10)
-    # any right-hand side (the window design's solves are not of X'Y); at the smallest
-    # penalties both factors lose digits to the conditioning
+    # X'Y, as the raw walk solves, and any right-hand side (the window design's are not X'Y)
     b = np.random.default_rng(0).normal(size=(x.shape[1], 3))
-    for i in range(len(RIDGE_ALPHAS)):
-        np.testing.assert_allclose(by_rows(i, b), by_gram(i, b), rtol=1e-4)
+    for rhs in (c.xty, b):
+        for i in range(len(RIDGE_ALPHAS)):
+            want = by_gram(i, rhs)
+            np.testing.assert_allclose(by_rows(i, rhs), want, atol=1e-7 * np.abs(want).max())
     for levels in (("raw",), ("window",), ("raw", "window")):
         want, got = solve_ridge(stats, levels), solve_ridge(stats, levels, rows=rows)
         assert (got.alpha, got.level) == (want.alpha, want.level)
         np.testing.assert_allclose(got.weight, want.weight, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("extra", [(), ("data.multivariate=true", "data.channel_independent=true")])
+def test_a_ridge_per_clock_time_goes_through_its_rows_to_the_fit_of_its_sums(
+    extra: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fit_linear_at sees one window a day, fewer than its inputs: it takes the row path, on
+    exactly the rows its sums hold (windows with a gap left out, channels folded into rows),
+    and gives the fit of the sums' solver."""
+    frame = make_series(days=40)
+    frame.loc[[200, 201, 460], "load_mw"] = np.nan
+    data = _data(frame, *extra)
+    took: list[int] = []
+    real = ridge._RowSolver
+
+    def counted(rows: np.ndarray, *args: object) -> object:
+        took.append(len(rows))
+        return real(rows, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ridge, "_RowSolver", counted)
+    got = fit_linear_at(data, 360)
+    L, H = data.context_length, data.horizon
+    train = np.arange(L, data.val_start - H + 1)
+    val = np.arange(max(data.val_start, L), data.test_start - H + 1)
+    train, val = (o[clock_minutes(data, o) == 360] for o in (train, val))
+    assert len(complete_origins(data, train)) < len(train)  # the gap takes windows out
+    stats = ridge_statistics(data, origins=(train, val))
+    assert took == [stats["n"][0]]
+    want = solve_ridge(stats)
+    assert (got.alpha, got.level) == (want.alpha, want.level)
+    np.testing.assert_allclose(got.weight, want.weight, atol=1e-7 * np.abs(want.weight).max())
 
 
 def test_lagged_sums_are_the_sums_of_the_design_rows() -> None:

@@ -392,6 +392,13 @@ class _RowSolver:
             k = self.kernel.copy()
             k.flat[:: len(k) + 1] += a
             self.factors[i] = linalg.cho_factor(k, overwrite_a=True, check_finite=False)
+        w = self._woodbury(i, a, b)
+        # b - X'(...)X b cancels where b lies in the rows' span (X'Y does), losing digits at
+        # the smallest penalties; one step of refinement on the residual restores them
+        residual = b - self.rows.T @ (self.rows @ w) - a * w
+        return w + self._woodbury(i, a, residual)
+
+    def _woodbury(self, i: int, a: float, b: np.ndarray) -> np.ndarray:
         inner = linalg.cho_solve(self.factors[i], self.rows @ b, check_finite=False)
         return (b - self.rows.T @ inner) / a
 
