@@ -374,9 +374,13 @@ class EvalConfig:
         "seasonal_naive_weekly",
         "linear",
         "lightgbm",
+        "linear_clock",
         "random_init",
     )
-    """Baselines to run beside the model (see ``greentune.evaluate.baselines``)."""
+    """Baselines to run beside the model (see ``greentune.evaluate.baselines``). linear_clock
+    (one ridge per clock time of the origins) is left out, with a log line, where it does not
+    apply: channel-independent data, daily or coarser steps, too few windows at a clock
+    time. A default since 2026-12-07: chosen on three PJM utilities (benchmarks/README.md)."""
     season_length: int | None = None
     """Seasonal period in steps for MASE's scale; None: one day at the data's frequency."""
     batch_size: int = 256
@@ -394,7 +398,7 @@ class EvalConfig:
     validation everywhere (Victoria 2014: mean; 2012-14: weighted, benchmarks/README.md)."""
     ensemble_members: tuple[str, ...] = ()
     """Members: ``model`` (the run's network) and baselines of ``eval.baselines`` (not
-    random_init). Empty: the network, linear and lightgbm, those that run."""
+    random_init). Empty: the network, linear, lightgbm and linear_clock, those that run."""
     ensemble_designs: bool = False
     """The weighted ensemble also takes each design the ``lightgbm`` row tried and did not keep
     (its other tree size, the ratio and per-timestamp designs) as a member of its own,

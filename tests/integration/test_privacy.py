@@ -45,6 +45,7 @@ def test_a_private_forecast_run_reports_its_budget(csv, tmp_path):
     assert privacy["non_private_reference"] == [
         "linear",
         "lightgbm",
+        "linear_clock",
         "random_init",
         "ensemble-mean",
         "ensemble-weighted",

@@ -315,3 +315,26 @@ def test_linear_clock_is_the_ridge_of_each_origin_time(noisy: ForecastData) -> N
     want = noisy.unscale_target(six.predict_scaled(x).reshape(3, 24, 1))
     np.testing.assert_allclose(got[1::2], want, rtol=1e-9)
     assert not np.allclose(got[1::2], run_baseline("linear", noisy, mixed[1::2], ()).point)
+
+
+def test_linear_clock_is_left_out_where_it_would_not_add_a_model(noisy: ForecastData) -> None:
+    from greentune.evaluate.baselines import left_out
+
+    assert left_out("linear_clock", noisy) is None  # hourly, one target: it runs
+    assert left_out("linear", noisy) is None
+    folded = dataclasses.replace(noisy, channel_independent=True)
+    assert "channel-independent" in (left_out("linear_clock", folded) or "")
+    index = pd.date_range("2021-01-04", periods=N_ROWS, freq="D", name="time")
+    days = dataclasses.replace(noisy, frame=noisy.frame.set_axis(index))
+    assert left_out("linear_clock", days) == (
+        "every origin is at the same clock time with 1 days 00:00:00 steps: it would be linear"
+    )
+
+
+def test_linear_clock_is_a_default_baseline_and_member() -> None:
+    from greentune.config import build_config
+    from greentune.tasks.forecast.ensemble import ensemble_members
+
+    cfg = build_config()
+    assert "linear_clock" in cfg.eval.baselines
+    assert ensemble_members(cfg) == ["model", "linear", "lightgbm", "linear_clock"]

@@ -185,6 +185,19 @@ def linear(
     return Forecast(point, q, fit_s=fit_s, predict_s=time.perf_counter() - t1)
 
 
+def left_out(name: str, data: ForecastData) -> str | None:
+    """Why baseline ``name`` does not apply to this data (the run logs it and leaves the row
+    out), or None. ``linear_clock`` is a default: it leaves out data where it would forecast
+    several series or repeat ``linear``."""
+    if name != "linear_clock":
+        return None
+    if data.channel_independent:
+        return "it fits one series per ridge and this data is channel-independent; linear covers it"
+    if data.step >= pd.Timedelta(days=1):
+        return f"every origin is at the same clock time with {data.step} steps: it would be linear"
+    return None
+
+
 @BASELINES.register("linear_clock")
 def linear_clock(
     data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], _: BaselineOptions

@@ -31,7 +31,7 @@ LIGHTGBM = "lightgbm"
 SELECT = "select"
 """Validation forecasts are made in a meter window per row, ``select/<row>`` (the network's
 ``select/model``): an ensemble is billed for its members' only."""
-DEFAULT_MEMBERS = (MODEL, "linear", LIGHTGBM)
+DEFAULT_MEMBERS = (MODEL, "linear", LIGHTGBM, "linear_clock")
 RANDOM_INIT = "random_init"
 """The network from random weights: an ablation, never an ensemble member."""
 NOT_MEMBERS = (RANDOM_INIT,)

@@ -18,7 +18,7 @@ from greentune.config import RunConfig, replace
 from greentune.data.windows import ForecastData, prepare_forecast_data
 from greentune.distributed import ranks
 from greentune.errors import ConfigError, DataError
-from greentune.evaluate.baselines import BASELINES, baseline_options, run_baseline
+from greentune.evaluate.baselines import BASELINES, baseline_options, left_out, run_baseline
 from greentune.evaluate.peers import check_peers
 from greentune.models.backbone import count_parameters
 from greentune.models.forecaster import Forecaster
@@ -129,8 +129,18 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
     for baseline in cfg.eval.baselines:
         if baseline != RANDOM_INIT and not main:
             continue  # one-process baselines run on rank 0; the ablation trains on every rank
-        with window(f"baseline/{baseline}"):
-            bfc, bval = _baseline(baseline, ctx, data, test, skip, skip_s, hybrid)
+        why = left_out(baseline, data)
+        if why is not None:
+            log(f"baseline {baseline}: left out: {why}")
+            continue
+        try:
+            with window(f"baseline/{baseline}"):
+                bfc, bval = _baseline(baseline, ctx, data, test, skip, skip_s, hybrid)
+        except DataError as exc:
+            if baseline != "linear_clock":  # a default: too little data for it ends no run
+                raise
+            log(f"baseline {baseline}: left out: {exc}")
+            continue
         ridge = skip is not None and cfg.model.skip_init == "ridge"
         reused = ("train/ridge-skip",) if ridge and baseline in ("linear", RANDOM_INIT) else ()
         if hybrid is not None and baseline in ("lightgbm", RANDOM_INIT):
