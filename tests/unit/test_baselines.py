@@ -10,7 +10,7 @@ import pytest
 
 from greentune.config import DataConfig
 from greentune.data.validate import DataReport
-from greentune.data.windows import ForecastData, build_forecast_data
+from greentune.data.windows import ForecastData, WindowSet, build_forecast_data
 from greentune.errors import ConfigError
 from greentune.evaluate.baselines import (
     BASELINES,
@@ -329,6 +329,22 @@ def test_linear_clock_is_left_out_where_it_would_not_add_a_model(noisy: Forecast
     assert left_out("linear_clock", days) == (
         "every origin is at the same clock time with 1 days 00:00:00 steps: it would be linear"
     )
+    # validation that ends before a window from 06:00 fits: a ridge for 06:00 cannot be
+    # validated, so forecasting validation at 06:00 (the ensembles' choice) is left out
+    start = noisy.val_start // 24 * 24  # a midnight
+    short = dataclasses.replace(
+        noisy,
+        val_start=start,
+        test_start=start + noisy.horizon + 3,  # validation windows from 00:00 to 03:00
+        val=WindowSet("val", np.array([start, start + 6])),
+        test=WindowSet("test", np.array([start])),
+    )
+    assert left_out("linear_clock", short) == (
+        "synthetic: no complete validation window starts at 06:00 for a ridge of that clock "
+        "time; use more data or leave linear_clock out of eval.baselines"
+    )
+    at_midnight = dataclasses.replace(short, val=WindowSet("val", np.array([start])))
+    assert left_out("linear_clock", at_midnight) is None
 
 
 def test_linear_clock_is_a_default_baseline_and_member() -> None:

@@ -21,6 +21,7 @@ from greentune.data.windows import ForecastData, unfold_targets
 from greentune.errors import DataError
 from greentune.evaluate.ridge import (
     clock_minutes,
+    clock_origins,
     complete_origins,
     design_matrix,
     fit_linear,
@@ -195,6 +196,12 @@ def left_out(name: str, data: ForecastData) -> str | None:
         return "it fits one series per ridge and this data is channel-independent; linear covers it"
     if data.step >= pd.Timedelta(days=1):
         return f"every origin is at the same clock time with {data.step} steps: it would be linear"
+    origins = np.concatenate([data.test.origins, data.val.origins])
+    for minute in np.unique(clock_minutes(data, origins)):
+        try:  # every clock time it would forecast, test and validation (the ensembles' choice)
+            clock_origins(data, int(minute))
+        except DataError as exc:
+            return str(exc)
     return None
 
 

@@ -497,17 +497,24 @@ def fit_linear_at(data: ForecastData, minute: int) -> LinearFit:
     if cached is not None:
         return cached
     t0 = time.perf_counter()
-    L, H = data.context_length, data.horizon
-    train = np.arange(L, data.val_start - H + 1)
-    val = np.arange(max(data.val_start, L), data.test_start - H + 1)
-    train, val = (o[clock_minutes(data, o) == minute] for o in (train, val))
-    if len(train) == 0 or len(val) == 0:
-        raise DataError(
-            f"{data.report.origin}: no {'training' if len(train) == 0 else 'validation'} window "
-            f"starts at {minute // 60:02d}:{minute % 60:02d} for a ridge of that clock time; "
-            "use more data or leave linear_clock out of eval.baselines"
-        )
-    fit = _fit_windows(data, (train, val))
+    fit = _fit_windows(data, clock_origins(data, minute))
     fit.fit_s = time.perf_counter() - t0
     data.cache[key] = fit
     return fit
+
+
+def clock_origins(data: ForecastData, minute: int) -> tuple[np.ndarray, np.ndarray]:
+    """The complete training (stride 1) and validation windows that start at local minute
+    ``minute`` of the day: what ``fit_linear_at`` fits and validates on. DataError when
+    either has none."""
+    L, H = data.context_length, data.horizon
+    train = np.arange(L, data.val_start - H + 1)
+    val = np.arange(max(data.val_start, L), data.test_start - H + 1)
+    train, val = (complete_origins(data, o[clock_minutes(data, o) == minute]) for o in (train, val))
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(
+            f"{data.report.origin}: no complete {'training' if len(train) == 0 else 'validation'}"
+            f" window starts at {minute // 60:02d}:{minute % 60:02d} for a ridge of that clock "
+            "time; use more data or leave linear_clock out of eval.baselines"
+        )
+    return train, val

@@ -133,14 +133,8 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         if why is not None:
             log(f"baseline {baseline}: left out: {why}")
             continue
-        try:
-            with window(f"baseline/{baseline}"):
-                bfc, bval = _baseline(baseline, ctx, data, test, skip, skip_s, hybrid)
-        except DataError as exc:
-            if baseline != "linear_clock":  # a default: too little data for it ends no run
-                raise
-            log(f"baseline {baseline}: left out: {exc}")
-            continue
+        with window(f"baseline/{baseline}"):
+            bfc, bval = _baseline(baseline, ctx, data, test, skip, skip_s, hybrid)
         ridge = skip is not None and cfg.model.skip_init == "ridge"
         reused = ("train/ridge-skip",) if ridge and baseline in ("linear", RANDOM_INIT) else ()
         if hybrid is not None and baseline in ("lightgbm", RANDOM_INIT):
