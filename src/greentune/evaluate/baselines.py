@@ -188,10 +188,14 @@ def linear(
 
 def left_out(name: str, data: ForecastData) -> str | None:
     """Why baseline ``name`` does not apply to this data (the run logs it and leaves the row
-    out), or None. ``linear_clock`` is a default: it leaves out data where it would forecast
-    several series or repeat ``linear``."""
-    if name != "linear_clock":
-        return None
+    out), or None: the baseline's check in ``APPLIES``, where it has one."""
+    check = APPLIES.get(name)
+    return check(data) if check else None
+
+
+def _clock_left_out(data: ForecastData) -> str | None:
+    """``linear_clock`` is a default: it leaves out data where it would forecast several
+    series, repeat ``linear``, or find a clock time it forecasts without windows."""
     if data.channel_independent:
         return "it fits one series per ridge and this data is channel-independent; linear covers it"
     if data.step >= pd.Timedelta(days=1):
@@ -203,6 +207,10 @@ def left_out(name: str, data: ForecastData) -> str | None:
         except DataError as exc:
             return str(exc)
     return None
+
+
+APPLIES: dict[str, Callable[[ForecastData], str | None]] = {"linear_clock": _clock_left_out}
+"""Per baseline, why it does not apply to some data (None: it does)."""
 
 
 @BASELINES.register("linear_clock")
