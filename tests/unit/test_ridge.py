@@ -12,14 +12,13 @@ from greentune.config import build_config
 from greentune.data.sources import RawTable
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, build_forecast_data
-from greentune.evaluate import ridge
+from greentune.evaluate import ridge_rows
 from greentune.evaluate.lagged import lagged_sums, runs
 from greentune.evaluate.ridge import (
     RIDGE_ALPHAS,
     WALK_START,
     _centred,
     _LevelStep,
-    _RowSolver,
     _Solver,
     clock_minutes,
     complete_origins,
@@ -134,30 +133,52 @@ def test_validation_errors_from_the_sums_are_the_errors_of_the_fits(level: str) 
 
 
 @pytest.mark.parametrize("extra", [(), ("data.multivariate=true",)])
-def test_few_windows_solve_through_their_rows_to_the_same_fit(extra: tuple[str, ...]) -> None:
-    """One window a day (a ridge per clock time) gives fewer rows than inputs: the n x n
-    solves must give the fit the inputs' own factor gives, alpha and design included."""
+def test_few_windows_solve_through_their_rows_to_the_fit_of_their_sums(
+    extra: tuple[str, ...],
+) -> None:
+    """One window a day (a ridge per clock time) gives fewer rows than inputs: the fit through
+    the n x n kernel must be the fit of the sums' solver, alpha and design included, with
+    each design alone and with both."""
     data = _data(_shifted(), *extra)
     L, H = data.context_length, data.horizon
     every = np.arange(L, data.val_start - H + 1)
     origins = (every[::24], data.val.origins)  # one a day, as fit_linear_at takes them
     stats = ridge_statistics(data, origins=origins)
-    x, _ = design_matrix(data, ridge_origins(data, origins)[0])
+    train, val = ridge_origins(data, origins)
+    x, y = (a.astype(np.float64) for a in design_matrix(data, train))
+    xv, yv = (a.astype(np.float64) for a in design_matrix(data, val))
     assert len(x) < 0.5 * x.shape[1]
-    rows = x.astype(np.float64)
-    c = _centred(stats)
-    by_rows, by_gram = _RowSolver(rows - c.xm), _Solver(c.gram)
-    assert by_rows.scale == pytest.approx(by_gram.scale, rel=1e-10)
-    # X'Y, as the raw walk solves, and any right-hand side (the window design's are not X'Y)
-    b = np.random.default_rng(0).normal(size=(x.shape[1], 3))
-    for rhs in (c.xty, b):
-        for i in range(len(RIDGE_ALPHAS)):
-            want = by_gram(i, rhs)
-            np.testing.assert_allclose(by_rows(i, rhs), want, atol=1e-7 * np.abs(want).max())
+    layout = level_layout(data)
     for levels in (("raw",), ("window",), ("raw", "window")):
-        want, got = solve_ridge(stats, levels), solve_ridge(stats, levels, rows=rows)
+        want = solve_ridge(stats, levels)
+        got = ridge_rows.solve_rows(x, y, xv, yv, *layout, levels)
         assert (got.alpha, got.level) == (want.alpha, want.level)
-        np.testing.assert_allclose(got.weight, want.weight, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(got.weight, want.weight, atol=1e-7 * np.abs(want.weight).max())
+        np.testing.assert_allclose(got.x_mean, want.x_mean, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got.y_mean, want.y_mean, rtol=1e-12, atol=1e-12)
+
+
+def test_the_rows_solve_each_penalty_as_the_sums_do() -> None:
+    """At every penalty of the grid, the smallest included (where X'X + a I is nearly
+    singular with fewer rows than inputs), the kernel's weights and validation error are the
+    sums' ones."""
+    data = _data(_shifted())
+    L, H = data.context_length, data.horizon
+    origins = (np.arange(L, data.val_start - H + 1)[::24], data.val.origins)
+    c = _centred(ridge_statistics(data, origins=origins))
+    train, val = ridge_origins(data, origins)
+    x, y = (a.astype(np.float64) for a in design_matrix(data, train))
+    xv, yv = (a.astype(np.float64) for a in design_matrix(data, val))
+    xc = x - c.xm
+    by_gram = _Solver(c.gram)
+    kernel = ridge_rows._Kernel(
+        xc, y - c.ym, (xv - c.xm) @ xc.T, yv - c.ym, by_gram.scale, RIDGE_ALPHAS
+    )
+    for i in range(len(RIDGE_ALPHAS)):
+        want = by_gram(i, c.xty)
+        np.testing.assert_allclose(xc.T @ kernel.dual(i), want, atol=1e-7 * np.abs(want).max())
+        sse = np.sum(want * (c.cxx @ want)) - 2 * np.sum(want * c.cxy) + c.cyy
+        assert kernel.val_error(i) == pytest.approx(sse / yv.size, rel=1e-6)
 
 
 @pytest.mark.parametrize("extra", [(), ("data.multivariate=true", "data.channel_independent=true")])
@@ -171,13 +192,13 @@ def test_a_ridge_per_clock_time_goes_through_its_rows_to_the_fit_of_its_sums(
     frame.loc[[200, 201, 460], "load_mw"] = np.nan
     data = _data(frame, *extra)
     took: list[int] = []
-    real = ridge._RowSolver
+    real = ridge_rows.solve_rows
 
-    def counted(rows: np.ndarray, *args: object) -> object:
-        took.append(len(rows))
-        return real(rows, *args)  # type: ignore[arg-type]
+    def counted(x: np.ndarray, *args: object) -> object:
+        took.append(len(x))
+        return real(x, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ridge, "_RowSolver", counted)
+    monkeypatch.setattr(ridge_rows, "solve_rows", counted)
     got = fit_linear_at(data, 360)
     L, H = data.context_length, data.horizon
     train = np.arange(L, data.val_start - H + 1)

@@ -369,42 +369,8 @@ class _Solver:
         return linalg.cho_solve(self.factors[i], b, check_finite=False)
 
 
-@dataclass
-class _RowSolver:
-    """The solves of ``_Solver`` from the n centred training rows X when there are fewer rows
-    than inputs: by Woodbury's identity (X'X + a I)^-1 b = (b - X' (X X' + a I)^-1 X b) / a,
-    an n x n factor per alpha instead of the (L*C + H*K)^2 one. A ridge per clock time sees
-    one window a day (905 rows against 5,712 inputs on Victoria 2012-14), so its factors
-    are small (benchmarks/ridge_speed.py measures the gain)."""
-
-    rows: np.ndarray
-    alphas: tuple[float, ...] = RIDGE_ALPHAS
-    factors: dict[int, tuple[np.ndarray, bool]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.kernel = self.rows @ self.rows.T
-        # the mean diagonal of X'X, as _Solver scales its penalties
-        self.scale = float(np.trace(self.kernel)) / self.rows.shape[1] or 1.0
-
-    def __call__(self, i: int, b: np.ndarray) -> np.ndarray:
-        a = self.alphas[i] * self.scale
-        if i not in self.factors:
-            k = self.kernel.copy()
-            k.flat[:: len(k) + 1] += a
-            self.factors[i] = linalg.cho_factor(k, overwrite_a=True, check_finite=False)
-        w = self._woodbury(i, a, b)
-        # b - X'(...)X b cancels where b lies in the rows' span (X'Y does), losing digits at
-        # the smallest penalties; one step of refinement on the residual restores them
-        residual = b - self.rows.T @ (self.rows @ w) - a * w
-        return w + self._woodbury(i, a, residual)
-
-    def _woodbury(self, i: int, a: float, b: np.ndarray) -> np.ndarray:
-        inner = linalg.cho_solve(self.factors[i], self.rows @ b, check_finite=False)
-        return (b - self.rows.T @ inner) / a
-
-
 ROWS_BELOW = 0.5
-"""Solve from the rows (``_RowSolver``) when they number less than this share of the inputs:
+"""Solve from the rows (``ridge_rows``) when they number less than this share of the inputs:
 below it the n x n factors are cheaper than one of the inputs' and the rows fit in memory."""
 
 
@@ -428,15 +394,12 @@ def solve_ridge(
     stats: Stats,
     levels: tuple[str, ...] = LEVELS,
     alphas: tuple[float, ...] = RIDGE_ALPHAS,
-    rows: np.ndarray | None = None,
 ) -> LinearFit:
     """The ridge from sums: for each design in ``levels`` the walk over ``alphas`` on
-    validation, then the design with the lower validation MSE (ties keep ``raw``). ``rows``:
-    the training design rows the sums were made from, for fewer rows than inputs (the same
-    fit, solved through them: ``_RowSolver``)."""
+    validation, then the design with the lower validation MSE (ties keep ``raw``)."""
     t0 = time.perf_counter()
     raw = _centred(stats)
-    solve: Solve = _Solver(raw.gram, alphas) if rows is None else _RowSolver(rows - raw.xm, alphas)
+    solve: Solve = _Solver(raw.gram, alphas)
     step = _LevelStep.from_layout(stats["level_x"], stats["level_y"])
     best: tuple[float, str, int, np.ndarray] | None = None
     for level in levels:
@@ -469,15 +432,20 @@ def fit_linear(data: ForecastData) -> LinearFit:
 def _fit_windows(
     data: ForecastData, origins: tuple[np.ndarray, np.ndarray] | None = None
 ) -> LinearFit:
-    """``solve_ridge`` on the windows of ``ridge_statistics``, through the training rows when
-    they number less than ``ROWS_BELOW`` of the inputs (one window a day: ``linear_clock``,
-    ``data.match_origins``)."""
-    stats = ridge_statistics(data, origins=origins)
-    rows = None
-    if stats["n"][0] < ROWS_BELOW * len(stats["sx"]):
-        x, _ = design_matrix(data, ridge_origins(data, origins)[0])
-        rows = x.astype(np.float64)
-    return solve_ridge(stats, rows=rows)
+    """``solve_ridge`` on the windows of ``ridge_statistics``, or the same fit from the design
+    rows (``ridge_rows``) when the training rows number less than ``ROWS_BELOW`` of the inputs
+    (one window a day: ``linear_clock``, ``data.match_origins``)."""
+    train, val = ridge_origins(data, origins)
+    level_x, level_y = level_layout(data)
+    folds = data.n_targets if data.channel_independent else 1
+    if len(train) * folds >= ROWS_BELOW * len(level_x):
+        return solve_ridge(ridge_statistics(data, origins=origins))
+    # imported here: ridge_rows builds on this module's designs, walk and fit
+    from greentune.evaluate.ridge_rows import solve_rows
+
+    x, y = (a.astype(np.float64) for a in design_matrix(data, train))
+    xv, yv = (a.astype(np.float64) for a in design_matrix(data, val))
+    return solve_rows(x, y, xv, yv, level_x, level_y)
 
 
 def clock_minutes(data: ForecastData, positions: np.ndarray) -> np.ndarray:
