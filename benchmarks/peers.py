@@ -139,6 +139,7 @@ def run_one(
         "seed": seed,
         "model": m.model,
         "wall_s": wall_s,
+        "run_wh": m.energy.run_wh if m.energy else None,
         "greenest_on_validation": greenest,
         "rows": rows,
     }
@@ -267,6 +268,15 @@ def markdown(results: dict) -> str:
                 f"{r['energy_wh_median']:.4f} | {r['wall_s_median']:.0f} |"
             )
         lines.append("")
+        bills = [r["run_wh"] for r in results["runs"].get(ds, []) if r.get("run_wh") is not None]
+        if bills:  # absent from runs written before it was recorded
+            walls = [r["wall_s"] for r in results["runs"][ds]]
+            wall = f"{statistics.median(walls):.0f} s [{min(walls):.0f}–{max(walls):.0f}]"
+            lines += [
+                f"Whole run (every row, ensembles, evaluation): {statistics.median(bills):.4f} Wh "
+                f"[{min(bills):.4f}–{max(bills):.4f}] (model), wall {wall}.",
+                "",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -148,11 +148,11 @@ def test_few_windows_solve_through_their_rows_to_the_fit_of_their_sums(
     x, y = (a.astype(np.float64) for a in design_matrix(data, train))
     xv, yv = (a.astype(np.float64) for a in design_matrix(data, val))
     assert len(x) < 0.5 * x.shape[1]
-    layout = level_layout(data)
+    step = _LevelStep.from_layout(*level_layout(data))
     for levels in (("raw",), ("window",), ("raw", "window")):
         want = solve_ridge(stats, levels)
-        got = ridge_rows.solve_rows(x, y, xv, yv, *layout, levels)
-        assert (got.alpha, got.level) == (want.alpha, want.level)
+        got = ridge_rows.solve_rows(x, y, xv, yv, step, levels, RIDGE_ALPHAS, walk_alphas)
+        assert (RIDGE_ALPHAS[got.alpha_index], got.level) == (want.alpha, want.level)
         np.testing.assert_allclose(got.weight, want.weight, atol=1e-7 * np.abs(want.weight).max())
         np.testing.assert_allclose(got.x_mean, want.x_mean, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(got.y_mean, want.y_mean, rtol=1e-12, atol=1e-12)

@@ -31,6 +31,7 @@ from scipy import linalg
 
 from greentune.data.windows import ForecastData, fold_channels
 from greentune.errors import DataError
+from greentune.evaluate import ridge_rows
 from greentune.evaluate.lagged import lagged_sums, runs
 
 # Ridge penalties relative to the mean diagonal of the raw design's X'X, so the grid means the
@@ -440,12 +441,13 @@ def _fit_windows(
     folds = data.n_targets if data.channel_independent else 1
     if len(train) * folds >= ROWS_BELOW * len(level_x):
         return solve_ridge(ridge_statistics(data, origins=origins))
-    # imported here: ridge_rows builds on this module's designs, walk and fit
-    from greentune.evaluate.ridge_rows import solve_rows
-
+    t0 = time.perf_counter()
     x, y = (a.astype(np.float64) for a in design_matrix(data, train))
     xv, yv = (a.astype(np.float64) for a in design_matrix(data, val))
-    return solve_rows(x, y, xv, yv, level_x, level_y)
+    step = _LevelStep.from_layout(level_x, level_y)
+    fit = ridge_rows.solve_rows(x, y, xv, yv, step, LEVELS, RIDGE_ALPHAS, walk_alphas)
+    alpha = RIDGE_ALPHAS[fit.alpha_index]
+    return LinearFit(fit.weight, fit.x_mean, fit.y_mean, alpha, time.perf_counter() - t0, fit.level)
 
 
 def clock_minutes(data: ForecastData, positions: np.ndarray) -> np.ndarray:

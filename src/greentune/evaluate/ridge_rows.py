@@ -7,28 +7,43 @@ through the n x n kernel instead: by the push-through identity
 (X'X + a I)^-1 X'Y = X' (X X' + a I)^-1 Y, and the validation forecasts are
 Xv X' (X X' + a I)^-1 Y, so no d x d matrix is formed and the weights are formed once, at the
 alpha the walk settles on. Designs, penalty scale, walk and tie rule are ``solve_ridge``'s, so
-the fit is the one its sums give (tested).
+the fit is the one its sums give (tested). A numeric kernel only: ``ridge`` hands it the rows,
+the level step and the walk, and wraps what it returns.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from scipy import linalg
 
-from greentune.evaluate.ridge import (
-    LEVELS,
-    RIDGE_ALPHAS,
-    LinearFit,
-    _LevelStep,
-    walk_alphas,
-)
-
 Rows = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """(x, y) centred at the training means -> the design's (x, y): raw, or levelled."""
+Walk = Callable[[Callable[[int], float], tuple[float, ...]], int]
+"""(validation error of an alpha index, alphas) -> the index chosen (``ridge.walk_alphas``)."""
+
+
+class Levelling(Protocol):
+    """The ``window`` design's level step (``ridge._LevelStep``)."""
+
+    def right(self, a: np.ndarray, copy: bool = True) -> np.ndarray: ...
+    def times_b(self, a: np.ndarray) -> np.ndarray: ...
+    def to_raw(self, w: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class RowFit:
+    """The chosen fit: weights on raw inputs, the training means, the alpha's index, the
+    design."""
+
+    weight: np.ndarray
+    x_mean: np.ndarray
+    y_mean: np.ndarray
+    alpha_index: int
+    level: str
 
 
 @dataclass
@@ -71,19 +86,18 @@ def solve_rows(
     y: np.ndarray,
     xv: np.ndarray,
     yv: np.ndarray,
-    level_x: np.ndarray,
-    level_y: np.ndarray,
-    levels: tuple[str, ...] = LEVELS,
-    alphas: tuple[float, ...] = RIDGE_ALPHAS,
-) -> LinearFit:
+    step: Levelling,
+    levels: tuple[str, ...],
+    alphas: tuple[float, ...],
+    walk: Walk,
+) -> RowFit:
     """``solve_ridge``'s fit of the training rows ``x`` (n x d) and targets ``y``, chosen on the
-    validation rows ``xv`` / ``yv``; ``level_x`` / ``level_y``: ``level_layout``'s."""
-    t0 = time.perf_counter()
+    validation rows ``xv`` / ``yv``: per design in ``levels``, ``walk`` over ``alphas``, then
+    the design with the lower validation MSE (ties keep the first)."""
     xm, ym = x.mean(0), y.mean(0)
     xc, yc = x - xm, y - ym
     # the mean diagonal of the raw design's centred X'X: both designs penalise on that scale
     scale = float(np.einsum("ij,ij->", xc, xc)) / x.shape[1] or 1.0
-    step = _LevelStep.from_layout(level_x, level_y)
 
     def levelled(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b = b - step.times_b(a)  # from the raw rows, before they are levelled in place
@@ -96,7 +110,7 @@ def solve_rows(
         a, b = rows(xc.copy() if level != "raw" else xc, yc)
         va, vb = rows(xv - xm, yv - ym)
         kernel = _Kernel(a, b, va @ a.T, vb, scale, alphas)
-        i = walk_alphas(kernel.val_error, alphas)
+        i = walk(kernel.val_error, alphas)
         err = kernel.val_error(i)
         if best is None or err < best[0]:
             w = a.T @ kernel.dual(i)
@@ -104,4 +118,4 @@ def solve_rows(
     if best is None:
         raise ValueError("no ridge design to solve")
     _, level, i, w = best
-    return LinearFit(w, xm, ym, alphas[i], time.perf_counter() - t0, level)
+    return RowFit(w, xm, ym, i, level)
