@@ -15,6 +15,7 @@ from greentune.data.windows import ForecastData, build_forecast_data
 from greentune.evaluate import ridge_rows
 from greentune.evaluate.lagged import lagged_sums, runs
 from greentune.evaluate.ridge import (
+    LEVELS,
     RIDGE_ALPHAS,
     WALK_START,
     _centred,
@@ -158,27 +159,38 @@ def test_few_windows_solve_through_their_rows_to_the_fit_of_their_sums(
         np.testing.assert_allclose(got.y_mean, want.y_mean, rtol=1e-12, atol=1e-12)
 
 
-def test_the_rows_solve_each_penalty_as_the_sums_do() -> None:
+@pytest.mark.parametrize("extra", [(), ("data.multivariate=true", "data.channel_independent=true")])
+@pytest.mark.parametrize("level", LEVELS)
+def test_the_rows_solve_each_penalty_as_the_sums_do(extra: tuple[str, ...], level: str) -> None:
     """At every penalty of the grid, the smallest included (where X'X + a I is nearly
-    singular with fewer rows than inputs), the kernel's weights and validation error are the
-    sums' ones."""
-    data = _data(_shifted())
+    singular with fewer rows than inputs), each design's weights and validation error from
+    ``solve_rows`` (its own centring, penalty scale and validation rows) are the sums' ones;
+    with channels folded into rows too. The validation level differs from training's by
+    80 MW, so validation rows centred anywhere but at the training means would show."""
+    data = _data(_shifted(), *extra)
     L, H = data.context_length, data.horizon
     origins = (np.arange(L, data.val_start - H + 1)[::24], data.val.origins)
-    c = _centred(ridge_statistics(data, origins=origins))
+    stats = ridge_statistics(data, origins=origins)
     train, val = ridge_origins(data, origins)
     x, y = (a.astype(np.float64) for a in design_matrix(data, train))
     xv, yv = (a.astype(np.float64) for a in design_matrix(data, val))
-    xc = x - c.xm
-    by_gram = _Solver(c.gram)
-    kernel = ridge_rows._Kernel(
-        xc, y - c.ym, (xv - c.xm) @ xc.T, yv - c.ym, by_gram.scale, RIDGE_ALPHAS
-    )
+    raw = _centred(stats)
+    step = _LevelStep.from_layout(stats["level_x"], stats["level_y"])
+    solver = _Solver(raw.gram)
+    c, solve = (raw, solver) if level == "raw" else (step.apply(raw), step.solver(raw.gram, solver))
+
+    def at(i: int) -> ridge_rows.Walk:
+        return lambda _error, _alphas: i
+
     for i in range(len(RIDGE_ALPHAS)):
-        want = by_gram(i, c.xty)
-        np.testing.assert_allclose(xc.T @ kernel.dual(i), want, atol=1e-7 * np.abs(want).max())
-        sse = np.sum(want * (c.cxx @ want)) - 2 * np.sum(want * c.cxy) + c.cyy
-        assert kernel.val_error(i) == pytest.approx(sse / yv.size, rel=1e-6)
+        got = ridge_rows.solve_rows(x, y, xv, yv, step, (level,), RIDGE_ALPHAS, at(i))
+        w = solve(i, c.xty)
+        want = w if level == "raw" else step.to_raw(w)
+        # the sums' levelled solve (a rank-2t update of the raw factor) and the kernel's
+        # direct one round differently where X'X + a I is nearly singular
+        np.testing.assert_allclose(got.weight, want, atol=1e-6 * np.abs(want).max())
+        sse = np.sum(w * (c.cxx @ w)) - 2 * np.sum(w * c.cxy) + c.cyy
+        assert got.val_mse == pytest.approx(sse / (c.nv * w.shape[1]), rel=1e-6)
 
 
 @pytest.mark.parametrize("extra", [(), ("data.multivariate=true", "data.channel_independent=true")])

@@ -37,13 +37,14 @@ class Levelling(Protocol):
 @dataclass
 class RowFit:
     """The chosen fit: weights on raw inputs, the training means, the alpha's index, the
-    design."""
+    design and its validation MSE (scaled units)."""
 
     weight: np.ndarray
     x_mean: np.ndarray
     y_mean: np.ndarray
     alpha_index: int
     level: str
+    val_mse: float
 
 
 @dataclass
@@ -117,5 +118,5 @@ def solve_rows(
             best = (err, level, i, w if level == "raw" else step.to_raw(w))
     if best is None:
         raise ValueError("no ridge design to solve")
-    _, level, i, w = best
-    return RowFit(w, xm, ym, i, level)
+    err, level, i, w = best
+    return RowFit(w, xm, ym, i, level, err)
