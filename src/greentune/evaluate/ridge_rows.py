@@ -5,10 +5,10 @@ rows on Victoria 2014 against 6,096 inputs. Its sums would be d x d matrices (0.
 Victoria), and forming and copying them was most of such a fit's time. Here every solve goes
 through the n x n kernel instead: by the push-through identity
 (X'X + a I)^-1 X'Y = X' (X X' + a I)^-1 Y, and the validation forecasts are
-Xv X' (X X' + a I)^-1 Y, so no d x d matrix is formed and the weights are formed once, at the
-alpha the walk settles on. Designs, penalty scale, walk and tie rule are ``solve_ridge``'s, so
-the fit is the one its sums give (tested). A numeric kernel only: ``ridge`` hands it the rows,
-the level step and the walk, and wraps what it returns.
+Xv X' (X X' + a I)^-1 Y, so no d x d matrix is formed and each design's weights are formed
+once, at the alpha the walk settles on. Designs, penalty scale, walk and tie rule are
+``solve_ridge``'s, so the fit is the one its sums give (tested). A numeric kernel only:
+``ridge`` hands it the rows, the level step and the walk, and wraps what it returns.
 """
 
 from __future__ import annotations
