@@ -77,6 +77,9 @@ def compact_columns(data: ForecastData) -> np.ndarray:
     each horizon step (the target is channel 0 of each context step)."""
     L, H = data.context_length, data.horizon
     channels = len(data.columns)
+    # one target, its channel first in each context step; a week back must lie in the context
+    assert not data.channel_independent and data.n_targets == 1
+    assert H <= steps_per(data, "7D") <= L
     day = steps_per(data, "1D")
     week_back = L - steps_per(data, "7D") + np.arange(H)
     return np.concatenate([np.arange(L - day, L), week_back]) * channels
