@@ -51,6 +51,7 @@ from greentune.cli import quiet_libraries
 from greentune.config import build_config
 from greentune.data.windows import ForecastData, prepare_forecast_data
 from greentune.evaluate.baselines import steps_per
+from greentune.evaluate.metrics import point_metrics
 from greentune.evaluate.ridge import complete_origins, design_matrix
 from greentune.privacy.accounting import calibrate, default_delta
 from greentune.tasks.forecast.skip import seasonal_skip
@@ -139,10 +140,11 @@ def split_rows(data: ForecastData, origins: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def mape(data: ForecastData, pred: np.ndarray, y: np.ndarray) -> float:
+    """Test MAPE % in data units, as the run's table scores it."""
     n = len(y)
     p = data.unscale_target(pred.reshape(n, data.horizon, -1))
     t = data.unscale_target(y.reshape(n, data.horizon, -1))
-    return float(np.mean(np.abs(p - t) / np.abs(t)) * 100)
+    return point_metrics(t, p, 1.0)["mape"]
 
 
 def fit_and_score(

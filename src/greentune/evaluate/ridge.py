@@ -440,7 +440,7 @@ def _fit_windows(
     level_x, level_y = level_layout(data)
     folds = data.n_targets if data.channel_independent else 1
     if len(train) * folds >= ROWS_BELOW * len(level_x):
-        return solve_ridge(ridge_statistics(data, origins=origins))
+        return solve_ridge(ridge_statistics(data, origins=(train, val)))
     t0 = time.perf_counter()
     x, y = (a.astype(np.float64) for a in design_matrix(data, train))
     xv, yv = (a.astype(np.float64) for a in design_matrix(data, val))
