@@ -182,13 +182,19 @@ class ModelConfig:
     """Quantiles the head predicts (pinball loss); empty: point forecast with MSE."""
     linear_skip: bool = True
     """Add a linear path from the flattened inputs to the output (DLinear-style residual)."""
-    skip_init: Literal["ridge", "seasonal", "random", "lightgbm"] = "ridge"
+    skip_init: Literal["ridge", "seasonal", "random", "lightgbm", "transfer"] = "ridge"
     """ridge: start the skip path at the closed-form ridge fit (the `linear` baseline), so the
     transformer learns what the linear model misses; seasonal: at a seasonal naive fitted on
     nothing (a week back, a day back or their mean, chosen by the validation MSE; what
     privacy.dp uses); random: default initialisation;
     lightgbm: a hybrid, the network learns a correction to the `lightgbm` baseline's forecast
-    (out-of-fold on the training windows) instead of a linear skip path."""
+    (out-of-fold on the training windows) instead of a linear skip path; transfer: the skip
+    path of another run (``skip_from``), fitted on that run's data and none of this run's rows
+    (a private run's start from public data)."""
+    skip_from: str | None = None
+    """With ``skip_init: transfer``: the run directory (or its model/ folder) whose trained
+    skip path this run starts from, frozen as a ridge start is. Same context, horizon,
+    quantiles, known columns and kind of scaler as this run."""
     pooling: Literal["cls", "mean"] = "mean"
     """Pooling of token states for the text encoder and the classifier. mean: the mean of the
     states the attention mask keeps (what sentence-transformers such as all-MiniLM-L6-v2 were
@@ -206,6 +212,16 @@ class ModelConfig:
             raise ConfigError(
                 "model.skip_init=lightgbm (a hybrid) replaces the skip path by LightGBM's "
                 "forecast: it needs model.linear_skip=true"
+            )
+        if self.skip_init == "transfer" and not (self.linear_skip and self.skip_from):
+            raise ConfigError(
+                "model.skip_init=transfer needs model.linear_skip=true and model.skip_from: the "
+                "run directory whose skip path this run starts from"
+            )
+        if self.skip_from and self.skip_init != "transfer":
+            raise ConfigError(
+                f"model.skip_from is read only with model.skip_init=transfer (not "
+                f"{self.skip_init}); set both, or drop model.skip_from"
             )
         if self.patch_stride and self.patch_len and self.patch_stride > self.patch_len:
             raise ConfigError(

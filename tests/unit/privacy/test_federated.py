@@ -607,6 +607,52 @@ def test_client_dp_accounts_every_round_of_every_client(tmp_path: Path, secure: 
     assert client.privacy is not None and client.privacy["steps"] == 6
 
 
+def test_a_private_federation_can_start_every_client_from_public_data(tmp_path: Path) -> None:
+    """``model.skip_init: transfer``: each client reads the public run's skip path itself, so
+    no ridge sums or offsets travel, and every client's frozen weights are the source's."""
+    from safetensors.numpy import load_file
+
+    import greentune as gt
+
+    make_series(seed=7).to_csv(tmp_path / "public.csv", index=False)
+    source = gt.run(
+        load_config(
+            None,
+            [
+                *series_overrides(tmp_path / "public.csv", tmp_path, "public"),
+                "train.epochs=1",
+                "eval.baselines=[]",
+                "eval.ensembles=[]",
+                "data.scaler=bounds",
+                "data.bounds={load_mw: [0, 300], temp_c: [-5, 35]}",
+            ],
+        ),
+        echo=lambda m: None,
+    ).path
+    drop_cached()
+    cfg = _config(
+        tmp_path,
+        "privacy.dp.noise_multiplier=1.0",
+        "federated.references=[]",
+        "model.skip_init=transfer",
+        f"model.skip_from={source}",
+        *PUBLIC_RANGES,
+    )
+    engine = Recording()
+    run = federate(cfg, echo=lambda m: None, engine=engine)
+    assert {m.metadata.message_type for m in engine.grid.sent}.isdisjoint({P.RIDGE, P.OFFSETS})
+    assert RunDir(run.path).config.model.skip_init == "transfer"
+    public = load_file(str(source / "model" / "heads.safetensors"))["skip.weight"]
+    for c in CLIENTS:  # each client's run of the global model
+        client = run.path / "clients" / c
+        trained = load_file(str(client / "model" / "heads.safetensors"))["skip.weight"]
+        np.testing.assert_array_equal(trained, public)
+        notes = RunDir(client).metrics.data["notes"]
+        assert notes[0].startswith(f"skip path: transferred from {source}")
+    notes = run.metrics.federated["privacy"]["notes"]
+    assert any("starts from" in n and "public data" in n for n in notes)
+
+
 # ----------------------------------------------------------------------------- faults
 
 

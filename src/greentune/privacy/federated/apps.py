@@ -47,7 +47,7 @@ from greentune.privacy.federated.partitions import (
 from greentune.privacy.federated.results import client_test
 from greentune.privacy.federated.ridge import ridge_statistics
 from greentune.privacy.federated.secagg import as_fit_result, secure_gate, split_sums
-from greentune.tasks.forecast.skip import seasonal_skip
+from greentune.tasks.forecast.skip import seasonal_skip, transfer_skip
 from greentune.train.callbacks import Callback
 
 
@@ -261,7 +261,8 @@ def _init(local: Local, call: Call) -> tuple[dict, dict]:
 def _network(local: Local, call: Call) -> Any:
     """The client's network with the run's skip start: the federated ridge (kept in the node
     state since ``init``) or, under ``federated.personal_skip``, its blend with the client's
-    own; the seasonal naive (fitted on nothing), or none."""
+    own; the seasonal naive (fitted on nothing); another run's (``model.skip_from``, read
+    by each client), or none."""
     m = local.cfg.model
     if not m.linear_skip or m.skip_init == "random":
         return network(local, None, "none")
@@ -275,6 +276,13 @@ def _network(local: Local, call: Call) -> Any:
         skip = seasonal_skip(local.data, max(1, len(m.quantiles)), lines.append, saved, trained)
         local.notes[:] = lines  # which period, in the client's own run directory
         return network(local, skip, "seasonal")
+    if m.skip_init == "transfer":  # each client reads the public start itself: nothing sent
+        if local.model is not None and local.skip_id == "transfer":
+            return local.model
+        lines = []
+        skip = transfer_skip(local.cfg, local.data, lines.append)
+        local.notes[:] = lines
+        return network(local, skip, "transfer")
     state = call.state
     if P.ARRAYS not in state.array_records:
         raise ConfigError(

@@ -104,7 +104,12 @@ class ForecastTask:
         notes = []
         if cfg.data.scaler == "bounds":
             notes.append("inputs scaled by public ranges (data.bounds), not fitted on the data")
-        if cfg.model.linear_skip and cfg.model.skip_init != "ridge":
+        if cfg.model.linear_skip and cfg.model.skip_init == "transfer":
+            notes.append(
+                f"the skip path starts from {cfg.model.skip_from}'s, fitted on that run's data: "
+                "private only if none of this run's training rows were in it (public data)"
+            )
+        elif cfg.model.linear_skip and cfg.model.skip_init != "ridge":
             notes.append(
                 f"the skip path starts at {cfg.model.skip_init} init, not at a ridge fitted on "
                 "the training rows (which would not be private)"
