@@ -69,11 +69,14 @@ def test_the_start_is_the_source_skip_path_to_the_bit(public: Path, private_csv:
     assert torch.equal(layer.bias, torch.from_numpy(bias))
     assert not layer.weight.requires_grad
     # the model/ folder names the same source
-    assert transfer_skip(
-        replace(cfg, model={"skip_from": str(public / "model")}),
-        prepare_forecast_data(cfg.data),
-        lambda m: None,
-    ).fit.weight.tolist() == init.fit.weight.tolist()
+    assert (
+        transfer_skip(
+            replace(cfg, model={"skip_from": str(public / "model")}),
+            prepare_forecast_data(cfg.data),
+            lambda m: None,
+        ).fit.weight.tolist()
+        == init.fit.weight.tolist()
+    )
 
 
 def test_a_private_run_starts_from_public_data_and_keeps_its_weights(
