@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +58,11 @@ def test_the_start_is_the_source_skip_path_to_the_bit(public: Path, private_csv:
     )
     lines: list[str] = []
     init = transfer_skip(cfg, prepare_forecast_data(cfg.data), lines.append)
+    digest = hashlib.sha256((public / "model" / "heads.safetensors").read_bytes()).hexdigest()
     assert lines == [
-        f"skip path: transferred from {public} (its skip path as trained there, on its own "
-        "data: none of this run's rows), weights frozen"
+        f"skip path: transferred from {public} (its skip path as trained there on "
+        f"{public.parent / 'public.csv'}, heads sha256 {digest[:12]}: none of this run's rows), "
+        "weights frozen"
     ]
     weight, bias = _skip(public)
     layer = torch.nn.Linear(weight.shape[1], weight.shape[0])
@@ -98,8 +101,10 @@ def test_a_private_run_starts_from_public_data_and_keeps_its_weights(
     run = gt.RunDir.open(tmp_path / "private")
     assert run.config.model.skip_init == "transfer"  # kept under privacy.dp, not seasonal
     notes = run.metrics.privacy["notes"]
-    assert f"the skip path starts from {public}'s, fitted on that run's data" in " ".join(notes)
+    fitted = f"the skip path starts from {public}'s, fitted on {public.parent / 'public.csv'}: "
+    assert fitted + "private only if that data is public" in " ".join(notes)
     assert "skip path: transferred from" in run.log_path.read_text()
+    assert (run.checkpoint_dir / "transfer-skip.npz").is_file()  # a resume keeps this start
     weight, bias = _skip(run.path)
     public_weight, public_bias = _skip(public)
     np.testing.assert_array_equal(weight, public_weight)  # frozen through training
@@ -130,6 +135,86 @@ def test_a_source_with_other_inputs_is_refused_by_name(
     )
     with pytest.raises(ConfigError, match=message):
         transfer_skip(cfg, prepare_forecast_data(cfg.data), lambda m: None)
+
+
+def _source(tmp: Path, name: str, *extra: str) -> Path:
+    make_series(seed=7).to_csv(tmp / f"{name}.csv", index=False)
+    overrides = [*series_overrides(tmp / f"{name}.csv", tmp, name), *QUICK, *extra]
+    return gt.run(load_config(None, overrides), echo=lambda m: None).path
+
+
+def _private(csv: Path, tmp: Path, source: Path, *extra: str):
+    base = [*series_overrides(csv, tmp, "x"), *QUICK, *extra]
+    cfg = load_config(None, [*base, "model.skip_init=transfer", f"model.skip_from={source}"])
+    return cfg, prepare_forecast_data(cfg.data)
+
+
+def test_a_point_forecast_start_is_exact_and_a_free_skip_path_is_refused(
+    private_csv: Path, tmp_path: Path
+) -> None:
+    point = _source(tmp_path, "point", "model.quantiles=[]")
+    cfg, data = _private(private_csv, tmp_path, point, "model.quantiles=[]")
+    layer = torch.nn.Linear(1, 1)
+    weight, bias = _skip(point)
+    layer.weight = torch.nn.Parameter(torch.zeros(weight.shape))
+    layer.bias = torch.nn.Parameter(torch.zeros(bias.shape))
+    init_skip(layer, transfer_skip(cfg, data, lambda m: None))
+    assert torch.equal(layer.weight, torch.from_numpy(weight))
+    assert torch.equal(layer.bias, torch.from_numpy(bias))
+    free = _source(tmp_path, "free", "model.skip_init=random")
+    cfg, data = _private(private_csv, tmp_path, free)
+    with pytest.raises(ConfigError, match="differ between quantiles .*skip_init=random"):
+        transfer_skip(cfg, data, lambda m: None)
+
+
+def test_other_past_covariates_and_a_private_runs_own_data_are_refused(
+    public: Path, private_csv: Path, tmp_path: Path
+) -> None:
+    frame = make_series(seed=0)
+    frame["price"] = frame["temp_c"] * 2.0
+    frame.to_csv(tmp_path / "priced.csv", index=False)
+    cfg, data = _private(
+        tmp_path / "priced.csv",
+        tmp_path,
+        public,
+        "data.past_covariates=[price]",
+        "data.bounds={load_mw: [0, 400], temp_c: [-20, 50], price: [-40, 100]}",
+    )
+    with pytest.raises(ConfigError, match=r"past covariates \[\] there, \['price'\] here"):
+        transfer_skip(cfg, data, lambda m: None)
+    # under DP a start fitted on this run's own file is refused; without DP it is allowed
+    own = public.parent / "public.csv"
+    cfg, data = _private(own, tmp_path, public, "privacy.dp.target_epsilon=8")
+    with pytest.raises(ConfigError, match=f"was fitted on {own}, this run's own data"):
+        transfer_skip(cfg, data, lambda m: None)
+    cfg, data = _private(own, tmp_path, public)
+    init = transfer_skip(cfg, data, lambda m: None)
+    np.testing.assert_array_equal(np.repeat(init.fit.weight.T, 3, axis=0), _skip(public)[0])
+
+
+def test_a_resumed_run_keeps_the_start_it_trained_from(
+    public: Path, private_csv: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    source = tmp_path / "copy"
+    shutil.copytree(public, source)
+    cfg, data = _private(private_csv, tmp_path, source)
+    saved = tmp_path / "checkpoints" / "transfer-skip.npz"
+    first = transfer_skip(cfg, data, lambda m: None, saved)
+    assert saved.is_file()
+    (source / "model" / "heads.safetensors").write_bytes(b"damaged")
+    with pytest.raises(ConfigError, match="its model cannot be read"):
+        transfer_skip(cfg, data, lambda m: None)
+    lines: list[str] = []
+    again = transfer_skip(cfg, data, lines.append, saved)
+    np.testing.assert_array_equal(again.fit.weight, first.fit.weight)
+    np.testing.assert_array_equal(again.offsets, first.offsets)
+    np.testing.assert_array_equal(again.fit.y_mean, first.fit.y_mean)
+    assert lines == [
+        f"skip path: transferred from {source}, kept from {saved} (the start this run trained "
+        f"from; {source} has changed or gone since), weights frozen"
+    ]
 
 
 def test_transfer_settings_are_checked_and_the_cli_exits_2(

@@ -633,7 +633,7 @@ def test_a_private_federation_can_start_every_client_from_public_data(tmp_path: 
     cfg = _config(
         tmp_path,
         "privacy.dp.noise_multiplier=1.0",
-        "federated.references=[]",
+        "federated.references=[local, central]",
         "model.skip_init=transfer",
         f"model.skip_from={source}",
         *PUBLIC_RANGES,
@@ -650,7 +650,12 @@ def test_a_private_federation_can_start_every_client_from_public_data(tmp_path: 
         notes = RunDir(client).metrics.data["notes"]
         assert notes[0].startswith(f"skip path: transferred from {source}")
     notes = run.metrics.federated["privacy"]["notes"]
-    assert any("starts from" in n and "public data" in n for n in notes)
+    assert any("starts from" in n and "that data is public" in n for n in notes)
+    # the references start from it too: it pools nothing
+    assert {"local", "central"} <= set(run.metrics.test)
+    for c in CLIENTS:
+        kept = list((run.path / "clients" / c).glob(".transfer-skip-*.npz"))
+        assert len(kept) == 1  # for a restarted client or a resumed run
 
 
 # ----------------------------------------------------------------------------- faults

@@ -280,7 +280,8 @@ def _network(local: Local, call: Call) -> Any:
         if local.model is not None and local.skip_id == "transfer":
             return local.model
         lines = []
-        skip = transfer_skip(local.cfg, local.data, lines.append)
+        saved = _client_file(call, local.name, "transfer-skip", "npz")
+        skip = transfer_skip(local.cfg, local.data, lines.append, saved)
         local.notes[:] = lines
         return network(local, skip, "transfer")
     state = call.state

@@ -27,6 +27,7 @@ from greentune.privacy.federated.client import (
 from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.batches import ForecastBatches, stack_windows
 from greentune.tasks.forecast.model import build_model
+from greentune.tasks.forecast.skip import transfer_skip
 from greentune.train.loop import train
 
 Log = Callable[[str], None]
@@ -62,6 +63,8 @@ def central_reference(
     steps = fed.local_steps * len(clients)
     round_cfg = replace(first.cfg, train={"max_steps": steps})
     init = skip_from_arrays(skip) if skip else None
+    if first.cfg.model.skip_init == "transfer":  # the start every client reads, pooled nothing
+        init = transfer_skip(first.cfg, first.data, lambda m: None)
     model, _ = build_model(round_cfg, first.data, fed.rounds * steps, init)
     for c in clients:
         c.model = model  # test_scores and mean_loss score this one network per client

@@ -36,7 +36,7 @@ from greentune.tasks.forecast.predict import (
     season_steps,
     to_forecast,
 )
-from greentune.tasks.forecast.skip import SkipInit
+from greentune.tasks.forecast.skip import SkipInit, transfer_skip
 from greentune.train.callbacks import Callback, SetupContext
 from greentune.train.checkpoint import unwrap
 from greentune.train.loop import configure_threads, train
@@ -119,10 +119,13 @@ def alone(local: Local) -> Local | None:
     offsets). None where the network starts from nothing pooled (a seasonal, random or no
     skip path). The federated start's ridge is the pooled one: a reference trained from it
     would have learnt from the other clients' data."""
-    if not ridge_start(local.cfg):
+    if local.cfg.model.skip_init == "transfer":  # pooled nothing: the same start alone
+        skip = transfer_skip(local.cfg, local.data, lambda m: None)
+    elif not ridge_start(local.cfg):
         return None
-    fit = fit_linear(local.data)
-    skip = SkipInit(fit, residual_offsets(local, fit))
+    else:
+        fit = fit_linear(local.data)
+        skip = SkipInit(fit, residual_offsets(local, fit))
     total = local.cfg.federated.rounds * local.cfg.federated.local_steps
     model, tokenizer = build_model(local.cfg, local.data, total, skip)
     return copy_with(local, model=model, tokenizer=tokenizer, skip_id="alone", notes=[])

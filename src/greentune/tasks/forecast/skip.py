@@ -13,19 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-from safetensors.numpy import load_file
 
 from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
-from greentune.errors import ConfigError, DataError
+from greentune.errors import DataError
 from greentune.evaluate.baselines import horizon_positions, seasonal_lags, steps_per
 from greentune.evaluate.ridge import LEVEL_WORDS, LinearFit, complete_origins, fit_linear
 from greentune.io import write_json
-from greentune.models.forecaster import SPEC_FILE
 from greentune.rundir import list_checkpoints
-from greentune.tasks.forecast.artifacts import load_columns
+from greentune.tasks.forecast.transfer import TRANSFER_FILE, transferred
 
 Log = Callable[[str], None]
 RIDGE_FILE = "ridge-skip.npz"
@@ -68,7 +65,8 @@ def ridge_skip(
     if not cfg.model.linear_skip or cfg.model.skip_init in ("random", "lightgbm"):
         return None, 0.0
     if cfg.model.skip_init == "transfer":
-        return transfer_skip(cfg, data, log), 0.0
+        saved = cache.with_name(TRANSFER_FILE) if cache is not None else None
+        return transfer_skip(cfg, data, log, saved), 0.0
     if cfg.model.skip_init == "seasonal":
         saved = cache.with_name(SEASONAL_FILE) if cache is not None else None
         trained = saved is not None and bool(list_checkpoints(saved.parent))
@@ -294,69 +292,10 @@ def _fit_ridge_skip(cfg: RunConfig, data: ForecastData, log: Log) -> tuple[SkipI
     return SkipInit(fit, offsets), seconds
 
 
-def transfer_skip(cfg: RunConfig, data: ForecastData, log: Log) -> SkipInit:
-    """The skip path of another run (``model.skip_from``) as this run's start: its frozen
-    weights and its trained biases (each quantile's offset). Fitted on that run's data and
-    none of this run's rows, so a private run may start from it when that data is public.
-    Refused, naming each difference, unless the source forecasts from the same inputs."""
-    assert cfg.model.skip_from is not None
-    source = Path(cfg.model.skip_from)
-    model_dir = source / "model" if (source / "model" / SPEC_FILE).is_file() else source
-    where = f"model.skip_from={source}"
-    if not (model_dir / SPEC_FILE).is_file():
-        raise ConfigError(
-            f"{where}: no forecasting model there (no model/{SPEC_FILE}); give the directory of "
-            "a finished forecasting run"
-        )
-    spec = json.loads((model_dir / SPEC_FILE).read_text())
-    heads = model_dir / "heads.safetensors"
-    if spec.get("base") or not spec.get("linear_skip") or not heads.is_file():
-        raise ConfigError(f"{where}: that model has no linear skip path to start from")
-    quantiles = list(cfg.model.quantiles)
-    q, t = max(1, len(quantiles)), 1 if data.channel_independent else data.n_targets
-    channels = len(data.columns) - (data.n_targets - 1 if data.channel_independent else 0)
-    n_in = data.context_length * channels + data.horizon * len(data.known_cols)
-    tensors = load_file(str(heads))
-    weight, bias = tensors.get("skip.weight"), tensors.get("skip.bias")
-    differ = [
-        f"{key} {spec.get(key)} there, {here} here"
-        for key, here in (
-            ("context_length", data.context_length),
-            ("horizon", data.horizon),
-            ("quantiles", quantiles),
-        )
-        if spec.get(key) != here
-    ]
-    known = load_columns(model_dir).known
-    if known != data.known_cols:
-        differ.append(f"known columns {known} there, {data.known_cols} here")
-    config = model_dir.parent / "config.yaml"  # read raw: an older run's keys may differ
-    raw = yaml.safe_load(config.read_text()) if config.is_file() else None
-    scaler = (raw.get("data") or {}).get("scaler") if isinstance(raw, dict) else None
-    if scaler is not None and scaler != cfg.data.scaler:
-        differ.append(f"data.scaler {scaler} there, {cfg.data.scaler} here")
-    if weight is None or bias is None or weight.shape != (data.horizon * t * q, n_in):
-        shape = None if weight is None else tuple(weight.shape)
-        differ.append(f"skip weights {shape} there, {(data.horizon * t * q, n_in)} here")
-    if differ:
-        raise ConfigError(
-            f"{where} forecasts from other inputs: "
-            + "; ".join(differ)
-            + ". Start from a run with the same context, horizon, quantiles, features and scaler"
-        )
-    assert weight is not None and bias is not None
-    per_q = weight.reshape(-1, q, n_in)
-    if not np.array_equal(per_q, np.broadcast_to(per_q[:, :1], per_q.shape)):
-        raise ConfigError(
-            f"{where}: its skip weights differ between quantiles (trained from "
-            "model.skip_init=random); start from a run whose skip path started at a ridge, a "
-            "seasonal naive or a transfer (frozen weights)"
-        )
-    per_out = bias.astype(np.float64).reshape(-1, q)
-    y_mean = per_out[:, quantiles.index(0.5) if quantiles else 0]
-    fit = LinearFit(per_q[:, 0].T.astype(np.float64), np.zeros(n_in), y_mean, 0.0, 0.0)
-    log(
-        f"skip path: transferred from {source} (its skip path as trained there, on its own "
-        "data: none of this run's rows), weights frozen"
-    )
-    return SkipInit(fit, (per_out - y_mean[:, None]).T)
+def transfer_skip(
+    cfg: RunConfig, data: ForecastData, log: Log, saved: Path | None = None
+) -> SkipInit:
+    """The skip path of another run (``model.skip_from``, see ``transfer``) as this run's
+    start; ``saved`` keeps it for a resume."""
+    fit, offsets = transferred(cfg, data, log, saved)
+    return SkipInit(fit, offsets)

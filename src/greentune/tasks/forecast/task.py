@@ -33,6 +33,7 @@ from greentune.tasks.forecast.predict import (
 )
 from greentune.tasks.forecast.predictor import ForecastPredictor
 from greentune.tasks.forecast.remedies import forecast_remedies
+from greentune.tasks.forecast.transfer import source_data
 from greentune.train.callbacks import Callback
 from greentune.train.defaults import TrainDefault, with_train_defaults
 from greentune.tuning.methods import merge_adapter
@@ -105,9 +106,11 @@ class ForecastTask:
         if cfg.data.scaler == "bounds":
             notes.append("inputs scaled by public ranges (data.bounds), not fitted on the data")
         if cfg.model.linear_skip and cfg.model.skip_init == "transfer":
+            fitted_on = source_data(cfg) or "that run's data"
             notes.append(
-                f"the skip path starts from {cfg.model.skip_from}'s, fitted on that run's data: "
-                "private only if none of this run's training rows were in it (public data)"
+                f"the skip path starts from {cfg.model.skip_from}'s, fitted on {fitted_on}: "
+                "private only if that data is public (its rows get no protection) and holds "
+                "none of this run's training rows"
             )
         elif cfg.model.linear_skip and cfg.model.skip_init != "ridge":
             notes.append(
