@@ -167,6 +167,24 @@ def test_a_point_forecast_start_is_exact_and_a_free_skip_path_is_refused(
         transfer_skip(cfg, data, lambda m: None)
 
 
+def test_a_bare_model_folder_is_read_and_a_source_without_skip_path_refused(
+    public: Path, private_csv: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(public / "model", bare)  # no run around it: no config.yaml to check
+    cfg, data = _private(private_csv, tmp_path, bare)
+    lines: list[str] = []
+    init = transfer_skip(cfg, data, lines.append)
+    assert lines[0] == f"skip path: {bare} has no config.yaml: its kind of scaler is not checked"
+    np.testing.assert_array_equal(np.repeat(init.fit.weight.T, 3, axis=0), _skip(public)[0])
+    plain = _source(tmp_path, "plain", "model.linear_skip=false")
+    cfg, data = _private(private_csv, tmp_path, plain)
+    with pytest.raises(ConfigError, match="that model has no linear skip path to start from"):
+        transfer_skip(cfg, data, lambda m: None)
+
+
 def test_other_past_covariates_and_a_private_runs_own_data_are_refused(
     public: Path, private_csv: Path, tmp_path: Path
 ) -> None:
