@@ -56,6 +56,7 @@ from greentune.cli import quiet_libraries
 from greentune.rundir import RunDir
 
 WINDOW_DAYS, HISTORY_DAYS = 365, 1095
+ARMS = ("plain", "history", "dp", "dp-public")
 NO_REFS = "federated.references=[]"
 
 
@@ -129,21 +130,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--local-steps", type=int, default=16)
     parser.add_argument("--epsilon", default="8")
+    parser.add_argument("--patience", type=int, default=None, help="federated.patience")
+    parser.add_argument("--arms", default=",".join(ARMS), help="some of " + ", ".join(ARMS))
+    parser.add_argument("--tag", default="", help="federated-public-TAG.json|md, runs named so")
     parser.add_argument("--render", action="store_true", help="rewrite the .md from the .json")
     a = parser.parse_args()
+    stem = f"federated-public-{a.tag}" if a.tag else "federated-public"
     if a.render:
-        write(json.loads((RESULTS / "federated-public.json").read_text()))
+        write(json.loads((RESULTS / f"{stem}.json").read_text()), stem)
         return
+    if unknown := set(a.arms.split(",")) - set(ARMS):
+        parser.error(f"--arms: unknown {', '.join(sorted(unknown))}")
     quiet_libraries()
     window, history = prepare(WINDOW_DAYS), prepare(HISTORY_DAYS)
     source, source_info = public_start(window, history)
     private = [f"privacy.dp.target_epsilon={a.epsilon}", public_ranges(window), NO_REFS]
-    arms: dict[str, tuple[Path, list[str]]] = {
+    every: dict[str, tuple[Path, list[str]]] = {
         "plain": (window, [POOLED, NO_REFS]),
         "history": (history, [POOLED, NO_REFS]),
         "dp": (window, private),
         "dp-public": (window, [*private, "model.skip_init=transfer", f"model.skip_from={source}"]),
     }
+    patience = [f"federated.patience={a.patience}"] if a.patience else []
+    arms = {k: (f, [*x, *patience]) for k, (f, x) in every.items() if k in a.arms.split(",")}
     seeds = [int(s) for s in a.seeds.split(",")]
     out: dict[str, Any] = {
         "machine": machine_info(),
@@ -152,39 +161,42 @@ def main() -> None:
         "rounds": a.rounds,
         "local_steps": a.local_steps,
         "epsilon": float(a.epsilon),
+        "patience": a.patience,
         "public_start": {"run": str(source.relative_to(RESULTS.parent.parent)), **source_info},
         "runs": {},
     }
     for i, seed in enumerate(seeds):
         for arm in list(arms) if i % 2 == 0 else list(arms)[::-1]:
             folder, extra = arms[arm]
-            name = f"public-{arm}-s{seed}"
+            key = f"public-{arm}-s{seed}"
+            name = f"public-{a.tag}-{arm}-s{seed}" if a.tag else key
             print(f"seed {seed}: {arm}", flush=True)
-            _drop_if_other(RUNS / name, a.rounds, a.local_steps, float(a.epsilon))
+            wanted = (a.rounds, a.local_steps, float(a.epsilon), a.patience)
+            _drop_if_other(RUNS / name, *wanted)
             run, wall = run_once(overrides(folder, name, seed, a.rounds, a.local_steps, *extra))
-            out["runs"][name] = summarise(run, wall)
-            write(out)
-    write(out)
+            out["runs"][key] = summarise(run, wall)
+            write(out, stem)
+    write(out, stem)
 
 
-def _drop_if_other(path: Path, rounds: int, steps: int, epsilon: float) -> None:
+def _drop_if_other(
+    path: Path, rounds: int, steps: int, epsilon: float, patience: int | None
+) -> None:
     """A finished run under this name made with other settings is run again, not reported."""
     if not (path / "config.yaml").is_file():
         return
     cfg = RunDir(path).config
-    dp = cfg.privacy.dp
-    wanted_eps = epsilon if dp.enabled else None
-    if (cfg.federated.rounds, cfg.federated.local_steps) != (rounds, steps) or (
-        dp.target_epsilon if dp.enabled else None
-    ) != wanted_eps:
+    dp, fed = cfg.privacy.dp, cfg.federated
+    made = (fed.rounds, fed.local_steps, dp.target_epsilon if dp.enabled else None, fed.patience)
+    if made != (rounds, steps, epsilon if dp.enabled else None, patience):
         shutil.rmtree(path)
 
 
-def write(out: dict[str, Any]) -> None:
+def write(out: dict[str, Any], stem: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "federated-public.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1))
     text = render(out)
-    (RESULTS / "federated-public.md").write_text(text)
+    (RESULTS / f"{stem}.md").write_text(text)
     print(text, flush=True)
 
 
@@ -194,7 +206,7 @@ def render(out: dict[str, Any]) -> str:
         runs = out["runs"].items()
         return {int(k.removeprefix(prefix)): v for k, v in runs if k.startswith(prefix)}
 
-    arms = {arm: of(arm) for arm in ("plain", "history", "dp", "dp-public")}
+    arms = {arm: of(arm) for arm in ARMS}
     src = out["public_start"]
     eps = out["epsilon"]
     lines = [
@@ -202,16 +214,21 @@ def render(out: dict[str, Any]) -> str:
         "",
         f"Machine: {out['machine'].get('cpu', '')}, {out['machine'].get('cores', '')} cores; "
         f"commit {out['commit']}. Seeds {out['seeds']}: medians over seeds, [min, max]. "
-        f"{out['rounds']} rounds x {out['local_steps']} local steps, FedAvg, no references.",
+        f"{out['rounds']} rounds x {out['local_steps']} local steps, FedAvg, no references"
+        + (
+            f", federated.patience {out['patience']} (rounds run in the table)."
+            if out.get("patience")
+            else "."
+        ),
         "",
         f"Public start: one `greentune run` on the 9 utilities' published load of {src['rows']} "
         f"(before every window), {src['energy_j'] / 3600:.4f} Wh (model), once for all seeds; "
         f"{src['ridge'] or 'its ridge'}.",
         "",
         "| arm | data | pooled MAPE % | start (round 0) pooled MAPE % | median client MAPE % | "
-        "worst client MAPE % | best round | largest client epsilon | client Wh (model) | "
-        "wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "worst client MAPE % | best round | rounds run | largest client epsilon | "
+        "client Wh (model) | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     what = {
         "plain": "window, non-private",
@@ -229,7 +246,8 @@ def render(out: dict[str, Any]) -> str:
             f"{_mid([r['pooled_mape']['start'] for r in rs if 'start' in r['pooled_mape']])} | "
             f"{_mid([r['median_mape']['federated'] for r in rs])} | "
             f"{_mid([r['worst_mape']['federated'] for r in rs])} | "
-            f"{_mid([r['best_round'] for r in rs])} | {_mid(spent)} | "
+            f"{_mid([r['best_round'] for r in rs])} | "
+            f"{_mid([len(r['val_curve']) - 1 for r in rs])} | {_mid(spent)} | "
             f"{_mid([r['energy_j']['clients_total'] / 3600 for r in rs])} | "
             f"{_mid([r['wall_s'] for r in rs])} |"
         )

@@ -543,6 +543,10 @@ class FederatedConfig:
     """Keep only the last period of each client's series (e.g. 400D); None: all of it."""
     rounds: int = 10
     """Federated rounds: each client trains ``local_steps`` optimizer steps per round."""
+    patience: int | None = None
+    """Stop after this many rounds in a row without a lower pooled validation loss (round 0,
+    the start, counts); the best round is kept either way. None: every round. Client DP's
+    noise is planned for all rounds, so a private run that stops spends less epsilon."""
     local_steps: int = 20
     strategy: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
     """Flower's aggregation strategy."""
@@ -594,7 +598,7 @@ class FederatedConfig:
     {AEP: "trace:DIR@US-MIDA-PJM"}; clients not named use energy.carbon."""
 
     def __post_init__(self) -> None:
-        _positive(self, "rounds", "local_steps", "min_clients")
+        _positive(self, "rounds", "local_steps", "min_clients", "patience")
         for client, ranges in self.bounds.items():
             for col, pair in ranges.items():
                 if len(pair) != 2 or not pair[0] < pair[1]:

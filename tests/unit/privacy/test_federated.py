@@ -658,6 +658,31 @@ def test_a_private_federation_can_start_every_client_from_public_data(tmp_path: 
         assert len(kept) == 1  # for a restarted client or a resumed run
 
 
+def test_patience_stops_the_rounds_and_keeps_the_best(tmp_path: Path) -> None:
+    """``federated.patience``: a learning rate that wrecks the network makes round 1 worse
+    than the start, so one round without a better pooled validation loss ends the run, and the
+    start (round 0) is what is kept and tested."""
+    drop_cached()
+    logs: list[str] = []
+    cfg = _config(
+        tmp_path,
+        "federated.rounds=4",
+        "federated.patience=1",
+        "train.lr=5.0",
+        "federated.references=[]",
+    )
+    run = federate(cfg, echo=logs.append, engine=Recording())
+    fed = run.metrics.federated
+    assert (fed["rounds"], fed["rounds_run"], fed["best_round"]) == (4, 1, 0)
+    assert [r["round"] for r in fed["val_curve"]] == [0, 1]
+    said = "stopped after round 1 of 4: no lower pooled validation loss in 1 rounds"
+    assert any(said in line for line in logs)
+    trained = {r["extra"]["round"] for r in run.ledger.rows if r["extra"].get("message") == "train"}
+    assert trained == {1}
+    with pytest.raises(ConfigError, match="federated.patience"):
+        _config(tmp_path, "federated.patience=0")
+
+
 # ----------------------------------------------------------------------------- faults
 
 

@@ -2,8 +2,9 @@
 
 test         federated, local, central, seasonal_naive_daily/weekly: pooled over every
              client's test points (MASE left out: each client has its own scale)
-federated    strategy, rounds, local_steps, clients, best_round, val_curve (pooled
-             validation loss per round), per_client {client: {row: scores}},
+federated    strategy, rounds, rounds_run (fewer under federated.patience), local_steps,
+             clients, best_round, val_curve (pooled validation loss per round),
+             per_client {client: {row: scores}},
              wins_over_local (clients where federated beats local-only on MAPE), bytes
              (per client and round, each way; the full model's size for comparison),
              privacy (each client's epsilon under client-side DP)
@@ -46,6 +47,7 @@ def federated_metrics(
     summary: dict[str, Any] = {
         "strategy": cfg.federated.strategy,
         "rounds": cfg.federated.rounds,
+        "rounds_run": int(server.history.rounds[-1]["round"]),
         "local_steps": cfg.federated.local_steps,
         "clients": sorted(per),
         "best_round": server.history.best_round,

@@ -17,6 +17,7 @@ from greentune.privacy.federated.secagg import SecureRound, secure_round, secure
 from greentune.privacy.federated.server import (
     CHECKPOINT,
     FederationError,
+    History,
     Reply,
     Server,
     build_strategy,
@@ -70,6 +71,8 @@ def drive(server: Server, resume: bool = False) -> Outcome:
         server.history.rounds.append({"round": 0, "val_loss": loss})
         server.history.best_val_loss = loss
     for r in range(first, fed.rounds + 1):
+        if _stale(server.history, fed.patience):
+            break
         _welcome(server, r)
         arrays = _train_round(server, strategy, arrays, r)
         loss = _validate(server, arrays, r)
@@ -83,6 +86,13 @@ def drive(server: Server, resume: bool = False) -> Outcome:
             f"round {r}/{fed.rounds}: validation loss {loss:.5f}"
             + (" (best)" if server.history.best_round == r else "")
         )
+    ran = int(server.history.rounds[-1]["round"])
+    if ran < fed.rounds:
+        log(
+            f"federate: stopped after round {ran} of {fed.rounds}: no lower pooled validation "
+            f"loss in {fed.patience} rounds (federated.patience); the best is round "
+            f"{server.history.best_round}"
+        )
     _welcome(server, fed.rounds + 1)
     nodes = sorted(n for n in server.grid.get_node_ids() if n in server.initialised)
     # the test message trains the local-only reference: all its rounds in one message
@@ -93,7 +103,14 @@ def drive(server: Server, resume: bool = False) -> Outcome:
     if own := {r.client: r.metrics[P.OWN_WEIGHT] for r in test if P.OWN_WEIGHT in r.metrics}:
         words = ", ".join(f"{c} {a:.2f}" for c, a in sorted(own.items()))
         log(f"personal skip paths, the weight of each client's own ridge: {words}")
-    return Outcome(best, skip, test, fed.rounds)
+    return Outcome(best, skip, test, ran)
+
+
+def _stale(history: History, patience: int | None) -> bool:
+    """Whether ``patience`` rounds in a row have passed without a better pooled validation
+    loss (read from the history alone, so a resumed run stops where the first would have)."""
+    last = int(history.rounds[-1]["round"])
+    return patience is not None and last - history.best_round >= patience
 
 
 def _common_shape(server: Server, replies: list[Reply]) -> dict[str, int]:
