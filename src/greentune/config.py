@@ -194,7 +194,7 @@ class ModelConfig:
     skip_from: str | None = None
     """With ``skip_init: transfer``: the run directory (or its model/ folder) whose trained
     skip path this run starts from, frozen as a ridge start is. Same context, horizon,
-    quantiles, known columns and kind of scaler as this run."""
+    quantiles, known and past columns and kind of scaler as this run."""
     pooling: Literal["cls", "mean"] = "mean"
     """Pooling of token states for the text encoder and the classifier. mean: the mean of the
     states the attention mask keeps (what sentence-transformers such as all-MiniLM-L6-v2 were

@@ -116,9 +116,10 @@ def alone(local: Local) -> Local | None:
     """This client as it would be outside the federation, for the local-only reference: the
     same network (the same seeded start of everything that trains) with the skip path fitted
     on its windows alone (its own ridge, by the pooled fit's solver, and its own residual
-    offsets). None where the network starts from nothing pooled (a seasonal, random or no
-    skip path). The federated start's ridge is the pooled one: a reference trained from it
-    would have learnt from the other clients' data."""
+    offsets), or from the same transferred start (``model.skip_init: transfer`` pools
+    nothing). None where the network starts from nothing fitted (a seasonal, random or no skip
+    path). The federated start's ridge is the pooled one: a reference trained from it would
+    have learnt from the other clients' data."""
     if local.cfg.model.skip_init == "transfer":  # pooled nothing: the same start alone
         skip = transfer_skip(local.cfg, local.data, lambda m: None)
     elif not ridge_start(local.cfg):
