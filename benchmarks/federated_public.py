@@ -3,6 +3,9 @@ transfer``), against non-private FedAvg with and without that data.
 
     .venv/bin/python benchmarks/federated_public.py [--seeds 0,1,2] [--rounds 8]
         [--local-steps 16] [--epsilon 8]
+    .venv/bin/python benchmarks/federated_public.py --arms plain,dp-public --patience 2 \
+        --tag patience2      # some arms, with federated.patience: federated-public-TAG.json|md
+    .venv/bin/python benchmarks/federated_public.py --render [--tag T]   # the .md again
 
 The private window is each utility's last 365 days (``benchmarks/federated.py``'s protocol:
 test = its last 56 days, validation the 56 before; client DP-SGD at ``--epsilon`` per
@@ -28,9 +31,10 @@ Arms, each a ``greentune federate`` of the same rounds and steps, no references:
 The arms run back to back per seed, the order alternating; every figure is from one machine and
 one invocation. Energy is modelled where the VM has no RAPL (each client's process meter); the
 public start's one-off bill is stated beside the arms and added in a ratio of its own.
-A finished run of the same name is reused only if its rounds, steps and epsilon are these.
+A finished run of the same name is reused only if its rounds, steps, epsilon and patience are
+these; a tagged invocation names its runs and results after the tag.
 
-Writes benchmarks/results/federated-public.json and .md.
+Writes benchmarks/results/federated-public[-TAG].json and .md.
 """
 
 from __future__ import annotations
@@ -141,6 +145,8 @@ def main() -> None:
         return
     if unknown := set(a.arms.split(",")) - set(ARMS):
         parser.error(f"--arms: unknown {', '.join(sorted(unknown))}")
+    if (a.patience is not None or set(a.arms.split(",")) != set(ARMS)) and not a.tag:
+        parser.error("--patience and --arms need --tag: the untagged results are all four arms")
     quiet_libraries()
     window, history = prepare(WINDOW_DAYS), prepare(HISTORY_DAYS)
     source, source_info = public_start(window, history)
@@ -151,7 +157,7 @@ def main() -> None:
         "dp": (window, private),
         "dp-public": (window, [*private, "model.skip_init=transfer", f"model.skip_from={source}"]),
     }
-    patience = [f"federated.patience={a.patience}"] if a.patience else []
+    patience = [] if a.patience is None else [f"federated.patience={a.patience}"]
     arms = {k: (f, [*x, *patience]) for k, (f, x) in every.items() if k in a.arms.split(",")}
     seeds = [int(s) for s in a.seeds.split(",")]
     out: dict[str, Any] = {

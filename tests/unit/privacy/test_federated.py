@@ -675,12 +675,26 @@ def test_patience_stops_the_rounds_and_keeps_the_best(tmp_path: Path) -> None:
     fed = run.metrics.federated
     assert (fed["rounds"], fed["rounds_run"], fed["best_round"]) == (4, 1, 0)
     assert [r["round"] for r in fed["val_curve"]] == [0, 1]
-    said = "stopped after round 1 of 4: no lower pooled validation loss in 1 rounds"
+    said = "stopped after round 1 of 4: no lower pooled validation loss in 1 round ("
     assert any(said in line for line in logs)
     trained = {r["extra"]["round"] for r in run.ledger.rows if r["extra"].get("message") == "train"}
     assert trained == {1}
     with pytest.raises(ConfigError, match="federated.patience"):
         _config(tmp_path, "federated.patience=0")
+
+
+def test_patience_is_read_from_the_round_history_alone() -> None:
+    """What a resumed server stops on: the history it restores, nothing else."""
+    from greentune.privacy.federated.rounds import _stale
+    from greentune.privacy.federated.server import History
+
+    def history(best: int, last: int) -> History:
+        return History(rounds=[{"round": r} for r in range(last + 1)], best_round=best)
+
+    assert not _stale(history(0, 0), 1)  # round 0 alone: train round 1
+    assert _stale(history(0, 1), 1) and not _stale(history(0, 1), 2)
+    assert _stale(history(3, 5), 2) and not _stale(history(4, 5), 2)
+    assert not _stale(history(0, 7), None)  # off: every round
 
 
 # ----------------------------------------------------------------------------- faults

@@ -90,7 +90,8 @@ def drive(server: Server, resume: bool = False) -> Outcome:
     if ran < fed.rounds:
         log(
             f"federate: stopped after round {ran} of {fed.rounds}: no lower pooled validation "
-            f"loss in {fed.patience} rounds (federated.patience); the best is round "
+            f"loss in {fed.patience} round{'s' * (fed.patience != 1)} (federated.patience); the "
+            f"best is round "
             f"{server.history.best_round}"
         )
     _welcome(server, fed.rounds + 1)
