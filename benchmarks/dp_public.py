@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd
+from federated import _mid
+from federated_public import runs_of
 from machine import git_commit, machine_info
 from privacy import NAIVES, RESULTS, RUNS, VIC_ELEC, _row, run
 from victoria import VIC_ELEC as VIC_ELEC_CSV
@@ -138,12 +139,7 @@ def write(out: dict[str, Any]) -> None:
 
 
 def render(out: dict[str, Any]) -> str:
-    def of(arm: str) -> dict[int, dict[str, Any]]:
-        prefix = f"public-{arm}-s"
-        runs = out["runs"].items()
-        return {int(k.removeprefix(prefix)): v for k, v in runs if k.startswith(prefix)}
-
-    arms = {arm: of(arm) for arm in ("non-private", "dp-public", "dp")}
+    arms = {arm: runs_of(out, arm) for arm in ("non-private", "dp-public", "dp")}
     src = out["public_start"]
     eps = out["epsilon"]
     wh = src.get("energy_wh")
@@ -192,14 +188,6 @@ def render(out: dict[str, Any]) -> str:
                 f"- {num} / non-private test MAPE, seed by seed: {_mid(ratio)} (target <= 1.15)"
             )
     return "\n".join(lines) + "\n"
-
-
-def _mid(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.median(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
 
 
 if __name__ == "__main__":

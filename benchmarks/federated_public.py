@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -52,7 +51,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd
-from federated import POOLED, RESULTS, RUNS, overrides, prepare, public_ranges, run_once, summarise
+from federated import (
+    POOLED,
+    RESULTS,
+    RUNS,
+    _mid,
+    overrides,
+    prepare,
+    public_ranges,
+    run_once,
+    summarise,
+)
 from machine import git_commit, machine_info
 
 import greentune as gt
@@ -206,13 +215,15 @@ def write(out: dict[str, Any], stem: str) -> None:
     print(text, flush=True)
 
 
-def render(out: dict[str, Any]) -> str:
-    def of(arm: str) -> dict[int, dict[str, Any]]:
-        prefix = f"public-{arm}-s"
-        runs = out["runs"].items()
-        return {int(k.removeprefix(prefix)): v for k, v in runs if k.startswith(prefix)}
+def runs_of(out: dict[str, Any], arm: str) -> dict[int, dict[str, Any]]:
+    """{seed: summary} of one arm's runs (named ``public-ARM-sSEED``)."""
+    prefix = f"public-{arm}-s"
+    runs = out["runs"].items()
+    return {int(k.removeprefix(prefix)): v for k, v in runs if k.startswith(prefix)}
 
-    arms = {arm: of(arm) for arm in ARMS}
+
+def render(out: dict[str, Any]) -> str:
+    arms = {arm: runs_of(out, arm) for arm in ARMS}
     src = out["public_start"]
     eps = out["epsilon"]
     lines = [
@@ -291,14 +302,6 @@ def render(out: dict[str, Any]) -> str:
             ]
             lines.append(f"| {c} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
-
-
-def _mid(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.median(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
 
 
 if __name__ == "__main__":
