@@ -185,6 +185,27 @@ def test_a_bare_model_folder_is_read_and_a_source_without_skip_path_refused(
         transfer_skip(cfg, data, lambda m: None)
 
 
+def test_an_unfinished_or_compressed_source_is_refused(
+    public: Path, private_csv: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from greentune.models.variants import VARIANT_FILE
+
+    source = tmp_path / "copy"
+    shutil.copytree(public, source)
+    cfg, data = _private(private_csv, tmp_path, source)
+    info = json.loads((source / "run.json").read_text())
+    (source / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    with pytest.raises(ConfigError, match="that run is running, not complete; finish it first"):
+        transfer_skip(cfg, data, lambda m: None)
+    (source / "run.json").write_text(json.dumps(info))
+    (source / "model" / VARIANT_FILE).write_text(json.dumps({"format": "onnx"}))
+    with pytest.raises(ConfigError, match="is a compressed variant; start from the run it was"):
+        transfer_skip(cfg, data, lambda m: None)
+
+
 def test_other_past_covariates_and_a_private_runs_own_data_are_refused(
     public: Path, private_csv: Path, tmp_path: Path
 ) -> None:
