@@ -126,6 +126,16 @@ class ForecastData:
         return len(self.target_cols)
 
     @property
+    def series_targets(self) -> int:
+        """Targets one model row forecasts: 1 when channel-independent (``fold_channels``)."""
+        return 1 if self.channel_independent else self.n_targets
+
+    @property
+    def series_channels(self) -> int:
+        """Columns of one model row's context: a channel-independent row holds one target."""
+        return len(self.columns) - (self.n_targets - 1 if self.channel_independent else 0)
+
+    @property
     def known_slice(self) -> slice:
         start = len(self.target_cols) + len(self.past_cols)
         return slice(start, start + len(self.known_cols))

@@ -78,8 +78,7 @@ def level_layout(data: ForecastData) -> tuple[np.ndarray, np.ndarray]:
     """Which design columns are target j's context (j + 1; 0 for any other input) and which
     outputs are target j's forecast (j + 1): what the ``window`` design centres."""
     L, H = data.context_length, data.horizon
-    t = 1 if data.channel_independent else data.n_targets
-    channels = len(data.columns) - (data.n_targets - 1 if data.channel_independent else 0)
+    t, channels = data.series_targets, data.series_channels
     per_step = np.arange(channels)
     past = np.tile(np.where(per_step < t, per_step + 1, 0), L)
     future = np.zeros(H * len(data.known_cols), dtype=np.int64)

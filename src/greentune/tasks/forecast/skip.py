@@ -190,8 +190,7 @@ def _saved_choice(
 def _lag_fit(data: ForecastData, shares: dict[int, float]) -> LinearFit:
     """The linear map (on the network's flattened inputs) of a mix of seasonal naives."""
     L, H = data.context_length, data.horizon
-    t = 1 if data.channel_independent else data.n_targets
-    channels = len(data.columns) - (data.n_targets - 1 if data.channel_independent else 0)
+    t, channels = data.series_targets, data.series_channels
     n_in = L * channels + H * len(data.known_cols)
     weight = np.zeros((n_in, H * t))
     for m, share in shares.items():

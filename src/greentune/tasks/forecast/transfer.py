@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 from safetensors import SafetensorError
-from safetensors.numpy import load_file
+from safetensors.numpy import load
 
 from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
@@ -52,15 +52,30 @@ class Source:
 
     @property
     def data_path(self) -> str | None:
-        data = (self.config or {}).get("data")
-        path = data.get("path") if isinstance(data, dict) else None
-        return str(path) if path else None
+        return _data_path(self.config)
+
+
+def _data_path(config: dict[str, Any] | None) -> str | None:
+    data = (config or {}).get("data")
+    path = data.get("path") if isinstance(data, dict) else None
+    return str(path) if path else None
+
+
+def _model_dir(given: Path) -> Path:
+    return given / "model" if (given / "model" / SPEC_FILE).is_file() else given
+
+
+def _raw_config(model_dir: Path) -> dict[str, Any] | None:
+    """The source run's config.yaml, read raw; None for a bare model/ folder."""
+    path = model_dir.parent / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return config if isinstance(config, dict) else None
 
 
 def read_source(skip_from: str) -> Source:
     """The run (or model/ folder) at ``skip_from``; a clear error naming the file otherwise."""
     given = Path(skip_from).expanduser()
-    model_dir = given / "model" if (given / "model" / SPEC_FILE).is_file() else given
+    model_dir = _model_dir(given)
     where = f"model.skip_from={given}"
     if not (model_dir / SPEC_FILE).is_file():
         raise ConfigError(
@@ -79,9 +94,8 @@ def read_source(skip_from: str) -> Source:
         spec = dict(json.loads((model_dir / SPEC_FILE).read_text()))
         heads = model_dir / "heads.safetensors"
         raw = heads.read_bytes()
-        tensors = load_file(str(heads))
-        config_file = model_dir.parent / "config.yaml"
-        config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
+        tensors = load(raw)  # the bytes the digest is of, read once
+        config = _raw_config(model_dir)
         columns = load_columns(model_dir)
     except (OSError, ValueError, TypeError, SafetensorError, yaml.YAMLError, CheckpointError) as e:
         raise ConfigError(f"{where}: its model cannot be read ({e}); train it again") from None
@@ -95,7 +109,7 @@ def read_source(skip_from: str) -> Source:
         weight,
         bias,
         columns,
-        config if isinstance(config, dict) else None,
+        config,
         hashlib.sha256(raw).hexdigest(),
     )
 
@@ -104,18 +118,16 @@ def source_data(cfg: RunConfig) -> str | None:
     """The data the source of ``cfg``'s transfer start was fitted on, if it says (for notes)."""
     if cfg.model.skip_init != "transfer" or cfg.model.skip_from is None:
         return None
-    try:
-        return read_source(cfg.model.skip_from).data_path
-    except ConfigError:
+    try:  # only its config: the notes need no weights
+        return _data_path(_raw_config(_model_dir(Path(cfg.model.skip_from).expanduser())))
+    except (OSError, yaml.YAMLError):
         return None
 
 
 def _shape(data: ForecastData, quantiles: int) -> tuple[int, int, int]:
     """(outputs without quantiles, quantiles, inputs) of this run's skip path."""
-    t = 1 if data.channel_independent else data.n_targets
-    channels = len(data.columns) - (data.n_targets - 1 if data.channel_independent else 0)
-    n_in = data.context_length * channels + data.horizon * len(data.known_cols)
-    return data.horizon * t, quantiles, n_in
+    n_in = data.context_length * data.series_channels + data.horizon * len(data.known_cols)
+    return data.horizon * data.series_targets, quantiles, n_in
 
 
 def _differences(src: Source, cfg: RunConfig, data: ForecastData, log: Log) -> list[str]:
