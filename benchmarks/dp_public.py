@@ -4,13 +4,23 @@ privacy issue's data and split, beside the non-private run.
     .venv/bin/python benchmarks/dp_public.py [--seeds 0,1,2] [--epsilon 8]
 
 Protocol: ``benchmarks/privacy.py``'s vic_elec arm (Victoria 2012-14, half-hourly, day-ahead;
-test = the last 92 days, Oct-Dec 2014, validation the 92 before; 6 epochs; lr 3e-4 and batches
-of 32 x 8, what privacy.py's tuning chose on validation for both arms; the seasonal naives as
-baselines). The public data is 2012 (AEMO publishes Victoria's demand; here the year is
-declared public and the private run sees only 2013-14). One ``greentune run`` on 2012 alone
-fits the public start (validation its last 56 days, a 7-day test it needs but nobody reads; the
-network is not trained: only its ridge skip path is used), scaled by the same public ranges as
-the private runs (0-12,000 MW, -10-50 C).
+test = the last 92 days, Oct-Dec 2014, validation the 92 before; 6 epochs; batches of 32 x 8,
+what privacy.py's tuning chose on validation for both arms; the seasonal naives as baselines).
+The public data is 2012 (AEMO publishes Victoria's demand; here the year is declared public and
+the private run sees only 2013-14).
+
+The public start: ``greentune run`` on 2012 alone fits it (the network is not trained: only its
+ridge skip path is used), scaled by the same public ranges as the private runs (0-12,000 MW,
+-10-50 C). Such a run keeps a validation tail (its ridge's penalty and design are chosen there)
+and a test tail it needs but nobody reads, and neither is fitted on: the more it keeps back, the
+less of the public year the start learns from. Candidates (validation / test tail): 56D / 7D,
+28D / 1D, 14D / 1D. The script keeps the one whose start forecasts the private run's validation
+windows best (the median's MSE in scaled units; the private run also stops early on them; DP
+does not cover validation data, docs/privacy.md). No test number takes part.
+
+Learning rate: per arm, on validation (seed 0, the best validation loss), from one grid for every
+arm: 3e-5, 1e-4, 3e-4 (privacy.py chose 3e-4 from {3e-4, 3e-3} for both arms from the seasonal
+start; a run that starts close to its best may want smaller steps, so the grid reaches down).
 
 Arms, each seed:
 - non-private: 2012-14, all of it, no privacy (the issue's non-private row);
@@ -33,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np
 import pandas as pd
 from federated import _mid
 from federated_public import runs_of
@@ -44,8 +55,12 @@ from greentune.cli import quiet_libraries
 
 PUBLIC_BEFORE = "2013-01-01"
 """Local dates before this are the public year."""
-SETTINGS = ["train.lr=0.0003", "train.batch_size=32", "train.grad_accum=8"]
+SETTINGS = ["train.batch_size=32", "train.grad_accum=8"]
 """privacy.py's choice on validation for vic_elec, both arms alike (privacy-vic-elec.json)."""
+LRS = (3e-5, 1e-4, 3e-4)
+"""One learning-rate grid for every arm, chosen per arm on validation."""
+PUBLIC_SPLITS = (("56D", "7D"), ("28D", "1D"), ("14D", "1D"))
+"""(validation, test) tails the public run may keep back; chosen on the private validation."""
 
 
 def split_files() -> tuple[Path, Path]:
@@ -66,20 +81,15 @@ def with_path(path: Path) -> list[str]:
     return [a if not a.startswith("data.path=") else f"data.path={path}" for a in VIC_ELEC]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epsilon", default="8")
-    a = parser.parse_args()
-    quiet_libraries()
-    public_csv, private_csv = split_files()
-    source = RUNS / "public-start-2012"
-    start = run(
+def public_start(public_csv: Path, val: str, test: str) -> tuple[Path, dict[str, Any]]:
+    """One candidate public start: its run directory and what it cost."""
+    source = RUNS / ("public-start-2012" if val == "56D" else f"public-start-2012-val{val}")
+    metrics = run(
         source.name,
         [
             *with_path(public_csv),
-            "data.val=56D",
-            "data.test=7D",
+            f"data.val={val}",
+            f"data.test={test}",
             "data.scaler=bounds",
             "train.max_steps=1",
             "eval.baselines=[]",
@@ -88,19 +98,73 @@ def main() -> None:
             "seed=0",
         ],
     )
+    skip = next(
+        (
+            line.strip()
+            for line in (source / "log.txt").read_text().splitlines()
+            if line.startswith("skip path: ridge")
+        ),
+        "",
+    )
+    return source, {"energy_wh": (metrics.get("energy") or {}).get("run_wh"), "skip": skip}
+
+
+def start_val_mse(private: list[str], sources: list[Path]) -> list[float]:
+    """Each source's start on the private run's validation windows: the MSE of its median
+    forecast in scaled units (the windows the private run stops early on)."""
+    from greentune.config import build_config
+    from greentune.data.windows import prepare_forecast_data
+    from greentune.evaluate.ridge import complete_origins, design_matrix
+    from greentune.tasks.forecast.transfer import transferred
+
+    def cfg(source: Path) -> Any:
+        return build_config(
+            overrides=[*private, "model.skip_init=transfer", f"model.skip_from={source}"]
+        )
+
+    data = prepare_forecast_data(cfg(sources[0]).data)
+    x, y = design_matrix(data, complete_origins(data, data.val.origins))
+    out = []
+    for source in sources:
+        fit, _ = transferred(cfg(source), data, lambda _: None)
+        out.append(float(np.mean((fit.predict_scaled(x) - y) ** 2)))
+    return out
+
+
+def tune(arms: dict[str, list[str]]) -> dict[str, Any]:
+    """Per arm, the learning rate of ``LRS`` with the lowest validation loss (seed 0)."""
+    chosen: dict[str, Any] = {}
+    for arm, args in arms.items():
+        grid = []
+        for lr in LRS:
+            m = run(f"public-tune-{arm}-lr{lr:g}", [*args, f"train.lr={lr}", "seed=0"])
+            grid.append({"lr": lr, "val_loss": m["training"]["best_val_loss"]})
+        best = min(grid, key=lambda r: r["val_loss"])
+        chosen[arm] = {"grid": grid, "lr": best["lr"]}
+        print(f"{arm}: chose lr {best['lr']:g} on validation", flush=True)
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epsilon", default="8")
+    a = parser.parse_args()
+    quiet_libraries()
+    public_csv, private_csv = split_files()
     dp = [f"privacy.dp.target_epsilon={a.epsilon}"]
+    private = [*with_path(private_csv), *SETTINGS, NAIVES, *dp]
+    candidates = [public_start(public_csv, val, test) for val, test in PUBLIC_SPLITS]
+    scores = start_val_mse(private, [c[0] for c in candidates])
+    pick = int(np.argmin(scores))
+    source = candidates[pick][0]
+    print(f"public start: {source.name} (validation MSE {scores[pick]:.6g})", flush=True)
     arms = {
         "non-private": [*VIC_ELEC, *SETTINGS, NAIVES],
-        "dp-public": [
-            *with_path(private_csv),
-            *SETTINGS,
-            NAIVES,
-            *dp,
-            "model.skip_init=transfer",
-            f"model.skip_from={source}",
-        ],
-        "dp": [*with_path(private_csv), *SETTINGS, NAIVES, *dp],
+        "dp-public": [*private, "model.skip_init=transfer", f"model.skip_from={source}"],
+        "dp": private,
     }
+    lrs = tune(arms)
     seeds = [int(s) for s in a.seeds.split(",")]
     out: dict[str, Any] = {
         "machine": machine_info(),
@@ -109,24 +173,24 @@ def main() -> None:
         "epsilon": float(a.epsilon),
         "public_start": {
             "run": str(source.relative_to(RESULTS.parent.parent)),
-            "energy_wh": (start.get("energy") or {}).get("run_wh"),
-            "skip": next(
-                (
-                    line
-                    for line in (source / "log.txt").read_text().splitlines()
-                    if "skip path: ridge" in line
-                ),
-                "",
-            ).strip(),
+            **candidates[pick][1],
+            "candidates": [
+                {"val": val, "test": test, "val_mse": score, **info}
+                for (val, test), score, (_, info) in zip(
+                    PUBLIC_SPLITS, scores, candidates, strict=True
+                )
+            ],
         },
+        "tuning": lrs,
         "runs": {},
     }
     for i, seed in enumerate(seeds):
         for arm in list(arms) if i % 2 == 0 else list(arms)[::-1]:
             name = f"public-{arm}-s{seed}"
             print(f"seed {seed}: {arm}", flush=True)
-            metrics = run(name, [*arms[arm], f"seed={seed}"])
-            out["runs"][name] = _row(metrics, "mape")
+            lr = f"train.lr={lrs[arm]['lr']}"
+            metrics = run(name, [*arms[arm], lr, f"seed={seed}"])
+            out["runs"][name] = {**_row(metrics, "mape"), "lr": lrs[arm]["lr"]}
             write(out)
 
 
@@ -142,7 +206,6 @@ def render(out: dict[str, Any]) -> str:
     arms = {arm: runs_of(out, arm) for arm in ("non-private", "dp-public", "dp")}
     src = out["public_start"]
     eps = out["epsilon"]
-    wh = src.get("energy_wh")
     lines = [
         "# Private forecasting on Victoria from a public start (benchmarks/dp_public.py)",
         "",
@@ -150,13 +213,30 @@ def render(out: dict[str, Any]) -> str:
         f"commit {out['commit']}. Seeds {out['seeds']}: medians, [min, max]. Test: Oct-Dec "
         "2014 (92 days), the same rows in every arm.",
         "",
-        f"Public start: one run on 2012 alone, {wh:.4f} Wh (model); {src['skip']}."
-        if wh is not None
-        else f"Public start: one run on 2012 alone; {src['skip']}.",
+        f"Public start: {src['run']}, {src['skip']}.",
         "",
-        "| arm | data | test MAPE % | best epoch | epsilon spent | seasonal naive daily / "
+        "| public run's validation / test tail | start's MSE on the private validation "
+        "(scaled) | its skip path | run Wh (model) |",
+        "|---|---|---|---|",
+        *(
+            f"| {c['val']} / {c['test']}{' (kept)' if c['skip'] == src['skip'] else ''} | "
+            f"{c['val_mse']:.6g} | {c['skip'].removeprefix('skip path: ')} | "
+            f"{c['energy_wh']:.4f} |"
+            for c in src.get("candidates", [])
+        ),
+        "",
+        "Learning rate chosen per arm on validation (seed 0; best validation loss): "
+        + "; ".join(
+            f"{arm} {t['lr']:g} ("
+            + ", ".join(f"{g['lr']:g}: {g['val_loss']:.6g}" for g in t["grid"])
+            + ")"
+            for arm, t in out.get("tuning", {}).items()
+        )
+        + ".",
+        "",
+        "| arm | data | lr | test MAPE % | best epoch | epsilon spent | seasonal naive daily / "
         "weekly MAPE % | run Wh (model) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     what = {
         "non-private": "2012-14, non-private",
@@ -173,7 +253,8 @@ def render(out: dict[str, Any]) -> str:
         )
         spent = [r["epsilon"] for r in rs if r.get("epsilon") is not None]
         lines.append(
-            f"| {arm} | {what[arm]} | {_mid([r['mape'] for r in rs])} | "
+            f"| {arm} | {what[arm]} | {out.get('tuning', {}).get(arm, {}).get('lr', 3e-4):g} | "
+            f"{_mid([r['mape'] for r in rs])} | "
             f"{_mid([r['best_epoch'] for r in rs])} | {_mid(spent)} | {naive} | "
             f"{_mid([r['run_wh'] for r in rs if r.get('run_wh') is not None])} |"
         )

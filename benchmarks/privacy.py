@@ -137,6 +137,11 @@ def _settings(cfg: Any) -> tuple[Any, ...]:
         cfg.peft.method,
         dp.factored,
         t.patience,
+        cfg.model.skip_init,
+        cfg.model.skip_from,
+        cfg.data.path,
+        cfg.data.val,
+        cfg.data.test,
     )
 
 
