@@ -115,12 +115,17 @@ def start_val_mse(private: list[str], sources: list[Path]) -> list[float]:
     from greentune.config import build_config
     from greentune.data.windows import prepare_forecast_data
     from greentune.evaluate.ridge import complete_origins, design_matrix
+    from greentune.privacy.dp import private_config
+    from greentune.tasks import TASKS
     from greentune.tasks.forecast.transfer import transferred
 
     def cfg(source: Path) -> Any:
-        return build_config(
+        """The config the private run trains with (its scaler resolved as under DP)."""
+        given = build_config(
             overrides=[*private, "model.skip_init=transfer", f"model.skip_from={source}"]
         )
+        task = TASKS.get(given.task)
+        return private_config(task, task.resolve_config(given))
 
     data = prepare_forecast_data(cfg(sources[0]).data)
     x, y = design_matrix(data, complete_origins(data, data.val.origins))
