@@ -60,6 +60,8 @@ import greentune as gt
 from greentune.cli import quiet_libraries
 from greentune.config import build_config
 from greentune.rundir import RunDir
+from greentune.tasks import TASKS
+from greentune.train.defaults import with_train_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -153,7 +155,10 @@ def run(name: str, overrides: list[str], reuse: bool = True) -> dict[str, Any]:
     finished = (path / "metrics.json").is_file() and RunDir.open(path).info.status == "complete"
     if reuse and finished:
         done = RunDir.open(path)
-        if _settings(done.config) == _settings(cfg):
+        task = TASKS.get(cfg.task)  # a saved config holds the lr and patience 'auto' chose
+        if _settings(done.config) == _settings(
+            with_train_defaults(cfg, task.train_defaults, task.name)
+        ):
             metrics = done.metrics.to_dict()
             metrics["reused"] = True
             return metrics
