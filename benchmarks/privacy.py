@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -59,8 +61,11 @@ from victoria import VIC_ELEC_ARGS
 import greentune as gt
 from greentune.cli import quiet_libraries
 from greentune.config import build_config
+from greentune.errors import ConfigError
+from greentune.privacy.dp import private_config
 from greentune.rundir import RunDir
 from greentune.tasks import TASKS
+from greentune.tasks.forecast.transfer import read_source
 from greentune.train.defaults import with_train_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,21 +152,35 @@ def _settings(cfg: Any) -> tuple[Any, ...]:
     )
 
 
+def _same(done: RunDir, cfg: Any) -> bool:
+    """Whether a finished run was made with ``cfg``'s settings. A saved config holds what the
+    run trained with: the lr and patience 'auto' chose, and under DP the private recipe
+    (scaler, start); a transferred start must still be the source's (its heads' sha256)."""
+    task = TASKS.get(cfg.task)
+    if _settings(done.config) != _settings(
+        private_config(task, with_train_defaults(cfg, task.train_defaults, task.name))
+    ):
+        return False
+    if cfg.model.skip_init != "transfer":
+        return True
+    saved = done.path / "checkpoints" / "transfer-skip.npz"
+    try:
+        with np.load(saved) as z:
+            return str(z["digest"]) == read_source(cfg.model.skip_from).digest
+    except (OSError, KeyError, ValueError, ConfigError):
+        return False
+
+
 def run(name: str, overrides: list[str], reuse: bool = True) -> dict[str, Any]:
     """One run (reused when it finished before with the same settings, unless ``reuse`` is
     False: timings are only compared within one sitting); its metrics and wall time."""
     path = RUNS / name
     cfg = build_config(overrides=[*overrides, f"output_dir={RUNS}", f"name={name}"])
     finished = (path / "metrics.json").is_file() and RunDir.open(path).info.status == "complete"
-    if reuse and finished:
-        done = RunDir.open(path)
-        task = TASKS.get(cfg.task)  # a saved config holds the lr and patience 'auto' chose
-        if _settings(done.config) == _settings(
-            with_train_defaults(cfg, task.train_defaults, task.name)
-        ):
-            metrics = done.metrics.to_dict()
-            metrics["reused"] = True
-            return metrics
+    if reuse and finished and _same(RunDir.open(path), cfg):
+        metrics = RunDir.open(path).metrics.to_dict()
+        metrics["reused"] = True
+        return metrics
     shutil.rmtree(path, ignore_errors=True)  # failed, cut, or made with other settings
     t0 = time.perf_counter()
     done = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
