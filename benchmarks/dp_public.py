@@ -20,7 +20,8 @@ does not cover validation data, docs/privacy.md). No test number takes part.
 
 Learning rate: per arm, on validation (seed 0, the best validation loss), from one grid for every
 arm: 3e-5, 1e-4, 3e-4 (privacy.py chose 3e-4 from {3e-4, 3e-3} for both arms from the seasonal
-start; a run that starts close to its best may want smaller steps, so the grid reaches down).
+start; a run that starts close to its best may want smaller steps, so the grid reaches down),
+grown by half a decade past its edge while the best sits there (at most twice; every arm alike).
 
 Arms, each seed:
 - non-private: 2012-14, all of it, no privacy (the issue's non-private row);
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -138,15 +140,30 @@ def start_val_mse(private: list[str], sources: list[Path]) -> list[float]:
     return out
 
 
+def _half_decade(lr: float, down: bool) -> float:
+    """The next rate on the 1-3-10 ladder below (or above) ``lr``."""
+    ladder = [m * 10.0**e for e in range(-8, 1) for m in (1, 3)]
+    i = min(range(len(ladder)), key=lambda k: abs(math.log(ladder[k] / lr)))
+    return float(f"{ladder[i - 1 if down else i + 1]:.0e}")
+
+
 def tune(arms: dict[str, list[str]]) -> dict[str, Any]:
-    """Per arm, the learning rate of ``LRS`` with the lowest validation loss (seed 0)."""
+    """Per arm, the learning rate with the lowest validation loss (seed 0), from ``LRS``; while
+    the best sits at the grid's edge the grid grows past it by half a decade (at most twice),
+    the same rule for every arm."""
     chosen: dict[str, Any] = {}
     for arm, args in arms.items():
-        grid = []
-        for lr in LRS:
-            m = run(f"public-tune-{arm}-lr{lr:g}", [*args, f"train.lr={lr}", "seed=0"])
-            grid.append({"lr": lr, "val_loss": m["training"]["best_val_loss"]})
-        best = min(grid, key=lambda r: r["val_loss"])
+        grid: list[dict[str, float]] = []
+        lrs = list(LRS)
+        while lrs:
+            for lr in lrs:
+                m = run(f"public-tune-{arm}-lr{lr:g}", [*args, f"train.lr={lr}", "seed=0"])
+                grid.append({"lr": lr, "val_loss": m["training"]["best_val_loss"]})
+            grid.sort(key=lambda r: r["lr"])
+            best = min(grid, key=lambda r: r["val_loss"])
+            edge = best is grid[0] or best is grid[-1]
+            beyond = _half_decade(best["lr"], down=best is grid[0])
+            lrs = [beyond] if edge and len(grid) < len(LRS) + 2 else []
         chosen[arm] = {"grid": grid, "lr": best["lr"]}
         print(f"{arm}: chose lr {best['lr']:g} on validation", flush=True)
     return chosen
