@@ -41,6 +41,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import pandas as pd
-from federated import _mid
+from federated import RANGES, _mid, prepare
 from federated_public import runs_of
 from machine import git_commit, machine_info
 from privacy import NAIVES, RESULTS, RUNS, VIC_ELEC, _row, run
@@ -85,13 +86,88 @@ def with_path(path: Path) -> list[str]:
     return [a if not a.startswith("data.path=") else f"data.path={path}" for a in VIC_ELEC]
 
 
-def public_start(public_csv: Path, val: str, test: str) -> tuple[Path, dict[str, Any]]:
+@dataclass(frozen=True)
+class Series:
+    """One series the protocol runs on: how greentune reads its years, and their names."""
+
+    name: str
+    prefix: str
+    """Of its run directories (none for vic_elec, whose runs came first)."""
+    public_args: list[str]
+    private_args: list[str]
+    all_args: list[str]
+    public: str
+    private: str
+    test: str
+    start_name: str
+    """The public start's run directory (with ``-valND`` for the shorter tails)."""
+
+
+def vic_elec() -> Series:
+    public_csv, private_csv = split_files()
+    return Series(
+        name="vic_elec",
+        prefix="",
+        public_args=with_path(public_csv),
+        private_args=with_path(private_csv),
+        all_args=VIC_ELEC,
+        public="2012",
+        private="2013-14",
+        test="Oct-Dec 2014 (92 days)",
+        start_name="public-start-2012",
+    )
+
+
+def pjm_utility(utility: str) -> Series:
+    """One PJM utility's last three years (hourly load, no weather; ``federated.prepare``):
+    the first declared public, the other two private; its public range for the scaler is
+    1.25x the peak of the years before (``federated.prepare``)."""
+    folder = prepare(3 * 365)
+    frame = pd.read_csv(folder / f"{utility}.csv", parse_dates=["time"])
+    hi = json.loads((folder / RANGES).read_text())[utility][1]
+    cut = frame["time"].min() + pd.Timedelta(days=365)
+    paths = [RUNS / "data" / f"pjm-{utility}-{part}.csv" for part in ("public", "private")]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    frame[frame["time"] < cut].to_csv(paths[0], index=False)
+    frame[frame["time"] >= cut].to_csv(paths[1], index=False)
+
+    def args(path: Path) -> list[str]:
+        return [
+            "data.source=csv",
+            f"data.path={path}",
+            "data.time_col=time",
+            "data.target=load_mw",
+            "data.country=US",
+            "data.fill_gaps=true",
+            "data.test=92D",
+            "data.val=92D",
+            "train.epochs=6",
+            "energy.carbon=static:US",
+            f"data.bounds.load_mw=[0,{hi:g}]",
+        ]
+
+    years = f"{frame['time'].min():%Y-%m-%d} to {frame['time'].max():%Y-%m-%d}"
+    end = frame["time"].max()
+    return Series(
+        name=f"pjm-{utility}",
+        prefix=f"pjm-{utility}-",
+        public_args=args(paths[0]),
+        private_args=args(paths[1]),
+        all_args=args(folder / f"{utility}.csv"),
+        public=f"the first year of {years} (to {cut:%Y-%m-%d})",
+        private="the two years after it",
+        test=f"the last 92 days, to {end:%Y-%m-%d}",
+        start_name=f"pjm-{utility}-public-start",
+    )
+
+
+def public_start(series: Series, val: str, test: str) -> tuple[Path, dict[str, Any]]:
     """One candidate public start: its run directory and what it cost."""
-    source = RUNS / ("public-start-2012" if val == "56D" else f"public-start-2012-val{val}")
+    source = RUNS / (series.start_name if val == "56D" else f"{series.start_name}-val{val}")
     metrics = run(
         source.name,
         [
-            *with_path(public_csv),
+            *series.public_args,
             f"data.val={val}",
             f"data.test={test}",
             "data.scaler=bounds",
@@ -147,7 +223,7 @@ def _half_decade(lr: float, down: bool) -> float:
     return float(f"{ladder[i - 1 if down else i + 1]:.0e}")
 
 
-def tune(arms: dict[str, list[str]]) -> dict[str, Any]:
+def tune(arms: dict[str, list[str]], prefix: str) -> dict[str, Any]:
     """Per arm, the learning rate with the lowest validation loss (seed 0), from ``LRS``; while
     the best sits at the grid's edge the grid grows past it by half a decade (at most twice),
     the same rule for every arm."""
@@ -157,7 +233,8 @@ def tune(arms: dict[str, list[str]]) -> dict[str, Any]:
         lrs = list(LRS)
         while lrs:
             for lr in lrs:
-                m = run(f"public-tune-{arm}-lr{lr:g}", [*args, f"train.lr={lr}", "seed=0"])
+                name = f"{prefix}public-tune-{arm}-lr{lr:g}"
+                m = run(name, [*args, f"train.lr={lr}", "seed=0"])
                 grid.append({"lr": lr, "val_loss": m["training"]["best_val_loss"]})
             grid.sort(key=lambda r: r["lr"])
             best = min(grid, key=lambda r: r["val_loss"])
@@ -173,6 +250,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
+        "--series",
+        default="vic_elec",
+        help="vic_elec (2012 public, 2013-14 private) or pjm-UTILITY (e.g. pjm-AEP: the "
+        "first of its last three years public)",
+    )
+    parser.add_argument(
         "--epsilons",
         default="8,3,1",
         help="the first is the arms' (tuned there, as privacy.py tunes at 8); the others add "
@@ -180,31 +263,35 @@ def main() -> None:
     )
     a = parser.parse_args()
     quiet_libraries()
-    public_csv, private_csv = split_files()
+    series = vic_elec() if a.series == "vic_elec" else pjm_utility(a.series.removeprefix("pjm-"))
     epsilons = [float(e) for e in a.epsilons.split(",")]
 
     def private_at(eps: float) -> list[str]:
-        return [*with_path(private_csv), *SETTINGS, NAIVES, f"privacy.dp.target_epsilon={eps:g}"]
+        return [*series.private_args, *SETTINGS, NAIVES, f"privacy.dp.target_epsilon={eps:g}"]
 
     private = private_at(epsilons[0])
-    candidates = [public_start(public_csv, val, test) for val, test in PUBLIC_SPLITS]
+    candidates = [public_start(series, val, test) for val, test in PUBLIC_SPLITS]
     scores = start_val_mse(private, [c[0] for c in candidates])
     pick = int(np.argmin(scores))
     source = candidates[pick][0]
     print(f"public start: {source.name} (validation MSE {scores[pick]:.6g})", flush=True)
     start = ["model.skip_init=transfer", f"model.skip_from={source}"]
     arms = {
-        "non-private": [*VIC_ELEC, *SETTINGS, NAIVES],
+        "non-private": [*series.all_args, *SETTINGS, NAIVES],
         "dp-public": [*private, *start],
         "dp": private,
     }
-    lrs = tune(arms)
+    lrs = tune(arms, series.prefix)
     for eps in epsilons[1:]:
         arm = f"dp-public-eps{eps:g}"
         arms[arm] = [*private_at(eps), *start]
         lrs[arm] = {**lrs["dp-public"], "tuned_at": "dp-public"}
     seeds = [int(s) for s in a.seeds.split(",")]
     out: dict[str, Any] = {
+        "series": series.name,
+        "public": series.public,
+        "private": series.private,
+        "test": series.test,
         "machine": machine_info(),
         "commit": git_commit(),
         "seeds": seeds,
@@ -228,7 +315,7 @@ def main() -> None:
             name = f"public-{arm}-s{seed}"
             print(f"seed {seed}: {arm}", flush=True)
             lr = f"train.lr={lrs[arm]['lr']}"
-            metrics = run(name, [*arms[arm], lr, f"seed={seed}"])
+            metrics = run(series.prefix + name, [*arms[arm], lr, f"seed={seed}"])
             out["runs"][name] = {
                 **_row(metrics, "mape"),
                 "lr": lrs[arm]["lr"],
@@ -239,9 +326,10 @@ def main() -> None:
 
 def write(out: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "dp-public.json").write_text(json.dumps(out, indent=1))
+    stem = "dp-public" if out["series"] == "vic_elec" else f"dp-public-{out['series']}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1))
     text = render(out)
-    (RESULTS / "dp-public.md").write_text(text)
+    (RESULTS / f"{stem}.md").write_text(text)
     print(text, flush=True)
 
 
@@ -254,12 +342,15 @@ def render(out: dict[str, Any]) -> str:
     arms = {arm: runs_of(out, arm) for arm in ("non-private", "dp-public", "dp", *more)}
     src = out["public_start"]
     eps = out["epsilon"]
+    series = out.get("series", "vic_elec")
+    public, private = out.get("public", "2012"), out.get("private", "2013-14")
     lines = [
-        "# Private forecasting on Victoria from a public start (benchmarks/dp_public.py)",
+        f"# Private forecasting on {series} from a public start (benchmarks/dp_public.py)",
         "",
         f"Machine: {out['machine'].get('cpu', '')}, {out['machine'].get('cores', '')} cores; "
-        f"commit {out['commit']}. Seeds {out['seeds']}: medians, [min, max]. Test: Oct-Dec "
-        "2014 (92 days), the same rows in every arm.",
+        f"commit {out['commit']}. Seeds {out['seeds']}: medians, [min, max]. Test: "
+        f"{out.get('test', 'Oct-Dec 2014 (92 days)')}, the same rows in every arm. Public: "
+        f"{public}; private: {private}.",
         "",
         f"Public start: {src['run']}, {src['skip']}.",
         "",
@@ -301,11 +392,11 @@ def render(out: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     what = {
-        "non-private": "2012-14, non-private",
-        "dp-public": f"2013-14, DP eps {eps:g}, start fitted on 2012",
-        "dp": f"2013-14, DP eps {eps:g}, seasonal start",
+        "non-private": "all years, non-private",
+        "dp-public": f"private years, DP eps {eps:g}, public start",
+        "dp": f"private years, DP eps {eps:g}, seasonal start",
         **{
-            arm: f"2013-14, DP eps {arm.removeprefix('dp-public-eps')}, start fitted on 2012"
+            arm: f"private years, DP eps {arm.removeprefix('dp-public-eps')}, public start"
             for arm in more
         },
     }
