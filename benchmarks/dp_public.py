@@ -1,7 +1,8 @@
-"""Private forecasting on Victoria from a public start (``model.skip_init: transfer``), on the
-privacy issue's data and split, beside the non-private run.
+"""Private forecasting from a public start (``model.skip_init: transfer``), on the privacy
+issue's data and split (Victoria), or on a PJM utility, beside the non-private run.
 
-    .venv/bin/python benchmarks/dp_public.py [--seeds 0,1,2] [--epsilons 8,3,1]
+    .venv/bin/python benchmarks/dp_public.py [--series vic_elec|pjm-UTILITY] [--seeds 0,1,2]
+        [--epsilons 8,3,1]
 
 Protocol: ``benchmarks/privacy.py``'s vic_elec arm (Victoria 2012-14, half-hourly, day-ahead;
 test = the last 92 days, Oct-Dec 2014, validation the 92 before; 6 epochs; batches of 32 x 8,
@@ -23,16 +24,21 @@ arm: 3e-5, 1e-4, 3e-4 (privacy.py chose 3e-4 from {3e-4, 3e-3} for both arms fro
 start; a run that starts close to its best may want smaller steps, so the grid reaches down),
 grown by half a decade past its edge while the best sits there (at most twice; every arm alike).
 
+``--series pjm-AEP`` (any of the nine): the utility's last three years (hourly load, no weather,
+``federated.prepare``), the first declared public and the two after it private; test the last
+92 days, validation the 92 before; the scaler's public range 1.25x the peak of the years before;
+everything else as above.
+
 Arms, each seed:
-- non-private: 2012-14, all of it, no privacy (the issue's non-private row);
-- dp-public: DP-SGD at the first of ``--epsilons`` on 2013-14 from the public start;
+- non-private: all the years (Victoria 2012-14), no privacy (the issue's non-private row);
+- dp-public: DP-SGD at the first of ``--epsilons`` on the private years from the public start;
 - dp: the same from the seasonal start (greentune's private default), for the start's share;
 - dp-public at each other epsilon (the learning rate chosen at the first, as privacy.py uses
   its epsilon-8 choice at every epsilon).
 Test windows are the same rows in every arm. Energy is modelled where the VM has no RAPL.
 
-Writes benchmarks/results/dp-public.json and .md; runs under results/runs/privacy/ (a finished
-run of the same settings is reused).
+Writes benchmarks/results/dp-public.json and .md (``dp-public-pjm-UTILITY.*`` for a PJM
+series); runs under results/runs/privacy/ (a finished run of the same settings is reused).
 """
 
 from __future__ import annotations
