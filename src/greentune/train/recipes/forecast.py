@@ -6,6 +6,7 @@ and baseline/<name>; each result's ``energy_windows`` says which windows it is b
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -200,12 +201,22 @@ def train_network(
 
 
 def _trained_line(result: LoopResult) -> str:
+    """The log's line on training; with the start's validation loss, so that what training
+    added to the start (a ridge, a seasonal naive, another run's) can be read off the log."""
     s = result.state
-    best = (
-        "no epoch beat the starting point on validation: kept it"
-        if s.best_epoch == -1
-        else f"best epoch {s.best_epoch}"
-    )
+    start = next((r["val_loss"] for r in s.val_history if r["epoch"] == -1), None)
+    if s.best_epoch == -1:
+        loss = "" if start is None else f" (loss {start:.6g})"
+        best = f"no epoch beat the starting point on validation{loss}: kept it"
+    else:
+        kept = result.best_val_loss
+        loss = ""
+        if start and math.isfinite(kept):
+            # above the start only where train.select_on chose by another score than the loss
+            change = 100 * (1 - kept / start)
+            side = f"{change:.1f} % below" if change >= 0 else f"{-change:.1f} % above"
+            loss = f" (validation loss {kept:.6g}, {side} the start's {start:.6g})"
+        best = f"best epoch {s.best_epoch}{loss}"
     resumed = (
         f" (resumed from the checkpoint at step {result.resumed_from_step})"
         if result.resumed_from_step is not None
