@@ -134,6 +134,13 @@ def test_select_on_accuracy_keeps_the_most_accurate_validated_model(tmp_path):
         assert round(row["val_accuracy"] * n_val, 6) == round(row["val_accuracy"] * n_val)
     log = (out / "c" / "log.txt").read_text()
     assert "validation at step 0: loss " in log and ", accuracy " in log and ", macro f1 " in log
+    start = f"{curve[0]['val_loss']:.6g}"
+    if training["best_epoch"] == -1:  # the trained line: the kept model's loss against the start's
+        assert f"no epoch beat the starting point on validation (loss {start}): kept it" in log
+    else:
+        best, loss = training["best_epoch"], training["best_val_loss"]
+        assert f"best epoch {best} (validation loss {loss:.6g}, " in log
+        assert f"the start's {start})" in log
 
 
 def test_validation_scores_loss_is_mean_loss_and_accuracy_is_the_predictions():

@@ -114,29 +114,3 @@ def test_channel_independent_linear_baseline_forecasts_every_target(channel_inde
     # a shared daily-cycle model is close on both channels (scaled error well under 1 std)
     scaled_err = np.abs(fc.point - truth).mean(axis=(0, 1)) / data.scaler.std[:2]
     assert (scaled_err < 0.5).all()
-
-
-def test_the_trained_line_says_what_training_added_to_the_start():
-    from greentune.train.loop import LoopResult
-    from greentune.train.recipes.forecast import _trained_line
-    from greentune.train.state import LoopState
-
-    curve = [
-        {"epoch": -1, "step": 0, "val_loss": 0.0125},
-        {"epoch": 0, "step": 10, "val_loss": 0.0100},
-        {"epoch": 1, "step": 20, "val_loss": 0.0110},
-    ]
-    state = LoopState(step=20, best_val=0.01, best_epoch=0, val_history=curve, train_s=2.0)
-    state.samples, state.stop_reason = 400, "early stopping"
-    assert _trained_line(LoopResult(state, 10, 100)) == (
-        "trained 20 steps in 2.0 s (200 samples/s), best epoch 0 (validation loss 0.01, 20.0 % "
-        "below the start's 0.0125), stopped by early stopping"
-    )
-    kept = LoopState(step=10, best_val=0.0125, best_epoch=-1, val_history=curve[:2], train_s=1.0)
-    assert _trained_line(LoopResult(kept, 10, 100)) == (
-        "trained 10 steps in 1.0 s (0 samples/s), no epoch beat the starting point on "
-        "validation (loss 0.0125): kept it"
-    )
-    # a loop without a starting validation (none recorded) says only the epoch
-    bare = LoopState(step=10, best_val=0.01, best_epoch=0, val_history=curve[1:2], train_s=1.0)
-    assert _trained_line(LoopResult(bare, 10, 100)).endswith("best epoch 0")

@@ -326,3 +326,27 @@ def test_select_on_a_score_the_validation_does_not_report_is_refused():
         "train.select_on=accuracy: this task's validation reports loss only; set "
         "train.select_on to one of those (loss always works)"
     )
+
+
+def test_the_trained_line_says_what_training_added_to_the_start():
+    from greentune.train.state import LoopResult, LoopState
+
+    curve = [
+        {"epoch": -1, "step": 0, "val_loss": 0.0125},
+        {"epoch": 0, "step": 10, "val_loss": 0.0100},
+        {"epoch": 1, "step": 20, "val_loss": 0.0110},
+    ]
+    state = LoopState(step=20, best_val=0.01, best_epoch=0, val_history=curve, train_s=2.0)
+    state.samples, state.stop_reason = 400, "early stopping"
+    assert LoopResult(state, 10, 100).trained_line() == (
+        "trained 20 steps in 2.0 s (200 samples/s), best epoch 0 (validation loss 0.01, 20.0 % "
+        "below the start's 0.0125), stopped by early stopping"
+    )
+    kept = LoopState(step=10, best_val=0.0125, best_epoch=-1, val_history=curve[:2], train_s=1.0)
+    assert LoopResult(kept, 10, 100).trained_line() == (
+        "trained 10 steps in 1.0 s (0 samples/s), no epoch beat the starting point on "
+        "validation (loss 0.0125): kept it"
+    )
+    # a loop without a starting validation (none recorded) says only the epoch
+    bare = LoopState(step=10, best_val=0.01, best_epoch=0, val_history=curve[1:2], train_s=1.0)
+    assert LoopResult(bare, 10, 100).trained_line().endswith("best epoch 0")

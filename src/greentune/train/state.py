@@ -54,6 +54,34 @@ class LoopResult:
         kept = [r for r in self.state.val_history if r["epoch"] == self.state.best_epoch]
         return kept[-1]["val_loss"] if kept else math.inf
 
+    def trained_line(self) -> str:
+        """The log's line on training, with the kept model's validation loss against the
+        start's: what training added to its start (a ridge, a seasonal naive, another run's
+        skip path, a fresh head) reads off the log."""
+        s = self.state
+        start = next((r["val_loss"] for r in s.val_history if r["epoch"] == -1), None)
+        if s.best_epoch == -1:
+            loss = "" if start is None else f" (loss {start:.6g})"
+            best = f"no epoch beat the starting point on validation{loss}: kept it"
+        else:
+            kept = self.best_val_loss
+            loss = ""
+            if start and math.isfinite(kept):
+                # above the start only where train.select_on chose by another score than the loss
+                change = 100 * (1 - kept / start)
+                side = f"{change:.1f} % below" if change >= 0 else f"{-change:.1f} % above"
+                loss = f" (validation loss {kept:.6g}, {side} the start's {start:.6g})"
+            best = f"best epoch {s.best_epoch}{loss}"
+        resumed = (
+            f" (resumed from the checkpoint at step {self.resumed_from_step})"
+            if self.resumed_from_step is not None
+            else ""
+        )
+        return (
+            f"trained {s.step} steps in {s.train_s:.1f} s ({self.samples_per_s:.0f} samples/s)"
+            f"{resumed}, {best}{f', stopped by {s.stop_reason}' if s.stop_reason else ''}"
+        )
+
     def summary(self) -> TrainingSummary:
         """What metrics.json (and compress's notes) say about a training."""
         s = self.state

@@ -108,8 +108,5 @@ def _train_classifier(
         resume=ctx.resume,
         callbacks=[*method_callbacks(model.model), *ctx.callbacks],
     )
-    log(
-        f"trained {result.state.step} steps in {result.state.train_s:.1f} s "
-        f"({result.samples_per_s:.0f} samples/s)"
-    )
+    log(result.trained_line())
     return model, result

@@ -6,7 +6,6 @@ and baseline/<name>; each result's ``energy_windows`` says which windows it is b
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -196,36 +195,8 @@ def train_network(
         resume=resume,
         callbacks=[*method_callbacks(model.backbone), *(callbacks or [])],
     )
-    log(_trained_line(result))
+    log(result.trained_line())
     return model, tokenizer, result
-
-
-def _trained_line(result: LoopResult) -> str:
-    """The log's line on training; with the start's validation loss, so that what training
-    added to the start (a ridge, a seasonal naive, another run's) can be read off the log."""
-    s = result.state
-    start = next((r["val_loss"] for r in s.val_history if r["epoch"] == -1), None)
-    if s.best_epoch == -1:
-        loss = "" if start is None else f" (loss {start:.6g})"
-        best = f"no epoch beat the starting point on validation{loss}: kept it"
-    else:
-        kept = result.best_val_loss
-        loss = ""
-        if start and math.isfinite(kept):
-            # above the start only where train.select_on chose by another score than the loss
-            change = 100 * (1 - kept / start)
-            side = f"{change:.1f} % below" if change >= 0 else f"{-change:.1f} % above"
-            loss = f" (validation loss {kept:.6g}, {side} the start's {start:.6g})"
-        best = f"best epoch {s.best_epoch}{loss}"
-    resumed = (
-        f" (resumed from the checkpoint at step {result.resumed_from_step})"
-        if result.resumed_from_step is not None
-        else ""
-    )
-    return (
-        f"trained {s.step} steps in {s.train_s:.1f} s ({result.samples_per_s:.0f} samples/s)"
-        f"{resumed}, {best}{f', stopped by {s.stop_reason}' if s.stop_reason else ''}"
-    )
 
 
 def check_before_training(cfg: RunConfig, data: ForecastData, season: int) -> None:
