@@ -176,9 +176,9 @@ def run(name: str, overrides: list[str], reuse: bool = True) -> dict[str, Any]:
     False: timings are only compared within one sitting); its metrics and wall time."""
     path = RUNS / name
     cfg = build_config(overrides=[*overrides, f"output_dir={RUNS}", f"name={name}"])
-    finished = (path / "metrics.json").is_file() and RunDir.open(path).info.status == "complete"
-    if reuse and finished and _same(RunDir.open(path), cfg):
-        metrics = RunDir.open(path).metrics.to_dict()
+    done = RunDir.open(path) if reuse and (path / "metrics.json").is_file() else None
+    if done is not None and done.info.status == "complete" and _same(done, cfg):
+        metrics = done.metrics.to_dict()
         metrics["reused"] = True
         return metrics
     shutil.rmtree(path, ignore_errors=True)  # failed, cut, or made with other settings

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 import greentune as gt
 from greentune.cli import app, commands  # noqa: F401  (the command modules register)
-from greentune.config import load_config, replace
-from greentune.data.windows import prepare_forecast_data
+from greentune.config import RunConfig, load_config, replace
+from greentune.data.windows import ForecastData, prepare_forecast_data
 from greentune.errors import ConfigError
 from greentune.tasks.forecast.skip import init_skip, transfer_skip
 from tests.conftest import make_series, series_overrides
@@ -44,6 +44,12 @@ def private_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("private") / "load.csv"
     make_series(seed=0).to_csv(path, index=False)
     return path
+
+
+def _refused(cfg: RunConfig, data: ForecastData, match: str) -> None:
+    """The start is refused with a ConfigError matching ``match``."""
+    with pytest.raises(ConfigError, match=match):
+        transfer_skip(cfg, data, lambda m: None)
 
 
 def test_the_start_is_the_source_skip_path_to_the_bit(public: Path, private_csv: Path) -> None:
@@ -163,8 +169,7 @@ def test_a_point_forecast_start_is_exact_and_a_free_skip_path_is_refused(
     assert torch.equal(layer.bias, torch.from_numpy(bias))
     free = _source(tmp_path, "free", "model.skip_init=random")
     cfg, data = _private(private_csv, tmp_path, free)
-    with pytest.raises(ConfigError, match="differ between quantiles .*skip_init=random"):
-        transfer_skip(cfg, data, lambda m: None)
+    _refused(cfg, data, "differ between quantiles .*skip_init=random")
 
 
 def test_a_bare_model_folder_is_read_and_a_source_without_skip_path_refused(
@@ -181,8 +186,7 @@ def test_a_bare_model_folder_is_read_and_a_source_without_skip_path_refused(
     np.testing.assert_array_equal(np.repeat(init.fit.weight.T, 3, axis=0), _skip(public)[0])
     plain = _source(tmp_path, "plain", "model.linear_skip=false")
     cfg, data = _private(private_csv, tmp_path, plain)
-    with pytest.raises(ConfigError, match="that model has no linear skip path to start from"):
-        transfer_skip(cfg, data, lambda m: None)
+    _refused(cfg, data, "that model has no linear skip path to start from")
 
 
 def test_an_unfinished_or_compressed_source_is_refused(
@@ -198,12 +202,10 @@ def test_an_unfinished_or_compressed_source_is_refused(
     cfg, data = _private(private_csv, tmp_path, source)
     info = json.loads((source / "run.json").read_text())
     (source / "run.json").write_text(json.dumps({**info, "status": "running"}))
-    with pytest.raises(ConfigError, match="that run is running, not complete; finish it first"):
-        transfer_skip(cfg, data, lambda m: None)
+    _refused(cfg, data, "that run is running, not complete; finish it first")
     (source / "run.json").write_text(json.dumps(info))
     (source / "model" / VARIANT_FILE).write_text(json.dumps({"format": "onnx"}))
-    with pytest.raises(ConfigError, match="is a compressed variant; start from the run it was"):
-        transfer_skip(cfg, data, lambda m: None)
+    _refused(cfg, data, "is a compressed variant; start from the run it was")
 
 
 def test_other_past_covariates_and_a_private_runs_own_data_are_refused(
@@ -219,13 +221,11 @@ def test_other_past_covariates_and_a_private_runs_own_data_are_refused(
         "data.past_covariates=[price]",
         "data.bounds={load_mw: [0, 400], temp_c: [-20, 50], price: [-40, 100]}",
     )
-    with pytest.raises(ConfigError, match=r"past covariates \[\] there, \['price'\] here"):
-        transfer_skip(cfg, data, lambda m: None)
+    _refused(cfg, data, r"past covariates \[\] there, \['price'\] here")
     # under DP a start fitted on this run's own file is refused; without DP it is allowed
     own = public.parent / "public.csv"
     cfg, data = _private(own, tmp_path, public, "privacy.dp.target_epsilon=8")
-    with pytest.raises(ConfigError, match=f"was fitted on {own}, this run's own data"):
-        transfer_skip(cfg, data, lambda m: None)
+    _refused(cfg, data, f"was fitted on {own}, this run's own data")
     cfg, data = _private(own, tmp_path, public)
     init = transfer_skip(cfg, data, lambda m: None)
     np.testing.assert_array_equal(np.repeat(init.fit.weight.T, 3, axis=0), _skip(public)[0])
@@ -243,8 +243,7 @@ def test_a_resumed_run_keeps_the_start_it_trained_from(
     first = transfer_skip(cfg, data, lambda m: None, saved)
     assert saved.is_file()
     (source / "model" / "heads.safetensors").write_bytes(b"damaged")
-    with pytest.raises(ConfigError, match="its model cannot be read"):
-        transfer_skip(cfg, data, lambda m: None)
+    _refused(cfg, data, "its model cannot be read")
     lines: list[str] = []
     again = transfer_skip(cfg, data, lines.append, saved)
     np.testing.assert_array_equal(again.fit.weight, first.fit.weight)
