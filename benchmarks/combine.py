@@ -1,0 +1,250 @@
+"""How should a run's weighted ensemble fit its weights? Rules compared on other data first.
+
+The weighted ensemble fits convex weights (NNLS, scaled to sum to one) on the validation windows,
+one set per horizon step. With a few dozen validation origins per step, per-step weights may
+chase noise. Every rule below is fitted on the same validation forecasts and scored on test:
+
+- ``step``: per horizon step (the product's rule at the time of writing);
+- ``pooled``: one set for all steps;
+- ``shrunk``: the mean of ``step``'s and ``pooled``'s weights;
+- ``band``: per step, fitted on the steps within +-2 of it;
+- ``relative`` / ``relative-pooled``: as ``step`` / ``pooled`` with each row divided by |y|
+  (squared relative error, which MAPE follows).
+
+Each series is one default ``greentune run`` (its network, baselines and ensembles; kept in
+benchmarks/results/runs/combine-SERIES-sSEED and reused when finished); the rules are restated
+from its saved validation and test forecasts (``validation.parquet``, ``predictions.parquet``),
+and ``step`` is checked against the run's own ``ensemble-weighted`` row. Also reported: the row
+the run recommended, and LightGBM's MAPE (the issue's anchor).
+
+    .venv/bin/python benchmarks/combine.py [--series pjm,isone] [--seeds 0] [--tag NAME]
+
+Series: pjm (the 9 PJM utilities, last 3 years, hourly), isone (the 8 ISO-NE zones, Jan-Apr
+2017, hourly, temperature and dew point), vic_elec (Victoria 2012-14, 92-day validation and
+test, as benchmarks/victoria.py). Writes benchmarks/results/combine[-TAG].json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baselines import isone_series
+from federated import prepare
+from machine import git_commit, machine_info
+from victoria import DATASETS as VICTORIA
+
+import greentune as gt
+from greentune.config import load_config
+from greentune.evaluate.ensemble import fit_weights
+from greentune.results import Forecast
+from greentune.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = RESULTS / "runs"
+BAND = 2
+"""``band``'s half-width in steps."""
+
+
+def series(names: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    if "pjm" in names:
+        folder = prepare(3 * 365)
+        for csv in sorted(folder.glob("*.csv")):
+            out[f"pjm-{csv.stem}"] = [
+                "data.source=csv",
+                f"data.path={csv}",
+                "data.time_col=time",
+                "data.target=load_mw",
+                "data.country=US",
+                "data.fill_gaps=true",
+            ]
+    if "isone" in names:
+        out.update(isone_series())
+    if "vic_elec" in names:
+        out["vic_elec"] = [*VICTORIA["vic_elec"], "energy.carbon=static:AU"]
+    unknown = set(names) - {"pjm", "isone", "vic_elec"}
+    if unknown:
+        raise SystemExit(f"--series: unknown {', '.join(sorted(unknown))}")
+    return out
+
+
+def run_dir(label: str, overrides: list[str], seed: int) -> Path:
+    """The series' default run (reused when it finished)."""
+    name = f"combine-{label}-s{seed}"
+    path = RUNS / name
+    if (path / "validation.parquet").is_file() and (path / "metrics.json").is_file():
+        print(f"[{name}] reused", flush=True)
+        return path
+    cfg = load_config(
+        None,
+        [*overrides, f"seed={seed}", "eval.report=false", f"output_dir={RUNS}", f"name={name}"],
+    )
+    t0 = time.perf_counter()
+    run = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
+    print(f"[{name}] {time.perf_counter() - t0:.0f} s", flush=True)
+    return run.path
+
+
+def arrays(frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each row's point forecasts (N, H, T) and the observed values, from a predictions file."""
+    frame = frame.sort_values(["model", "origin", "step", "target"])
+    n, h = frame["origin"].nunique(), frame["step"].nunique()
+    t = frame["target"].nunique()
+    out, y = {}, None
+    for model, part in frame.groupby("model", sort=False):
+        out[str(model)] = part["y_pred"].to_numpy(float).reshape(n, h, t)
+        y = part["y_true"].to_numpy(float).reshape(n, h, t) if y is None else y
+    assert y is not None
+    return out, y
+
+
+def _scaled(val: dict[str, np.ndarray], y: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    scale = np.where(np.abs(y) > 0, 1.0 / np.abs(y), np.nan)
+    return {m: f * scale for m, f in val.items()}, y * scale
+
+
+def _pooled(val: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
+    """One weight set for every step: the steps stacked as if one."""
+    n, h, t = y.shape
+    flat = {m: Forecast(f.transpose(0, 2, 1).reshape(n * t * h, 1, 1)) for m, f in val.items()}
+    w = fit_weights(flat, y.transpose(0, 2, 1).reshape(n * t * h, 1, 1))
+    return np.repeat(w, h, axis=0)
+
+
+def _step(val: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
+    return fit_weights({m: Forecast(f) for m, f in val.items()}, y)
+
+
+def _band(val: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
+    h = y.shape[1]
+    rows = []
+    for s in range(h):
+        near = slice(max(0, s - BAND), min(h, s + BAND + 1))
+        rows.append(_pooled({m: f[:, near] for m, f in val.items()}, y[:, near])[0])
+    return np.stack(rows)
+
+
+RULES: dict[str, Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = {
+    "step": _step,
+    "pooled": _pooled,
+    "shrunk": lambda v, y: (_step(v, y) + _pooled(v, y)) / 2,
+    "band": _band,
+    "relative": lambda v, y: _step(*_scaled(v, y)),
+    "relative-pooled": lambda v, y: _pooled(*_scaled(v, y)),
+}
+
+
+def mape(y: np.ndarray, yhat: np.ndarray) -> float:
+    ok = np.isfinite(y) & (np.abs(y) > 0)
+    return float(np.mean(np.abs((yhat[ok] - y[ok]) / y[ok])) * 100)
+
+
+def score(path: Path) -> dict[str, Any]:
+    run = RunDir(path)
+    metrics = json.loads((path / "metrics.json").read_text())
+    members = metrics["ensembles"]["ensemble-weighted"]["members"]
+    names = [metrics["model"] if m == "model" else m for m in members]
+    val, y_val = arrays(run.validation_predictions)
+    test, y_test = arrays(run.predictions)
+    val = {m: val[m] for m in names}
+    test = {m: test[m] for m in names}
+    rules: dict[str, Any] = {}
+    for rule, fit in RULES.items():
+        w = fit(val, y_val)
+        point = np.einsum("mnht,hm->nht", np.stack([test[m] for m in names]), w)
+        rules[rule] = {
+            "test_mape": mape(y_test, point),
+            "weights_mean": dict(zip(members, np.round(w.mean(axis=0), 4).tolist(), strict=True)),
+        }
+    own = metrics["test"]["ensemble-weighted"]["scores"]["mape"]
+    if abs(rules["step"]["test_mape"] - own) > 1e-6 * max(1.0, own):
+        raise SystemExit(f"{path}: step restates {rules['step']['test_mape']} against {own}")
+    greenest = (metrics.get("energy") or {}).get("greenest")
+    return {
+        "members": members,
+        "validation_origins": int(y_val.shape[0]),
+        "horizon": int(y_val.shape[1]),
+        "rules": rules,
+        "recommended": greenest,
+        "recommended_test_mape": metrics["test"][greenest]["scores"]["mape"] if greenest else None,
+        "lightgbm_test_mape": metrics["test"].get("lightgbm", {}).get("scores", {}).get("mape"),
+        "mean_test_mape": metrics["test"].get("ensemble-mean", {}).get("scores", {}).get("mape"),
+    }
+
+
+def markdown(result: dict) -> str:
+    machine = result["machine"]
+    lines = [
+        "# Weighted-ensemble rules, restated from default runs",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores. Commit {result['commit']}. "
+        "Test MAPE %; ratio = the rule's test MAPE / `step`'s (the product's rule). Weights "
+        "fitted on validation only.",
+        "",
+        "| series | seed | origins (val) | " + " | ".join(RULES) + " | recommended | LightGBM |",
+        "|---|---|---|" + "---|" * (len(RULES) + 2),
+    ]
+    ratios: dict[str, list[float]] = {r: [] for r in RULES}
+    for key, row in result["series"].items():
+        label, seed = key.rsplit("/s", 1)
+        base = row["rules"]["step"]["test_mape"]
+        cells = []
+        for r in RULES:
+            v = row["rules"][r]["test_mape"]
+            ratios[r].append(v / base)
+            cells.append(f"{v:.3f}" if r == "step" else f"{v:.3f} ({v / base:.3f})")
+        rec = f"{row['recommended']} {row['recommended_test_mape']:.3f}"
+        lgbm = row["lightgbm_test_mape"]
+        lgbm_cell = f"{lgbm:.3f}" if lgbm is not None else "-"
+        lines.append(
+            f"| {label} | {seed} | {row['validation_origins']} | {' | '.join(cells)} | {rec} | "
+            f"{lgbm_cell} |"
+        )
+    lines.append(
+        "| **median ratio** (rows below 1) | | | "
+        + " | ".join(
+            f"{statistics.median(v):.4f} ({sum(x < 1 for x in v)}/{len(v)})"
+            for v in ratios.values()
+        )
+        + " | | |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--series", default="pjm,isone")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--tag", default="")
+    a = p.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    out: dict[str, Any] = {
+        "machine": machine_info(),
+        "commit": git_commit(),
+        "series": {},
+    }
+    for label, overrides in series(a.series.split(",")).items():
+        for seed in seeds:
+            out["series"][f"{label}/s{seed}"] = score(run_dir(label, overrides, seed))
+    stem = RESULTS / f"combine{'-' + a.tag if a.tag else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(out))
+    print(markdown(out))
+
+
+if __name__ == "__main__":
+    main()
