@@ -170,7 +170,7 @@ def score(path: Path) -> dict[str, Any]:
             "test_mape": mape(y_test, point),
             "weights_mean": dict(zip(members, np.round(w.mean(axis=0), 4).tolist(), strict=True)),
         }
-    own = metrics["test"]["ensemble-weighted"]["scores"]["mape"]
+    own = metrics["test"]["ensemble-weighted"]["mape"]
     if abs(rules["step"]["test_mape"] - own) > 1e-6 * max(1.0, own):
         raise SystemExit(f"{path}: step restates {rules['step']['test_mape']} against {own}")
     greenest = (metrics.get("energy") or {}).get("greenest")
@@ -180,9 +180,9 @@ def score(path: Path) -> dict[str, Any]:
         "horizon": int(y_val.shape[1]),
         "rules": rules,
         "recommended": greenest,
-        "recommended_test_mape": metrics["test"][greenest]["scores"]["mape"] if greenest else None,
-        "lightgbm_test_mape": metrics["test"].get("lightgbm", {}).get("scores", {}).get("mape"),
-        "mean_test_mape": metrics["test"].get("ensemble-mean", {}).get("scores", {}).get("mape"),
+        "recommended_test_mape": metrics["test"][greenest]["mape"] if greenest else None,
+        "lightgbm_test_mape": metrics["test"].get("lightgbm", {}).get("mape"),
+        "mean_test_mape": metrics["test"].get("ensemble-mean", {}).get("mape"),
     }
 
 
