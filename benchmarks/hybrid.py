@@ -1,0 +1,164 @@
+"""The hybrid (the network as a residual over LightGBM, ``model.skip_init: lightgbm``) on a
+series, alone and as one more member of the default run's ensemble (``greentune ensemble``).
+
+For each seed: the default run of ``benchmarks/combine.py`` (reused, or made), a hybrid run of
+the same data and seed (its network only: no baselines), and ``greentune ensemble`` of the
+default run's members (its network, ``linear``, ``lightgbm``, ``linear_clock``) plus the
+hybrid's network. Every row is scored on test; the ensemble's recommended row is chosen on
+validation, as ``run`` and ``ensemble`` choose. Energy is the runs' ledgers (modelled here:
+no counters on this VM); the ensemble's bill adds both runs' members.
+
+    .venv/bin/python benchmarks/hybrid.py [--series vic_elec|pjm-AEP|isone-CT] [--seeds 0,1,2]
+
+Writes benchmarks/results/hybrid[-SERIES].json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from combine import RUNS, run_dir, series
+from machine import git_commit, machine_info
+
+import greentune as gt
+from greentune.config import load_config
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+MEMBERS = ("linear", "lightgbm", "linear_clock")
+"""The default run's baselines that join (beside its network), as in the run's own ensemble."""
+
+
+def hybrid_dir(label: str, overrides: list[str], seed: int) -> Path:
+    name = f"hybrid-{label}-s{seed}"
+    path = RUNS / name
+    if (path / "validation.parquet").is_file() and (path / "metrics.json").is_file():
+        print(f"[{name}] reused", flush=True)
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    cfg = load_config(
+        None,
+        [
+            *overrides,
+            f"seed={seed}",
+            "model.skip_init=lightgbm",
+            "eval.baselines=[]",
+            "eval.report=false",
+            f"output_dir={RUNS}",
+            f"name={name}",
+        ],
+    )
+    t0 = time.perf_counter()
+    run = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
+    print(f"[{name}] {time.perf_counter() - t0:.0f} s", flush=True)
+    return run.path
+
+
+def rows(metrics: dict) -> dict[str, dict[str, Any]]:
+    val = metrics.get("validation") or {}
+    return {
+        name: {
+            "test_mape": r["mape"],
+            "val_mape": (val.get(name) or {}).get("mape"),
+            "energy_wh": r.get("energy_wh"),
+        }
+        for name, r in metrics["test"].items()
+    }
+
+
+def one(label: str, overrides: list[str], seed: int) -> dict[str, Any]:
+    default = run_dir(label, overrides, seed)
+    hybrid = hybrid_dir(label, overrides, seed)
+    out = RUNS / f"hybrid-ensemble-{label}-s{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    specs = [str(default), *(f"{default}:{m}" for m in MEMBERS), str(hybrid)]
+    ens = gt.ensemble(specs, out, log=lambda m: print(f"  [{out.name}] {m}", flush=True))
+    m = json.loads((ens.path / "metrics.json").read_text())
+    d = json.loads((default / "metrics.json").read_text())
+    h = json.loads((hybrid / "metrics.json").read_text())
+    greenest = m["energy"]["greenest"]
+    weighted = m["ensembles"]["ensemble-weighted"]
+    return {
+        "default_run": rows(d),
+        "default_recommended": d["energy"]["greenest"],
+        "hybrid_run": rows(h),
+        "ensemble": rows(m),
+        "ensemble_recommended": greenest,
+        "ensemble_weights_mean": dict(
+            zip(
+                weighted["members"],
+                np.round(np.mean(weighted["weights_by_step"], axis=0), 4).tolist(),
+                strict=True,
+            )
+        ),
+    }
+
+
+def markdown(result: dict) -> str:
+    machine = result["machine"]
+    out = [
+        f"# The hybrid on {result['series']}, alone and in the ensemble",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores. Commit {result['commit']}. "
+        "Test MAPE % (validation MAPE in brackets); energy modelled.",
+        "",
+        "| seed | LightGBM | default run's pick | hybrid | ensemble + hybrid, weighted | "
+        "ensemble + hybrid, mean | pick with the hybrid (on validation) | pick / LightGBM |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ratios = []
+    for seed, r in result["seeds"].items():
+        d, e = r["default_run"], r["ensemble"]
+        hyb = next(iter(r["hybrid_run"].values()))
+        pick = e[r["ensemble_recommended"]]
+        ratio = pick["test_mape"] / d["lightgbm"]["test_mape"]
+        ratios.append(ratio)
+
+        def cell(x: dict) -> str:
+            return f"{x['test_mape']:.3f} ({x['val_mape']:.3f})"
+
+        out.append(
+            f"| {seed} | {cell(d['lightgbm'])} | {r['default_recommended']} "
+            f"{cell(d[r['default_recommended']])} | {cell(hyb)} | {cell(e['ensemble-weighted'])} | "
+            f"{cell(e['ensemble-mean'])} | {r['ensemble_recommended']} {cell(pick)} | "
+            f"{ratio:.3f} |"
+        )
+    out.append(f"\nMedian pick / LightGBM: **{statistics.median(ratios):.3f}**\n")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--series", default="vic_elec", help="vic_elec, pjm-UTILITY or isone-ZONE")
+    p.add_argument("--seeds", default="0,1,2")
+    a = p.parse_args()
+    group = a.series.split("-", 1)[0]
+    known = series([group]) if group in ("pjm", "isone", "vic_elec") else {}
+    if a.series not in known:
+        raise SystemExit(f"--series: one of {', '.join(known) or 'vic_elec, pjm-AEP, isone-CT'}")
+    label, overrides = a.series, known[a.series]
+    result: dict[str, Any] = {
+        "machine": machine_info(),
+        "commit": git_commit(),
+        "series": label,
+        "seeds": {s: one(label, overrides, int(s)) for s in a.seeds.split(",")},
+    }
+    stem = RESULTS / f"hybrid-{label}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
