@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import shutil
 import statistics
 import sys
 import time
@@ -89,6 +91,7 @@ def run_dir(label: str, overrides: list[str], seed: int) -> Path:
     if (path / "validation.parquet").is_file() and (path / "metrics.json").is_file():
         print(f"[{name}] reused", flush=True)
         return path
+    shutil.rmtree(path, ignore_errors=True)  # a run that did not finish
     cfg = load_config(
         None,
         [*overrides, f"seed={seed}", "eval.report=false", f"output_dir={RUNS}", f"name={name}"],
@@ -104,8 +107,13 @@ def arrays(frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
     frame = frame.sort_values(["model", "origin", "step", "target"])
     n, h = frame["origin"].nunique(), frame["step"].nunique()
     t = frame["target"].nunique()
-    out, y = {}, None
+    out, y, keys = {}, None, None
     for model, part in frame.groupby("model", sort=False):
+        own = part[["origin", "step", "target"]].to_numpy()
+        if keys is None:
+            keys = own
+        elif own.shape != keys.shape or not (own == keys).all():
+            raise SystemExit(f"{model}: forecasts other windows than {frame['model'].iloc[0]}")
         out[str(model)] = part["y_pred"].to_numpy(float).reshape(n, h, t)
         y = part["y_true"].to_numpy(float).reshape(n, h, t) if y is None else y
     assert y is not None
@@ -171,7 +179,7 @@ def score(path: Path) -> dict[str, Any]:
             "weights_mean": dict(zip(members, np.round(w.mean(axis=0), 4).tolist(), strict=True)),
         }
     own = metrics["test"]["ensemble-weighted"]["mape"]
-    if abs(rules["step"]["test_mape"] - own) > 1e-6 * max(1.0, own):
+    if not math.isclose(rules["step"]["test_mape"], own, rel_tol=1e-6):
         raise SystemExit(f"{path}: step restates {rules['step']['test_mape']} against {own}")
     greenest = (metrics.get("energy") or {}).get("greenest")
     return {
@@ -207,7 +215,11 @@ def markdown(result: dict) -> str:
             v = row["rules"][r]["test_mape"]
             ratios[r].append(v / base)
             cells.append(f"{v:.3f}" if r == "step" else f"{v:.3f} ({v / base:.3f})")
-        rec = f"{row['recommended']} {row['recommended_test_mape']:.3f}"
+        rec = (
+            f"{row['recommended']} {row['recommended_test_mape']:.3f}"
+            if row["recommended"]
+            else "-"
+        )
         lgbm = row["lightgbm_test_mape"]
         lgbm_cell = f"{lgbm:.3f}" if lgbm is not None else "-"
         lines.append(
