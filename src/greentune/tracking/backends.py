@@ -192,4 +192,8 @@ class WandbTracker:
         self.run.log_artifact(artifact)
 
     def finish(self, status: str) -> None:
+        # Rows logged with an explicit step stay open until a later step arrives; the last one
+        # was left to finish() to write, and under load its offline file sometimes lacked it
+        # (the last train/loss step, once in a suite). Commit it ourselves, in order, first.
+        self.run.log({}, commit=True)
         self.run.finish(exit_code=0 if status == "complete" else 1)
