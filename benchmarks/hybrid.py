@@ -3,10 +3,11 @@ series, alone and as one more member of the default run's ensemble (``greentune 
 
 For each seed: the default run of ``benchmarks/combine.py`` (reused, or made), a hybrid run of
 the same data and seed (its network only: no baselines), and ``greentune ensemble`` of the
-default run's members (its network, ``linear``, ``lightgbm``, ``linear_clock``) plus the
-hybrid's network. Every row is scored on test; the ensemble's recommended row is chosen on
-validation, as ``run`` and ``ensemble`` choose. Energy is the runs' ledgers (modelled here:
-no counters on this VM); the ensemble's bill adds both runs' members.
+default run's own ensemble members (its network, ``linear``, ``lightgbm`` and, where it applies,
+``linear_clock``) plus the hybrid's network. Every row is scored on test; the ensemble's
+recommended row is chosen on validation, as ``run`` and ``ensemble`` choose. Energy is the
+runs' ledgers (modelled here: no counters on this VM); the ensemble's bill adds both runs'
+members.
 
     .venv/bin/python benchmarks/hybrid.py [--series vic_elec|pjm-AEP|isone-CT] [--seeds 0,1,2]
 

@@ -195,5 +195,7 @@ class WandbTracker:
         # Rows logged with an explicit step stay open until a later step arrives; the last one
         # was left to finish() to write, and under load its offline file sometimes lacked it
         # (the last train/loss step, once in a suite). Commit it ourselves, in order, first.
-        self.run.log({}, commit=True)
-        self.run.finish(exit_code=0 if status == "complete" else 1)
+        try:
+            self.run.log({}, commit=True)
+        finally:
+            self.run.finish(exit_code=0 if status == "complete" else 1)
