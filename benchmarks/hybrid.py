@@ -10,8 +10,10 @@ runs' ledgers (modelled here: no counters on this VM); the ensemble's bill adds 
 members.
 
     .venv/bin/python benchmarks/hybrid.py [--series vic_elec|pjm-AEP|isone-CT] [--seeds 0,1,2]
+    .venv/bin/python benchmarks/hybrid.py --series pjm,isone --seeds 0 --tag other
 
-Writes benchmarks/results/hybrid[-SERIES].json and .md.
+Writes benchmarks/results/hybrid-SERIES.json and .md (one series), or hybrid-TAG.* (groups:
+one row per series and seed, the pick with the hybrid against the default run's pick).
 """
 
 from __future__ import annotations
@@ -140,11 +142,72 @@ def markdown(result: dict) -> str:
     return "\n".join(out)
 
 
+def _wh(row: dict) -> str:
+    return "-" if row.get("energy_wh") is None else f"{row['energy_wh']:.3f}"
+
+
+def markdown_many(result: dict) -> str:
+    """One row per series: does the hybrid as a fifth member change what the run recommends?"""
+    machine = result["machine"]
+    out = [
+        "# The hybrid as a fifth ensemble member, series by series",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores. Commit {result['commit']}. "
+        "Test MAPE %; picks chosen on validation; energy modelled (Wh of the picked row).",
+        "",
+        "| series | seed | LightGBM | hybrid alone | default pick | pick with the hybrid | "
+        "MAPE ratio | Wh: default pick → with the hybrid |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ratios = []
+    for label, by_seed in result["series"].items():
+        for seed, r in by_seed.items():
+            d, e = r["default_run"], r["ensemble"]
+            hyb = next(iter(r["hybrid_run"].values()))
+            before, after = d[r["default_recommended"]], e[r["ensemble_recommended"]]
+            ratio = after["test_mape"] / before["test_mape"]
+            ratios.append(ratio)
+            out.append(
+                f"| {label} | {seed} | {d['lightgbm']['test_mape']:.3f} | "
+                f"{hyb['test_mape']:.3f} | {r['default_recommended']} {before['test_mape']:.3f} | "
+                f"{r['ensemble_recommended']} {after['test_mape']:.3f} | {ratio:.3f} | "
+                f"{_wh(before)} → {_wh(after)} |"
+            )
+    out.append(
+        f"\nMedian MAPE ratio (pick with the hybrid / default pick): "
+        f"**{statistics.median(ratios):.4f}**; lower on {sum(x < 1 for x in ratios)} of "
+        f"{len(ratios)}.\n"
+    )
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--series", default="vic_elec", help="vic_elec, pjm-UTILITY or isone-ZONE")
+    p.add_argument(
+        "--series",
+        default="vic_elec",
+        help="vic_elec, pjm-UTILITY or isone-ZONE (one table per seed), or pjm / isone / a "
+        "comma list of those (one row per series and seed, results/hybrid-TAG)",
+    )
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--tag", default="other", help="file suffix for several series")
     a = p.parse_args()
+    groups = a.series.split(",")
+    if len(groups) > 1 or groups[0] in ("pjm", "isone"):
+        labelled = series(groups)
+        many: dict[str, Any] = {
+            "machine": machine_info(),
+            "commit": git_commit(),
+            "series": {
+                label: {s: one(label, o, int(s)) for s in a.seeds.split(",")}
+                for label, o in labelled.items()
+            },
+        }
+        stem = RESULTS / f"hybrid-{a.tag}"
+        stem.with_suffix(".json").write_text(json.dumps(many, indent=1) + "\n")
+        stem.with_suffix(".md").write_text(markdown_many(many))
+        print(markdown_many(many))
+        return
     group = a.series.split("-", 1)[0]
     known = series([group]) if group in ("pjm", "isone", "vic_elec") else {}
     if a.series not in known:
