@@ -84,9 +84,11 @@ def series(names: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def run_dir(label: str, overrides: list[str], seed: int) -> Path:
-    """The series' default run (reused when it finished)."""
-    name = f"combine-{label}-s{seed}"
+def run_dir(
+    label: str, overrides: list[str], seed: int, prefix: str = "combine", extra: tuple[str, ...] = ()
+) -> Path:
+    """The series' default run (reused when it finished); ``extra`` settings make another."""
+    name = f"{prefix}-{label}-s{seed}"
     path = RUNS / name
     if (path / "validation.parquet").is_file() and (path / "metrics.json").is_file():
         print(f"[{name}] reused", flush=True)
@@ -94,7 +96,14 @@ def run_dir(label: str, overrides: list[str], seed: int) -> Path:
     shutil.rmtree(path, ignore_errors=True)  # a run that did not finish
     cfg = load_config(
         None,
-        [*overrides, f"seed={seed}", "eval.report=false", f"output_dir={RUNS}", f"name={name}"],
+        [
+            *overrides,
+            *extra,
+            f"seed={seed}",
+            "eval.report=false",
+            f"output_dir={RUNS}",
+            f"name={name}",
+        ],
     )
     t0 = time.perf_counter()
     run = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
@@ -252,10 +261,14 @@ def main() -> None:
     for label, overrides in series(a.series.split(",")).items():
         for seed in seeds:
             out["series"][f"{label}/s{seed}"] = score(run_dir(label, overrides, seed))
-    stem = RESULTS / f"combine{'-' + a.tag if a.tag else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(out))
-    print(markdown(out))
+    write(RESULTS / f"combine{'-' + a.tag if a.tag else ''}", out, markdown)
+
+
+def write(stem: Path, result: dict, render: Callable[[dict], str]) -> None:
+    """``stem``.json and ``stem``.md (printed too)."""
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(render(result))
+    print(render(result))
 
 
 if __name__ == "__main__":

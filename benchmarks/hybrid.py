@@ -23,7 +23,6 @@ import json
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,38 +31,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from combine import RUNS, run_dir, series
+from combine import RUNS, run_dir, series, write
 from machine import git_commit, machine_info
 
 import greentune as gt
-from greentune.config import load_config
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
-def hybrid_dir(label: str, overrides: list[str], seed: int) -> Path:
-    name = f"hybrid-{label}-s{seed}"
-    path = RUNS / name
-    if (path / "validation.parquet").is_file() and (path / "metrics.json").is_file():
-        print(f"[{name}] reused", flush=True)
-        return path
-    shutil.rmtree(path, ignore_errors=True)
-    cfg = load_config(
-        None,
-        [
-            *overrides,
-            f"seed={seed}",
-            "model.skip_init=lightgbm",
-            "eval.baselines=[]",
-            "eval.report=false",
-            f"output_dir={RUNS}",
-            f"name={name}",
-        ],
-    )
-    t0 = time.perf_counter()
-    run = gt.run(cfg, echo=lambda m: print(f"  [{name}] {m}", flush=True))
-    print(f"[{name}] {time.perf_counter() - t0:.0f} s", flush=True)
-    return run.path
+HYBRID = ("model.skip_init=lightgbm", "eval.baselines=[]")
+"""The hybrid run's settings beside the series' own: its network only."""
 
 
 def rows(metrics: dict) -> dict[str, dict[str, Any]]:
@@ -80,7 +57,7 @@ def rows(metrics: dict) -> dict[str, dict[str, Any]]:
 
 def one(label: str, overrides: list[str], seed: int) -> dict[str, Any]:
     default = run_dir(label, overrides, seed)
-    hybrid = hybrid_dir(label, overrides, seed)
+    hybrid = run_dir(label, overrides, seed, "hybrid", HYBRID)
     out = RUNS / f"hybrid-ensemble-{label}-s{seed}"
     shutil.rmtree(out, ignore_errors=True)
     # the default run's own ensemble members (linear_clock is left out where it does not apply)
@@ -203,10 +180,7 @@ def main() -> None:
                 for label, o in labelled.items()
             },
         }
-        stem = RESULTS / f"hybrid-{a.tag}"
-        stem.with_suffix(".json").write_text(json.dumps(many, indent=1) + "\n")
-        stem.with_suffix(".md").write_text(markdown_many(many))
-        print(markdown_many(many))
+        write(RESULTS / f"hybrid-{a.tag}", many, markdown_many)
         return
     group = a.series.split("-", 1)[0]
     known = series([group]) if group in ("pjm", "isone", "vic_elec") else {}
@@ -219,10 +193,7 @@ def main() -> None:
         "series": label,
         "seeds": {s: one(label, overrides, int(s)) for s in a.seeds.split(",")},
     }
-    stem = RESULTS / f"hybrid-{label}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write(RESULTS / f"hybrid-{label}", result, markdown)
 
 
 if __name__ == "__main__":
