@@ -85,7 +85,11 @@ def series(names: list[str]) -> dict[str, list[str]]:
 
 
 def run_dir(
-    label: str, overrides: list[str], seed: int, prefix: str = "combine", extra: tuple[str, ...] = ()
+    label: str,
+    overrides: list[str],
+    seed: int,
+    prefix: str = "combine",
+    extra: tuple[str, ...] = (),
 ) -> Path:
     """The series' default run (reused when it finished); ``extra`` settings make another."""
     name = f"{prefix}-{label}-s{seed}"
