@@ -313,10 +313,11 @@ class TrainConfig:
     clip_norm: float | None = 1.0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 on CUDA devices that support it, fp32 on CPU (bf16 ran 2.6x slower, STACK.md)."""
-    select_on: Literal["loss", "accuracy", "macro_f1"] = "loss"
+    select_on: Literal["loss", "accuracy", "macro_f1", "mape"] = "loss"
     """What picks the kept model among the validated ones and what early stopping watches:
-    the validation loss, or (classifiers) validation accuracy or macro F1, as HF Trainer's
-    ``metric_for_best_model``. The first best wins a tie. Forecasters are chosen on loss."""
+    the validation loss, (classifiers) validation accuracy or macro F1, or (forecasters)
+    validation MAPE of the median forecast in data units, as HF Trainer's
+    ``metric_for_best_model``. The first best wins a tie."""
     patience: int | Literal["auto"] | None = "auto"
     """Early stopping: epochs without validation improvement (the validated start counts).
     None: off. auto: the task's default, like ``lr`` (forecasting with LoRA 1, otherwise 2)."""

@@ -117,7 +117,7 @@ def test_a_forecaster_refuses_to_select_on_accuracy(tmp_path):
     check(
         ["run", "train.select_on=accuracy", f"output_dir={tmp_path}/runs", "name=f"],
         "train.select_on=accuracy is not a validation score of task=forecast, which chooses its "
-        "kept model on loss: set train.select_on=loss",
+        "kept model on loss or mape: set train.select_on=loss",
     )
     assert not (tmp_path / "runs" / "f" / "metrics.json").exists()
 

@@ -209,6 +209,30 @@ def test_resume_continues_to_the_same_loss_curve(tmp_path, tiny_csv):
     assert billed == pytest.approx(sum(sum(r["energy_j"].values()) for r in trains) / 3600)
 
 
+def test_select_on_mape_keeps_the_epoch_with_the_lowest_validation_mape(tmp_path, tiny_csv):
+    out = tmp_path / "runs"
+    args = [*series_overrides(tiny_csv, out, "m"), "train.epochs=4", "train.patience=null"]
+    result = invoke("run", *args, "eval.baselines=[]", "train.select_on=mape", "train.lr=3e-3")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "m" / "metrics.json").read_text())
+    training = metrics["training"]
+    curve = training["val_curve"]
+    assert [r["epoch"] for r in curve] == [-1, 0, 1, 2, 3]
+    assert all(set(r) == {"epoch", "step", "val_loss", "val_mape"} for r in curve)
+    mapes = [r["val_mape"] for r in curve]
+    kept = curve[mapes.index(min(mapes))]  # ties: the first best is kept
+    assert training["best_epoch"] == kept["epoch"] and training["selected_on"] == "mape"
+    assert training["best_val_loss"] == kept["val_loss"]
+    # the curve's MAPE is the one the run's validation table gives the kept network
+    assert metrics["validation"][metrics["model"]]["mape"] == pytest.approx(kept["val_mape"])
+    # the loss alone would not have chosen the same epoch on this run (the test's point)
+    losses = [r["val_loss"] for r in curve]
+    assert curve[losses.index(min(losses))]["epoch"] != kept["epoch"]
+    assert (
+        f"chosen on validation mape ({kept['val_mape']:.4g}" in (out / "m" / "log.txt").read_text()
+    )
+
+
 def test_gpt2_style_decoder_runs(tmp_path, tiny_csv):
     """A GPT-2 backbone, its attention (c_attn) adapted by LoRA and trained; the base untouched."""
     result = invoke(

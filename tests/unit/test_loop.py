@@ -347,6 +347,26 @@ def test_the_trained_line_says_what_training_added_to_the_start():
         "trained 10 steps in 1.0 s (0 samples/s), no epoch beat the starting point on "
         "validation (loss 0.0125): kept it"
     )
+    # chosen on another score than the loss: the line says which, and its value against the start's
+    scored = [dict(r, val_mape=m) for r, m in zip(curve, (2.9, 3.1, 2.8), strict=True)]
+    by_mape = LoopState(step=20, best_val=2.8, best_epoch=1, val_history=scored, train_s=2.0)
+    assert (
+        LoopResult(by_mape, 10, 100, select_on="mape")
+        .trained_line()
+        .endswith(
+            "best epoch 1 (validation loss 0.011, 12.0 % below the start's 0.0125), chosen on "
+            "validation mape (2.8; the start's 2.9)"
+        )
+    )
+    start_kept = LoopState(step=20, best_val=2.9, best_epoch=-1, val_history=scored, train_s=2.0)
+    assert (
+        LoopResult(start_kept, 10, 100, select_on="mape")
+        .trained_line()
+        .endswith(
+            "no epoch beat the starting point on validation (loss 0.0125): kept it, chosen on "
+            "validation mape (2.9)"
+        )
+    )
     # a loop without a starting validation (none recorded) says only the epoch
     bare = LoopState(step=10, best_val=0.01, best_epoch=0, val_history=curve[1:2], train_s=1.0)
     assert LoopResult(bare, 10, 100).trained_line().endswith("best epoch 0")

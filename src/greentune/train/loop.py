@@ -312,9 +312,14 @@ def _end_epoch(
     return best
 
 
+LOWER_IS_BETTER = ("mape",)
+"""Selection scores minimised as they are (the others grow with quality)."""
+
+
 def selection_score(scores: Mapping[str, float], select_on: str) -> float:
-    """What the best checkpoint and early stopping minimise: the validation loss, or one
-    minus a score that grows with quality (``select_on: accuracy`` minimises the error rate)."""
+    """What the best checkpoint and early stopping minimise: the validation loss, a score
+    that falls with quality (``mape``), or one minus a score that grows with it
+    (``select_on: accuracy`` minimises the error rate)."""
     if select_on == "loss":
         return scores["val_loss"]
     key = f"val_{select_on}"
@@ -324,7 +329,7 @@ def selection_score(scores: Mapping[str, float], select_on: str) -> float:
             f"train.select_on={select_on}: this task's validation reports {reported} only; "
             "set train.select_on to one of those (loss always works)"
         )
-    return 1.0 - scores[key]
+    return scores[key] if select_on in LOWER_IS_BETTER else 1.0 - scores[key]
 
 
 def _validate(

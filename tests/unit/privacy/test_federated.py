@@ -769,6 +769,11 @@ def test_a_model_the_clients_cannot_build_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="task=forecast, which chooses its kept model on loss"):
         picky = _config(tmp_path, "train.select_on=accuracy", name="picky")
         federate(picky, echo=lambda m: None, engine=Recording())
+    with pytest.raises(
+        ConfigError, match="lowest pooled validation loss, not train.select_on=mape"
+    ):
+        picky = _config(tmp_path, "train.select_on=mape", name="picky-mape")
+        federate(picky, echo=lambda m: None, engine=Recording())
     # a client that fails says why, through the server
     cfg = _config(tmp_path, name="bad")
     engine = Recording(_failing(P.RIDGE, 0, {0}, [1, 1, 1]))

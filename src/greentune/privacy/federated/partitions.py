@@ -127,6 +127,11 @@ def _checked(cfg: RunConfig) -> RunConfig:
     if not task.federated:
         raise ConfigError(f"greentune federate trains forecasters, not task: {cfg.task}")
     check_select_on(task, cfg)
+    if cfg.train.select_on != "loss":
+        raise ConfigError(
+            f"greentune federate keeps the round with the lowest pooled validation loss, not "
+            f"train.select_on={cfg.train.select_on}: set train.select_on=loss"
+        )
     if cfg.data.source not in ("csv", "parquet"):
         raise ConfigError(
             f"greentune federate reads clients from data.path (data.source csv or parquet), "

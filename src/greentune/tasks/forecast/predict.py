@@ -12,6 +12,7 @@ from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
 from greentune.evaluate.metrics import forecast_metrics, mase_scale
 from greentune.results import Forecast, Quality
+from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.batches import ForecastBatches, stack_windows
 
 QUALITY = Quality("mape", higher_is_better=False, skill_reference="seasonal_naive_weekly")
@@ -45,6 +46,23 @@ def predict_stacked(model: Any, parts: list[ForecastBatches], batch_size: int) -
         chunk = flat[start : start + batch_size]
         outs.append(model(stack_windows(chunk)).float().numpy())
     return np.sort(np.concatenate(outs), axis=-1)
+
+
+def validation_scores(
+    model: Any,
+    batches: ForecastBatches,
+    batch_size: int,
+    data: ForecastData,
+    quantiles: tuple[float, ...],
+) -> dict[str, float]:
+    """Validation loss and MAPE (``train.select_on: mape``): the MAPE of the median forecast
+    in data units on the validation windows, as the run's validation table scores it. The
+    loss takes one pass and the forecasts another (a network whose loss falls while its MAPE
+    rises, as the LightGBM hybrid did, is then kept at the better MAPE)."""
+    loss = mean_loss(model, batches, batch_size)
+    fc = to_forecast(data, predict_scaled(model, batches, batch_size), quantiles)
+    scores = evaluate_forecast(data, data.val.origins, fc, 1)
+    return {"val_loss": loss, "val_mape": float(scores["mape"])}
 
 
 def to_forecast(data: ForecastData, out: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:

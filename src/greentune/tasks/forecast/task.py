@@ -63,7 +63,7 @@ class ForecastTask:
     privacy_unit = "training window"
     audit_held_out: tuple[str, ...] = ("val", "test")
     federated = True
-    selection_scores: tuple[str, ...] = ("loss",)
+    selection_scores: tuple[str, ...] = ("loss", "mape")
     train_defaults: Mapping[str, TrainDefault] = TRAIN_DEFAULTS
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:

@@ -47,6 +47,7 @@ from greentune.tasks.forecast.predict import (
     prediction_rows,
     season_steps,
     to_forecast,
+    validation_scores,
 )
 from greentune.tasks.forecast.skip import RIDGE_FILE, SkipInit, ridge_skip
 from greentune.train.callbacks import Callback
@@ -190,7 +191,13 @@ def train_network(
         train_b,
         cfg.train,
         cfg.seed,
-        validate=lambda: mean_loss(model, val_b, cfg.eval.batch_size),
+        validate=(
+            (lambda: mean_loss(model, val_b, cfg.eval.batch_size))
+            if cfg.train.select_on == "loss"
+            else lambda: validation_scores(
+                model, val_b, cfg.eval.batch_size, data, cfg.model.quantiles
+            )
+        ),
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         callbacks=[*method_callbacks(model.backbone), *(callbacks or [])],
