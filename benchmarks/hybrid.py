@@ -11,6 +11,7 @@ members.
 
     .venv/bin/python benchmarks/hybrid.py [--series vic_elec|pjm-AEP|isone-CT] [--seeds 0,1,2]
     .venv/bin/python benchmarks/hybrid.py --series pjm,isone --seeds 0 --tag other
+        [--set train.select_on=mape --name hybrid-mape]
 
 Writes benchmarks/results/hybrid-SERIES.json and .md (one series), or hybrid-TAG.* (groups:
 one row per series and seed, the pick with the hybrid against the default run's pick).
@@ -55,10 +56,12 @@ def rows(metrics: dict) -> dict[str, dict[str, Any]]:
     }
 
 
-def one(label: str, overrides: list[str], seed: int) -> dict[str, Any]:
+def one(
+    label: str, overrides: list[str], seed: int, name: str = "hybrid", extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     default = run_dir(label, overrides, seed)
-    hybrid = run_dir(label, overrides, seed, "hybrid", HYBRID)
-    out = RUNS / f"hybrid-ensemble-{label}-s{seed}"
+    hybrid = run_dir(label, overrides, seed, name, (*HYBRID, *extra))
+    out = RUNS / f"{name}-ensemble-{label}-s{seed}"
     shutil.rmtree(out, ignore_errors=True)
     # the default run's own ensemble members (linear_clock is left out where it does not apply)
     own = json.loads((default / "metrics.json").read_text())["ensembles"]["ensemble-weighted"]
@@ -168,19 +171,29 @@ def main() -> None:
     )
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--tag", default="other", help="file suffix for several series")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more settings of the hybrid runs (e.g. train.select_on=mape); give --name too",
+    )
+    p.add_argument("--name", default="hybrid", help="prefix of the hybrid runs and result files")
     a = p.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
     groups = a.series.split(",")
     if len(groups) > 1 or groups[0] in ("pjm", "isone"):
         labelled = series(groups)
         many: dict[str, Any] = {
             "machine": machine_info(),
             "commit": git_commit(),
+            "hybrid_settings": [*HYBRID, *a.set],
             "series": {
-                label: {s: one(label, o, int(s)) for s in a.seeds.split(",")}
+                label: {str(s): one(label, o, s, a.name, tuple(a.set)) for s in seeds}
                 for label, o in labelled.items()
             },
         }
-        write(RESULTS / f"hybrid-{a.tag}", many, markdown_many)
+        write(RESULTS / f"{a.name}-{a.tag}", many, markdown_many)
         return
     group = a.series.split("-", 1)[0]
     known = series([group]) if group in ("pjm", "isone", "vic_elec") else {}
@@ -190,10 +203,11 @@ def main() -> None:
     result: dict[str, Any] = {
         "machine": machine_info(),
         "commit": git_commit(),
+        "hybrid_settings": [*HYBRID, *a.set],
         "series": label,
-        "seeds": {s: one(label, overrides, int(s)) for s in a.seeds.split(",")},
+        "seeds": {str(s): one(label, overrides, s, a.name, tuple(a.set)) for s in seeds},
     }
-    write(RESULTS / f"hybrid-{label}", result, markdown)
+    write(RESULTS / f"{a.name}-{label}", result, markdown)
 
 
 if __name__ == "__main__":
