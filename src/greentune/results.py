@@ -160,7 +160,7 @@ class TrainingSummary:
     """Loss of every optimizer step (rounded to 6 digits)."""
     val_curve: list[dict[str, float]] | None = None
     """One row per validation: epoch (-1 before training), step, val_loss (classifiers also
-    val_accuracy and val_macro_f1)."""
+    val_accuracy and val_macro_f1; forecasters selected on MAPE also val_mape)."""
     extra: dict[str, Any] = field(default_factory=dict)
     read_keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
 

@@ -219,7 +219,7 @@ def test_a_pruned_trial_stops_training_and_is_recorded_as_pruned(tmp_path, monke
     config, space = _files(tmp_path)
     space.write_text("train.lr: [0.003, 0.001]\n")
     monkeypatch.setattr(study_module, "PRUNE_MIN_TRIALS", 1)
-    monkeypatch.setattr(study_module, "_curves", lambda study: [[(0.0, 0.0)]])
+    monkeypatch.setattr(study_module, "_curves", lambda study, select_on: [[(0.0, 0.0)]])
     opts = SearchOptions(
         space=space,
         trials=2,
@@ -232,7 +232,7 @@ def test_a_pruned_trial_stops_training_and_is_recorded_as_pruned(tmp_path, monke
     assert [t.state for t in result.trials] == ["PRUNED", "PRUNED"]
     for t in result.trials:  # its run completed at the stop, saying why
         training = RunDir(t.run).metrics.training
-        assert training.stop_reason.startswith("pruned by the search: best validation loss")
+        assert training.stop_reason.startswith("pruned by the search: best validation score")
         assert training.epochs_run == 1  # the first validation after training started
         assert t.note == training.stop_reason and t.value is None and t.run_wh > 0
     assert result.front == [] and result.greenest is None

@@ -271,13 +271,19 @@ def test_auto_precision_is_fp32_on_cpu():
 
 
 def _scored(losses_and_accuracies, model, snapshots):
-    """A validate that returns scores as a classifier's does, snapshotting the model."""
+    """A validate that returns scores as a classifier's does (and a MAPE, lowest where the
+    accuracy is highest: minimised as it is, not as one minus it), snapshotting the model."""
     rows = iter(losses_and_accuracies)
 
     def validate():
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         loss, accuracy = next(rows)
-        return {"val_loss": loss, "val_accuracy": accuracy, "val_macro_f1": accuracy - 0.1}
+        return {
+            "val_loss": loss,
+            "val_accuracy": accuracy,
+            "val_macro_f1": accuracy - 0.1,
+            "val_mape": 10 * (1 - accuracy),
+        }
 
     return validate
 
@@ -287,7 +293,7 @@ def _scored(losses_and_accuracies, model, snapshots):
 SCORES = [(1.0, 0.50), (0.40, 0.70), (0.45, 0.75), (0.50, 0.80), (0.60, 0.80)]
 
 
-@pytest.mark.parametrize(("select_on", "best_epoch"), [("loss", 0), ("accuracy", 2)])
+@pytest.mark.parametrize(("select_on", "best_epoch"), [("loss", 0), ("accuracy", 2), ("mape", 2)])
 def test_select_on_keeps_the_epoch_with_the_best_score(select_on, best_epoch):
     from greentune.train.state import LoopResult
 

@@ -176,3 +176,24 @@ def test_the_first_trial_counts_toward_nsga2s_first_generation() -> None:
     assert generations(tag=True) == [0, 0, 1]
     # Optuna alone leaves the first trial out: trial 2 is still drawn at random
     assert generations(tag=False) == [None, 0, 0]
+
+
+def test_pruning_compares_a_trial_with_finished_trials_of_the_same_selection_score():
+    from types import SimpleNamespace
+
+    import optuna
+
+    from greentune.search.study import _curves
+
+    def trial(curve, score=None):
+        attrs = {"curve": curve} if score is None else {"curve": curve, "curve_score": score}
+        return SimpleNamespace(user_attrs=attrs)
+
+    # a trial from before the score was recorded selected on the loss
+    done = [trial([[0.1, 0.02]]), trial([[0.1, 3.1]], "mape"), trial([[0.2, 0.01]], "loss")]
+    asked = []
+    study = SimpleNamespace(get_trials=lambda deepcopy, states: asked.append(states) or done)
+    assert _curves(study, "loss") == [[(0.1, 0.02)], [(0.2, 0.01)]]
+    assert _curves(study, "mape") == [[(0.1, 3.1)]]
+    assert _curves(study, "accuracy") == []
+    assert asked[0] == (optuna.trial.TrialState.COMPLETE,)  # finished trials only

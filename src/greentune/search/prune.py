@@ -69,7 +69,7 @@ class EnergyMedianStop(Callback):
         median = statistics.median(refs)
         if self.best > median:
             self.pruned = (
-                f"pruned by the search: best validation loss {self.best:.6g} after {wh:.4g} Wh, "
+                f"pruned by the search: best validation score {self.best:.6g} after {wh:.4g} Wh, "
                 f"above the median {median:.6g} of {len(refs)} finished trials at that energy"
             )
             state.stop_reason = self.pruned

@@ -271,7 +271,7 @@ def _objective(
         own = [o for o in opts.overrides if o.split("=", 1)[0].startswith("eval.")]
         extra = [*TRIAL_DEFAULTS, *own, f"output_dir={root}", f"name={name}"]
         cfg = trial_config(base, values, extra)
-        curves = _curves(trial.study) if opts.prune else []
+        curves = _curves(trial.study, cfg.train.select_on) if opts.prune else []
         pruners: list[EnergyMedianStop] = []
 
         def pruner(ctx: CallbackContext) -> EnergyMedianStop:
@@ -309,6 +309,7 @@ def _objective(
         stopped = pruners[0] if pruners else None
         if stopped is not None:
             trial.set_user_attr("curve", stopped.curve)
+            trial.set_user_attr("curve_score", cfg.train.select_on)
         if stopped is not None and stopped.pruned:
             trial.set_user_attr("note", stopped.pruned)
             log(f"trial {trial.number}: {stopped.pruned}")
@@ -355,11 +356,18 @@ def _budget_stop(budget_wh: float | None, log: Log) -> Callable[[Any, Any], None
     return stop
 
 
-def _curves(study: Any) -> list[Curve]:
+def _curves(study: Any, select_on: str) -> list[Curve]:
+    """Finished trials' best-score curves, of those that selected on ``select_on`` only: a
+    MAPE of 3 against losses of 0.01 would prune every trial (trials from before the score
+    was recorded selected on the loss)."""
     import optuna
 
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return [[tuple(p) for p in t.user_attrs.get("curve", [])] for t in done]  # type: ignore[misc]
+    return [
+        [tuple(p) for p in t.user_attrs.get("curve", [])]  # type: ignore[misc]
+        for t in done
+        if t.user_attrs.get("curve_score", "loss") == select_on
+    ]
 
 
 def _short(value: Any) -> str:

@@ -145,8 +145,8 @@ class Callback:
 
     def on_validation(self, state: LoopState, val_loss: float) -> bool:
         """After a validation (``state.val_history[-1]``, every score); return True to stop
-        training. ``val_loss`` is the score that selects (``train.select_on``): the loss, or
-        one minus the accuracy or macro F1."""
+        training. ``val_loss`` is the score that selects (``train.select_on``): the loss, the
+        MAPE, or one minus the accuracy or macro F1."""
         return False
 
     def on_epoch_end(self, state: LoopState) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
+from greentune.errors import DataError
 from greentune.evaluate.metrics import forecast_metrics, mase_scale
 from greentune.results import Forecast, Quality
 from greentune.tasks.base import mean_loss
@@ -55,14 +57,20 @@ def validation_scores(
     data: ForecastData,
     quantiles: tuple[float, ...],
 ) -> dict[str, float]:
-    """Validation loss and MAPE (``train.select_on: mape``): the MAPE of the median forecast
-    in data units on the validation windows, as the run's validation table scores it. The
+    """Validation loss and MAPE (``train.select_on: mape``): the MAPE of the point forecast
+    (the median where quantiles are forecast) in data units on the validation windows, as the
+    run's validation table scores it. The
     loss takes one pass and the forecasts another (a network whose loss falls while its MAPE
     rises, as the LightGBM hybrid did, is then kept at the better MAPE)."""
     loss = mean_loss(model, batches, batch_size)
     fc = to_forecast(data, predict_scaled(model, batches, batch_size), quantiles)
-    scores = evaluate_forecast(data, data.val.origins, fc, 1)
-    return {"val_loss": loss, "val_mape": float(scores["mape"])}
+    mape = float(evaluate_forecast(data, data.val.origins, fc, 1)["mape"])
+    if not math.isfinite(mape):  # NaN never improves: the start would be kept without a word
+        raise DataError(
+            "train.select_on=mape: the validation MAPE is not a number (every validation "
+            "target is zero, or a forecast is NaN); set train.select_on=loss"
+        )
+    return {"val_loss": loss, "val_mape": mape}
 
 
 def to_forecast(data: ForecastData, out: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:
