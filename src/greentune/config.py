@@ -316,7 +316,7 @@ class TrainConfig:
     select_on: Literal["loss", "accuracy", "macro_f1", "mape"] = "loss"
     """What picks the kept model among the validated ones and what early stopping watches:
     the validation loss, (classifiers) validation accuracy or macro F1, or (forecasters)
-    validation MAPE of the median forecast in data units, as HF Trainer's
+    validation MAPE of the point forecast in data units, as HF Trainer's
     ``metric_for_best_model``. The first best wins a tie."""
     patience: int | Literal["auto"] | None = "auto"
     """Early stopping: epochs without validation improvement (the validated start counts).

@@ -64,7 +64,7 @@ def test_a_trial_behind_the_median_at_equal_energy_stops() -> None:
     assert _validate(stop, state, 1, 0.45)  # at 2.5 Wh the median is 0.35
     assert stop.curve == [(0.0, 1.0), (1.2, 0.55), (2.5, 0.45)]
     assert state.stop_reason == stop.pruned
-    assert "best validation loss 0.45 after 2.5 Wh, above the median 0.35 of 2" in stop.pruned
+    assert "best validation score 0.45 after 2.5 Wh, above the median 0.35 of 2" in stop.pruned
 
 
 def test_the_rule_waits_for_enough_finished_trials() -> None:

@@ -3,10 +3,11 @@ steps, as the budget axis.
 
 Optuna cannot prune multi-objective studies (``trial.should_prune`` is single-objective only),
 so the search brings its own rule, as a training callback: at each validation after the
-first epoch, a trial whose best validation loss so far is worse than the median of the
-finished trials' best losses *at the same energy spent* stops there. A trial that needs more
-energy than others to reach the same loss cannot be on the front of (quality, energy) unless it
-later overtakes them, which the median rule bets against (Golovin et al. 2017, Google Vizier).
+first epoch, a trial whose best validation score (``train.select_on``) so far is worse than
+the median of the finished trials' best *at the same energy spent* stops there. A trial that
+needs more energy than others to reach the same score cannot be on the front of (quality,
+energy) unless it later overtakes them, which the median rule bets against (Golovin et al.
+2017, Google Vizier).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from greentune.train.state import LoopState
 J_PER_WH = 3600.0
 
 Curve = list[tuple[float, float]]
-"""(Wh spent in training, best validation loss so far) at each validation."""
+"""(Wh spent in training, best validation score so far) at each validation."""
 
 
 def best_at(curve: Curve, wh: float) -> float:
@@ -30,7 +31,7 @@ def best_at(curve: Curve, wh: float) -> float:
 
 
 class EnergyMedianStop(Callback):
-    """Stops training when the best validation loss, at the energy spent so far, is worse than
+    """Stops training when the best validation score, at the energy spent so far, is worse than
     the median of ``curves`` (the finished trials') at that energy."""
 
     def __init__(

@@ -59,9 +59,9 @@ def validation_scores(
 ) -> dict[str, float]:
     """Validation loss and MAPE (``train.select_on: mape``): the MAPE of the point forecast
     (the median where quantiles are forecast) in data units on the validation windows, as the
-    run's validation table scores it. The
-    loss takes one pass and the forecasts another (a network whose loss falls while its MAPE
-    rises, as the LightGBM hybrid did, is then kept at the better MAPE)."""
+    run's validation table scores it. The loss takes one pass and the forecasts another (a
+    network whose loss falls while its MAPE rises, as the LightGBM hybrid did, is then kept
+    at the better MAPE)."""
     loss = mean_loss(model, batches, batch_size)
     fc = to_forecast(data, predict_scaled(model, batches, batch_size), quantiles)
     mape = float(evaluate_forecast(data, data.val.origins, fc, 1)["mape"])
