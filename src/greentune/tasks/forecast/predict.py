@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,21 @@ def validation_scores(
             "target is zero, or a forecast is NaN); set train.select_on=loss"
         )
     return {"val_loss": loss, "val_mape": mape}
+
+
+def validator(
+    select_on: str,
+    model: Any,
+    batches: ForecastBatches,
+    batch_size: int,
+    data: ForecastData,
+    quantiles: tuple[float, ...],
+) -> Callable[[], float | dict[str, float]]:
+    """The training loop's ``validate`` for ``train.select_on``: the loss alone (one pass), or
+    the loss and the MAPE (``validation_scores``)."""
+    if select_on == "loss":
+        return lambda: mean_loss(model, batches, batch_size)
+    return lambda: validation_scores(model, batches, batch_size, data, quantiles)
 
 
 def to_forecast(data: ForecastData, out: np.ndarray, quantiles: tuple[float, ...]) -> Forecast:

@@ -23,7 +23,6 @@ from greentune.evaluate.peers import check_peers
 from greentune.models.backbone import count_parameters
 from greentune.models.forecaster import Forecaster
 from greentune.results import Forecast, ModelResult, RunMetrics, energy_windows
-from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
 from greentune.tasks.forecast.ensemble import (
@@ -47,7 +46,7 @@ from greentune.tasks.forecast.predict import (
     prediction_rows,
     season_steps,
     to_forecast,
-    validation_scores,
+    validator,
 )
 from greentune.tasks.forecast.skip import RIDGE_FILE, SkipInit, ridge_skip
 from greentune.train.callbacks import Callback
@@ -191,12 +190,8 @@ def train_network(
         train_b,
         cfg.train,
         cfg.seed,
-        validate=(
-            (lambda: mean_loss(model, val_b, cfg.eval.batch_size))
-            if cfg.train.select_on == "loss"
-            else lambda: validation_scores(
-                model, val_b, cfg.eval.batch_size, data, cfg.model.quantiles
-            )
+        validate=validator(
+            cfg.train.select_on, model, val_b, cfg.eval.batch_size, data, cfg.model.quantiles
         ),
         checkpoint_dir=checkpoint_dir,
         resume=resume,
