@@ -9,7 +9,9 @@ chase noise. Every rule below is fitted on the same validation forecasts and sco
 - ``shrunk``: the mean of ``step``'s and ``pooled``'s weights;
 - ``band``: per step, fitted on the steps within +-2 of it;
 - ``relative`` / ``relative-pooled``: as ``step`` / ``pooled`` with each row divided by |y|
-  (squared relative error, which MAPE follows).
+  (squared relative error, which MAPE follows);
+- ``recent`` / ``recent-relative``: as ``step`` / ``relative`` with validation origin i of n
+  (0 the oldest) weighted 0.5 ** ((n - 1 - i) / (n / 2)): the windows nearest the test count more.
 
 Each series is one default ``greentune run`` (its network, baselines and ensembles; kept in
 benchmarks/results/runs/combine-SERIES-sSEED and reused when finished); the rules are restated
@@ -138,6 +140,13 @@ def _scaled(val: dict[str, np.ndarray], y: np.ndarray) -> tuple[dict[str, np.nda
     return {m: f * scale for m, f in val.items()}, y * scale
 
 
+def _recent(val: dict[str, np.ndarray], y: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Rows scaled by the square root of their recency weight (weighted least squares)."""
+    n = y.shape[0]
+    root = np.sqrt(0.5 ** ((n - 1 - np.arange(n)) / (n / 2)))[:, None, None]
+    return {m: f * root for m, f in val.items()}, y * root
+
+
 def _pooled(val: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
     """One weight set for every step: the steps stacked as if one."""
     n, h, t = y.shape
@@ -166,6 +175,8 @@ RULES: dict[str, Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = {
     "band": _band,
     "relative": lambda v, y: _step(*_scaled(v, y)),
     "relative-pooled": lambda v, y: _pooled(*_scaled(v, y)),
+    "recent": lambda v, y: _step(*_recent(v, y)),
+    "recent-relative": lambda v, y: _step(*_recent(*_scaled(v, y))),
 }
 
 
