@@ -14,9 +14,15 @@
    OfflineEmissionsTracker (process mode, 1 s samples); every component's joules and the
    ratios between them are recorded (the error of each against the measured counters).
 
+On a machine without CUDA whose RAPL counters are readable (Linux powercap; ``--rapl-root``),
+only step 4 runs, on a CPU workload: RAPL's package and DRAM joules against greentune's model and
+CodeCarbon's. RAPL counts the whole machine and the model one process's CPU time, so run it on an
+otherwise idle machine; the ratios are the model's error there, recorded, not judged.
+
 Writes $OUT/gpu_check.json (or --out) and exits 0 when every check passed, 1 when one failed,
-3 when no CUDA device is visible (nothing run). About 2-4 minutes with the tiny backbone.
-``--allow-cpu`` runs steps 1-2 on a CPU machine to try the script itself (its NVML checks fail).
+3 when neither a CUDA device nor RAPL is there (nothing run). About 2-4 minutes with the tiny
+backbone. ``--allow-cpu`` runs steps 1-2 on a CPU machine to try the script itself (its NVML
+checks fail).
 """
 
 from __future__ import annotations
@@ -91,7 +97,7 @@ def _nvml_ok(r: dict[str, Any], ranks: list[int]) -> bool:
     )
 
 
-def agreement(workload_s: float) -> dict[str, Any]:
+def agreement(workload_s: float, rapl_root: str, size: int = 4096) -> dict[str, Any]:
     """Joules of one workload as greentune measures it, as its model estimates it and as
     CodeCarbon reports it, all three around the same seconds."""
     import torch
@@ -100,7 +106,8 @@ def agreement(workload_s: float) -> dict[str, Any]:
     from greentune.config import EnergyConfig
     from greentune.energy import build_meter
 
-    measured, notes = build_meter(EnergyConfig(meter="auto", carbon="fixed:400"), "gpu-check")
+    auto = EnergyConfig(meter="auto", carbon="fixed:400", rapl_root=rapl_root)
+    measured, notes = build_meter(auto, "gpu-check")
     modelled, _ = build_meter(EnergyConfig(meter="model", carbon="fixed:400"), "gpu-check")
     tracker = OfflineEmissionsTracker(
         country_iso_code="USA",
@@ -110,7 +117,7 @@ def agreement(workload_s: float) -> dict[str, Any]:
         log_level="error",
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    x = torch.randn(4096, 4096, device=device)
+    x = torch.randn(size, size, device=device)
     tracker.start()
     with measured.window("workload") as m, modelled.window("workload") as mo:
         t0 = time.perf_counter()
@@ -127,6 +134,7 @@ def agreement(workload_s: float) -> dict[str, Any]:
     kwh_j = 3.6e6
     out: dict[str, Any] = {
         "workload_s": workload_s,
+        "matrix_size": size,
         "device": device,
         "meter_notes": notes,
         "measured": {"kind": ours.kind, "sources": ours.sources, "energy_j": ours.energy_j},
@@ -151,7 +159,37 @@ def agreement(workload_s: float) -> dict[str, Any]:
     return out
 
 
-def main() -> int:
+def rapl_only(report: dict[str, Any], measured_agreement: dict[str, Any], out: Path) -> int:
+    """Step 4 alone, on the CPU: a machine with RAPL counters and no CUDA device."""
+    from machine import machine_info
+
+    report.update(machine=machine_info(), agreement=measured_agreement)
+    measured = report["agreement"]["measured"]
+    checks = {
+        "RAPL measured the CPU": measured["sources"].get("cpu") == "rapl"
+        and measured["energy_j"].get("cpu", 0) > 0
+    }
+    return finish(report, checks, out)
+
+
+def finish(report: dict[str, Any], checks: dict[str, bool], out: Path) -> int:
+    """Write gpu_check.json, print each check and ratio; 0 when every check passed."""
+    report["checks"] = checks
+    report["date"] = time.strftime("%Y-%m-%d")
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    for name, ok in checks.items():
+        print(f"{'ok  ' if ok else 'FAIL'} {name}")
+    if "bf16_over_fp32_samples_per_s" in report:
+        print(
+            f"bf16 autocast / fp32 training samples/s: {report['bf16_over_fp32_samples_per_s']:.2f}"
+        )
+    for name, value in report["agreement"]["ratios"].items():
+        print(f"energy {name}: {value:.3f}")
+    print(f"wrote {out / 'gpu_check.json'}")
+    return 0 if checks and all(checks.values()) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     parser.add_argument("--backbone", default="tiny-bert")
@@ -159,15 +197,27 @@ def main() -> int:
     parser.add_argument(
         "--allow-cpu", action="store_true", help="run anyway (to try the script; NVML checks fail)"
     )
-    args = parser.parse_args()
+    parser.add_argument("--rapl-root", default="/sys/class/powercap", help="powercap sysfs root")
+    parser.add_argument("--size", type=int, default=4096, help="the workload's square matrices")
+    args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import torch
 
-    report: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    from greentune.energy.rapl import rapl_available
+
+    rapl_ok, rapl_why = rapl_available(Path(args.rapl_root))
+    report: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "rapl": rapl_why,
+    }
     if not torch.cuda.is_available() and not args.allow_cpu:
-        print("gpu_check: no CUDA device is visible (torch.cuda.is_available() is False); run it")
-        print("on a machine with an NVIDIA GPU and a CUDA build of torch. Nothing was run.")
+        if rapl_ok:
+            return rapl_only(report, agreement(args.agreement_s, args.rapl_root, args.size), out)
+        print("gpu_check: no CUDA device is visible (torch.cuda.is_available() is False) and")
+        print(f"RAPL cannot be read ({rapl_why}); run it on a machine with an NVIDIA GPU and a")
+        print("CUDA build of torch, or with readable RAPL counters. Nothing was run.")
         (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
         return 3
     from machine import machine_info
@@ -225,25 +275,13 @@ def main() -> int:
             report["nccl"] = (
                 f"greentune on NCCL skipped: it needs 2 GPUs (one per rank), not {gpus}"
             )
-    report["agreement"] = agreement(args.agreement_s)
+    report["agreement"] = agreement(args.agreement_s, args.rapl_root, args.size)
     ratio = report["agreement"]["ratios"].get("gpu_measured_over_codecarbon")
     if gpus:  # both read NVML's counters on the same device: they should agree closely
         checks["NVML GPU energy within 10 % of CodeCarbon's"] = (
             ratio is not None and abs(ratio - 1) < 0.1
         )
-    report["checks"] = checks
-    report["date"] = time.strftime("%Y-%m-%d")
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
-    for name, ok in checks.items():
-        print(f"{'ok  ' if ok else 'FAIL'} {name}")
-    if "bf16_over_fp32_samples_per_s" in report:
-        print(
-            f"bf16 autocast / fp32 training samples/s: {report['bf16_over_fp32_samples_per_s']:.2f}"
-        )
-    for name, value in report["agreement"]["ratios"].items():
-        print(f"energy {name}: {value:.3f}")
-    print(f"wrote {out / 'gpu_check.json'}")
-    return 0 if checks and all(checks.values()) else 1
+    return finish(report, checks, out)
 
 
 if __name__ == "__main__":
