@@ -58,10 +58,8 @@ def test_with_rapl_and_no_cuda_the_cpu_agreement_runs_against_the_counters(
     ticker = threading.Thread(target=counters, daemon=True)
     ticker.start()
     try:
-        code = gpu_check().main(
-            ["--out", str(tmp_path), "--rapl-root", str(root), "--agreement-s", "0.3"]
-            + ["--size", "256"]
-        )
+        args = ["--out", str(tmp_path), "--rapl-root", str(root)]
+        code = gpu_check().main([*args, "--agreement-s", "0.3", "--size", "256"])
     finally:
         stop.set()
         ticker.join()
@@ -77,7 +75,5 @@ def test_with_rapl_and_no_cuda_the_cpu_agreement_runs_against_the_counters(
     assert measured["energy_j"]["dram"] == pytest.approx(measured["energy_j"]["cpu"] / 10, rel=0.2)
     ratios = report["agreement"]["ratios"]
     model_j = report["agreement"]["model"]["energy_j"]["cpu"]
-    assert ratios["cpu_model_over_measured"] == pytest.approx(
-        model_j / measured["energy_j"]["cpu"]
-    )
+    assert ratios["cpu_model_over_measured"] == pytest.approx(model_j / measured["energy_j"]["cpu"])
     assert report["agreement"]["device"] == "cpu" and report["agreement"]["matrix_size"] == 256
