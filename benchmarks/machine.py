@@ -25,7 +25,20 @@ def machine_info() -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "energy_kind": energy_kind_here(),
     }
+
+
+def energy_kind_here() -> str:
+    """The kind of energy figure ``energy.meter: auto`` makes on this machine: ``measured``
+    (RAPL, and NVML too where there is a GPU), ``model`` (no counters) or ``mixed``."""
+    from greentune.config import EnergyConfig
+    from greentune.energy import auto_source_names
+
+    names, _ = auto_source_names(EnergyConfig())
+    if "model" not in names:
+        return "measured"
+    return "model" if names == ["model"] else "mixed"
 
 
 ROOT = Path(__file__).resolve().parents[1]

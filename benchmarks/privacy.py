@@ -388,6 +388,7 @@ def audits(seeds: list[int], n_train: int) -> dict[str, Any]:
 
 def markdown(out: dict[str, Any]) -> str:
     lines = ["# Differential privacy benchmark", "", f"Machine: {out['machine']}", ""]
+    wh = f"Wh ({out['machine'].get('energy_kind', 'kind not recorded')})"
     lines += [
         f"Method: {out.get('method') or 'the task default'}; learning rates tuned on "
         f"validation: {list(out.get('lrs') or LRS)}; batch x accumulation: "
@@ -407,8 +408,8 @@ def markdown(out: dict[str, Any]) -> str:
         lines += [
             f"## {dataset} ({headline}, median and range over seeds {out['seeds']})",
             "",
-            f"| arm | {headline} | epsilon | steps | samples/s | DP slowdown | train Wh | "
-            "train Wh ratio | run Wh |",
+            f"| arm | {headline} | epsilon | steps | samples/s | DP slowdown | train {wh} | "
+            f"train Wh ratio | run {wh} |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for arm, row in q.items():
@@ -432,8 +433,8 @@ def markdown(out: dict[str, Any]) -> str:
             "epoch(s), no early stopping; fresh runs, the arms' order rotating per repeat. "
             "Energy is the ledger's (modelled where the machine has no counters).",
             "",
-            "| arm | samples/s | throughput slowdown | s per step | step-time ratio | train Wh "
-            "| train Wh ratio |",
+            "| arm | samples/s | throughput slowdown | s per step | step-time ratio "
+            f"| train {wh} | train Wh ratio |",
             "|---|---|---|---|---|---|---|",
         ]
         for arm, row in q["arms"].items():
