@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -11,7 +12,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from tests.unit.energy.test_rapl import make_zone, set_uj
+from tests.unit.energy.test_rapl import make_zone
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -48,12 +49,18 @@ def test_with_rapl_and_no_cuda_the_cpu_agreement_runs_against_the_counters(
     (root / "intel-rapl:0:0").symlink_to(dram)
     stop = threading.Event()
 
+    def set_at_once(zone: Path, energy_uj: int) -> None:
+        # sysfs reads are atomic; a truncate-then-write could be read half-done
+        part = zone / "energy_uj.part"
+        part.write_text(f"{energy_uj}\n")
+        os.replace(part, zone / "energy_uj")
+
     def counters() -> None:  # a package drawing 1 J and DRAM 0.1 J every 20 ms
         uj = 0
         while not stop.wait(0.02):
             uj += 1_000_000
-            set_uj(package, uj)
-            set_uj(dram, uj // 10)
+            set_at_once(package, uj)
+            set_at_once(dram, uj // 10)
 
     ticker = threading.Thread(target=counters, daemon=True)
     ticker.start()
