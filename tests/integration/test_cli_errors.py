@@ -157,3 +157,15 @@ def test_config_show_writes_every_default():
     assert result.exit_code == 0
     assert "lr: 0.0003" in result.output and "schema_version: 1" in result.output
     assert "checkpoint_every: 200" in result.output
+
+
+def test_data_check_warns_of_near_zero_values_in_test(tmp_path, tiny_series):
+    series = tiny_series.copy()
+    series.loc[len(series) - 1, "load_mw"] = 0.0
+    path = write(tmp_path, series)
+    args = ["data.context_length=48", "data.horizon=24", "data.val=5D", "data.test=5D"]
+    result = run("data", "check", path, "--time-col", "ts", "--target", "load_mw", *args)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "warning" in flat
+    assert "test: 1 observed value(s) of load_mw below 10 % of their training median" in flat

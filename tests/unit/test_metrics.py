@@ -97,3 +97,24 @@ def test_the_networks_start_is_named_and_compared_first():
     console = Console(width=250, record=True)
     console.print(forecast_table(results, "ours", "t", start="linear"))
     assert "linear (the network's start)" in console.export_text()
+
+
+def test_the_run_table_repeats_the_data_warnings_after_the_verdict():
+    from rich.console import Console
+
+    from greentune.results import ModelResult, RunMetrics
+    from greentune.tasks.forecast.task import ForecastTask
+
+    test = {"ours": ModelResult({"mape": 3.9}), "lightgbm": ModelResult({"mape": 3.8})}
+    warning = "test: 1 observed value(s) of load[MW] below 10 % of their training median"
+    metrics = RunMetrics("forecast", "ours", test, data={"warnings": [warning]})
+    console = Console(width=250, record=True)
+    items = ForecastTask().render(metrics)
+    for item in items:
+        console.print(item)
+    lines = console.export_text().splitlines()
+    assert lines[-1] == f"  warning: {warning}"  # the column's brackets printed, not markup
+    assert lines[-2] == "  best on the test split: lightgbm (MAPE 3.80 %), not the fine-tuned model"
+    assert ForecastTask().render(RunMetrics("forecast", "ours", test))[-1] == (
+        "  best on the test split: lightgbm (MAPE 3.80 %), not the fine-tuned model"
+    )

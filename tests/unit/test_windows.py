@@ -6,7 +6,7 @@ from greentune.config import DataConfig
 from greentune.data.features import calendar_features, hinge_features, holiday_flags
 from greentune.data.sources import RawTable
 from greentune.data.validate import clean_frame
-from greentune.data.windows import build_forecast_data
+from greentune.data.windows import build_forecast_data, near_zero_notes
 from greentune.errors import ConfigError, DataError
 
 BASE = dict(
@@ -180,3 +180,44 @@ def test_matched_origins_train_and_validate_from_local_midnight_only(tiny_series
 def test_matched_origins_need_daily_test_origins():
     with pytest.raises(ConfigError, match=r"data.match_origins .* data.eval_origins='1'"):
         DataConfig(**BASE, match_origins=True, eval_origins="1")
+
+
+def test_near_zero_observed_values_in_scored_splits_are_warned_about(tiny_series):
+    series = tiny_series.copy()
+    n = len(series)
+    median = float(series["load_mw"].iloc[: n - 12 * 24].abs().median())
+    series.loc[n - 1, "load_mw"] = 0.04 * median  # a partial last period, in test
+    series.loc[n - 200, "load_mw"] = 0.05 * median  # an outage, in validation
+    series.loc[10, "load_mw"] = 0.0  # in training: not scored, not warned about
+    d = build(series)
+    reference = float(np.median(np.abs(d.frame["load_mw"].to_numpy()[: d.val_start])))
+    tail = "; MAPE divides by them, so they can outweigh every other window in MAPE and in the "
+    tail += "choice made on it: check for a partial period or an outage, and read sMAPE and MASE "
+    tail += "beside it"
+    assert d.report.warnings == [
+        f"validation: 1 observed value(s) of load_mw below 10 % of their training median (first "
+        f"{d.frame.index[n - 200]}: load_mw {0.05 * median:.4g} against {reference:.4g})" + tail,
+        f"test: 1 observed value(s) of load_mw below 10 % of their training median (first "
+        f"{d.frame.index[n - 1]}: load_mw {0.04 * median:.4g} against {reference:.4g})" + tail,
+    ]
+    assert not any("observed value" in note for note in d.report.notes)
+
+
+def test_no_warning_for_ordinary_values_or_a_target_without_training_values(tiny_series):
+    assert build(tiny_series).report.warnings == []
+    assert (
+        near_zero_notes(
+            pd.DataFrame({"y": [np.nan, np.nan, 1.0, 0.0]}, index=pd.RangeIndex(4)), 2, 3
+        )
+        == []
+    )
+    several = pd.DataFrame(
+        {"a": [10.0, 10.0, 0.5, 10.0, 0.2], "b": [-4.0, 4.0, 4.0, 0.1, 4.0]},
+        index=pd.RangeIndex(5),
+    )
+    notes = near_zero_notes(several, 2, 4)
+    assert [n.split(" (first")[0] for n in notes] == [
+        "validation: 2 observed value(s) of a, b below 10 % of their training median",
+        "test: 1 observed value(s) of a below 10 % of their training median",
+    ]
+    assert "(first 2: a 0.5 against 10)" in notes[0]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -376,6 +377,7 @@ def data_check(
         ("test starts", str(data.frame.index[data.test_start])),
     ]
     rows += [("note", n) for n in r.notes]
+    rows += [("[bold yellow]warning[/]", escape(w)) for w in r.warnings]
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)

@@ -29,6 +29,9 @@ class DataReport:
     filled_steps: int = 0
     missing_values: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What may mislead the scores (near-zero observed values under MAPE): the log, ``data
+    check`` and the run's table repeat them."""
 
 
 def model_columns(cfg: DataConfig) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,6 +241,7 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     val_start = _split_start(cfg.val, frame.index, test_start, n, "data.val")
     L, H = cfg.context_length, cfg.horizon
     _check_sizes(report.origin, n, val_start, test_start, L, H)
+    report.warnings.extend(near_zero_notes(frame[target_cols], val_start, test_start))
     values = frame.to_numpy(dtype=float)
     if cfg.scaler == "bounds":
         raw = [c for c in frame.columns if c not in known_cols or c in (cfg.covariates or ())]
@@ -357,6 +359,40 @@ def _check_sizes(origin: str, n: int, val_start: int, test_start: int, L: int, H
             f"test {n - test_start}; train needs >= {need_train} rows and val/test >= {H} each. "
             "Use more data, a shorter data.context_length, or smaller data.val/data.test"
         )
+
+
+NEAR_ZERO = 0.1
+"""An observed value below this share of its target's training median |value| is near zero
+for MAPE: its error is divided by it."""
+
+
+def near_zero_notes(targets: pd.DataFrame, val_start: int, test_start: int) -> list[str]:
+    """Per split that is scored (validation, test), the observed values near zero
+    (``NEAR_ZERO``). MAPE divides each error by its observed value, so a handful of them (a
+    partial last day of an aggregated export, an outage, a channel that crosses zero) can
+    outweigh every other window, and the ranking of models on MAPE with it."""
+    values = targets.to_numpy(dtype=float)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # a target with no training value
+        reference = np.nanmedian(np.abs(values[:val_start]), axis=0)
+        small = np.abs(values) < NEAR_ZERO * reference
+    notes = []
+    for split, lo, hi in (("validation", val_start, test_start), ("test", test_start, None)):
+        rows, cols = np.nonzero(small[lo:hi])
+        if len(rows) == 0:
+            continue
+        first_row, first_col = int(rows[0]) + lo, int(cols[0])
+        name = str(targets.columns[first_col])
+        where = ", ".join(str(c) for c in targets.columns[np.unique(cols)])
+        notes.append(
+            f"{split}: {len(rows)} observed value(s) of {where} below {100 * NEAR_ZERO:g} % "
+            f"of their training median (first {targets.index[first_row]}: {name} "
+            f"{values[first_row, first_col]:.4g} against {reference[first_col]:.4g}); MAPE "
+            "divides by them, so they can outweigh every other window in MAPE and in the "
+            "choice made on it: check for a partial period or an outage, and read sMAPE and "
+            "MASE beside it"
+        )
+    return notes
 
 
 def _origins(index: pd.DatetimeIndex, start: int, stop: int, spec: str, key: str) -> np.ndarray:

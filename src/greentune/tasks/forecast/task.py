@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 
 from greentune.config import RunConfig
 from greentune.data.shape import default_patch_len, needs_shape, resolve_shape
@@ -216,10 +217,12 @@ class ForecastTask:
         line = privacy_line(metrics.privacy)
         start = network_start(metrics)
         start = row_label(metrics.privacy, start) if start else None
+        warnings = (metrics.data or {}).get("warnings") or []
         return [
             forecast_table(results, metrics.model, title, start),
             *(f"  {line}" for line in verdict(results, metrics.model, start)),
             *([f"  {line}"] if line else []),
+            *(f"  [bold yellow]warning[/]: {escape(w)}" for w in warnings),
         ]
 
 

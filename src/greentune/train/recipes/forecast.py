@@ -76,6 +76,8 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,}"
         + (f"; {'; '.join(data.report.notes)}" if data.report.notes else "")
     )
+    for warning in data.report.warnings:
+        log(f"warning: {warning}")
     prep_s = time.perf_counter() - t0
     season = season_steps(data, cfg.eval.season_length)
     check_before_training(cfg, data, season)
@@ -274,6 +276,7 @@ def _data_summary(data: ForecastData, prep_s: float, season: int) -> dict[str, A
         "windows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "dropped_windows": data.dropped_windows,
         "notes": data.report.notes,
+        **({"warnings": data.report.warnings} if data.report.warnings else {}),
         "prepare_s": prep_s,
         "mase_season_steps": season,
     }
