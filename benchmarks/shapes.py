@@ -12,9 +12,17 @@
   real 15-minute load is at hand: a check that the shape runs and what the defaults choose;
   interpolation makes the series smoother than real quarter-hours, so its MAPE flatters).
 
-Writes benchmarks/results/shapes.json and shapes.md: the defaults chosen, wall time, energy
+Two more, one building's meter rather than a grid (``--shapes 9m-hourly-building,
+9m-daily-building --tag buildings``), as the files come (../shared/data/multiclient/bdg2_samples,
+Building Data Genome 2, building_1, no weather):
+- 9m-hourly-building: 2016-01-01 to 09-30, hourly kWh;
+- 9m-daily-building: the same months, daily kWh; its last day holds one hour (the export's
+  partial period), which the run warns about.
+
+Writes benchmarks/results/shapes[-TAG].json and .md: the defaults chosen, wall time, energy
 (modelled on this machine: the kind is in the table), test MAPE of the network, both seasonal
-naives, the linear model (the network's ridge start) and LightGBM.
+naives, the linear model (the network's ridge start) and LightGBM, the recommended row's sMAPE
+beside its MAPE, and the run's data warnings.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info
+from machine import git_commit, machine_info, write_results
 
 import greentune as gt
 from greentune.config import build_config
@@ -40,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "runs" / "shapes-data"
 VIC_ELEC = ROOT.parent / "shared" / "data" / "demand" / "vic_elec" / "vic_electricity.csv"
+BDG2 = ROOT.parent / "shared" / "data" / "multiclient" / "bdg2_samples"
 ROWS = ("network", "linear", "lightgbm", "seasonal_naive_daily", "seasonal_naive_weekly")
 
 
@@ -76,6 +85,9 @@ def prepare_shapes() -> dict[str, tuple[Path, list[str]]]:
         path = WORK / f"{name}.csv"
         frame.to_csv(path, index=False)
         out[name] = (path, ["data.time_col=time", *args])
+    building = ["data.time_col=timestamp", "data.target=building_1"]
+    out["9m-hourly-building"] = (BDG2 / "bdg2_hourly_sample.csv", building)  # read as it is
+    out["9m-daily-building"] = (BDG2 / "bdg2_daily_sample.csv", building)
     return out
 
 
@@ -102,7 +114,10 @@ def summarise(name: str, run: gt.RunDir, wall: float) -> dict:
     rows = {("network" if k == m["model"] else k): v for k, v in m["test"].items()}
     green = m["energy"]["greenest"]
     return {
-        "rows": {k: {"mape": v["mape"], "energy_wh": v.get("energy_wh")} for k, v in rows.items()},
+        "rows": {
+            k: {"mape": v["mape"], "smape": v.get("smape"), "energy_wh": v.get("energy_wh")}
+            for k, v in rows.items()
+        },
         "recommended": "network" if green == m["model"] else green,
         "chosen_on": m["energy"]["chosen_on"],
         "chosen": list(d.chosen),
@@ -123,6 +138,7 @@ def summarise(name: str, run: gt.RunDir, wall: float) -> dict:
         "wall_s": wall,
         "run_wh": m["energy"]["run_wh"],
         "energy_kinds": m["energy"]["kinds"],
+        "data_warnings": m["data"].get("warnings", []),
     }
 
 
@@ -130,9 +146,10 @@ def markdown(results: dict) -> str:
     lines = [
         "| shape | rows, step | defaults chosen (horizon / context / val / test / stride / "
         "patch) | wall s | run Wh | network | linear (ridge start) | LightGBM | ensemble | "
-        "daily naive | weekly naive | recommended (on validation): test MAPE |",
+        "daily naive | weekly naive | recommended (on validation): test MAPE (sMAPE) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    warned = []
     for name, r in results["shapes"].items():
         s, m = r["shape"], {k: v["mape"] for k, v in r["rows"].items()}
         lines.append(
@@ -141,22 +158,32 @@ def markdown(results: dict) -> str:
             f"{r['wall_s']:.0f} | {r['run_wh']:.2f} ({'/'.join(r['energy_kinds'])}) | "
             f"{m['network']:.2f} | {m['linear']:.2f} | {m['lightgbm']:.2f} | "
             f"{m['ensemble-weighted']:.2f} | {m['seasonal_naive_daily']:.2f} | "
-            f"{m['seasonal_naive_weekly']:.2f} | {r['recommended']}: {m[r['recommended']]:.2f} |"
+            f"{m['seasonal_naive_weekly']:.2f} | {r['recommended']}: {m[r['recommended']]:.2f}"
+            f"{_smape(r['rows'][r['recommended']])} |"
         )
+        warned += [f"- {name}: {w}" for w in r.get("data_warnings", [])]
+    if warned:
+        lines += ["", "Data warnings of these runs:", "", *warned]
     return "\n".join(lines) + "\n"
+
+
+def _smape(row: dict) -> str:
+    return f" ({row['smape']:.2f})" if row.get("smape") is not None else ""
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="12w-30min,3y-hourly,2y-daily,1m-15min")
+    ap.add_argument("--tag", default="", help="writes shapes-TAG.json|md")
     ap.add_argument(
         "--from-runs", action="store_true", help="re-summarise the finished runs (wall s kept)"
     )
     a = ap.parse_args()
     wanted = a.shapes.split(",")
-    results: dict = {"machine": machine_info(), "shapes": {}}
+    stem = RESULTS / f"shapes{'-' + a.tag if a.tag else ''}"
+    results: dict = {"machine": machine_info(), "commit": git_commit(), "shapes": {}}
     if a.from_runs:
-        before = json.loads((RESULTS / "shapes.json").read_text())
+        before = json.loads(stem.with_suffix(".json").read_text())
         results["machine"] = before["machine"]
         for name in wanted:
             run = gt.RunDir.open(RESULTS / "runs" / f"shape-{name}")
@@ -165,10 +192,7 @@ def main() -> None:
         for name, (path, args) in prepare_shapes().items():
             if name in wanted:
                 results["shapes"][name] = run_shape(name, path, args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "shapes.json").write_text(json.dumps(results, indent=2, default=str))
-    (RESULTS / "shapes.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(stem, results, markdown(results))
 
 
 if __name__ == "__main__":
