@@ -161,11 +161,19 @@ def test_config_show_writes_every_default():
 
 def test_data_check_warns_of_near_zero_values_in_test(tmp_path, tiny_series):
     series = tiny_series.copy()
-    series.loc[len(series) - 1, "load_mw"] = 0.0
+    series.loc[len(series) - 1, "load_mw"] = 0.01 * series["load_mw"].median()
     path = write(tmp_path, series)
     args = ["data.context_length=48", "data.horizon=24", "data.val=5D", "data.test=5D"]
     result = run("data", "check", path, "--time-col", "ts", "--target", "load_mw", *args)
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
-    assert "warning" in flat
-    assert "test: 1 observed value(s) of load_mw below 10 % of their training median" in flat
+    assert "bad.csv: OK, with 1 warning(s)" in flat
+    assert "test: 1 scored value(s) of load_mw" in flat
+
+
+def test_log_lines_print_brackets_as_written():
+    from greentune.cli.app import console, say
+
+    with console.capture() as captured:
+        say("data: columns [bold]load[/bold], eval.baselines=[]")
+    assert captured.get() == "data: columns [bold]load[/bold], eval.baselines=[]\n"

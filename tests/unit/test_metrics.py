@@ -106,14 +106,14 @@ def test_the_run_table_repeats_the_data_warnings_after_the_verdict():
     from greentune.tasks.forecast.task import ForecastTask
 
     test = {"ours": ModelResult({"mape": 3.9}), "lightgbm": ModelResult({"mape": 3.8})}
-    warning = "test: 1 observed value(s) of load[MW] below 10 % of their training median"
+    warning = "test: 1 scored value(s) of [bold]load[/bold] below 10 % of their typical value"
     metrics = RunMetrics("forecast", "ours", test, data={"warnings": [warning]})
     console = Console(width=250, record=True)
     items = ForecastTask().render(metrics)
     for item in items:
         console.print(item)
     lines = console.export_text().splitlines()
-    assert lines[-1] == f"  warning: {warning}"  # the column's brackets printed, not markup
+    assert lines[-1] == f"  warning: {warning}"  # a column's brackets are printed, not markup
     assert lines[-2] == "  best on the test split: lightgbm (MAPE 3.80 %), not the fine-tuned model"
     assert ForecastTask().render(RunMetrics("forecast", "ours", test))[-1] == (
         "  best on the test split: lightgbm (MAPE 3.80 %), not the fine-tuned model"

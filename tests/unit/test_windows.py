@@ -6,7 +6,7 @@ from greentune.config import DataConfig
 from greentune.data.features import calendar_features, hinge_features, holiday_flags
 from greentune.data.sources import RawTable
 from greentune.data.validate import clean_frame
-from greentune.data.windows import build_forecast_data, near_zero_notes
+from greentune.data.windows import build_forecast_data, near_zero_warnings
 from greentune.errors import ConfigError, DataError
 
 BASE = dict(
@@ -182,42 +182,52 @@ def test_matched_origins_need_daily_test_origins():
         DataConfig(**BASE, match_origins=True, eval_origins="1")
 
 
-def test_near_zero_observed_values_in_scored_splits_are_warned_about(tiny_series):
-    series = tiny_series.copy()
+def test_near_zero_values_the_windows_score_are_warned_about(tiny_series):
+    series = tiny_series.iloc[:-5].copy()  # ends at 18:00: the last day is no test window
     n = len(series)
     median = float(series["load_mw"].iloc[: n - 12 * 24].abs().median())
-    series.loc[n - 1, "load_mw"] = 0.04 * median  # a partial last period, in test
-    series.loc[n - 200, "load_mw"] = 0.05 * median  # an outage, in validation
-    series.loc[10, "load_mw"] = 0.0  # in training: not scored, not warned about
+    series.loc[n - 1, "load_mw"] = 0.01 * median  # no window scores the partial last day
+    series.loc[n - 20, "load_mw"] = -0.03 * median  # 23:00 the day before: scored
+    series.loc[n - 30, "load_mw"] = 0.0  # scored, but MAPE leaves zeros out
+    series.loc[n - 142, "load_mw"] = np.nan  # unscored (before the first test midnight)
+    series.loc[n - 200, "load_mw"] = 0.05 * median  # an outage in validation
+    series.loc[10, "load_mw"] = 0.0  # in training: not scored
     d = build(series)
-    reference = float(np.median(np.abs(d.frame["load_mw"].to_numpy()[: d.val_start])))
+    typical = float(np.median(np.abs(d.frame["load_mw"].to_numpy()[: d.val_start])))
+    assert d.frame.index[n - 20].hour == 23 and n - 1 not in d.test.origins[:, None] + range(24)
     tail = "; MAPE divides by them, so they can outweigh every other window in MAPE and in the "
     tail += "choice made on it: check for a partial period or an outage, and read sMAPE and MASE "
     tail += "beside it"
+    head = "observed value(s)"
     assert d.report.warnings == [
-        f"validation: 1 observed value(s) of load_mw below 10 % of their training median (first "
-        f"{d.frame.index[n - 200]}: load_mw {0.05 * median:.4g} against {reference:.4g})" + tail,
-        f"test: 1 observed value(s) of load_mw below 10 % of their training median (first "
-        f"{d.frame.index[n - 1]}: load_mw {0.04 * median:.4g} against {reference:.4g})" + tail,
+        f"validation: 1 scored value(s) of load_mw below 10 % of their typical training value "
+        f"(first {d.frame.index[n - 200]}: load_mw {0.05 * median:.4g} against {typical:.4g})"
+        + tail,
+        f"test: 1 scored value(s) of load_mw below 10 % of their typical training value (first "
+        f"{d.frame.index[n - 20]}: load_mw {-0.03 * median:.4g} against {typical:.4g})" + tail,
     ]
-    assert not any("observed value" in note for note in d.report.notes)
+    assert not any(head in note for note in d.report.notes)
 
 
-def test_no_warning_for_ordinary_values_or_a_target_without_training_values(tiny_series):
-    assert build(tiny_series).report.warnings == []
-    assert (
-        near_zero_notes(
-            pd.DataFrame({"y": [np.nan, np.nan, 1.0, 0.0]}, index=pd.RangeIndex(4)), 2, 3
-        )
-        == []
-    )
+def test_near_zero_warnings_per_column_and_typical_value():
+    assert build_free([np.nan, np.nan, 1.0, 0.0], {"validation": [2]}) == []  # no training value
     several = pd.DataFrame(
         {"a": [10.0, 10.0, 0.5, 10.0, 0.2], "b": [-4.0, 4.0, 4.0, 0.1, 4.0]},
         index=pd.RangeIndex(5),
     )
-    notes = near_zero_notes(several, 2, 4)
-    assert [n.split(" (first")[0] for n in notes] == [
-        "validation: 2 observed value(s) of a, b below 10 % of their training median",
-        "test: 1 observed value(s) of a below 10 % of their training median",
+    warned = near_zero_warnings(several, 2, {"validation": np.array([2, 3]), "test": [4]}, 1)
+    assert [w.split(" (first")[0] for w in warned] == [
+        "validation: 2 scored value(s) of a, b below 10 % of their typical training value",
+        "test: 1 scored value(s) of a below 10 % of their typical training value",
     ]
-    assert "(first 2: a 0.5 against 10)" in notes[0]
+    assert "(first 2: a 0.5 against 10)" in warned[0]
+    assert "(first 4: a 0.2 against 10)" in warned[1]
+    # a training median of 0 (a meter that is off half the time): the mean is the typical value
+    assert "against 10)" in build_free([0.0, 0.0, 0.0, 40.0, 0.4], {"test": [4]})[0]
+    wide = pd.DataFrame({f"c{i}": [1.0, 1.0, 0.01] for i in range(7)})
+    assert "of c0, c1, c2, c3, c4 and 2 more below" in near_zero_warnings(wide, 2, {"t": [2]}, 1)[0]
+
+
+def build_free(values: list[float], scored: dict[str, list[int]]) -> list[str]:
+    frame = pd.DataFrame({"y": values}, index=pd.RangeIndex(len(values)))
+    return near_zero_warnings(frame, 2 if len(values) < 5 else 4, scored, 1)

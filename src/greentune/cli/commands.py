@@ -25,6 +25,7 @@ from greentune.cli.app import (
     energy_app,
     err_console,
     handle_errors,
+    say,
 )
 from greentune.cli.report import refresh_report
 from greentune.config import RunConfig, dump_yaml, load_config
@@ -168,9 +169,7 @@ def run(
     if nproc > 1 and not ranks.launched():
         _run_with_torchrun(cfg, resume, nproc, max_restarts)
         return
-    run_dir = run_library(
-        cfg, resume, RichProgress(), echo=lambda m: console.print(m, highlight=False)
-    )
+    run_dir = run_library(cfg, resume, RichProgress(), echo=say)
     if ranks.is_main():
         _print_results(run_dir)
         console.print(f"\nrun directory: [bold]{run_dir.path}[/]")
@@ -216,11 +215,11 @@ def _run_with_torchrun(
         if cfg is not None and resume is None:
             run_dir.start(cfg)
             # the workers start with --resume, so the run's own "default:" lines are said here
-            log = run_logger(run_dir.log_path, lambda m: console.print(m, highlight=False))
+            log = run_logger(run_dir.log_path, say)
             for note in cfg.train.chosen:
                 log(f"default: {note}")
         elif before.status == "crashed":
-            echo = lambda m: console.print(m, highlight=False)  # noqa: E731
+            echo = say
             record_crash(run_dir, before, dead, run_logger(run_dir.log_path, echo))
         console.print(f"launching {nproc} processes (torchrun) for [bold]{run_dir.path}[/]")
         status = launch_local(run_dir, nproc, max_restarts, lock)
@@ -333,7 +332,7 @@ def ensemble(
         out,
         chosen,
         green_target,
-        log=lambda m: console.print(m, highlight=False),
+        log=say,
     )
     _print_results(run)
     refresh_report(run.path)
@@ -361,7 +360,8 @@ def data_check(
     cfg = load_config(None, overrides + list(args or []))
     data = prepare_forecast_data(cfg.data)
     r = data.report
-    table = Table(title=f"{r.origin}: OK")
+    warned = f", with {len(r.warnings)} warning(s)" if r.warnings else ""
+    table = Table(title=escape(f"{r.origin}: OK{warned}"))
     table.add_column("check")
     table.add_column("result")
     rows = [

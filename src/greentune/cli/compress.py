@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from greentune.cli.app import app, console, handle_errors
+from greentune.cli.app import app, console, handle_errors, say
 from greentune.cli.report import refresh_report
 from greentune.energy.base import kind_header
 from greentune.errors import ConfigError
@@ -68,7 +68,7 @@ def compress(
         },
         prefix="compress.",
     )
-    report = compress_run(run_dir, opts, log=lambda m: console.print(m, highlight=False))
+    report = compress_run(run_dir, opts, log=say)
     console.print(compression_table(report))
     bad = [v for v in report["variants"] if v["status"] in ("rejected", "failed")]
     for v in report["variants"]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from greentune.cli.app import app, console, handle_errors
+from greentune.cli.app import app, console, handle_errors, say
 from greentune.cli.commands import split_args
 from greentune.config import RunConfig, load_config
 from greentune.errors import ConfigError, GreentuneError
@@ -155,9 +155,7 @@ def federate(
         from greentune.privacy.federated.inline import run_inline
 
         chosen = run_inline
-    run = run_federated(
-        cfg, resume=resume, echo=lambda m: console.print(m, highlight=False), engine=chosen
-    )
+    run = run_federated(cfg, resume=resume, echo=say, engine=chosen)
     _print(run)
 
 
@@ -190,11 +188,11 @@ def _server(
         )
     check_public_keys(node_keys)  # every file, before anything starts
     run = RunDir.open(resume) if resume else None
-    cfg = server_config(run.config if run else cfg, _say)
+    cfg = server_config(run.config if run else cfg, say)
     run = run or RunDir.create(cfg)
     with run.lock("federate"):
         run.start(cfg)
-        serve(run, expect, security, address, resume is not None, _say, node_auth, node_keys)
+        serve(run, expect, security, address, resume is not None, say, node_auth, node_keys)
     if run.status != "complete":
         raise GreentuneError(
             f"the federated run stopped: {run.info.error or run.status} "
@@ -233,11 +231,7 @@ def _client(
         "workdir": str((workdir or Path("federate-client")).resolve()),
         "carbon": carbon or "",
     }
-    raise typer.Exit(join(partition, server, security, node, _say, auth_key))
-
-
-def _say(message: str) -> None:
-    console.print(message, highlight=False)
+    raise typer.Exit(join(partition, server, security, node, say, auth_key))
 
 
 def _print(run: object) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from greentune.cli.app import app, console, handle_errors
+from greentune.cli.app import app, console, handle_errors, say
 from greentune.io import write_json
 
 schedule_app = typer.Typer(
@@ -171,7 +171,7 @@ def run(
         clock,
         output_dir=output_dir,
         greentune=greentune,
-        log=lambda m: console.print(m, highlight=False),
+        log=say,
     )
     measured = measured_emissions(result, final, output_dir)
     write_json(folder / "measured.json", measured)

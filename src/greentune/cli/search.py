@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from greentune.cli.app import app, console, handle_errors
+from greentune.cli.app import app, console, handle_errors, say
 from greentune.energy.base import kind_header, kind_of
 
 SEARCH_SCHEMA_VERSION = 1
@@ -80,7 +80,7 @@ def search(
         prune=prune,
         with_default=with_default,
     )
-    result = run_search(opts, log=lambda m: console.print(m, highlight=False))
+    result = run_search(opts, log=say)
     console.print(_table(result), highlight=False)
     for line in verdict(result):
         console.print(line, highlight=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,7 +242,6 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     val_start = _split_start(cfg.val, frame.index, test_start, n, "data.val")
     L, H = cfg.context_length, cfg.horizon
     _check_sizes(report.origin, n, val_start, test_start, L, H)
-    report.warnings.extend(near_zero_notes(frame[target_cols], val_start, test_start))
     values = frame.to_numpy(dtype=float)
     if cfg.scaler == "bounds":
         raw = [c for c in frame.columns if c not in known_cols or c in (cfg.covariates or ())]
@@ -283,6 +283,8 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
             "dropped windows with missing values: "
             + ", ".join(f"{k} {v}" for k, v in dropped.items())
         )
+    scored = {"validation": val.origins, "test": test.origins}
+    report.warnings.extend(near_zero_warnings(frame[target_cols], val_start, scored, H))
     scaled = np.nan_to_num(scaled, nan=0.0)
     return ForecastData(
         frame,
@@ -362,37 +364,49 @@ def _check_sizes(origin: str, n: int, val_start: int, test_start: int, L: int, H
 
 
 NEAR_ZERO = 0.1
-"""An observed value below this share of its target's training median |value| is near zero
-for MAPE: its error is divided by it."""
+"""An observed value below this share of its target's typical training |value| (the median,
+or the mean where the median is 0) is near zero for MAPE: its error is divided by it."""
+MAX_NAMED = 5
+"""Columns a warning names at most (multivariate data may have hundreds)."""
 
 
-def near_zero_notes(targets: pd.DataFrame, val_start: int, test_start: int) -> list[str]:
-    """Per split that is scored (validation, test), the observed values near zero
-    (``NEAR_ZERO``). MAPE divides each error by its observed value, so a handful of them (a
-    partial last day of an aggregated export, an outage, a channel that crosses zero) can
-    outweigh every other window, and the ranking of models on MAPE with it."""
+def near_zero_warnings(
+    targets: pd.DataFrame, val_start: int, scored: Mapping[str, np.ndarray], horizon: int
+) -> list[str]:
+    """Per scored split, the observed values its windows score (``origins`` + 0..horizon-1)
+    that are near zero (``NEAR_ZERO``) but not zero (MAPE leaves exact zeros out). MAPE divides
+    each error by its observed value, so a handful of them (a partial last day of an aggregated
+    export, an outage) can outweigh every other window, and the ranking of models on MAPE."""
+    from greentune.evaluate.metrics import MAPE_ZERO  # evaluate imports this module
+
     values = targets.to_numpy(dtype=float)
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # a target with no training value
-        reference = np.nanmedian(np.abs(values[:val_start]), axis=0)
-        small = np.abs(values) < NEAR_ZERO * reference
-    notes = []
-    for split, lo, hi in (("validation", val_start, test_start), ("test", test_start, None)):
-        rows, cols = np.nonzero(small[lo:hi])
-        if len(rows) == 0:
+        train = np.abs(values[:val_start])
+        typical = np.nanmedian(train, axis=0)
+        typical = np.where(typical > 0, typical, np.nanmean(train, axis=0))
+    out = []
+    for split, origins in scored.items():
+        rows = np.unique((np.asarray(origins)[:, None] + np.arange(horizon)).ravel())
+        part = np.abs(values[rows])
+        with np.errstate(invalid="ignore"):
+            small = (part > MAPE_ZERO) & (part < NEAR_ZERO * typical)
+        hit_rows, hit_cols = np.nonzero(small)
+        if len(hit_rows) == 0:
             continue
-        first_row, first_col = int(rows[0]) + lo, int(cols[0])
-        name = str(targets.columns[first_col])
-        where = ", ".join(str(c) for c in targets.columns[np.unique(cols)])
-        notes.append(
-            f"{split}: {len(rows)} observed value(s) of {where} below {100 * NEAR_ZERO:g} % "
-            f"of their training median (first {targets.index[first_row]}: {name} "
-            f"{values[first_row, first_col]:.4g} against {reference[first_col]:.4g}); MAPE "
-            "divides by them, so they can outweigh every other window in MAPE and in the "
-            "choice made on it: check for a partial period or an outage, and read sMAPE and "
-            "MASE beside it"
+        row, col = int(rows[hit_rows[0]]), int(hit_cols[0])
+        columns = [str(c) for c in targets.columns[np.unique(hit_cols)]]
+        where = ", ".join(columns[:MAX_NAMED]) + (
+            f" and {len(columns) - MAX_NAMED} more" if len(columns) > MAX_NAMED else ""
         )
-    return notes
+        out.append(
+            f"{split}: {len(hit_rows)} scored value(s) of {where} below {100 * NEAR_ZERO:g} % of "
+            f"their typical training value (first {targets.index[row]}: {targets.columns[col]} "
+            f"{values[row, col]:.4g} against {typical[col]:.4g}); MAPE divides by them, so they "
+            "can outweigh every other window in MAPE and in the choice made on it: check for a "
+            "partial period or an outage, and read sMAPE and MASE beside it"
+        )
+    return out
 
 
 def _origins(index: pd.DatetimeIndex, start: int, stop: int, spec: str, key: str) -> np.ndarray:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+MAPE_ZERO = 1e-12
+"""Observed values at or below this |value| are left out of MAPE (it would divide by them)."""
+
 
 def mase_scale(train_values: np.ndarray, season_length: int) -> float:
     """Mean absolute seasonal difference of the training series (all targets pooled)."""
@@ -25,7 +28,7 @@ def point_metrics(y: np.ndarray, yhat: np.ndarray, scale: float) -> dict[str, fl
     err = yhat - y
     abs_err = np.abs(err)
     denom = np.abs(y)
-    nonzero = denom > 1e-12
+    nonzero = denom > MAPE_ZERO
     return {
         "mae": float(abs_err.mean()),
         "rmse": float(np.sqrt((err**2).mean())),

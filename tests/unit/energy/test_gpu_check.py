@@ -75,7 +75,7 @@ def test_with_rapl_and_no_cuda_the_cpu_agreement_runs_against_the_counters(
     assert report["checks"] == {"RAPL measured the CPU": True}
     assert report["rapl"] == f"1 package zone(s), 1 dram zone(s) under {root}"
     measured = report["agreement"]["measured"]
-    assert measured["kind"] == "measured"
+    assert measured["kind"] == "measured" and report["machine"]["energy_kind"] == "measured"
     assert measured["sources"]["cpu"] == "rapl"
     # at 50 J/s for at least the 0.3 s window
     assert measured["energy_j"]["cpu"] >= 10

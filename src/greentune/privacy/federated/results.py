@@ -122,6 +122,7 @@ def _keep_run(
                 "source": local.data.report.origin,
                 "windows": {"test": n},
                 **({"notes": list(local.notes)} if local.notes else {}),
+                **({"warnings": w} if (w := list(local.data.report.warnings)) else {}),
             },
         )
     )
