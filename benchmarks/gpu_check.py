@@ -163,7 +163,9 @@ def rapl_only(report: dict[str, Any], measured_agreement: dict[str, Any], out: P
     """Step 4 alone, on the CPU: a machine with RAPL counters and no CUDA device."""
     from machine import machine_info
 
-    report.update(machine=machine_info(), agreement=measured_agreement)
+    # the machine's kind as the agreement's meter found it (its --rapl-root, not the default)
+    machine = {**machine_info(), "energy_kind": measured_agreement["measured"]["kind"]}
+    report.update(machine=machine, agreement=measured_agreement)
     measured = report["agreement"]["measured"]
     checks = {
         "RAPL measured the CPU": measured["sources"].get("cpu") == "rapl"

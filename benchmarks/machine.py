@@ -46,11 +46,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def git_commit() -> str:
     """The checkout's commit (short), recorded beside figures so runs of other code are not
-    mixed."""
+    mixed; ``+dirty`` where the product or the benchmark scripts differ from it."""
     done = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     )
-    return done.stdout.strip() or "unknown"
+    code = ["src", "benchmarks", ":(exclude)benchmarks/results", ":(exclude)benchmarks/README.md"]
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *code], cwd=ROOT, check=False)
+    return (done.stdout.strip() or "unknown") + ("+dirty" if dirty.returncode == 1 else "")
 
 
 def same_src(a: str, b: str) -> bool:

@@ -185,6 +185,7 @@ def main() -> None:
     if a.from_runs:
         before = json.loads(stem.with_suffix(".json").read_text())
         results["machine"] = before["machine"]
+        results["commit"] = before.get("commit", "not recorded")
         for name in wanted:
             run = gt.RunDir.open(RESULTS / "runs" / f"shape-{name}")
             results["shapes"][name] = summarise(name, run, before["shapes"][name]["wall_s"])
