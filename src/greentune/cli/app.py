@@ -34,14 +34,12 @@ app.add_typer(config_app, name="config")
 
 # Comparison tables need ~120 columns; rich assumes 80 when output is not a terminal.
 console = Console() if sys.stdout.isatty() else Console(width=140)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
 
 def say(message: str) -> None:
     """One log line on screen as written: a column such as ``load[mw]`` is not rich markup."""
     console.print(message, highlight=False, markup=False)
-
-
-err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
 
 def handle_errors(fn: F) -> F:
