@@ -427,6 +427,11 @@ class EvalConfig:
     report: bool = True
     """Write ``report.html`` (greentune.report) into the run directory when the run ends;
     ``greentune report RUN`` writes it again at any time."""
+    metric: Literal["mape", "smape", "mase", "mae", "rmse"] = "mape"
+    """Forecast: the score that ranks the rows (the table's order, its verdict lines, the best
+    and the recommended row, and what compress and search guard). MAPE divides by each
+    observed value: where values come near zero (carbon intensity, solar, a building's meter;
+    the run warns), sMAPE or MASE rank without that weight."""
 
     def __post_init__(self) -> None:
         _positive(self, "season_length", "batch_size", "peer_max_steps")

@@ -227,3 +227,16 @@ def test_revin_needs_the_skip_path_and_ensembles_are_listed_once():
         overrides=["task=classify", "eval.ensembles=[mean,selected]"]
     ).eval.ensembles == ("mean", "selected")
     assert build_config(overrides=["model.revin=true"]).model.revin
+
+
+def test_eval_metric_ranks_forecasts_only():
+    from greentune.tasks.classify.task import ClassifyTask
+
+    cfg = load_config(None, ["task=classify", "eval.metric=smape"])
+    with pytest.raises(ConfigError, match="eval.metric=smape ranks forecasts; a classifier is"):
+        ClassifyTask().resolve_config(cfg)
+    with pytest.raises(ConfigError, match="eval.metric='r2' is not valid; valid choices: mape"):
+        load_config(None, ["eval.metric=r2"])
+    forecast = load_config(None, ["eval.metric=smape"])
+    assert TASKS.get("forecast").quality_of(forecast).metric == "smape"
+    assert TASKS.get("classify").quality_of(forecast).metric == "macro_f1"

@@ -103,18 +103,47 @@ def test_the_run_table_repeats_the_data_warnings_after_the_verdict():
     from rich.console import Console
 
     from greentune.results import ModelResult, RunMetrics
+    from greentune.tasks.forecast.predict import QUALITY
     from greentune.tasks.forecast.task import ForecastTask
 
     test = {"ours": ModelResult({"mape": 3.9}), "lightgbm": ModelResult({"mape": 3.8})}
     warning = "test: 1 scored value(s) of [bold]load[/bold] below 10 % of their typical value"
     metrics = RunMetrics("forecast", "ours", test, data={"warnings": [warning]})
     console = Console(width=250, record=True)
-    items = ForecastTask().render(metrics)
+    items = ForecastTask().render(metrics, QUALITY)
     for item in items:
         console.print(item)
     lines = console.export_text().splitlines()
     assert lines[-1] == f"  warning: {warning}"  # a column's brackets are printed, not markup
     assert lines[-2] == "  best on the test split: lightgbm (MAPE 3.80 %), not the fine-tuned model"
-    assert ForecastTask().render(RunMetrics("forecast", "ours", test))[-1] == (
+    assert ForecastTask().render(RunMetrics("forecast", "ours", test), QUALITY)[-1] == (
         "  best on the test split: lightgbm (MAPE 3.80 %), not the fine-tuned model"
     )
+
+
+def test_rows_are_ranked_and_compared_by_the_runs_metric():
+    from rich.console import Console
+
+    from greentune.config import load_config
+    from greentune.evaluate.table import forecast_table
+    from greentune.tasks.forecast.predict import quality_for
+
+    results = {
+        "ours": {"mape": 3.9, "mase": 0.50},
+        "lightgbm": {"mape": 3.7, "mase": 0.55},
+        "linear": {"mape": 3.8, "mase": float("nan")},
+    }
+    quality = quality_for(load_config(None, ["eval.metric=mase"]))
+    assert (quality.metric, quality.higher_is_better) == ("mase", False)
+    assert verdict(results, "ours", "linear", quality.metric) == [
+        "linear has MASE nan",
+        "ours MASE is 9.1 % lower than lightgbm",
+    ]
+    assert verdict(results, "ours")[-1] == (
+        "best on the test split: lightgbm (MAPE 3.70 %), not the fine-tuned model"
+    )
+    console = Console(width=250, record=True)
+    console.print(forecast_table(results, "ours", "t", None, "mase"))
+    lines = console.export_text().splitlines()
+    rows = [line.split("│")[1].split()[0] for line in lines if line[:1] == "│"]
+    assert [r for r in rows if r in results] == ["ours", "lightgbm", "linear"]  # NaN last

@@ -237,7 +237,8 @@ def _print_results(run_dir: RunDir) -> None:
     from greentune.tasks import TASKS
 
     metrics = run_dir.metrics
-    for item in TASKS.get(metrics.task).render(metrics):
+    task = TASKS.get(metrics.task)
+    for item in task.render(metrics, task.quality_of(run_dir.config)):
         console.print(item, highlight=False)
     for line in energy_lines(metrics.to_dict()):
         console.print(f"  {line}", highlight=False)

@@ -30,11 +30,20 @@ def energy_headers(results: dict[str, dict[str, Any]]) -> tuple[str, str]:
     return kind_header("Wh", kinds), kind_header("gCO2e", kinds)
 
 
+LABELS = {"mape": "MAPE", "smape": "sMAPE", "mase": "MASE", "mae": "MAE", "rmse": "RMSE"}
+"""How a ranking score (``eval.metric``) is named in sentences."""
+
+
 def forecast_table(
-    results: dict[str, dict[str, Any]], model: str, title: str, start: str | None = None
+    results: dict[str, dict[str, Any]],
+    model: str,
+    title: str,
+    start: str | None = None,
+    metric: str = "mape",
 ) -> Table:
-    """Rows sorted by MAPE; the best value of each error column in bold green; the network's
-    starting point (``start``) labelled, so its change against that start can be read."""
+    """Rows sorted by ``metric`` (``eval.metric``); the best value of each error column in
+    bold green; the network's starting point (``start``) labelled, so its change against that
+    start can be read."""
     table = Table(title=title)
     table.add_column("model")
     wh, grams = energy_headers(results)
@@ -45,7 +54,7 @@ def forecast_table(
         key: min((r[key] for r in results.values() if _finite(r.get(key))), default=None)
         for key in ("mae", "rmse", "mape", "smape", "mase", "pinball")
     }
-    for name, row in sorted(results.items(), key=lambda kv: kv[1].get("mape", math.inf)):
+    for name, row in sorted(results.items(), key=lambda kv: _rank(kv[1].get(metric))):
         cells = []
         for key, _, fmt in FORECAST_COLUMNS:
             value = row.get(key)
@@ -59,31 +68,46 @@ def forecast_table(
 
 
 def verdict(
-    results: dict[str, dict[str, float]], model: str, start: str | None = None
+    results: dict[str, dict[str, float]],
+    model: str,
+    start: str | None = None,
+    metric: str = "mape",
 ) -> list[str]:
-    """Plain sentences: how the fine-tuned model compares with each baseline on MAPE, its own
-    starting point (``start``) first: what fine-tuning itself added."""
-    ours = results[model]["mape"]
+    """Plain sentences: how the fine-tuned model compares with each baseline on ``metric``
+    (``eval.metric``), its own starting point (``start``) first: what fine-tuning itself
+    added."""
+    label = LABELS.get(metric, metric)
+    ours = results[model][metric]
     lines = []
     order = sorted(results, key=lambda n: n != start)  # the start first, then as given
     for name in order:
         row = results[name]
         if name == model:
             continue
-        if not row["mape"] > 0:  # a perfect (or undefined) baseline: no ratio to state
-            lines.append(f"{name} has MAPE {row['mape']:.2f} %")
+        if not row[metric] > 0:  # a perfect (or undefined) baseline: no ratio to state
+            lines.append(f"{name} has {label} {_value(metric, row[metric])}")
             continue
-        change = 100.0 * (ours - row["mape"]) / row["mape"]
+        change = 100.0 * (ours - row[metric]) / row[metric]
         word = "lower" if change < 0 else "higher"
         whose = " (its starting point: what fine-tuning changed)" if name == start else ""
-        lines.append(f"{model} MAPE is {abs(change):.1f} % {word} than {name}{whose}")
-    best = min(results, key=lambda k: results[k]["mape"])
+        lines.append(f"{model} {label} is {abs(change):.1f} % {word} than {name}{whose}")
+    best = min(results, key=lambda k: _rank(results[k][metric]))
     if best != model:
         lines.append(
-            f"best on the test split: {best} (MAPE {results[best]['mape']:.2f} %), "
+            f"best on the test split: {best} ({label} {_value(metric, results[best][metric])}), "
             "not the fine-tuned model"
         )
     return lines
+
+
+def _rank(value: Any) -> float:
+    """Sort key: a missing or NaN score after every number."""
+    return float(value) if _finite(value) else math.inf
+
+
+def _value(metric: str, value: float) -> str:
+    """A score as the table shows it: percent for MAPE and sMAPE, 4 digits otherwise."""
+    return f"{value:.2f} %" if metric in ("mape", "smape") else f"{value:.4g}"
 
 
 def classification_table(results: dict[str, dict[str, Any]], title: str) -> Table:

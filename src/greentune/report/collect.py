@@ -76,7 +76,7 @@ def read_run(path: str | os.PathLike[str]) -> RunView:
         run=run,
         config=run.config,
         metrics=metrics,
-        quality=TASKS.get(metrics.task).quality,
+        quality=TASKS.get(metrics.task).quality_of(run.config),
         ledger=run.ledger,
         predictions=predictions,
         compression=compression,

@@ -128,7 +128,8 @@ def search(opts: SearchOptions, log: Log = print) -> SearchResult:
     root.mkdir(parents=True, exist_ok=True)
     url = opts.storage or f"sqlite:///{root.resolve() / 'study.db'}"
     task = TASKS.get(base.task)
-    study = _study(optuna, name, url, opts, task.quality.higher_is_better)
+    quality = task.quality_of(base)
+    study = _study(optuna, name, url, opts, quality.higher_is_better)
     if opts.with_default and not study.trials:
         # the values an untouched run trains with: train.lr auto is a number by then
         values = base_values(with_train_defaults(base, task.train_defaults, task.name), space)
@@ -145,7 +146,7 @@ def search(opts: SearchOptions, log: Log = print) -> SearchResult:
         # a trial that fails (a refused combination, out of memory) is recorded as failed and
         # the study goes on; Ctrl-C and SIGTERM (BaseException) still stop it
         study.optimize(objective, callbacks=callbacks, catch=(Exception,), gc_after_trial=True)
-    result = summarise(study, url, opts.target, task.quality.metric, task.quality.higher_is_better)
+    result = summarise(study, url, opts.target, quality.metric, quality.higher_is_better)
     result.root = str(root)
     return result
 
@@ -259,7 +260,7 @@ def _objective(
     opts: SearchOptions,
     log: Log,
 ) -> Callable[[Any], tuple[float, float]]:
-    quality = TASKS.get(base.task).quality
+    quality = TASKS.get(base.task).quality_of(base)
 
     def objective(trial: Any) -> tuple[float, float]:
         values = {d.key: d.suggest(trial) for d in space}

@@ -162,6 +162,11 @@ class Task(Protocol):
     train_defaults: Mapping[str, TrainDefault]
     """``auto`` train.lr and train.patience per PEFT method (``greentune.train.defaults``)."""
 
+    def quality_of(self, cfg: RunConfig) -> Quality:
+        """The score a run of ``cfg`` ranks its rows by (``quality`` unless the config chooses,
+        as a forecast's ``eval.metric`` does)."""
+        ...
+
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
         """The config with the data source's and the training defaults written in (what
         config.yaml records)."""
@@ -204,8 +209,9 @@ class Task(Protocol):
         new run directory ``out``; ``kinds`` None: the task's default combinations."""
         ...
 
-    def render(self, metrics: RunMetrics) -> list[Any]:
-        """What the CLI prints about a finished run: tables (rich) and sentences."""
+    def render(self, metrics: RunMetrics, quality: Quality) -> list[Any]:
+        """What the CLI prints about a finished run: tables (rich) and sentences, its rows
+        ranked by ``quality`` (``quality_of`` the run's config)."""
         ...
 
 

@@ -143,7 +143,7 @@ def run(
                 metrics.privacy = privacy_report(task, cfg, private[0], rows, metrics.model)
         if main:
             if meter.enabled:
-                metrics = bill_models(metrics, run_dir.ledger, cfg.energy, task.quality)
+                metrics = bill_models(metrics, run_dir.ledger, cfg.energy, task.quality_of(cfg))
             run_dir.write_metrics(metrics)
             stale = ("error", "paused_at_step", "resume_command") if resume_path else ()
             run_dir.set_status("complete", **dict.fromkeys(stale))

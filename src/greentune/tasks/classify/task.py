@@ -12,11 +12,12 @@ import torch
 
 from greentune.config import RunConfig
 from greentune.data.text import load_text_splits
+from greentune.errors import ConfigError
 from greentune.evaluate.metrics import classification_metrics
 from greentune.evaluate.table import classification_table
 from greentune.models.classifier import TextClassifier
 from greentune.privacy.report import privacy_line, row_label
-from greentune.results import ModelResult, RunMetrics
+from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
 from greentune.tasks.classify.artifacts import save_model
@@ -39,7 +40,15 @@ class ClassifyTask:
     train_defaults: Mapping[str, TrainDefault] = MappingProxyType({})
     """None measured yet: every method gets ``train.defaults.GENERIC`` (docs/training.md)."""
 
+    def quality_of(self, cfg: RunConfig) -> Quality:
+        return self.quality
+
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
+        if cfg.eval.metric != "mape":
+            raise ConfigError(
+                f"eval.metric={cfg.eval.metric} ranks forecasts; a classifier is ranked by "
+                f"{self.quality.metric}: leave eval.metric out"
+            )
         return with_train_defaults(cfg, self.train_defaults, self.name)
 
     def private_config(self, cfg: RunConfig) -> RunConfig:
@@ -96,7 +105,7 @@ class ClassifyTask:
             model_name=name,
             model=model,
             batches=batches,  # type: ignore[arg-type]
-            quality=self.quality,
+            quality=self.quality_of(cfg),
             input_names=("input_ids", "attention_mask"),
             inner_attr="model",
             score=score,
@@ -114,7 +123,7 @@ class ClassifyTask:
     ) -> RunDir:
         return ensemble_runs(specs, out, ENSEMBLE_KINDS if kinds is None else kinds, target, log)
 
-    def render(self, metrics: RunMetrics) -> list[Any]:
+    def render(self, metrics: RunMetrics, quality: Quality) -> list[Any]:
         results = {row_label(metrics.privacy, n): r.to_dict() for n, r in metrics.test.items()}
         line = privacy_line(metrics.privacy)
         return [classification_table(results, "test split"), *([f"  {line}"] if line else [])]

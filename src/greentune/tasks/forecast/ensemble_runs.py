@@ -31,9 +31,9 @@ from greentune.results import Forecast, ModelResult, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.forecast.ensemble import cross_fitted
 from greentune.tasks.forecast.predict import (
-    QUALITY,
     evaluate_forecast,
     prediction_rows,
+    quality_for,
     season_steps,
 )
 from greentune.tasks.members import (
@@ -130,7 +130,7 @@ def _ensemble(run: RunDir, cfg: RunConfig, members: list[Member], log: Log) -> R
         for n in rows
     }
     if meter.enabled:
-        bill_ensembles(run, cfg, members, metrics, QUALITY)
+        bill_ensembles(run, cfg, members, metrics, quality_for(cfg))
     frames = [prediction_rows(data, data.test.origins, f, n) for n, f in {**test, **rows}.items()]
     run.write_predictions(pd.concat(frames, ignore_index=True))
     val_frames = [prediction_rows(data, data.val.origins, f, n) for n, f in all_val.items()]

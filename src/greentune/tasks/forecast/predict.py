@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
 from greentune.errors import DataError
@@ -19,7 +21,13 @@ from greentune.tasks.base import mean_loss
 from greentune.tasks.forecast.batches import ForecastBatches, stack_windows
 
 QUALITY = Quality("mape", higher_is_better=False, skill_reference="seasonal_naive_weekly")
-"""What ranks forecasters: test (or validation) MAPE, skill against the weekly naive."""
+"""What ranks forecasters by default: test (or validation) MAPE, skill against the weekly
+naive."""
+
+
+def quality_for(cfg: RunConfig) -> Quality:
+    """The run's ranking score: ``eval.metric`` (every forecast score is lower-is-better)."""
+    return dataclasses.replace(QUALITY, metric=cfg.eval.metric)
 
 
 @torch.no_grad()

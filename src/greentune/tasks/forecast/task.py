@@ -19,7 +19,7 @@ from greentune.data.windows import prepare_forecast_data, with_scaler
 from greentune.errors import ConfigError, DataError
 from greentune.evaluate.table import forecast_table, verdict
 from greentune.privacy.report import privacy_line, row_label
-from greentune.results import ModelResult, RunMetrics
+from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
 from greentune.tasks.forecast.artifacts import save_model
@@ -30,6 +30,7 @@ from greentune.tasks.forecast.predict import (
     QUALITY,
     evaluate_forecast,
     prediction_rows,
+    quality_for,
     season_steps,
 )
 from greentune.tasks.forecast.predictor import ForecastPredictor
@@ -66,6 +67,9 @@ class ForecastTask:
     federated = True
     selection_scores: tuple[str, ...] = ("loss", "mape")
     train_defaults: Mapping[str, TrainDefault] = TRAIN_DEFAULTS
+
+    def quality_of(self, cfg: RunConfig) -> Quality:
+        return quality_for(cfg)
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
         """The source's defaults, then the window shape from the data itself (read once more
@@ -194,7 +198,7 @@ class ForecastTask:
             model_name=name,
             model=model.eval(),
             batches=batches,  # type: ignore[arg-type]
-            quality=self.quality,
+            quality=self.quality_of(cfg),
             input_names=inputs,
             inner_attr="backbone",
             score=score,
@@ -211,7 +215,7 @@ class ForecastTask:
     ) -> RunDir:
         return ensemble_runs(specs, out, ENSEMBLE_KINDS if kinds is None else kinds, target, log)
 
-    def render(self, metrics: RunMetrics) -> list[Any]:
+    def render(self, metrics: RunMetrics, quality: Quality) -> list[Any]:
         results = {row_label(metrics.privacy, n): r.to_dict() for n, r in metrics.test.items()}
         title = "test split (same windows for every model)"
         line = privacy_line(metrics.privacy)
@@ -219,8 +223,8 @@ class ForecastTask:
         start = row_label(metrics.privacy, start) if start else None
         warnings = (metrics.data or {}).get("warnings") or []
         return [
-            forecast_table(results, metrics.model, title, start),
-            *(f"  {line}" for line in verdict(results, metrics.model, start)),
+            forecast_table(results, metrics.model, title, start, quality.metric),
+            *(f"  {line}" for line in verdict(results, metrics.model, start, quality.metric)),
             *([f"  {line}"] if line else []),
             *(f"  [bold yellow]warning[/]: {escape(w)}" for w in warnings),
         ]
