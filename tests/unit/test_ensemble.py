@@ -92,3 +92,24 @@ def test_members_default_to_what_runs_and_bad_ones_are_named():
     )
     with pytest.raises(ConfigError, match="random_init, lightgbm cannot join"):
         ensemble_members(bad)
+
+
+def test_members_that_rank_by_different_scores_are_refused():
+    from types import SimpleNamespace
+
+    from greentune.config import load_config
+    from greentune.errors import ConfigError
+    from greentune.tasks.members import check_members
+
+    def member(path: str, metric: str) -> SimpleNamespace:
+        run = SimpleNamespace(path=path, config=load_config(None, [f"eval.metric={metric}"]))
+        return SimpleNamespace(run=run, name=f"{path}/model")
+
+    same = [member("runs/a", "mase"), member("runs/b", "mase")]
+    check_members(same, ("mean",), ("mean", "weighted"))  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigError,
+        match=r"rank by different scores \(eval.metric\): runs/a by mase, runs/b by mape",
+    ):
+        mixed = [member("runs/a", "mase"), member("runs/b", "mape")]
+        check_members(mixed, ("mean",), ("mean", "weighted"))  # type: ignore[arg-type]

@@ -197,3 +197,34 @@ def test_pruning_compares_a_trial_with_finished_trials_of_the_same_selection_sco
     assert _curves(study, "mape") == [[(0.1, 3.1)]]
     assert _curves(study, "accuracy") == []
     assert asked[0] == (optuna.trial.TrialState.COMPLETE,)  # finished trials only
+
+
+def test_the_ranking_score_is_not_a_search_key() -> None:
+    from greentune.config import load_config
+    from greentune.errors import ConfigError
+    from greentune.search.space import Dimension, check_space
+
+    space = [Dimension("eval.metric", "categorical", choices=("mape", "mase"))]
+    with pytest.raises(ConfigError, match="eval.metric: it is the score trials are compared"):
+        check_space(load_config(None, []), space)
+
+
+def test_a_resumed_study_keeps_the_score_it_ranked_by() -> None:
+    from greentune.errors import ConfigError
+    from greentune.search.study import _same_metric
+
+    class Study:
+        study_name = "s"
+
+        def __init__(self) -> None:
+            self.user_attrs: dict[str, str] = {}
+
+        def set_user_attr(self, key: str, value: str) -> None:
+            self.user_attrs[key] = value
+
+    study = Study()
+    _same_metric(study, "mape", "sqlite:///x.db")
+    assert study.user_attrs == {"metric": "mape"}
+    _same_metric(study, "mape", "sqlite:///x.db")  # the same score: resumes
+    with pytest.raises(ConfigError, match="study s in sqlite:///x.db ranks by mape; this config"):
+        _same_metric(study, "mase", "sqlite:///x.db")

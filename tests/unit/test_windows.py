@@ -195,9 +195,9 @@ def test_near_zero_values_the_windows_score_are_warned_about(tiny_series):
     d = build(series)
     typical = float(np.median(np.abs(d.frame["load_mw"].to_numpy()[: d.val_start])))
     assert d.frame.index[n - 20].hour == 23 and n - 1 not in d.test.origins[:, None] + range(24)
-    tail = "; MAPE divides by them, so they can outweigh every other window in MAPE and in the "
-    tail += "choice made on it: check for a partial period or an outage, and read sMAPE and MASE "
-    tail += "beside it"
+    tail = "; MAPE divides by them, so they can outweigh every other window in MAPE and in a "
+    tail += "choice made on it (eval.metric=mape, the default): check for a partial period or an "
+    tail += "outage, or rank by sMAPE or MASE (eval.metric)"
     head = "observed value(s)"
     assert d.report.warnings == [
         f"validation: 1 scored value(s) of load_mw below 10 % of their typical training value "

@@ -31,8 +31,8 @@ def compress(
         str | None,
         typer.Option(
             "--max-metric-drop",
-            help="Reject a variant whose headline metric (MAPE / macro-F1) is this much worse, "
-            "relative to the original, e.g. 1%.",
+            help="Reject a variant whose headline metric (the run's eval.metric, MAPE by "
+            "default / macro-F1) is this much worse, relative to the original, e.g. 1%.",
         ),
     ] = None,
     threads: Annotated[

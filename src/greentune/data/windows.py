@@ -403,8 +403,9 @@ def near_zero_warnings(
             f"{split}: {len(hit_rows)} scored value(s) of {where} below {100 * NEAR_ZERO:g} % of "
             f"their typical training value (first {targets.index[row]}: {targets.columns[col]} "
             f"{values[row, col]:.4g} against {typical[col]:.4g}); MAPE divides by them, so they "
-            "can outweigh every other window in MAPE and in the choice made on it: check for a "
-            "partial period or an outage, and read sMAPE and MASE beside it"
+            "can outweigh every other window in MAPE and in a choice made on it (eval.metric="
+            "mape, the default): check for a partial period or an outage, or rank by sMAPE or "
+            "MASE (eval.metric)"
         )
     return out
 

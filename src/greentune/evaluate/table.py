@@ -77,22 +77,28 @@ def verdict(
     (``eval.metric``), its own starting point (``start``) first: what fine-tuning itself
     added."""
     label = LABELS.get(metric, metric)
-    ours = results[model][metric]
+    ours = results[model].get(metric, math.nan)
     lines = []
     order = sorted(results, key=lambda n: n != start)  # the start first, then as given
     for name in order:
         row = results[name]
         if name == model:
             continue
-        if not row[metric] > 0:  # a perfect (or undefined) baseline: no ratio to state
-            lines.append(f"{name} has {label} {_value(metric, row[metric])}")
+        theirs = row.get(metric, math.nan)
+        if not _finite(theirs):
+            lines.append(f"{name}: no {label} to compare")
             continue
-        change = 100.0 * (ours - row[metric]) / row[metric]
+        if not _finite(ours):
+            continue
+        if not theirs > 0:  # a perfect baseline: no ratio to state
+            lines.append(f"{name} has {label} {_value(metric, theirs)}")
+            continue
+        change = 100.0 * (ours - theirs) / theirs
         word = "lower" if change < 0 else "higher"
         whose = " (its starting point: what fine-tuning changed)" if name == start else ""
         lines.append(f"{model} {label} is {abs(change):.1f} % {word} than {name}{whose}")
-    best = min(results, key=lambda k: _rank(results[k][metric]))
-    if best != model:
+    best = min(results, key=lambda k: _rank(results[k].get(metric)))
+    if best != model and _finite(results[best].get(metric)):
         lines.append(
             f"best on the test split: {best} ({label} {_value(metric, results[best][metric])}), "
             "not the fine-tuned model"

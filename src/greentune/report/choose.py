@@ -115,6 +115,11 @@ def same_windows(views: list[RunView]) -> str | None:
                 f"{view.run.path} is a {view.metrics.task} run, {first.run.path} a "
                 f"{first.metrics.task} run"
             )
+        if view.quality.metric != first.quality.metric:
+            return (
+                f"{view.run.path} ranks by {view.quality.metric}, {first.run.path} by "
+                f"{first.quality.metric} (eval.metric): rank both by one"
+            )
         a, b = _split_key(first), _split_key(view)
         for key in a:
             if a[key] != b[key]:

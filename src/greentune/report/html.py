@@ -208,19 +208,28 @@ def _cards(view: RunView) -> str:
 
 SCORE_COLUMNS = (
     ("mape", "MAPE %"),
+    ("smape", "sMAPE %"),
+    ("mae", "MAE"),
+    ("rmse", "RMSE"),
     ("mase", "MASE"),
     ("pinball", "pinball"),
     ("coverage", "cover80 %"),
     ("accuracy", "accuracy"),
     ("macro_f1", "macro-F1"),
 )
-"""Scores shown when some row has them (forecast: the first four; classify: the last two)."""
+"""Scores shown when some row has them; of sMAPE, MAE and RMSE only the one the run ranks by
+(``eval.metric``), beside MAPE, MASE and the interval scores (classify: the last two)."""
+OPTIONAL = ("smape", "mae", "rmse")
 
 
 def _model_table(view: RunView) -> str:
     m = view.metrics
     key = view.quality.metric
-    columns = [c for c in SCORE_COLUMNS if any(c[0] in r.scores for r in m.test.values())]
+    columns = [
+        c
+        for c in SCORE_COLUMNS
+        if any(c[0] in r.scores for r in m.test.values()) and (c[0] not in OPTIONAL or c[0] == key)
+    ]
     val = m.validation or {}
     kinds = [r.bill.energy_kind for r in m.test.values() if r.bill]
     energy = (kind_header("Wh", kinds), kind_header("gCO2e", kinds))

@@ -115,8 +115,14 @@ def trial_config(base: RunConfig, values: dict[str, Any], overrides: list[str] =
 
 
 def check_space(base: RunConfig, space: list[Dimension]) -> None:
-    """Each key is a setting of the config and its edge values are accepted."""
+    """Each key is a setting of the config and its edge values are accepted; the score the
+    trials are ranked by (``eval.metric``) is not a setting to search."""
     for dim in space:
+        if dim.key == "eval.metric":
+            raise ConfigError(
+                "search space key eval.metric: it is the score trials are compared by, not a "
+                "setting to search; set it in the base config"
+            )
         probes = list(dim.choices) if dim.kind == "categorical" else [dim.low, dim.high]
         for value in probes:
             if dim.kind == "int":

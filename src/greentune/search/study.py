@@ -130,6 +130,7 @@ def search(opts: SearchOptions, log: Log = print) -> SearchResult:
     task = TASKS.get(base.task)
     quality = task.quality_of(base)
     study = _study(optuna, name, url, opts, quality.higher_is_better)
+    _same_metric(study, quality.metric, url)
     if opts.with_default and not study.trials:
         # the values an untouched run trains with: train.lr auto is a number by then
         values = base_values(with_train_defaults(base, task.train_defaults, task.name), space)
@@ -189,6 +190,19 @@ def _study(optuna: Any, name: str, url: str, opts: SearchOptions, higher: bool) 
     # a killed worker's trial: failed by the heartbeat, counted, and the study goes on
     optuna.storages.fail_stale_trials(study)
     return study
+
+
+def _same_metric(study: Any, metric: str, url: str) -> None:
+    """A study keeps the score its first run ranked by: trials scored by another (a resumed
+    study under a new ``eval.metric``) would share one front with it."""
+    kept = study.user_attrs.get("metric")
+    if kept is None:
+        study.set_user_attr("metric", metric)
+    elif kept != metric:
+        raise ConfigError(
+            f"search study {study.study_name} in {url} ranks by {kept}; this config ranks by "
+            f"{metric} (eval.metric): use eval.metric={kept} or another --study name"
+        )
 
 
 def count_in_generation(trial: Any) -> None:

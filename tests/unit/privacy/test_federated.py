@@ -774,6 +774,9 @@ def test_a_model_the_clients_cannot_build_is_refused(tmp_path: Path) -> None:
     ):
         picky = _config(tmp_path, "train.select_on=mape", name="picky-mape")
         federate(picky, echo=lambda m: None, engine=Recording())
+    with pytest.raises(ConfigError, match="pools and compares its rows by MAPE, not eval.metric"):
+        picky = _config(tmp_path, "eval.metric=mase", name="picky-mase")
+        federate(picky, echo=lambda m: None, engine=Recording())
     # a client that fails says why, through the server
     cfg = _config(tmp_path, name="bad")
     engine = Recording(_failing(P.RIDGE, 0, {0}, [1, 1, 1]))

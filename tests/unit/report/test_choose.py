@@ -116,6 +116,18 @@ def test_runs_on_other_test_windows_are_refused_with_what_differs(tmp_path) -> N
         choose([a, b], 0.02)
 
 
+def test_runs_ranked_by_different_scores_are_not_compared(tmp_path: Path) -> None:
+    import dataclasses
+
+    a = _view(tmp_path, "a", {"net": (3.0, 2.0, 1.0)})
+    b = dataclasses.replace(
+        _view(tmp_path, "b", {"net": (3.0, 2.0, 1.0)}),
+        quality=dataclasses.replace(QUALITY, metric="mase"),
+    )
+    with pytest.raises(ConfigError, match=r"b ranks by mase, .*a by mape \(eval.metric\)"):
+        choose([a, b], 0.02)
+
+
 def test_f1_per_class_from_a_confusion_matrix() -> None:
     # class 0: tp 2, fp 1, fn 0 -> 4/5; class 1: tp 1, fp 0, fn 1 -> 2/3; class 2: never seen
     f1 = per_class_f1([[2, 0, 0], [1, 1, 0], [0, 0, 0]])

@@ -27,6 +27,7 @@ from greentune.data.windows import ForecastData, prepare_forecast_data
 from greentune.energy.session import metered
 from greentune.errors import ConfigError, DataError
 from greentune.evaluate.ensemble import KINDS, combine, fit_weights
+from greentune.evaluate.table import LABELS
 from greentune.results import Forecast, ModelResult, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.forecast.ensemble import cross_fitted
@@ -135,9 +136,10 @@ def _ensemble(run: RunDir, cfg: RunConfig, members: list[Member], log: Log) -> R
     run.write_predictions(pd.concat(frames, ignore_index=True))
     val_frames = [prediction_rows(data, data.val.origins, f, n) for n, f in all_val.items()]
     run.write_validation_predictions(pd.concat(val_frames, ignore_index=True))
+    key = quality_for(cfg).metric
     log(
         f"ensemble of {len(members)} members ({', '.join(names)}): "
-        + ", ".join(f"{n} MAPE {metrics.test[n].score('mape'):.3f}" for n in rows)
+        + ", ".join(f"{n} {LABELS[key]} {metrics.test[n].score(key):.3f}" for n in rows)
     )
     return metrics
 
