@@ -17,7 +17,10 @@ Two more, one building's meter rather than a grid (``--shapes 9m-hourly-building
 Building Data Genome 2, building_1, no weather):
 - 9m-hourly-building: 2016-01-01 to 09-30, hourly kWh;
 - 9m-daily-building: the same months, daily kWh; its last day holds one hour (the export's
-  partial period), which the run warns about.
+  partial period), which the run warns about;
+- 1y-hourly-carbon: Great Britain's hourly carbon intensity in 2023 (Electricity Maps, direct
+  gCO2eq/kWh, ../shared/data/carbon/electricitymaps/GB_2023_hourly.csv as it is): what the
+  scheduler forecasts, a series that comes near zero on windy days.
 
 Writes benchmarks/results/shapes[-TAG].json and .md: the defaults chosen, wall time, energy
 (modelled on this machine: the kind is in the table), test MAPE of the network, both seasonal
@@ -49,6 +52,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "runs" / "shapes-data"
 VIC_ELEC = ROOT.parent / "shared" / "data" / "demand" / "vic_elec" / "vic_electricity.csv"
 BDG2 = ROOT.parent / "shared" / "data" / "multiclient" / "bdg2_samples"
+CARBON = ROOT.parent / "shared" / "data" / "carbon" / "electricitymaps"
 ROWS = ("network", "linear", "lightgbm", "seasonal_naive_daily", "seasonal_naive_weekly")
 
 
@@ -88,6 +92,8 @@ def prepare_shapes() -> dict[str, tuple[Path, list[str]]]:
     building = ["data.time_col=timestamp", "data.target=building_1"]
     out["9m-hourly-building"] = (BDG2 / "bdg2_hourly_sample.csv", building)  # read as it is
     out["9m-daily-building"] = (BDG2 / "bdg2_daily_sample.csv", building)
+    carbon = ["data.time_col=Datetime (UTC)", "data.target=Carbon Intensity gCO₂eq/kWh (direct)"]
+    out["1y-hourly-carbon"] = (CARBON / "GB_2023_hourly.csv", carbon)
     return out
 
 
