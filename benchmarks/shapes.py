@@ -97,16 +97,19 @@ def prepare_shapes() -> dict[str, tuple[Path, list[str]]]:
     return out
 
 
-def run_shape(name: str, path: Path, args: list[str]) -> dict:
+def run_shape(name: str, path: Path, args: list[str], sets: list[str], tag: str) -> dict:
+    """The shape's run, named shape-NAME (shape-NAME-TAG with ``--set`` settings)."""
     runs = RESULTS / "runs"
-    shutil.rmtree(runs / f"shape-{name}", ignore_errors=True)
+    run_name = f"shape-{name}" + (f"-{tag}" if sets else "")
+    shutil.rmtree(runs / run_name, ignore_errors=True)
     cfg = build_config(
         overrides=[
             "data.source=csv",
             f"data.path={path}",
             *args,
+            *sets,
             f"output_dir={runs}",
-            f"name=shape-{name}",
+            f"name={run_name}",
         ]
     )
     t0 = time.perf_counter()
@@ -121,9 +124,15 @@ def summarise(name: str, run: gt.RunDir, wall: float) -> dict:
     green = m["energy"]["greenest"]
     return {
         "rows": {
-            k: {"mape": v["mape"], "smape": v.get("smape"), "energy_wh": v.get("energy_wh")}
+            k: {
+                "mape": v["mape"],
+                "smape": v.get("smape"),
+                "mase": v.get("mase"),
+                "energy_wh": v.get("energy_wh"),
+            }
             for k, v in rows.items()
         },
+        "ranked_by": m["energy"].get("quality_metric"),
         "recommended": "network" if green == m["model"] else green,
         "chosen_on": m["energy"]["chosen_on"],
         "chosen": list(d.chosen),
@@ -152,7 +161,7 @@ def markdown(results: dict) -> str:
     lines = [
         "| shape | rows, step | defaults chosen (horizon / context / val / test / stride / "
         "patch) | wall s | run Wh | network | linear (ridge start) | LightGBM | ensemble | "
-        "daily naive | weekly naive | recommended (on validation): test MAPE (sMAPE) |",
+        "daily naive | weekly naive | recommended (on validation): test MAPE (sMAPE, MASE) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     warned = []
@@ -174,7 +183,11 @@ def markdown(results: dict) -> str:
 
 
 def _smape(row: dict) -> str:
-    return f" ({row['smape']:.2f})" if row.get("smape") is not None else ""
+    """sMAPE (and MASE, where recorded) beside the recommended row's MAPE."""
+    if row.get("smape") is None:
+        return ""
+    mase = f", MASE {row['mase']:.3f}" if row.get("mase") is not None else ""
+    return f" ({row['smape']:.2f}{mase})"
 
 
 def main() -> None:
@@ -182,9 +195,14 @@ def main() -> None:
     ap.add_argument("--shapes", default="12w-30min,3y-hourly,2y-daily,1m-15min")
     ap.add_argument("--tag", default="", help="writes shapes-TAG.json|md")
     ap.add_argument(
+        "--set", action="append", default=[], help="KEY=VALUE for every run (needs --tag)"
+    )
+    ap.add_argument(
         "--from-runs", action="store_true", help="re-summarise the finished runs (wall s kept)"
     )
     a = ap.parse_args()
+    if a.set and not a.tag:
+        raise SystemExit("--set needs --tag (its runs and results are kept apart)")
     wanted = a.shapes.split(",")
     stem = RESULTS / f"shapes{'-' + a.tag if a.tag else ''}"
     results: dict = {"machine": machine_info(), "commit": git_commit(), "shapes": {}}
@@ -192,13 +210,16 @@ def main() -> None:
         before = json.loads(stem.with_suffix(".json").read_text())
         results["machine"] = before["machine"]
         results["commit"] = before.get("commit", "not recorded")
+        results["set"] = before.get("set", [])
         for name in wanted:
-            run = gt.RunDir.open(RESULTS / "runs" / f"shape-{name}")
+            tagged = f"-{a.tag}" if before.get("set") else ""
+            run = gt.RunDir.open(RESULTS / "runs" / f"shape-{name}{tagged}")
             results["shapes"][name] = summarise(name, run, before["shapes"][name]["wall_s"])
     else:
         for name, (path, args) in prepare_shapes().items():
             if name in wanted:
-                results["shapes"][name] = run_shape(name, path, args)
+                results["shapes"][name] = run_shape(name, path, args, a.set, a.tag)
+    results["set"] = a.set
     write_results(stem, results, markdown(results))
 
 
