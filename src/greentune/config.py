@@ -427,11 +427,13 @@ class EvalConfig:
     report: bool = True
     """Write ``report.html`` (greentune.report) into the run directory when the run ends;
     ``greentune report RUN`` writes it again at any time."""
-    metric: Literal["mape", "smape", "mase", "mae", "rmse"] = "mape"
-    """Forecast: the score that ranks the rows (the table's order, its verdict lines, the best
-    and the recommended row, and what compress and search guard). MAPE divides by each
-    observed value: where values come near zero (carbon intensity, solar, a building's meter;
-    the run warns), sMAPE or MASE rank without that weight."""
+    metric: Literal["mape", "smape", "mase", "mae", "rmse", "macro_f1", "accuracy"] | None = None
+    """The score that ranks a run's rows (the table's order, its sentences, the best and the
+    recommended row, what compress guards and search trades against energy). None: the task's
+    own, mape for forecasts, macro_f1 for classifiers. A forecast takes mape, smape, mase, mae
+    or rmse: MAPE divides by each observed value, so where values come near zero (carbon
+    intensity, solar, a building's meter; the run warns) mase or smape rank without that weight.
+    A classifier takes macro_f1 or accuracy."""
 
     def __post_init__(self) -> None:
         _positive(self, "season_length", "batch_size", "peer_max_steps")

@@ -229,14 +229,25 @@ def test_revin_needs_the_skip_path_and_ensembles_are_listed_once():
     assert build_config(overrides=["model.revin=true"]).model.revin
 
 
-def test_eval_metric_ranks_forecasts_only():
+def test_eval_metric_is_each_tasks_own_score():
     from greentune.tasks.classify.task import ClassifyTask
 
-    cfg = load_config(None, ["task=classify", "eval.metric=smape"])
-    with pytest.raises(ConfigError, match="eval.metric=smape ranks forecasts; a classifier is"):
-        ClassifyTask().resolve_config(cfg)
+    forecast, classify = TASKS.get("forecast"), TASKS.get("classify")
+    unset = load_config(None, [])
+    assert unset.eval.metric is None  # config.yaml records no score the task did not choose
+    assert (forecast.quality_of(unset).metric, classify.quality_of(unset).metric) == (
+        "mape",
+        "macro_f1",
+    )
+    smape = load_config(None, ["eval.metric=smape"])
+    assert forecast.quality_of(smape).metric == "smape"
+    accuracy = classify.quality_of(load_config(None, ["task=classify", "eval.metric=accuracy"]))
+    assert (accuracy.metric, accuracy.higher_is_better) == ("accuracy", True)
+    with pytest.raises(
+        ConfigError, match="eval.metric=smape ranks forecasts; a classifier ranks by macro_f1 or"
+    ):
+        ClassifyTask().resolve_config(load_config(None, ["task=classify", "eval.metric=smape"]))
+    with pytest.raises(ConfigError, match="eval.metric=accuracy ranks classifiers; a forecast"):
+        ForecastTask().resolve_config(load_config(None, ["eval.metric=accuracy"]))
     with pytest.raises(ConfigError, match="eval.metric='r2' is not valid; valid choices: mape"):
         load_config(None, ["eval.metric=r2"])
-    forecast = load_config(None, ["eval.metric=smape"])
-    assert TASKS.get("forecast").quality_of(forecast).metric == "smape"
-    assert TASKS.get("classify").quality_of(forecast).metric == "macro_f1"

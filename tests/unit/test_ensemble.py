@@ -101,12 +101,17 @@ def test_members_that_rank_by_different_scores_are_refused():
     from greentune.errors import ConfigError
     from greentune.tasks.members import check_members
 
-    def member(path: str, metric: str) -> SimpleNamespace:
-        run = SimpleNamespace(path=path, config=load_config(None, [f"eval.metric={metric}"]))
-        return SimpleNamespace(run=run, name=f"{path}/model")
+    def member(path: str, metric: str | None) -> SimpleNamespace:
+        chosen = [f"eval.metric={metric}"] if metric else []
+        run = SimpleNamespace(path=path, config=load_config(None, chosen))
+        return SimpleNamespace(
+            run=run, name=f"{path}/model", metrics=SimpleNamespace(task="forecast")
+        )
 
     same = [member("runs/a", "mase"), member("runs/b", "mase")]
     check_members(same, ("mean",), ("mean", "weighted"))  # type: ignore[arg-type]
+    unset = [member("runs/a", None), member("runs/b", "mape")]  # unset is the task's MAPE
+    check_members(unset, ("mean",), ("mean", "weighted"))  # type: ignore[arg-type]
     with pytest.raises(
         ConfigError,
         match=r"rank by different scores \(eval.metric\): runs/a by mase, runs/b by mape",

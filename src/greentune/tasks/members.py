@@ -87,7 +87,9 @@ def check_members(members: list[Member], kinds: tuple[str, ...], valid: tuple[st
         raise ConfigError(
             f"--kinds: {', '.join(bad) or 'none given'}; valid choices: {', '.join(valid)}"
         )
-    ranks = {m.run.path: m.run.config.eval.metric for m in members}
+    from greentune.tasks import TASKS  # the registry imports this module
+
+    ranks = {m.run.path: TASKS.get(m.metrics.task).quality_of(m.run.config).metric for m in members}
     if len(set(ranks.values())) > 1:  # the ensemble ranks its rows by its members' score
         listed = ", ".join(f"{path} by {metric}" for path, metric in ranks.items())
         raise ConfigError(f"the members rank by different scores (eval.metric): {listed}")

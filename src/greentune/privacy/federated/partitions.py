@@ -132,7 +132,7 @@ def _checked(cfg: RunConfig) -> RunConfig:
             f"greentune federate keeps the round with the lowest pooled validation loss, not "
             f"train.select_on={cfg.train.select_on}: set train.select_on=loss"
         )
-    if cfg.eval.metric != "mape":
+    if cfg.eval.metric not in (None, "mape"):
         raise ConfigError(
             f"greentune federate pools and compares its rows by MAPE, not eval.metric="
             f"{cfg.eval.metric}: leave eval.metric out"

@@ -38,7 +38,7 @@ from greentune.evaluate.ensemble import select_weights
 from greentune.evaluate.metrics import classification_metrics
 from greentune.results import ModelResult, RunMetrics
 from greentune.rundir import RunDir
-from greentune.tasks.classify.predict import QUALITY, softmax
+from greentune.tasks.classify.predict import quality_for, softmax
 from greentune.tasks.classify.predictor import ClassifyPredictor
 from greentune.tasks.members import (
     Log,
@@ -259,7 +259,7 @@ def _ensemble(
             + ", ".join(f"{n} {w:.2f}" for n, w in chosen.items() if w > 0)
         )
     if meter.enabled:
-        bill_ensembles(run, cfg, members, metrics, QUALITY)
+        bill_ensembles(run, cfg, members, metrics, quality_for(cfg))
     run.write_predictions(_frame(test.texts, test.labels, {**probs, **rows}, labels))
     if splits is not None:
         y_names = [labels[i] for i in splits.labels["val"]]

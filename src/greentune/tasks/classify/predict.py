@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 
+from greentune.config import RunConfig
 from greentune.distributed import ranks
+from greentune.errors import ConfigError
 from greentune.evaluate.metrics import confusion_scores
 from greentune.results import Quality
 from greentune.tasks.classify.batches import TextBatches
 
 QUALITY = Quality("macro_f1", higher_is_better=True)
 """What ranks classifiers: macro F1 (accuracy alone flatters the majority class)."""
+
+SCORES = ("macro_f1", "accuracy")
+"""What ``eval.metric`` may name for a classifier (both higher-is-better)."""
+
+
+def quality_for(cfg: RunConfig) -> Quality:
+    """The run's ranking score: ``eval.metric``, macro-F1 (unset) or accuracy."""
+    metric = cfg.eval.metric or QUALITY.metric
+    if metric not in SCORES:
+        raise ConfigError(
+            f"eval.metric={metric} ranks forecasts; a classifier ranks by {' or '.join(SCORES)}"
+        )
+    return dataclasses.replace(QUALITY, metric=metric)
 
 
 @torch.no_grad()

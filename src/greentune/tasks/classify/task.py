@@ -12,7 +12,6 @@ import torch
 
 from greentune.config import RunConfig
 from greentune.data.text import load_text_splits
-from greentune.errors import ConfigError
 from greentune.evaluate.metrics import classification_metrics
 from greentune.evaluate.table import classification_table
 from greentune.models.classifier import TextClassifier
@@ -22,7 +21,7 @@ from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
 from greentune.tasks.classify.artifacts import save_model
 from greentune.tasks.classify.ensemble_runs import ENSEMBLE_KINDS, ensemble_runs
-from greentune.tasks.classify.predict import QUALITY
+from greentune.tasks.classify.predict import QUALITY, quality_for
 from greentune.tasks.classify.predictor import ClassifyPredictor
 from greentune.tasks.classify.remedies import classify_remedies
 from greentune.train.callbacks import Callback
@@ -41,14 +40,10 @@ class ClassifyTask:
     """None measured yet: every method gets ``train.defaults.GENERIC`` (docs/training.md)."""
 
     def quality_of(self, cfg: RunConfig) -> Quality:
-        return self.quality
+        return quality_for(cfg)
 
     def resolve_config(self, cfg: RunConfig) -> RunConfig:
-        if cfg.eval.metric != "mape":
-            raise ConfigError(
-                f"eval.metric={cfg.eval.metric} ranks forecasts; a classifier is ranked by "
-                f"{self.quality.metric}: leave eval.metric out"
-            )
+        self.quality_of(cfg)  # a forecast's score is refused before any data is read
         return with_train_defaults(cfg, self.train_defaults, self.name)
 
     def private_config(self, cfg: RunConfig) -> RunConfig:

@@ -14,7 +14,7 @@ import torch
 from greentune.config import RunConfig
 from greentune.data.windows import ForecastData
 from greentune.distributed import ranks
-from greentune.errors import DataError
+from greentune.errors import ConfigError, DataError
 from greentune.evaluate.metrics import forecast_metrics, mase_scale
 from greentune.results import Forecast, Quality
 from greentune.tasks.base import mean_loss
@@ -25,9 +25,19 @@ QUALITY = Quality("mape", higher_is_better=False, skill_reference="seasonal_naiv
 naive."""
 
 
+SCORES = ("mape", "smape", "mase", "mae", "rmse")
+"""What ``eval.metric`` may name for a forecast (every one lower-is-better)."""
+
+
 def quality_for(cfg: RunConfig) -> Quality:
-    """The run's ranking score: ``eval.metric`` (every forecast score is lower-is-better)."""
-    return dataclasses.replace(QUALITY, metric=cfg.eval.metric)
+    """The run's ranking score: ``eval.metric`` (unset: MAPE)."""
+    metric = cfg.eval.metric or QUALITY.metric
+    if metric not in SCORES:
+        raise ConfigError(
+            f"eval.metric={metric} ranks classifiers; a forecast ranks by one of "
+            f"{', '.join(SCORES)}"
+        )
+    return dataclasses.replace(QUALITY, metric=metric)
 
 
 @torch.no_grad()

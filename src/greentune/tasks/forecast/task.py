@@ -75,6 +75,7 @@ class ForecastTask:
         """The source's defaults, then the window shape from the data itself (read once more
         here, so config.yaml holds concrete steps before training starts), and the training
         defaults for the PEFT method."""
+        self.quality_of(cfg)  # a classifier's score is refused before any data is read
         if "selected" in cfg.eval.ensembles:
             raise ConfigError(
                 "eval.ensembles: selected combines classifiers (greentune ensemble --kinds "
