@@ -99,22 +99,21 @@ def test_members_that_rank_by_different_scores_are_refused():
 
     from greentune.config import load_config
     from greentune.errors import ConfigError
+    from greentune.tasks.forecast.predict import quality_for
     from greentune.tasks.members import check_members
 
     def member(path: str, metric: str | None) -> SimpleNamespace:
         chosen = [f"eval.metric={metric}"] if metric else []
         run = SimpleNamespace(path=path, config=load_config(None, chosen))
-        return SimpleNamespace(
-            run=run, name=f"{path}/model", metrics=SimpleNamespace(task="forecast")
-        )
+        return SimpleNamespace(run=run, name=f"{path}/model")
 
     same = [member("runs/a", "mase"), member("runs/b", "mase")]
-    check_members(same, ("mean",), ("mean", "weighted"))  # type: ignore[arg-type]
+    check_members(same, ("mean",), ("mean", "weighted"), quality_for)  # type: ignore[arg-type]
     unset = [member("runs/a", None), member("runs/b", "mape")]  # unset is the task's MAPE
-    check_members(unset, ("mean",), ("mean", "weighted"))  # type: ignore[arg-type]
+    check_members(unset, ("mean",), ("mean", "weighted"), quality_for)  # type: ignore[arg-type]
     with pytest.raises(
         ConfigError,
         match=r"rank by different scores \(eval.metric\): runs/a by mase, runs/b by mape",
     ):
         mixed = [member("runs/a", "mase"), member("runs/b", "mape")]
-        check_members(mixed, ("mean",), ("mean", "weighted"))  # type: ignore[arg-type]
+        check_members(mixed, ("mean",), ("mean", "weighted"), quality_for)  # type: ignore[arg-type]

@@ -74,8 +74,14 @@ def open_member(spec: str, task: str) -> Member:
     return Member(run, row, metrics)
 
 
-def check_members(members: list[Member], kinds: tuple[str, ...], valid: tuple[str, ...]) -> None:
-    """At least two members, none twice, and only the task's kinds of combination."""
+def check_members(
+    members: list[Member],
+    kinds: tuple[str, ...],
+    valid: tuple[str, ...],
+    quality_of: Callable[[RunConfig], Quality],
+) -> None:
+    """At least two members, none twice, only the task's kinds of combination, and one score
+    to rank by (``quality_of`` each member's config: the task's ``eval.metric``)."""
     if len(members) < 2:
         raise ConfigError("an ensemble needs at least two members (RUN or RUN:ROW each)")
     names = [m.name for m in members]
@@ -87,9 +93,7 @@ def check_members(members: list[Member], kinds: tuple[str, ...], valid: tuple[st
         raise ConfigError(
             f"--kinds: {', '.join(bad) or 'none given'}; valid choices: {', '.join(valid)}"
         )
-    from greentune.tasks import TASKS  # the registry imports this module
-
-    ranks = {m.run.path: TASKS.get(m.metrics.task).quality_of(m.run.config).metric for m in members}
+    ranks = {m.run.path: quality_of(m.run.config).metric for m in members}
     if len(set(ranks.values())) > 1:  # the ensemble ranks its rows by its members' score
         listed = ", ".join(f"{path} by {metric}" for path, metric in ranks.items())
         raise ConfigError(f"the members rank by different scores (eval.metric): {listed}")

@@ -80,7 +80,7 @@ def ensemble_runs(
                 f"texts with; give the run ({m.run.path}) for its network"
             )
         require_model_dir(m.run.path)  # an ensemble of runs has none: it names its members
-    check_members(members, kinds, KINDS)
+    check_members(members, kinds, KINDS, quality_for)
     if "selected" in kinds and not _shared_split(members):
         raise ConfigError(
             "--kinds selected chooses weights on the validation texts the members held out, "

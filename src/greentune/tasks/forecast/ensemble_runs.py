@@ -67,7 +67,7 @@ def ensemble_runs(
 ) -> RunDir:
     """Combine the members ``specs`` into the run directory ``out``; see the module doc."""
     members = [open_forecast_member(s) for s in specs]
-    check_members(members, kinds, KINDS)
+    check_members(members, kinds, KINDS, quality_for)
     _check_data(members)
     return ensemble_run(
         members, out, kinds, target, lambda run, cfg: _ensemble(run, cfg, members, log)
