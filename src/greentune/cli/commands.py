@@ -235,6 +235,7 @@ def _run_with_torchrun(
 def _print_results(run_dir: RunDir) -> None:
     from greentune.evaluate.table import energy_lines
     from greentune.tasks import TASKS
+    from greentune.tasks.forecast.rows import kept_names
 
     metrics = run_dir.metrics
     task = TASKS.get(metrics.task)
@@ -242,6 +243,13 @@ def _print_results(run_dir: RunDir) -> None:
         console.print(item, highlight=False)
     for line in energy_lines(metrics.to_dict()):
         console.print(f"  {line}", highlight=False)
+    green = metrics.energy.greenest if metrics.energy else None
+    if green and green != metrics.model and green in kept_names(run_dir.path):
+        console.print(
+            f"  forecast with it: greentune predict {run_dir.path} --row recommended ... "
+            f"(serve: greentune serve {run_dir.path} --row recommended)",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -270,8 +278,16 @@ def predict(
     origins: Annotated[
         str, typer.Option(help="'last' (next horizon) or 'daily' (backtest).")
     ] = "last",
+    row: Annotated[
+        str | None,
+        typer.Option(
+            help="Forecast with this row of the run's table instead of its network: a baseline "
+            "(lightgbm, linear_clock, ...), an ensemble (ensemble-weighted, ...) or "
+            "'recommended'."
+        ),
+    ] = None,
 ) -> None:
-    """Forecast from new data with a run's model."""
+    """Forecast from new data with a run's model (or another row of its table, --row)."""
     from greentune.energy.session import cost_line, metered_window
     from greentune.errors import CheckpointError
     from greentune.io import write_csv
@@ -287,9 +303,11 @@ def predict(
             raise CheckpointError(
                 f"{run} is a {predictor.task} run; predict takes forecasting runs"
             )
+        if row is not None:
+            predictor = predictor.with_row(row)
         frame = predictor.predict_file(data, origins)  # type: ignore[arg-type]
     write_csv(out, frame)
-    console.print(f"wrote {len(frame):,} rows to [bold]{out}[/]")
+    console.print(f"wrote {len(frame):,} rows to [bold]{out}[/] (row {predictor.info['row']})")
     forecasts = frame["origin"].nunique() if "origin" in frame else 0
     console.print(cost_line(window.result, forecasts), highlight=False)
 

@@ -10,7 +10,7 @@ exactly as the network sees them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,7 @@ from greentune.config import RunConfig
 from greentune.data.windows import ForecastData, unfold_targets
 from greentune.errors import DataError
 from greentune.evaluate.ridge import (
+    LinearFit,
     clock_minutes,
     clock_origins,
     complete_origins,
@@ -117,6 +118,21 @@ def residual_quantiles(
 
 # ----------------------------------------------------------------------------- seasonal naive
 
+FITTED_ON_NOTHING = ("seasonal_naive_daily", "seasonal_naive_weekly")
+"""Baselines that read only each test window's own history: no training data to protect."""
+
+
+def seasonal_point(data: ForecastData, origins: np.ndarray, m: int) -> np.ndarray:
+    """(N, H, T): each step's value one season of ``m`` steps (or several) before it, the
+    latest known at the origin."""
+    lags = seasonal_lags(data.horizon, m)
+    if len(origins) and origins.min() < lags.max():
+        raise DataError(
+            f"{data.report.origin}: the seasonal naive with period {m} needs {lags.max()} rows "
+            f"of history before the forecast; there are {origins.min()}. Give a longer history"
+        )
+    return data.target_values()[horizon_positions(origins, data.horizon) - lags]
+
 
 def _seasonal_naive(
     data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], m: int
@@ -124,9 +140,7 @@ def _seasonal_naive(
     t0 = time.perf_counter()
     y, horizon = data.target_values(), data.horizon
     lags = seasonal_lags(horizon, m)
-    if len(origins) and origins.min() < lags.max():
-        raise DataError(f"seasonal naive with period {m} needs origins >= {lags.max()}")
-    point = y[horizon_positions(origins, horizon) - lags]
+    point = seasonal_point(data, origins, m)
     t1 = time.perf_counter()
     q = None
     if quantiles:
@@ -155,6 +169,35 @@ def seasonal_naive_weekly(
 # ----------------------------------------------------------------------------- linear (ridge)
 
 
+def ridge_point(data: ForecastData, fit: LinearFit, origins: np.ndarray) -> np.ndarray:
+    """(N, H, T) forecasts of one ridge in data units."""
+    x, _ = design_matrix(data, origins)
+    scaled = fit.predict_scaled(x)
+    if data.channel_independent:
+        return data.unscale_target(unfold_targets(scaled, data.n_targets))
+    return data.unscale_target(scaled.reshape(len(origins), data.horizon, data.n_targets))
+
+
+def clock_point(
+    data: ForecastData, fits: Mapping[int, LinearFit], origins: np.ndarray
+) -> np.ndarray:
+    """(N, H, T): each origin forecast by the ridge of its local clock time (``fits`` by
+    minute of the day, ``linear_clock``)."""
+    out = np.empty((len(origins), data.horizon, data.n_targets))
+    at = clock_minutes(data, origins)
+    for m in np.unique(at):
+        if int(m) not in fits:
+            kept = ", ".join(f"{k // 60:02d}:{k % 60:02d}" for k in sorted(fits))
+            raise DataError(
+                f"{data.report.origin}: linear_clock has a ridge for forecasts issued at {kept} "
+                f"only, not {m // 60:02d}:{m % 60:02d}; end the history just before one of "
+                "those times"
+            )
+        mine = at == m
+        out[mine] = ridge_point(data, fits[int(m)], origins[mine])
+    return out
+
+
 @BASELINES.register("linear")
 def linear(
     data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], _: BaselineOptions
@@ -165,11 +208,7 @@ def linear(
     t0 = time.perf_counter()
 
     def predict(o: np.ndarray) -> np.ndarray:
-        x, _ = design_matrix(data, o)
-        scaled = fit.predict_scaled(x)
-        if data.channel_independent:
-            return data.unscale_target(unfold_targets(scaled, T))
-        return data.unscale_target(scaled.reshape(len(o), H, T))
+        return ridge_point(data, fit, o)
 
     q = None
     if quantiles:
@@ -239,14 +278,7 @@ def linear_clock(
     t0 = time.perf_counter()
 
     def predict(o: np.ndarray) -> np.ndarray:
-        out = np.empty((len(o), H, T))
-        at = clock_minutes(data, o)
-        for m in np.unique(at):
-            mine = at == m
-            x, _ = design_matrix(data, o[mine])
-            scaled = fits[int(m)].predict_scaled(x)
-            out[mine] = data.unscale_target(scaled.reshape(int(mine.sum()), H, T))
-        return out
+        return clock_point(data, fits, o)
 
     q = None
     if quantiles:

@@ -345,6 +345,18 @@ def predict_target(
     return out.reshape(len(origins), data.horizon)
 
 
+def lgbm_point(data: ForecastData, fits: list[LgbmFit], origins: np.ndarray) -> np.ndarray:
+    """(N, H, T): target j forecast by ``fits[j]``, in data units."""
+    return np.stack([predict_target(data, j, f, origins) for j, f in enumerate(fits)], axis=-1)
+
+
+def design_fit(data: ForecastData, target: int, label: str) -> LgbmFit:
+    """The fit of design ``label`` (``design_label``) that tuning tried for ``target``, else
+    the kept one (a target that kept that design, or did not try it)."""
+    fits = tried(data, target)
+    return next((f for f in fits if design_label(f) == label), fits[0])
+
+
 @BASELINES.register("lightgbm")
 def lightgbm(
     data: ForecastData, origins: np.ndarray, quantiles: tuple[float, ...], _: BaselineOptions
@@ -371,8 +383,7 @@ def design_forecasts(
 
     def pick(label: str) -> Callable[[ForecastData, int], LgbmFit]:
         def fit(d: ForecastData, j: int) -> LgbmFit:
-            fits = tried(d, j)
-            return next((f for f in fits if design_label(f) == label), fits[0])
+            return design_fit(d, j, label)
 
         return fit
 

@@ -28,6 +28,7 @@ import torch
 from greentune.config import DPConfig, RunConfig, TrainConfig
 from greentune.distributed import ranks
 from greentune.errors import CheckpointError, ConfigError
+from greentune.evaluate.baselines import FITTED_ON_NOTHING
 from greentune.privacy.accounting import Budget
 from greentune.privacy.per_sample import Wrapped, dp_optimizer, wrap_model
 from greentune.train.callbacks import Callback, LoopState, SetupContext
@@ -299,10 +300,6 @@ class DPTraining(Callback):
             "epochs": self.epochs,
             "frozen": self.frozen,
         }
-
-
-FITTED_ON_NOTHING = ("seasonal_naive_daily", "seasonal_naive_weekly")
-"""Baselines that read only each test window's own history: no training data to protect."""
 
 
 def privacy_report(

@@ -68,7 +68,11 @@ class Predictor(ABC):
     """fp32 for a trained model; the compression method of a variant."""
 
     @classmethod
-    def from_run(cls, path: str | os.PathLike[str], variant: str | None = None) -> Predictor:
+    def from_run(
+        cls, path: str | os.PathLike[str], variant: str | None = None, row: str | None = None
+    ) -> Predictor:
+        """``row``: a forecasting run's kept row to forecast with instead of its network (a
+        baseline or an ensemble by its name in the run's table, or ``recommended``)."""
         run = RunDir.open(path)
         run.check_finished("load its model")
         run = run.variant(variant)
@@ -78,7 +82,15 @@ class Predictor(ABC):
                 f"{run.path} is a {predictor.task} run; {cls.__name__} loads "
                 f"{getattr(cls, 'task', 'other')} runs"
             )
-        return predictor
+        return predictor if row is None else predictor.with_row(row)
+
+    def with_row(self, row: str) -> Predictor:
+        """This run forecasting with its kept row ``row``; only forecasting runs keep rows
+        besides the network."""
+        raise ConfigError(
+            f"--row {row}: a {self.task} run predicts with its network only; kept rows "
+            "(baselines, ensembles) are a forecasting run's"
+        )
 
     def predict(self, frame: Any, **options: Any) -> pd.DataFrame:
         """Predictions for the rows (or windows) of ``frame``; errors name the column and row."""

@@ -61,6 +61,10 @@ class EnsembleRow:
     score is not scored on the data its weights were fitted on."""
     info: dict[str, Any]
     """metrics.json's ``ensembles.<name>``: members, weights per step."""
+    members_test: dict[str, Forecast]
+    """Each member's test forecast, in the combination's order (LightGBM's designs included)."""
+    weights: np.ndarray | None = None
+    """(H, M) a weighted ensemble's weights, unrounded."""
 
 
 def ensemble_rows(
@@ -110,7 +114,14 @@ def ensemble_rows(
         info: dict[str, Any] = {"kind": kind, "members": list(own_val)}
         if kind == "weighted" and weights is not None:
             info["weights_by_step"] = np.round(weights, 4).tolist()
-        out[f"ensemble-{kind}"] = EnsembleRow(fc, row, cross_fitted(kind, own_val, y_val), info)
+        out[f"ensemble-{kind}"] = EnsembleRow(
+            fc,
+            row,
+            cross_fitted(kind, own_val, y_val),
+            info,
+            own_test,
+            weights if kind == "weighted" else None,
+        )
     return out
 
 
@@ -156,11 +167,11 @@ def select(
     metrics: RunMetrics,
     window: Window,
     log: Callable[[str], None],
-) -> tuple[list[pd.DataFrame], pd.DataFrame]:
+) -> tuple[list[pd.DataFrame], pd.DataFrame, dict[str, EnsembleRow]]:
     """Validation scores for every row (what the greenest-model choice reads) and the
-    ensemble rows, added to ``metrics``; returns the ensembles' test prediction rows and every
-    row's validation prediction rows. ``val_fc`` holds the validation forecasts made already
-    (the network's, random_init's)."""
+    ensemble rows, added to ``metrics``; returns the ensembles' test prediction rows, every
+    row's validation prediction rows and the ensembles. ``val_fc`` holds the validation
+    forecasts made already (the network's, random_init's)."""
     val = data.val.origins
     for b in scored:
         if b not in val_fc:  # the baselines' fits are reused (ridge, LightGBM cached)
@@ -183,4 +194,4 @@ def select(
         names[n]: evaluate_forecast(data, val, f, season) for n, f in val_fc.items()
     }
     val_rows = pd.concat([prediction_rows(data, val, f, names[n]) for n, f in val_fc.items()])
-    return frames, val_rows.reset_index(drop=True)
+    return frames, val_rows.reset_index(drop=True), rows

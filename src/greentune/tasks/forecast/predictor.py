@@ -28,6 +28,7 @@ from greentune.tasks.forecast.predict import (
     predict_stacked,
     to_forecast,
 )
+from greentune.tasks.forecast.rows import RowSet, row_for
 from greentune.tasks.members import require_model_dir
 
 Origins = Literal["last", "daily"]
@@ -56,12 +57,16 @@ class ForecastPredictor(Predictor):
         run: RunDir | None = None,
         variant: str = "fp32",
         hybrid: HybridBase | None = None,
+        row: str | None = None,
+        rows: RowSet | None = None,
     ) -> None:
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.scaler, self.columns = scaler, columns
         self.run, self.variant = run, variant
         self.hybrid = hybrid
         """A hybrid's LightGBM base (``model.skip_init: lightgbm``), else None."""
+        self.row, self.rows = row, rows
+        """The kept row ``predict`` forecasts with (None: the network) and the run's rows."""
 
     @classmethod
     def load(cls, run: RunDir) -> ForecastPredictor:
@@ -91,6 +96,24 @@ class ForecastPredictor(Predictor):
             self.hybrid,
         )
 
+    def with_row(self, row: str) -> ForecastPredictor:
+        """The same run forecasting with its kept row ``row`` (a baseline or an ensemble, by
+        its name in the run's table; ``recommended``: the row the run recommends; the network's
+        name or ``model``: the network)."""
+        if self.run is None:
+            raise CheckpointError("a predictor made without its run keeps no rows but the network")
+        name, rows = row_for(self.run, self.variant, row)
+        out = self.with_model(self.model)
+        out.row, out.rows = name, rows
+        return out
+
+    @property
+    def info(self) -> dict[str, Any]:
+        info = super().info
+        if self.run is not None:
+            info["row"] = self.row or self.run.metrics.model
+        return info
+
     @property
     def context_length(self) -> int:
         return int(self.model.spec.context_length)
@@ -102,7 +125,8 @@ class ForecastPredictor(Predictor):
     # ------------------------------------------------------------------ predictions
 
     def forecast(self, data: ForecastData, origins: np.ndarray) -> Forecast:
-        """Forecasts in data units for windows already prepared (a run's own splits)."""
+        """The network's forecasts in data units for windows already prepared (a run's own
+        splits)."""
         base = base_of(self.hybrid, data, origins)
         batches = make_batches(self.cfg, data, origins, self.tokenizer, base)
         out = predict_scaled(self.model, batches, self.cfg.eval.batch_size)
@@ -130,12 +154,20 @@ class ForecastPredictor(Predictor):
         parts: list[ForecastBatches] = [item.payload for item in items]
         if not parts:
             return []
-        out = predict_stacked(self.model, parts, self.cfg.eval.batch_size)
+        row, rows = self.row, self.rows
+        network = row is None or (rows is not None and rows.needs_network(row))
+        out = predict_stacked(self.model, parts, self.cfg.eval.batch_size) if network else None
         frames, start = [], 0
         for part in parts:
-            mine = out[start : start + len(part)]
-            start += len(part)
-            fc = to_forecast(part.data, mine, self.cfg.model.quantiles)
+            fc = None
+            if out is not None:
+                mine = out[start : start + len(part)]
+                start += len(part)
+                fc = to_forecast(part.data, mine, self.cfg.model.quantiles)
+            if row is not None:
+                assert rows is not None
+                fc = rows.forecast(row, part.data, part.origins, fc)
+            assert fc is not None
             frames.append(forecast_frame(part.data, part.origins, fc))
         return frames
 

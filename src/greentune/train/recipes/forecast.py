@@ -48,6 +48,7 @@ from greentune.tasks.forecast.predict import (
     to_forecast,
     validator,
 )
+from greentune.tasks.forecast.rows import kept_rows
 from greentune.tasks.forecast.skip import RIDGE_FILE, SkipInit, ridge_skip
 from greentune.train.callbacks import Callback
 from greentune.train.loop import (
@@ -160,9 +161,21 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         data=_data_summary(data, prep_s, season),
     )
     if main:
-        ensembles, val_rows = select(cfg, data, season, scored, val_fc, metrics, ctx.window, log)
+        ensembles, val_rows, rows = select(
+            cfg, data, season, scored, val_fc, metrics, ctx.window, log
+        )
         ctx.run.write_predictions(pd.concat([*frames, *ensembles], ignore_index=True))
         ctx.run.write_validation_predictions(val_rows)
+        with window("save-rows"):
+            baselines = {b: fc for b, (fc, _) in scored.items() if b != MODEL}
+            kept = kept_rows(data, baselines, rows, cfg.privacy.dp.enabled)
+            kept.save(ctx.run.path)
+        table_rows = [n for n in kept.names if n in metrics.test]
+        if table_rows:
+            designs = len(kept.names) - len(table_rows)
+            more = f" (and {designs} LightGBM designs the weighted ensemble weighs)"
+            names = ", ".join(table_rows)
+            log(f"rows kept for predict and serve --row: {names}{more * bool(designs)}")
     return metrics
 
 

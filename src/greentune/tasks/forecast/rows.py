@@ -1,0 +1,339 @@
+"""The rows of a forecasting run's table that forecast new data beside the network: the fitted
+baselines (seasonal naives, ``linear``, ``linear_clock``, ``lightgbm`` and the LightGBM designs
+a weighted ensemble weighs) and the ensembles over them. A run recommends the row that is
+greenest within its target, often an ensemble; kept here, that row is what ``greentune predict
+--row`` and ``greentune serve --row`` forecast with, not only the network.
+
+    rows/rows.json      {"format": 1, "rows": {name: {...}}, "ensembles": {name: {...}}}
+    rows/<i>-<k>.npz    a ridge's weight, x_mean, y_mean (``linear``; ``linear_clock`` has one
+                        per clock minute)
+    rows/<i>-<j>.txt    a LightGBM model of target j, in LightGBM's own text format
+
+The fits are the run's own (on the training rows, tuned on validation), so a served row forecasts
+a run's test windows exactly as its table scored them. A baseline's quantiles are its point plus
+the residual quantiles per horizon step the run calibrated on validation at the test origins'
+clock times; an origin at another clock time gets the same offsets. A DP run keeps only the rows
+fitted on no training data (the seasonal naives): the others would carry its data unprotected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from greentune.data.windows import ForecastData
+from greentune.errors import CheckpointError, ConfigError
+from greentune.evaluate.baselines import (
+    FITTED_ON_NOTHING,
+    clock_point,
+    ridge_point,
+    seasonal_point,
+    steps_per,
+)
+from greentune.evaluate.ensemble import combine
+from greentune.evaluate.lgbm import Booster, LgbmFit, design_fit, kept_fit, lgbm_point
+from greentune.evaluate.ridge import LinearFit, fit_linear, fit_linear_at
+from greentune.io import staged_dir, write_json
+from greentune.results import Forecast
+from greentune.rundir import ORIGINAL, RunDir
+from greentune.tasks.forecast.ensemble import LIGHTGBM, MODEL, EnsembleRow
+
+ROWS_DIR = "rows"
+ROWS_FILE = "rows.json"
+FORMAT = 1
+NAIVE_PERIODS = {"seasonal_naive_daily": "1D", "seasonal_naive_weekly": "7D"}
+CLOCK = "linear_clock"
+
+
+@dataclass
+class SavedRow:
+    """One fitted baseline: how it forecasts and its quantile offsets per step."""
+
+    kind: str
+    """naive, ridge, ridge_clock or lightgbm."""
+    offsets: dict[float, np.ndarray] | None = None
+    """(H, T) per quantile level, added to the point; None without quantiles."""
+    period: int = 0
+    """A seasonal naive's season in steps."""
+    ridges: dict[int, LinearFit] = field(default_factory=dict)
+    """A ridge's fit under -1; linear_clock's by minute of the day."""
+    lgbm: list[LgbmFit] = field(default_factory=list)
+    """LightGBM per target."""
+
+    def forecast(self, data: ForecastData, origins: np.ndarray) -> Forecast:
+        if self.kind == "naive":
+            point = seasonal_point(data, origins, self.period)
+        elif self.kind == "ridge":
+            point = ridge_point(data, self.ridges[-1], origins)
+        elif self.kind == "ridge_clock":
+            point = clock_point(data, self.ridges, origins)
+        else:
+            point = lgbm_point(data, self.lgbm, origins)
+        q = {k: point + v[None] for k, v in self.offsets.items()} if self.offsets else None
+        return Forecast(point, q)
+
+
+@dataclass
+class SavedEnsemble:
+    kind: str
+    members: list[str]
+    weights: np.ndarray | None = None
+    """(H, M) for a weighted ensemble."""
+
+
+@dataclass
+class RowSet:
+    """A run's kept rows: what ``Predictor`` forecasts with besides the network."""
+
+    rows: dict[str, SavedRow]
+    ensembles: dict[str, SavedEnsemble]
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.rows, *self.ensembles]
+
+    def needs_network(self, name: str) -> bool:
+        return name in self.ensembles and MODEL in self.ensembles[name].members
+
+    def forecast(
+        self, name: str, data: ForecastData, origins: np.ndarray, network: Forecast | None
+    ) -> Forecast:
+        """Row ``name``'s forecast of ``origins``; ``network`` is the network's forecast of
+        them (needed by an ensemble it is a member of)."""
+        if name in self.rows:
+            return self.rows[name].forecast(data, origins)
+        ens = self.ensembles[name]
+        members = {}
+        for m in ens.members:
+            if m == MODEL:
+                assert network is not None, "the caller forecasts with the network first"
+                members[m] = network
+            else:
+                members[m] = self.rows[m].forecast(data, origins)
+        return combine(ens.kind, members, ens.weights)
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, run_path: Path) -> None:
+        """Write ``run_path/rows`` as a whole (a crash leaves the previous folder, or none)."""
+        with staged_dir(run_path / ROWS_DIR) as tmp:
+            rows = {}
+            for i, (name, row) in enumerate(self.rows.items()):
+                entry: dict[str, Any] = {"kind": row.kind}
+                if row.offsets:
+                    entry["offsets"] = {str(q): v.tolist() for q, v in row.offsets.items()}
+                if row.kind == "naive":
+                    entry["period"] = row.period
+                for k, fit in row.ridges.items():
+                    np.savez(
+                        tmp / f"{i}-{k}.npz",
+                        weight=fit.weight,
+                        x_mean=fit.x_mean,
+                        y_mean=fit.y_mean,
+                    )
+                if row.ridges:
+                    entry["ridges"] = {
+                        str(k): {"file": f"{i}-{k}.npz", "alpha": f.alpha, "level": f.level}
+                        for k, f in row.ridges.items()
+                    }
+                for j, lfit in enumerate(row.lgbm):
+                    (tmp / f"{i}-{j}.txt").write_text(lfit.predict.to_string())
+                if row.lgbm:
+                    entry["lightgbm"] = [
+                        {"file": f"{i}-{j}.txt", "form": f.form, "size": f.size}
+                        | {"val_mae": f.val_mae}
+                        for j, f in enumerate(row.lgbm)
+                    ]
+                rows[name] = entry
+            ensembles = {
+                name: {
+                    "kind": e.kind,
+                    "members": e.members,
+                    **({"weights": e.weights.tolist()} if e.weights is not None else {}),
+                }
+                for name, e in self.ensembles.items()
+            }
+            write_json(tmp / ROWS_FILE, {"format": FORMAT, "rows": rows, "ensembles": ensembles})
+
+    @classmethod
+    def load(cls, run_path: Path) -> RowSet | None:
+        """The rows a run keeps, or None for a run that keeps none (made before rows/ existed)."""
+        folder = run_path / ROWS_DIR
+        if not (folder / ROWS_FILE).is_file():
+            return None
+        try:
+            raw = json.loads((folder / ROWS_FILE).read_text())
+            if raw.get("format") != FORMAT:
+                raise ValueError(f"format {raw.get('format')!r}, this greentune reads {FORMAT}")
+            rows = {name: _load_row(folder, e) for name, e in raw["rows"].items()}
+            ensembles = {
+                name: SavedEnsemble(
+                    str(e["kind"]),
+                    [str(m) for m in e["members"]],
+                    np.asarray(e["weights"], dtype=float) if "weights" in e else None,
+                )
+                for name, e in raw["ensembles"].items()
+            }
+        except Exception as exc:  # OSError, a bad key or value, LightGBM's own error
+            raise CheckpointError(
+                f"{folder} is damaged ({exc}); run the training again to rebuild it"
+            ) from None
+        return cls(rows, ensembles)
+
+
+def kept_names(run_path: Path) -> list[str]:
+    """The rows ``run_path`` keeps, read from rows.json alone ([] without one, or damaged:
+    loading it says what is wrong)."""
+    try:
+        raw = json.loads((run_path / ROWS_DIR / ROWS_FILE).read_text())
+        return [*raw["rows"], *raw["ensembles"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _load_row(folder: Path, entry: dict[str, Any]) -> SavedRow:
+    offsets = entry.get("offsets")
+    ridges = {}
+    for k, r in (entry.get("ridges") or {}).items():
+        with np.load(folder / r["file"]) as z:
+            ridges[int(k)] = LinearFit(
+                z["weight"], z["x_mean"], z["y_mean"], float(r["alpha"]), 0.0, str(r["level"])
+            )
+    lgbm = [
+        LgbmFit(
+            str(f["form"]),
+            dict(f["size"]),
+            Booster.from_string((folder / f["file"]).read_text()),
+            float(f["val_mae"]),
+        )
+        for f in entry.get("lightgbm") or []
+    ]
+    return SavedRow(
+        kind=str(entry["kind"]),
+        offsets={float(q): np.asarray(v, dtype=float) for q, v in offsets.items()}
+        if offsets
+        else None,
+        period=int(entry.get("period", 0)),
+        ridges=ridges,
+        lgbm=lgbm,
+    )
+
+
+# ---------------------------------------------------------------------- from a finished run
+
+
+def kept_rows(
+    data: ForecastData,
+    forecasts: Mapping[str, Forecast],
+    ensembles: Mapping[str, EnsembleRow],
+    private: bool,
+) -> RowSet:
+    """The rows a run keeps: each servable baseline of ``forecasts`` (row -> its test forecast,
+    which gives the quantile offsets) and each ensemble all of whose members are kept (or the
+    network). Fits come from ``data``'s cache (the run's own); a private run keeps the seasonal
+    naives only."""
+    every = dict(forecasts)
+    for ens in ensembles.values():  # the LightGBM designs a weighted ensemble weighs
+        every.update({m: f for m, f in ens.members_test.items() if m not in every})
+    rows: dict[str, SavedRow] = {}
+    for name, fc in every.items():
+        if private and name not in FITTED_ON_NOTHING:
+            continue
+        row = _fitted(data, name)
+        if row is not None:
+            row.offsets = _offsets(fc)
+            rows[name] = row
+    kept = {
+        name: SavedEnsemble(
+            r.info["kind"], list(r.members_test), None if r.weights is None else r.weights.copy()
+        )
+        for name, r in ensembles.items()
+        if all(m == MODEL or m in rows for m in r.members_test)
+    }
+    return RowSet(rows, kept)
+
+
+def _fitted(data: ForecastData, name: str) -> SavedRow | None:
+    """Row ``name`` with the run's fits, or None for a row that cannot be kept (the network,
+    random_init, the peers)."""
+    if name in NAIVE_PERIODS:
+        return SavedRow("naive", period=steps_per(data, NAIVE_PERIODS[name]))
+    if name == "linear":
+        return SavedRow("ridge", ridges={-1: fit_linear(data)})
+    if name == CLOCK:
+        minutes = sorted(int(k.split("@")[1]) for k in data.cache if k.startswith("ridge@"))
+        return SavedRow("ridge_clock", ridges={m: fit_linear_at(data, m) for m in minutes})
+    if name == LIGHTGBM:
+        return SavedRow("lightgbm", lgbm=[kept_fit(data, j) for j in range(data.n_targets)])
+    if name.startswith(f"{LIGHTGBM}:"):
+        label = name.split(":", 1)[1]
+        return SavedRow(
+            "lightgbm", lgbm=[design_fit(data, j, label) for j in range(data.n_targets)]
+        )
+    return None
+
+
+def _offsets(fc: Forecast) -> dict[float, np.ndarray] | None:
+    """The quantile offsets a baseline added to its point (the same for every origin)."""
+    if not fc.quantiles:
+        return None
+    return {q: np.nanmedian(v - fc.point, axis=0) for q, v in fc.quantiles.items()}
+
+
+# ---------------------------------------------------------------------- choosing a row
+
+
+def row_for(run: RunDir, variant: str, row: str) -> tuple[str | None, RowSet | None]:
+    """(the kept row ``row`` names, None for the network; the run's rows) for a forecasting
+    ``run`` served as ``variant``; errors say what to do."""
+    if run.config.task != "forecast":
+        raise ConfigError(
+            f"--row {row}: {run.path} is a {run.config.task} run, which predicts with its "
+            "network only; kept rows (baselines, ensembles) are a forecasting run's"
+        )
+    metrics = run.metrics
+    if variant not in ORIGINAL and row not in (MODEL, metrics.model):
+        raise ConfigError(
+            f"--row {row}: a compressed variant ({variant}) forecasts with its network alone; "
+            "the rows and the ensembles' weights belong to the run's own fp32 network. Leave "
+            "out --variant to forecast with them"
+        )
+    rows = RowSet.load(run.path)
+    recommended = metrics.energy.greenest if metrics.energy else None
+    return resolve_row(run.path, rows, row, metrics.model, recommended), rows
+
+
+def resolve_row(
+    run_path: Path, rows: RowSet | None, row: str, network: str, recommended: str | None
+) -> str | None:
+    """The kept row ``row`` names (None: the network). ``recommended`` is the row the run
+    recommends; ``network`` the network's row name."""
+    name = recommended if row == "recommended" else row
+    if name in (None, MODEL, network):
+        if row == "recommended" and recommended is None:
+            raise CheckpointError(
+                f"{run_path} recommends no row (metrics.json has no greenest model); name one "
+                "with --row"
+            )
+        return None
+    if rows is None:
+        raise CheckpointError(
+            f"{run_path} keeps no fitted rows besides its network (made before greentune kept "
+            f"them in {ROWS_DIR}/): it serves its network only; run it again to serve {name}"
+        )
+    if name not in rows.names:
+        raise ConfigError(
+            f"{run_path}: no row {name!r} to forecast with; it keeps "
+            f"{_listing(network, rows.names)}. Rows not kept: random_init and the peers (their "
+            "networks are not saved), and in a DP run every row fitted on the training data"
+        )
+    return name
+
+
+def _listing(network: str, names: Iterable[str]) -> str:
+    return ", ".join([f"{network} (the network)", *names])
