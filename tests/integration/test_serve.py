@@ -123,6 +123,33 @@ def test_forecast_reply_matches_the_predictor(forecast_run, keys):
         assert r.json()["detail"][0]["loc"] == ["body", "history"]
 
 
+def test_a_kept_row_is_served_and_a_reload_switches_back_to_the_network(forecast_run, keys):
+    rows = history()
+    settings = settings_for(forecast_run, keys, row="seasonal_naive_daily")
+    with client_for(settings) as client:
+        r = client.post("/v1/forecast", json={"history": rows}, headers=auth(keys["forecast"]))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"]["row"] == "seasonal_naive_daily"
+        expected = gt.Predictor.from_run(forecast_run, row="seasonal_naive_daily").predict(
+            pd.DataFrame(rows)
+        )
+        np.testing.assert_array_equal(
+            [p["values"]["load_mw_forecast"] for p in body["forecasts"]],
+            expected["load_mw_forecast"],
+        )
+        card = client.get("/v1/models", headers=auth(keys["forecast"])).json()["models"][0]
+        naive = forecast_run.metrics.test["seasonal_naive_daily"].scores
+        assert card["row"] == "seasonal_naive_daily"
+        assert card["test_metrics"]["mape"] == naive["mape"]
+        network = forecast_run.metrics.model
+        r = client.post("/admin/reload", json={"row": "model"}, headers=auth(keys["admin"]))
+        assert r.status_code == 200 and r.json()["row"] == network, r.text
+        assert r.json()["version"] != card["version"]
+        r = client.post("/admin/reload", json={"row": "nope"}, headers=auth(keys["admin"]))
+        assert r.status_code in (400, 404, 409, 422) and "no row 'nope'" in r.text
+
+
 def test_access_control_and_limits(classify_run, keys):
     s = settings_for(classify_run, keys, max_body_bytes=2_000, rate_per_s=1.0, burst=2)
     body = {"texts": ["feeder tripped"]}

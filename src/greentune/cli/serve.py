@@ -60,6 +60,13 @@ def start(
     variant: Annotated[
         str | None, typer.Option(help="fp32 (default), int8-dynamic, onnx-int8 or a variant name.")
     ] = None,
+    row: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve this row of a forecasting run's table instead of its network: a "
+            "baseline, an ensemble (ensemble-weighted, ...) or 'recommended'."
+        ),
+    ] = None,
     host: Annotated[
         str, typer.Option(help="Address to bind (0.0.0.0 in a container).")
     ] = "127.0.0.1",
@@ -104,6 +111,7 @@ def start(
     settings = ServeSettings(
         run=str(run_dir),
         variant=variant,
+        row=row,
         host=host,
         port=port,
         workers=workers,

@@ -50,7 +50,7 @@ bearer = HTTPBearer(auto_error=False, description="The same key as a bearer toke
 def build_service(settings: ServeSettings) -> Service:
     """Load the keys and the model."""
     keys = open_keys(settings)
-    return Service(settings, Engine(load(settings.run, settings.variant)), keys)
+    return Service(settings, Engine(load(settings.run, settings.variant, settings.row)), keys)
 
 
 def _service(request: Request) -> Service:
@@ -104,7 +104,12 @@ def require(scope: str | None) -> Callable[..., Awaitable[str]]:
 
 
 def _model_ref(loaded: Loaded) -> ModelRef:
-    return ModelRef(run=loaded.run.name, variant=loaded.variant, version=loaded.version)
+    return ModelRef(
+        run=loaded.run.name,
+        variant=loaded.variant,
+        row=loaded.describe()["row"],
+        version=loaded.version,
+    )
 
 
 def _check_task(svc: Service, task: str) -> Loaded:
@@ -243,7 +248,7 @@ def add_routes(app: FastAPI) -> None:
         body: ReloadRequest, request: Request, _: str = Depends(require("admin"))
     ) -> ModelCard:
         svc = _service(request)
-        new = await asyncio.to_thread(svc.reload, body.run, body.variant)
+        new = await asyncio.to_thread(svc.reload, body.run, body.variant, body.row)
         return ModelCard(**new.describe(), served=svc.served())
 
     @app.get("/healthz", response_model=Health, tags=["ops"], responses={500: {"model": Health}})

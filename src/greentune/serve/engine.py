@@ -18,17 +18,23 @@ from typing import Any
 from greentune.errors import CheckpointError, GreentuneError
 from greentune.rundir import RunDir
 from greentune.tasks import Predictor
+from greentune.tasks.forecast.rows import ROWS_DIR
 
 
-def model_version(model_dir: Path) -> str:
-    """12 hex digits of a SHA-256 over the model folder's files (names and bytes): the same
-    weights give the same version on every replica."""
+def model_version(model_dir: Path, row: str | None = None) -> str:
+    """12 hex digits of a SHA-256 over the model folder's files (names and bytes), and for a
+    served row (``row``) its name and the run's ``rows/`` too: the same weights give the same
+    version on every replica."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+    folders = [model_dir] if row is None else [model_dir, model_dir.parent / ROWS_DIR]
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(folder.parent)).encode() + b"\0")
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+    if row is not None:
+        digest.update(row.encode())
     return digest.hexdigest()[:12]
 
 
@@ -43,6 +49,8 @@ class Loaded:
     version: str
     loaded_at: str
     card: dict[str, Any] = field(default_factory=dict)
+    row: str | None = None
+    """The kept row served instead of the network (``--row``), or None."""
     """Test metrics and energy per 1,000 predictions of the served model, from its run."""
 
     @property
@@ -54,18 +62,21 @@ class Loaded:
             "run": self.run.name,
             "task": self.task,
             "variant": self.variant,
+            "row": self.row or self.card.get("network") or "network",
             "version": self.version,
             "loaded_at": self.loaded_at,
             **self.card,
         }
 
 
-def _card(model_run: RunDir) -> dict[str, Any]:
+def _card(model_run: RunDir, row: str | None = None) -> dict[str, Any]:
     try:
         metrics = model_run.metrics
     except GreentuneError:
         return {"test_metrics": {}, "energy_per_1k_predictions": None}
-    result = metrics.result
+    result = metrics.result if row is None else metrics.test.get(row)
+    if result is None:  # a LightGBM design, weighed by an ensemble but not a row of its own
+        return {"test_metrics": {}, "energy_per_1k_predictions": None, "network": metrics.model}
     bill = result.bill
     kinds = metrics.energy.kinds if metrics.energy else []
     energy = None
@@ -79,22 +90,26 @@ def _card(model_run: RunDir) -> dict[str, Any]:
     return {
         "test_metrics": {k: v for k, v in result.scores.items() if v is not None},
         "energy_per_1k_predictions": energy,
+        "network": metrics.model,
     }
 
 
-def load(run_path: str | Path, variant: str | None) -> Loaded:
-    """The run's model (or variant), with its version and card; errors say what to do."""
+def load(run_path: str | Path, variant: str | None, row: str | None = None) -> Loaded:
+    """The run's model (or variant, or kept row), with its version and card; errors say what
+    to do."""
     run = RunDir.open(run_path)
     run.check_finished("serve it")
     model_run = run.variant(variant)
-    predictor = Predictor.from_run(run.path, variant)
+    predictor = Predictor.from_run(run.path, variant, row)
+    served = getattr(predictor, "row", None)
     return Loaded(
         predictor=predictor,
         run=run,
         variant=predictor.variant,
-        version=model_version(model_run.model_dir),
+        version=model_version(model_run.model_dir, served),
         loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        card=_card(model_run),
+        card=_card(model_run, served),
+        row=served,
     )
 
 
@@ -122,13 +137,19 @@ class Engine:
     def current(self) -> Loaded:
         return self._current
 
-    def reload(self, run: str | Path | None = None, variant: str | None = None) -> Loaded:
-        """Load ``run`` (default: the served one) and ``variant`` (default: the served one),
-        then serve it. The task cannot change: clients of /v1/forecast would break."""
+    def reload(
+        self, run: str | Path | None = None, variant: str | None = None, row: str | None = None
+    ) -> Loaded:
+        """Load ``run`` (default: the served one), ``variant`` and ``row`` (default: the served
+        ones), then serve it. The task cannot change: clients of /v1/forecast would break."""
         with self._reload_lock:
             old = self._current
             target = Path(run) if run is not None else old.run.path
-            new = load(target, variant if variant is not None else old.variant)
+            new = load(
+                target,
+                variant if variant is not None else old.variant,
+                row if row is not None else old.row,
+            )
             if new.task != old.task:
                 raise CheckpointError(
                     f"{target} is a {new.task} run; this service serves {old.task}. Start "

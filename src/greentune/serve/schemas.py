@@ -15,6 +15,10 @@ class ModelRef(BaseModel):
 
     run: str
     variant: str
+    row: str = Field(
+        description="The row of the run's table that answered: the network's name, a baseline "
+        "or an ensemble"
+    )
     version: str = Field(description="12 hex digits of a SHA-256 over the model's files")
 
 
@@ -79,6 +83,8 @@ class ModelCard(BaseModel):
     run: str
     task: str
     variant: str
+    row: str = Field(description="The served row: the network's name, a baseline or an ensemble")
+    network: str | None = Field(None, description="The run's network (its row name)")
     version: str
     loaded_at: str
     test_metrics: dict[str, float]
@@ -98,6 +104,9 @@ class ReloadRequest(BaseModel):
 
     run: str | None = Field(None, description="Another run directory (default: the served one)")
     variant: str | None = Field(None, description="fp32, int8-dynamic, onnx-int8 or a name")
+    row: str | None = Field(
+        None, description="A forecasting run's kept row (default: the served one), or 'model'"
+    )
 
 
 class Health(BaseModel):

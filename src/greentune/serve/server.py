@@ -74,3 +74,7 @@ def check_startable(settings: ServeSettings) -> None:
     model_dir = run.variant(settings.variant).model_dir
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir} is missing; the run did not save its model")
+    if settings.row is not None:
+        from greentune.tasks.forecast.rows import row_for
+
+        row_for(run, settings.variant or "fp32", settings.row)

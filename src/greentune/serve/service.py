@@ -98,9 +98,11 @@ class Service:
             "kind": b.probe.kind,
         }
 
-    def reload(self, run: str | None = None, variant: str | None = None) -> Loaded:
+    def reload(
+        self, run: str | None = None, variant: str | None = None, row: str | None = None
+    ) -> Loaded:
         try:
-            new = self.engine.reload(run, variant)
+            new = self.engine.reload(run, variant, row)
         except GreentuneError:
             self.metrics.reloads.labels("failed").inc()
             raise

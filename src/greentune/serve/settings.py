@@ -34,6 +34,9 @@ class ServeSettings:
     """The run directory whose model is served."""
     variant: str | None = None
     """None/fp32: the run's model; else a compressed variant (int8-dynamic, onnx-int8, NAME)."""
+    row: str | None = None
+    """A forecasting run's kept row to serve instead of its network (a baseline, an ensemble,
+    ``recommended``); None: the network."""
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
