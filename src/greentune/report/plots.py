@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from greentune.evaluate.metrics import MAPE_ZERO
 from greentune.report.choose import Choice
 from greentune.report.collect import RunView
 
@@ -123,13 +124,36 @@ def forecast_figure(view: RunView) -> str | None:
     return svg_uri(fig)
 
 
+PERCENT_SCORES = ("mape", "smape")
+
+
+def error_profile(
+    p: pd.DataFrame, metric: str, key: pd.Series, mase_scale: float = 1.0
+) -> pd.Series:
+    """``metric`` (a forecast score of ``evaluate.metrics``) of the prediction rows ``p``
+    grouped by ``key``, each group scored as the whole test is."""
+    y, err = p["y_true"], p["y_pred"] - p["y_true"]
+    if metric == "rmse":
+        return (err**2).groupby(key).mean() ** 0.5
+    if metric == "mape":
+        kept = y.abs() > MAPE_ZERO  # as the score: observed zeros are left out
+        return (100 * err.abs() / y.abs())[kept].groupby(key[kept]).mean()
+    if metric == "smape":
+        denom = (y.abs() + p["y_pred"].abs()).clip(lower=1e-12)
+        return (200 * err.abs() / denom).groupby(key).mean()
+    mae = err.abs().groupby(key).mean()
+    return mae / mase_scale if metric == "mase" else mae
+
+
 @styled
 def error_profile_figure(view: RunView) -> str | None:
-    """MAPE by hour of day and by day of week of the target time, per row (the recommended
-    row, the fine-tuned model and the references that are present)."""
+    """The run's ranking score (``eval.metric``: MAPE unless set) by hour of day and by day of
+    week of the target time, per row (the recommended row, the fine-tuned model and the
+    references that are present)."""
     pred = _forecasts(view)
     if pred is None:
         return None
+    metric = view.quality.metric
     step = pd.Timedelta((view.metrics.data or {}).get("step") or "1h")
     wanted = [view.recommended, view.metrics.model, "lightgbm", "seasonal_naive_weekly"]
     present = set(pred["model"].unique())
@@ -147,9 +171,14 @@ def error_profile_figure(view: RunView) -> str | None:
     fig, axes = _subplots(1, len(panels), figsize=(10, 3), squeeze=False)
     for ax, (name, key) in zip(axes[0], panels, strict=True):
         for i, row in enumerate(rows):
-            p = pred[(pred["model"] == row) & (pred["y_true"].abs() > 0)]
-            ape = 100 * (p["y_true"] - p["y_pred"]).abs() / p["y_true"].abs()
-            profile = ape.groupby(key(pd.to_datetime(p["time"]))).mean()
+            p = pred[pred["model"] == row]
+            scale = 1.0
+            if metric == "mase":  # MAE over one scale per run: a row's MAE / MASE gives it back
+                scores = view.metrics.test[row].scores if row in view.metrics.test else {}
+                if not (scores.get("mae") and scores.get("mase")):
+                    continue
+                scale = float(scores["mae"]) / float(scores["mase"])
+            profile = error_profile(p, metric, key(pd.to_datetime(p["time"])), scale)
             ax.plot(
                 profile.index,
                 profile.to_numpy(),
@@ -160,7 +189,7 @@ def error_profile_figure(view: RunView) -> str | None:
                 label=row,
             )
         ax.set_xlabel(name)
-        ax.set_ylabel("MAPE %")
+        ax.set_ylabel(metric.upper() + (" %" if metric in PERCENT_SCORES else ""))
         if name == "day of week":
             ax.set_xticks(range(7), ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])
     axes[0][0].legend(fontsize=8)
