@@ -87,3 +87,17 @@ def test_the_model_is_loaded_once_for_every_recursive_step(carbon_run, monkeypat
     forecaster.predict(values, times, 24 * 20, 72)  # three recursive calls
     forecaster.predict(values, times, 24 * 21, 24)
     assert loads == [str(run)]
+
+
+def test_a_kept_row_of_the_run_forecasts_instead_of_its_network(carbon_run):
+    run, series = carbon_run
+    forecaster = make_forecaster(f"greentune:{run}@seasonal_naive_daily")
+    assert forecaster.name == f"greentune:{run}@seasonal_naive_daily"
+    times = pd.DatetimeIndex(pd.to_datetime(series["ts"]).dt.tz_localize("UTC"))
+    values = series["intensity"].to_numpy(float)
+    issue = 24 * 20
+    out = forecaster.predict(values, times, issue, 48)
+    # the daily naive repeats the last observed day, and then its own forecast of it
+    np.testing.assert_array_equal(out, np.tile(values[issue - 24 : issue], 2))
+    with pytest.raises(ScheduleError, match=r"greentune:.*@lightgbm: .*no row 'lightgbm'"):
+        make_forecaster(f"greentune:{run}@lightgbm")

@@ -6,7 +6,9 @@ Train once on an intensity trace, e.g. the Electricity Maps export::
         "data.target=Carbon Intensity gCO₂eq/kWh (LCA)" data.context_length=168 data.horizon=48 \\
         name=carbon-gb
 
-then plan with ``schedule.forecast: greentune:runs/carbon-gb``. The run must use calendar
+then plan with ``schedule.forecast: greentune:runs/carbon-gb`` (the run's network), or
+``greentune:runs/carbon-gb@recommended`` / ``@lightgbm`` / ``@ensemble-weighted`` for another row
+of its table (``Predictor.with_row``). The run must use calendar
 features only (no covariates whose future is unknown here) and the trace's step must equal the
 plan's slot. Horizons longer than the run's are forecast recursively, each forecast fed back as
 history, with the model loaded once; the plan reports the error against what happened.
@@ -24,17 +26,18 @@ from greentune.schedule.forecaster import FORECASTERS
 class GreentuneRunForecaster:
     uses_future = False
 
-    def __init__(self, run: str) -> None:
+    def __init__(self, spec: str) -> None:
+        run, _, row = spec.rpartition("@") if "@" in spec else (spec, "", "")
         if not run:
-            raise ScheduleError("the greentune forecast needs a run: greentune:RUN_DIR")
+            raise ScheduleError("the greentune forecast needs a run: greentune:RUN_DIR[@ROW]")
         from greentune.tasks.forecast import ForecastPredictor
 
         try:
-            predictor = ForecastPredictor.from_run(run)
+            predictor = ForecastPredictor.from_run(run, row=row or None)
             assert isinstance(predictor, ForecastPredictor) and predictor.run is not None
             self.step = pd.Timedelta((predictor.run.metrics.data or {})["step"])
         except (GreentuneError, KeyError) as exc:
-            raise ScheduleError(f"schedule.forecast greentune:{run}: {exc}") from None
+            raise ScheduleError(f"schedule.forecast greentune:{spec}: {exc}") from None
         columns = predictor.columns
         if len(columns.targets) != 1 or columns.past:
             raise ScheduleError(
@@ -42,7 +45,7 @@ class GreentuneRunForecaster:
                 f"{columns.past}; a carbon forecast needs one target and calendar features only"
             )
         self.predictor = predictor
-        self.name = f"greentune:{predictor.run}"
+        self.name = f"greentune:{predictor.run}" + (f"@{predictor.row}" if predictor.row else "")
 
     def fit(self, values: np.ndarray, times: pd.DatetimeIndex, slots_per_day: int) -> None:
         """Trained already: ``greentune run`` fitted it (and its baselines) on its own split."""
