@@ -103,6 +103,9 @@ def test_a_clock_time_without_its_ridge_is_refused(run) -> None:
         predictor.predict(frame)
     # the network and the other rows forecast from any clock time
     assert len(gt.Predictor.from_run(run.path, row="lightgbm").predict(frame)) == 24
+    # LightGBM reads the week before the forecast: a shorter history is refused, not guessed
+    with pytest.raises(gt.DataError, match=r"needs 168 observed rows .* \(lightgbm reads that"):
+        gt.Predictor.from_run(run.path, row="lightgbm").predict(frame.iloc[-96:])
 
 
 def test_predict_cli_takes_a_row_and_refuses_a_bad_one(run, tmp_path: Path) -> None:
@@ -146,7 +149,8 @@ def test_a_dp_run_keeps_only_the_rows_fitted_on_no_training_data(tmp_path: Path)
     run = gt.run(cfg, echo=lambda m: None)
     kept = RowSet.load(run.path)
     assert kept is not None and list(kept.rows) == ["seasonal_naive_daily"]
-    assert kept.ensembles == {}  # its mean weighs the ridge, fitted on the raw training rows
+    # its quantiles are calibrated on training rows; every ensemble is a non-private reference
+    assert kept.rows["seasonal_naive_daily"].offsets is None and kept.ensembles == {}
     with pytest.raises(ConfigError, match="in a DP run every row fitted on the training data"):
         gt.Predictor.from_run(run.path, row="linear")
 
@@ -155,3 +159,28 @@ def test_a_classification_run_refuses_a_row(tmp_path: Path) -> None:
     run = tiny_classify_run(tmp_path, 120, 0)
     with pytest.raises(ConfigError, match="predicts with its network only"):
         gt.Predictor.from_run(run.path, row="ensemble-mean")
+
+
+def test_a_channel_independent_ridge_forecasts_each_target_as_the_run_did(tmp_path: Path) -> None:
+    make_series().to_csv(tmp_path / "load.csv", index=False)
+    cfg = gt.build_config(
+        overrides=[
+            *series_overrides(tmp_path / "load.csv", tmp_path / "runs", "ci"),
+            "train.epochs=1",
+            "data.multivariate=true",
+            "data.channel_independent=true",
+            "eval.baselines=[linear]",
+            "eval.ensembles=[mean]",
+        ]
+    )
+    run = gt.run(cfg, echo=lambda m: None)
+    saved = _test_rows(run, "linear")
+    targets = list(saved["target"].unique())
+    assert len(targets) == 2
+    got = gt.Predictor.from_run(run.path, row="linear").predict_file(
+        run.config.data.path, origins="daily"
+    )
+    got = got[got["origin"].isin(saved["origin"])].reset_index(drop=True)
+    for target in targets:
+        mine = saved[saved["target"] == target].reset_index(drop=True)
+        np.testing.assert_allclose(got[f"{target}_forecast"], mine["y_pred"], rtol=1e-12)

@@ -143,6 +143,8 @@ def test_a_kept_row_is_served_and_a_reload_switches_back_to_the_network(forecast
         assert card["row"] == "seasonal_naive_daily"
         assert card["test_metrics"]["mape"] == naive["mape"]
         network = forecast_run.metrics.model
+        r = client.post("/admin/reload", json={}, headers=auth(keys["admin"]))  # the row stays
+        assert r.status_code == 200 and r.json()["row"] == "seasonal_naive_daily", r.text
         r = client.post("/admin/reload", json={"row": "model"}, headers=auth(keys["admin"]))
         assert r.status_code == 200 and r.json()["row"] == network, r.text
         assert r.json()["version"] != card["version"]

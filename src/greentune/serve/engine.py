@@ -26,10 +26,13 @@ def model_version(model_dir: Path, row: str | None = None) -> str:
     served row (``row``) its name and the run's ``rows/`` too: the same weights give the same
     version on every replica."""
     digest = hashlib.sha256()
-    folders = [model_dir] if row is None else [model_dir, model_dir.parent / ROWS_DIR]
-    for folder in folders:
+    rows = model_dir.parent / ROWS_DIR
+    # the model's files by their names inside model/ (as before rows were served: a network's
+    # version does not change), a row's by rows/NAME
+    folders = [(model_dir, "")] if row is None else [(model_dir, ""), (rows, f"{ROWS_DIR}/")]
+    for folder, prefix in folders:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(folder.parent)).encode() + b"\0")
+            digest.update((prefix + str(path.relative_to(folder))).encode() + b"\0")
             with path.open("rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(chunk)
@@ -49,9 +52,11 @@ class Loaded:
     version: str
     loaded_at: str
     card: dict[str, Any] = field(default_factory=dict)
+    """Test metrics and energy per 1,000 predictions of the served model, from its run."""
     row: str | None = None
     """The kept row served instead of the network (``--row``), or None."""
-    """Test metrics and energy per 1,000 predictions of the served model, from its run."""
+    row_spec: str | None = None
+    """The row as asked for (``recommended`` is resolved again on every reload)."""
 
     @property
     def task(self) -> str:
@@ -102,6 +107,7 @@ def load(run_path: str | Path, variant: str | None, row: str | None = None) -> L
     model_run = run.variant(variant)
     predictor = Predictor.from_run(run.path, variant, row)
     served = getattr(predictor, "row", None)
+    spec = getattr(predictor, "row_spec", None)
     return Loaded(
         predictor=predictor,
         run=run,
@@ -110,6 +116,7 @@ def load(run_path: str | Path, variant: str | None, row: str | None = None) -> L
         loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         card=_card(model_run, served),
         row=served,
+        row_spec=spec,
     )
 
 
@@ -148,7 +155,7 @@ class Engine:
             new = load(
                 target,
                 variant if variant is not None else old.variant,
-                row if row is not None else old.row,
+                row if row is not None else old.row_spec,
             )
             if new.task != old.task:
                 raise CheckpointError(

@@ -108,7 +108,8 @@ class Service:
             raise
         self.metrics.reloads.labels("ok").inc()
         self.metrics.serving(new.run.name, new.variant, new.version)
-        log.info("reloaded: %s %s version %s", new.run.name, new.variant, new.version)
+        row = new.describe()["row"]
+        log.info("reloaded: %s %s row %s version %s", new.run.name, new.variant, row, new.version)
         return new
 
     def _on_batch(self, size: int, energy_j: float, duration_s: float) -> None:
@@ -140,9 +141,10 @@ class Service:
                 self._handle_sighup()
                 self.started = True
                 log.info(
-                    "serving %s (%s, version %s) on %s://%s:%d",
+                    "serving %s (%s, row %s, version %s) on %s://%s:%d",
                     first["run"],
                     first["variant"],
+                    first["row"],
                     first["version"],
                     "https" if s.ssl_certfile else "http",
                     s.host,

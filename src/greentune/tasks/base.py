@@ -88,7 +88,7 @@ class Predictor(ABC):
         """This run forecasting with its kept row ``row``; only forecasting runs keep rows
         besides the network."""
         raise ConfigError(
-            f"--row {row}: a {self.task} run predicts with its network only; kept rows "
+            f"row {row!r}: a {self.task} run predicts with its network only; kept rows "
             "(baselines, ensembles) are a forecasting run's"
         )
 

@@ -67,6 +67,8 @@ class ForecastPredictor(Predictor):
         """A hybrid's LightGBM base (``model.skip_init: lightgbm``), else None."""
         self.row, self.rows = row, rows
         """The kept row ``predict`` forecasts with (None: the network) and the run's rows."""
+        self.row_spec: str | None = None
+        """The row as asked for (``recommended`` follows the run on a reload)."""
 
     @classmethod
     def load(cls, run: RunDir) -> ForecastPredictor:
@@ -104,7 +106,7 @@ class ForecastPredictor(Predictor):
             raise CheckpointError("a predictor made without its run keeps no rows but the network")
         name, rows = row_for(self.run, self.variant, row)
         out = self.with_model(self.model)
-        out.row, out.rows = name, rows
+        out.row, out.rows, out.row_spec = name, rows, row
         return out
 
     @property
@@ -173,7 +175,8 @@ class ForecastPredictor(Predictor):
 
     def _prepare(self, table: RawTable, dcfg: DataConfig, origins: str) -> Prepared:
         data, chosen = self._windows(table, dcfg, origins)
-        base = base_of(self.hybrid, data, chosen)
+        network = self.row is None or (self.rows is not None and self.rows.needs_network(self.row))
+        base = base_of(self.hybrid, data, chosen) if network else None
         batches = make_batches(self.cfg, data, chosen, self.tokenizer, base)
         return Prepared(self, len(chosen), batches)
 
@@ -191,7 +194,12 @@ class ForecastPredictor(Predictor):
                 f"{table.origin}: columns {got} differ from the run's {self.columns.all}"
             )
         scaled = self.scaler.transform(featured.to_numpy(dtype=float)).astype(np.float32)
-        chosen = _choose_origins(featured, targets, how, L, H, table.origin)
+        need, reader = L, "the model's context"
+        if self.row is not None and self.rows is not None:
+            history = self.rows.history(self.row, featured.index[1] - featured.index[0], H)
+            if history > L:
+                need, reader = history, f"{self.row} reads that far back"
+        chosen = _choose_origins(featured, targets, how, need, H, table.origin, reader)
         stamps = featured.index[chosen]
         off = stamps[(stamps.hour != 0) | (stamps.minute != 0)]
         if self.cfg.data.match_origins and len(off):
@@ -217,6 +225,9 @@ class ForecastPredictor(Predictor):
             WindowSet("val", chosen[:0]),
             WindowSet("predict", chosen),
             report,
+            # the kept rows read these (a channel-independent ridge folds its inputs)
+            channel_independent=self.cfg.data.channel_independent,
+            config=dcfg,
         )
         return data, chosen
 
@@ -254,15 +265,23 @@ def _extend_horizon(
 
 
 def _choose_origins(
-    frame: pd.DataFrame, targets: list[str], how: str, L: int, H: int, origin: str
+    frame: pd.DataFrame,
+    targets: list[str],
+    how: str,
+    L: int,
+    H: int,
+    origin: str,
+    reader: str = "the model's context",
 ) -> np.ndarray:
+    """``reader``: what reads the ``L`` rows before each forecast (the model's context, or a
+    kept row's longer history)."""
     observed = np.flatnonzero(frame[targets[0]].notna().to_numpy())
     if how == "last":
         o = int(observed[-1]) + 1
         if o < L:
             raise DataError(
-                f"{origin}: needs {L} observed rows of {targets[0]!r} before the forecast (the "
-                f"model's context); it has {o}. Give a longer history"
+                f"{origin}: needs {L} observed rows of {targets[0]!r} before the forecast "
+                f"({reader}); it has {o}. Give a longer history"
             )
         return np.array([o])
     if how != "daily":

@@ -9,11 +9,14 @@ greenest within its target, often an ensemble; kept here, that row is what ``gre
                         per clock minute)
     rows/<i>-<j>.txt    a LightGBM model of target j, in LightGBM's own text format
 
-The fits are the run's own (on the training rows, tuned on validation), so a served row forecasts
-a run's test windows exactly as its table scored them. A baseline's quantiles are its point plus
-the residual quantiles per horizon step the run calibrated on validation at the test origins'
-clock times; an origin at another clock time gets the same offsets. A DP run keeps only the rows
-fitted on no training data (the seasonal naives): the others would carry its data unprotected.
+The fits are the run's own (on the training rows, tuned on validation), so a served baseline
+forecasts a run's test windows exactly as its table scored them, and an ensemble with the network
+to float32 precision. A baseline's quantiles are its point plus the residual quantiles per horizon
+step the run calibrated (on validation for the ridges and LightGBM, on training rows for the
+naives) at the test origins' clock times; an origin at another clock time gets the same offsets.
+A DP run keeps only the rows fitted on no training data (the seasonal naives, without the
+quantiles they calibrate on training rows) and no ensemble: the others would carry its data
+unprotected.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from greentune.data.windows import ForecastData
-from greentune.errors import CheckpointError, ConfigError
+from greentune.errors import CheckpointError, ConfigError, DataError
 from greentune.evaluate.baselines import (
     FITTED_ON_NOTHING,
     clock_point,
     ridge_point,
+    seasonal_lags,
     seasonal_point,
     steps_per,
 )
@@ -73,6 +78,13 @@ class SavedRow:
         elif self.kind == "ridge_clock":
             point = clock_point(data, self.ridges, origins)
         else:
+            week = steps_per(data, "7D")
+            if len(origins) and origins.min() < week:
+                raise DataError(
+                    f"{data.report.origin}: LightGBM reads the week before the forecast (its "
+                    f"lags and weekly statistics): give at least {week} rows of history; there "
+                    f"are {origins.min()}"
+                )
             point = lgbm_point(data, self.lgbm, origins)
         q = {k: point + v[None] for k, v in self.offsets.items()} if self.offsets else None
         return Forecast(point, q)
@@ -96,6 +108,19 @@ class RowSet:
     @property
     def names(self) -> list[str]:
         return [*self.rows, *self.ensembles]
+
+    def history(self, name: str, step: pd.Timedelta, horizon: int) -> int:
+        """Rows of history row ``name`` reads before a forecast beyond the network's context:
+        LightGBM a week (lags, weekly statistics), a seasonal naive its longest lag."""
+        if name in self.ensembles:
+            members = self.ensembles[name].members
+            return max((self.history(m, step, horizon) for m in members if m != MODEL), default=0)
+        row = self.rows[name]
+        if row.kind == "lightgbm":
+            return max(1, round(pd.Timedelta("7D") / step))
+        if row.kind == "naive":
+            return int(seasonal_lags(horizon, row.period).max())
+        return 0
 
     def needs_network(self, name: str) -> bool:
         return name in self.ensembles and MODEL in self.ensembles[name].members
@@ -179,6 +204,13 @@ class RowSet:
                 )
                 for name, e in raw["ensembles"].items()
             }
+            for name, ens in ensembles.items():
+                lost = [m for m in ens.members if m != MODEL and m not in rows]
+                if lost:
+                    raise ValueError(f"{name}'s members {lost} are not kept")
+                w = ens.weights
+                if w is not None and (w.ndim != 2 or w.shape[1] != len(ens.members)):
+                    raise ValueError(f"{name}'s weights are {w.shape}, not (steps, members)")
         except Exception as exc:  # OSError, a bad key or value, LightGBM's own error
             raise CheckpointError(
                 f"{folder} is damaged ({exc}); run the training again to rebuild it"
@@ -236,7 +268,8 @@ def kept_rows(
     """The rows a run keeps: each servable baseline of ``forecasts`` (row -> its test forecast,
     which gives the quantile offsets) and each ensemble all of whose members are kept (or the
     network). Fits come from ``data``'s cache (the run's own); a private run keeps the seasonal
-    naives only."""
+    naives' point forecasts only (their quantiles are calibrated on training rows) and no
+    ensemble."""
     every = dict(forecasts)
     for ens in ensembles.values():  # the LightGBM designs a weighted ensemble weighs
         every.update({m: f for m, f in ens.members_test.items() if m not in every})
@@ -246,8 +279,11 @@ def kept_rows(
             continue
         row = _fitted(data, name)
         if row is not None:
-            row.offsets = _offsets(fc)
+            # a naive's quantiles are calibrated on the training rows: not kept in a DP run
+            row.offsets = None if private else _offsets(fc)
             rows[name] = row
+    if private:  # privacy_report counts every ensemble as a non-private reference
+        return RowSet(rows, {})
     kept = {
         name: SavedEnsemble(
             r.info["kind"], list(r.members_test), None if r.weights is None else r.weights.copy()
@@ -289,50 +325,45 @@ def _offsets(fc: Forecast) -> dict[float, np.ndarray] | None:
 
 
 def row_for(run: RunDir, variant: str, row: str) -> tuple[str | None, RowSet | None]:
-    """(the kept row ``row`` names, None for the network; the run's rows) for a forecasting
-    ``run`` served as ``variant``; errors say what to do."""
+    """(the kept row ``row`` names, None for the network; the run's rows, loaded only for a kept
+    row) for a forecasting ``run`` served as ``variant``; errors say what to do."""
     if run.config.task != "forecast":
         raise ConfigError(
-            f"--row {row}: {run.path} is a {run.config.task} run, which predicts with its "
+            f"row {row!r}: {run.path} is a {run.config.task} run, which predicts with its "
             "network only; kept rows (baselines, ensembles) are a forecasting run's"
         )
     metrics = run.metrics
     if variant not in ORIGINAL and row not in (MODEL, metrics.model):
         raise ConfigError(
-            f"--row {row}: a compressed variant ({variant}) forecasts with its network alone; "
-            "the rows and the ensembles' weights belong to the run's own fp32 network. Leave "
-            "out --variant to forecast with them"
+            f"row {row!r}: a compressed variant ({variant}) forecasts with its network alone; "
+            "the rows and the ensembles' weights belong to the run's own fp32 network. Ask for "
+            "the run itself (no variant) to forecast with them"
         )
-    rows = RowSet.load(run.path)
     recommended = metrics.energy.greenest if metrics.energy else None
-    return resolve_row(run.path, rows, row, metrics.model, recommended), rows
-
-
-def resolve_row(
-    run_path: Path, rows: RowSet | None, row: str, network: str, recommended: str | None
-) -> str | None:
-    """The kept row ``row`` names (None: the network). ``recommended`` is the row the run
-    recommends; ``network`` the network's row name."""
     name = recommended if row == "recommended" else row
-    if name in (None, MODEL, network):
-        if row == "recommended" and recommended is None:
-            raise CheckpointError(
-                f"{run_path} recommends no row (metrics.json has no greenest model); name one "
-                "with --row"
-            )
-        return None
-    if rows is None:
+    if row == "recommended" and recommended is None:
         raise CheckpointError(
-            f"{run_path} keeps no fitted rows besides its network (made before greentune kept "
+            f"{run.path} recommends no row (metrics.json has no greenest model); name one"
+        )
+    if name in (MODEL, metrics.model):
+        return None, None
+    folder = run.path / ROWS_DIR
+    if not (folder / ROWS_FILE).is_file():
+        raise CheckpointError(
+            f"{run.path} keeps no fitted rows besides its network (made before greentune kept "
             f"them in {ROWS_DIR}/): it serves its network only; run it again to serve {name}"
         )
+    rows = RowSet.load(run.path)
+    assert rows is not None
     if name not in rows.names:
+        why = f"{run.path} recommends {name}, which it does not keep" if row != name else None
         raise ConfigError(
-            f"{run_path}: no row {name!r} to forecast with; it keeps "
-            f"{_listing(network, rows.names)}. Rows not kept: random_init and the peers (their "
-            "networks are not saved), and in a DP run every row fitted on the training data"
+            f"{why or f'{run.path}: no row {name!r} to forecast with'}; it keeps "
+            f"{_listing(metrics.model, rows.names)}. Not kept: random_init and the peers (their "
+            "networks are not saved), an ensemble with one of them as a member, and in a DP run "
+            "every row fitted on the training data"
         )
-    return name
+    return name, rows
 
 
 def _listing(network: str, names: Iterable[str]) -> str:
