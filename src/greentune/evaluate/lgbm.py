@@ -181,12 +181,13 @@ def _fit(
     return Booster(booster, booster.best_iteration)
 
 
-def train_origins(data: ForecastData) -> np.ndarray:
-    """Origins whose whole horizon lies in the training rows, after a week of history, strided
-    to at most MAX_TRAIN_ROWS rows."""
+def train_origins(data: ForecastData, end: int | None = None) -> np.ndarray:
+    """Origins whose whole horizon lies in the training rows (before row ``end``: default the
+    validation rows), after a week of history, strided to at most MAX_TRAIN_ROWS rows."""
     week, H = steps_per(data, "7D"), data.horizon
-    first = min(week, max(1, data.val_start - H - 1))
-    cand = np.arange(first, data.val_start - H + 1)
+    end = data.val_start if end is None else end
+    first = min(week, max(1, end - H - 1))
+    cand = np.arange(first, end - H + 1)
     stride = max(1, -(-len(cand) * H // MAX_TRAIN_ROWS))
     return cand[::stride]
 
@@ -284,6 +285,33 @@ def fit_design(
     predict = _fit(rows_t.x[ok_t], zt[ok_t], rows_v.x[ok_v], zv[ok_v], size)
     mae = float(np.nanmean(np.abs(predict(rows_v.x) * sv - yv)))
     return LgbmFit(form, size, predict, mae)
+
+
+def refit_design(data: ForecastData, target: int, fit: LgbmFit) -> LgbmFit:
+    """``fit``'s design, tree size and boosting rounds (its early-stopped best iteration),
+    chosen on validation already, fitted again on the rows before the test rows (training and
+    validation), without early stopping."""
+    import lightgbm as lgb
+
+    H = data.horizon
+    y = data.frame[data.target_cols[target]].to_numpy(dtype=float)
+    if fit.form == "timestamp":
+        first = int(steps_per(data, "1D") * (-(-H // steps_per(data, "1D")) + DAY_LAGS))
+        rows = np.arange(first, data.test_start)
+        rows = rows[np.isfinite(y[rows])]
+        x, z = timestamp_features(data, target, rows), y[rows]
+    else:
+        origins = train_origins(data, data.test_start)
+        built = origin_rows(data, target, origins)
+        z = y[horizon_positions(origins, H).ravel()]
+        z = z / built.scale if fit.form == "ratio" else z
+        ok = np.isfinite(z)
+        x, z = built.x[ok], z[ok]
+    params = dict(LGBM_PARAMS, objective="regression", **fit.size)
+    params["n_jobs"] = 1 if len(z) < LGBM_THREADED_ROWS else LGBM_THREADS
+    rounds = fit.predict.iterations or int(fit.predict.booster.current_iteration())
+    booster = lgb.train(params, lgb.Dataset(x, z), num_boost_round=max(1, rounds))
+    return LgbmFit(fit.form, fit.size, Booster(booster), fit.val_mae)
 
 
 def _fit_timestamps(

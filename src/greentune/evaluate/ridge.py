@@ -335,7 +335,7 @@ def walk_alphas(
     """The index in ``alphas`` to use: walk the log grid from ``start_at`` while the
     validation error falls. Each Cholesky of the (L*C + H*K)^2 system costs seconds, and the
     error is unimodal in alpha in practice."""
-    best = alphas.index(start_at)
+    best = alphas.index(start_at) if start_at in alphas else 0
     for step in (-1, 1):
         start = best
         while 0 <= best + step < len(alphas) and val_error(best + step) < val_error(best):
@@ -429,8 +429,20 @@ def fit_linear(data: ForecastData) -> LinearFit:
     return fit
 
 
+def refit_linear(data: ForecastData, fit: LinearFit, train: np.ndarray) -> LinearFit:
+    """``fit``'s design and alpha, chosen on validation already, fitted again on the training
+    windows ``train`` (e.g. training and validation windows together)."""
+    t0 = time.perf_counter()
+    out = _fit_windows(data, (train, data.val.origins), (fit.level,), (fit.alpha,))
+    out.fit_s = time.perf_counter() - t0
+    return out
+
+
 def _fit_windows(
-    data: ForecastData, origins: tuple[np.ndarray, np.ndarray] | None = None
+    data: ForecastData,
+    origins: tuple[np.ndarray, np.ndarray] | None = None,
+    levels: tuple[str, ...] = LEVELS,
+    alphas: tuple[float, ...] = RIDGE_ALPHAS,
 ) -> LinearFit:
     """``solve_ridge`` on the windows of ``ridge_statistics``, or the same fit from the design
     rows (``ridge_rows``) when the training rows number less than ``ROWS_BELOW`` of the inputs
@@ -439,13 +451,13 @@ def _fit_windows(
     level_x, level_y = level_layout(data)
     folds = data.n_targets if data.channel_independent else 1
     if len(train) * folds >= ROWS_BELOW * len(level_x):
-        return solve_ridge(ridge_statistics(data, origins=(train, val)))
+        return solve_ridge(ridge_statistics(data, origins=(train, val)), levels, alphas)
     t0 = time.perf_counter()
     x, y = (a.astype(np.float64) for a in design_matrix(data, train))
     xv, yv = (a.astype(np.float64) for a in design_matrix(data, val))
     step = _LevelStep.from_layout(level_x, level_y)
-    fit = ridge_rows.solve_rows(x, y, xv, yv, step, LEVELS, RIDGE_ALPHAS, walk_alphas)
-    alpha = RIDGE_ALPHAS[fit.alpha_index]
+    fit = ridge_rows.solve_rows(x, y, xv, yv, step, levels, alphas, walk_alphas)
+    alpha = alphas[fit.alpha_index]
     return LinearFit(fit.weight, fit.x_mean, fit.y_mean, alpha, time.perf_counter() - t0, fit.level)
 
 
