@@ -261,22 +261,30 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def restate(
+    name: str,
+    doc: str,
+    score_run: Callable[[Path], dict[str, Any]],
+    render: Callable[[dict], str],
+) -> None:
+    """The command line of a study restated from default runs (this one, refit.py):
+    ``--series``, ``--seeds``, ``--tag``; writes results/NAME[-TAG].json and .md."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--series", default="pjm,isone")
     p.add_argument("--seeds", default="0")
     p.add_argument("--tag", default="")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
-    out: dict[str, Any] = {
-        "machine": machine_info(),
-        "commit": git_commit(),
-        "series": {},
-    }
+    out: dict[str, Any] = {"machine": machine_info(), "commit": git_commit(), "series": {}}
     for label, overrides in series(a.series.split(",")).items():
         for seed in seeds:
-            out["series"][f"{label}/s{seed}"] = score(run_dir(label, overrides, seed))
-    write(RESULTS / f"combine{'-' + a.tag if a.tag else ''}", out, markdown)
+            out["series"][f"{label}/s{seed}"] = score_run(run_dir(label, overrides, seed))
+            print(f"[{label}/s{seed}] scored", flush=True)
+    write(RESULTS / f"{name}{'-' + a.tag if a.tag else ''}", out, render)
+
+
+def main() -> None:
+    restate("combine", __doc__ or "", score, markdown)
 
 
 def write(stem: Path, result: dict, render: Callable[[dict], str]) -> None:

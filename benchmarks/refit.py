@@ -29,7 +29,6 @@ refits' energy is not billed here (each is one more fit of a row the run already
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
@@ -41,8 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from combine import RESULTS, arrays, mape, run_dir, series, write
-from machine import git_commit, machine_info
+from combine import arrays, mape, restate
 
 from greentune.data.windows import ForecastData, prepare_forecast_data, with_scaler
 from greentune.evaluate.ensemble import combine
@@ -159,18 +157,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--series", default="pjm,isone")
-    p.add_argument("--seeds", default="0")
-    p.add_argument("--tag", default="")
-    a = p.parse_args()
-    out: dict[str, Any] = {"machine": machine_info(), "commit": git_commit(), "series": {}}
-    for label, overrides in series(a.series.split(",")).items():
-        for seed in (int(s) for s in a.seeds.split(",")):
-            key = f"{label}/s{seed}"
-            out["series"][key] = score(run_dir(label, overrides, seed))
-            print(f"[{key}] {out['series'][key]['rows']}", flush=True)
-    write(RESULTS / f"refit{'-' + a.tag if a.tag else ''}", out, markdown)
+    restate("refit", __doc__ or "", score, markdown)
 
 
 if __name__ == "__main__":

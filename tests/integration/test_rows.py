@@ -133,20 +133,22 @@ def test_predict_cli_takes_a_row_and_refuses_a_bad_one(run, tmp_path: Path) -> N
     assert f"forecast with it: greentune predict {run.path} --row recommended" in shown.stdout
 
 
+def _small_run(tmp: Path, name: str, *extra: str) -> gt.RunDir:
+    make_series().to_csv(tmp / "load.csv", index=False)
+    overrides = [*series_overrides(tmp / "load.csv", tmp / "runs", name), "train.epochs=1"]
+    return gt.run(gt.build_config(overrides=[*overrides, *extra]), echo=lambda m: None)
+
+
 def test_a_dp_run_keeps_only_the_rows_fitted_on_no_training_data(tmp_path: Path) -> None:
-    make_series().to_csv(tmp_path / "load.csv", index=False)
-    cfg = gt.build_config(
-        overrides=[
-            *series_overrides(tmp_path / "load.csv", tmp_path / "runs", "dp"),
-            "train.epochs=1",
-            "eval.baselines=[seasonal_naive_daily,linear]",
-            "eval.ensembles=[mean]",
-            "eval.ensemble_members=[model,seasonal_naive_daily,linear]",
-            "privacy.dp.noise_multiplier=1.0",
-            "data.bounds={load_mw: [0, 400], temp_c: [-20, 50]}",
-        ]
+    run = _small_run(
+        tmp_path,
+        "dp",
+        "eval.baselines=[seasonal_naive_daily,linear]",
+        "eval.ensembles=[mean]",
+        "eval.ensemble_members=[model,seasonal_naive_daily,linear]",
+        "privacy.dp.noise_multiplier=1.0",
+        "data.bounds={load_mw: [0, 400], temp_c: [-20, 50]}",
     )
-    run = gt.run(cfg, echo=lambda m: None)
     kept = RowSet.load(run.path)
     assert kept is not None and list(kept.rows) == ["seasonal_naive_daily"]
     # its quantiles are calibrated on training rows; every ensemble is a non-private reference
@@ -162,18 +164,14 @@ def test_a_classification_run_refuses_a_row(tmp_path: Path) -> None:
 
 
 def test_a_channel_independent_ridge_forecasts_each_target_as_the_run_did(tmp_path: Path) -> None:
-    make_series().to_csv(tmp_path / "load.csv", index=False)
-    cfg = gt.build_config(
-        overrides=[
-            *series_overrides(tmp_path / "load.csv", tmp_path / "runs", "ci"),
-            "train.epochs=1",
-            "data.multivariate=true",
-            "data.channel_independent=true",
-            "eval.baselines=[linear]",
-            "eval.ensembles=[mean]",
-        ]
+    run = _small_run(
+        tmp_path,
+        "ci",
+        "data.multivariate=true",
+        "data.channel_independent=true",
+        "eval.baselines=[linear]",
+        "eval.ensembles=[mean]",
     )
-    run = gt.run(cfg, echo=lambda m: None)
     saved = _test_rows(run, "linear")
     targets = list(saved["target"].unique())
     assert len(targets) == 2
