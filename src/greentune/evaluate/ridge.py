@@ -430,8 +430,7 @@ def fit_linear(data: ForecastData) -> LinearFit:
 
 
 def refit_linear(data: ForecastData, fit: LinearFit, train: np.ndarray) -> LinearFit:
-    """``fit``'s design and alpha, chosen on validation already, fitted again on the training
-    windows ``train`` (e.g. training and validation windows together)."""
+    """``fit``'s design and alpha (chosen on validation) fitted again on the windows ``train``."""
     t0 = time.perf_counter()
     out = _fit_windows(data, (train, data.val.origins), (fit.level,), (fit.alpha,))
     out.fit_s = time.perf_counter() - t0
