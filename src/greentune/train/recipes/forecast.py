@@ -1,7 +1,8 @@
 """Forecasting recipe: data -> ridge skip path -> model -> PEFT -> loop -> test -> baselines.
 
 Phases run inside meter windows: data, train (ridge-skip, epoch-N, validate-N), test, save,
-and baseline/<name>; each result's ``energy_windows`` says which windows it is billed for.
+baseline/<name>, select/<row>, ensemble and save-rows; each result's ``energy_windows`` says
+which windows it is billed for.
 """
 
 from __future__ import annotations
