@@ -21,7 +21,8 @@ the run recommended, and LightGBM's MAPE (the issue's anchor).
 
     .venv/bin/python benchmarks/combine.py [--series pjm,isone] [--seeds 0] [--tag NAME]
 
-Series: pjm (the 9 PJM utilities, last 3 years, hourly), isone (the 8 ISO-NE zones, Jan-Apr
+Series: pjm (the 9 PJM utilities, last 3 years, hourly), pjm-short (the same utilities, the 12
+weeks ending 3 years + 1 day before: short series), isone (the 8 ISO-NE zones, Jan-Apr
 2017, hourly, temperature and dew point), vic_elec (Victoria 2012-14, 92-day validation and
 test, as benchmarks/victoria.py). Writes benchmarks/results/combine[-TAG].json and .md.
 """
@@ -80,7 +81,17 @@ def series(names: list[str]) -> dict[str, list[str]]:
         out.update(isone_series())
     if "vic_elec" in names:
         out["vic_elec"] = [*VICTORIA["vic_elec"], "energy.carbon=static:AU"]
-    unknown = set(names) - {"pjm", "isone", "vic_elec"}
+    if "pjm-short" in names:  # 12 weeks ending before the 3-year window: rows no pjm run read
+        for csv in sorted(prepare(84, skip_days=3 * 365 + 1).glob("*.csv")):
+            out[f"pjm12w-{csv.stem}"] = [
+                "data.source=csv",
+                f"data.path={csv}",
+                "data.time_col=time",
+                "data.target=load_mw",
+                "data.country=US",
+                "data.fill_gaps=true",
+            ]
+    unknown = set(names) - {"pjm", "isone", "vic_elec", "pjm-short"}
     if unknown:
         raise SystemExit(f"--series: unknown {', '.join(sorted(unknown))}")
     return out

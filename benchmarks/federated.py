@@ -68,10 +68,10 @@ ROWS = ("federated", "start", "central", "local", "seasonal_naive_daily", "seaso
 """The rows of metrics.json's test table this benchmark reports, in order."""
 
 
-def prepare(days: int) -> Path:
+def prepare(days: int, skip_days: int = 0) -> Path:
     """One CSV per utility: parsed, sorted, duplicate hours dropped, the last ``days`` days of
-    the span all nine share."""
-    out = RUNS / f"pjm-{days}d"
+    the span all nine share (ending ``skip_days`` days before its end)."""
+    out = RUNS / (f"pjm-{days}d" + (f"-{skip_days}before" if skip_days else ""))
     if out.is_dir() and len(list(out.glob("*.csv"))) == 9 and (out / RANGES).is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def prepare(days: int) -> Path:
         frame = pd.DataFrame({"time": times, "load_mw": raw[col].astype(float)})
         frame = frame.sort_values("time").drop_duplicates("time", keep="first")
         frames[path.stem.removesuffix("_hourly")] = frame
-    end = min(f["time"].max() for f in frames.values())
+    end = min(f["time"].max() for f in frames.values()) - pd.Timedelta(days=skip_days)
     start = end - pd.Timedelta(days=days)
     ranges = {}
     for name, frame in frames.items():
