@@ -103,10 +103,12 @@ def score(path: Path) -> dict[str, Any]:
         for name in before
         if name == MODEL or name in metrics.test
     }
+    # a row that is not kept (random_init, a peer: networks) is not refitted: its own score
+    unchanged = metrics.test[rec].scores["mape"] if rec and rec_key not in before else None
     return {
         "recommended": rec,
-        "recommended_before": mape(y, before[rec_key]) if rec_key in before else None,
-        "recommended_after": mape(y, after[rec_key]) if rec_key in after else None,
+        "recommended_before": mape(y, before[rec_key]) if rec_key in before else unchanged,
+        "recommended_after": mape(y, after[rec_key]) if rec_key in after else unchanged,
         "rows": table,
         "validation_origins": len(data.val),
         "training_origins": len(data.train),
