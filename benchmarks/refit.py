@@ -153,7 +153,12 @@ def markdown(result: dict) -> str:
         f"Recommended row, with refit / without: median {median:.4f}, below 1 on {below} of "
         f"{len(ratios)}. Rule written before: median <= {ADOPT_MEDIAN} and below 1 on >= "
         f"{ADOPT_BELOW} of 17: **{'adopted' if adopted else 'not adopted'}**"
-        + ("" if len(ratios) == 17 else " (the rule is for the 17 other series; informational)"),
+        + (
+            ""
+            if len(ratios) == 17
+            else " (that rule is the 17 other series'; this set's own, if"
+            " any, is in benchmarks/README.md)"
+        ),
     ]
     return "\n".join(lines) + "\n"
 
