@@ -139,6 +139,8 @@ def test_a_kept_row_is_served_and_a_reload_switches_back_to_the_network(forecast
             expected["load_mw_forecast"],
         )
         card = client.get("/v1/models", headers=auth(keys["forecast"])).json()["models"][0]
+        info = [x for x in client.get("/metrics").text.splitlines() if "model_info{" in x]
+        assert len(info) == 1 and 'row="seasonal_naive_daily"' in info[0]
         naive = forecast_run.metrics.test["seasonal_naive_daily"].scores
         assert card["row"] == "seasonal_naive_daily"
         assert card["test_metrics"]["mape"] == naive["mape"]

@@ -85,7 +85,7 @@ class ServeMetrics:
         self.model_info = Gauge(
             "greentune_model_info",
             "The served model (value 1)",
-            ["run", "variant", "version"],
+            ["run", "variant", "row", "version"],
             registry=r,
             multiprocess_mode="liveall",
         )
@@ -93,9 +93,9 @@ class ServeMetrics:
             "greentune_reloads", "Model reloads by outcome", ["outcome"], registry=r
         )
 
-    def serving(self, run: str, variant: str, version: str) -> None:
+    def serving(self, run: str, variant: str, row: str, version: str) -> None:
         self.model_info.clear()
-        self.model_info.labels(run, variant, version).set(1)
+        self.model_info.labels(run, variant, row, version).set(1)
 
     def exposition(self) -> tuple[bytes, str]:
         """(body, content type) for GET /metrics."""

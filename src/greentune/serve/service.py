@@ -107,7 +107,7 @@ class Service:
             self.metrics.reloads.labels("failed").inc()
             raise
         self.metrics.reloads.labels("ok").inc()
-        self.metrics.serving(new.run.name, new.variant, new.version)
+        self.metrics.serving(new.run.name, new.variant, new.describe()["row"], new.version)
         row = new.describe()["row"]
         log.info("reloaded: %s %s row %s version %s", new.run.name, new.variant, row, new.version)
         return new
@@ -126,7 +126,7 @@ class Service:
         settle_memory()
         # no local reference to the first model: a reload must be able to free it
         first = self.loaded.describe()
-        self.metrics.serving(first["run"], first["variant"], first["version"])
+        self.metrics.serving(first["run"], first["variant"], first["row"], first["version"])
         with self.meter_session(self.loaded.run) as meter:
             handle: WindowHandle
             with meter.window("serve") as handle:
