@@ -6,13 +6,13 @@ own CSV as a user would (``predict_file``):
 
 - reproduction: the recommended row's daily backtest on the run's test origins against the run's
   ``predictions.parquet`` (largest relative difference of the point forecasts);
-- cost of one day-ahead forecast (``predict`` on the last 21 days of history, the horizon's
-  covariates filled, origin at midnight): wall and process CPU seconds, medians of ``--repeats``
-  after one warm-up, network and recommended row in alternating order; modelled energy = CPU
-  seconds x greentune's CPU power per thread here (the same model as every bill on this machine;
-  no counters).
+- cost of one day-ahead forecast (``predict`` on 21 days of history and the horizon's
+  covariates, from the file's latest origin the recommended row forecasts from): wall and
+  process CPU seconds, medians of 7 after one warm-up, network and recommended row in
+  alternating order; modelled energy = CPU seconds x greentune's CPU power per thread here (the
+  same model as every bill on this machine; no counters).
 
-    .venv/bin/python benchmarks/rows.py [--series pjm,isone,vic_elec] [--seeds 0] [--repeats 7]
+    .venv/bin/python benchmarks/rows.py [--series pjm,isone,vic_elec] [--seeds 0] [--tag NAME]
 
 Writes benchmarks/results/rows[-TAG].json and .md.
 """
@@ -43,19 +43,25 @@ HISTORY_DAYS = 21
 W_PER_THREAD = resolve_cpu_power(EnergyConfig().cpu_power_per_thread_w).power_per_thread_w
 
 
-def _one_day(path: Path, cfg: Any, horizon: int) -> pd.DataFrame:
-    """The file's last 21 days before its last local midnight, the target blanked over the
-    horizon (the covariates stay: the forecast of them a user would give)."""
+def _one_day(path: Path, cfg: Any, horizon: int, predictor: gt.Predictor) -> pd.DataFrame:
+    """The file's last 21 days of history and a horizon after them, the target blanked over the
+    horizon (the covariates stay: the forecast of them a user would give), ending at the latest
+    row from which ``predictor`` forecasts (a ridge per clock time forecasts from its own times;
+    the run's clock is local time, the file's may be UTC)."""
     d = cfg.data
     frame = pd.read_csv(path)
     times = pd.to_datetime(frame[d.time_col])
-    mids = np.flatnonzero((times.dt.hour == 0) & (times.dt.minute == 0))
-    end = int(mids[mids + horizon <= len(frame)][-1]) + horizon
     step = times.iloc[1] - times.iloc[0]
-    start = max(0, end - horizon - int(pd.Timedelta(days=HISTORY_DAYS) / step))
-    out = frame.iloc[start:end].copy()
-    out.loc[out.index[-horizon:], d.target] = np.nan
-    return out
+    history = int(pd.Timedelta(days=HISTORY_DAYS) / step)
+    for end in range(len(frame), len(frame) - int(pd.Timedelta(days=1) / step) - 1, -1):
+        out = frame.iloc[end - horizon - history : end].copy()
+        out.loc[out.index[-horizon:], d.target] = np.nan
+        try:
+            predictor.predict(out)
+        except gt.DataError:
+            continue
+        return out
+    raise SystemExit(f"{path}: no origin in the last day that {predictor.info} forecasts from")
 
 
 def _cost(predictor: gt.Predictor, frame: pd.DataFrame) -> tuple[float, float]:
@@ -81,7 +87,7 @@ def score(path: Path, repeats: int = REPEATS) -> dict[str, Any]:
     )
     rel = np.abs(merged[f"{target}_forecast"] - merged["y_pred"]) / np.abs(merged["y_pred"])
     horizon = int(best.horizon)
-    frame = _one_day(data_path, cfg, horizon)
+    frame = _one_day(data_path, cfg, horizon, best)
     _cost(net, frame), _cost(best, frame)  # warm-up
     wall: dict[str, list[float]] = {"network": [], "recommended": []}
     cpu: dict[str, list[float]] = {"network": [], "recommended": []}
