@@ -126,6 +126,10 @@ def test_predict_cli_takes_a_row_and_refuses_a_bad_one(run, tmp_path: Path) -> N
     )  # fmt: skip
     assert bad.returncode == 2 and "no row 'random_init'" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr
+    # serve refuses an unknown row before it binds a port, with the same message
+    served = cli("serve", str(run.path), "--no-auth", "--row", "nhits")
+    assert served.returncode == 2 and "no row 'nhits'" in served.stderr + served.stdout
+    assert "Traceback" not in served.stderr
     # the printed table says how to forecast with the recommended row when it is not the network
     assert run.metrics.energy.greenest not in (None, run.metrics.model)
     shown = cli("evaluate", str(run.path))
