@@ -4,6 +4,7 @@ and every refusal names what to do."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -91,6 +92,11 @@ def test_refusals_name_the_rows_and_what_to_do(run, tmp_path: Path) -> None:
     shutil.copytree(run.path, broken)
     (broken / ROWS_DIR / "rows.json").write_text("{")
     with pytest.raises(CheckpointError, match=r"rows is damaged"):
+        gt.Predictor.from_run(broken, row="lightgbm")
+    raw = json.loads((run.path / ROWS_DIR / "rows.json").read_text())
+    raw["rows"]["linear"]["kind"] = "spline"
+    (broken / ROWS_DIR / "rows.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=r"damaged \(kind 'spline' is none of"):
         gt.Predictor.from_run(broken, row="lightgbm")
 
 

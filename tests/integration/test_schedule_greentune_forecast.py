@@ -101,3 +101,15 @@ def test_a_kept_row_of_the_run_forecasts_instead_of_its_network(carbon_run):
     np.testing.assert_array_equal(out, np.tile(values[issue - 24 : issue], 2))
     with pytest.raises(ScheduleError, match=r"greentune:.*@lightgbm: .*no row 'lightgbm'"):
         make_forecaster(f"greentune:{run}@lightgbm")
+
+
+def test_a_run_folder_with_an_at_sign_is_a_run_not_a_row(carbon_run, tmp_path):
+    import shutil
+
+    run, _ = carbon_run
+    copy = tmp_path / "carbon@2"
+    shutil.copytree(run, copy)
+    forecaster = make_forecaster(f"greentune:{copy}")
+    assert forecaster.name == f"greentune:{copy}" and forecaster.predictor.row is None
+    with pytest.raises(ScheduleError, match=r"needs a run: greentune:RUN_DIR\[@ROW\]"):
+        make_forecaster(f"greentune:{run}@")

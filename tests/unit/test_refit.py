@@ -71,3 +71,15 @@ def test_lightgbm_refits_its_design_with_the_rounds_validation_chose() -> None:
         predict_target(data, 0, refit_design(data, 0, fit), test),
         predict_target(data, 0, refit, test),
     )
+
+
+def test_lightgbm_reads_a_week_or_its_whole_day_lags_before_the_origin() -> None:
+    from greentune.evaluate.lgbm import LgbmFit, history_rows
+
+    def fit(form: str) -> LgbmFit:
+        return LgbmFit(form, {}, None, 0.0)  # type: ignore[arg-type]
+
+    assert history_rows(fit("level"), 24, 48) == 168
+    assert history_rows(fit("timestamp"), 24, 24) == 168  # lags 1..7 days
+    assert history_rows(fit("timestamp"), 24, 48) == 192  # lags 2..8 days
+    assert history_rows(fit("timestamp"), 48, 48) == 336

@@ -373,6 +373,15 @@ def predict_target(
     return out.reshape(len(origins), data.horizon)
 
 
+def history_rows(fit: LgbmFit, day: int, horizon: int) -> int:
+    """Rows before a forecast origin that ``fit``'s features read: a week (the lags of the
+    origin designs and the weekly statistics), or for the per-timestamp design its whole-day
+    lags from the first >= the horizon (8 days at a two-day horizon)."""
+    if fit.form == "timestamp":
+        return day * (-(-horizon // day) + DAY_LAGS - 1)
+    return day * DAY_LAGS
+
+
 def lgbm_point(data: ForecastData, fits: list[LgbmFit], origins: np.ndarray) -> np.ndarray:
     """(N, H, T): target j forecast by ``fits[j]``, in data units."""
     return np.stack([predict_target(data, j, f, origins) for j, f in enumerate(fits)], axis=-1)

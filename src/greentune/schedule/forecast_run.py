@@ -16,6 +16,8 @@ history, with the model loaded once; the plan reports the error against what hap
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -27,8 +29,10 @@ class GreentuneRunForecaster:
     uses_future = False
 
     def __init__(self, spec: str) -> None:
-        run, _, row = spec.rpartition("@") if "@" in spec else (spec, "", "")
-        if not run:
+        # RUN@ROW, unless the whole spec is a run folder (a path may hold '@')
+        whole = "@" not in spec or (Path(spec) / "config.yaml").is_file()
+        run, _, row = (spec, "", "") if whole else spec.rpartition("@")
+        if not run or (not whole and not row):
             raise ScheduleError("the greentune forecast needs a run: greentune:RUN_DIR[@ROW]")
         from greentune.tasks.forecast import ForecastPredictor
 

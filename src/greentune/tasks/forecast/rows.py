@@ -41,7 +41,14 @@ from greentune.evaluate.baselines import (
     steps_per,
 )
 from greentune.evaluate.ensemble import combine
-from greentune.evaluate.lgbm import Booster, LgbmFit, design_fit, kept_fit, lgbm_point
+from greentune.evaluate.lgbm import (
+    Booster,
+    LgbmFit,
+    design_fit,
+    history_rows,
+    kept_fit,
+    lgbm_point,
+)
 from greentune.evaluate.ridge import LinearFit, fit_linear, fit_linear_at
 from greentune.io import staged_dir, write_json
 from greentune.results import Forecast
@@ -70,6 +77,15 @@ class SavedRow:
     lgbm: list[LgbmFit] = field(default_factory=list)
     """LightGBM per target."""
 
+    def history(self, step: pd.Timedelta, horizon: int) -> int:
+        """Rows of history it reads before a forecast origin (0: the network's context)."""
+        day = max(1, round(pd.Timedelta("1D") / step))
+        if self.kind == "lightgbm":
+            return max(history_rows(f, day, horizon) for f in self.lgbm)
+        if self.kind == "naive":
+            return int(seasonal_lags(horizon, self.period).max())
+        return 0
+
     def forecast(self, data: ForecastData, origins: np.ndarray) -> Forecast:
         if self.kind == "naive":
             point = seasonal_point(data, origins, self.period)
@@ -78,12 +94,12 @@ class SavedRow:
         elif self.kind == "ridge_clock":
             point = clock_point(data, self.ridges, origins)
         else:
-            week = steps_per(data, "7D")
-            if len(origins) and origins.min() < week:
+            need = self.history(data.step, data.horizon)
+            if len(origins) and origins.min() < need:
                 raise DataError(
-                    f"{data.report.origin}: LightGBM reads the week before the forecast (its "
-                    f"lags and weekly statistics): give at least {week} rows of history; there "
-                    f"are {origins.min()}"
+                    f"{data.report.origin}: LightGBM reads {need} rows before the forecast (its "
+                    f"lags and weekly statistics): give at least that much history; there are "
+                    f"{origins.min()}"
                 )
             point = lgbm_point(data, self.lgbm, origins)
         q = {k: point + v[None] for k, v in self.offsets.items()} if self.offsets else None
@@ -111,16 +127,11 @@ class RowSet:
 
     def history(self, name: str, step: pd.Timedelta, horizon: int) -> int:
         """Rows of history row ``name`` reads before a forecast beyond the network's context:
-        LightGBM a week (lags, weekly statistics), a seasonal naive its longest lag."""
+        LightGBM a week or more (``lgbm.history_rows``), a seasonal naive its longest lag."""
         if name in self.ensembles:
             members = self.ensembles[name].members
             return max((self.history(m, step, horizon) for m in members if m != MODEL), default=0)
-        row = self.rows[name]
-        if row.kind == "lightgbm":
-            return max(1, round(pd.Timedelta("7D") / step))
-        if row.kind == "naive":
-            return int(seasonal_lags(horizon, row.period).max())
-        return 0
+        return self.rows[name].history(step, horizon)
 
     def needs_network(self, name: str) -> bool:
         return name in self.ensembles and MODEL in self.ensembles[name].members
@@ -133,6 +144,11 @@ class RowSet:
         if name in self.rows:
             return self.rows[name].forecast(data, origins)
         ens = self.ensembles[name]
+        if ens.weights is not None and len(ens.weights) != data.horizon:
+            raise CheckpointError(
+                f"{name}'s weights in {ROWS_DIR}/{ROWS_FILE} have {len(ens.weights)} horizon "
+                f"steps, the run {data.horizon}; run the training again to rebuild them"
+            )
         members = {}
         for m in ens.members:
             if m == MODEL:
@@ -228,7 +244,12 @@ def kept_names(run_path: Path) -> list[str]:
         return []
 
 
+KINDS = ("naive", "ridge", "ridge_clock", "lightgbm")
+
+
 def _load_row(folder: Path, entry: dict[str, Any]) -> SavedRow:
+    if entry.get("kind") not in KINDS:
+        raise ValueError(f"kind {entry.get('kind')!r} is none of {', '.join(KINDS)}")
     offsets = entry.get("offsets")
     ridges = {}
     for k, r in (entry.get("ridges") or {}).items():
@@ -333,12 +354,6 @@ def row_for(run: RunDir, variant: str, row: str) -> tuple[str | None, RowSet | N
             "network only; kept rows (baselines, ensembles) are a forecasting run's"
         )
     metrics = run.metrics
-    if variant not in ORIGINAL and row not in (MODEL, metrics.model):
-        raise ConfigError(
-            f"row {row!r}: a compressed variant ({variant}) forecasts with its network alone; "
-            "the rows and the ensembles' weights belong to the run's own fp32 network. Ask for "
-            "the run itself (no variant) to forecast with them"
-        )
     recommended = metrics.energy.greenest if metrics.energy else None
     name = recommended if row == "recommended" else row
     if row == "recommended" and recommended is None:
@@ -347,6 +362,12 @@ def row_for(run: RunDir, variant: str, row: str) -> tuple[str | None, RowSet | N
         )
     if name in (MODEL, metrics.model):
         return None, None
+    if variant not in ORIGINAL:
+        raise ConfigError(
+            f"row {row!r}: a compressed variant ({variant}) forecasts with its network alone; "
+            "the rows and the ensembles' weights belong to the run's own fp32 network. Ask for "
+            "the run itself (no variant) to forecast with them"
+        )
     folder = run.path / ROWS_DIR
     if not (folder / ROWS_FILE).is_file():
         raise CheckpointError(
