@@ -67,34 +67,31 @@ BAND = 2
 def series(names: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if "pjm" in names:
-        folder = prepare(3 * 365)
-        for csv in sorted(folder.glob("*.csv")):
-            out[f"pjm-{csv.stem}"] = [
-                "data.source=csv",
-                f"data.path={csv}",
-                "data.time_col=time",
-                "data.target=load_mw",
-                "data.country=US",
-                "data.fill_gaps=true",
-            ]
+        for csv in sorted(prepare(3 * 365).glob("*.csv")):
+            out[f"pjm-{csv.stem}"] = _pjm(csv)
     if "isone" in names:
         out.update(isone_series())
     if "vic_elec" in names:
         out["vic_elec"] = [*VICTORIA["vic_elec"], "energy.carbon=static:AU"]
     if "pjm-short" in names:  # 12 weeks ending before the 3-year window: rows no pjm run read
         for csv in sorted(prepare(84, skip_days=3 * 365 + 1).glob("*.csv")):
-            out[f"pjm12w-{csv.stem}"] = [
-                "data.source=csv",
-                f"data.path={csv}",
-                "data.time_col=time",
-                "data.target=load_mw",
-                "data.country=US",
-                "data.fill_gaps=true",
-            ]
+            out[f"pjm12w-{csv.stem}"] = _pjm(csv)
     unknown = set(names) - {"pjm", "isone", "vic_elec", "pjm-short"}
     if unknown:
         raise SystemExit(f"--series: unknown {', '.join(sorted(unknown))}")
     return out
+
+
+def _pjm(csv: Path) -> list[str]:
+    """A PJM utility's file, hourly load with US holidays, gaps filled."""
+    return [
+        "data.source=csv",
+        f"data.path={csv}",
+        "data.time_col=time",
+        "data.target=load_mw",
+        "data.country=US",
+        "data.fill_gaps=true",
+    ]
 
 
 def run_dir(
