@@ -22,7 +22,7 @@ unprotected.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from greentune.data.windows import ForecastData
-from greentune.errors import CheckpointError, ConfigError, DataError
+from greentune.errors import CheckpointError, ConfigError, DataError, GreentuneError
 from greentune.evaluate.baselines import (
     FITTED_ON_NOTHING,
     clock_point,
@@ -278,6 +278,30 @@ def _load_row(folder: Path, entry: dict[str, Any]) -> SavedRow:
 
 
 # ---------------------------------------------------------------------- from a finished run
+
+
+def keep_rows(
+    run_path: Path,
+    data: ForecastData,
+    forecasts: Mapping[str, Forecast],
+    ensembles: Mapping[str, EnsembleRow],
+    private: bool,
+    log: Callable[[str], None],
+) -> RowSet:
+    """``kept_rows`` saved in ``run_path/rows`` and said in the log; a failed write (a full
+    disk) is a warning: the run's scores stand, only ``--row`` is lost."""
+    kept = kept_rows(data, forecasts, ensembles, private)
+    try:
+        kept.save(run_path)
+    except GreentuneError as exc:
+        log(f"warning: rows not kept ({exc}); predict and serve --row will refuse them")
+        return RowSet({}, {})
+    table = [n for n in kept.names if n in forecasts or n in ensembles]
+    if table:
+        designs = len(kept.names) - len(table)
+        more = f" (and {designs} LightGBM designs the weighted ensemble weighs)" if designs else ""
+        log(f"rows kept for predict and serve --row: {', '.join(table)}{more}")
+    return kept
 
 
 def kept_rows(

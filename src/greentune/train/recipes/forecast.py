@@ -18,7 +18,7 @@ import pandas as pd
 from greentune.config import RunConfig, replace
 from greentune.data.windows import ForecastData, prepare_forecast_data
 from greentune.distributed import ranks
-from greentune.errors import ConfigError, DataError, GreentuneError
+from greentune.errors import ConfigError, DataError
 from greentune.evaluate.baselines import BASELINES, baseline_options, left_out, run_baseline
 from greentune.evaluate.peers import check_peers
 from greentune.models.backbone import count_parameters
@@ -49,7 +49,7 @@ from greentune.tasks.forecast.predict import (
     to_forecast,
     validator,
 )
-from greentune.tasks.forecast.rows import RowSet, kept_rows
+from greentune.tasks.forecast.rows import keep_rows
 from greentune.tasks.forecast.skip import RIDGE_FILE, SkipInit, ridge_skip
 from greentune.train.callbacks import Callback
 from greentune.train.loop import (
@@ -169,18 +169,7 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         ctx.run.write_validation_predictions(val_rows)
         with window("save-rows"):
             baselines = {b: fc for b, (fc, _) in scored.items() if b != MODEL}
-            kept = kept_rows(data, baselines, rows, cfg.privacy.dp.enabled)
-            try:
-                kept.save(ctx.run.path)
-            except GreentuneError as exc:  # the run's scores stand; only --row is lost
-                log(f"warning: rows not kept ({exc}); predict and serve --row will refuse them")
-                kept = RowSet({}, {})
-        table_rows = [n for n in kept.names if n in metrics.test]
-        if table_rows:
-            designs = len(kept.names) - len(table_rows)
-            more = f" (and {designs} LightGBM designs the weighted ensemble weighs)"
-            names = ", ".join(table_rows)
-            log(f"rows kept for predict and serve --row: {names}{more * bool(designs)}")
+            keep_rows(ctx.run.path, data, baselines, rows, cfg.privacy.dp.enabled, log)
     return metrics
 
 
