@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import hashlib
 import json
 import math
 import os
@@ -156,3 +157,18 @@ def staged_dir(dst: Path) -> Iterator[Path]:
             raise
         where = Path(failure.filename) if failure.filename else dst
         raise storage_error(where, failure) from None
+
+
+def files_digest(folders: list[tuple[Path, str]], extra: bytes = b"") -> str:
+    """12 hex digits of a SHA-256 over the files of ``folders`` (each file's name, as the
+    folder's prefix + its path inside it, and its bytes) and ``extra``: the same files give the
+    same digest on every machine."""
+    digest = hashlib.sha256()
+    for folder, prefix in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update((prefix + str(path.relative_to(folder))).encode() + b"\0")
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+    digest.update(extra)
+    return digest.hexdigest()[:12]

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import greentune as gt
 from greentune.cli import app, commands  # noqa: F401  (registers the commands)
 from greentune.data.text import synthetic_incidents
-from greentune.errors import CheckpointError, ConfigError
+from greentune.errors import ConfigError
 from greentune.rundir import RunDir
 from greentune.tasks.classify.ensemble_runs import (
     combine,
@@ -101,8 +101,14 @@ def test_runs_of_one_split_combine_their_probabilities_and_are_chosen_on_validat
     for kind in ("mean", "median"):
         assert m.test[f"ensemble-{kind}"].bill.energy_wh == pytest.approx(members_wh + own_wh)
     assert out.info.status == "complete"
-    with pytest.raises(CheckpointError, match=r"ensemble of runs .* its members: .*runs/a"):
-        gt.Predictor.from_run(out)
+    # loaded through its members, it labels texts as it labelled the test texts
+    model = gt.Predictor.from_run(out)
+    got = model.predict(pd.DataFrame({"text": texts}))
+    np.testing.assert_array_equal(got["label"], preds[preds.model == "ensemble-mean"].y_pred)
+    np.testing.assert_allclose(got[[f"p_{x}" for x in labels]], np.mean(probs, axis=0))
+    assert model.with_row("ensemble-median").info["row"] == "ensemble-median"
+    alone = model.with_row(members[1]).predict(texts)
+    np.testing.assert_allclose(alone[[f"p_{x}" for x in labels]], probs[1])
 
 
 def test_the_median_of_two_class_probabilities_is_the_majority_vote() -> None:
@@ -150,6 +156,8 @@ def test_selected_weights_are_chosen_on_validation_and_scored_cross_fitted(runs)
     expected = np.asarray(labels)[combine("selected", probs, chosen).argmax(-1)]
     got = preds[preds.model == "ensemble-selected"].y_pred.to_numpy()
     np.testing.assert_array_equal(got, expected)
+    served = gt.Predictor.from_run(out.path, row="ensemble-selected").predict(test_texts)
+    np.testing.assert_array_equal(served["label"], expected)
     # its validation score is cross-fitted, not the in-sample score of its own choice
     fitted = np.asarray(labels)[cross_fitted(val_probs, y_val).argmax(-1)]
     row = val[val.model == "ensemble-selected"].y_pred.to_numpy()

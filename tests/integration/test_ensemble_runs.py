@@ -1,6 +1,8 @@
 """``greentune ensemble``: models of several finished runs combined, weights fitted on their
 validation forecasts, the result a run directory with every row scored and billed."""
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import greentune as gt
-from greentune.cli import app, commands  # noqa: F401  (registers the commands)
+from greentune.cli import app, commands, compress  # noqa: F401  (registers the commands)
 from greentune.errors import CheckpointError, ConfigError
 from greentune.rundir import RunDir
 from greentune.tasks.forecast.ensemble_runs import ensemble_runs
@@ -76,9 +78,10 @@ def test_two_runs_make_a_run_directory_with_ensembles_chosen_on_validation(runs)
     assert set(m.validation) == set(m.test)
     assert out.info.status == "complete"
     assert set(out.validation_predictions.model) == set(m.test)
-    # it has no model of its own: loading it says so and names the members
-    with pytest.raises(CheckpointError, match=r"ensemble of runs .* its members: .*runs/a"):
-        gt.Predictor.from_run(out)
+    # it has no model of its own to compress: that names the members
+    result = runner.invoke(app, ["compress", str(out.path), "--method", "int8-dynamic"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and re.search(r"ensemble of runs .* compress its members", said)
 
 
 def test_rows_of_one_run_pay_their_shared_work_once(runs) -> None:
@@ -148,3 +151,143 @@ def test_the_command_prints_the_table_and_refuses_bad_input_with_exit_2(runs) ->
     assert "Traceback" not in bad.output
     frame = pd.read_parquet(out / "predictions.parquet")
     assert set(frame.model) == {"a/" + a.metrics.model, "b/" + b.metrics.model, "ensemble-mean"}
+
+
+def _saved_rows(run: RunDir, name: str) -> pd.DataFrame:
+    saved = run.predictions
+    return saved[saved.model == name].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def ens(runs) -> RunDir:
+    a, b, tmp = runs
+    return ensemble_runs([str(a.path), str(b.path), f"{a.path}:lightgbm"], tmp / "runs" / "served")
+
+
+def test_an_ensemble_of_runs_forecasts_as_it_scored_its_test_windows(runs, ens) -> None:
+    """Loaded once through its members (two networks and a kept LightGBM), every ensemble row
+    reproduces the ensemble's saved test forecasts: the weights are kept unrounded."""
+    a, _, _ = runs
+    m = ens.metrics
+    kept = json.loads((ens.path / "ensemble.json").read_text())
+    weights = np.asarray(kept["rows"]["ensemble-weighted"]["weights"])
+    np.testing.assert_allclose(
+        np.round(weights, 4), m.ensembles["ensemble-weighted"]["weights_by_step"]
+    )
+    assert [k["name"] for k in kept["members"]] == list(m.test)[:3]
+    path = a.config.data.path
+    predictor = gt.Predictor.from_run(ens.path)
+    assert predictor.info["row"] == m.model == "ensemble-weighted"
+    for name in ["ensemble-weighted", "ensemble-mean", "ensemble-median", "a/lightgbm"]:
+        expected = _saved_rows(ens, name)
+        got = predictor.with_row(name).predict_file(path, origins="daily")
+        got = got[got["origin"].isin(expected["origin"])].reset_index(drop=True)
+        assert len(got) == len(expected) > 0, name
+        for got_col, col in [("load_mw_forecast", "y_pred")] + [
+            (f"load_mw_q{q}", f"q{q}") for q in ("0.1", "0.5", "0.9")
+        ]:
+            # the networks' float32 forward pass differs in the last bits with its batch
+            np.testing.assert_allclose(got[got_col], expected[col], rtol=1e-6, err_msg=name)
+    recommended = predictor.with_row("recommended")
+    assert recommended.info["row"] == m.energy.greenest
+    # one forecast from the end of the history, as a service answers it
+    frame = pd.read_csv(path).iloc[:-24]
+    history = frame.assign(temp_c=pd.read_csv(path)["temp_c"].iloc[:-24])
+    future = pd.read_csv(path).iloc[-24:].assign(load_mw=np.nan)
+    one = predictor.predict(pd.concat([history, future], ignore_index=True))
+    assert len(one) == 24 and one["load_mw_forecast"].notna().all()
+
+
+def test_an_ensemble_of_runs_moves_with_its_members_and_refuses_what_it_cannot_serve(
+    runs, ens, tmp_path: Path
+) -> None:
+    import shutil
+
+    a, b, _ = runs
+    # the runs' folder moved whole: the members are found beside the ensemble
+    moved = tmp_path / "moved"
+    for run in (a, b, ens):
+        shutil.copytree(run.path, moved / run.path.name)
+    loaded = gt.Predictor.from_run(moved / "served")
+    assert {p.run.path.parent for p in loaded.members.values()} == {moved}
+    with pytest.raises(
+        ConfigError, match=r"no row 'nope' to predict with; it has ensemble-weighted"
+    ):
+        loaded.with_row("nope")
+    # a member changed since (made again with other results): its weights no longer fit
+    metrics = json.loads((moved / "b" / "metrics.json").read_text())
+    row = metrics["model"]
+    metrics["test"][row]["mape"] = metrics["test"][row]["mape"] + 1.0
+    (moved / "b" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(CheckpointError, match=r"member b/.* changed since the ensemble was made"):
+        gt.Predictor.from_run(moved / "served")
+    # a member gone from both places
+    lonely = tmp_path / "lonely"
+    shutil.copytree(b.path, tmp_path / "b-copy")
+    made = ensemble_runs([str(a.path), str(tmp_path / "b-copy")], lonely, ("mean",))
+    shutil.rmtree(tmp_path / "b-copy")
+    with pytest.raises(CheckpointError, match=r"member b-copy/.* is gone .*put its run back"):
+        gt.Predictor.from_run(made.path)
+    # made before greentune kept ensemble.json
+    old = tmp_path / "old"
+    shutil.copytree(ens.path, old)
+    (old / "ensemble.json").unlink()
+    with pytest.raises(CheckpointError, match=r"made before greentune kept .*make it again"):
+        gt.Predictor.from_run(old)
+    # scored when it was made: evaluate says so, with exit code 2
+    result = runner.invoke(app, ["evaluate", str(ens.path)])
+    assert result.exit_code == 2 and "scored when it was made" in " ".join(result.output.split())
+
+
+def test_predict_and_serve_take_an_ensemble_of_runs(runs, ens, tmp_path: Path) -> None:
+    from greentune.serve.engine import load
+    from greentune.serve.server import check_startable
+    from greentune.serve.settings import ServeSettings
+
+    a, _, _ = runs
+    out = tmp_path / "fc.csv"
+    ok = runner.invoke(
+        app,
+        [
+            "predict",
+            str(ens.path),
+            "--data",
+            str(a.config.data.path),
+            "--out",
+            str(out),
+            "--origins",
+            "daily",
+            "--row",
+            "ensemble-mean",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "row ensemble-mean" in ok.output
+    expected = _saved_rows(ens, "ensemble-mean")
+    got = pd.read_csv(out)
+    got = got[pd.to_datetime(got["origin"]).isin(expected["origin"])]
+    np.testing.assert_allclose(got["load_mw_forecast"], expected["y_pred"], rtol=1e-6)
+    bad = runner.invoke(
+        app,
+        [
+            "predict",
+            str(ens.path),
+            "--data",
+            str(a.config.data.path),
+            "--out",
+            str(out),
+            "--row",
+            "nope",
+        ],
+    )
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    loaded = load(ens.path, None, "recommended")
+    assert loaded.row == ens.metrics.energy.greenest and loaded.row_spec == "recommended"
+    assert loaded.version == load(ens.path, None, "recommended").version  # stable
+    assert loaded.version != load(ens.path, None, "ensemble-median").version
+    assert loaded.describe()["test_metrics"]["mape"] == pytest.approx(
+        ens.metrics.test[loaded.row].scores["mape"]
+    )
+    check_startable(ServeSettings(run=str(ens.path), row="ensemble-mean", auth=False))
+    with pytest.raises(ConfigError, match="no row 'nope'"):
+        check_startable(ServeSettings(run=str(ens.path), row="nope", auth=False))

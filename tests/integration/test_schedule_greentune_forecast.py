@@ -113,3 +113,20 @@ def test_a_run_folder_with_an_at_sign_is_a_run_not_a_row(carbon_run, tmp_path):
     assert forecaster.name == f"greentune:{copy}" and forecaster.predictor.row is None
     with pytest.raises(ScheduleError, match=r"needs a run: greentune:RUN_DIR\[@ROW\]"):
         make_forecaster(f"greentune:{run}@")
+
+
+def test_an_ensemble_of_runs_forecasts_carbon_intensity(carbon_run, tmp_path):
+    """The network and its daily naive, averaged (greentune ensemble): the mean of the two
+    forecasters, step by step."""
+    from greentune.tasks.forecast.ensemble_runs import ensemble_runs
+
+    run, series = carbon_run
+    ens = ensemble_runs([str(run), f"{run}:seasonal_naive_daily"], tmp_path / "ens", ("mean",))
+    forecaster = make_forecaster(f"greentune:{ens.path}@ensemble-mean")
+    assert forecaster.name == f"greentune:{ens.path}@ensemble-mean"
+    times = pd.DatetimeIndex(pd.to_datetime(series["ts"]).dt.tz_localize("UTC"))
+    values = series["intensity"].to_numpy(float)
+    issue = 24 * 20
+    out = forecaster.predict(values, times, issue, 24)
+    network = make_forecaster(f"greentune:{run}").predict(values, times, issue, 24)
+    np.testing.assert_allclose(out, (network + values[issue - 24 : issue]) / 2, rtol=1e-6)

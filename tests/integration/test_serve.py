@@ -154,6 +154,34 @@ def test_a_kept_row_is_served_and_a_reload_switches_back_to_the_network(forecast
         assert r.status_code in (400, 404, 409, 422) and "no row 'nope'" in r.text
 
 
+def test_an_ensemble_of_runs_is_served_through_its_members(forecast_run, keys, tmp_path):
+    from greentune.tasks.forecast.ensemble_runs import ensemble_runs
+
+    naive = f"{forecast_run.path}:seasonal_naive_daily"
+    ens = ensemble_runs([str(forecast_run.path), naive], tmp_path / "ens", ("mean", "median"))
+    rows = history()
+    frame = pd.DataFrame(rows)
+    with client_for(settings_for(ens, keys)) as client:
+        r = client.post("/v1/forecast", json={"history": rows}, headers=auth(keys["forecast"]))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"]["row"] == "ensemble-mean"
+        got = [p["values"]["load_mw_forecast"] for p in body["forecasts"]]
+        network = gt.Predictor.from_run(forecast_run).predict(frame)["load_mw_forecast"]
+        naive_fc = gt.Predictor.from_run(forecast_run, row="seasonal_naive_daily").predict(frame)
+        np.testing.assert_allclose(got, (network + naive_fc["load_mw_forecast"]) / 2, rtol=1e-5)
+        card = client.get("/v1/models", headers=auth(keys["forecast"])).json()["models"][0]
+        assert card["test_metrics"]["mape"] == ens.metrics.test["ensemble-mean"].scores["mape"]
+        member = f"{forecast_run.path.name}/seasonal_naive_daily"
+        r = client.post("/admin/reload", json={"row": member}, headers=auth(keys["admin"]))
+        assert r.status_code == 200 and r.json()["row"] == member, r.text
+        r = client.post("/v1/forecast", json={"history": rows}, headers=auth(keys["forecast"]))
+        np.testing.assert_array_equal(
+            [p["values"]["load_mw_forecast"] for p in r.json()["forecasts"]],
+            naive_fc["load_mw_forecast"],
+        )
+
+
 def test_access_control_and_limits(classify_run, keys):
     s = settings_for(classify_run, keys, max_body_bytes=2_000, rate_per_s=1.0, burst=2)
     body = {"texts": ["feeder tripped"]}

@@ -293,19 +293,21 @@ def predict(
     from greentune.io import write_csv
     from greentune.rundir import RunDir
     from greentune.tasks import Predictor
+    from greentune.tasks.ensemble_predictor import RunsPredictor
     from greentune.tasks.forecast import ForecastPredictor
 
     run = RunDir.open(run_dir)
     run.check_finished("predict with it")
     with run.lock("predict"), metered_window(run.path, run.config.energy, "predict") as window:
         predictor = Predictor.from_run(run)
-        if not isinstance(predictor, ForecastPredictor):
+        if predictor.task != ForecastPredictor.task:
             raise CheckpointError(
                 f"{run} is a {predictor.task} run; predict takes forecasting runs"
             )
         if row is not None:
             predictor = predictor.with_row(row)
-        frame = predictor.predict_file(data, origins)  # type: ignore[arg-type]
+        assert isinstance(predictor, ForecastPredictor | RunsPredictor)
+        frame = predictor.predict_file(data, origins=origins)  # type: ignore[arg-type]
     write_csv(out, frame)
     console.print(f"wrote {len(frame):,} rows to [bold]{out}[/] (row {predictor.info['row']})")
     forecasts = frame["origin"].nunique() if "origin" in frame else 0

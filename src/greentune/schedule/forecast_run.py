@@ -34,22 +34,29 @@ class GreentuneRunForecaster:
         run, _, row = (spec, "", "") if whole else spec.rpartition("@")
         if not run or (not whole and not row):
             raise ScheduleError("the greentune forecast needs a run: greentune:RUN_DIR[@ROW]")
+        from greentune.tasks import Predictor
+        from greentune.tasks.ensemble_predictor import RunsPredictor
         from greentune.tasks.forecast import ForecastPredictor
 
         try:
-            predictor = ForecastPredictor.from_run(run, row=row or None)
-            assert isinstance(predictor, ForecastPredictor) and predictor.run is not None
-            self.step = pd.Timedelta((predictor.run.metrics.data or {})["step"])
+            predictor = Predictor.from_run(run, row=row or None)
+            # an ensemble of runs reads its members' data: the first one's layout is theirs
+            own = predictor.first if isinstance(predictor, RunsPredictor) else predictor
+            if not isinstance(own, ForecastPredictor) or own.run is None:
+                raise ScheduleError(f"{run} is a {predictor.task} run, not a forecast")
+            self.step = pd.Timedelta((own.run.metrics.data or {})["step"])
         except (GreentuneError, KeyError) as exc:
             raise ScheduleError(f"schedule.forecast greentune:{spec}: {exc}") from None
-        columns = predictor.columns
+        columns = own.columns
         if len(columns.targets) != 1 or columns.past:
             raise ScheduleError(
                 f"greentune:{run} forecasts {columns.targets} from past covariates "
                 f"{columns.past}; a carbon forecast needs one target and calendar features only"
             )
         self.predictor = predictor
-        self.name = f"greentune:{predictor.run}" + (f"@{predictor.row}" if predictor.row else "")
+        self.config = own.cfg
+        row_name = getattr(predictor, "row", None)
+        self.name = f"greentune:{predictor.run}" + (f"@{row_name}" if row_name else "")
 
     def fit(self, values: np.ndarray, times: pd.DatetimeIndex, slots_per_day: int) -> None:
         """Trained already: ``greentune run`` fitted it (and its baselines) on its own split."""
@@ -57,7 +64,7 @@ class GreentuneRunForecaster:
     def predict(
         self, values: np.ndarray, times: pd.DatetimeIndex, issue: int, horizon: int
     ) -> np.ndarray:
-        d = self.predictor.cfg.data
+        d = self.config.data
         step = times[1] - times[0]
         if step != self.step:
             raise ScheduleError(

@@ -9,7 +9,6 @@ import contextlib
 import ctypes
 import datetime as dt
 import gc
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,27 +17,6 @@ from typing import Any
 from greentune.errors import CheckpointError, GreentuneError
 from greentune.rundir import RunDir
 from greentune.tasks import Predictor
-from greentune.tasks.forecast.rows import ROWS_DIR
-
-
-def model_version(model_dir: Path, row: str | None = None) -> str:
-    """12 hex digits of a SHA-256 over the model folder's files (names and bytes), and for a
-    served row (``row``) its name and the run's ``rows/`` too: the same weights give the same
-    version on every replica."""
-    digest = hashlib.sha256()
-    rows = model_dir.parent / ROWS_DIR
-    # the model's files by their names inside model/ (as before rows were served: a network's
-    # version does not change), a row's by rows/NAME
-    folders = [(model_dir, "")] if row is None else [(model_dir, ""), (rows, f"{ROWS_DIR}/")]
-    for folder, prefix in folders:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            digest.update((prefix + str(path.relative_to(folder))).encode() + b"\0")
-            with path.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-    if row is not None:
-        digest.update(row.encode())
-    return digest.hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -112,7 +90,7 @@ def load(run_path: str | Path, variant: str | None, row: str | None = None) -> L
         predictor=predictor,
         run=run,
         variant=predictor.variant,
-        version=model_version(model_run.model_dir, served),
+        version=predictor.version(),
         loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         card=_card(model_run, served),
         row=served,

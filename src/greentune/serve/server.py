@@ -67,10 +67,14 @@ def check_startable(settings: ServeSettings) -> None:
     from greentune.errors import CheckpointError
     from greentune.rundir import RunDir
     from greentune.serve.keys import open_keys
+    from greentune.tasks.ensemble_predictor import check_members, is_ensemble_of_runs
 
     open_keys(settings)
     run = RunDir.open(settings.run)
     run.check_finished("serve it")
+    if is_ensemble_of_runs(run) and settings.variant in (None, "fp32"):
+        check_members(run, settings.row)
+        return
     model_dir = run.variant(settings.variant).model_dir
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir} is missing; the run did not save its model")

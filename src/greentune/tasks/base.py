@@ -23,6 +23,7 @@ from torch import nn
 from greentune.config import RunConfig
 from greentune.distributed import ranks
 from greentune.errors import CheckpointError, ConfigError
+from greentune.io import files_digest
 from greentune.registry import Registry
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
@@ -105,6 +106,13 @@ class Predictor(ABC):
     def predict_prepared(self, items: list[Prepared]) -> list[pd.DataFrame]:
         """``predict``'s result for each item, computed in one pass over all of them (the
         serving batcher's forward pass)."""
+
+    def version(self) -> str:
+        """12 hex digits identifying the loaded model: a SHA-256 over its ``model/`` folder's
+        files (names and bytes), so the same weights give the same version on every replica."""
+        if self.run is None:
+            raise CheckpointError("a predictor made without its run has no saved files to version")
+        return files_digest([(self.run.model_dir, "")])
 
     @property
     def info(self) -> dict[str, Any]:

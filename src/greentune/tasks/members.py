@@ -130,15 +130,17 @@ def ensemble_run(
     return run
 
 
-def require_model_dir(run_path: Path) -> Path:
-    """``run_path/model``; an ensemble of runs (which has none) names its members instead."""
+def require_model_dir(run_path: Path, what: str = "compress") -> Path:
+    """``run_path/model``; an ensemble of runs (which has none) names its members instead, which
+    ``what`` (compress, ensemble) takes."""
     model_dir = run_path / "model"
     if not model_dir.is_dir():
         members = RunDir(run_path).info.extra.get("members")
         if members:
             raise CheckpointError(
-                f"{run_path} is an ensemble of runs (greentune ensemble) and has no model of its "
-                f"own; load, serve or compress its members: {', '.join(members)}"
+                f"{run_path} is an ensemble of runs (greentune ensemble) with no model of its "
+                f"own to {what} (Predictor.from_run, predict and serve load it through its "
+                f"members); {what} its members: {', '.join(members)}"
             )
         raise CheckpointError(f"{run_path} has no model/; the run did not finish training")
     return model_dir

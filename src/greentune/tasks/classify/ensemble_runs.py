@@ -40,6 +40,7 @@ from greentune.results import ModelResult, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.classify.predict import quality_for, softmax
 from greentune.tasks.classify.predictor import ClassifyPredictor
+from greentune.tasks.ensemble_predictor import Combination, save_ensemble
 from greentune.tasks.members import (
     Log,
     Member,
@@ -79,7 +80,7 @@ def ensemble_runs(
                 f"{m.run.path}: row {m.row!r} is a baseline, which keeps no model to score "
                 f"texts with; give the run ({m.run.path}) for its network"
             )
-        require_model_dir(m.run.path)  # an ensemble of runs has none: it names its members
+        require_model_dir(m.run.path, "ensemble")  # an ensemble of runs names its members
     check_members(members, kinds, KINDS, quality_for)
     if "selected" in kinds and not _shared_split(members):
         raise ConfigError(
@@ -251,6 +252,11 @@ def _ensemble(
             "recommendation is chosen on test"
         )
     metrics.ensembles = {n: {"kind": n.removeprefix("ensemble-"), "members": names} for n in rows}
+    save_ensemble(
+        run,
+        [(m.name, m.run, m.row, m.metrics.test[m.row].scores) for m in members],
+        {n: Combination(n.removeprefix("ensemble-"), _weights_of(n, weights)) for n in rows},
+    )
     if weights is not None:
         chosen = {n: float(w) for n, w in zip(names, weights, strict=True)}
         metrics.ensembles["ensemble-selected"]["weights"] = chosen
@@ -271,6 +277,29 @@ def _ensemble(
         + ", ".join(f"{n} accuracy {metrics.test[n].score('accuracy'):.4f}" for n in rows)
     )
     return metrics
+
+
+def _weights_of(name: str, weights: np.ndarray | None) -> np.ndarray | None:
+    return weights if name == "ensemble-selected" else None
+
+
+def merge_probabilities(combination: Combination, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The members' ``ClassifyPredictor`` frames of one input combined as ``greentune ensemble``
+    combined their class probabilities: the label is the class with the highest combined score,
+    ``probability`` and ``p_<class>`` are the combined scores (the median's need not sum to 1)."""
+    first = frames[0]
+    columns = [c for c in first.columns if c.startswith("p_")]
+    if not len(first):
+        return first
+    scores = combine(
+        combination.kind, [f[columns].to_numpy(dtype=float) for f in frames], combination.weights
+    )
+    best = scores.argmax(-1)
+    out = first.copy()
+    out["label"] = [columns[i].removeprefix("p_") for i in best]
+    out["probability"] = scores[np.arange(len(best)), best]
+    out[columns] = scores
+    return out
 
 
 def _check_unchanged(splits: TextSplits, labels: list[str], test: Tested) -> None:

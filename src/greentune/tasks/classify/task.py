@@ -20,10 +20,15 @@ from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
 from greentune.tasks.classify.artifacts import save_model
-from greentune.tasks.classify.ensemble_runs import ENSEMBLE_KINDS, ensemble_runs
+from greentune.tasks.classify.ensemble_runs import (
+    ENSEMBLE_KINDS,
+    ensemble_runs,
+    merge_probabilities,
+)
 from greentune.tasks.classify.predict import QUALITY, quality_for
 from greentune.tasks.classify.predictor import ClassifyPredictor
 from greentune.tasks.classify.remedies import classify_remedies
+from greentune.tasks.ensemble_predictor import RunsPredictor, is_ensemble_of_runs, refuse_ensemble
 from greentune.train.callbacks import Callback
 from greentune.train.defaults import TrainDefault, with_train_defaults
 from greentune.tuning.methods import merge_adapter
@@ -56,10 +61,13 @@ class ClassifyTask:
         return classify_remedies(cfg)
 
     def load_predictor(self, run: RunDir) -> Predictor:
+        if is_ensemble_of_runs(run):
+            return RunsPredictor.load(run, merge_probabilities)
         return ClassifyPredictor.load(run)
 
     def evaluate(self, run: RunDir, predictor: Predictor) -> RunMetrics:
         """The saved model on the run's test texts again; baselines keep their scores."""
+        refuse_ensemble(predictor, "score it again")
         assert isinstance(predictor, ClassifyPredictor)
         cfg = run.config
         metrics = run.metrics

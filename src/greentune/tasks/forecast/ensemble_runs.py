@@ -30,6 +30,7 @@ from greentune.evaluate.ensemble import KINDS, combine, fit_weights
 from greentune.evaluate.table import LABELS
 from greentune.results import Forecast, ModelResult, RunMetrics
 from greentune.rundir import RunDir
+from greentune.tasks.ensemble_predictor import Combination, save_ensemble
 from greentune.tasks.forecast.ensemble import cross_fitted
 from greentune.tasks.forecast.predict import (
     evaluate_forecast,
@@ -125,6 +126,11 @@ def _ensemble(run: RunDir, cfg: RunConfig, members: list[Member], log: Log) -> R
         n: evaluate_forecast(data, data.val.origins, f, season) for n, f in all_val.items()
     }
     names = [m.name for m in members]
+    save_ensemble(
+        run,
+        [(m.name, m.run, m.row, m.metrics.test[m.row].scores) for m in members],
+        {n: Combination(n.removeprefix("ensemble-"), _weights_of(n, weights)) for n in rows},
+    )
     metrics.ensembles = {
         n: {"kind": n.removeprefix("ensemble-"), "members": names}
         | ({"weights_by_step": np.round(weights, 4).tolist()} if n == "ensemble-weighted" else {})
@@ -142,6 +148,56 @@ def _ensemble(run: RunDir, cfg: RunConfig, members: list[Member], log: Log) -> R
         + ", ".join(f"{n} {LABELS[key]} {metrics.test[n].score(key):.3f}" for n in rows)
     )
     return metrics
+
+
+def _weights_of(name: str, weights: np.ndarray) -> np.ndarray | None:
+    return weights if name == "ensemble-weighted" else None
+
+
+def merge_forecasts(combination: Combination, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The members' forecasts (``ForecastPredictor`` frames of one input) combined as
+    ``greentune ensemble`` combined their saved ones, at the origins every member forecast
+    (a member that reads further back starts its backtest later)."""
+    shared = set.intersection(*(set(f["origin"]) for f in frames))
+    if not shared:
+        raise DataError(
+            "the members forecast no origin in common: give a history long enough for the "
+            "member that reads furthest back"
+        )
+    frames = [
+        f[f["origin"].isin(shared)].sort_values(["origin", "step"], kind="stable") for f in frames
+    ]
+    template = frames[0].reset_index(drop=True)
+    targets = [c.removesuffix("_forecast") for c in template.columns if c.endswith("_forecast")]
+    horizon = int(template["step"].max()) if len(template) else 0
+    n = len(shared)
+    members: dict[str, Forecast] = {}
+    for i, f in enumerate(frames):
+
+        def arr(col: str, f: pd.DataFrame = f) -> np.ndarray:
+            return f[col].to_numpy(dtype=float).reshape(n, horizon)
+
+        levels = _levels(f, targets[0])
+        point = np.stack([arr(f"{t}_forecast") for t in targets], axis=-1)
+        quantiles = {q: np.stack([arr(f"{t}_q{q:g}") for t in targets], -1) for q in levels}
+        members[str(i)] = Forecast(point, quantiles or None)
+    fc = combine(combination.kind, members, combination.weights)
+    combined = fc.quantiles or {}
+    out = template.copy()
+    for j, t in enumerate(targets):
+        out[f"{t}_forecast"] = fc.point[..., j].reshape(-1)
+        for q in _levels(template, t):  # a level some member lacks is left out, as combine does
+            col = f"{t}_q{q:g}"
+            if q in combined:
+                out[col] = combined[q][..., j].reshape(-1)
+            else:
+                out = out.drop(columns=col)
+    return out
+
+
+def _levels(frame: pd.DataFrame, target: str) -> list[float]:
+    prefix = f"{target}_q"
+    return [float(c.removeprefix(prefix)) for c in frame.columns if c.startswith(prefix)]
 
 
 def _forecast(m: Member, data: ForecastData, split: str) -> Forecast:

@@ -15,6 +15,7 @@ from greentune.data.sources import RawTable, load_table, resolve
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, Scaler, WindowSet, featurize
 from greentune.errors import CheckpointError, DataError
+from greentune.io import files_digest
 from greentune.models.variants import read_variant
 from greentune.results import Forecast
 from greentune.rundir import RunDir
@@ -28,7 +29,7 @@ from greentune.tasks.forecast.predict import (
     predict_stacked,
     to_forecast,
 )
-from greentune.tasks.forecast.rows import RowSet, row_for
+from greentune.tasks.forecast.rows import ROWS_DIR, RowSet, row_for
 from greentune.tasks.members import require_model_dir
 
 Origins = Literal["last", "daily"]
@@ -115,6 +116,16 @@ class ForecastPredictor(Predictor):
         if self.run is not None:
             info["row"] = self.row or self.run.metrics.model
         return info
+
+    def version(self) -> str:
+        """The network's version as before rows were served (its ``model/``); a kept row's also
+        hashes the run's ``rows/`` and the row's name."""
+        if self.row is None or self.run is None:
+            return super().version()
+        rows = self.run.path / ROWS_DIR
+        return files_digest(
+            [(self.run.model_dir, ""), (rows, f"{ROWS_DIR}/")], extra=self.row.encode()
+        )
 
     @property
     def context_length(self) -> int:

@@ -22,10 +22,11 @@ from greentune.privacy.report import privacy_line, row_label
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
+from greentune.tasks.ensemble_predictor import RunsPredictor, is_ensemble_of_runs, refuse_ensemble
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
 from greentune.tasks.forecast.ensemble import RANDOM_INIT
-from greentune.tasks.forecast.ensemble_runs import ENSEMBLE_KINDS, ensemble_runs
+from greentune.tasks.forecast.ensemble_runs import ENSEMBLE_KINDS, ensemble_runs, merge_forecasts
 from greentune.tasks.forecast.predict import (
     QUALITY,
     evaluate_forecast,
@@ -135,10 +136,13 @@ class ForecastTask:
         return forecast_remedies(cfg)
 
     def load_predictor(self, run: RunDir) -> Predictor:
+        if is_ensemble_of_runs(run):
+            return RunsPredictor.load(run, merge_forecasts)
         return ForecastPredictor.load(run)
 
     def evaluate(self, run: RunDir, predictor: Predictor) -> RunMetrics:
         """The saved model on the run's test windows again; baselines keep their scores."""
+        refuse_ensemble(predictor, "score it again")
         assert isinstance(predictor, ForecastPredictor)
         metrics = run.metrics
         cfg = run.config
