@@ -223,3 +223,28 @@ def test_the_command_combines_classifiers_and_refuses_with_exit_2(runs) -> None:
     )
     assert bad.exit_code == 2 and "--kinds: vote; valid choices" in " ".join(bad.output.split())
     assert "Traceback" not in bad.output
+
+
+def test_a_served_classifier_ensemble_answers_with_its_combined_probabilities(runs) -> None:
+    """Over HTTP: the selected ensemble's labels and probabilities equal the predictor's, which
+    weighs the members' probabilities with the weights chosen on validation."""
+    from fastapi.testclient import TestClient
+
+    from greentune.serve.app import build_service, create_app
+    from greentune.serve.settings import ServeSettings
+
+    (a, b, c), tmp = runs
+    out = gt.ensemble([str(r.path) for r in (a, b, c)], tmp / "runs" / "served", ("selected",))
+    texts = ["feeder 12 tripped at the substation", "meter reading late", "outage on main st"]
+    settings = ServeSettings(run=str(out.path), auth=False)
+    with TestClient(create_app(build_service(settings))) as client:
+        r = client.post("/v1/classify", json={"texts": texts})
+        assert r.status_code == 200, r.text
+        body = r.json()
+    assert body["model"]["row"] == "ensemble-selected"
+    weights = np.array(list(out.metrics.ensembles["ensemble-selected"]["weights"].values()))
+    labels = list(a.metrics.labels)
+    mixed = np.einsum("mnc,m->nc", np.stack([_probs(r, texts) for r in (a, b, c)]), weights)
+    assert [p["label"] for p in body["predictions"]] == [labels[i] for i in mixed.argmax(-1)]
+    got = [[p["probabilities"][x] for x in labels] for p in body["predictions"]]
+    np.testing.assert_allclose(got, mixed, rtol=1e-5)

@@ -188,6 +188,10 @@ def test_an_ensemble_of_runs_forecasts_as_it_scored_its_test_windows(runs, ens) 
         ]:
             # the networks' float32 forward pass differs in the last bits with its batch
             np.testing.assert_allclose(got[got_col], expected[col], rtol=1e-6, err_msg=name)
+    from greentune.tasks.forecast import ForecastPredictor
+
+    with pytest.raises(CheckpointError, match=r"RunsPredictor .*load it with Predictor.from_run"):
+        ForecastPredictor.from_run(ens.path)
     recommended = predictor.with_row("recommended")
     assert recommended.info["row"] == m.energy.greenest
     # one forecast from the end of the history, as a service answers it
@@ -214,18 +218,22 @@ def test_an_ensemble_of_runs_moves_with_its_members_and_refuses_what_it_cannot_s
         ConfigError, match=r"no row 'nope' to predict with; it has ensemble-weighted"
     ):
         loaded.with_row("nope")
-    # a member changed since (made again with other results): its weights no longer fit
+    # a changed copy beside the moved ensemble: the member at its recorded absolute path is used
     metrics = json.loads((moved / "b" / "metrics.json").read_text())
     row = metrics["model"]
     metrics["test"][row]["mape"] = metrics["test"][row]["mape"] + 1.0
     (moved / "b" / "metrics.json").write_text(json.dumps(metrics))
-    with pytest.raises(CheckpointError, match=r"member b/.* changed since the ensemble was made"):
-        gt.Predictor.from_run(moved / "served")
+    again = gt.Predictor.from_run(moved / "served")
+    assert again.members[f"b/{row}"].run.path == b.path.resolve()
+    # a member changed since (made again with other results): its weights no longer fit
+    copy = tmp_path / "b-copy"
+    shutil.copytree(b.path, copy)
+    made = ensemble_runs([str(a.path), str(copy)], tmp_path / "lonely", ("mean",))
+    shutil.copy(moved / "b" / "metrics.json", copy / "metrics.json")
+    with pytest.raises(CheckpointError, match=r"member b-copy/.* changed since the ensemble"):
+        gt.Predictor.from_run(made.path)
     # a member gone from both places
-    lonely = tmp_path / "lonely"
-    shutil.copytree(b.path, tmp_path / "b-copy")
-    made = ensemble_runs([str(a.path), str(tmp_path / "b-copy")], lonely, ("mean",))
-    shutil.rmtree(tmp_path / "b-copy")
+    shutil.rmtree(copy)
     with pytest.raises(CheckpointError, match=r"member b-copy/.* is gone .*put its run back"):
         gt.Predictor.from_run(made.path)
     # made before greentune kept ensemble.json
@@ -234,9 +242,29 @@ def test_an_ensemble_of_runs_moves_with_its_members_and_refuses_what_it_cannot_s
     (old / "ensemble.json").unlink()
     with pytest.raises(CheckpointError, match=r"made before greentune kept .*make it again"):
         gt.Predictor.from_run(old)
-    # scored when it was made: evaluate says so, with exit code 2
+    # scored when it was made: evaluate says so, with exit code 2, before metering anything
+    rows_before = len(ens.ledger.rows)
     result = runner.invoke(app, ["evaluate", str(ens.path)])
     assert result.exit_code == 2 and "scored when it was made" in " ".join(result.output.split())
+    assert len(RunDir(ens.path).ledger.rows) == rows_before
+    # opened through a link elsewhere: the members are found all the same
+    link = tmp_path / "elsewhere" / "link"
+    link.parent.mkdir()
+    link.symlink_to(ens.path)
+    assert gt.Predictor.from_run(link).members.keys() == loaded.members.keys()
+    # a damaged ensemble.json is named, with what to do
+    for change in (
+        lambda d: d.update(members=d["members"][:1]),
+        lambda d: d["rows"]["ensemble-weighted"].update(weights=[[0.5, 0.5]]),
+        lambda d: d["rows"]["ensemble-weighted"].pop("weights"),
+    ):
+        bad = tmp_path / f"bad{len(list(tmp_path.glob('bad*')))}"
+        shutil.copytree(ens.path, bad)
+        kept = json.loads((bad / "ensemble.json").read_text())
+        change(kept)
+        (bad / "ensemble.json").write_text(json.dumps(kept))
+        with pytest.raises(CheckpointError, match=r"ensemble.json is damaged .*make the ensemble"):
+            gt.Predictor.from_run(bad)
 
 
 def test_predict_and_serve_take_an_ensemble_of_runs(runs, ens, tmp_path: Path) -> None:
@@ -289,5 +317,22 @@ def test_predict_and_serve_take_an_ensemble_of_runs(runs, ens, tmp_path: Path) -
         ens.metrics.test[loaded.row].scores["mape"]
     )
     check_startable(ServeSettings(run=str(ens.path), row="ensemble-mean", auth=False))
+    check_startable(ServeSettings(run=str(ens.path), variant="original", auth=False))
     with pytest.raises(ConfigError, match="no row 'nope'"):
         check_startable(ServeSettings(run=str(ens.path), row="nope", auth=False))
+
+
+def test_an_ensemble_with_an_ensemble_as_a_member_loads_through_both(runs, ens, tmp_path) -> None:
+    a, _, _ = runs
+    nested = ensemble_runs(
+        [f"{ens.path}:ensemble-mean", f"{a.path}:linear"], tmp_path / "nested", ("mean",)
+    )
+    expected = _saved_rows(nested, "ensemble-mean")
+    got = gt.Predictor.from_run(nested.path).predict_file(a.config.data.path, origins="daily")
+    got = got[got["origin"].isin(expected["origin"])].reset_index(drop=True)
+    assert len(got) == len(expected) > 0
+    np.testing.assert_allclose(got["load_mw_forecast"], expected["y_pred"], rtol=1e-6)
+    from greentune.serve.server import check_startable
+    from greentune.serve.settings import ServeSettings
+
+    check_startable(ServeSettings(run=str(nested.path), auth=False))

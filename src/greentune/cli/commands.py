@@ -257,11 +257,14 @@ def _print_results(run_dir: RunDir) -> None:
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Score a run's saved model on its test split again and print the comparison."""
     from greentune.energy.session import cost_line, metered_window
+    from greentune.ensemble_file import is_ensemble_of_runs, scored_when_made
     from greentune.rundir import RunDir
     from greentune.tasks import TASKS, Predictor
 
     run = RunDir.open(run_dir)
     run.check_finished("evaluate it")  # before metering: a refusal costs no ledger row
+    if is_ensemble_of_runs(run):
+        raise scored_when_made(run)
     cfg = run.config
     with run.lock("evaluate"), metered_window(run.path, cfg.energy, "evaluate") as window:
         TASKS.get(cfg.task).evaluate(run, Predictor.from_run(run))

@@ -41,7 +41,9 @@ class GreentuneRunForecaster:
         try:
             predictor = Predictor.from_run(run, row=row or None)
             # an ensemble of runs reads its members' data: the first one's layout is theirs
-            own = predictor.first if isinstance(predictor, RunsPredictor) else predictor
+            own = predictor
+            while isinstance(own, RunsPredictor):  # an ensemble may have ensembles as members
+                own = own.first
             if not isinstance(own, ForecastPredictor) or own.run is None:
                 raise ScheduleError(f"{run} is a {predictor.task} run, not a forecast")
             self.step = pd.Timedelta((own.run.metrics.data or {})["step"])

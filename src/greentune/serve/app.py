@@ -224,7 +224,7 @@ def add_routes(app: FastAPI) -> None:
             loaded,
             lambda: loaded.predictor.prepare(texts, source="body.texts"),
         )
-        labels = answer.version.predictor.labels
+        labels = [c.removeprefix("p_") for c in answer.frame.columns if c.startswith("p_")]
         preds = [
             Label(
                 label=str(row["label"]),

@@ -78,6 +78,11 @@ class Predictor(ABC):
         run.check_finished("load its model")
         run = run.variant(variant)
         predictor = TASKS.get(run.config.task).load_predictor(run)
+        if not isinstance(predictor, cls) and predictor.task == getattr(cls, "task", None):
+            raise CheckpointError(
+                f"{run.path} loads as a {type(predictor).__name__} (an ensemble of runs), not a "
+                f"{cls.__name__}: load it with Predictor.from_run"
+            )
         if not isinstance(predictor, cls):
             raise CheckpointError(
                 f"{run.path} is a {predictor.task} run; {cls.__name__} loads "

@@ -33,6 +33,7 @@ import pandas as pd
 from greentune.config import RunConfig
 from greentune.data.text import TextSplits, load_text_splits
 from greentune.energy.session import metered
+from greentune.ensemble_file import Combination, save_ensemble
 from greentune.errors import ConfigError, DataError
 from greentune.evaluate.ensemble import select_weights
 from greentune.evaluate.metrics import classification_metrics
@@ -40,7 +41,6 @@ from greentune.results import ModelResult, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.classify.predict import quality_for, softmax
 from greentune.tasks.classify.predictor import ClassifyPredictor
-from greentune.tasks.ensemble_predictor import Combination, save_ensemble
 from greentune.tasks.members import (
     Log,
     Member,

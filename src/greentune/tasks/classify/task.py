@@ -12,6 +12,7 @@ import torch
 
 from greentune.config import RunConfig
 from greentune.data.text import load_text_splits
+from greentune.ensemble_file import is_ensemble_of_runs
 from greentune.evaluate.metrics import classification_metrics
 from greentune.evaluate.table import classification_table
 from greentune.models.classifier import TextClassifier
@@ -28,7 +29,7 @@ from greentune.tasks.classify.ensemble_runs import (
 from greentune.tasks.classify.predict import QUALITY, quality_for
 from greentune.tasks.classify.predictor import ClassifyPredictor
 from greentune.tasks.classify.remedies import classify_remedies
-from greentune.tasks.ensemble_predictor import RunsPredictor, is_ensemble_of_runs, refuse_ensemble
+from greentune.tasks.ensemble_predictor import RunsPredictor, refuse_ensemble
 from greentune.train.callbacks import Callback
 from greentune.train.defaults import TrainDefault, with_train_defaults
 from greentune.tuning.methods import merge_adapter
@@ -67,7 +68,7 @@ class ClassifyTask:
 
     def evaluate(self, run: RunDir, predictor: Predictor) -> RunMetrics:
         """The saved model on the run's test texts again; baselines keep their scores."""
-        refuse_ensemble(predictor, "score it again")
+        refuse_ensemble(predictor)
         assert isinstance(predictor, ClassifyPredictor)
         cfg = run.config
         metrics = run.metrics

@@ -25,12 +25,12 @@ import pandas as pd
 from greentune.config import RunConfig
 from greentune.data.windows import ForecastData, prepare_forecast_data
 from greentune.energy.session import metered
-from greentune.errors import ConfigError, DataError
+from greentune.ensemble_file import Combination, save_ensemble
+from greentune.errors import CheckpointError, ConfigError, DataError
 from greentune.evaluate.ensemble import KINDS, combine, fit_weights
 from greentune.evaluate.table import LABELS
 from greentune.results import Forecast, ModelResult, RunMetrics
 from greentune.rundir import RunDir
-from greentune.tasks.ensemble_predictor import Combination, save_ensemble
 from greentune.tasks.forecast.ensemble import cross_fitted
 from greentune.tasks.forecast.predict import (
     evaluate_forecast,
@@ -171,6 +171,12 @@ def merge_forecasts(combination: Combination, frames: list[pd.DataFrame]) -> pd.
     targets = [c.removesuffix("_forecast") for c in template.columns if c.endswith("_forecast")]
     horizon = int(template["step"].max()) if len(template) else 0
     n = len(shared)
+    weights = combination.weights
+    if weights is not None and weights.shape[0] != horizon:
+        raise CheckpointError(
+            f"the ensemble's weights are for {weights.shape[0]} horizon steps and its members "
+            f"forecast {horizon}: make the ensemble again with greentune ensemble"
+        )
     members: dict[str, Forecast] = {}
     for i, f in enumerate(frames):
 

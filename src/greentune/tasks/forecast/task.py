@@ -16,13 +16,14 @@ from greentune.data.shape import default_patch_len, needs_shape, resolve_shape
 from greentune.data.sources import load_table, resolve
 from greentune.data.validate import clean_frame
 from greentune.data.windows import prepare_forecast_data, with_scaler
+from greentune.ensemble_file import is_ensemble_of_runs
 from greentune.errors import ConfigError, DataError
 from greentune.evaluate.table import forecast_table, verdict
 from greentune.privacy.report import privacy_line, row_label
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
 from greentune.tasks.base import LoadedRun, Predictor
-from greentune.tasks.ensemble_predictor import RunsPredictor, is_ensemble_of_runs, refuse_ensemble
+from greentune.tasks.ensemble_predictor import RunsPredictor, refuse_ensemble
 from greentune.tasks.forecast.artifacts import save_model
 from greentune.tasks.forecast.batches import make_batches
 from greentune.tasks.forecast.ensemble import RANDOM_INIT
@@ -142,7 +143,7 @@ class ForecastTask:
 
     def evaluate(self, run: RunDir, predictor: Predictor) -> RunMetrics:
         """The saved model on the run's test windows again; baselines keep their scores."""
-        refuse_ensemble(predictor, "score it again")
+        refuse_ensemble(predictor)
         assert isinstance(predictor, ForecastPredictor)
         metrics = run.metrics
         cfg = run.config
