@@ -64,6 +64,30 @@ def test_every_kept_row_forecasts_the_test_windows_as_the_run_scored_them(run) -
             np.testing.assert_allclose(got[got_col], expected[col], rtol=rtol, err_msg=name)
 
 
+def test_a_row_served_from_another_clock_time_adds_the_runs_kept_offsets(run) -> None:
+    """From 14:00 a baseline forecasts as its own function does there, and its interval is the
+    offsets per step the run calibrated for its test origins (benchmarks/clock_quantiles.py:
+    calibrating at each clock time was not adopted)."""
+    from greentune.data.windows import prepare_forecast_data
+    from greentune.evaluate.baselines import run_baseline
+
+    data = prepare_forecast_data(run.config.data)
+    index = data.frame.index
+    origin = int(np.flatnonzero(index.hour == 14)[-3])  # a test-range origin with its horizon
+    raw = pd.read_csv(run.config.data.path)
+    frame = raw.iloc[: origin + data.horizon].copy()
+    frame.loc[frame.index[origin:], "load_mw"] = np.nan  # the horizon: temperature only
+    kept = RowSet.load(run.path)
+    for name in ("linear", "lightgbm", "seasonal_naive_daily"):
+        got = gt.Predictor.from_run(run.path, row=name).predict(frame)
+        want = run_baseline(name, data, np.array([origin]))
+        np.testing.assert_allclose(got["load_mw_forecast"], want.point[0, :, 0], rtol=1e-12)
+        for q, offsets in kept.rows[name].offsets.items():
+            np.testing.assert_allclose(
+                got[f"load_mw_q{q:g}"] - got["load_mw_forecast"], offsets[:, 0], atol=1e-9
+            )
+
+
 def test_recommended_and_the_network_by_name(run) -> None:
     metrics = run.metrics
     greenest = metrics.energy.greenest

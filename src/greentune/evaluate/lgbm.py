@@ -103,6 +103,18 @@ def _rolling(y: np.ndarray, width: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _rolling_of(
+    data: ForecastData, target: int, y: np.ndarray, width: int
+) -> dict[str, np.ndarray]:
+    """``_rolling`` of target ``target``, once per data: every call of ``origin_rows`` reads the
+    whole series' statistics (tuning, validation, calibration at each clock time)."""
+    key = f"lgbm-rolling@{target}@{width}"
+    if key not in data.cache:
+        data.cache[key] = _rolling(y, width)
+    stats: dict[str, np.ndarray] = data.cache[key]
+    return stats
+
+
 def origin_rows(data: ForecastData, target: int, origins: np.ndarray) -> _Rows:
     """Features of every (origin, step) pair, origin-major: row i * H + h."""
     frame, H = data.frame, data.horizon
@@ -116,7 +128,7 @@ def origin_rows(data: ForecastData, target: int, origins: np.ndarray) -> _Rows:
     for k in range(DAY_LAGS):
         cols[f"day_lag_{k}"] = _shift(y, t - first - k * day)
     cols["week_lag"] = _shift(y, t - week * ((h + week) // week))
-    roll_day, roll_week = _rolling(y, day), _rolling(y, week)
+    roll_day, roll_week = _rolling_of(data, target, y, day), _rolling_of(data, target, y, week)
     for name, values in roll_day.items():
         cols[f"day_{name}"] = values[o]
     cols["week_mean"] = roll_week["mean"][o]
