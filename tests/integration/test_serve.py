@@ -154,6 +154,11 @@ def test_a_kept_row_is_served_and_a_reload_switches_back_to_the_network(forecast
         assert r.status_code in (400, 404, 409, 422) and "no row 'nope'" in r.text
 
 
+def member_name(spec: str) -> str:
+    path, row = spec.rsplit(":", 1)
+    return f"{path.rsplit('/', 1)[1]}/{row}"
+
+
 def test_an_ensemble_of_runs_is_served_through_its_members(forecast_run, keys, tmp_path):
     from greentune.tasks.forecast.ensemble_runs import ensemble_runs
 
@@ -172,6 +177,8 @@ def test_an_ensemble_of_runs_is_served_through_its_members(forecast_run, keys, t
         np.testing.assert_allclose(got, (network + naive_fc["load_mw_forecast"]) / 2, rtol=1e-5)
         card = client.get("/v1/models", headers=auth(keys["forecast"])).json()["models"][0]
         assert card["test_metrics"]["mape"] == ens.metrics.test["ensemble-mean"].scores["mape"]
+        network = f"{forecast_run.path.name}/{forecast_run.metrics.model}"
+        assert card["network"] is None and card["members"] == [network, member_name(naive)]
         member = f"{forecast_run.path.name}/seasonal_naive_daily"
         r = client.post("/admin/reload", json={"row": member}, headers=auth(keys["admin"]))
         assert r.status_code == 200 and r.json()["row"] == member, r.text

@@ -17,6 +17,7 @@ from typing import Any
 from greentune.errors import CheckpointError, GreentuneError
 from greentune.rundir import RunDir
 from greentune.tasks import Predictor
+from greentune.tasks.ensemble_predictor import RunsPredictor
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,16 @@ def load(run_path: str | Path, variant: str | None, row: str | None = None) -> L
     predictor = Predictor.from_run(run.path, variant, row)
     served = getattr(predictor, "row", None)
     spec = getattr(predictor, "row_spec", None)
+    card = _card(model_run, served)
+    if isinstance(predictor, RunsPredictor):  # no network of its own: its members instead
+        card |= {"network": None, "members": predictor.used}
     return Loaded(
         predictor=predictor,
         run=run,
         variant=predictor.variant,
         version=predictor.version(),
         loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        card=_card(model_run, served),
+        card=card,
         row=served,
         row_spec=spec,
     )

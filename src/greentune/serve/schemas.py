@@ -85,6 +85,9 @@ class ModelCard(BaseModel):
     variant: str
     row: str = Field(description="The served row: the network's name, a baseline or an ensemble")
     network: str | None = Field(None, description="The run's network (its row name)")
+    members: list[str] | None = Field(
+        None, description="An ensemble of runs: the members the served row reads (RUN/ROW each)"
+    )
     version: str
     loaded_at: str
     test_metrics: dict[str, float]
