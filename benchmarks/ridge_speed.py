@@ -1,20 +1,22 @@
-"""The ridge's fit time, today's code against an earlier commit, in the same session.
+"""The ridge's fit time (or another row's), today's code against an earlier commit, in the
+same session.
 
     .venv/bin/python benchmarks/ridge_speed.py --before 689ceef [--datasets embedded,vic_elec]
-        [--repeats 3] [--tag T]
+        [--repeats 3] [--rows linear,linear_clock] [--tag T]
 
 What `greentune run` computes for two rows of its table, timed on each data set:
 - `linear`: the ridge on every training window (stride 1; also the network's skip-path start),
   forecasting the validation and test origins;
 - `linear_clock`: a ridge per clock time of the origins it forecasts (the validation's eight
   times of day, the test's midnight), each fitted on the training windows that start then.
-Quantiles 0.1 / 0.5 / 0.9, as a default run forecasts them. Each version runs in a subprocess
-of its own (the earlier commit from a git worktree under benchmarks/results/runs/, removed at
-the end),
-the order alternating from one repeat to the next; medians over the repeats, with the range.
-Both versions' forecasts are compared (the largest absolute difference, in the target's unit):
-a faster solver must give the same forecasts. Fit time is what the run meters for these rows;
-its modelled energy (a constant power per thread on these machines) follows it.
+`--rows lightgbm` times the LightGBM row the same way (its tuning of designs on validation,
+then its validation and test forecasts). Quantiles 0.1 / 0.5 / 0.9, as a default run forecasts
+them. Each version runs in a subprocess of its own (the earlier commit from a git worktree
+under benchmarks/results/runs/, removed at the end), the order alternating from one repeat to
+the next; medians over the repeats, with the range. Both versions' forecasts are compared (the
+largest absolute difference, in the target's unit): a faster solver must give the same
+forecasts. Fit time is what the run meters for these rows; its modelled energy (a constant
+power per thread on these machines) follows it.
 
 Writes benchmarks/results/ridge-speed[-T].json and .md.
 """
@@ -38,7 +40,7 @@ QUANTILES = (0.1, 0.5, 0.9)
 ROWS = ("linear", "linear_clock")
 
 
-def measure(dataset: str, out: Path) -> None:
+def measure(dataset: str, out: Path, rows: tuple[str, ...] = ROWS) -> None:
     """One version (the greentune on PYTHONPATH): each row's wall seconds and forecasts."""
     import greentune  # first: victoria.py puts today's src in front of the path
 
@@ -52,7 +54,7 @@ def measure(dataset: str, out: Path) -> None:
     data = prepare_forecast_data(build_config(overrides=DATASETS[dataset]).data)
     seconds: dict[str, float] = {}
     points: dict[str, np.ndarray] = {}
-    for row in ROWS:
+    for row in rows:
         t0 = time.perf_counter()
         for split, origins in (("val", data.val.origins), ("test", data.test.origins)):
             points[f"{row}-{split}"] = run_baseline(row, data, origins, QUANTILES).point
@@ -61,9 +63,12 @@ def measure(dataset: str, out: Path) -> None:
     out.write_text(json.dumps({"src": str(Path(greentune.__file__).parents[1]), **seconds}))
 
 
-def run_version(src: Path, dataset: str, out: Path) -> dict[str, float]:
+def run_version(
+    src: Path, dataset: str, out: Path, rows: tuple[str, ...] = ROWS
+) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     cmd = [sys.executable, __file__, "--measure", dataset, "--out", str(out)]
+    cmd += ["--rows", ",".join(rows)]
     subprocess.run(cmd, env=env, check=True, cwd=ROOT)
     got = json.loads(out.read_text())
     if Path(got.pop("src")).resolve() != src.resolve():
@@ -80,20 +85,22 @@ def worktree(commit: str) -> Path:
     return path / "src"
 
 
-def one_dataset(ds: str, versions: dict[str, Path], work: Path, repeats: int) -> dict:
+def one_dataset(
+    ds: str, versions: dict[str, Path], work: Path, repeats: int, rows: tuple[str, ...] = ROWS
+) -> dict:
     """Each row's seconds per version and repeat (the order alternating), their median ratio
     and the largest difference between the versions' forecasts."""
-    times: dict[str, dict[str, list[float]]] = {v: {r: [] for r in ROWS} for v in versions}
+    times: dict[str, dict[str, list[float]]] = {v: {r: [] for r in rows} for v in versions}
     for k in range(repeats):
         for v in list(versions) if k % 2 == 0 else list(versions)[::-1]:
-            got = run_version(versions[v], ds, work / f"{ds}-{v}-{k}.json")
+            got = run_version(versions[v], ds, work / f"{ds}-{v}-{k}.json", rows)
             print(f"{ds} repeat {k} {v}: {got}", flush=True)
-            for row in ROWS:
+            for row in rows:
                 times[v][row].append(got[row])
     with np.load(work / f"{ds}-before-0.npz") as b, np.load(work / f"{ds}-after-0.npz") as a:
         diffs = {
             row: max(float(np.max(np.abs(a[k] - b[k]))) for k in a if k.startswith(f"{row}-"))
-            for row in ROWS
+            for row in rows
         }
     return {
         row: {
@@ -103,13 +110,13 @@ def one_dataset(ds: str, versions: dict[str, Path], work: Path, repeats: int) ->
             / statistics.median(times["before"][row]),
             "max_abs_diff": diffs[row],
         }
-        for row in ROWS
+        for row in rows
     }
 
 
 def markdown(results: dict) -> str:
     lines = [
-        "# The ridge's fit time: today's code against an earlier commit",
+        "# A row's fit time: today's code against an earlier commit",
         "",
         f"Before: {results['before']}; after: {results['after']}. Machine: "
         f"{results['machine'].get('cpu', '?')}, {results['machine'].get('threads', '?')} "
@@ -136,11 +143,13 @@ def main() -> None:
     ap.add_argument("--datasets", default="embedded,vic_elec")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--rows", default=",".join(ROWS), help="rows to time (linear_clock, lightgbm)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    rows = tuple(args.rows.split(","))
     if args.measure:
-        measure(args.measure, Path(args.out))
+        measure(args.measure, Path(args.out), rows)
         return
     if not args.before:
         ap.error("--before COMMIT is required")
@@ -166,7 +175,7 @@ def main() -> None:
     }
     try:
         for ds in args.datasets.split(","):
-            results["datasets"][ds] = one_dataset(ds, versions, work, args.repeats)
+            results["datasets"][ds] = one_dataset(ds, versions, work, args.repeats, rows)
     finally:  # the earlier commit's checkout is not kept: git would list it as a worktree
         subprocess.run(
             ["git", "worktree", "remove", "--force", str(versions["before"].parent)],
