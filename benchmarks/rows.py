@@ -70,6 +70,36 @@ def _cost(predictor: gt.Predictor, frame: pd.DataFrame) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+def reproduced(saved: pd.DataFrame, got: pd.DataFrame, target: str) -> tuple[int, float | None]:
+    """(windows compared, largest relative difference) of ``got``'s point forecasts against a
+    run's saved rows of one model (``predictions.parquet``'s y_pred)."""
+    merged = saved.merge(
+        got[["origin", "step", f"{target}_forecast"]], on=["origin", "step"], how="inner"
+    )
+    rel = np.abs(merged[f"{target}_forecast"] - merged["y_pred"]) / np.abs(merged["y_pred"])
+    return int(merged["origin"].nunique()), float(rel.max()) if len(rel) else None
+
+
+def alternating(
+    predictors: dict[str, gt.Predictor], frame: pd.DataFrame, repeats: int = REPEATS
+) -> dict[str, dict[str, float]]:
+    """Median wall and process CPU seconds of one ``predict(frame)`` per predictor, after a
+    warm-up each, the order reversed from one repeat to the next."""
+    for p in predictors.values():
+        _cost(p, frame)
+    wall: dict[str, list[float]] = {k: [] for k in predictors}
+    cpu: dict[str, list[float]] = {k: [] for k in predictors}
+    order = list(predictors.items())
+    for i in range(repeats):
+        for name, p in order if i % 2 == 0 else order[::-1]:
+            w, c = _cost(p, frame)
+            wall[name].append(w)
+            cpu[name].append(c)
+    return {
+        k: {"wall_s": statistics.median(wall[k]), "cpu_s": statistics.median(cpu[k])} for k in wall
+    }
+
+
 def score(path: Path, repeats: int = REPEATS) -> dict[str, Any]:
     run = RunDir(path)
     metrics, cfg = run.metrics, run.config
@@ -81,25 +111,9 @@ def score(path: Path, repeats: int = REPEATS) -> dict[str, Any]:
     saved = saved[saved["model"] == rec]
     got = best.predict_file(data_path, origins="daily")
     got = got[got["origin"].isin(pd.to_datetime(saved["origin"]).unique())]
-    target = str(cfg.data.target)
-    merged = saved.merge(
-        got[["origin", "step", f"{target}_forecast"]], on=["origin", "step"], how="inner"
-    )
-    rel = np.abs(merged[f"{target}_forecast"] - merged["y_pred"]) / np.abs(merged["y_pred"])
-    horizon = int(best.horizon)
-    frame = _one_day(data_path, cfg, horizon, best)
-    _cost(net, frame), _cost(best, frame)  # warm-up
-    wall: dict[str, list[float]] = {"network": [], "recommended": []}
-    cpu: dict[str, list[float]] = {"network": [], "recommended": []}
-    for i in range(repeats):
-        order = [("network", net), ("recommended", best)]
-        for name, p in order if i % 2 == 0 else order[::-1]:
-            w, c = _cost(p, frame)
-            wall[name].append(w)
-            cpu[name].append(c)
-    med = {
-        k: {"wall_s": statistics.median(wall[k]), "cpu_s": statistics.median(cpu[k])} for k in wall
-    }
+    windows, max_rel = reproduced(saved, got, str(cfg.data.target))
+    frame = _one_day(data_path, cfg, int(best.horizon), best)
+    med = alternating({"network": net, "recommended": best}, frame, repeats)
     return {
         "recommended": rec,
         "network": metrics.model,
@@ -107,8 +121,8 @@ def score(path: Path, repeats: int = REPEATS) -> dict[str, Any]:
             "recommended": metrics.test[rec].scores["mape"] if rec else None,
             "network": metrics.result.scores["mape"],
         },
-        "reproduced_windows": int(merged["origin"].nunique()),
-        "max_rel_diff": float(rel.max()) if len(rel) else None,
+        "reproduced_windows": windows,
+        "max_rel_diff": max_rel,
         "one_forecast": med,
         "wh_per_1k_forecasts_model": {
             k: 1000 * v["cpu_s"] * W_PER_THREAD / 3600 for k, v in med.items()

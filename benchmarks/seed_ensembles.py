@@ -34,14 +34,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from combine import RESULTS, RUNS, run_dir, series, write
 from machine import git_commit, machine_info
-from rows import REPEATS, W_PER_THREAD, _cost, _one_day
+from rows import REPEATS, W_PER_THREAD, _one_day, alternating, reproduced
 
 import greentune as gt
 from greentune.rundir import RunDir
@@ -92,29 +90,13 @@ def served(ens: RunDir, single: Path, repeats: int = REPEATS) -> dict[str, Any]:
     saved = ens.predictions
     saved = saved[saved["model"] == rec]
     got = best.predict_file(data_path, origins="daily")  # type: ignore[attr-defined]
-    target = str(cfg.data.target)
-    merged = saved.merge(
-        got[["origin", "step", f"{target}_forecast"]], on=["origin", "step"], how="inner"
-    )
-    rel = np.abs(merged[f"{target}_forecast"] - merged["y_pred"]) / np.abs(merged["y_pred"])
-    horizon = int(cfg.data.horizon)  # type: ignore[arg-type]
-    frame = _one_day(data_path, cfg, horizon, best)
-    _cost(one, frame), _cost(best, frame)  # warm-up
-    cpu: dict[str, list[float]] = {"ensemble": [], "single": []}
-    wall: dict[str, list[float]] = {"ensemble": [], "single": []}
-    for i in range(repeats):
-        order = [("single", one), ("ensemble", best)]
-        for name, p in order if i % 2 == 0 else order[::-1]:
-            w, c = _cost(p, frame)
-            wall[name].append(w)
-            cpu[name].append(c)
-    med = {
-        k: {"wall_s": statistics.median(wall[k]), "cpu_s": statistics.median(cpu[k])} for k in cpu
-    }
+    windows, max_rel = reproduced(saved, got, str(cfg.data.target))
+    frame = _one_day(data_path, cfg, int(cfg.data.horizon), best)  # type: ignore[arg-type]
+    med = alternating({"single": one, "ensemble": best}, frame, repeats)
     return {
-        "windows": int(merged["origin"].nunique()),
+        "windows": windows,
         "saved_windows": int(saved["origin"].nunique()),
-        "max_rel_diff": float(rel.max()) if len(rel) else None,
+        "max_rel_diff": max_rel,
         "one_forecast": med,
         "single_pick": one.info["row"],
         "wh_per_1k_forecasts_model": {

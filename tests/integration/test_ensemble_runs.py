@@ -274,40 +274,19 @@ def test_predict_and_serve_take_an_ensemble_of_runs(runs, ens, tmp_path: Path) -
 
     a, _, _ = runs
     out = tmp_path / "fc.csv"
-    ok = runner.invoke(
-        app,
-        [
-            "predict",
-            str(ens.path),
-            "--data",
-            str(a.config.data.path),
-            "--out",
-            str(out),
-            "--origins",
-            "daily",
-            "--row",
-            "ensemble-mean",
-        ],
-    )
+
+    def predict(*extra: str):
+        args = ["predict", str(ens.path), "--data", str(a.config.data.path), "--out", str(out)]
+        return runner.invoke(app, [*args, *extra])
+
+    ok = predict("--origins", "daily", "--row", "ensemble-mean")
     assert ok.exit_code == 0, ok.output
     assert "row ensemble-mean" in ok.output
     expected = _saved_rows(ens, "ensemble-mean")
     got = pd.read_csv(out)
     got = got[pd.to_datetime(got["origin"]).isin(expected["origin"])]
     np.testing.assert_allclose(got["load_mw_forecast"], expected["y_pred"], rtol=1e-6)
-    bad = runner.invoke(
-        app,
-        [
-            "predict",
-            str(ens.path),
-            "--data",
-            str(a.config.data.path),
-            "--out",
-            str(out),
-            "--row",
-            "nope",
-        ],
-    )
+    bad = predict("--row", "nope")
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     loaded = load(ens.path, None, "recommended")
     assert loaded.row == ens.metrics.energy.greenest and loaded.row_spec == "recommended"
