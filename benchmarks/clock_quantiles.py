@@ -4,15 +4,17 @@ time against those of the test's midnight origins.
 A run scores its test windows from local midnight, and each baseline calibrates its quantiles
 (residual quantiles per horizon step) on the windows that start at the same clock time (night
 load is calmer: a step's spread depends on its time of day). Kept in ``rows/`` with those
-offsets only, a row served from another clock time (``origins=last`` at 14:00) added midnight's
-offsets to the wrong hours. This script measures what that costs and what calibrating at each
-origin's clock time gives, with the product's own baselines (``run_baseline``):
+offsets only, a row served from another clock time (``origins=last`` at 14:00) adds midnight's
+offsets step by step. This script measures what calibrating at each origin's clock time instead
+would give, with the product's own baselines (``run_baseline``):
 
 - for each default run (benchmarks/combine.py's, reused) and each of ``linear``, ``lightgbm``
   and ``seasonal_naive_daily``: the point forecast of every test origin at every clock time
   (stride 1; the run's fits, refitted deterministically from its config);
-- ``midnight``: the offsets the run kept (calibrated at midnight) added to every origin;
-  ``clock``: the offsets calibrated at each origin's clock time (what rows/ now keeps);
+- ``midnight``: the offsets calibrated at the first midnight test origin (recomputed with
+  ``run_baseline``: the baselines are deterministic, so these are the offsets the run kept)
+  added to every origin, as ``rows/`` serves them; ``clock``: the offsets calibrated at each
+  origin's clock time (the alternative; not adopted, see benchmarks/README.md);
 - scored on the origins that are not at midnight (where the two differ): coverage of the
   [q0.1, q0.9] interval (nominal 80 %) and the mean pinball loss over the run's levels.
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from greentune.errors import CheckpointError, ConfigError, GreentuneError
 from greentune.io import write_json
-from greentune.rundir import RunDir
+from greentune.rundir import ORIGINAL, RunDir
 
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT = 1
@@ -107,14 +107,22 @@ def load_ensemble(run: RunDir) -> SavedEnsemble:
         )
     try:
         raw = json.loads(path.read_text())
-        fmt = raw["format"]
+        fmt = raw.get("format") if isinstance(raw, dict) else None
+    except ValueError as exc:
+        raise _damaged(path, f"not JSON: {exc}") from None
+    if fmt != FORMAT:
+        raise CheckpointError(
+            f"{path}: format {fmt!r}, this greentune reads {FORMAT}; update greentune or make "
+            "the ensemble again with greentune ensemble"
+        )
+    try:
         members = [
             MemberRef(
                 str(m["name"]),
                 str(m["run"]),
                 str(m["run_absolute"]),
                 str(m["row"]),
-                dict(m["test_scores"]),
+                {str(k): None if v is None else float(v) for k, v in m["test_scores"].items()},
             )
             for m in raw["members"]
         ]
@@ -126,11 +134,6 @@ def load_ensemble(run: RunDir) -> SavedEnsemble:
         }
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise _damaged(path, f"{type(exc).__name__}: {exc}") from None
-    if fmt != FORMAT:
-        raise CheckpointError(
-            f"{path}: format {fmt}, this greentune reads {FORMAT}; update greentune or make the "
-            "ensemble again"
-        )
     if len(members) < 2 or not rows:
         raise _damaged(path, f"{len(members)} members and {len(rows)} combinations")
     for name, c in rows.items():
@@ -192,10 +195,10 @@ def _same(now: Mapping[str, float | None], then: Mapping[str, float | None]) -> 
 
 
 def resolve_row(run: RunDir, saved: SavedEnsemble, row: str | None) -> str:
-    """The row ``row`` names (None: the ensemble's model row; ``recommended``: its greenest);
-    an unknown one lists the valid ones."""
+    """The row ``row`` names (None or ``model``: the ensemble's model row, its first kind;
+    ``recommended``: its greenest); an unknown one lists the valid ones."""
     metrics = run.metrics
-    name: str | None = metrics.model if row is None else row
+    name: str | None = metrics.model if row in (None, "model") else row
     if row == "recommended":
         name = metrics.energy.greenest if metrics.energy else None
         if name is None:
@@ -218,6 +221,15 @@ def scored_when_made(run: RunDir) -> CheckpointError:
         "and has no model of its own to score again; make it again with greentune ensemble to "
         "score its members as they are now"
     )
+
+
+def refuse_variant(run: RunDir, variant: str | None) -> None:
+    """An ensemble of runs has no compressed variants: its members may."""
+    if variant is not None and variant not in ORIGINAL:
+        raise ConfigError(
+            f"variant {variant!r}: {run.path} is an ensemble of runs, which is not compressed "
+            "itself; compress its members, then make an ensemble of the variants' runs"
+        )
 
 
 def check_members(run: RunDir, row: str | None) -> None:

@@ -247,11 +247,21 @@ def test_an_ensemble_of_runs_moves_with_its_members_and_refuses_what_it_cannot_s
     result = runner.invoke(app, ["evaluate", str(ens.path)])
     assert result.exit_code == 2 and "scored when it was made" in " ".join(result.output.split())
     assert len(RunDir(ens.path).ledger.rows) == rows_before
-    # opened through a link elsewhere: the members are found all the same
+    # moved whole (the recorded absolute paths gone) and opened through a link elsewhere: the
+    # members are found beside the ensemble's real folder, not beside the link
+    shutil.copytree(a.path, tmp_path / "x" / "a")
+    shutil.copytree(b.path, tmp_path / "x" / "b")
+    ensemble_runs(
+        [str(tmp_path / "x" / "a"), str(tmp_path / "x" / "b")], tmp_path / "x" / "e", ("mean",)
+    )
+    (tmp_path / "x").rename(tmp_path / "y")
     link = tmp_path / "elsewhere" / "link"
     link.parent.mkdir()
-    link.symlink_to(ens.path)
-    assert gt.Predictor.from_run(link).members.keys() == loaded.members.keys()
+    link.symlink_to(tmp_path / "y" / "e")
+    through = gt.Predictor.from_run(link)
+    assert {p.run.path for p in through.members.values()} == {
+        (tmp_path / "y" / n).resolve() for n in ("a", "b")
+    }
     # a damaged ensemble.json is named, with what to do
     for change in (
         lambda d: d.update(members=d["members"][:1]),
@@ -315,3 +325,54 @@ def test_an_ensemble_with_an_ensemble_as_a_member_loads_through_both(runs, ens, 
     from greentune.serve.settings import ServeSettings
 
     check_startable(ServeSettings(run=str(nested.path), auth=False))
+
+
+def test_refusals_before_loading_a_model(runs, ens, tmp_path: Path) -> None:
+    """What serve's start check and the loader refuse, each with what to do; the start check
+    imports no torch."""
+    import shutil
+    import subprocess
+    import sys
+
+    from greentune.serve.server import check_startable
+    from greentune.serve.settings import ServeSettings
+
+    def start(run: Path, **kw: str) -> None:
+        check_startable(ServeSettings(run=str(run), auth=False, **kw))
+
+    with pytest.raises(ConfigError, match="ensemble of runs, which is not compressed itself"):
+        start(ens.path, variant="int8-dynamic")
+    with pytest.raises(ConfigError, match="not compressed itself"):
+        gt.Predictor.from_run(ens.path, variant="int8-dynamic")
+    assert gt.Predictor.from_run(ens.path, row="model").info["row"] == ens.metrics.model
+    a, b, _ = runs
+    shutil.copytree(b.path, tmp_path / "b2")
+    made = ensemble_runs([str(a.path), str(tmp_path / "b2")], tmp_path / "e2", ("mean",))
+    shutil.rmtree(tmp_path / "b2")
+    with pytest.raises(CheckpointError, match=r"member b2/.* is gone"):
+        start(made.path)
+    # a file from another greentune, or not JSON, or weights for another horizon
+    for text, match in (
+        ('{"format": 9}', r"format 9, this greentune reads 1; update greentune"),
+        ("{not json", r"is damaged \(not JSON"),
+    ):
+        bad = tmp_path / f"bad-{len(list(tmp_path.glob('bad-*')))}"
+        shutil.copytree(ens.path, bad)
+        (bad / "ensemble.json").write_text(text)
+        with pytest.raises(CheckpointError, match=match):
+            start(bad)
+    short = tmp_path / "short"
+    shutil.copytree(ens.path, short)
+    kept = json.loads((short / "ensemble.json").read_text())
+    kept["rows"]["ensemble-weighted"]["weights"] = kept["rows"]["ensemble-weighted"]["weights"][1:]
+    (short / "ensemble.json").write_text(json.dumps(kept))
+    with pytest.raises(CheckpointError, match="weights are for 23 horizon steps .* forecast 24"):
+        gt.Predictor.from_run(short).predict_file(a.config.data.path, origins="daily")
+    code = (
+        "import sys; from greentune.serve.server import check_startable; "
+        "from greentune.serve.settings import ServeSettings; "
+        f"check_startable(ServeSettings(run={str(ens.path)!r}, auth=False)); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -130,3 +130,7 @@ def test_an_ensemble_of_runs_forecasts_carbon_intensity(carbon_run, tmp_path):
     out = forecaster.predict(values, times, issue, 24)
     network = make_forecaster(f"greentune:{run}").predict(values, times, issue, 24)
     np.testing.assert_allclose(out, (network + values[issue - 24 : issue]) / 2, rtol=1e-6)
+    # an ensemble whose member is that ensemble: the scheduler reads the innermost data layout
+    nested = ensemble_runs([f"{ens.path}:ensemble-mean", str(run)], tmp_path / "nested", ("mean",))
+    inner = make_forecaster(f"greentune:{nested.path}").predict(values, times, issue, 24)
+    np.testing.assert_allclose(inner, (out + network) / 2, rtol=1e-6)

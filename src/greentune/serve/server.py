@@ -64,15 +64,16 @@ def serve(settings: ServeSettings) -> None:
 
 def check_startable(settings: ServeSettings) -> None:
     """What ``build_service`` would refuse, without loading the model in this process."""
-    from greentune.ensemble_file import check_members, is_ensemble_of_runs
+    from greentune.ensemble_file import check_members, is_ensemble_of_runs, refuse_variant
     from greentune.errors import CheckpointError
-    from greentune.rundir import ORIGINAL, RunDir
+    from greentune.rundir import RunDir
     from greentune.serve.keys import open_keys
 
     open_keys(settings)
     run = RunDir.open(settings.run)
     run.check_finished("serve it")
-    if is_ensemble_of_runs(run) and (settings.variant is None or settings.variant in ORIGINAL):
+    if is_ensemble_of_runs(run):
+        refuse_variant(run, settings.variant)
         check_members(run, settings.row)
         return
     model_dir = run.variant(settings.variant).model_dir

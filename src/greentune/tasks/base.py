@@ -22,6 +22,7 @@ from torch import nn
 
 from greentune.config import RunConfig
 from greentune.distributed import ranks
+from greentune.ensemble_file import is_ensemble_of_runs, refuse_variant
 from greentune.errors import CheckpointError, ConfigError
 from greentune.io import files_digest
 from greentune.registry import Registry
@@ -76,6 +77,8 @@ class Predictor(ABC):
         baseline or an ensemble by its name in the run's table, or ``recommended``)."""
         run = RunDir.open(path)
         run.check_finished("load its model")
+        if is_ensemble_of_runs(run):
+            refuse_variant(run, variant)
         run = run.variant(variant)
         predictor = TASKS.get(run.config.task).load_predictor(run)
         if not isinstance(predictor, cls) and predictor.task == getattr(cls, "task", None):
