@@ -144,6 +144,8 @@ def test_the_command_prints_the_table_and_refuses_bad_input_with_exit_2(runs) ->
     )
     assert ok.exit_code == 0, ok.output
     assert "ensemble-mean" in ok.output and "recommended" in ok.output
+    said = "".join(ok.output.split())  # rich may fold a long path anywhere
+    assert f"serveit:greentuneserve{out}--rowrecommended" in said
     bad = runner.invoke(
         app, ["ensemble", str(a.path), str(b.path), "--out", str(tmp / "k"), "--kinds", "avg"]
     )

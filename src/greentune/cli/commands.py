@@ -233,6 +233,7 @@ def _run_with_torchrun(
 
 
 def _print_results(run_dir: RunDir) -> None:
+    from greentune.ensemble_file import is_ensemble_of_runs
     from greentune.evaluate.table import energy_lines
     from greentune.tasks import TASKS
     from greentune.tasks.forecast.rows import kept_names
@@ -244,7 +245,13 @@ def _print_results(run_dir: RunDir) -> None:
     for line in energy_lines(metrics.to_dict()):
         console.print(f"  {line}", highlight=False)
     green = metrics.energy.greenest if metrics.energy else None
-    if green and green != metrics.model and green in kept_names(run_dir.path):
+    if green and is_ensemble_of_runs(run_dir):
+        console.print(
+            f"  serve it: greentune serve {run_dir.path} --row recommended ({green}; "
+            "Predictor.from_run takes it too, and predict a forecasting one)",
+            highlight=False,
+        )
+    elif green and green != metrics.model and green in kept_names(run_dir.path):
         console.print(
             f"  forecast with it: greentune predict {run_dir.path} --row recommended ... "
             f"(serve: greentune serve {run_dir.path} --row recommended)",
