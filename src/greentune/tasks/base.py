@@ -77,7 +77,7 @@ class Predictor(ABC):
         baseline or an ensemble by its name in the run's table, or ``recommended``)."""
         run = RunDir.open(path)
         run.check_finished("load its model")
-        if is_ensemble_of_runs(run):
+        if variant is not None and is_ensemble_of_runs(run):  # no extra read for the usual load
             refuse_variant(run, variant)
         run = run.variant(variant)
         predictor = TASKS.get(run.config.task).load_predictor(run)
