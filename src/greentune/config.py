@@ -50,6 +50,12 @@ class DataConfig:
     """Known-future covariates (weather forecasts, work-day flags). None: the source default."""
     past_covariates: tuple[str, ...] = ()
     """Covariates only known up to the forecast origin (e.g. measured load of a neighbour)."""
+    series_col: str | None = None
+    """A long file's column naming each row's series (one row per time and series, as ISO-NE's
+    zone exports); with ``series``, the run forecasts that one series. ``greentune federate``
+    trains every series of a long file instead (``federated.partition_col``)."""
+    series: str | None = None
+    """Which series of the long file to forecast: a value of ``series_col``."""
     timezone: str | None = None
     """Convert (aware) or localise (naive) timestamps to this zone; calendar features use it."""
     country: str | None = None
@@ -117,6 +123,11 @@ class DataConfig:
             *[k for k in ("context_length", "horizon") if not isinstance(getattr(self, k), str)],
             "train_stride",
         )
+        if self.series is not None and not self.series_col:
+            raise ConfigError(
+                f"data.series={self.series!r} picks a series of a long file: also set "
+                "data.series_col, the column that names each row's series"
+            )
         if self.match_origins and self.eval_origins != "daily":
             raise ConfigError(
                 f"data.match_origins trains for the test's daily origins (local midnight); "

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -424,3 +425,50 @@ def test_unknown_baseline_is_refused_before_training(tmp_path, tiny_csv):
     assert result.exit_code == 2
     assert "eval.baselines: unknown prophet; valid choices:" in " ".join(result.output.split())
     assert not (tmp_path / "runs" / "r" / "checkpoints").exists()
+
+
+def test_one_series_of_a_long_file_runs_and_predicts(tmp_path):
+    from tests.conftest import make_series
+
+    one = make_series()
+    other = make_series(seed=1).assign(load_mw=lambda f: f.load_mw * 3)
+    long = pd.concat([one.assign(zone="ME"), other.assign(zone="VT")])
+    long = long.sort_values(["ts", "zone"], kind="stable")
+    path, own = tmp_path / "zones.csv", tmp_path / "me.csv"
+    long.to_csv(path, index=False)
+    one.to_csv(own, index=False)
+    result = invoke(
+        "run",
+        *series_overrides(path, tmp_path / "runs"),
+        "--series",
+        "zone=ME",
+        "train.max_steps=2",
+        "eval.baselines=[linear]",
+    )
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "r"
+    cfg = (run / "config.yaml").read_text()
+    assert "series_col: zone" in cfg and "series: ME" in cfg
+    tested = pd.read_parquet(run / "predictions.parquet")
+    actual = one.set_index(pd.DatetimeIndex(one.ts)).load_mw
+    got = tested.drop_duplicates("time").set_index("time")
+    assert len(got) == 6 * 24
+    np.testing.assert_allclose(got.y_true, actual.loc[got.index.tz_localize(None)].to_numpy())
+    # the run's own long file and ME's own file give the same backtest
+    outs = []
+    for data in (path, own):
+        out = tmp_path / f"bt-{data.stem}.csv"
+        result = invoke(
+            "predict", str(run), "--data", str(data), "--out", str(out), "--origins", "daily"
+        )
+        assert result.exit_code == 0, result.output
+        outs.append(pd.read_csv(out))
+    pd.testing.assert_frame_equal(outs[0], outs[1])
+    assert len(outs[0]) == 38 * 24  # every midnight with 2 days before and 1 after
+
+
+def test_series_option_needs_a_column_and_a_name(tmp_path, tiny_csv):
+    result = invoke("run", *series_overrides(tiny_csv, tmp_path / "runs"), "--series", "ME")
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "--series 'ME': give the long file's series column and the series, e.g. " in said

@@ -5,7 +5,7 @@ import pytest
 from greentune.config import DataConfig
 from greentune.data.sources import RawTable, load_vic2014, resolve
 from greentune.data.validate import clean_frame
-from greentune.errors import DataError
+from greentune.errors import ConfigError, DataError
 
 CFG = DataConfig(source="csv", time_col="ts", target="load_mw", covariates=("temp_c",))
 
@@ -130,3 +130,74 @@ def test_vic2014_rebuilds_melbourne_timestamps():
     assert str(frame.index.tz) == "Australia/Melbourne"
     assert frame.Demand.iloc[0] == pytest.approx(3.914647, abs=1e-6)
     assert np.all(np.diff(frame.index.asi8) == 1_800_000_000_000)
+
+
+def long_file(tiny_series: pd.DataFrame) -> pd.DataFrame:
+    """Two series in one file, one row per (time, zone), as ISO-NE's zone exports."""
+    zones = [
+        tiny_series.assign(zone=z, load_mw=tiny_series.load_mw + k) for k, z in ((0, "A"), (7, "B"))
+    ]
+    return pd.concat(zones).sort_values(["ts", "zone"], kind="stable").reset_index(drop=True)
+
+
+LONG = DataConfig(**{**CFG.__dict__, "series_col": "zone", "series": "B"})
+
+
+def test_a_long_file_is_cut_to_the_series_asked_for(tiny_series):
+    frame, report = clean_frame(table(long_file(tiny_series)), LONG)
+    assert report.origin == "load.csv [zone=B]" and report.rows == len(tiny_series)
+    np.testing.assert_array_equal(frame.load_mw.to_numpy(), tiny_series.load_mw.to_numpy() + 7)
+    np.testing.assert_array_equal(frame.temp_c.to_numpy(), tiny_series.temp_c.to_numpy())
+
+
+def test_a_table_without_the_series_column_is_that_one_series(tiny_series):
+    frame, report = clean_frame(table(tiny_series), LONG)
+    assert report.origin == "load.csv" and len(frame) == len(tiny_series)
+
+
+def test_a_long_file_says_which_series_it_holds(tiny_series):
+    cfg = DataConfig(**{**LONG.__dict__, "series": None})
+    with pytest.raises(
+        DataError,
+        match=r"load.csv: column 'zone' \(data.series_col\) names 2 series \(A, B\); pick one "
+        r"with data.series=<name> \(--series zone=<name>\), or train one model across them with "
+        r"greentune federate --partition-col zone",
+    ):
+        clean_frame(table(long_file(tiny_series)), cfg)
+    cfg = DataConfig(**{**LONG.__dict__, "series": "C"})
+    with pytest.raises(DataError, match=r"zone = 'C' \(data.series\); the series are: A, B"):
+        clean_frame(table(long_file(tiny_series)), cfg)
+
+
+def test_duplicate_timestamps_of_a_long_file_point_to_its_series_column(tiny_series):
+    with pytest.raises(
+        DataError,
+        match=r"960 duplicate timestamp\(s\), first 2021-01-04 00:00:00 at row 2; it looks like a "
+        r"long file, one row per time and 'zone': forecast one series with data.series_col=zone "
+        r"data.series=<name> \(--series zone=<name>\)",
+    ):
+        clean_frame(table(long_file(tiny_series)), CFG)
+
+
+def test_errors_in_a_long_file_name_the_files_row(tiny_series):
+    frame = long_file(tiny_series).astype({"temp_c": object})
+    frame.loc[9, "temp_c"] = "warm"  # zone B's 5th row: row 10 of the file
+    with pytest.raises(
+        DataError, match=r"load.csv \[zone=B\]: column 'temp_c' is not numeric: row 10 holds 'warm'"
+    ):
+        clean_frame(table(frame), LONG)
+    frame = long_file(tiny_series).astype({"ts": str})
+    frame.loc[11, "ts"] = "yesterday-ish"
+    with pytest.raises(DataError, match=r"\[zone=B\]: column 'ts' row 12: cannot parse"):
+        clean_frame(table(frame), LONG)
+    frame = long_file(tiny_series)
+    frame.loc[[7, 9], "ts"] = frame.loc[[9, 7], "ts"].to_numpy()  # zone B's rows 4 and 5 swapped
+    with pytest.raises(
+        DataError, match=r"is not sorted: row 10 \(2021-01-04 03:00:00\) comes before row 8 "
+    ):
+        clean_frame(table(frame), LONG)
+
+
+def test_a_series_needs_its_column():
+    with pytest.raises(ConfigError, match=r"data.series='B' picks a series of a long file: also"):
+        DataConfig(source="csv", series="B")

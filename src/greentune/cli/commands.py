@@ -84,6 +84,7 @@ def _data_overrides(
     country: str | None,
     subdivision: str | None,
     fill_gaps: bool,
+    series: str | None = None,
 ) -> list[str]:
     out = []
     if data:
@@ -101,6 +102,14 @@ def _data_overrides(
     out += [f"{k}={v}" for k, v in pairs.items() if v is not None]
     if fill_gaps:
         out.append("data.fill_gaps=true")
+    if series is not None:
+        col, sep, name = series.partition("=")
+        if not sep or not col.strip() or not name.strip():
+            raise ConfigError(
+                f"--series {series!r}: give the long file's series column and the series, "
+                "e.g. --series zone=ME"
+            )
+        out += [f"data.series_col={col.strip()}", f"data.series={name.strip()}"]
     return out
 
 
@@ -115,6 +124,10 @@ SubdivOpt = Annotated[
     str | None, typer.Option("--subdivision", help="State/province for holidays.")
 ]
 FillOpt = Annotated[bool, typer.Option("--fill-gaps", help="Interpolate missing timestamps.")]
+SeriesOpt = Annotated[
+    str | None,
+    typer.Option("--series", help="One series of a long file: COLUMN=NAME (e.g. zone=ME)."),
+]
 
 
 @app.command()
@@ -130,6 +143,7 @@ def run(
     country: CountryOpt = None,
     subdivision: SubdivOpt = None,
     fill_gaps: FillOpt = False,
+    series: SeriesOpt = None,
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue this run directory.")
     ] = None,
@@ -160,7 +174,7 @@ def run(
     else:
         path, overrides = split_args(args)
         data_args = _data_overrides(
-            data, time_col, target, covariates, country, subdivision, fill_gaps
+            data, time_col, target, covariates, country, subdivision, fill_gaps, series
         )
         target_args = [f"energy.target={green_target}"] if green_target else []
         cfg = load_config(path, data_args + target_args + overrides)
@@ -380,13 +394,14 @@ def data_check(
     country: CountryOpt = None,
     subdivision: SubdivOpt = None,
     fill_gaps: FillOpt = False,
+    series: SeriesOpt = None,
     args: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
 ) -> None:
     """Validate a file as greentune would, and show the windows it yields."""
     from greentune.data.windows import prepare_forecast_data
 
     overrides = _data_overrides(
-        str(path), time_col, target, covariates, country, subdivision, fill_gaps
+        str(path), time_col, target, covariates, country, subdivision, fill_gaps, series
     )
     cfg = load_config(None, overrides + list(args or []))
     data = prepare_forecast_data(cfg.data)

@@ -2,6 +2,9 @@
 
 Every refusal names the file, the column and the row (1-based data row, header excluded) and
 what to do about it. Non-fatal findings (filled gaps, missing values) go into a report.
+
+A long file (one row per time and series, ``data.series_col``) is first cut to the one series
+asked for (``data.series``); its rows keep their numbers in the file.
 """
 
 from __future__ import annotations
@@ -42,23 +45,70 @@ def model_columns(cfg: DataConfig) -> list[str]:
 def clean_frame(table: RawTable, cfg: DataConfig) -> tuple[pd.DataFrame, DataReport]:
     """Index by time, check columns and spacing; return the frame of model columns + report."""
     frame, origin = table.frame, table.origin
-    report = DataReport(origin=origin)
     if frame.empty:
         raise DataError(f"{origin}: the table is empty")
+    frame, origin, rows = _one_series(frame, cfg, origin)
+    report = DataReport(origin=origin)
     time_col = _require_time_col(frame, cfg, origin)
     columns = _resolve_columns(frame, cfg, origin)
-    index = _parse_times(frame[time_col], cfg, origin, time_col)
+    index = _parse_times(frame[time_col], cfg, origin, time_col, rows)
     data = pd.DataFrame(
-        {c: _numeric(frame[c], origin, c) for c in columns}, index=pd.DatetimeIndex(index)
+        {c: _numeric(frame[c], origin, c, rows) for c in columns}, index=pd.DatetimeIndex(index)
     )
     data.index.name = "time"
-    _check_order(data.index, origin, time_col)
+    _check_order(data.index, origin, time_col, rows, frame)
     step = _modal_step(data.index, origin)
-    data = _handle_gaps(data, step, cfg, origin, report)
+    data = _handle_gaps(data, step, cfg, origin, report, rows)
     report.rows = len(data)
     report.start, report.end, report.step = str(data.index[0]), str(data.index[-1]), str(step)
     report.missing_values = {c: int(n) for c, n in data.isna().sum().items() if n}
     return data, report
+
+
+def _one_series(
+    frame: pd.DataFrame, cfg: DataConfig, origin: str
+) -> tuple[pd.DataFrame, str, np.ndarray]:
+    """The rows of ``data.series`` in a long file, without ``data.series_col``, and their
+    1-based row numbers in the file. A table without that column is taken as the one series
+    (a request to a served model, or the series' own file)."""
+    col = cfg.series_col
+    if not col or col not in frame.columns:
+        return frame, origin, np.arange(1, len(frame) + 1)
+    labels = frame[col].astype(str)
+    found = sorted(labels[frame[col].notna()].unique())
+    if cfg.series is None:
+        raise DataError(
+            f"{origin}: column {col!r} (data.series_col) names {len(found)} series "
+            f"({_listing(found)}); pick one with data.series=<name> (--series {col}=<name>), or "
+            f"train one model across them with greentune federate --partition-col {col}"
+        )
+    keep = (labels == cfg.series).to_numpy() & frame[col].notna().to_numpy()
+    if not keep.any():
+        raise DataError(
+            f"{origin}: no row has {col} = {cfg.series!r} (data.series); the series are: "
+            f"{_listing(found)}"
+        )
+    rows = np.flatnonzero(keep) + 1
+    one = frame.loc[keep].drop(columns=[col]).reset_index(drop=True)
+    return one, f"{origin} [{col}={cfg.series}]", rows
+
+
+def _listing(names: list[str], most: int = 12) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _series_columns(frame: pd.DataFrame, time_col: str) -> list[str]:
+    """Columns that could name each row's series in a long file: text columns of a few values
+    after which no (value, time) pair repeats."""
+    out = []
+    for col in frame.columns:
+        if col == time_col or pd.api.types.is_numeric_dtype(frame[col]):
+            continue
+        n = frame[col].nunique()
+        if 1 < n <= len(frame) // 2 and not frame.duplicated([col, time_col]).any():
+            out.append(str(col))
+    return out
 
 
 def _require_time_col(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> str:
@@ -91,10 +141,12 @@ def _resolve_columns(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> list[
     return list(dict.fromkeys(wanted))
 
 
-def _parse_times(col: pd.Series, cfg: DataConfig, origin: str, name: str) -> pd.DatetimeIndex:
+def _parse_times(
+    col: pd.Series, cfg: DataConfig, origin: str, name: str, rows: np.ndarray
+) -> pd.DatetimeIndex:
     missing = col.isna().to_numpy()
     if missing.any():
-        row = int(np.argmax(missing)) + 1
+        row = int(rows[int(np.argmax(missing))])
         raise DataError(
             f"{origin}: column {name!r} has {int(missing.sum())} missing timestamp(s), "
             f"first at row {row}; fill or remove those rows"
@@ -107,7 +159,8 @@ def _parse_times(col: pd.Series, cfg: DataConfig, origin: str, name: str) -> pd.
         except (ValueError, TypeError):
             bad = _first_unparseable(col)
             raise DataError(
-                f"{origin}: column {name!r} row {bad[0]}: cannot parse {bad[1]!r} as a timestamp"
+                f"{origin}: column {name!r} row {rows[bad[0]]}: cannot parse {bad[1]!r} as a "
+                "timestamp"
             ) from None
     index = pd.DatetimeIndex(parsed).as_unit("ns")
     if cfg.timezone:
@@ -135,15 +188,16 @@ def _localise(index: pd.DatetimeIndex, tz: str, origin: str, name: str) -> pd.Da
 
 
 def _first_unparseable(col: pd.Series) -> tuple[int, object]:
+    """The position of the first cell that is no timestamp, and the cell."""
     for i, value in enumerate(col.tolist()):
         try:
             pd.Timestamp(value)
         except (ValueError, TypeError):
-            return i + 1, value
-    return 1, col.iloc[0]  # pragma: no cover - whole-column failure with parseable cells
+            return i, value
+    return 0, col.iloc[0]  # pragma: no cover - whole-column failure with parseable cells
 
 
-def _numeric(col: pd.Series, origin: str, name: str) -> np.ndarray:
+def _numeric(col: pd.Series, origin: str, name: str, rows: np.ndarray) -> np.ndarray:
     if pd.api.types.is_bool_dtype(col):
         return col.astype(float).to_numpy()
     values = pd.to_numeric(col, errors="coerce")
@@ -151,26 +205,35 @@ def _numeric(col: pd.Series, origin: str, name: str) -> np.ndarray:
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
         raise DataError(
-            f"{origin}: column {name!r} is not numeric: row {row + 1} holds {col.iloc[row]!r}; "
+            f"{origin}: column {name!r} is not numeric: row {rows[row]} holds {col.iloc[row]!r}; "
             "fix the value or leave the column out of the config"
         )
     return values.astype(float).to_numpy()
 
 
-def _check_order(index: pd.DatetimeIndex, origin: str, name: str) -> None:
+def _check_order(
+    index: pd.DatetimeIndex, origin: str, name: str, rows: np.ndarray, frame: pd.DataFrame
+) -> None:
     dup = index.duplicated()
     if dup.any():
         row = int(np.argmax(dup))
+        long = _series_columns(frame, name)
+        todo = (
+            f"it looks like a long file, one row per time and {long[0]!r}: forecast one series "
+            f"with data.series_col={long[0]} data.series=<name> (--series {long[0]}=<name>)"
+            if long
+            else "aggregate or remove duplicates"
+        )
         raise DataError(
             f"{origin}: column {name!r} has {int(dup.sum())} duplicate timestamp(s), first "
-            f"{index[row]} at row {row + 1}; aggregate or remove duplicates"
+            f"{index[row]} at row {rows[row]}; {todo}"
         )
     if not index.is_monotonic_increasing:
         diffs = np.diff(index.asi8)
         row = int(np.argmax(diffs < 0)) + 1
         raise DataError(
-            f"{origin}: column {name!r} is not sorted: row {row + 1} ({index[row]}) comes before "
-            f"row {row} ({index[row - 1]}); sort the file by time"
+            f"{origin}: column {name!r} is not sorted: row {rows[row]} ({index[row]}) comes "
+            f"before row {rows[row - 1]} ({index[row - 1]}); sort the file by time"
         )
 
 
@@ -182,7 +245,12 @@ def _modal_step(index: pd.DatetimeIndex, origin: str) -> pd.Timedelta:
 
 
 def _handle_gaps(
-    data: pd.DataFrame, step: pd.Timedelta, cfg: DataConfig, origin: str, report: DataReport
+    data: pd.DataFrame,
+    step: pd.Timedelta,
+    cfg: DataConfig,
+    origin: str,
+    report: DataReport,
+    rows: np.ndarray,
 ) -> pd.DataFrame:
     diffs = np.diff(data.index.asi8)
     irregular = np.flatnonzero(diffs != step.value)
@@ -192,7 +260,8 @@ def _handle_gaps(
     if off_grid:
         i = off_grid[0]
         raise DataError(
-            f"{origin}: row {i + 2} ({data.index[i + 1]}) is off the {step} grid of the series; "
+            f"{origin}: row {rows[i + 1]} ({data.index[i + 1]}) is off the {step} grid of the "
+            "series; "
             "resample the data to one regular step"
         )
     report.gaps = [(str(data.index[i]), str(data.index[i + 1])) for i in irregular]

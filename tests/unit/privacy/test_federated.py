@@ -145,6 +145,10 @@ def test_partition_errors_name_what_to_fix(tmp_path: Path) -> None:
         client_names(replace(cfg, federated={"clients": ("a",)}))
     with pytest.raises(DataError, match=r"no column 'zone' \(federated.partition_col\)"):
         client_names(replace(cfg, federated={"partition_col": "zone"}))
+    with pytest.raises(
+        ConfigError, match=r"name its column with federated.partition_col=zone \(--partition-col\)"
+    ):
+        client_names(replace(cfg, data={"series_col": "zone"}))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="no .csv or .parquet file"):

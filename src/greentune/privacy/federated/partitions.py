@@ -146,6 +146,12 @@ def _checked(cfg: RunConfig) -> RunConfig:
         raise ConfigError("greentune federate needs data.path: a file or a folder of files")
     if not cfg.data.time_col:
         raise ConfigError("greentune federate needs data.time_col (the time column's name)")
+    if cfg.data.series_col:
+        raise ConfigError(
+            f"greentune federate trains every series of a long file, one client each: name its "
+            f"column with federated.partition_col={cfg.data.series_col} (--partition-col), not "
+            "data.series_col, which picks one series for greentune run"
+        )
     if not Path(cfg.data.path).expanduser().exists():
         raise DataError(f"{cfg.data.path}: file or folder not found")
     return cfg
