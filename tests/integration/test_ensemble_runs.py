@@ -378,3 +378,45 @@ def test_refusals_before_loading_a_model(runs, ens, tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_rows_of_one_run_are_forecast_together(runs, tmp_path, monkeypatch) -> None:
+    """An ensemble of one run's network, its own ensemble row and two of its baselines: served,
+    the run's windows are built once, its network runs once per batch and each baseline once per
+    request, and the forecasts are those the ensemble scored."""
+    import greentune.tasks.forecast.predictor as fp
+    from greentune.tasks.forecast.rows import SavedRow
+
+    a, _, _ = runs
+    members = [str(a.path), f"{a.path}:ensemble-mean", f"{a.path}:linear", f"{a.path}:lightgbm"]
+    ens = ensemble_runs(members, tmp_path / "one-run", ("mean",))
+    predictor = gt.Predictor.from_run(ens.path, row="ensemble-mean")
+    path = a.config.data.path
+    expected = _saved_rows(ens, "ensemble-mean")
+    calls: dict[str, int] = {}
+    stacked, row_forecast = fp.predict_stacked, SavedRow.forecast
+
+    def counted_stacked(*args, **kwargs):
+        calls["network"] = calls.get("network", 0) + 1
+        return stacked(*args, **kwargs)
+
+    def counted_row(self, data, origins):
+        calls[self.kind] = calls.get(self.kind, 0) + 1
+        return row_forecast(self, data, origins)
+
+    monkeypatch.setattr(fp, "predict_stacked", counted_stacked)
+    monkeypatch.setattr(SavedRow, "forecast", counted_row)
+    got = predictor.predict_file(path, origins="daily")
+    assert calls == {"network": 1, "ridge": 1, "lightgbm": 1}
+    got = got[got["origin"].isin(expected["origin"])].reset_index(drop=True)
+    assert len(got) == len(expected) > 0
+    np.testing.assert_allclose(got["load_mw_forecast"], expected["y_pred"], rtol=1e-6)
+    # two requests in one batch (the server's forward pass): one pass, each as if alone
+    calls.clear()
+    frame = pd.read_csv(path)
+    days = [frame.iloc[: len(frame) - 24 * k] for k in (1, 2)]
+    items = [predictor.prepare(d, origins="daily") for d in days]
+    batched = predictor.predict_prepared(items)
+    assert calls == {"network": 1, "ridge": 2, "lightgbm": 2}
+    for day, out in zip(days, batched, strict=True):
+        pd.testing.assert_frame_equal(out, predictor.predict(day, origins="daily"), rtol=1e-6)

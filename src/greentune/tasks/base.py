@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -114,6 +114,23 @@ class Predictor(ABC):
     def predict_prepared(self, items: list[Prepared]) -> list[pd.DataFrame]:
         """``predict``'s result for each item, computed in one pass over all of them (the
         serving batcher's forward pass)."""
+
+    def prepare_many(self, views: Sequence[Predictor], frame: Any, **options: Any) -> Prepared:
+        """``prepare`` once for several rows of this loaded run (``views``: this predictor and
+        its ``with_row`` views) that an ensemble of runs reads together. Here each on its own;
+        a forecasting run shares its windows among them."""
+        parts = [v.prepare(frame, **options) for v in views]
+        return Prepared(self, max(p.size for p in parts), parts)
+
+    def predict_many(
+        self, views: Sequence[Predictor], items: list[Prepared]
+    ) -> list[list[pd.DataFrame]]:
+        """Per item of ``prepare_many``, each view's predictions. Here each on its own; a
+        forecasting run runs its network and each kept baseline once for all of them."""
+        per_view = [
+            v.predict_prepared([item.payload[i] for item in items]) for i, v in enumerate(views)
+        ]
+        return [[frames[k] for frames in per_view] for k in range(len(items))]
 
     def version(self) -> str:
         """12 hex digits identifying the loaded model: a SHA-256 over its ``model/`` folder's

@@ -9,6 +9,10 @@ horizon step, class probabilities per class.
 
 A member whose run is gone or changed since the ensemble was made (its test scores differ from
 those recorded) is refused: the weights were fitted on the old model's forecasts.
+
+Members that are rows of one run (its network and its kept baselines) are prepared and run
+together (``Predictor.prepare_many``/``predict_many``): the run's windows are built once, its
+network runs once, and each baseline forecasts once for every row that reads it.
 """
 
 from __future__ import annotations
@@ -55,8 +59,11 @@ class RunsPredictor(Predictor):
         members: dict[str, Predictor],
         merge: Merge,
         row: str | None = None,
+        runs: dict[str, Path] | None = None,
     ) -> None:
         self.run, self.saved, self.members, self.merge = run, saved, members, merge
+        self.runs = runs or {name: Path(name) for name in members}
+        """Each member's run folder: members of one run are predicted together."""
         self.task = next(iter(members.values())).task
         self.row_spec = row
         self.row = resolve_row(run, saved, row)
@@ -66,6 +73,7 @@ class RunsPredictor(Predictor):
     def load(cls, run: RunDir, merge: Merge) -> RunsPredictor:
         saved = load_ensemble(run)
         members: dict[str, Predictor] = {}
+        runs: dict[str, Path] = {}
         loaded: dict[Path, Predictor] = {}  # each run once: its rows share its network
         for ref in saved.members:
             member = member_run(run, ref)
@@ -74,11 +82,12 @@ class RunsPredictor(Predictor):
             base = loaded[member.path]
             network = ref.row == member.metrics.model  # a classifier keeps no other row
             members[ref.name] = base if network else base.with_row(ref.row)
-        return cls(run, saved, members, merge)
+            runs[ref.name] = member.path
+        return cls(run, saved, members, merge, runs=runs)
 
     def with_row(self, row: str) -> RunsPredictor:
         assert self.run is not None
-        return RunsPredictor(self.run, self.saved, self.members, self.merge, row)
+        return RunsPredictor(self.run, self.saved, self.members, self.merge, row, self.runs)
 
     @property
     def used(self) -> list[str]:
@@ -104,26 +113,48 @@ class RunsPredictor(Predictor):
             digest.update(name.encode() + b"\0" + member.version().encode())
         return digest.hexdigest()[:12]
 
+    def groups(self) -> list[list[str]]:
+        """The members the row reads, by run (in the order their runs first appear)."""
+        out: dict[Path, list[str]] = {}
+        for name in self.used:
+            out.setdefault(self.runs[name], []).append(name)
+        return list(out.values())
+
     def prepare(self, frame: Any, **options: Any) -> Prepared:
-        parts = [self.members[n].prepare(frame, **options) for n in self.used]
-        return Prepared(self, max(p.size for p in parts), parts)
+        groups = self.groups()
+        parts = [self._views(g)[0].prepare_many(self._views(g), frame, **options) for g in groups]
+        return Prepared(self, max(p.size for p in parts), (groups, parts))
 
     def predict_prepared(self, items: list[Prepared]) -> list[pd.DataFrame]:
-        per_member = [
-            self.members[n].predict_prepared([item.payload[i] for item in items])
-            for i, n in enumerate(self.used)
-        ]
-        return [self._merge([frames[k] for frames in per_member]) for k in range(len(items))]
+        if not items:
+            return []
+        groups: list[list[str]] = items[0].payload[0]
+        by_member: list[dict[str, pd.DataFrame]] = [{} for _ in items]
+        for i, group in enumerate(groups):
+            views = self._views(group)
+            out = views[0].predict_many(views, [item.payload[1][i] for item in items])
+            for k, frames in enumerate(out):
+                by_member[k].update(zip(group, frames, strict=True))
+        return [self._merge([mine[n] for n in self.used]) for mine in by_member]
 
     def predict_file(self, path: str | Path, **options: Any) -> pd.DataFrame:
         """``predict`` on a data file, each member reading it as its run reads files."""
-        frames = []
-        for name in self.used:
-            read = getattr(self.members[name], "predict_file", None)
-            if read is None:
-                raise ConfigError(f"{name}: a {self.task} model predicts from data, not files")
-            frames.append(read(path, **options))
-        return self._merge(frames)
+        mine: dict[str, pd.DataFrame] = {}
+        for group in self.groups():
+            views = self._views(group)
+            read = getattr(views[0], "predict_file_many", None)
+            if read is not None:
+                mine.update(zip(group, read(views, path, **options), strict=True))
+                continue
+            for name, view in zip(group, views, strict=True):
+                one = getattr(view, "predict_file", None)
+                if one is None:
+                    raise ConfigError(f"{name}: a {self.task} model predicts from data, not files")
+                mine[name] = one(path, **options)
+        return self._merge([mine[n] for n in self.used])
+
+    def _views(self, group: list[str]) -> list[Predictor]:
+        return [self.members[n] for n in group]
 
     def _merge(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
         combination = self.saved.rows.get(str(self.row))

@@ -4,6 +4,7 @@ quantile forecasts with timestamps out."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,49 +151,89 @@ class ForecastPredictor(Predictor):
     ) -> Prepared:
         """Check ``frame`` (see the class docstring) and build its windows; ``source`` names it
         in errors."""
+        return self.prepare_many([self], frame, origins, source)
+
+    def predict_file(self, path: str | Path, origins: Origins = "last") -> pd.DataFrame:
+        """``predict`` on a CSV or Parquet file (ETT files for an ETT run)."""
+        return self.predict_file_many([self], path, origins)[0]
+
+    def predict_prepared(self, items: list[Prepared]) -> list[pd.DataFrame]:
+        return [frames[0] for frames in self.predict_many([self], items)]
+
+    # ------------------------------------------------------------------ several rows at once
+
+    def prepare_many(  # type: ignore[override]
+        self,
+        views: Sequence[Predictor],
+        frame: pd.DataFrame,
+        origins: Origins = "last",
+        source: str = "the DataFrame",
+    ) -> Prepared:
+        """``prepare`` once for ``views``: this run's network and kept rows (``with_row``),
+        each forecasting the same windows (those every one of them can forecast)."""
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"{source}: expected a pandas DataFrame, got {type(frame).__name__}")
         dcfg = resolve(self.cfg.data)
         time_col = dcfg.time_col or "time"
         if time_col not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
             frame = frame.rename_axis(time_col).reset_index()
-        return self._prepare(RawTable(frame, source), dcfg, origins)
+        return self._prepare(RawTable(frame, source), dcfg, origins, _same_run(self, views))
 
-    def predict_file(self, path: str | Path, origins: Origins = "last") -> pd.DataFrame:
-        """``predict`` on a CSV or Parquet file (ETT files for an ETT run)."""
+    def predict_file_many(  # type: ignore[override]
+        self, views: Sequence[Predictor], path: str | Path, origins: Origins = "last"
+    ) -> list[pd.DataFrame]:
         dcfg = _file_config(self.cfg.data, Path(path))
-        return self.predict_prepared([self._prepare(load_table(dcfg), dcfg, origins)])[0]
+        mine = _same_run(self, views)
+        return self.predict_many(mine, [self._prepare(load_table(dcfg), dcfg, origins, mine)])[0]
 
-    def predict_prepared(self, items: list[Prepared]) -> list[pd.DataFrame]:
+    def predict_many(  # type: ignore[override]
+        self, views: Sequence[Predictor], items: list[Prepared]
+    ) -> list[list[pd.DataFrame]]:
+        """Per item, each view's forecast: the network run once for all that weigh it, each
+        kept baseline once for all the ensembles it is a member of."""
         parts: list[ForecastBatches] = [item.payload for item in items]
         if not parts:
             return []
-        row, rows = self.row, self.rows
-        network = row is None or (rows is not None and rows.needs_network(row))
+        mine = _same_run(self, views)
+        network = any(v.needs_network for v in mine)
         out = predict_stacked(self.model, parts, self.cfg.eval.batch_size) if network else None
-        frames, start = [], 0
+        result, start = [], 0
         for part in parts:
-            fc = None
+            net = None
             if out is not None:
-                mine = out[start : start + len(part)]
+                net = to_forecast(
+                    part.data, out[start : start + len(part)], self.cfg.model.quantiles
+                )
                 start += len(part)
-                fc = to_forecast(part.data, mine, self.cfg.model.quantiles)
-            if row is not None:
-                assert rows is not None
-                fc = rows.forecast(row, part.data, part.origins, fc)
-            assert fc is not None
-            frames.append(forecast_frame(part.data, part.origins, fc))
-        return frames
+            done: dict[str, Forecast] = {}
+            frames = []
+            for view in mine:
+                fc = net
+                if view.row is not None:
+                    assert view.rows is not None
+                    fc = view.rows.forecast(view.row, part.data, part.origins, net, done)
+                assert fc is not None
+                frames.append(forecast_frame(part.data, part.origins, fc))
+            result.append(frames)
+        return result
 
-    def _prepare(self, table: RawTable, dcfg: DataConfig, origins: str) -> Prepared:
-        data, chosen = self._windows(table, dcfg, origins)
-        network = self.row is None or (self.rows is not None and self.rows.needs_network(self.row))
+    @property
+    def needs_network(self) -> bool:
+        """Whether this row's forecast runs the network (the network's own, or an ensemble's
+        with it as a member)."""
+        return self.row is None or (self.rows is not None and self.rows.needs_network(self.row))
+
+    def _prepare(
+        self, table: RawTable, dcfg: DataConfig, origins: str, views: list[ForecastPredictor]
+    ) -> Prepared:
+        data, chosen = self._windows(table, dcfg, origins, views)
+        network = any(v.needs_network for v in views)
         base = base_of(self.hybrid, data, chosen) if network else None
         batches = make_batches(self.cfg, data, chosen, self.tokenizer, base)
         return Prepared(self, len(chosen), batches)
 
     def _windows(
-        self, table: RawTable, dcfg: DataConfig, how: str
+        self, table: RawTable, dcfg: DataConfig, how: str, views: list[ForecastPredictor]
     ) -> tuple[ForecastData, np.ndarray]:
         frame, report = clean_frame(table, dcfg)
         L, H = self.context_length, self.horizon
@@ -206,10 +247,11 @@ class ForecastPredictor(Predictor):
             )
         scaled = self.scaler.transform(featured.to_numpy(dtype=float)).astype(np.float32)
         need, reader = L, "the model's context"
-        if self.row is not None and self.rows is not None:
-            history = self.rows.history(self.row, featured.index[1] - featured.index[0], H)
-            if history > L:
-                need, reader = history, f"{self.row} reads that far back"
+        for view in views:
+            if view.row is not None and view.rows is not None:
+                history = view.rows.history(view.row, featured.index[1] - featured.index[0], H)
+                if history > need:
+                    need, reader = history, f"{view.row} reads that far back"
         chosen = _choose_origins(featured, targets, how, need, H, table.origin, reader)
         stamps = featured.index[chosen]
         off = stamps[(stamps.hour != 0) | (stamps.minute != 0)]
@@ -241,6 +283,13 @@ class ForecastPredictor(Predictor):
             config=dcfg,
         )
         return data, chosen
+
+
+def _same_run(first: ForecastPredictor, views: Sequence[Predictor]) -> list[ForecastPredictor]:
+    """``views`` as this run's predictors: rows of one loaded run share its network."""
+    if not all(isinstance(v, ForecastPredictor) and v.model is first.model for v in views):
+        raise ValueError("prepare_many/predict_many take rows of one loaded run (with_row)")
+    return [v for v in views if isinstance(v, ForecastPredictor)]
 
 
 def _file_config(cfg: DataConfig, path: Path) -> DataConfig:

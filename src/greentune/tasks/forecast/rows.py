@@ -137,12 +137,22 @@ class RowSet:
         return name in self.ensembles and MODEL in self.ensembles[name].members
 
     def forecast(
-        self, name: str, data: ForecastData, origins: np.ndarray, network: Forecast | None
+        self,
+        name: str,
+        data: ForecastData,
+        origins: np.ndarray,
+        network: Forecast | None,
+        done: dict[str, Forecast] | None = None,
     ) -> Forecast:
         """Row ``name``'s forecast of ``origins``; ``network`` is the network's forecast of
-        them (needed by an ensemble it is a member of)."""
+        them (needed by an ensemble it is a member of). ``done``: the kept rows' forecasts of
+        these same windows so far, reused and added to (several rows of one run served at once
+        forecast each baseline once)."""
+        done = {} if done is None else done
         if name in self.rows:
-            return self.rows[name].forecast(data, origins)
+            if name not in done:
+                done[name] = self.rows[name].forecast(data, origins)
+            return done[name]
         ens = self.ensembles[name]
         if ens.weights is not None and len(ens.weights) != data.horizon:
             raise CheckpointError(
@@ -155,7 +165,7 @@ class RowSet:
                 assert network is not None, "the caller forecasts with the network first"
                 members[m] = network
             else:
-                members[m] = self.rows[m].forecast(data, origins)
+                members[m] = self.forecast(m, data, origins, network, done)
         return combine(ens.kind, members, ens.weights)
 
     # ------------------------------------------------------------------ files
