@@ -13,7 +13,8 @@ order alternating from one repeat to the next. In each, after a warm-up, the med
 process CPU seconds of 7 forecasts; reported: the median over the repeats, with the range, and
 the largest difference between the versions' forecasts (the target's unit). Modelled energy per
 1,000 forecasts = CPU seconds x greentune's CPU power per thread here (no counters on these
-machines).
+machines). The earlier commit must read the ensembles' runs: ones made by a later version,
+whose config.yaml holds keys it does not know, are refused by it.
 
 Writes benchmarks/results/served-ensemble-speed[-T].json and .md.
 """

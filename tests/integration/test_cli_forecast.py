@@ -465,6 +465,26 @@ def test_one_series_of_a_long_file_runs_and_predicts(tmp_path):
         outs.append(pd.read_csv(out))
     pd.testing.assert_frame_equal(outs[0], outs[1])
     assert len(outs[0]) == 38 * 24  # every midnight with 2 days before and 1 after
+    # errors name the series (printed as written, not taken for markup) and the file's row
+    bad = long.astype({"temp_c": object})
+    bad.iloc[8, bad.columns.get_loc("temp_c")] = "warm"  # ME's 5th row, row 9 of the file
+    bad.to_csv(path, index=False)
+    result = invoke(
+        "data",
+        "check",
+        str(path),
+        "--time-col",
+        "ts",
+        "--target",
+        "load_mw",
+        "--covariates",
+        "temp_c",
+        "--series",
+        "zone=ME",
+    )
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert f"error: {path} [zone=ME]: column 'temp_c' is not numeric: row 9 holds 'warm'" in said
 
 
 def test_series_option_needs_a_column_and_a_name(tmp_path, tiny_csv):

@@ -404,10 +404,17 @@ def test_rows_of_one_run_are_forecast_together(runs, tmp_path, monkeypatch) -> N
         calls[self.kind] = calls.get(self.kind, 0) + 1
         return row_forecast(self, data, origins)
 
+    cleaned = fp.clean_frame
+
+    def counted_clean(*args, **kwargs):
+        calls["windows"] = calls.get("windows", 0) + 1
+        return cleaned(*args, **kwargs)
+
     monkeypatch.setattr(fp, "predict_stacked", counted_stacked)
+    monkeypatch.setattr(fp, "clean_frame", counted_clean)
     monkeypatch.setattr(SavedRow, "forecast", counted_row)
     got = predictor.predict_file(path, origins="daily")
-    assert calls == {"network": 1, "ridge": 1, "lightgbm": 1}
+    assert calls == {"windows": 1, "network": 1, "ridge": 1, "lightgbm": 1}
     got = got[got["origin"].isin(expected["origin"])].reset_index(drop=True)
     assert len(got) == len(expected) > 0
     np.testing.assert_allclose(got["load_mw_forecast"], expected["y_pred"], rtol=1e-6)
@@ -417,6 +424,6 @@ def test_rows_of_one_run_are_forecast_together(runs, tmp_path, monkeypatch) -> N
     days = [frame.iloc[: len(frame) - 24 * k] for k in (1, 2)]
     items = [predictor.prepare(d, origins="daily") for d in days]
     batched = predictor.predict_prepared(items)
-    assert calls == {"network": 1, "ridge": 2, "lightgbm": 2}
+    assert calls == {"windows": 2, "network": 1, "ridge": 2, "lightgbm": 2}
     for day, out in zip(days, batched, strict=True):
         pd.testing.assert_frame_equal(out, predictor.predict(day, origins="daily"), rtol=1e-6)

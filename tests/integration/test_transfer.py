@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.numpy import load_file
@@ -269,3 +270,26 @@ def test_transfer_settings_are_checked_and_the_cli_exits_2(
     assert result.exit_code == 2
     assert f"model.skip_from={tmp_path / 'none'}: no forecasting model there" in result.output
     assert not (tmp_path / "y" / "model").exists()
+
+
+def test_another_series_of_one_long_file_is_other_data(tmp_path: Path) -> None:
+    """Under DP a start fitted on another zone of the same long file is allowed (the user
+    declared that zone public); one fitted on this run's own zone is refused."""
+    long = pd.concat(
+        [make_series(seed=7).assign(zone="PUB"), make_series(seed=0).assign(zone="PRIV")]
+    ).sort_values(["ts", "zone"], kind="stable")
+    path = tmp_path / "zones.csv"
+    long.to_csv(path, index=False)
+    zone = ["data.series_col=zone"]
+    source = _source_on(path, tmp_path, [*zone, "data.series=PUB"])
+    dp = ["privacy.dp.target_epsilon=8", *zone]
+    cfg, data = _private(path, tmp_path, source, *dp, "data.series=PRIV")
+    init = transfer_skip(cfg, data, lambda m: None)
+    np.testing.assert_array_equal(np.repeat(init.fit.weight.T, 3, axis=0), _skip(source)[0])
+    cfg, data = _private(path, tmp_path, source, *dp, "data.series=PUB")
+    _refused(cfg, data, "this run's own data")
+
+
+def _source_on(csv: Path, tmp: Path, extra: list[str]) -> Path:
+    overrides = [*series_overrides(csv, tmp, "zone-source"), *QUICK, *extra]
+    return gt.run(load_config(None, overrides), echo=lambda m: None).path

@@ -201,3 +201,57 @@ def test_errors_in_a_long_file_name_the_files_row(tiny_series):
 def test_a_series_needs_its_column():
     with pytest.raises(ConfigError, match=r"data.series='B' picks a series of a long file: also"):
         DataConfig(source="csv", series="B")
+
+
+def test_more_errors_in_a_long_file_name_the_files_row(tiny_series):
+    frame = long_file(tiny_series)
+    frame.loc[13, "ts"] = pd.NaT  # zone B's 7th row
+    with pytest.raises(DataError, match=r"\[zone=B\]: .*1 missing timestamp\(s\), first at row 14"):
+        clean_frame(table(frame), LONG)
+    frame = long_file(tiny_series)
+    frame.loc[15, "ts"] = frame.loc[13, "ts"]  # zone B's 8th row repeats its 7th
+    with pytest.raises(DataError, match=r"1 duplicate timestamp\(s\), first .* at row 16; aggr"):
+        clean_frame(table(frame), LONG)
+    frame = long_file(tiny_series)
+    frame.loc[17, "ts"] += pd.Timedelta("30min")  # zone B's 9th row off the hourly grid
+    with pytest.raises(DataError, match=r"\[zone=B\]: row 18 \(2021-01-04 08:30:00\) is off the"):
+        clean_frame(table(frame), LONG)
+
+
+def test_a_numeric_series_column_is_named_as_written(tiny_series):
+    frame = long_file(tiny_series)
+    frame["zone"] = frame["zone"].map({"A": 4001, "B": 4002})
+    frame.loc[0, "zone"] = np.nan  # an empty cell makes the column float: 4002.0
+    assert frame["zone"].dtype == float
+    cfg = DataConfig(**{**LONG.__dict__, "series": "4002"})
+    got, report = clean_frame(table(frame), cfg)
+    assert report.origin == "load.csv [zone=4002]" and len(got) == len(tiny_series)
+    cfg = DataConfig(**{**LONG.__dict__, "series": None})
+    with pytest.raises(DataError, match=r"names 2 series \(4001, 4002\)"):
+        clean_frame(table(frame), cfg)
+
+
+def test_a_daylight_saving_flag_is_not_taken_for_a_series_column(tiny_series):
+    frame = tiny_series.assign(dst="EDT")
+    frame.loc[5, "ts"] = frame.loc[4, "ts"]  # the repeated hour of naive local times
+    frame.loc[5, "dst"] = "EST"
+    with pytest.raises(DataError, match=r"at row 6; aggregate or remove duplicates$"):
+        clean_frame(table(frame), CFG)
+
+
+def test_a_multivariate_long_file_names_its_series_column(tiny_series):
+    cfg = DataConfig(source="csv", time_col="ts", multivariate=True)
+    with pytest.raises(DataError, match=r"it looks like a long file, one row per time and 'zone'"):
+        clean_frame(table(long_file(tiny_series)), cfg)
+    cfg = DataConfig(**{**cfg.__dict__, "series_col": "zone", "series": "A"})
+    got, _ = clean_frame(table(long_file(tiny_series)), cfg)
+    assert list(got.columns) == ["load_mw", "temp_c"]
+
+
+def test_a_zone_code_read_as_a_number_still_matches(tiny_series):
+    frame = long_file(tiny_series)
+    frame["zone"] = frame["zone"].map({"A": 9, "B": 10})  # "009" and "010" in the file
+    cfg = DataConfig(**{**LONG.__dict__, "series": "010"})
+    got, report = clean_frame(table(frame), cfg)
+    assert report.origin == "load.csv [zone=010]"
+    np.testing.assert_array_equal(got.load_mw.to_numpy(), tiny_series.load_mw.to_numpy() + 7)

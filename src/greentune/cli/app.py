@@ -55,7 +55,11 @@ def handle_errors(fn: F) -> F:
 
                 if is_write_error(exc):  # one line naming the file and what to do
                     exc = storage_error(Path(exc.filename), exc)
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            from rich.markup import escape
+
+            # escaped: a message may hold brackets that are not markup ("load.csv [zone=ME]")
+            said = escape(str(exc))
+            err_console.print(f"[bold red]error:[/] {said}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]

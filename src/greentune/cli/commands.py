@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -109,7 +110,8 @@ def _data_overrides(
                 f"--series {series!r}: give the long file's series column and the series, "
                 "e.g. --series zone=ME"
             )
-        out += [f"data.series_col={col.strip()}", f"data.series={name.strip()}"]
+        # quoted: YAML would read ON as true and 010 as 8, a name is a string
+        out += [f"data.series_col={col.strip()}", f"data.series={json.dumps(name.strip())}"]
     return out
 
 

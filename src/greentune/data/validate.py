@@ -51,12 +51,12 @@ def clean_frame(table: RawTable, cfg: DataConfig) -> tuple[pd.DataFrame, DataRep
     report = DataReport(origin=origin)
     time_col = _require_time_col(frame, cfg, origin)
     columns = _resolve_columns(frame, cfg, origin)
-    index = _parse_times(frame[time_col], cfg, origin, time_col, rows)
-    data = pd.DataFrame(
-        {c: _numeric(frame[c], origin, c, rows) for c in columns}, index=pd.DatetimeIndex(index)
-    )
+    index = pd.DatetimeIndex(_parse_times(frame[time_col], cfg, origin, time_col, rows))
+    # before the values: a long file's first fault is its repeated times, whose message names
+    # the series column (with data.multivariate that column is not numeric either)
+    _check_order(index, origin, time_col, rows, frame)
+    data = pd.DataFrame({c: _numeric(frame[c], origin, c, rows) for c in columns}, index=index)
     data.index.name = "time"
-    _check_order(data.index, origin, time_col, rows, frame)
     step = _modal_step(data.index, origin)
     data = _handle_gaps(data, step, cfg, origin, report, rows)
     report.rows = len(data)
@@ -70,19 +70,26 @@ def _one_series(
 ) -> tuple[pd.DataFrame, str, np.ndarray]:
     """The rows of ``data.series`` in a long file, without ``data.series_col``, and their
     1-based row numbers in the file. A table without that column is taken as the one series
-    (a request to a served model, or the series' own file)."""
+    (a request to a served model, or the series' own file); rows whose series cell is empty
+    belong to no series."""
     col = cfg.series_col
     if not col or col not in frame.columns:
         return frame, origin, np.arange(1, len(frame) + 1)
-    labels = frame[col].astype(str)
-    found = sorted(labels[frame[col].notna()].unique())
+    labels = _labels(frame[col])
+    found = sorted(labels.dropna().unique())
     if cfg.series is None:
         raise DataError(
             f"{origin}: column {col!r} (data.series_col) names {len(found)} series "
             f"({_listing(found)}); pick one with data.series=<name> (--series {col}=<name>), or "
             f"train one model across them with greentune federate --partition-col {col}"
         )
-    keep = (labels == cfg.series).to_numpy() & frame[col].notna().to_numpy()
+    keep = (labels == cfg.series).to_numpy()
+    if pd.api.types.is_numeric_dtype(frame[col]) and not keep.any():
+        # a CSV reader makes "010" the number 10: a name that is a number matches its value
+        try:
+            keep = (frame[col] == float(cfg.series)).to_numpy()
+        except ValueError:
+            pass
     if not keep.any():
         raise DataError(
             f"{origin}: no row has {col} = {cfg.series!r} (data.series); the series are: "
@@ -93,14 +100,27 @@ def _one_series(
     return one, f"{origin} [{col}={cfg.series}]", rows
 
 
+def _labels(col: pd.Series) -> pd.Series:
+    """A series column's values as the names ``data.series`` gives: numbers without a ".0"
+    (a numeric column with an empty cell reads as floats), empty cells as missing."""
+    if pd.api.types.is_numeric_dtype(col):
+        named = col.map(lambda v: f"{v:.15g}" if pd.notna(v) else None)
+    else:
+        named = col.map(lambda v: str(v) if pd.notna(v) else None)
+    return named.astype(object)
+
+
 def _listing(names: list[str], most: int = 12) -> str:
     shown = ", ".join(names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def _series_columns(frame: pd.DataFrame, time_col: str) -> list[str]:
+def _series_columns(frame: pd.DataFrame, time_col: str, repeated: int) -> list[str]:
     """Columns that could name each row's series in a long file: text columns of a few values
-    after which no (value, time) pair repeats."""
+    after which no (value, time) pair repeats. Only where times repeat on a tenth of the rows
+    or more: a daylight-saving flag also separates the repeated hour of naive local times."""
+    if repeated < 0.1 * len(frame) or frame.columns.duplicated().any():
+        return []
     out = []
     for col in frame.columns:
         if col == time_col or pd.api.types.is_numeric_dtype(frame[col]):
@@ -217,7 +237,7 @@ def _check_order(
     dup = index.duplicated()
     if dup.any():
         row = int(np.argmax(dup))
-        long = _series_columns(frame, name)
+        long = _series_columns(frame, name, int(dup.sum()))
         todo = (
             f"it looks like a long file, one row per time and {long[0]!r}: forecast one series "
             f"with data.series_col={long[0]} data.series=<name> (--series {long[0]}=<name>)"

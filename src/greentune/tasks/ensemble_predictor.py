@@ -122,12 +122,16 @@ class RunsPredictor(Predictor):
 
     def prepare(self, frame: Any, **options: Any) -> Prepared:
         groups = self.groups()
-        parts = [self._views(g)[0].prepare_many(self._views(g), frame, **options) for g in groups]
+        parts = []
+        for group in groups:
+            views = self._views(group)
+            parts.append(views[0].prepare_many(views, frame, **options))
         return Prepared(self, max(p.size for p in parts), (groups, parts))
 
     def predict_prepared(self, items: list[Prepared]) -> list[pd.DataFrame]:
         if not items:
             return []
+        assert all(item.predictor is self for item in items), "prepared by another predictor"
         groups: list[list[str]] = items[0].payload[0]
         by_member: list[dict[str, pd.DataFrame]] = [{} for _ in items]
         for i, group in enumerate(groups):

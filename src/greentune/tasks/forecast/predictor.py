@@ -15,7 +15,7 @@ from greentune.config import DataConfig, RunConfig
 from greentune.data.sources import RawTable, load_table, resolve
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, Scaler, WindowSet, featurize
-from greentune.errors import CheckpointError, DataError
+from greentune.errors import CheckpointError, ConfigError, DataError
 from greentune.io import files_digest
 from greentune.models.variants import read_variant
 from greentune.results import Forecast
@@ -179,14 +179,14 @@ class ForecastPredictor(Predictor):
             frame = frame.rename_axis(time_col).reset_index()
         return self._prepare(RawTable(frame, source), dcfg, origins, _same_run(self, views))
 
-    def predict_file_many(  # type: ignore[override]
+    def predict_file_many(
         self, views: Sequence[Predictor], path: str | Path, origins: Origins = "last"
     ) -> list[pd.DataFrame]:
         dcfg = _file_config(self.cfg.data, Path(path))
         mine = _same_run(self, views)
         return self.predict_many(mine, [self._prepare(load_table(dcfg), dcfg, origins, mine)])[0]
 
-    def predict_many(  # type: ignore[override]
+    def predict_many(
         self, views: Sequence[Predictor], items: list[Prepared]
     ) -> list[list[pd.DataFrame]]:
         """Per item, each view's forecast: the network run once for all that weigh it, each
@@ -236,15 +236,14 @@ class ForecastPredictor(Predictor):
         self, table: RawTable, dcfg: DataConfig, how: str, views: list[ForecastPredictor]
     ) -> tuple[ForecastData, np.ndarray]:
         frame, report = clean_frame(table, dcfg)
+        origin = report.origin  # names the series of a long file
         L, H = self.context_length, self.horizon
         if how == "last":
-            frame = _extend_horizon(frame, self.columns, H, table.origin)
+            frame = _extend_horizon(frame, self.columns, H, origin)
         featured, targets, past, known = featurize(frame, dcfg)
         got = [*targets, *past, *known]
         if got != self.columns.all:
-            raise DataError(
-                f"{table.origin}: columns {got} differ from the run's {self.columns.all}"
-            )
+            raise DataError(f"{origin}: columns {got} differ from the run's {self.columns.all}")
         scaled = self.scaler.transform(featured.to_numpy(dtype=float)).astype(np.float32)
         need, reader = L, "the model's context"
         for view in views:
@@ -252,17 +251,17 @@ class ForecastPredictor(Predictor):
                 history = view.rows.history(view.row, featured.index[1] - featured.index[0], H)
                 if history > need:
                     need, reader = history, f"{view.row} reads that far back"
-        chosen = _choose_origins(featured, targets, how, need, H, table.origin, reader)
+        chosen = _choose_origins(featured, targets, how, need, H, origin, reader)
         stamps = featured.index[chosen]
         off = stamps[(stamps.hour != 0) | (stamps.minute != 0)]
         if self.cfg.data.match_origins and len(off):
             raise DataError(
-                f"{table.origin}: the forecast would start at {off[0]}, but this model was "
+                f"{origin}: the forecast would start at {off[0]}, but this model was "
                 "trained for forecasts from local midnight only (data.match_origins); give "
                 "history that ends just before a local midnight, or ask for origins 'daily' "
                 "(--origins daily)"
             )
-        _check_inputs(featured, scaled, chosen, L, H, len(targets) + len(past), table.origin)
+        _check_inputs(featured, scaled, chosen, L, H, len(targets) + len(past), origin)
         data = ForecastData(
             featured,
             targets,
@@ -288,7 +287,10 @@ class ForecastPredictor(Predictor):
 def _same_run(first: ForecastPredictor, views: Sequence[Predictor]) -> list[ForecastPredictor]:
     """``views`` as this run's predictors: rows of one loaded run share its network."""
     if not all(isinstance(v, ForecastPredictor) and v.model is first.model for v in views):
-        raise ValueError("prepare_many/predict_many take rows of one loaded run (with_row)")
+        raise ConfigError(
+            "prepare_many/predict_many take views of one loaded run: the predictor itself and "
+            "its with_row(...) views"
+        )
     return [v for v in views if isinstance(v, ForecastPredictor)]
 
 

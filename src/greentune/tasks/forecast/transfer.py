@@ -166,11 +166,17 @@ def _differences(src: Source, cfg: RunConfig, data: ForecastData, log: Log) -> l
 
 
 def _same_data(src: Source, cfg: RunConfig) -> bool:
-    """Whether the source names this run's data file (or a folder holding it, or inside it)."""
+    """Whether the source names this run's data file (or a folder holding it, or inside it),
+    and not another series of one long file (``data.series``)."""
     if src.data_path is None or cfg.data.path is None:
         return False
     there, here = (Path(p).expanduser().resolve() for p in (src.data_path, cfg.data.path))
-    return there == here or there in here.parents or here in there.parents
+    same = there == here or there in here.parents or here in there.parents
+    theirs = (src.config or {}).get("data") or {}
+    if same and isinstance(theirs, dict) and cfg.data.series_col and theirs.get("series_col"):
+        ours = (cfg.data.series_col, cfg.data.series)
+        return (theirs.get("series_col"), theirs.get("series")) == ours
+    return same
 
 
 def transferred(
