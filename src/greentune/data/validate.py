@@ -9,6 +9,7 @@ asked for (``data.series``); its rows keep their numbers in the file.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,10 +87,8 @@ def _one_series(
     keep = (labels == cfg.series).to_numpy()
     if pd.api.types.is_numeric_dtype(frame[col]) and not keep.any():
         # a CSV reader makes "010" the number 10: a name that is a number matches its value
-        try:
+        with contextlib.suppress(ValueError):
             keep = (frame[col] == float(cfg.series)).to_numpy()
-        except ValueError:
-            pass
     if not keep.any():
         raise DataError(
             f"{origin}: no row has {col} = {cfg.series!r} (data.series); the series are: "
