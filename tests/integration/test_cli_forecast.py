@@ -492,3 +492,42 @@ def test_series_option_needs_a_column_and_a_name(tmp_path, tiny_csv):
     assert result.exit_code == 2
     said = " ".join(result.output.split())
     assert "--series 'ME': give the long file's series column and the series, e.g. " in said
+
+
+def test_every_series_of_a_long_file_with_one_channel_independent_model(tmp_path):
+    from tests.conftest import make_series
+
+    one, two = make_series(), make_series(seed=1).assign(load_mw=lambda f: f.load_mw * 3)
+    long = pd.concat([one.assign(zone="ME"), two.assign(zone="VT")]).drop(columns=["temp_c"])
+    path = tmp_path / "zones.csv"
+    long.sort_values(["ts", "zone"], kind="stable").to_csv(path, index=False)
+    wide = pd.DataFrame({"ts": one.ts, "ME": one.load_mw, "VT": two.load_mw})
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    result = invoke(
+        "run",
+        *series_overrides(path, tmp_path / "runs"),
+        "data.covariates=[]",
+        "data.temperature_col=null",
+        "data.series_col=zone",
+        "data.multivariate=true",
+        "data.channel_independent=true",
+        "train.max_steps=2",
+        "eval.baselines=[linear]",
+    )
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "r"
+    tested = pd.read_parquet(run / "predictions.parquet")
+    assert sorted(tested.target.unique()) == ["ME", "VT"]
+    vt = tested[(tested.target == "VT")].drop_duplicates("time").set_index("time")
+    actual = two.set_index(pd.DatetimeIndex(two.ts)).load_mw
+    np.testing.assert_allclose(vt.y_true, actual.loc[vt.index.tz_localize(None)].to_numpy())
+    outs = []
+    for data in (path, tmp_path / "wide.csv"):  # the long file and the same series side by side
+        out = tmp_path / f"bt-{data.stem}.csv"
+        result = invoke(
+            "predict", str(run), "--data", str(data), "--out", str(out), "--origins", "daily"
+        )
+        assert result.exit_code == 0, result.output
+        outs.append(pd.read_csv(out))
+    pd.testing.assert_frame_equal(outs[0], outs[1])
+    assert {"ME_forecast", "VT_forecast"} <= set(outs[0].columns)

@@ -160,8 +160,9 @@ def test_a_long_file_says_which_series_it_holds(tiny_series):
     with pytest.raises(
         DataError,
         match=r"load.csv: column 'zone' \(data.series_col\) names 2 series \(A, B\); pick one "
-        r"with data.series=<name> \(--series zone=<name>\), or train one model across them with "
-        r"greentune federate --partition-col zone",
+        r"with data.series=<name> \(--series zone=<name>\), forecast all of them with one model "
+        r"\(data.multivariate=true data.channel_independent=true\), or train one across them "
+        r"whose data stay apart with greentune federate --partition-col zone",
     ):
         clean_frame(table(long_file(tiny_series)), cfg)
     cfg = DataConfig(**{**LONG.__dict__, "series": "C"})
@@ -255,3 +256,36 @@ def test_a_zone_code_read_as_a_number_still_matches(tiny_series):
     got, report = clean_frame(table(frame), cfg)
     assert report.origin == "load.csv [zone=010]"
     np.testing.assert_array_equal(got.load_mw.to_numpy(), tiny_series.load_mw.to_numpy() + 7)
+
+
+ALL = DataConfig(
+    source="csv", time_col="ts", target="load_mw", series_col="zone", multivariate=True
+)
+
+
+def test_every_series_of_a_long_file_becomes_a_target(tiny_series):
+    frame = long_file(tiny_series).sort_values(["zone", "ts"], kind="stable")  # by series
+    got, report = clean_frame(table(frame.drop(columns=["temp_c"])), ALL)
+    assert list(got.columns) == ["A", "B"] and report.origin == "load.csv [zone: 2 series]"
+    np.testing.assert_array_equal(got.A.to_numpy(), tiny_series.load_mw.to_numpy())
+    np.testing.assert_array_equal(got.B.to_numpy(), tiny_series.load_mw.to_numpy() + 7)
+    assert report.rows == len(tiny_series)
+
+
+def test_every_series_errors_name_the_files_row(tiny_series):
+    frame = long_file(tiny_series).drop(columns=["temp_c"]).astype({"load_mw": object})
+    frame.loc[9, "load_mw"] = "n/a"
+    with pytest.raises(DataError, match=r"column 'load_mw' is not numeric: row 10 holds 'n/a'"):
+        clean_frame(table(frame), ALL)
+    frame = long_file(tiny_series).drop(columns=["temp_c"])
+    frame.loc[5, "ts"] = frame.loc[3, "ts"]  # zone B's 3rd row repeats its 2nd time
+    with pytest.raises(
+        DataError, match=r"series 'B' has 1 repeated time\(s\) in column 'ts', first .* at row 6"
+    ):
+        clean_frame(table(frame), ALL)
+    with pytest.raises(ConfigError, match=r"covariates \(temp_c\) differ per series"):
+        clean_frame(
+            table(long_file(tiny_series)), DataConfig(**{**ALL.__dict__, "covariates": ("temp_c",)})
+        )
+    with pytest.raises(DataError, match=r"name the long file's value column with --target"):
+        clean_frame(table(long_file(tiny_series)), DataConfig(**{**ALL.__dict__, "target": None}))

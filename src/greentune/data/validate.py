@@ -17,7 +17,7 @@ import pandas as pd
 
 from greentune.config import DataConfig
 from greentune.data.sources import RawTable
-from greentune.errors import DataError
+from greentune.errors import ConfigError, DataError
 
 
 @dataclass
@@ -78,11 +78,15 @@ def _one_series(
         return frame, origin, np.arange(1, len(frame) + 1)
     labels = _labels(frame[col])
     found = sorted(labels.dropna().unique())
+    if cfg.series is None and cfg.multivariate:
+        return _all_series(frame, cfg, origin, labels, found)
     if cfg.series is None:
         raise DataError(
             f"{origin}: column {col!r} (data.series_col) names {len(found)} series "
-            f"({_listing(found)}); pick one with data.series=<name> (--series {col}=<name>), or "
-            f"train one model across them with greentune federate --partition-col {col}"
+            f"({_listing(found)}); pick one with data.series=<name> (--series {col}=<name>), "
+            "forecast all of them with one model (data.multivariate=true "
+            f"data.channel_independent=true), or train one across them whose data stay apart "
+            f"with greentune federate --partition-col {col}"
         )
     keep = (labels == cfg.series).to_numpy()
     if pd.api.types.is_numeric_dtype(frame[col]) and not keep.any():
@@ -97,6 +101,55 @@ def _one_series(
     rows = np.flatnonzero(keep) + 1
     one = frame.loc[keep].drop(columns=[col]).reset_index(drop=True)
     return one, f"{origin} [{col}={cfg.series}]", rows
+
+
+def _all_series(
+    frame: pd.DataFrame, cfg: DataConfig, origin: str, labels: pd.Series, found: list[str]
+) -> tuple[pd.DataFrame, str, np.ndarray]:
+    """Every series of a long file as a column of its own (``data.multivariate``): one row per
+    time, the target's values per series; the rows are numbered by each time's first row in
+    the file."""
+    col, time_col, target = str(cfg.series_col), cfg.time_col, cfg.target
+    if not target:
+        raise DataError(
+            f"{origin}: name the long file's value column with --target (data.target); each "
+            f"series of {col!r} becomes a target of its own"
+        )
+    if cfg.covariates or cfg.past_covariates:
+        named = ", ".join([*(cfg.covariates or ()), *cfg.past_covariates])
+        raise ConfigError(
+            f"data.multivariate over the series of a long file reads the target only: "
+            f"covariates ({named}) differ per series, and one model's covariates are shared by "
+            "all of them; leave data.covariates out, or forecast one series with data.series"
+        )
+    for name in (time_col, target):
+        if name not in frame.columns:
+            raise DataError(
+                f"{origin}: column {name!r} not found; columns are: "
+                f"{', '.join(map(str, frame.columns))}"
+            )
+    if time_col in found:
+        raise DataError(f"{origin}: a series is named {time_col!r}, as the time column")
+    named = labels.notna().to_numpy()
+    rows = np.flatnonzero(named) + 1
+    frame = frame.loc[named]
+    times = _parse_times(frame[time_col], cfg, origin, str(time_col), rows)
+    values = _numeric(frame[target], origin, target, rows)
+    long = pd.DataFrame(
+        {"time": times, "series": labels[named].to_numpy(), "value": values, "row": rows}
+    )
+    repeated = long.duplicated(["time", "series"]).to_numpy()
+    if repeated.any():
+        k = int(np.argmax(repeated))
+        raise DataError(
+            f"{origin}: series {long.series.iloc[k]!r} has {int(repeated.sum())} repeated "
+            f"time(s) in column {time_col!r}, first {long.time.iloc[k]} at row {rows[k]}; "
+            "aggregate or remove duplicates"
+        )
+    wide = long.pivot(index="time", columns="series", values="value")[found]
+    first = long.groupby("time")["row"].min().loc[wide.index].to_numpy()
+    out = wide.rename_axis(columns=None).rename_axis(time_col).reset_index()
+    return out, f"{origin} [{col}: {len(found)} series]", first
 
 
 def _labels(col: pd.Series) -> pd.Series:
