@@ -289,3 +289,21 @@ def test_every_series_errors_name_the_files_row(tiny_series):
         )
     with pytest.raises(DataError, match=r"name the long file's value column with --target"):
         clean_frame(table(long_file(tiny_series)), DataConfig(**{**ALL.__dict__, "target": None}))
+
+
+def test_a_series_missing_inside_its_span_is_a_gap_and_outside_it_shorter(tiny_series):
+    frame = long_file(tiny_series).drop(columns=["temp_c"])
+    holes = frame.index[(frame.zone == "B")][[30, 31]]  # zone B lacks day 2's 06:00 and 07:00
+    late = frame.index[(frame.zone == "A")][:24]  # zone A starts a day later
+    cut = frame.drop(index=[*holes, *late])
+    with pytest.raises(
+        DataError,
+        match=r"series 'B' has no row at 2 time\(s\) between its first and last, first "
+        r"2021-01-05 06:00:00 \(2 in all series\); .*data.fill_gaps=true",
+    ):
+        clean_frame(table(cut), ALL)
+    got, report = clean_frame(table(cut), DataConfig(**{**ALL.__dict__, "fill_gaps": True}))
+    b = tiny_series.load_mw.to_numpy() + 7
+    np.testing.assert_allclose(got.B.iloc[30:32], b[29] + (b[32] - b[29]) * np.array([1, 2]) / 3)
+    assert got.A.iloc[:24].isna().all() and got.A.iloc[24:].notna().all()
+    assert "filled 2 times absent from 1 series between their first and last rows" in report.notes

@@ -48,8 +48,9 @@ def clean_frame(table: RawTable, cfg: DataConfig) -> tuple[pd.DataFrame, DataRep
     frame, origin = table.frame, table.origin
     if frame.empty:
         raise DataError(f"{origin}: the table is empty")
-    frame, origin, rows = _one_series(frame, cfg, origin)
-    report = DataReport(origin=origin)
+    notes: list[str] = []
+    frame, origin, rows = _one_series(frame, cfg, origin, notes)
+    report = DataReport(origin=origin, notes=notes)
     time_col = _require_time_col(frame, cfg, origin)
     columns = _resolve_columns(frame, cfg, origin)
     index = pd.DatetimeIndex(_parse_times(frame[time_col], cfg, origin, time_col, rows))
@@ -67,7 +68,7 @@ def clean_frame(table: RawTable, cfg: DataConfig) -> tuple[pd.DataFrame, DataRep
 
 
 def _one_series(
-    frame: pd.DataFrame, cfg: DataConfig, origin: str
+    frame: pd.DataFrame, cfg: DataConfig, origin: str, notes: list[str]
 ) -> tuple[pd.DataFrame, str, np.ndarray]:
     """The rows of ``data.series`` in a long file, without ``data.series_col``, and their
     1-based row numbers in the file. A table without that column is taken as the one series
@@ -79,7 +80,7 @@ def _one_series(
     labels = _labels(frame[col])
     found = sorted(labels.dropna().unique())
     if cfg.series is None and cfg.multivariate:
-        return _all_series(frame, cfg, origin, labels, found)
+        return _all_series(frame, cfg, origin, labels, found, notes)
     if cfg.series is None:
         raise DataError(
             f"{origin}: column {col!r} (data.series_col) names {len(found)} series "
@@ -104,7 +105,12 @@ def _one_series(
 
 
 def _all_series(
-    frame: pd.DataFrame, cfg: DataConfig, origin: str, labels: pd.Series, found: list[str]
+    frame: pd.DataFrame,
+    cfg: DataConfig,
+    origin: str,
+    labels: pd.Series,
+    found: list[str],
+    notes: list[str],
 ) -> tuple[pd.DataFrame, str, np.ndarray]:
     """Every series of a long file as a column of its own (``data.multivariate``): one row per
     time, the target's values per series; the rows are numbered by each time's first row in
@@ -148,8 +154,43 @@ def _all_series(
         )
     wide = long.pivot(index="time", columns="series", values="value")[found]
     first = long.groupby("time")["row"].min().loc[wide.index].to_numpy()
+    origin = f"{origin} [{col}: {len(found)} series]"
+    wide = _fill_absent(wide, long, cfg, origin, notes)
     out = wide.rename_axis(columns=None).rename_axis(time_col).reset_index()
-    return out, f"{origin} [{col}: {len(found)} series]", first
+    return out, origin, first
+
+
+def _fill_absent(
+    wide: pd.DataFrame, long: pd.DataFrame, cfg: DataConfig, origin: str, notes: list[str]
+) -> pd.DataFrame:
+    """A series without a row at a time between its first and last is a gap of that series:
+    refused, or interpolated in time with ``data.fill_gaps``. Before its first row or after
+    its last it is a shorter series: missing values, whose windows are dropped."""
+    present = long.assign(one=1.0).pivot(index="time", columns="series", values="one")
+    present = present.reindex(index=wide.index, columns=wide.columns).notna()
+    inside = present.cumsum().gt(0) & present[::-1].cumsum()[::-1].gt(0)
+    gaps = inside & ~present
+    if not gaps.to_numpy().any():
+        return wide
+    counts = gaps.sum()
+    name = next(str(c) for c in wide.columns if gaps[c].any())
+    if not cfg.fill_gaps:
+        raise DataError(
+            f"{origin}: series {name!r} has no row at {int(counts[name])} time(s) between its "
+            f"first and last, first {gaps.index[gaps[name].to_numpy()][0]} ("
+            f"{int(counts.sum())} in all series); fill them in the file or set "
+            "data.fill_gaps=true (--fill-gaps) to interpolate"
+        )
+    filled = wide.copy()
+    for c in wide.columns:
+        if gaps[c].any():
+            line = wide[c].interpolate(method="time", limit_area="inside")
+            filled.loc[gaps[c].to_numpy(), c] = line[gaps[c].to_numpy()]
+    notes.append(
+        f"filled {int(counts.sum())} times absent from {int((counts > 0).sum())} series between "
+        "their first and last rows"
+    )
+    return filled
 
 
 def _labels(col: pd.Series) -> pd.Series:
