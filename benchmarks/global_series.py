@@ -71,7 +71,8 @@ def per_target(run: Path) -> dict[str, dict[str, float]]:
     """MAPE % of the recommended row, the network and LightGBM, per target (utility)."""
     r = RunDir(run)
     m = r.metrics
-    rows = {"recommended": m.energy.greenest if m.energy else m.model, "network": m.model}
+    assert m.energy is not None and m.energy.greenest, f"{run}: no recommendation"
+    rows = {"recommended": m.energy.greenest, "network": m.model}
     rows["lightgbm"] = "lightgbm"
     preds = r.predictions
     out: dict[str, dict[str, float]] = {}
@@ -86,32 +87,50 @@ def per_target(run: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def _bill(path: Path) -> tuple[float, float]:
+    """(the run's Wh, its training phase's Wh), modelled here."""
+    energy = RunDir(path).metrics.energy
+    assert energy is not None, f"{path}: no energy figures"
+    return energy.run_wh, energy.by_phase_wh["train"]
+
+
+def _made(prefix: str, label: str, seed: int) -> bool:
+    """Whether ``combine.run_dir`` would reuse the run (its wall time is then not this one's)."""
+    return (RUNS / f"{prefix}-{label}-s{seed}" / "metrics.json").is_file()
+
+
 def one_seed(seed: int, files: dict[str, Path], long: Path) -> dict[str, Any]:
     arms: dict[str, Any] = {}
 
     def separate() -> None:
+        reused = any(_made("globalsep", u, seed) for u in files)
         t0 = time.perf_counter()
         runs = {u: run_dir(u, _pjm(p), seed, prefix="globalsep") for u, p in files.items()}
+        bills = [_bill(p) for p in runs.values()]
         arms["A"] = {
             "wall_s": time.perf_counter() - t0,
+            "reused": reused,
             "runs": {u: str(p) for u, p in runs.items()},
-            "wh": sum(RunDir(p).metrics.energy.run_wh for p in runs.values()),
-            "train_wh": sum(RunDir(p).metrics.energy.by_phase_wh["train"] for p in runs.values()),
+            "wh": sum(b[0] for b in bills),
+            "train_wh": sum(b[1] for b in bills),
             "scores": {u: per_target(p)["load_mw"] for u, p in runs.items()},
             "recommended": {u: RunDir(p).metrics.energy.greenest for u, p in runs.items()},
         }
 
     def one() -> None:
+        reused = _made("globalone", "pjm9", seed)
         t0 = time.perf_counter()
         path = run_dir("pjm9", global_overrides(long), seed, prefix="globalone")
         m = RunDir(path).metrics
+        wh, train_wh = _bill(path)
         arms["B"] = {
             "wall_s": time.perf_counter() - t0,
+            "reused": reused,
             "run": str(path),
-            "wh": m.energy.run_wh,
-            "train_wh": m.energy.by_phase_wh["train"],
+            "wh": wh,
+            "train_wh": train_wh,
             "scores": per_target(path),
-            "recommended": m.energy.greenest,
+            "recommended": m.energy.greenest if m.energy else None,
         }
 
     for arm in (separate, one) if seed % 2 == 0 else (one, separate):
@@ -152,6 +171,10 @@ def summary(seeds: dict[int, dict[str, Any]], utilities: list[str]) -> dict[str,
     }
 
 
+def _wall(arm: dict[str, Any]) -> str:
+    return "runs made earlier (reused)" if arm.get("reused") else f"{arm['wall_s']:.0f} s"
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result["summary"]
     m = result["machine"]
@@ -189,8 +212,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for seed, arms in result["seed_runs"].items():
         lines.append(
-            f"- Seed {seed}: A {arms['A']['wh']:.3f} Wh in {arms['A']['wall_s']:.0f} s, B "
-            f"{arms['B']['wh']:.3f} Wh in {arms['B']['wall_s']:.0f} s; B recommends "
+            f"- Seed {seed}: A {arms['A']['wh']:.3f} Wh in {_wall(arms['A'])}, B "
+            f"{arms['B']['wh']:.3f} Wh in {_wall(arms['B'])}; B recommends "
             f"{arms['B']['recommended']}."
         )
     return "\n".join(lines) + "\n"

@@ -52,8 +52,9 @@ class DataConfig:
     """Covariates only known up to the forecast origin (e.g. measured load of a neighbour)."""
     series_col: str | None = None
     """A long file's column naming each row's series (one row per time and series, as ISO-NE's
-    zone exports); with ``series``, the run forecasts that one series. ``greentune federate``
-    trains every series of a long file instead (``federated.partition_col``)."""
+    zone exports); with ``series``, the run forecasts that one series; with ``multivariate``
+    and no ``series``, every series is a target of one model. ``greentune federate`` trains a
+    long file's series as clients instead (``federated.partition_col``)."""
     series: str | None = None
     """Which series of the long file to forecast: a value of ``series_col``."""
     timezone: str | None = None
@@ -104,7 +105,8 @@ class DataConfig:
     """Public [low, high] range per raw column (target, covariates) for ``scaler: bounds``, e.g.
     a feeder's rated capacity; values outside it map beyond [-1, 1] (nothing is clipped)."""
     multivariate: bool = False
-    """Forecast every numeric channel (ETT protocol) instead of one target."""
+    """Forecast every numeric channel (ETT protocol) instead of one target; with
+    ``series_col``, every series of a long file."""
     channel_independent: bool = False
     """Treat each target channel as its own univariate series with one shared network and one
     shared linear model (PatchTST, DLinear); each sees its own history plus the covariates."""

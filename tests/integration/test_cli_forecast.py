@@ -501,7 +501,7 @@ def test_every_series_of_a_long_file_with_one_channel_independent_model(tmp_path
     long = pd.concat([one.assign(zone="ME"), two.assign(zone="VT")]).drop(columns=["temp_c"])
     path = tmp_path / "zones.csv"
     long.sort_values(["ts", "zone"], kind="stable").to_csv(path, index=False)
-    wide = pd.DataFrame({"ts": one.ts, "ME": one.load_mw, "VT": two.load_mw})
+    wide = pd.DataFrame({"ts": one.ts, "VT": two.load_mw, "ME": one.load_mw})  # another order
     wide.to_csv(tmp_path / "wide.csv", index=False)
     result = invoke(
         "run",
@@ -531,3 +531,8 @@ def test_every_series_of_a_long_file_with_one_channel_independent_model(tmp_path
         outs.append(pd.read_csv(out))
     pd.testing.assert_frame_equal(outs[0], outs[1])
     assert {"ME_forecast", "VT_forecast"} <= set(outs[0].columns)
+    wide.drop(columns=["VT"]).assign(NH=1.0).to_csv(tmp_path / "other.csv", index=False)
+    result = invoke("predict", str(run), "--data", str(tmp_path / "other.csv"), "--out", "x.csv")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "the run forecasts the series ME, VT; this data comes without 'VT' and with 'NH'" in said

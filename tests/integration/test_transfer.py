@@ -288,6 +288,10 @@ def test_another_series_of_one_long_file_is_other_data(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.repeat(init.fit.weight.T, 3, axis=0), _skip(source)[0])
     cfg, data = _private(path, tmp_path, source, *dp, "data.series=PUB")
     _refused(cfg, data, "this run's own data")
+    # one model over every series of the file trains on PUB too
+    every = ["data.multivariate=true", "data.covariates=[]", "data.temperature_col=null"]
+    cfg, data = _private(path, tmp_path, source, *dp, *every)
+    _refused(cfg, data, "this run's own data")
 
 
 def _source_on(csv: Path, tmp: Path, extra: list[str]) -> Path:

@@ -280,7 +280,9 @@ def test_every_series_errors_name_the_files_row(tiny_series):
     frame = long_file(tiny_series).drop(columns=["temp_c"])
     frame.loc[5, "ts"] = frame.loc[3, "ts"]  # zone B's 3rd row repeats its 2nd time
     with pytest.raises(
-        DataError, match=r"series 'B' has 1 repeated time\(s\) in column 'ts', first .* at row 6"
+        DataError,
+        match=r"series 'B' has 1 repeated time\(s\) in column 'ts' \(1 in all series\), "
+        r"first .* at row 6",
     ):
         clean_frame(table(frame), ALL)
     with pytest.raises(ConfigError, match=r"covariates \(temp_c\) differ per series"):
@@ -291,19 +293,58 @@ def test_every_series_errors_name_the_files_row(tiny_series):
         clean_frame(table(long_file(tiny_series)), DataConfig(**{**ALL.__dict__, "target": None}))
 
 
-def test_a_series_missing_inside_its_span_is_a_gap_and_outside_it_shorter(tiny_series):
+def test_a_series_lacking_times_the_others_have_is_a_gap_and_a_shorter_one_refused(tiny_series):
     frame = long_file(tiny_series).drop(columns=["temp_c"])
     holes = frame.index[(frame.zone == "B")][[30, 31]]  # zone B lacks day 2's 06:00 and 07:00
-    late = frame.index[(frame.zone == "A")][:24]  # zone A starts a day later
-    cut = frame.drop(index=[*holes, *late])
+    cut = frame.drop(index=holes)
     with pytest.raises(
         DataError,
-        match=r"series 'B' has no row at 2 time\(s\) between its first and last, first "
+        match=r"series 'B' has no row at 2 time\(s\) the others have, first "
         r"2021-01-05 06:00:00 \(2 in all series\); .*data.fill_gaps=true",
     ):
         clean_frame(table(cut), ALL)
     got, report = clean_frame(table(cut), DataConfig(**{**ALL.__dict__, "fill_gaps": True}))
     b = tiny_series.load_mw.to_numpy() + 7
     np.testing.assert_allclose(got.B.iloc[30:32], b[29] + (b[32] - b[29]) * np.array([1, 2]) / 3)
-    assert got.A.iloc[:24].isna().all() and got.A.iloc[24:].notna().all()
-    assert "filled 2 times absent from 1 series between their first and last rows" in report.notes
+    assert "filled 2 times absent from 1 series that the others have" in report.notes
+    late = frame.drop(index=frame.index[(frame.zone == "A")][:24])  # zone A starts a day later
+    with pytest.raises(
+        DataError,
+        match=r"needs each of them at every time of 2021-01-04 00:00:00 .. 2021-02-12 23:00:00; "
+        r"these start later or end sooner: A 2021-01-05 00:00:00 .. 2021-02-12 23:00:00. Cut the "
+        r"file to the times they share \(from 2021-01-05 00:00:00 to 2021-02-12 23:00:00\)",
+    ):
+        clean_frame(table(late), ALL)
+    every_other = frame.drop(index=frame.index[(frame.zone == "B")][1:-1:2])  # B two-hourly
+    with pytest.raises(DataError, match=r"series 'B' has no row at 479 of the 960 times .* grid"):
+        clean_frame(table(every_other), ALL)
+
+
+def test_every_series_in_local_time_across_the_autumn_hour(tiny_series):
+    """Sorted by time, each naive local time of the repeated hour appears once per series in
+    a row: each series' times are placed in the zone on their own."""
+    times = pd.date_range("2021-10-30 00:00", "2021-11-02 00:00", freq="1h", tz="Europe/Berlin")
+    naive = times.tz_localize(None).astype(str)
+    one = pd.DataFrame({"ts": naive, "load_mw": np.arange(len(times), dtype=float)})
+    frame = pd.concat([one.assign(zone="A"), one.assign(zone="B", load_mw=one.load_mw + 1)])
+    frame = frame.sort_values(["ts", "zone"], kind="stable").reset_index(drop=True)
+    cfg = DataConfig(**{**ALL.__dict__, "timezone": "Europe/Berlin"})
+    got, _ = clean_frame(table(frame), cfg)
+    assert len(got) == len(times) and (got.index == times).all()
+    np.testing.assert_array_equal(got.B.to_numpy(), got.A.to_numpy() + 1)
+
+
+def test_series_names_that_would_clash_are_refused(tiny_series):
+    frame = long_file(tiny_series).drop(columns=["temp_c"]).replace({"zone": {"A": "holiday"}})
+    with pytest.raises(DataError, match=r"series named 'holiday' in column 'zone' would take"):
+        clean_frame(table(frame), ALL)
+    frame = long_file(tiny_series).drop(columns=["temp_c"]).astype({"zone": object})
+    frame.loc[frame.zone == "A", "zone"] = 1
+    frame.loc[frame.zone == "B", "zone"] = "1"
+    with pytest.raises(DataError, match=r"holds different values read as the same name '1'"):
+        clean_frame(table(frame), ALL)
+    with pytest.raises(ConfigError, match=r"covariates \(temp_c\) differ per series"):
+        clean_frame(
+            table(long_file(tiny_series)),
+            DataConfig(**{**ALL.__dict__, "temperature_col": "temp_c"}),
+        )

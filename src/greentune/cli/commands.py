@@ -417,8 +417,11 @@ def data_check(
         ("span", f"{r.start} .. {r.end}"),
         ("step", r.step),
         ("gaps filled", str(r.filled_steps)),
-        ("missing values", ", ".join(f"{k}: {v}" for k, v in r.missing_values.items()) or "none"),
-        ("targets", ", ".join(data.target_cols)),
+        (
+            "missing values",
+            escape(", ".join(f"{k}: {v}" for k, v in r.missing_values.items())) or "none",
+        ),
+        ("targets", escape(", ".join(data.target_cols))),
         ("known covariates", ", ".join(data.known_cols) or "none"),
         ("past covariates", ", ".join(data.past_cols) or "none"),
         ("windows train/val/test", f"{len(data.train):,} / {len(data.val):,} / {len(data.test):,}"),

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from greentune.config import DataConfig
+from greentune.data.features import calendar_features, hinge_features
 from greentune.data.sources import RawTable
 from greentune.errors import ConfigError, DataError
 
@@ -114,42 +115,44 @@ def _all_series(
 ) -> tuple[pd.DataFrame, str, np.ndarray]:
     """Every series of a long file as a column of its own (``data.multivariate``): one row per
     time, the target's values per series; the rows are numbered by each time's first row in
-    the file."""
-    col, time_col, target = str(cfg.series_col), cfg.time_col, cfg.target
+    the file. The rows may come in any order (by series, by time)."""
+    col, target = str(cfg.series_col), cfg.target
+    time_col = _require_time_col(frame, cfg, origin)
     if not target:
         raise DataError(
             f"{origin}: name the long file's value column with --target (data.target); each "
             f"series of {col!r} becomes a target of its own"
         )
-    if cfg.covariates or cfg.past_covariates:
-        named = ", ".join([*(cfg.covariates or ()), *cfg.past_covariates])
+    shared = [*(cfg.covariates or ()), *cfg.past_covariates]
+    if cfg.temperature_col and cfg.temperature_col not in shared:
+        shared.append(cfg.temperature_col)
+    if shared:
         raise ConfigError(
             f"data.multivariate over the series of a long file reads the target only: "
-            f"covariates ({named}) differ per series, and one model's covariates are shared by "
-            "all of them; leave data.covariates out, or forecast one series with data.series"
+            f"covariates ({', '.join(shared)}) differ per series, and one model's covariates are "
+            "shared by all of them; leave data.covariates and data.temperature_col out, or "
+            "forecast one series with data.series"
         )
-    for name in (time_col, target):
-        if name not in frame.columns:
-            raise DataError(
-                f"{origin}: column {name!r} not found; columns are: "
-                f"{', '.join(map(str, frame.columns))}"
-            )
-    if time_col in found:
-        raise DataError(f"{origin}: a series is named {time_col!r}, as the time column")
+    if target not in frame.columns:
+        raise DataError(
+            f"{origin}: column {target!r} not found; columns are: "
+            f"{', '.join(map(str, frame.columns))}"
+        )
+    _check_names(frame[col], labels, found, origin, col)
     named = labels.notna().to_numpy()
     rows = np.flatnonzero(named) + 1
-    frame = frame.loc[named]
-    times = _parse_times(frame[time_col], cfg, origin, str(time_col), rows)
+    frame, labels = frame.loc[named], labels[named]
+    times = _series_times(frame[time_col], labels.to_numpy(), cfg, origin, time_col, rows)
     values = _numeric(frame[target], origin, target, rows)
-    long = pd.DataFrame(
-        {"time": times, "series": labels[named].to_numpy(), "value": values, "row": rows}
-    )
+    long = pd.DataFrame({"time": times, "series": labels.to_numpy(), "value": values, "row": rows})
     repeated = long.duplicated(["time", "series"]).to_numpy()
     if repeated.any():
         k = int(np.argmax(repeated))
+        name = long.series.iloc[k]
+        mine = int((repeated & (long.series == name).to_numpy()).sum())
         raise DataError(
-            f"{origin}: series {long.series.iloc[k]!r} has {int(repeated.sum())} repeated "
-            f"time(s) in column {time_col!r}, first {long.time.iloc[k]} at row {rows[k]}; "
+            f"{origin}: series {name!r} has {mine} repeated time(s) in column {time_col!r} "
+            f"({int(repeated.sum())} in all series), first {long.time.iloc[k]} at row {rows[k]}; "
             "aggregate or remove duplicates"
         )
     wide = long.pivot(index="time", columns="series", values="value")[found]
@@ -160,26 +163,94 @@ def _all_series(
     return out, origin, first
 
 
+def _check_names(
+    values: pd.Series, labels: pd.Series, found: list[str], origin: str, col: str
+) -> None:
+    """Series names that would become clashing column names: a generated feature's (or the
+    index's), or two distinct values read as one name (1 and "1")."""
+    probe = pd.DatetimeIndex([pd.Timestamp("2020-01-01")])
+    reserved = {"time", "holiday", *calendar_features(probe).columns}
+    reserved |= set(hinge_features(pd.Series([0.0], index=probe)).columns)
+    clash = [n for n in found if n in reserved]
+    if clash:
+        raise DataError(
+            f"{origin}: series named {', '.join(map(repr, clash))} in column {col!r} would take "
+            "the name of a feature greentune adds; rename them in the file"
+        )
+    distinct = values[labels.notna()].groupby(labels[labels.notna()].to_numpy()).nunique()
+    merged = [str(n) for n, k in distinct.items() if k > 1]
+    if merged:
+        raise DataError(
+            f"{origin}: column {col!r} holds different values read as the same name "
+            f"{', '.join(map(repr, merged))}; make each series' name unique in the file"
+        )
+
+
+def _series_times(
+    col: pd.Series,
+    labels: np.ndarray,
+    cfg: DataConfig,
+    origin: str,
+    name: str,
+    rows: np.ndarray,
+) -> pd.DatetimeIndex:
+    """Each series' times parsed on their own, in file order: naive local times are placed in
+    ``data.timezone`` per series, since a repeated autumn hour only reads as one when a
+    series' own rows are taken together."""
+    ns = np.empty(len(col), dtype="int64")
+    zones = set()
+    for label in pd.unique(labels):
+        sel = np.flatnonzero(labels == label)
+        parsed = _parse_times(col.iloc[sel], cfg, origin, name, rows[sel])
+        zones.add(str(parsed.tz) if parsed.tz is not None else None)
+        ns[sel] = (parsed.tz_convert("UTC").tz_localize(None) if parsed.tz else parsed).asi8
+    if zones == {None}:
+        return pd.DatetimeIndex(ns)
+    utc = pd.DatetimeIndex(ns).tz_localize("UTC")
+    return utc.tz_convert(zones.pop()) if len(zones) == 1 else utc
+
+
 def _fill_absent(
     wide: pd.DataFrame, long: pd.DataFrame, cfg: DataConfig, origin: str, notes: list[str]
 ) -> pd.DataFrame:
-    """A series without a row at a time between its first and last is a gap of that series:
-    refused, or interpolated in time with ``data.fill_gaps``. Before its first row or after
-    its last it is a shorter series: missing values, whose windows are dropped."""
+    """One model reads every series at every time: a series that starts later or ends sooner
+    than the others is refused (cut the file to the times they share), as are series on other
+    time grids; a time a series lacks between its first and last row is a gap of that series,
+    refused or interpolated in time with ``data.fill_gaps``."""
     present = long.assign(one=1.0).pivot(index="time", columns="series", values="one")
     present = present.reindex(index=wide.index, columns=wide.columns).notna()
-    inside = present.cumsum().gt(0) & present[::-1].cumsum()[::-1].gt(0)
-    gaps = inside & ~present
+    starts = {c: wide.index[present[c].to_numpy()][0] for c in wide.columns}
+    ends = {c: wide.index[present[c].to_numpy()][-1] for c in wide.columns}
+    start, end = max(starts.values()), min(ends.values())
+    short = [c for c in wide.columns if starts[c] > wide.index[0] or ends[c] < wide.index[-1]]
+    if short:
+        spans = ", ".join(f"{c} {starts[c]} .. {ends[c]}" for c in short[:5])
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        common = f"from {start} to {end}" if start < end else "none"
+        raise DataError(
+            f"{origin}: one model across the series needs each of them at every time of "
+            f"{wide.index[0]} .. {wide.index[-1]}; these start later or end sooner: {spans}{more}. "
+            f"Cut the file to the times they share ({common}), leave those series out, or "
+            "forecast them one at a time (data.series)"
+        )
+    gaps = ~present
     if not gaps.to_numpy().any():
         return wide
     counts = gaps.sum()
     name = next(str(c) for c in wide.columns if gaps[c].any())
+    worst = str(counts.idxmax())
+    if counts[worst] > 0.1 * len(wide):
+        raise DataError(
+            f"{origin}: series {worst!r} has no row at {int(counts[worst])} of the "
+            f"{len(wide)} times the series have together: they are not on one time grid; "
+            "resample them to one step"
+        )
     if not cfg.fill_gaps:
         raise DataError(
-            f"{origin}: series {name!r} has no row at {int(counts[name])} time(s) between its "
-            f"first and last, first {gaps.index[gaps[name].to_numpy()][0]} ("
-            f"{int(counts.sum())} in all series); fill them in the file or set "
-            "data.fill_gaps=true (--fill-gaps) to interpolate"
+            f"{origin}: series {name!r} has no row at {int(counts[name])} time(s) the others "
+            f"have, first {gaps.index[gaps[name].to_numpy()][0]} ({int(counts.sum())} in all "
+            "series); fill them in the file or set data.fill_gaps=true (--fill-gaps) to "
+            "interpolate"
         )
     filled = wide.copy()
     for c in wide.columns:
@@ -187,8 +258,8 @@ def _fill_absent(
             line = wide[c].interpolate(method="time", limit_area="inside")
             filled.loc[gaps[c].to_numpy(), c] = line[gaps[c].to_numpy()]
     notes.append(
-        f"filled {int(counts.sum())} times absent from {int((counts > 0).sum())} series between "
-        "their first and last rows"
+        f"filled {int(counts.sum())} times absent from {int((counts > 0).sum())} series that "
+        "the others have"
     )
     return filled
 
@@ -333,7 +404,9 @@ def _check_order(
         long = _series_columns(frame, name, int(dup.sum()))
         todo = (
             f"it looks like a long file, one row per time and {long[0]!r}: forecast one series "
-            f"with data.series_col={long[0]} data.series=<name> (--series {long[0]}=<name>)"
+            f"with data.series_col={long[0]} data.series=<name> (--series {long[0]}=<name>), "
+            "or all of them with one model, adding data.multivariate=true "
+            "data.channel_independent=true"
             if long
             else "aggregate or remove duplicates"
         )

@@ -238,6 +238,8 @@ class ForecastPredictor(Predictor):
         frame, report = clean_frame(table, dcfg)
         origin = report.origin  # names the series of a long file
         L, H = self.context_length, self.horizon
+        if dcfg.multivariate:
+            frame = _as_run_targets(frame, self.columns.targets, origin)
         if how == "last":
             frame = _extend_horizon(frame, self.columns, H, origin)
         featured, targets, past, known = featurize(frame, dcfg)
@@ -292,6 +294,23 @@ def _same_run(first: ForecastPredictor, views: Sequence[Predictor]) -> list[Fore
             "its with_row(...) views"
         )
     return [v for v in views if isinstance(v, ForecastPredictor)]
+
+
+def _as_run_targets(frame: pd.DataFrame, targets: list[str], origin: str) -> pd.DataFrame:
+    """A multivariate run's series in its own order (a file may list them in another)."""
+    have = [str(c) for c in frame.columns]
+    missing = [t for t in targets if t not in have]
+    unknown = [c for c in have if c not in targets]
+    if missing or unknown:
+        said = [f"without {', '.join(map(repr, missing))}"] if missing else []
+        said += [f"with {', '.join(map(repr, unknown))}, which the run does not know"] * bool(
+            unknown
+        )
+        raise DataError(
+            f"{origin}: the run forecasts the series {', '.join(targets)}; this data comes "
+            f"{' and '.join(said)}"
+        )
+    return frame.set_axis(have, axis=1)[targets]
 
 
 def _file_config(cfg: DataConfig, path: Path) -> DataConfig:

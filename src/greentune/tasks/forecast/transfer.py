@@ -174,6 +174,10 @@ def _same_data(src: Source, cfg: RunConfig) -> bool:
     same = there == here or there in here.parents or here in there.parents
     theirs = (src.config or {}).get("data") or {}
     if same and isinstance(theirs, dict) and cfg.data.series_col and theirs.get("series_col"):
+        # one series each: the same data only if the same one; every series (data.series
+        # unset) holds them all
+        if cfg.data.series is None or theirs.get("series") is None:
+            return True
         ours = (cfg.data.series_col, cfg.data.series)
         return (theirs.get("series_col"), theirs.get("series")) == ours
     return same
