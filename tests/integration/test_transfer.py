@@ -290,6 +290,7 @@ def test_another_series_of_one_long_file_is_other_data(tmp_path: Path) -> None:
     _refused(cfg, data, "this run's own data")
     # one model over every series of the file trains on PUB too
     every = ["data.multivariate=true", "data.covariates=[]", "data.temperature_col=null"]
+    every.append("data.bounds={PRIV: [0, 400], PUB: [0, 400]}")
     cfg, data = _private(path, tmp_path, source, *dp, *every)
     _refused(cfg, data, "this run's own data")
 
