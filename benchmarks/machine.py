@@ -55,6 +55,30 @@ def git_commit() -> str:
     return (done.stdout.strip() or "unknown") + ("+dirty" if dirty.returncode == 1 else "")
 
 
+def short_commit(ref: str) -> str:
+    """``ref`` as a short commit id (a name for an earlier version's checkout)."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+def worktree(commit: str, name: str) -> Path:
+    """The ``src`` of ``commit`` checked out beside this one (benchmarks/results/runs/NAME-
+    COMMIT), to time an earlier version in a process of its own; ``drop_worktree`` removes it."""
+    path = ROOT / "benchmarks" / "results" / "runs" / f"{name}-{commit}"
+    if not (path / "src").is_dir():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True
+        )
+    return path / "src"
+
+
+def drop_worktree(src: Path) -> None:
+    """Remove ``worktree``'s checkout: git would list it as a worktree otherwise."""
+    subprocess.run(["git", "worktree", "remove", "--force", str(src.parent)], cwd=ROOT, check=False)
+
+
 def same_src(a: str, b: str) -> bool:
     """Whether two commits have the same src/ (the product's code)."""
     done = subprocess.run(["git", "diff", "--quiet", a, b, "--", "src"], cwd=ROOT, check=False)

@@ -76,15 +76,6 @@ def run_version(
     return got
 
 
-def worktree(commit: str) -> Path:
-    path = RESULTS / "runs" / f"ridge-speed-{commit}"
-    if not (path / "src").is_dir():
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True
-        )
-    return path / "src"
-
-
 def one_dataset(
     ds: str, versions: dict[str, Path], work: Path, repeats: int, rows: tuple[str, ...] = ROWS
 ) -> dict:
@@ -154,16 +145,17 @@ def main() -> None:
     if not args.before:
         ap.error("--before COMMIT is required")
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from machine import git_commit, machine_info, write_results
+    from machine import (
+        drop_worktree,
+        git_commit,
+        machine_info,
+        short_commit,
+        worktree,
+        write_results,
+    )
 
-    before = subprocess.run(
-        ["git", "rev-parse", "--short", args.before],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    versions = {"before": worktree(before), "after": ROOT / "src"}
+    before = short_commit(args.before)
+    versions = {"before": worktree(before, "ridge-speed"), "after": ROOT / "src"}
     work = RESULTS / "runs" / "ridge-speed"
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {
@@ -176,12 +168,8 @@ def main() -> None:
     try:
         for ds in args.datasets.split(","):
             results["datasets"][ds] = one_dataset(ds, versions, work, args.repeats, rows)
-    finally:  # the earlier commit's checkout is not kept: git would list it as a worktree
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(versions["before"].parent)],
-            cwd=ROOT,
-            check=False,
-        )
+    finally:
+        drop_worktree(versions["before"])
     suffix = f"-{args.tag}" if args.tag else ""
     write_results(RESULTS / f"ridge-speed{suffix}", results, markdown(results))
 

@@ -79,15 +79,6 @@ def run_version(src: Path, name: str, out: Path) -> dict:
     return got
 
 
-def worktree(commit: str) -> Path:
-    path = RUNS / f"served-ensemble-speed-{commit}"
-    if not (path / "src").is_dir():
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True
-        )
-    return path / "src"
-
-
 def one_ensemble(name: str, versions: dict[str, Path], work: Path, repeats: int) -> dict:
     got: dict[str, list[dict]] = {v: [] for v in versions}
     for k in range(repeats):
@@ -152,20 +143,21 @@ def main() -> None:
     if not args.before:
         ap.error("--before COMMIT is required")
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from machine import git_commit, machine_info, write_results
+    from machine import (
+        drop_worktree,
+        git_commit,
+        machine_info,
+        short_commit,
+        worktree,
+        write_results,
+    )
     from rows import W_PER_THREAD
 
     for name in args.ensembles.split(","):
         if not (RUNS / name / "ensemble.json").is_file():
             raise SystemExit(f"{RUNS / name}: make it first: benchmarks/seed_ensembles.py")
-    before = subprocess.run(
-        ["git", "rev-parse", "--short", args.before],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    versions = {"before": worktree(before), "after": ROOT / "src"}
+    before = short_commit(args.before)
+    versions = {"before": worktree(before, "served-ensemble-speed"), "after": ROOT / "src"}
     work = RUNS / "served-ensemble-speed"
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {
@@ -180,12 +172,8 @@ def main() -> None:
     try:
         for name in args.ensembles.split(","):
             results["ensembles"][name] = one_ensemble(name, versions, work, args.repeats)
-    finally:  # the earlier commit's checkout is not kept: git would list it as a worktree
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(versions["before"].parent)],
-            cwd=ROOT,
-            check=False,
-        )
+    finally:
+        drop_worktree(versions["before"])
     suffix = f"-{args.tag}" if args.tag else ""
     write_results(RESULTS / f"served-ensemble-speed{suffix}", results, markdown(results))
 
