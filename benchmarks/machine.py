@@ -74,6 +74,16 @@ def worktree(commit: str, name: str) -> Path:
     return path / "src"
 
 
+def run_in(src: Path, cmd: list[str], out: Path) -> dict:
+    """Run ``cmd`` with the greentune of ``src`` on the path and read the JSON it wrote to
+    ``out``, whose ``src`` must name that greentune (not the one installed beside it)."""
+    subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(src)}, check=True, cwd=ROOT)
+    got = json.loads(out.read_text())
+    if Path(got.pop("src")).resolve() != src.resolve():
+        raise SystemExit(f"{out}: measured another greentune than {src}")
+    return got
+
+
 def drop_worktree(src: Path) -> None:
     """Remove ``worktree``'s checkout: git would list it as a worktree otherwise."""
     subprocess.run(["git", "worktree", "remove", "--force", str(src.parent)], cwd=ROOT, check=False)

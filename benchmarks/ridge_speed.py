@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,14 +64,10 @@ def measure(dataset: str, out: Path, rows: tuple[str, ...] = ROWS) -> None:
 def run_version(
     src: Path, dataset: str, out: Path, rows: tuple[str, ...] = ROWS
 ) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    from machine import run_in
+
     cmd = [sys.executable, __file__, "--measure", dataset, "--out", str(out)]
-    cmd += ["--rows", ",".join(rows)]
-    subprocess.run(cmd, env=env, check=True, cwd=ROOT)
-    got = json.loads(out.read_text())
-    if Path(got.pop("src")).resolve() != src.resolve():
-        raise SystemExit(f"{out}: measured another greentune than {src}")
-    return got
+    return run_in(src, [*cmd, "--rows", ",".join(rows)], out)
 
 
 def one_dataset(

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -70,13 +68,9 @@ def measure(name: str, out: Path) -> None:
 
 
 def run_version(src: Path, name: str, out: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    cmd = [sys.executable, __file__, "--measure", name, "--out", str(out)]
-    subprocess.run(cmd, env=env, check=True, cwd=ROOT)
-    got = json.loads(out.read_text())
-    if Path(got.pop("src")).resolve() != src.resolve():
-        raise SystemExit(f"{out}: measured another greentune than {src}")
-    return got
+    from machine import run_in
+
+    return run_in(src, [sys.executable, __file__, "--measure", name, "--out", str(out)], out)
 
 
 def one_ensemble(name: str, versions: dict[str, Path], work: Path, repeats: int) -> dict:
