@@ -408,9 +408,10 @@ class EvalConfig:
         "random_init",
     )
     """Baselines to run beside the model (see ``greentune.evaluate.baselines``). linear_clock
-    (one ridge per clock time of the origins) is left out, with a log line, where it does not
-    apply: channel-independent data, daily or coarser steps, too few windows at a clock
-    time. A default since 2026-12-07: chosen on three PJM utilities (benchmarks/README.md)."""
+    (one ridge per clock time of the origins; on channel-independent data shared by the
+    series) is left out, with a log line, where it does not apply: daily or coarser steps, too
+    few windows at a clock time. A default since 2026-12-07: chosen on three PJM utilities
+    (benchmarks/README.md)."""
     season_length: int | None = None
     """Seasonal period in steps for MASE's scale; None: one day at the data's frequency."""
     batch_size: int = 256

@@ -3,6 +3,9 @@ ensemble where it applies, and leaves it out with a log line where it does not."
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 import greentune as gt
 from tests.conftest import make_series, series_overrides
 
@@ -31,12 +34,19 @@ def test_a_run_scores_linear_clock_and_weighs_it_in(tmp_path: Path) -> None:
     assert not any("left out" in line for line in lines)
 
 
-def test_channel_independent_data_leaves_it_out_and_says_why(tmp_path: Path) -> None:
+def test_channel_independent_data_scores_it_and_serves_it(tmp_path: Path) -> None:
+    """One ridge per clock time shared by the series; kept in rows/ and served as scored."""
     run, lines = _run(tmp_path, "data.multivariate=true", "data.channel_independent=true")
-    assert "linear" in run.metrics.test and "linear_clock" not in run.metrics.test
-    assert run.metrics.ensembles["ensemble-weighted"]["members"] == ["model", "linear"]
-    assert any(
-        "baseline linear_clock: left out: it fits one series per ridge and this data is "
-        "channel-independent" in line
-        for line in lines
-    )
+    assert {"linear", "linear_clock"} <= set(run.metrics.test)
+    members = run.metrics.ensembles["ensemble-weighted"]["members"]
+    assert members == ["model", "linear", "linear_clock"]
+    assert not any("left out" in line for line in lines)
+    saved = pd.read_parquet(run.path / "predictions.parquet")
+    saved = saved[saved["model"] == "linear_clock"]
+    predictor = gt.Predictor.from_run(run.path, row="linear_clock")
+    got = predictor.predict_file(run.config.data.path, origins="daily")
+    for target in ("load_mw", "temp_c"):
+        want = saved[saved["target"] == target].reset_index(drop=True)
+        mine = got[got["origin"].isin(want["origin"])].reset_index(drop=True)
+        assert len(mine) == len(want) > 0, target
+        np.testing.assert_allclose(mine[f"{target}_forecast"], want["y_pred"], rtol=1e-12)

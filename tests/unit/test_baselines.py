@@ -317,13 +317,30 @@ def test_linear_clock_is_the_ridge_of_each_origin_time(noisy: ForecastData) -> N
     assert not np.allclose(got[1::2], run_baseline("linear", noisy, mixed[1::2], ()).point)
 
 
+def test_linear_clock_on_channel_independent_data_shares_each_clock_ridge(
+    noisy: ForecastData,
+) -> None:
+    """Several series, one ridge per clock time shared by them (each reading its own history):
+    at midnight, the channel-independent ridge ``data.match_origins`` trains."""
+    rng = np.random.default_rng(5)
+    y = noisy.target_values()[:, 0]
+    columns = {"a": y, "b": 0.5 * y + rng.normal(0.0, 2.0, N_ROWS)}
+    ci = dataclasses.replace(
+        CFG, multivariate=True, channel_independent=True, covariates=(), temperature_col=None
+    )
+    folded = _data(columns, ci)
+    matched = _data(columns, dataclasses.replace(ci, match_origins=True))
+    test = folded.test.origins
+    got = run_baseline("linear_clock", folded, test, ()).point
+    assert got.shape == (len(test), folded.horizon, 2)
+    np.testing.assert_allclose(got, run_baseline("linear", matched, test, ()).point, rtol=1e-9)
+
+
 def test_linear_clock_is_left_out_where_it_would_not_add_a_model(noisy: ForecastData) -> None:
     from greentune.evaluate.baselines import left_out
 
     assert left_out("linear_clock", noisy) is None  # hourly, one target: it runs
     assert left_out("linear", noisy) is None
-    folded = dataclasses.replace(noisy, channel_independent=True)
-    assert "channel-independent" in (left_out("linear_clock", folded) or "")
     index = pd.date_range("2021-01-04", periods=N_ROWS, freq="D", name="time")
     days = dataclasses.replace(noisy, frame=noisy.frame.set_axis(index))
     assert left_out("linear_clock", days) == (

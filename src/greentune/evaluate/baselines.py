@@ -233,10 +233,8 @@ def left_out(name: str, data: ForecastData) -> str | None:
 
 
 def _clock_left_out(data: ForecastData) -> str | None:
-    """``linear_clock`` is a default: it leaves out data where it would forecast several
-    series, repeat ``linear``, or find a clock time it forecasts without windows."""
-    if data.channel_independent:
-        return "it fits one series per ridge and this data is channel-independent; linear covers it"
+    """``linear_clock`` is a default: it leaves out data where it would repeat ``linear``, or
+    find a clock time it forecasts without windows."""
     if data.step >= pd.Timedelta(days=1):
         return f"every origin is at the same clock time with {data.step} steps: it would be linear"
     origins = np.concatenate([data.test.origins, data.val.origins])
@@ -259,13 +257,9 @@ def linear_clock(
     """One ridge per clock time of the forecast origin (``fit_linear_at``): each origin is
     forecast by the ridge fitted on the training windows issued at its own time of day, so a
     run with daily origins trains one ridge, validation every 3 hours eight. The `linear`
-    baseline is one ridge over windows from every clock time."""
+    baseline is one ridge over windows from every clock time. On channel-independent data each
+    clock time's ridge is shared by the targets, each reading its own history, as ``linear``'s."""
     L, H, T = data.context_length, data.horizon, data.n_targets
-    if data.channel_independent:
-        raise DataError(
-            f"{data.report.origin}: linear_clock forecasts one target; channel-independent data "
-            "(data.channel_independent) has several: use linear"
-        )
     cal = np.zeros(0, dtype=np.int64)
     if quantiles:
         lo, hi = max(data.val_start, L), data.test_start - H + 1
