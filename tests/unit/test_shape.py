@@ -2,7 +2,13 @@ import pandas as pd
 import pytest
 
 from greentune.config import DataConfig
-from greentune.data.shape import default_patch_len, needs_shape, resolve_shape, to_steps
+from greentune.data.shape import (
+    channels_of,
+    default_patch_len,
+    needs_shape,
+    resolve_shape,
+    to_steps,
+)
 from greentune.errors import ConfigError, DataError
 
 
@@ -31,6 +37,27 @@ def test_defaults_follow_the_step_and_the_length(freq, span, expected):
     assert cfg.chosen == tuple(notes) and not needs_shape(cfg)
     if expected[2] == "0.15":
         assert any("15% each" in n for n in notes)
+
+
+def test_channel_independent_series_share_the_window_budget():
+    """Nine folded series per window: the stride keeps about 3,000 windows of one series, a
+    ninth of the windows; mixed channels (not folded) and a given stride are left alone."""
+    index = _index("1h", "1095D")
+    frame = pd.DataFrame({f"s{i}": 0.0 for i in range(9)}, index=index)
+    folded = DataConfig(multivariate=True, channel_independent=True)
+    assert channels_of(folded, frame) == 9
+    assert channels_of(DataConfig(multivariate=True), frame) == 1
+    assert channels_of(DataConfig(channel_independent=True), frame) == 1
+    one, _ = resolve_shape(folded, index, "x.csv")
+    nine, notes = resolve_shape(folded, index, "x.csv", channels=9)
+    # 26,280 rows - 2 x 1,344 held out - 168 - 24 = 23,400 windows at stride 1
+    assert (one.train_stride, nine.train_stride) == (8, 70)
+    assert (
+        "train stride 70 (about 3,000 training windows of one series: 335 windows x 9 series)"
+        in notes
+    )
+    given, _ = resolve_shape(DataConfig(train_stride=2), index, "x.csv", channels=9)
+    assert given.train_stride == 2
 
 
 def test_durations_become_steps_and_given_steps_stay():

@@ -8,7 +8,9 @@ written into the config (``data.chosen``) and the run's log:
 - context: a week for sub-daily data, 8 weeks for daily data, 4 horizons for coarser data;
 - validation and test: 56 days each, or 15 % each when that would leave less than 4x a split's
   length for training (a short series);
-- train stride: about TARGET_TRAIN_WINDOWS training windows, whatever the length;
+- train stride: about TARGET_TRAIN_WINDOWS training windows, whatever the length; on
+  channel-independent data each window holds one series per target, so the budget counts
+  series-windows (9 series: a ninth of the windows);
 - validation origins: 8 per day (every 6 half-hours, 3 hours, 12 quarter-hours), daily data 1;
 - patch length: 12 hours of steps (a week for daily data), never longer than the context.
 
@@ -101,11 +103,19 @@ def _split_rows(spec: str, n: int, step: pd.Timedelta) -> int | None:
         return None
 
 
+def channels_of(cfg: DataConfig, frame: pd.DataFrame) -> int:
+    """Series one training window holds for the network: every column of a cleaned
+    multivariate frame when its channels are folded (``data.channel_independent``), else 1
+    (a window of mixed channels costs the network about what one series does)."""
+    return len(frame.columns) if cfg.multivariate and cfg.channel_independent else 1
+
+
 def resolve_shape(
-    cfg: DataConfig, index: pd.DatetimeIndex, origin: str
+    cfg: DataConfig, index: pd.DatetimeIndex, origin: str, channels: int = 1
 ) -> tuple[DataConfig, list[str]]:
     """``cfg`` with horizon, context, val, test, stride and validation origins in concrete
-    terms for data on ``index``; the notes say what was chosen and why."""
+    terms for data on ``index`` (``channels`` series per window, ``channels_of``); the notes
+    say what was chosen and why."""
     n = len(index)
     if n < 2:
         raise DataError(f"{origin}: {n} row(s); a forecast needs a series")
@@ -139,9 +149,16 @@ def resolve_shape(
     _check_room(out, n, step, origin)
     if cfg.train_stride is None and not cfg.match_origins:
         train_rows = n - sum(_split_rows(s, n, step) or 0 for s in (val, test))
-        stride = max(1, round((train_rows - context - horizon) / TARGET_TRAIN_WINDOWS))
+        windows = train_rows - context - horizon
+        stride = max(1, round(windows * channels / TARGET_TRAIN_WINDOWS))
         out = dataclasses.replace(out, train_stride=stride)
-        notes.append(f"train stride {stride} (about {TARGET_TRAIN_WINDOWS:,} training windows)")
+        if channels == 1:
+            notes.append(f"train stride {stride} (about {TARGET_TRAIN_WINDOWS:,} training windows)")
+        else:
+            notes.append(
+                f"train stride {stride} (about {TARGET_TRAIN_WINDOWS:,} training windows of one "
+                f"series: {windows // stride + 1:,} windows x {channels} series)"
+            )
     if cfg.val_origins is None and not cfg.match_origins:
         every = max(1, round(DAY / step) // VAL_ORIGINS_PER_DAY)
         out = dataclasses.replace(out, val_origins=str(every))

@@ -19,7 +19,7 @@ import pandas as pd
 
 from greentune.config import DataConfig
 from greentune.data.features import add_features
-from greentune.data.shape import resolve_shape
+from greentune.data.shape import channels_of, resolve_shape
 from greentune.data.sources import load_table, resolve
 from greentune.data.validate import DataReport, clean_frame
 from greentune.errors import ConfigError, DataError
@@ -232,7 +232,7 @@ def gather(
 
 def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport) -> ForecastData:
     """Windows of ``frame`` (cleaned); settings left unset are chosen from the data first."""
-    cfg, _ = resolve_shape(cfg, frame.index, report.origin)
+    cfg, _ = resolve_shape(cfg, frame.index, report.origin, channels_of(cfg, frame))
     report.notes.extend(f"chosen from the data: {note}" for note in cfg.chosen)
     assert isinstance(cfg.context_length, int) and isinstance(cfg.horizon, int)
     assert cfg.val is not None and cfg.test is not None

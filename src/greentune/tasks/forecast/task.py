@@ -12,7 +12,7 @@ import pandas as pd
 from rich.markup import escape
 
 from greentune.config import RunConfig
-from greentune.data.shape import default_patch_len, needs_shape, resolve_shape
+from greentune.data.shape import channels_of, default_patch_len, needs_shape, resolve_shape
 from greentune.data.sources import load_table, resolve
 from greentune.data.validate import clean_frame
 from greentune.data.windows import prepare_forecast_data, with_scaler
@@ -88,7 +88,7 @@ class ForecastTask:
         data = resolve(cfg.data)
         if needs_shape(data) or cfg.model.patch_len is None:
             frame, report = clean_frame(load_table(data), data)
-            data, _ = resolve_shape(data, frame.index, report.origin)
+            data, _ = resolve_shape(data, frame.index, report.origin, channels_of(data, frame))
             model = cfg.model
             if model.patch_len is None:
                 assert isinstance(data.context_length, int)
