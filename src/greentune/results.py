@@ -252,6 +252,9 @@ class RunMetrics:
     ensembles: dict[str, Any] | None = None
     """Per ensemble row of ``test``: its members and, when weighted, the weights per horizon
     step (fitted on validation)."""
+    by_target: dict[str, dict[str, dict[str, float]]] | None = None
+    """Forecasts of several targets (every series of a long file, a multivariate file): per
+    row of ``test`` and per target, its test scores (the rows' own scores pool the targets)."""
     schema_version: int = METRICS_SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys this version does not know, kept as read."""
@@ -284,6 +287,7 @@ class RunMetrics:
             federated=raw.get("federated"),
             validation=raw.get("validation"),
             ensembles=raw.get("ensembles"),
+            by_target=raw.get("by_target"),
             schema_version=int(raw.get("schema_version", METRICS_SCHEMA_VERSION)),
             extra={k: v for k, v in raw.items() if k not in known},
         )
@@ -313,6 +317,8 @@ class RunMetrics:
             out["validation"] = self.validation
         if self.ensembles is not None:
             out["ensembles"] = self.ensembles
+        if self.by_target is not None:
+            out["by_target"] = self.by_target
         out.update(self.extra)
         return out
 

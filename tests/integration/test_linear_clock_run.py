@@ -50,3 +50,9 @@ def test_channel_independent_data_scores_it_and_serves_it(tmp_path: Path) -> Non
         mine = got[got["origin"].isin(want["origin"])].reset_index(drop=True)
         assert len(mine) == len(want) > 0, target
         np.testing.assert_allclose(mine[f"{target}_forecast"], want["y_pred"], rtol=1e-12)
+
+
+def test_one_target_keeps_the_pooled_table_only(tmp_path: Path) -> None:
+    run, _ = _run(tmp_path)
+    assert run.metrics.by_target is None
+    assert "by_target" not in (run.path / "metrics.json").read_text()

@@ -267,12 +267,18 @@ def _finish(task: LoadedRun, v: Variant, row: dict[str, Any], keep_rejected: boo
     )
     results = {row_name: mine, **{k: r for k, r in parent.test.items() if k != task.model_name}}
     compression: dict[str, Any] = {k: row[k] for k in ("method", "options", "status") if k in row}
+    by_target = None
+    if parent.by_target is not None:  # the variant's scores per target replace its parent's
+        by_target = {k: r for k, r in parent.by_target.items() if k != task.model_name}
+        own = task.by_target(v.frame) if task.by_target and v.frame is not None else None
+        by_target = {row_name: own, **by_target} if own else by_target
     metrics = dataclasses.replace(
         parent,
         model=row_name,
         test=results,
         compression=compression,
         privacy=variant_privacy(parent.privacy, v.method, v.built.notes),
+        by_target=by_target,
     )
     scratch = RunDir(v.scratch)
     scratch.write_metrics(metrics)

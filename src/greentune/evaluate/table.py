@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from greentune.energy.base import kind_header
@@ -104,6 +105,40 @@ def verdict(
             "not the fine-tuned model"
         )
     return lines
+
+
+SERIES_SHOWN = 20
+"""A run over hundreds of series prints its first ones; metrics.json's ``by_target`` has all."""
+
+
+def series_table(
+    by_target: dict[str, dict[str, dict[str, float]]], rows: list[str], metric: str = "mape"
+) -> Table:
+    """``metric`` per target (the columns ``rows``, those scored), the best per target in bold
+    green: how each series of a many-series run fares, which the pooled table hides."""
+    rows = [r for r in dict.fromkeys(rows) if r in by_target]
+    targets = list(by_target[rows[0]]) if rows else []
+    label = LABELS.get(metric, metric) + (" %" if metric in ("mape", "smape") else "")
+    shown = targets[:SERIES_SHOWN]
+    more = (
+        f", the first {SERIES_SHOWN} of {len(targets)} (all in metrics.json)"
+        if shown != targets
+        else ""
+    )
+    table = Table(title=f"test {label} per series{more}")
+    table.add_column("series")
+    for row in rows:
+        table.add_column(row, justify="right")
+    for target in shown:
+        values = [by_target[r].get(target, {}).get(metric) for r in rows]
+        best = min((float(v) for v in values if v is not None and _finite(v)), default=None)
+        fmt = "{:.2f}" if metric in ("mape", "smape") else "{:.4g}"
+        cells = [
+            f"[bold green]{_fmt(v, fmt)}[/]" if v is not None and v == best else _fmt(v, fmt)
+            for v in values
+        ]
+        table.add_row(escape(target), *cells)
+    return table
 
 
 def _rank(value: Any) -> float:

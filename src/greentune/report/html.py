@@ -145,6 +145,9 @@ def _run_section(view: RunView, single: bool) -> str:
     )
     out.append("<h3>Every model on the same test split</h3>")
     out.append(_model_table(view))
+    if view.metrics.by_target:
+        out.append(f"<h3>Each series on its own (test {escape(view.quality.metric)})</h3>")
+        out.append(_series_table(view))
     from greentune.report.choose import choose
 
     if single:
@@ -249,6 +252,21 @@ def _model_table(view: RunView) -> str:
         rows.append((cells, name == view.recommended))
     note = '<p class="note">Highlighted: the row the run recommends.</p>'
     return _table(head, rows) + note
+
+
+def _series_table(view: RunView) -> str:
+    """A run over several targets: each row's score on each target alone (``by_target``),
+    the rows in the model table's order."""
+    m, key = view.metrics, view.quality.metric
+    by_target = m.by_target or {}
+    names = [n for n, r in sorted(m.test.items(), key=lambda kv: _rank(kv[1].score(key), view))]
+    names = [n for n in names if n in by_target]
+    targets = list(by_target[names[0]]) if names else []
+    rows = [
+        ([t, *(_num((by_target[n].get(t) or {}).get(key)) for n in names)], False) for t in targets
+    ]
+    note = f'<p class="note">The first table pools the {len(targets)} series.</p>'
+    return _table(["series", *names], rows) + note
 
 
 def _rank(value: float, view: RunView) -> float:

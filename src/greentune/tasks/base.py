@@ -180,6 +180,9 @@ class LoadedRun:
     """Write a complete model/ folder in the run layout (loadable by ``Predictor``)."""
     soft_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=_mse)
     """How far a student's output is from its teacher's (distillation and recovery)."""
+    by_target: Callable[[pd.DataFrame], dict[str, dict[str, float]] | None] | None = None
+    """A variant's scores per target from its predictions frame (``score``'s second value),
+    for runs over several targets (metrics.json's ``by_target``); None: one target."""
 
     def inner(self, model: Any) -> Any:
         return getattr(model, self.inner_attr)

@@ -36,6 +36,7 @@ from greentune.tasks.forecast.predict import (
     evaluate_forecast,
     prediction_rows,
     quality_for,
+    scores_by_target,
     season_steps,
 )
 from greentune.tasks.members import (
@@ -139,7 +140,9 @@ def _ensemble(run: RunDir, cfg: RunConfig, members: list[Member], log: Log) -> R
     if meter.enabled:
         bill_ensembles(run, cfg, members, metrics, quality_for(cfg))
     frames = [prediction_rows(data, data.test.origins, f, n) for n, f in {**test, **rows}.items()]
-    run.write_predictions(pd.concat(frames, ignore_index=True))
+    predictions = pd.concat(frames, ignore_index=True)
+    metrics.by_target = scores_by_target(data, predictions, season)
+    run.write_predictions(predictions)
     val_frames = [prediction_rows(data, data.val.origins, f, n) for n, f in all_val.items()]
     run.write_validation_predictions(pd.concat(val_frames, ignore_index=True))
     key = quality_for(cfg).metric

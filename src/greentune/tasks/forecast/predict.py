@@ -125,6 +125,30 @@ def evaluate_forecast(
     return forecast_metrics(y, fc.point, scale, fc.quantiles)
 
 
+def scores_by_target(
+    data: ForecastData, rows: pd.DataFrame, season_length: int
+) -> dict[str, dict[str, dict[str, float]]] | None:
+    """metrics.json's ``by_target``: the scores of each row of ``rows`` (predictions.parquet's
+    long format) on each target alone, MASE scaled by that target's own training rows; None
+    for one target, whose scores are the table's."""
+    if data.n_targets == 1:
+        return None
+    train = data.target_values()[: data.val_start]
+    scale = {str(c): mase_scale(train[:, j], season_length) for j, c in enumerate(data.target_cols)}
+    bands = [c for c in rows.columns if c.startswith("q")]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (model, target), part in rows.groupby(["model", "target"], sort=False, observed=True):
+        quantiles = {float(c[1:]): part[c].to_numpy(float) for c in bands if part[c].notna().all()}
+        scores = forecast_metrics(
+            part["y_true"].to_numpy(float),
+            part["y_pred"].to_numpy(float),
+            scale[str(target)],
+            quantiles or None,
+        )
+        out.setdefault(str(model), {})[str(target)] = scores
+    return out
+
+
 def season_steps(data: ForecastData, season_length: int | None) -> int:
     """MASE's season in steps: the given one, else one day at the data's frequency."""
     if season_length:

@@ -18,7 +18,7 @@ from greentune.data.validate import clean_frame
 from greentune.data.windows import prepare_forecast_data, with_scaler
 from greentune.ensemble_file import is_ensemble_of_runs
 from greentune.errors import ConfigError, DataError
-from greentune.evaluate.table import forecast_table, verdict
+from greentune.evaluate.table import forecast_table, series_table, verdict
 from greentune.privacy.report import privacy_line, row_label
 from greentune.results import ModelResult, Quality, RunMetrics
 from greentune.rundir import RunDir
@@ -33,6 +33,7 @@ from greentune.tasks.forecast.predict import (
     evaluate_forecast,
     prediction_rows,
     quality_for,
+    scores_by_target,
     season_steps,
 )
 from greentune.tasks.forecast.predictor import ForecastPredictor
@@ -159,10 +160,12 @@ class ForecastTask:
                 "Use greentune predict --origins daily for new data"
             )
         test = data.test.origins
-        fresh = evaluate_forecast(
-            data, test, predictor.forecast(data, test), season_steps(data, cfg.eval.season_length)
-        )
-        metrics.result.scores.update(fresh)
+        season = season_steps(data, cfg.eval.season_length)
+        fc = predictor.forecast(data, test)
+        metrics.result.scores.update(evaluate_forecast(data, test, fc, season))
+        mine = scores_by_target(data, prediction_rows(data, test, fc, metrics.model), season)
+        if mine is not None:
+            metrics.by_target = {**(metrics.by_target or {}), **mine}
         run.write_metrics(metrics)
         return metrics
 
@@ -192,6 +195,9 @@ class ForecastTask:
             result = ModelResult(evaluate_forecast(data, test, fc, season))
             return result, prediction_rows(data, test, fc, name)
 
+        def by_target(frame: pd.DataFrame) -> dict[str, dict[str, float]] | None:
+            return (scores_by_target(data, frame, season) or {}).get(name)
+
         inputs = (
             ("past", "future")
             if model.spec.encoder == "patch"
@@ -209,6 +215,7 @@ class ForecastTask:
             inner_attr="backbone",
             score=score,
             save_torch=lambda m, d: save_model(m, predictor.tokenizer, data, d),
+            by_target=by_target if data.n_targets > 1 else None,
         )
 
     def ensemble(
@@ -228,10 +235,16 @@ class ForecastTask:
         start = network_start(metrics)
         start = row_label(metrics.privacy, start) if start else None
         warnings = (metrics.data or {}).get("warnings") or []
+        series = []
+        if metrics.by_target:
+            picked = metrics.energy.greenest if metrics.energy else None
+            shown = [*([picked] if picked else []), metrics.model, "lightgbm"]
+            series = [series_table(metrics.by_target, shown, quality.metric)]
         return [
             forecast_table(results, metrics.model, title, start, quality.metric),
             *(f"  {line}" for line in verdict(results, metrics.model, start, quality.metric)),
             *([f"  {line}"] if line else []),
+            *series,
             *(f"  [bold yellow]warning[/]: {escape(w)}" for w in warnings),
         ]
 

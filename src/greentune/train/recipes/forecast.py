@@ -45,6 +45,7 @@ from greentune.tasks.forecast.predict import (
     evaluate_forecast,
     predict_scaled,
     prediction_rows,
+    scores_by_target,
     season_steps,
     to_forecast,
     validator,
@@ -165,7 +166,9 @@ def run_forecast(ctx: RecipeContext) -> RunMetrics:
         ensembles, val_rows, rows = select(
             cfg, data, season, scored, val_fc, metrics, ctx.window, log
         )
-        ctx.run.write_predictions(pd.concat([*frames, *ensembles], ignore_index=True))
+        predictions = pd.concat([*frames, *ensembles], ignore_index=True)
+        metrics.by_target = scores_by_target(data, predictions, season)
+        ctx.run.write_predictions(predictions)
         ctx.run.write_validation_predictions(val_rows)
         with window("save-rows"):
             baselines = {b: fc for b, (fc, _) in scored.items() if b != MODEL}
