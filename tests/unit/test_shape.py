@@ -39,25 +39,27 @@ def test_defaults_follow_the_step_and_the_length(freq, span, expected):
         assert any("15% each" in n for n in notes)
 
 
-def test_channel_independent_series_share_the_window_budget():
-    """Nine folded series per window: the stride keeps about 3,000 windows of one series, a
-    ninth of the windows; mixed channels (not folded) and a given stride are left alone."""
+def test_channel_independent_series_are_told_the_greener_stride():
+    """Nine folded series per window: the default stride is one series' (3,000 windows, each
+    of nine series) and the notes name the stride that keeps 3,000 windows of one series;
+    mixed channels (not folded) count as one, a given stride is left alone."""
     index = _index("1h", "1095D")
     frame = pd.DataFrame({f"s{i}": 0.0 for i in range(9)}, index=index)
     folded = DataConfig(multivariate=True, channel_independent=True)
     assert channels_of(folded, frame) == 9
     assert channels_of(DataConfig(multivariate=True), frame) == 1
     assert channels_of(DataConfig(channel_independent=True), frame) == 1
-    one, _ = resolve_shape(folded, index, "x.csv")
+    one, one_notes = resolve_shape(folded, index, "x.csv")
     nine, notes = resolve_shape(folded, index, "x.csv", channels=9)
     # 26,280 rows - 2 x 1,344 held out - 168 - 24 = 23,400 windows at stride 1
-    assert (one.train_stride, nine.train_stride) == (8, 70)
+    assert (one.train_stride, nine.train_stride) == (8, 8)
+    assert not any("series" in n for n in one_notes)
     assert (
-        "train stride 70 (about 3,000 training windows of one series: 335 windows x 9 series)"
-        in notes
-    )
-    given, _ = resolve_shape(DataConfig(train_stride=2), index, "x.csv", channels=9)
-    assert given.train_stride == 2
+        "each training window holds all 9 series; data.train_stride=70 would keep about 3,000 "
+        "windows of one series, 1/9 of the network's training"
+    ) in notes
+    given, given_notes = resolve_shape(DataConfig(train_stride=2), index, "x.csv", channels=9)
+    assert given.train_stride == 2 and not any("series" in n for n in given_notes)
 
 
 def test_durations_become_steps_and_given_steps_stay():
