@@ -1,6 +1,7 @@
 """One model across the series of a long file against one run per series: the 9 PJM utilities.
 
     .venv/bin/python benchmarks/global_series.py [--seeds 0,1,2] [--tag ci-budget] [--stride 70]
+        [--anchor-tag ci-budget]
 
 Pre-registered (benchmarks/README.md, "One model across the PJM utilities"). The data: the 9
 PJM utilities' last 3 years (``federated.prepare(3 * 365)``, the window of combine.py's pjm
@@ -119,11 +120,17 @@ def _made(prefix: str, label: str, seed: int) -> bool:
 
 
 def one_seed(
-    seed: int, files: dict[str, Path], long: Path, tag: str = "", stride: int | None = None
+    seed: int,
+    files: dict[str, Path],
+    long: Path,
+    tag: str = "",
+    stride: int | None = None,
+    anchor_tag: str | None = None,
 ) -> dict[str, Any]:
     arms: dict[str, Any] = {}
-    suffix = f"-{tag}" if tag else ""
-    sep, one_prefix = f"globalsep{suffix}", f"globalone{suffix}"
+    anchor = tag if anchor_tag is None else anchor_tag
+    sep = "globalsep" + (f"-{anchor}" if anchor else "")
+    one_prefix = "globalone" + (f"-{tag}" if tag else "")
 
     def separate() -> None:
         reused = any(_made(sep, u, seed) for u in files)
@@ -214,7 +221,13 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores; seeds {result['seeds']}; commit "
         f"{result['commit']}. Energy modelled (no counters). MAPE % of each utility's test rows, "
-        "medians over seeds; ratio = B / A per seed, then the median.",
+        "medians over seeds; ratio = B / A per seed, then the median. Arm B's stride: "
+        f"{result.get('stride') or 'the default'}"
+        + (
+            f"; arm A: the runs of tag {result['anchor_tag']} (made earlier)."
+            if result.get("anchor_tag")
+            else "."
+        ),
         "",
         "| utility | recommended A | recommended B | B / A | network A | network B | B / A | "
         "LightGBM A | LightGBM B | test windows A / B |",
@@ -276,16 +289,25 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--tag", default="", help="fresh runs and results named with this tag")
     p.add_argument("--stride", type=int, default=None, help="arm B's data.train_stride")
+    p.add_argument(
+        "--anchor-tag",
+        default=None,
+        help="read arm A from the runs of this tag (made earlier, reused) instead of --tag's",
+    )
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     folder = prepare(3 * 365)
     files = {csv.stem: csv for csv in sorted(folder.glob("*.csv"))}
     long = long_file(folder)
-    runs = {seed: one_seed(seed, files, long, args.tag, args.stride) for seed in seeds}
+    runs = {
+        seed: one_seed(seed, files, long, args.tag, args.stride, args.anchor_tag) for seed in seeds
+    }
     result = {
         "machine": machine_info(),
         "commit": git_commit(),
         "seeds": seeds,
+        "stride": args.stride,
+        "anchor_tag": args.anchor_tag,
         "seed_runs": runs,
         "summary": summary(runs, list(files)),
     }
