@@ -79,7 +79,8 @@ class DataConfig:
     """Steps between consecutive training windows. None: about 3,000 training windows whatever
     the series' length (4 on the Victoria demo, the value benchmarks/README.md uses); on
     channel-independent data each window holds every series, and the log names the stride
-    that keeps 3,000 windows of one series (the greener choice, measured, not the default)."""
+    that trains about 3,000 windows of one series in all (the greener choice, measured, not
+    the default)."""
     eval_origins: str = "daily"
     """Forecast origins on test: 'daily' (local midnight) or a step count such as '1'."""
     val_origins: str | None = None

@@ -58,8 +58,8 @@ def test_folded_channels_are_told_the_greener_stride():
     frame, report = clean_frame(load_table(shaped.data), shaped.data)
     assert len(frame.columns) == 3
     assert shaped.data.train_stride == 4
-    fewer = round((17520 - 2 * 2688 - 336 - 48) * 3 / 3000)
-    assert f"data.train_stride={fewer} would keep about 3,000 windows of one series" in " ".join(
+    fewer = 12  # (17,520 - 2 x 2,688 - 336 - 48) windows x 3 series / 3,000
+    assert f"data.train_stride={fewer} would train 981 windows x 3 series" in " ".join(
         shaped.data.chosen
     )
     unshaped = build_config(overrides=folded).data

@@ -55,9 +55,16 @@ def test_channel_independent_series_are_told_the_greener_stride():
     assert (one.train_stride, nine.train_stride) == (8, 8)
     assert not any("series" in n for n in one_notes)
     assert (
-        "each training window holds all 9 series; data.train_stride=70 would keep about 3,000 "
-        "windows of one series, 1/9 of the network's training"
+        "each training window holds all 9 series; data.train_stride=70 would train 335 "
+        "windows x 9 series, about 3,015 of one series in all, 8/70 of the network's training"
     ) in notes
+    # 12 weeks of hours: 1,220 windows at stride 1, so about 3,000 of one series is stride 4
+    weeks, short = resolve_shape(folded, _index("1h", "84D"), "x.csv", channels=9)
+    assert weeks.train_stride == 1
+    assert "data.train_stride=4 would train 306 windows x 9 series, about 2,754" in " ".join(short)
+    # too few windows for a smaller share: no hint
+    _, tiny = resolve_shape(folded, _index("1h", "84D"), "x.csv", channels=2)
+    assert not any("series" in n for n in tiny)
     given, given_notes = resolve_shape(DataConfig(train_stride=2), index, "x.csv", channels=9)
     assert given.train_stride == 2 and not any("series" in n for n in given_notes)
 

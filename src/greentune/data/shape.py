@@ -10,8 +10,8 @@ written into the config (``data.chosen``) and the run's log:
   length for training (a short series);
 - train stride: about TARGET_TRAIN_WINDOWS training windows, whatever the length; on
   channel-independent data each window holds every series, and the log names the stride that
-  would keep TARGET_TRAIN_WINDOWS windows of one series (the greener choice, not the default:
-  benchmarks/README.md, "One model across the PJM utilities");
+  would train about TARGET_TRAIN_WINDOWS windows of one series in all (the greener choice,
+  not the default: benchmarks/README.md, "One model across the PJM utilities");
 - validation origins: 8 per day (every 6 half-hours, 3 hours, 12 quarter-hours), daily data 1;
 - patch length: 12 hours of steps (a week for daily data), never longer than the context.
 
@@ -154,15 +154,17 @@ def resolve_shape(
         stride = max(1, round(windows / TARGET_TRAIN_WINDOWS))
         out = dataclasses.replace(out, train_stride=stride)
         notes.append(f"train stride {stride} (about {TARGET_TRAIN_WINDOWS:,} training windows)")
-        if channels > 1:
+        fewer = max(1, round(windows * channels / TARGET_TRAIN_WINDOWS))
+        if fewer > stride:
             # Measured on 9 PJM utilities: a ninth of the windows cost 0.24x the energy of one
             # run per series at 0.97x their recommended rows' MAPE, but the network alone lost
             # 4.7 % on validation, which the pre-registered rule for a default did not allow.
-            fewer = max(1, round(windows * channels / TARGET_TRAIN_WINDOWS))
+            kept = windows // fewer + 1
             notes.append(
                 f"each training window holds all {channels} series; data.train_stride={fewer} "
-                f"would keep about {TARGET_TRAIN_WINDOWS:,} windows of one series, "
-                f"1/{channels} of the network's training"
+                f"would train {kept:,} windows x {channels} series, about "
+                f"{kept * channels:,} of one series in all, {stride}/{fewer} of the network's "
+                "training"
             )
     if cfg.val_origins is None and not cfg.match_origins:
         every = max(1, round(DAY / step) // VAL_ORIGINS_PER_DAY)
