@@ -262,8 +262,14 @@ def markdown(result: dict[str, Any]) -> str:
         *(
             [
                 f"- The network's validation MAPE, median over utilities of B / A: "
-                f"**{s['network_val_mape_ratio']:.3f}** (the stride rule, <= {MAPE_RULE}: "
-                + ("**met**, kept)." if s["keep_stride"] else "**not met**).")
+                f"**{s['network_val_mape_ratio']:.3f}**"
+                + (
+                    ""  # arm B at the default stride: there is no stride to keep or revert
+                    if result.get("anchor_tag") and not result.get("stride")
+                    else f" (the stride rule, <= {MAPE_RULE}: "
+                    + ("**met**, kept)." if s["keep_stride"] else "**not met**).")
+                )
+                + ("." if result.get("anchor_tag") and not result.get("stride") else "")
             ]
             if "network_val_mape_ratio" in s
             else []
