@@ -77,7 +77,7 @@ def test_run_and_the_report_show_each_series(run, tmp_path) -> None:
     text = console.export_text()
     assert "test MAPE % per series" in text
     head = next(t for t in text.splitlines() if "series" in t and "lightgbm" in t)
-    assert m.energy.greenest in head and m.model in head
+    assert f"{m.energy.greenest} (recommended)" in head and m.model in head
     line = next(t for t in text.splitlines() if "temp_c" in t and "│" in t)
     assert f"{m.by_target['lightgbm']['temp_c']['mape']:.2f}" in line
 

@@ -112,10 +112,14 @@ SERIES_SHOWN = 20
 
 
 def series_table(
-    by_target: dict[str, dict[str, dict[str, float]]], rows: list[str], metric: str = "mape"
+    by_target: dict[str, dict[str, dict[str, float]]],
+    rows: list[str],
+    metric: str = "mape",
+    recommended: str | None = None,
 ) -> Table:
-    """``metric`` per target (the columns ``rows``, those scored), the best per target in bold
-    green: how each series of a many-series run fares, which the pooled table hides."""
+    """``metric`` per target (the columns ``rows``, those scored; ``recommended`` labelled),
+    the best per target in bold green: how each series of a many-series run fares, which the
+    pooled table hides."""
     rows = [r for r in dict.fromkeys(rows) if r in by_target]
     targets = list(by_target[rows[0]]) if rows else []
     label = LABELS.get(metric, metric) + (" %" if metric in ("mape", "smape") else "")
@@ -128,7 +132,7 @@ def series_table(
     table = Table(title=f"test {label} per series{more}")
     table.add_column("series")
     for row in rows:
-        table.add_column(row, justify="right")
+        table.add_column(row + (" (recommended)" if row == recommended else ""), justify="right")
     for target in shown:
         values = [by_target[r].get(target, {}).get(metric) for r in rows]
         best = min((float(v) for v in values if v is not None and _finite(v)), default=None)

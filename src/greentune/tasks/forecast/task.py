@@ -239,7 +239,7 @@ class ForecastTask:
         if metrics.by_target:
             picked = metrics.energy.greenest if metrics.energy else None
             shown = [*([picked] if picked else []), metrics.model, "lightgbm"]
-            series = [series_table(metrics.by_target, shown, quality.metric)]
+            series = [series_table(metrics.by_target, shown, quality.metric, picked)]
         return [
             forecast_table(results, metrics.model, title, start, quality.metric),
             *(f"  {line}" for line in verdict(results, metrics.model, start, quality.metric)),
