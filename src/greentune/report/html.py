@@ -259,8 +259,8 @@ def _series_table(view: RunView) -> str:
     the rows in the model table's order."""
     m, key = view.metrics, view.quality.metric
     by_target = m.by_target or {}
-    names = [n for n, r in sorted(m.test.items(), key=lambda kv: _rank(kv[1].score(key), view))]
-    names = [n for n in names if n in by_target]
+    ranked = sorted(m.test, key=lambda n: _rank(m.test[n].score(key), view))
+    names = [n for n in ranked if n in by_target]
     targets = list(by_target[names[0]]) if names else []
     rows = [
         ([t, *(_num((by_target[n].get(t) or {}).get(key)) for n in names)], False) for t in targets
