@@ -11,7 +11,11 @@ chase noise. Every rule below is fitted on the same validation forecasts and sco
 - ``relative`` / ``relative-pooled``: as ``step`` / ``pooled`` with each row divided by |y|
   (squared relative error, which MAPE follows);
 - ``recent`` / ``recent-relative``: as ``step`` / ``relative`` with validation origin i of n
-  (0 the oldest) weighted 0.5 ** ((n - 1 - i) / (n / 2)): the windows nearest the test count more.
+  (0 the oldest) weighted 0.5 ** ((n - 1 - i) / (n / 2)): the windows nearest the test count more;
+- ``origin`` / ``origin-band``: as ``step`` / ``band``, fitted only on the validation origins at
+  the test origins' clock time (local midnight for daily test origins): step h then means the
+  same clock time in the fit as on test;
+- ``origin-shrunk``: the mean of ``step``'s and ``origin``'s weights.
 
 Each series is one default ``greentune run`` (its network, baselines and ensembles; kept in
 benchmarks/results/runs/combine-SERIES-sSEED and reused when finished); the rules are restated
@@ -143,6 +147,14 @@ def arrays(frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return out, y
 
 
+def clock_matched(val: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    """Which validation origins (sorted, as ``arrays`` orders them) start at a clock time the
+    test's origins start at."""
+    times = set(pd.to_datetime(pd.Series(test["origin"].unique())).dt.time)
+    origins = pd.to_datetime(pd.Series(np.sort(val["origin"].unique())))
+    return origins.dt.time.isin(times).to_numpy()
+
+
 def _scaled(val: dict[str, np.ndarray], y: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     scale = np.where(np.abs(y) > 0, 1.0 / np.abs(y), np.nan)
     return {m: f * scale for m, f in val.items()}, y * scale
@@ -167,6 +179,12 @@ def _step(val: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
     return fit_weights({m: Forecast(f) for m, f in val.items()}, y)
 
 
+def _matched(
+    val: dict[str, np.ndarray], y: np.ndarray, mask: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    return {m: f[mask] for m, f in val.items()}, y[mask]
+
+
 def _band(val: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
     h = y.shape[1]
     rows = []
@@ -176,15 +194,20 @@ def _band(val: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
     return np.stack(rows)
 
 
-RULES: dict[str, Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = {
-    "step": _step,
-    "pooled": _pooled,
-    "shrunk": lambda v, y: (_step(v, y) + _pooled(v, y)) / 2,
-    "band": _band,
-    "relative": lambda v, y: _step(*_scaled(v, y)),
-    "relative-pooled": lambda v, y: _pooled(*_scaled(v, y)),
-    "recent": lambda v, y: _step(*_recent(v, y)),
-    "recent-relative": lambda v, y: _step(*_recent(*_scaled(v, y))),
+Rule = Callable[[dict[str, np.ndarray], np.ndarray, np.ndarray], np.ndarray]
+"""(validation forecasts, observed, the clock-matched origins' mask) -> weights (H, M)."""
+RULES: dict[str, Rule] = {
+    "step": lambda v, y, _: _step(v, y),
+    "pooled": lambda v, y, _: _pooled(v, y),
+    "shrunk": lambda v, y, _: (_step(v, y) + _pooled(v, y)) / 2,
+    "band": lambda v, y, _: _band(v, y),
+    "relative": lambda v, y, _: _step(*_scaled(v, y)),
+    "relative-pooled": lambda v, y, _: _pooled(*_scaled(v, y)),
+    "recent": lambda v, y, _: _step(*_recent(v, y)),
+    "recent-relative": lambda v, y, _: _step(*_recent(*_scaled(v, y))),
+    "origin": lambda v, y, m: _step(*_matched(v, y, m)),
+    "origin-band": lambda v, y, m: _band(*_matched(v, y, m)),
+    "origin-shrunk": lambda v, y, m: (_step(v, y) + _step(*_matched(v, y, m))) / 2,
 }
 
 
@@ -198,13 +221,15 @@ def score(path: Path) -> dict[str, Any]:
     metrics = json.loads((path / "metrics.json").read_text())
     members = metrics["ensembles"]["ensemble-weighted"]["members"]
     names = [metrics["model"] if m == "model" else m for m in members]
-    val, y_val = arrays(run.validation_predictions)
-    test, y_test = arrays(run.predictions)
+    val_frame, test_frame = run.validation_predictions, run.predictions
+    val, y_val = arrays(val_frame)
+    test, y_test = arrays(test_frame)
+    mask = clock_matched(val_frame, test_frame)
     val = {m: val[m] for m in names}
     test = {m: test[m] for m in names}
     rules: dict[str, Any] = {}
     for rule, fit in RULES.items():
-        w = fit(val, y_val)
+        w = fit(val, y_val, mask)
         point = np.einsum("mnht,hm->nht", np.stack([test[m] for m in names]), w)
         rules[rule] = {
             "test_mape": mape(y_test, point),
@@ -217,6 +242,7 @@ def score(path: Path) -> dict[str, Any]:
     return {
         "members": members,
         "validation_origins": int(y_val.shape[0]),
+        "validation_origins_matched": int(mask.sum()),
         "horizon": int(y_val.shape[1]),
         "rules": rules,
         "recommended": greenest,
@@ -235,7 +261,9 @@ def markdown(result: dict) -> str:
         "Test MAPE %; ratio = the rule's test MAPE / `step`'s (the product's rule). Weights "
         "fitted on validation only.",
         "",
-        "| series | seed | origins (val) | " + " | ".join(RULES) + " | recommended | LightGBM |",
+        "| series | seed | origins (val; at the test's clock time) | "
+        + " | ".join(RULES)
+        + " | recommended | LightGBM |",
         "|---|---|---|" + "---|" * (len(RULES) + 2),
     ]
     ratios: dict[str, list[float]] = {r: [] for r in RULES}
@@ -254,9 +282,9 @@ def markdown(result: dict) -> str:
         )
         lgbm = row["lightgbm_test_mape"]
         lgbm_cell = f"{lgbm:.3f}" if lgbm is not None else "-"
+        origins = f"{row['validation_origins']} ({row.get('validation_origins_matched', '-')})"
         lines.append(
-            f"| {label} | {seed} | {row['validation_origins']} | {' | '.join(cells)} | {rec} | "
-            f"{lgbm_cell} |"
+            f"| {label} | {seed} | {origins} | {' | '.join(cells)} | {rec} | {lgbm_cell} |"
         )
     lines.append(
         "| **median ratio** (rows below 1) | | | "
