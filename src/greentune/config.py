@@ -95,6 +95,13 @@ class DataConfig:
     peers keep their own training rows (their features carry the step and the clock time) but
     early-stop and choose on the midnight validation windows. A model trained so forecasts
     from local midnight only; other origins are refused."""
+    train_phase: Literal["start", "test"] = "start"
+    """Where the stride of the training windows starts counting. "start": from the first
+    window of the data. "test": shifted so that the training windows start at the clock time
+    the test forecasts from (local midnight with ``eval_origins: daily``): a stride that
+    shares a factor with the steps per day (8 on hourly data) starts them at a few clock
+    times only, and "test" makes the test's one of them, whatever time the file starts at.
+    The same number of windows either way."""
     val: str | None = None
     """Validation split: a fraction ('0.1'), a duration before test ('56D') or a start date.
     None: 56 days, or 15 % when that leaves less than 4x as much for training."""
@@ -132,6 +139,11 @@ class DataConfig:
             raise ConfigError(
                 f"data.series={self.series!r} picks a series of a long file: also set "
                 "data.series_col, the column that names each row's series"
+            )
+        if self.train_phase not in ("start", "test"):
+            raise ConfigError(
+                f"data.train_phase={self.train_phase!r}: use 'start' (the stride counts from "
+                "the first window) or 'test' (from the test's clock time)"
             )
         if self.match_origins and self.eval_origins != "daily":
             raise ConfigError(

@@ -231,3 +231,29 @@ def test_near_zero_warnings_per_column_and_typical_value():
 def build_free(values: list[float], scored: dict[str, list[int]]) -> list[str]:
     frame = pd.DataFrame({"y": values}, index=pd.RangeIndex(len(values)))
     return near_zero_warnings(frame, 2 if len(values) < 5 else 4, scored, 1)
+
+
+def test_train_phase_test_starts_the_stride_at_the_tests_clock_time(tiny_series):
+    late = tiny_series.iloc[5:].reset_index(drop=True)  # the file starts at 05:00
+    start = build(late, train_stride=8)
+    aligned = build(late, train_stride=8, train_phase="test")
+    hours = lambda d: sorted(set(d.frame.index[d.train.origins].hour))  # noqa: E731
+    assert hours(start) == [5, 13, 21]  # 48 steps of context from 05:00, every 8 hours
+    assert hours(aligned) == [0, 8, 16]  # the test forecasts from midnight
+    assert aligned.train.origins[0] == 51 and start.train.origins[0] == 48
+    assert abs(len(aligned.train) - len(start.train)) <= 1
+    np.testing.assert_array_equal(aligned.val.origins, start.val.origins)
+    np.testing.assert_array_equal(aligned.test.origins, start.test.origins)
+    # a stride of one, or origins that already line up, change nothing
+    np.testing.assert_array_equal(
+        build(late, train_phase="test").train.origins, build(late).train.origins
+    )
+    np.testing.assert_array_equal(
+        build(tiny_series, train_stride=8, train_phase="test").train.origins,
+        build(tiny_series, train_stride=8).train.origins,
+    )
+
+
+def test_train_phase_is_checked():
+    with pytest.raises(ConfigError, match=r"data.train_phase='midnight': use 'start'"):
+        DataConfig(**BASE, train_phase="midnight")

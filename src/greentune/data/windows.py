@@ -257,6 +257,7 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     scaled = scaler.transform(values).astype(np.float32)
     bad_rows: np.ndarray = np.asarray(np.isnan(scaled).any(axis=1))
     dropped: dict[str, int] = {}
+    test_o = _origins(frame.index, test_start, n - H + 1, cfg.eval_origins, "eval_origins")
     if cfg.match_origins:
         train_o = _origins(frame.index, L, val_start - H + 1, "daily", "eval_origins")
         val_o = _origins(frame.index, val_start, test_start - H + 1, "daily", "eval_origins")
@@ -266,10 +267,13 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
         )
     else:
         assert cfg.val_origins is not None  # chosen from the data when unset
-        train_o = np.arange(L, val_start - H + 1, cfg.train_stride or 1)
+        stride = cfg.train_stride or 1
+        first = L
+        if cfg.train_phase == "test" and len(test_o):  # why: DataConfig.train_phase
+            first = L + (int(test_o[0]) - L) % stride  # congruent to the test's first origin
+        train_o = np.arange(first, val_start - H + 1, stride)
         val_o = _origins(frame.index, val_start, test_start - H + 1, cfg.val_origins, "val_origins")
     train = _windows("train", train_o, bad_rows, L, H, dropped)
-    test_o = _origins(frame.index, test_start, n - H + 1, cfg.eval_origins, "eval_origins")
     val = _windows("val", val_o[val_o >= L], bad_rows, L, H, dropped)
     test = _windows("test", test_o[test_o >= L], bad_rows, L, H, dropped)
     for ws in (train, val, test):
