@@ -66,7 +66,9 @@ class DataConfig:
     calendar: bool = True
     """Add cyclic hour-of-day, day-of-week and month features."""
     temperature_col: str | None = None
-    """Column for heating/cooling-degree hinge features. vic2014 default: Temperature."""
+    """Column for heating/cooling-degree hinge features, read over the horizon: a covariate
+    known ahead (in ``covariates``; not a past covariate, the target, or a multivariate
+    file's column). vic2014 default: Temperature (not for a multivariate run)."""
     fill_gaps: bool = False
     """Fill missing timestamps by time interpolation instead of refusing them."""
     context_length: int | str | None = None

@@ -29,6 +29,7 @@ def run(tmp_path_factory) -> gt.RunDir:
             *series_overrides(tmp / "load.csv", tmp / "runs", "several"),
             "train.epochs=1",
             "data.multivariate=true",
+            "data.temperature_col=null",
             "data.channel_independent=true",
             "eval.baselines=[linear,linear_clock,lightgbm]",
         ]

@@ -104,7 +104,13 @@ def test_what_cannot_take_a_hybrid_says_why(hybrid_run, tmp_path: Path) -> None:
         TASKS.get("forecast").load_for_compression(run)
     with pytest.raises(ConfigError, match="cannot be federated"):
         check_model(run.config)
-    ci = _cfg(tmp_path, "data.multivariate=true", "data.channel_independent=true", "name=ci")
+    ci = _cfg(
+        tmp_path,
+        "data.multivariate=true",
+        "data.temperature_col=null",
+        "data.channel_independent=true",
+        "name=ci",
+    )
     with pytest.raises(ConfigError, match="needs data.channel_independent=false"):
         gt.run(ci, echo=lambda m: None)
     private = TASKS.get("forecast").private_config(replace(run.config, privacy={}))

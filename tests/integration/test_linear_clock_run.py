@@ -36,7 +36,12 @@ def test_a_run_scores_linear_clock_and_weighs_it_in(tmp_path: Path) -> None:
 
 def test_channel_independent_data_scores_it_and_serves_it(tmp_path: Path) -> None:
     """One ridge per clock time shared by the series; kept in rows/ and served as scored."""
-    run, lines = _run(tmp_path, "data.multivariate=true", "data.channel_independent=true")
+    run, lines = _run(
+        tmp_path,
+        "data.multivariate=true",
+        "data.temperature_col=null",
+        "data.channel_independent=true",
+    )
     assert {"linear", "linear_clock"} <= set(run.metrics.test)
     members = run.metrics.ensembles["ensemble-weighted"]["members"]
     assert members == ["model", "linear", "linear_clock"]

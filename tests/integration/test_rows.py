@@ -202,6 +202,7 @@ def test_a_channel_independent_ridge_forecasts_each_target_as_the_run_did(tmp_pa
         tmp_path,
         "ci",
         "data.multivariate=true",
+        "data.temperature_col=null",
         "data.channel_independent=true",
         "eval.baselines=[linear]",
         "eval.ensembles=[mean]",

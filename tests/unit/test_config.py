@@ -276,3 +276,15 @@ def test_eval_metric_is_each_tasks_own_score():
         ForecastTask().resolve_config(load_config(None, ["eval.metric=accuracy"]))
     with pytest.raises(ConfigError, match="eval.metric='r2' is not valid; valid choices: mape"):
         load_config(None, ["eval.metric=r2"])
+
+
+def test_cli_data_flags_stay_strings_yaml_would_read_otherwise() -> None:
+    """--country NO (Norway) is not false, ON (Ontario) not true, 010 not 8, and a path's
+    " #" does not start a comment."""
+    from greentune.cli.commands import _data_overrides
+
+    overrides = _data_overrides("load #2.csv", "ts", "010", "temp_c,WorkDay", "NO", "ON", False)
+    data = load_config(None, overrides).data
+    assert (data.path, data.time_col, data.target) == ("load #2.csv", "ts", "010")
+    assert (data.country, data.subdivision) == ("NO", "ON")
+    assert tuple(data.covariates or ()) == ("temp_c", "WorkDay")

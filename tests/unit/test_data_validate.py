@@ -80,6 +80,13 @@ def test_gap_is_refused_then_filled_when_asked(tiny_series):
     # time interpolation: the middle filled value lies on the line between its neighbours
     a, b = tiny_series.load_mw[19], tiny_series.load_mw[23]
     assert filled.load_mw.iloc[21] == pytest.approx(a + (b - a) * 2 / 4)
+    # a value missing in a row the file has is not the gap's to fill: it stays missing
+    holed = frame.copy()
+    holed.loc[40, "load_mw"] = np.nan
+    kept, report = clean_frame(table(holed), DataConfig(**{**CFG.__dict__, "fill_gaps": True}))
+    assert np.isnan(kept.load_mw.iloc[43]) and report.filled_steps == 3
+    assert kept.load_mw.iloc[21] == pytest.approx(a + (b - a) * 2 / 4)
+    assert report.missing_values == {"load_mw": 1}
 
 
 def test_off_grid_timestamp(tiny_series):

@@ -68,6 +68,7 @@ def channel_independent():
     overrides = [
         *series_overrides(Path("s.csv"), Path("unused")),
         "data.multivariate=true",
+        "data.temperature_col=null",
         "data.channel_independent=true",
     ]
     cfg = build_config(overrides=overrides)

@@ -36,6 +36,8 @@ from tests.conftest import make_series, series_overrides
 
 
 def _data(frame: pd.DataFrame, *extra: str) -> ForecastData:
+    if "data.multivariate=true" in extra:  # temp_c is then a target: no hinges of it ahead
+        extra = (*extra, "data.temperature_col=null")
     cfg = build_config(overrides=[*series_overrides(Path("s.csv"), Path("unused")), *extra])
     clean, report = clean_frame(RawTable(frame, "s.csv"), cfg.data)
     return build_forecast_data(clean, cfg.data, report)

@@ -257,3 +257,41 @@ def test_train_phase_test_starts_the_stride_at_the_tests_clock_time(tiny_series)
 def test_train_phase_is_checked():
     with pytest.raises(ConfigError, match=r"data.train_phase='midnight': use 'start'"):
         DataConfig(**BASE, train_phase="midnight")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"covariates": (), "past_covariates": ("temp_c",)},
+            r"data.temperature_col='temp_c' is a past covariate .* known only up to the "
+            r"forecast origin",
+        ),
+        ({"covariates": ()}, r"must also be a covariate \(data.covariates\).*covariates are: none"),
+        (
+            {"covariates": (), "multivariate": True, "target": None},
+            r"with data.multivariate every column is a target .* data.temperature_col=null",
+        ),
+    ],
+)
+def test_temperature_hinges_need_a_temperature_known_ahead(tiny_series, settings, message):
+    """The hinges are read over the horizon: built from observed (past) temperatures they
+    would hand the model the future it forecasts."""
+    with pytest.raises(ConfigError, match=message):
+        build(tiny_series, temperature_col="temp_c", **settings)
+    d = build(tiny_series, temperature_col="temp_c")  # a covariate known ahead: fine
+    assert any(c.startswith("hdd_") for c in d.known_cols)
+
+
+def test_the_demos_temperature_default_is_not_applied_to_a_multivariate_run():
+    from greentune.data.sources import resolve
+
+    assert resolve(DataConfig(multivariate=True)).temperature_col is None
+    assert resolve(DataConfig()).temperature_col == "Temperature"
+
+
+def test_a_column_named_as_a_generated_feature_is_refused(tiny_series):
+    """Two columns of one name would shift every channel after them."""
+    frame = tiny_series.assign(holiday=0.0)
+    with pytest.raises(DataError, match=r"column\(s\) 'holiday' take the name of a feature"):
+        build(frame, covariates=("temp_c", "holiday"), country="DE")

@@ -92,15 +92,18 @@ def _data_overrides(
         source = "parquet" if Path(data).suffix.lower() in (".parquet", ".pq") else "csv"
         # A csv/parquet source has no defaults of its own: the demo's temperature, time-zone and
         # holiday settings do not leak into the user's data.
-        out += [f"data.source={source}", f"data.path={data}"]
+        out += [f"data.source={source}", f"data.path={json.dumps(data)}"]
+    # quoted: YAML would read NO (Norway) as false, ON (Ontario) as true, 010 as 8, and a
+    # path's " #" as the start of a comment; a name or a path is a string
     pairs = {
         "data.time_col": time_col,
         "data.target": target,
-        "data.covariates": covariates,
         "data.country": country,
         "data.subdivision": subdivision,
     }
-    out += [f"{k}={v}" for k, v in pairs.items() if v is not None]
+    out += [f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None]
+    if covariates is not None:  # a list, read as YAML
+        out.append(f"data.covariates={covariates}")
     if fill_gaps:
         out.append("data.fill_gaps=true")
     if series is not None:
@@ -110,8 +113,10 @@ def _data_overrides(
                 f"--series {series!r}: give the long file's series column and the series, "
                 "e.g. --series zone=ME"
             )
-        # quoted: YAML would read ON as true and 010 as 8, a name is a string
-        out += [f"data.series_col={col.strip()}", f"data.series={json.dumps(name.strip())}"]
+        out += [
+            f"data.series_col={json.dumps(col.strip())}",
+            f"data.series={json.dumps(name.strip())}",
+        ]
     return out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from greentune.config import DataConfig
-from greentune.errors import ConfigError
+from greentune.errors import ConfigError, DataError
 
 # Demand is U-shaped in temperature: heating below ~14-18 C, cooling above ~22 C. Knots in C;
 # the /5 keeps the features near unit scale before standardisation.
@@ -62,6 +62,31 @@ def hinge_features(temperature: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(cols, index=temperature.index)
 
 
+def check_temperature(cfg: DataConfig, columns: list[str]) -> None:
+    """The hinges are inputs over the horizon, so their temperature must be a covariate known
+    ahead (a forecast), never a value observed only up to the origin: a past covariate, the
+    target, or a column of a multivariate file (each is a target forecast from its past)."""
+    col = cfg.temperature_col
+    if cfg.multivariate:
+        raise ConfigError(
+            f"data.temperature_col={col!r}: with data.multivariate every column is a target "
+            "forecast from its past, so its future temperatures are not known; set "
+            "data.temperature_col=null"
+        )
+    if col == cfg.target or col in cfg.past_covariates:
+        kind = "the target" if col == cfg.target else "a past covariate (data.past_covariates)"
+        raise ConfigError(
+            f"data.temperature_col={col!r} is {kind}, known only up to the forecast origin, "
+            "but its degree hinges are read over the horizon; name a temperature forecast "
+            "column in data.covariates, or set data.temperature_col=null"
+        )
+    if col not in columns or col not in (cfg.covariates or ()):
+        raise ConfigError(
+            f"data.temperature_col={col!r} must also be a covariate (data.covariates), known "
+            f"over the horizon; covariates are: {', '.join(cfg.covariates or ()) or 'none'}"
+        )
+
+
 def add_features(frame: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     """Return the frame with feature columns appended, and the names of the added columns."""
     parts: list[pd.DataFrame | pd.Series] = []
@@ -70,13 +95,16 @@ def add_features(frame: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, li
     if cfg.country:
         parts.append(holiday_flags(frame.index, cfg.country, cfg.subdivision))
     if cfg.temperature_col:
-        if cfg.temperature_col not in frame.columns:
-            raise ConfigError(
-                f"data.temperature_col={cfg.temperature_col!r} must also be a covariate; "
-                f"covariates are: {', '.join(frame.columns[1:]) or 'none'}"
-            )
+        check_temperature(cfg, list(frame.columns))
         parts.append(hinge_features(frame[cfg.temperature_col]))
     if not parts:
         return frame, []
     added = pd.concat(parts, axis=1)
+    clash = [c for c in added.columns if c in frame.columns]
+    if clash:
+        raise DataError(
+            f"{cfg.path or cfg.source}: column(s) {', '.join(map(repr, clash))} take the name "
+            "of a feature greentune adds (calendar, holidays, degree hinges); rename them in "
+            "the file"
+        )
     return pd.concat([frame, added], axis=1), list(added.columns)

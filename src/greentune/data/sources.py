@@ -53,6 +53,8 @@ def resolve(cfg: DataConfig) -> DataConfig:
     defaults."""
     defaults = DEFAULTS.get(cfg.source, {})
     changes: dict[str, object] = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
+    if cfg.multivariate:  # every column is a target: no covariate, so no temperature ahead
+        changes.pop("temperature_col", None)
     if cfg.covariates is None and "covariates" not in changes:
         changes["covariates"] = ()
     if cfg.scaler == "bounds" and not cfg.bounds and cfg.source in PUBLIC_BOUNDS:

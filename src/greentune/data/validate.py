@@ -460,7 +460,11 @@ def _handle_gaps(
             "fill them in the file or set data.fill_gaps=true (--fill-gaps) to interpolate"
         )
     full = pd.date_range(data.index[0], data.index[-1], freq=step)
-    filled = data.reindex(full).interpolate(method="time", limit_area="inside")
+    filled = data.reindex(full)
+    # only the absent times: a value missing in a row the file has stays missing, so the
+    # windows it touches are dropped and counted instead of scored against an invented truth
+    absent = ~full.isin(data.index)
+    filled.loc[absent] = filled.interpolate(method="time", limit_area="inside").loc[absent]
     filled.index.name = "time"
     report.filled_steps = missing_steps
     report.notes.append(f"filled {missing_steps} missing steps in {len(irregular)} gap(s)")

@@ -154,6 +154,8 @@ def _weights(
 def _grams(
     values: np.ndarray, idx: np.ndarray, seconds: np.ndarray, power_w: float
 ) -> float | None:
+    if len(idx) and idx.max() >= len(values):  # work past the plan's last slot: not priced
+        return None
     picked = values[idx]
     if not np.isfinite(picked).all():
         return None
@@ -188,7 +190,7 @@ def make_plan(jf: JobFile, policy: str | None = None) -> dict[str, Any]:
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     start = epoch + ((st.now - epoch) // slot) * slot
     end = max(j.deadline for j in jf.jobs)
-    n = math.ceil((end - start) / slot)
+    n = max(1, math.ceil((end - start) / slot))  # every deadline passed: each job says so
     sites = {s: _site_forecast(s, jf.sites[s].carbon, jf, start, n) for s in jf.sites}
     requests = [_request(j, start, st.slot_s) for j in jf.jobs]
 

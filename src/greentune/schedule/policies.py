@@ -297,6 +297,19 @@ POLICIES.add("greenest-chunks-unpriced", greenest_chunks_unpriced)
 POLICIES.add("spatial", spatial)
 
 
+def _no_room(req: Request) -> Infeasible | None:
+    """A deadline that has passed, or is nearer the plan's start than one run of the job:
+    no policy can place it (and slicing the slots up to a negative deadline would count from
+    the end)."""
+    if req.deadline - req.first >= req.single_run:
+        return None
+    return Infeasible(
+        f"job {req.name} needs {req.single_run} slot(s) but its deadline (slot {req.deadline} "
+        f"of the plan) leaves {max(0, req.deadline - req.first)} after its earliest start "
+        f"(slot {req.first}): the deadline has passed or is too near; move it later"
+    )
+
+
 def place(requests: Sequence[Request], policy: Policy, sites: dict[str, SiteView]) -> list[Outcome]:
     """Each request in (first, deadline) order through ``policy``; capacity is booked as it
     goes. Outcomes come back in the order of ``requests``."""
@@ -304,7 +317,7 @@ def place(requests: Sequence[Request], policy: Policy, sites: dict[str, SiteView
     out: list[Outcome | None] = [None] * len(requests)
     for i in order:
         req = requests[i]
-        outcome = policy(req, sites)
+        outcome = _no_room(req) or policy(req, sites)
         if isinstance(outcome, Choice):
             free = sites[outcome.site].free
             if free is not None:

@@ -176,3 +176,45 @@ def test_plot_writes_a_png_and_a_self_contained_html(job_file, tmp_path):
     assert (tmp_path / "plan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (tmp_path / "plan.html").read_text()
     assert "data:image/png;base64," in html and "<td>chunky</td>" in html and "http" not in html
+
+
+PAST = """
+schedule: {{now: 2024-01-03T00:00Z, forecast: seasonal-naive, history: 2D}}
+sites:
+  home: {{carbon: "trace:{trace}", capacity: 1}}
+jobs:
+  - name: missed
+    command: [sleep, "1"]
+    energy: {{energy_wh: 10, duration: 2h}}
+    earliest_start: 2024-01-02T19:00Z
+    deadline: 2024-01-02T23:00Z
+{more}"""
+LATER = """  - name: later
+    command: [sleep, "1"]
+    energy: {energy_wh: 10, duration: 2h}
+    deadline: +24h
+"""
+
+
+@pytest.mark.parametrize("policy", ["run-now", "lowest-window", "greenest-chunks"])
+def test_a_deadline_that_has_passed_is_infeasible_not_planned_after_it(tmp_path, policy):
+    trace = write_trace(tmp_path / "trace.csv")
+    jobs = write_jobs(tmp_path / "jobs.yaml", PAST.format(trace=trace, more=LATER))
+    missed, later = make_plan(load_jobs(jobs), policy)["jobs"]
+    assert missed["status"] == "infeasible"
+    assert "the deadline has passed or is too near" in missed["reason"]
+    assert later["status"] == "planned"
+    # every deadline passed: a plan that says so, not a crash on an empty grid
+    alone = write_jobs(tmp_path / "alone.yaml", PAST.format(trace=trace, more=""))
+    plan = make_plan(load_jobs(alone), policy)
+    assert plan["totals"]["infeasible"] == ["missed"]
+
+
+def test_work_past_the_plans_last_slot_is_not_priced():
+    import numpy as np
+
+    from greentune.schedule.plan import _grams
+
+    values = np.array([100.0, 200.0])
+    assert _grams(values, np.array([0, 1]), np.array([3600.0, 3600.0]), 1000.0) == 300.0
+    assert _grams(values, np.array([1, 2]), np.array([3600.0, 3600.0]), 1000.0) is None
