@@ -117,6 +117,15 @@ def test_bad_frames_get_errors_that_name_the_column_or_row(forecast):
         model.predict(bad, source="meter-export")
     with pytest.raises(DataError, match="expected a pandas DataFrame, got list"):
         model.predict([1, 2, 3])
+    # rows every 2 h for a run trained on hours: its 48 steps of context would be 4 days
+    with pytest.raises(
+        DataError, match=r"rows every 2 h, but this run was trained on rows every 1 h"
+    ):
+        model.predict(frame.iloc[::2])
+    infinite = frame.copy()
+    infinite.loc[len(frame) - 5, "load_mw"] = np.inf
+    with pytest.raises(DataError, match=r"'load_mw'.*inf"):
+        model.predict(infinite)
 
 
 def test_a_model_trained_for_midnight_origins_refuses_others(tmp_path):
@@ -182,6 +191,23 @@ def test_compressed_variants_load_by_name(forecast):
     np.testing.assert_allclose(a["load_mw_forecast"], b["load_mw_forecast"], rtol=0.05)
     with pytest.raises(CheckpointError, match=r"no variant 'onnx'; variants: fp32, r-int8"):
         gt.Predictor.from_run(run, variant="onnx")
+
+
+def test_a_served_variant_with_options_is_reloaded_as_itself(forecast):
+    """Its method (prune) names another variant (the default prune); a reload without a
+    variant loads the one asked for again."""
+    from greentune.serve.engine import Engine, load
+
+    run, _, _ = forecast
+    result = CliRunner().invoke(
+        app, ["compress", str(run.path), "-m", "prune:sparsity=0.7", "--rounds", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    engine = Engine(load(run.path, "prune-sparsity0.7"))
+    assert engine.current.variant == "prune"
+    again = engine.reload()
+    assert again.variant_spec == "prune-sparsity0.7"
+    assert again.version == engine.current.version == load(run.path, "prune-sparsity0.7").version
 
 
 def test_classify_predictor_gives_labels_and_probabilities(tmp_path):

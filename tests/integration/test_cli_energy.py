@@ -201,6 +201,7 @@ def test_energy_measure_meters_a_command_and_keeps_its_exit_code(tmp_path):
     assert row["emissions_g"] == pytest.approx(sum(row["energy_j"].values()) / 3.6e6 * 100)
     ledger = json.loads((tmp_path / "ledger" / "energy.json").read_text())
     assert [r["window"] for r in ledger["rows"]] == ["measure"]
+    assert ledger["rows"][0]["extra"] == {"argv": row["extra"]["argv"], "returncode": 3}
 
 
 def test_energy_errors_are_clear(tmp_path):

@@ -101,6 +101,9 @@ def test_non_numeric_column_names_row(tiny_series):
     frame.loc[12, "temp_c"] = "warm"
     with pytest.raises(DataError, match=r"column 'temp_c' is not numeric: row 13 holds 'warm'"):
         clean_frame(table(frame), CFG)
+    frame.loc[12, "temp_c"] = "1e400"  # parses, as infinity
+    with pytest.raises(DataError, match=r"column 'temp_c' holds '1e400' \(infinite\) at row 13"):
+        clean_frame(table(frame), CFG)
 
 
 def test_mixed_utc_offsets_parse_as_instants():

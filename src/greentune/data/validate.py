@@ -392,7 +392,15 @@ def _numeric(col: pd.Series, origin: str, name: str, rows: np.ndarray) -> np.nda
             f"{origin}: column {name!r} is not numeric: row {rows[row]} holds {col.iloc[row]!r}; "
             "fix the value or leave the column out of the config"
         )
-    return values.astype(float).to_numpy()
+    out = values.astype(float).to_numpy()
+    infinite = np.isinf(out)
+    if infinite.any():  # "inf" or 1e400 parse, and would turn the scaler's statistics to NaN
+        row = int(np.argmax(infinite))
+        raise DataError(
+            f"{origin}: column {name!r} holds {col.iloc[row]!r} (infinite) at row {rows[row]}; "
+            "fix the value or leave it empty (missing)"
+        )
+    return out
 
 
 def _check_order(

@@ -27,11 +27,13 @@ def measure_command(
     if ledger_dir is not None:
         ledger_dir.mkdir(parents=True, exist_ok=True)
     with metered_window(ledger_dir, cfg, "measure", children=True) as handle:
+        assert handle is not None
+        # set while the window is open: its row in the ledger and the journal carries them
+        handle.extra["argv"] = list(argv)
         try:
             proc = subprocess.run(argv, check=False)
         except FileNotFoundError:
             raise EnergyError(f"command not found: {argv[0]}") from None
-    assert handle is not None and handle.result is not None
-    handle.result.extra["argv"] = list(argv)
-    handle.result.extra["returncode"] = proc.returncode
+        handle.extra["returncode"] = proc.returncode
+    assert handle.result is not None
     return proc.returncode, handle.result

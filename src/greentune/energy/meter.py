@@ -15,6 +15,7 @@ window's opening and closing, and a reading every ``interval_s``, go to disk as 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from greentune import faults
 from greentune.energy.base import EnergySource, IntensityProvider, SourceKind, kind_of
 from greentune.errors import EnergyError
+
+log = logging.getLogger("greentune.energy.meter")
 
 if TYPE_CHECKING:
     from greentune.energy.journal import Journal
@@ -237,7 +240,16 @@ class Meter:
         ok: bool,
     ) -> WindowResult:
         energy = {c: max(0.0, end_j[c] - start_j[c]) for c in self.owners}
-        intensity, grams = self.price(sum(energy.values()), *walls)
+        extra: dict[str, Any] = {}
+        try:
+            intensity, grams = self.price(sum(energy.values()), *walls)
+        except EnergyError as exc:
+            # the start was checked, so the work ran; an API that fails later (a timeout, a
+            # trace ending mid-run) must not turn finished work into a failure or lose the
+            # window's energy: the row keeps it, unpriced, and says why
+            intensity, grams = None, None
+            extra["pricing_error"] = str(exc)
+            log.warning("window %s: energy kept, emissions not priced: %s", full, exc)
         return WindowResult(
             window=full,
             phase=full.split("/", 1)[0],
@@ -255,6 +267,7 @@ class Meter:
             emissions_g=grams,
             pue=self.pue,
             ok=ok,
+            extra=extra,
         )
 
     def price(

@@ -141,11 +141,13 @@ def _write_session(
         try:
             with ledger_lock() if ledger_lock is not None else contextlib.nullcontext():
                 ledger = Ledger.load(run_dir)
-                # e.g. a rank that died before this one failed: its journal joins now
-                folded = [jf.path.stem for jf in ledger.fold_journals(run_dir, meter.price)]
+                # this session first: a rank whose rows came through the gather and that has
+                # already exited must not be folded in again from its journal as dead
                 ledger.add_session(
                     meter, started, results, stems, stem.split(".")[0] if stem else None
                 )
+                # e.g. a rank that died before this one failed: its journal joins now
+                folded = [jf.path.stem for jf in ledger.fold_journals(run_dir, meter.price)]
                 ledger.save(run_dir)
         except RunLockedError as exc:
             log(

@@ -36,6 +36,9 @@ class Loaded:
     """The kept row served instead of the network (``--row``), or None."""
     row_spec: str | None = None
     """The row as asked for (``recommended`` is resolved again on every reload)."""
+    variant_spec: str | None = None
+    """The variant as asked for (``--variant prune-sparsity0.7``; ``variant`` is its method,
+    ``prune``, which names another variant): a reload without one loads this again."""
 
     @property
     def task(self) -> str:
@@ -99,6 +102,7 @@ def load(run_path: str | Path, variant: str | None, row: str | None = None) -> L
         card=card,
         row=served,
         row_spec=spec,
+        variant_spec=variant,
     )
 
 
@@ -136,7 +140,7 @@ class Engine:
             target = Path(run) if run is not None else old.run.path
             new = load(
                 target,
-                variant if variant is not None else old.variant,
+                variant if variant is not None else old.variant_spec,
                 row if row is not None else old.row_spec,
             )
             if new.task != old.task:

@@ -131,3 +131,75 @@ def test_metering_off_yields_a_null_meter_whose_windows_record_nothing(tmp_path)
         pass
     assert handle.result is None
     assert not (tmp_path / "energy.json").exists()
+
+
+class _FailsLater(FixedIntensity):
+    """Prices the start, then fails (a live API timing out, a trace ending mid-run)."""
+
+    def __init__(self) -> None:
+        super().__init__(300.0)
+        self.calls = 0
+
+    def segments(self, start, end):
+        self.calls += 1
+        if self.calls > 1:
+            raise EnergyError("electricitymaps: HTTP 503 for DE at 2023-01-01T00:00Z")
+        return super().segments(start, end)
+
+
+def test_a_pricing_failure_when_a_window_closes_keeps_the_row_and_the_work(caplog):
+    clock = FakeClock()
+    source = FakeSource(clock, {"cpu": 10.0})
+    meter = Meter([source], _FailsLater(), clock=clock, wall_clock=clock.wall, rank=0)
+    meter.check_coverage()
+    with meter.window("train") as w:
+        clock.advance(3)
+    assert w.result.energy_j == {"cpu": 30.0} and w.result.ok
+    assert w.result.emissions_g is None and w.result.intensity_g_per_kwh is None
+    assert "HTTP 503" in w.result.extra["pricing_error"]
+    assert meter.results == [w.result]
+    assert "energy kept, emissions not priced" in caplog.text
+
+
+def test_a_gathered_rank_that_has_exited_is_not_folded_in_again(tmp_path, monkeypatch):
+    """Rank 1 sends its rows through the gather and exits at once; rank 0 then finds its
+    journal with no live process. Its rows must be in energy.json once, not twice."""
+    import json
+    import socket
+
+    from greentune.energy import session
+    from greentune.energy.journal import Journal, journal_path
+
+    clock = FakeClock()
+    meter = make_meter(clock)
+    with meter.window("train"):
+        clock.advance(2)
+    theirs = make_meter(clock)
+    theirs.rank = 1
+    with theirs.window("train") as w1:
+        clock.advance(3)
+    w1.result.rank = 1
+    gone = Journal(
+        journal_path(tmp_path, "s1", 1),
+        {
+            "id": "s1",
+            "command": "run",
+            "rank": 1,
+            "pid": 2**22 + 17,
+            "host": socket.gethostname(),
+            "started": "2023-01-01T00:00:00+00:00",
+        },
+    )
+    gone.write({"type": "row", **w1.result.to_dict()})
+    gone.close()
+    mine = Journal(journal_path(tmp_path, "s1", 0), {"id": "s1", "rank": 0})
+    monkeypatch.setattr(session.ranks, "is_main", lambda: True)
+    monkeypatch.setattr(
+        session.ranks,
+        "gather_objects",
+        lambda own: [own, ([w1.result], "s1.rank1")],
+    )
+    session._write_session(tmp_path, meter, "2023-01-01T00:00:00+00:00", mine, True)
+    saved = json.loads((tmp_path / "energy.json").read_text())
+    assert sorted((r["rank"], r["window"]) for r in saved["rows"]) == [(0, "train"), (1, "train")]
+    assert not any(s.get("recovered") for s in saved["sessions"])

@@ -128,6 +128,15 @@ class ForecastPredictor(Predictor):
             [(self.run.model_dir, ""), (rows, f"{ROWS_DIR}/")], extra=self.row.encode()
         )
 
+    def _trained_step(self) -> pd.Timedelta | None:
+        """The step of the rows the run was trained on (metrics.json), read once; None for a
+        predictor without its run or a run that did not record it."""
+        if not hasattr(self, "_step"):
+            data = self.run.metrics.data if self.run is not None else None
+            step = (data or {}).get("step")
+            self._step = pd.Timedelta(step) if step else None
+        return self._step
+
     @property
     def context_length(self) -> int:
         return int(self.model.spec.context_length)
@@ -237,6 +246,13 @@ class ForecastPredictor(Predictor):
     ) -> tuple[ForecastData, np.ndarray]:
         frame, report = clean_frame(table, dcfg)
         origin = report.origin  # names the series of a long file
+        trained = self._trained_step()
+        if trained is not None and pd.Timedelta(report.step) != trained:
+            raise DataError(
+                f"{origin}: rows every {_span(pd.Timedelta(report.step))}, but this run was "
+                f"trained on rows every {_span(trained)}: its context, horizon and seasonal "
+                "lags count steps of that length; resample the input to it"
+            )
         L, H = self.context_length, self.horizon
         if dcfg.multivariate:
             frame = _as_run_targets(frame, self.columns.targets, origin)
@@ -284,6 +300,15 @@ class ForecastPredictor(Predictor):
             config=dcfg,
         )
         return data, chosen
+
+
+def _span(step: pd.Timedelta) -> str:
+    """'30 min', '1 h', '1 d': a step as a user writes it."""
+    seconds = int(step.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def _same_run(first: ForecastPredictor, views: Sequence[Predictor]) -> list[ForecastPredictor]:
@@ -393,5 +418,5 @@ def _check_inputs(
             raise DataError(
                 f"{origin}: column {frame.columns[col]!r} is missing at "
                 f"{frame.index[o - L + row]}, "
-                "inside the window needed for the forecast; fill it (or use --fill-gaps for gaps)"
+                "inside the window needed for the forecast; fill the value in the input"
             )
