@@ -3,6 +3,7 @@ validation forecasts, the result a run directory with every row scored and bille
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,15 @@ def test_bad_members_are_refused_with_what_to_do(runs) -> None:
         ensemble_runs([str(a.path), f"{a.path}:nope"], tmp / "runs" / "nope")
     with pytest.raises(ConfigError, match="given twice"):
         ensemble_runs([str(a.path), str(a.path)], tmp / "runs" / "twice")
+    # scored, not kept (as random_init, or a LightGBM design): it could never forecast
+    unkept = tmp / "runs" / "a-unkept"
+    shutil.copytree(a.path, unkept)
+    rows = json.loads((unkept / "rows" / "rows.json").read_text())
+    del rows["rows"]["linear"]
+    rows["ensembles"] = {}
+    (unkept / "rows" / "rows.json").write_text(json.dumps(rows))
+    with pytest.raises(ConfigError, match=r"row 'linear' is scored but not kept .* give one of"):
+        ensemble_runs([str(a.path), f"{unkept}:linear"], tmp / "runs" / "unkept")
     with pytest.raises(CheckpointError, match="not a run directory"):
         ensemble_runs([str(a.path), str(tmp)], tmp / "runs" / "notrun")
 

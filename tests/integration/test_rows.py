@@ -131,6 +131,13 @@ def test_a_clock_time_without_its_ridge_is_refused(run) -> None:
     predictor = gt.Predictor.from_run(run.path, row="linear_clock")
     with pytest.raises(gt.DataError, match="linear_clock has a ridge for forecasts issued at"):
         predictor.predict(frame)
+    # refused while preparing, before a served batch would hold it with others' requests
+    with pytest.raises(gt.DataError, match="linear_clock has a ridge for forecasts issued at"):
+        predictor.prepare(frame)
+    # so is an ensemble that weighs it
+    assert "linear_clock" in run.metrics.ensembles["ensemble-mean"]["members"]
+    with pytest.raises(gt.DataError, match="linear_clock has a ridge"):
+        gt.Predictor.from_run(run.path, row="ensemble-mean").prepare(frame)
     # the network and the other rows forecast from any clock time
     assert len(gt.Predictor.from_run(run.path, row="lightgbm").predict(frame)) == 24
     # LightGBM reads the week before the forecast: a shorter history is refused, not guessed

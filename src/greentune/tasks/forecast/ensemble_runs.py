@@ -39,6 +39,7 @@ from greentune.tasks.forecast.predict import (
     scores_by_target,
     season_steps,
 )
+from greentune.tasks.forecast.rows import kept_names
 from greentune.tasks.members import (
     Log,
     Member,
@@ -57,6 +58,15 @@ def open_forecast_member(spec: str) -> Member:
     that has the row and its validation forecasts."""
     member = open_member(spec, "forecast")
     member.run.validation_predictions  # noqa: B018  (refused now, before anything is written)
+    kept = kept_names(member.run.path)
+    if member.row != member.metrics.model and kept and member.row not in kept:
+        # scored but not kept (random_init, a LightGBM design): the ensemble could be scored
+        # but never served
+        raise ConfigError(
+            f"{spec}: row {member.row!r} is scored but not kept in {member.run.path}/rows, so "
+            f"an ensemble of it could not forecast; give one of {', '.join(kept)}, or the run "
+            "alone for its network"
+        )
     return member
 
 

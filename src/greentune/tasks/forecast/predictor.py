@@ -299,6 +299,9 @@ class ForecastPredictor(Predictor):
             channel_independent=self.cfg.data.channel_independent,
             config=dcfg,
         )
+        for view in views:  # here, not in the batch: a served batch holds others' requests
+            if view.row is not None and view.rows is not None:
+                view.rows.check(view.row, data, chosen)
         return data, chosen
 
 

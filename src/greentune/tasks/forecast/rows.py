@@ -49,7 +49,7 @@ from greentune.evaluate.lgbm import (
     kept_fit,
     lgbm_point,
 )
-from greentune.evaluate.ridge import LinearFit, fit_linear, fit_linear_at
+from greentune.evaluate.ridge import LinearFit, clock_minutes, fit_linear, fit_linear_at
 from greentune.io import staged_dir, write_json
 from greentune.results import Forecast
 from greentune.rundir import ORIGINAL, RunDir
@@ -86,14 +86,21 @@ class SavedRow:
             return int(seasonal_lags(horizon, self.period).max())
         return 0
 
-    def forecast(self, data: ForecastData, origins: np.ndarray) -> Forecast:
-        if self.kind == "naive":
-            point = seasonal_point(data, origins, self.period)
-        elif self.kind == "ridge":
-            point = ridge_point(data, self.ridges[-1], origins)
-        elif self.kind == "ridge_clock":
-            point = clock_point(data, self.ridges, origins)
-        else:
+    def check(self, data: ForecastData, origins: np.ndarray) -> None:
+        """Refuse origins it cannot forecast, before any work (a served batch then fails only
+        the request that asked for them)."""
+        if self.kind == "ridge_clock":
+            at = clock_minutes(data, origins)
+            off = [int(m) for m in np.unique(at) if int(m) not in self.ridges]
+            if off:
+                kept = ", ".join(f"{k // 60:02d}:{k % 60:02d}" for k in sorted(self.ridges))
+                m = off[0]
+                raise DataError(
+                    f"{data.report.origin}: linear_clock has a ridge for forecasts issued at "
+                    f"{kept} only, not {m // 60:02d}:{m % 60:02d}; end the history just before "
+                    "one of those times"
+                )
+        elif self.kind == "lightgbm":
             need = self.history(data.step, data.horizon)
             if len(origins) and origins.min() < need:
                 raise DataError(
@@ -101,6 +108,16 @@ class SavedRow:
                     f"lags and weekly statistics): give at least that much history; there are "
                     f"{origins.min()}"
                 )
+
+    def forecast(self, data: ForecastData, origins: np.ndarray) -> Forecast:
+        self.check(data, origins)
+        if self.kind == "naive":
+            point = seasonal_point(data, origins, self.period)
+        elif self.kind == "ridge":
+            point = ridge_point(data, self.ridges[-1], origins)
+        elif self.kind == "ridge_clock":
+            point = clock_point(data, self.ridges, origins)
+        else:
             point = lgbm_point(data, self.lgbm, origins)
         q = {k: point + v[None] for k, v in self.offsets.items()} if self.offsets else None
         return Forecast(point, q)
@@ -132,6 +149,15 @@ class RowSet:
             members = self.ensembles[name].members
             return max((self.history(m, step, horizon) for m in members if m != MODEL), default=0)
         return self.rows[name].history(step, horizon)
+
+    def check(self, name: str, data: ForecastData, origins: np.ndarray) -> None:
+        """Row ``name`` (an ensemble: each member) can forecast ``origins``, or a DataError."""
+        if name in self.ensembles:
+            for m in self.ensembles[name].members:
+                if m != MODEL:
+                    self.check(m, data, origins)
+        else:
+            self.rows[name].check(data, origins)
 
     def needs_network(self, name: str) -> bool:
         return name in self.ensembles and MODEL in self.ensembles[name].members
