@@ -374,3 +374,12 @@ def test_texts_of_several_requests_in_one_pass_equal_one_at_a_time(classify_run)
     together = model.predict_prepared([model.prepare(r) for r in requests])
     for texts, got in zip(requests, together, strict=True):
         pd.testing.assert_frame_equal(got, model.predict(texts), rtol=1e-5)
+
+
+def test_a_body_that_is_not_json_gets_400_and_a_field_error_422(classify_run, keys):
+    with client_for(settings_for(classify_run, keys)) as client:
+        h = {**auth(keys["classify"]), "Content-Type": "application/json"}
+        r = client.post("/v1/classify", content=b'{"texts": ["x"', headers=h)
+        assert r.status_code == 400 and r.json()["detail"].startswith("the body is not JSON")
+        r = client.post("/v1/classify", json={"texts": "x"}, headers=auth(keys["classify"]))
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "texts"]

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, Security
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -285,6 +287,16 @@ def add_error_replies(app: FastAPI) -> None:
         field = "texts" if request.url.path.endswith("classify") else "history"
         body = {"detail": [{"loc": ["body", field], "msg": str(exc), "type": "value_error"}]}
         return JSONResponse(body, 422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # a body that is not JSON at all is the client's encoding, not a field: 400, as
+        # documented; field errors keep FastAPI's 422 with their location
+        broken = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if broken:
+            why = (broken[0].get("ctx") or {}).get("error", "")
+            return _error(400, f"the body is not JSON{': ' + str(why) if why else ''}")
+        return await request_validation_exception_handler(request, exc)
 
     @app.exception_handler(QueueFullError)
     async def queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
