@@ -47,14 +47,20 @@ def _nvml(cfg: EnergyConfig, children: bool) -> EnergySource:
 
 
 def _own_gpu() -> list[int] | None:
-    """With several processes on a node each rank reads only its own GPU (NVML index)."""
+    """The GPUs this process bills (NVML indices): the ones ``CUDA_VISIBLE_DEVICES`` gives it
+    (a scheduler such as Slurm sets it on a shared node, where the other GPUs run other
+    users' jobs), one per rank with several processes on a node; None (every GPU) only when
+    nothing narrows it. Visible devices given as UUIDs or MIG names are not mapped: every GPU
+    then (one process) or the rank's index (several)."""
     from greentune.distributed import ranks
 
     local_rank, local_world = ranks.local_rank(), ranks.local_world_size()
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    visible = [v for v in visible if v]
+    numbered = bool(visible) and all(v.isdigit() for v in visible)
     if local_world == 1:
-        return None
-    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if visible and all(v.strip().isdigit() for v in visible):
+        return [int(v) for v in visible] if numbered else None
+    if numbered:
         return [int(visible[local_rank % len(visible)])]
     return [local_rank]
 
@@ -130,7 +136,9 @@ def build_meter(cfg: EnergyConfig, command: str, children: bool = False) -> tupl
         raise EnergyError("energy metering is off (energy.enabled=false)")
     provider = build_provider(cfg)
     sources, notes = build_sources(cfg, children)
-    meter = Meter(sources, provider, pue=cfg.pue, command=command)
+    # a local rank other than 0 whose only source was RAPL (machine-wide, read by rank 0)
+    # meters nothing itself, but still times its windows and joins the ranks' gather
+    meter = Meter(sources, provider, pue=cfg.pue, command=command, allow_empty=True)
     try:
         meter.check_coverage()
     except BaseException:

@@ -132,8 +132,9 @@ class Meter:
         rank: int | None = None,
         wall_clock: WallClock = utc_now,
         clock: Callable[[], float] = time.perf_counter,
+        allow_empty: bool = False,
     ) -> None:
-        if not sources:
+        if not sources and not allow_empty:
             raise EnergyError("a meter needs at least one energy source")
         owners: dict[str, EnergySource] = {}
         for source in sources:
@@ -262,7 +263,9 @@ class Meter:
             duration_s=duration_s,
             energy_j=energy,
             sources={c: self.owners[c].name for c in energy},
-            kind=kind_of(self.owners[c].kind for c in energy) or "mixed",
+            # no component (a rank whose node RAPL is read by local rank 0): no kind, which
+            # summaries skip, rather than 'mixed'
+            kind=kind_of(self.owners[c].kind for c in energy) or ("mixed" if energy else ""),
             intensity_g_per_kwh=intensity,
             emissions_g=grams,
             pue=self.pue,

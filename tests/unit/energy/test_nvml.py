@@ -174,3 +174,25 @@ def test_available_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not ok and "nvidia-ml-py" in reason
     with pytest.raises(EnergyError, match="cannot import pynvml"):
         NvmlSource()
+
+
+@pytest.mark.parametrize(
+    ("visible", "local_rank", "local_world", "billed"),
+    [
+        (None, 0, 1, None),  # nothing narrows it: every GPU
+        ("3,5", 0, 1, [3, 5]),  # one process on a shared node: its own GPUs only
+        ("3,5", 1, 2, [5]),  # several ranks: one each
+        (None, 1, 2, [1]),
+        ("GPU-8f1c", 0, 1, None),  # UUIDs are not mapped
+    ],
+)
+def test_the_gpus_a_process_bills(monkeypatch, visible, local_rank, local_world, billed) -> None:
+    from greentune.energy import _own_gpu
+
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world))
+    assert _own_gpu() == billed

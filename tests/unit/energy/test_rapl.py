@@ -210,3 +210,24 @@ def test_garbage_counter_is_an_energy_error(tree: dict[str, Path]) -> None:
     (tree["dram0"] / "energy_uj").write_text("n/a\n")
     with pytest.raises(EnergyError, match="expected an integer"):
         source.read()
+
+
+def test_a_second_local_rank_meters_nothing_itself_when_rank_0_reads_rapl(
+    tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RAPL counts the whole node, so local rank 1 leaves it to rank 0: its meter still times
+    its windows (and joins the ranks' gather) instead of failing at start."""
+    from greentune.config import EnergyConfig
+    from greentune.energy import build_meter
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr("greentune.energy.nvml.nvml_available", lambda: (False, "no GPU"))
+    cfg = EnergyConfig(meter="auto", rapl_root=str(tree["root"]), carbon="fixed:100")
+    meter, notes = build_meter(cfg, "run")
+    assert meter.sources == [] and any("local rank 0 reads it" in n for n in notes)
+    with meter.window("train") as w:
+        pass
+    assert w.result.energy_j == {} and w.result.kind == "" and w.result.emissions_g == 0.0
+    meter.close()
