@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,9 +105,18 @@ def _ledger(run: Path, where: str) -> Ledger:
 
 
 def ledger_totals(run: Path, where: str) -> tuple[float, float]:
-    """(energy_j, duration_s) of every top-level window in a run's ledger."""
-    totals = _ledger(run, where).totals()["all"]
-    energy_j, duration_s = float(totals["energy_j"]), float(totals["duration_s"])
+    """(energy_j, duration_s) of the job in a run's ledger: its top-level ``run`` windows (a
+    folder ``energy measure --ledger`` wrote: its ``measure`` windows), not the commands run
+    on it later (a ``serve`` window lasts as long as the service); energy summed over the
+    ranks, duration the longest rank's, since the ranks ran side by side."""
+    top = [r for r in _ledger(run, where).rows if r.get("depth", 0) == 0]
+    job = [r for r in top if r.get("command") == "run"]
+    job = job or [r for r in top if r.get("command") == "measure"]
+    energy_j = float(sum(sum(r["energy_j"].values()) for r in job))
+    per_rank: dict[int, float] = defaultdict(float)
+    for r in job:
+        per_rank[int(r.get("rank") or 0)] += float(r["duration_s"])
+    duration_s = max(per_rank.values(), default=0.0)
     if energy_j <= 0 or duration_s <= 0:
         raise ScheduleError(
             f"{where}: {run / LEDGER_JSON} records no energy; use another run or give one"

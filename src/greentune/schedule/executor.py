@@ -226,12 +226,18 @@ class _Executor:
 
     def _adopt(self) -> None:
         for name, st in self.states.items():
-            if st.status != "running" or st.pid is None:
+            # a command paused with SIGSTOP keeps its process: adopted, it is continued
+            # (SIGCONT) at its next chunk, not started again beside the stopped one
+            stopped = st.status == "paused" and not self.jobs[name].is_greentune
+            if (st.status != "running" and not stopped) or st.pid is None:
                 continue
             handle = self.runner.adopt(st.pid, st.pid_started, st.pid_boot)
             if handle is not None:
                 self.handles[name] = handle
-                self.log(f"{name}: adopted running process {st.pid}")
+                self.log(f"{name}: adopted {'paused' if stopped else 'running'} process {st.pid}")
+            elif stopped:
+                self.log(f"{name}: its paused process {st.pid} is gone; it starts again")
+                st.pid, st.pid_started, st.pid_boot = None, None, None
             else:
                 self._ended(name, None)
 

@@ -242,3 +242,23 @@ def test_an_adopted_pid_that_died_is_a_zombie_or_was_reused_reads_ended():
     assert _PidHandle(child.pid).poll() == -1
     child.wait()
     assert _PidHandle(child.pid).poll() == -1
+
+
+def test_a_restarted_scheduler_continues_a_paused_command_instead_of_starting_it_again(setup):
+    plan, jobs, runs, out = setup
+    clock = FakeClock()
+    runner = FakeRunner(clock, runs)
+    # the scheduler dies while the command is stopped (SIGSTOP) between its chunks
+    execute(plan, jobs, out, clock, runner, runs, ("gt",), log=lambda m: None,
+            stop_after=lambda: any(n == "cmd" and s == signal.SIGSTOP
+                                   for n, s, _ in runner.signals))  # fmt: skip
+    saved = json.loads((out / "state.json").read_text())["jobs"]["cmd"]
+    assert saved["status"] == "paused" and saved["pid"] is not None
+    runner2 = FakeRunner(clock, runs, alive=runner.alive)
+    runner2.remaining = runner.remaining
+    logs: list[str] = []
+    state = execute(plan, jobs, out, clock, runner2, runs, ("gt",), log=logs.append)
+    assert f"cmd: adopted paused process {saved['pid']}" in logs
+    assert state["jobs"]["cmd"]["status"] == "done"
+    assert not [argv for argv, _ in runner2.starts if argv == ["work"]]  # never started again
+    assert ("cmd", signal.SIGCONT) in [(n, s) for n, s, _ in runner.signals]

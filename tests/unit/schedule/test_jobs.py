@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,11 @@ from greentune.schedule.jobs import EnergyEstimate, Site, job_argv, load_jobs
 NOW = dt.datetime(2024, 1, 3, 0, 0, tzinfo=dt.UTC)
 
 
-def write_ledger(run: Path, phases: dict[str, tuple[float, float]]) -> None:
-    """A real ledger (energy.json + .csv) with one top-level window per phase: (J, s)."""
+def write_ledger(
+    run: Path, phases: dict[str, tuple[float, float]], more: list[dict] | None = None
+) -> None:
+    """A real ledger (energy.json + .csv) with one top-level window per phase: (J, s); ``more``
+    rows after them."""
     rows = [
         {
             "window": phase,
@@ -39,7 +43,7 @@ def write_ledger(run: Path, phases: dict[str, tuple[float, float]]) -> None:
         for phase, (joules, seconds) in phases.items()
     ]
     run.mkdir(parents=True, exist_ok=True)
-    Ledger(rows).save(run)
+    Ledger([*rows, *(more or [])]).save(run)
 
 
 GOOD = """
@@ -99,6 +103,20 @@ def test_energy_from_an_earlier_runs_ledger(tmp_path):
     scaled = load_jobs(path, time_scale=60)
     assert scaled.jobs[0].estimate.duration_s == 6000.0  # 100 real s on a 60x clock
     assert scaled.jobs[0].estimate.energy_j == 5000.0
+
+
+def test_energy_from_a_run_is_its_own_not_later_commands_and_its_ranks_ran_together(tmp_path):
+    run = tmp_path / "runs" / "old"
+    write_ledger(run, {"data": (1000.0, 40.0), "train": (4000.0, 60.0)})
+    base = json.loads((run / "energy.json").read_text())["rows"][1]
+    rank1 = {**base, "rank": 1, "energy_j": {"cpu": 3000.0}, "duration_s": 90.0}
+    served = {**base, "command": "serve", "window": "serve", "duration_s": 86400.0}
+    write_ledger(run, {"data": (1000.0, 40.0), "train": (4000.0, 60.0)}, [rank1, served])
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD.replace("{energy_wh: 10, duration: 90min}", "{from_run: runs/old}"))
+    estimate = load_jobs(path).jobs[0].estimate
+    # both ranks' energy; rank 0's 100 s beside rank 1's 90 s; a day of serving left out
+    assert (estimate.energy_j, estimate.duration_s) == (5000.0 + 3000.0, 100.0)
 
 
 def test_energy_from_a_profiling_run(tmp_path):
