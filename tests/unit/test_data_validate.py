@@ -358,3 +358,13 @@ def test_series_names_that_would_clash_are_refused(tiny_series):
             table(long_file(tiny_series)),
             DataConfig(**{**ALL.__dict__, "temperature_col": "temp_c"}),
         )
+
+
+def test_long_numeric_series_ids_stay_distinct():
+    """EAN-18 metering-point IDs: two meters, not one name read twice."""
+    from greentune.data.validate import _labels
+
+    ids = pd.Series([871687120050000001, 871687120050000002, 871687120050000001])
+    assert list(_labels(ids)) == ["871687120050000001", "871687120050000002", "871687120050000001"]
+    floats = _labels(pd.Series([1.0, 2.5, None]))
+    assert list(floats[:2]) == ["1", "2.5"] and pd.isna(floats[2])

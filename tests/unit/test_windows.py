@@ -295,3 +295,16 @@ def test_a_column_named_as_a_generated_feature_is_refused(tiny_series):
     frame = tiny_series.assign(holiday=0.0)
     with pytest.raises(DataError, match=r"column\(s\) 'holiday' take the name of a feature"):
         build(frame, covariates=("temp_c", "holiday"), country="DE")
+
+
+def test_no_midnight_is_told_as_such_not_as_missing_values(tiny_series):
+    """Hourly stamps on the half hour (a zone such as Asia/Kolkata): no local midnight."""
+    half = tiny_series.assign(ts=pd.to_datetime(tiny_series.ts) + pd.Timedelta(minutes=30))
+    with pytest.raises(DataError, match=r"no test window: no forecast origin at local midnight"):
+        build(half)
+    assert len(build(half, eval_origins="24").test) == 6
+
+
+def test_a_validation_split_shorter_than_the_horizon_is_too_little_data(tiny_series):
+    with pytest.raises(DataError, match=r"too little data .* val 12, test 144"):
+        build(tiny_series, val="2021-02-06 12:00", test="2021-02-07")

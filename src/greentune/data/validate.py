@@ -267,7 +267,9 @@ def _fill_absent(
 def _labels(col: pd.Series) -> pd.Series:
     """A series column's values as the names ``data.series`` gives: numbers without a ".0"
     (a numeric column with an empty cell reads as floats), empty cells as missing."""
-    if pd.api.types.is_numeric_dtype(col):
+    if pd.api.types.is_integer_dtype(col):  # exact: an 18-digit meter ID is not a float
+        named = col.map(lambda v: str(int(v)) if pd.notna(v) else None)
+    elif pd.api.types.is_numeric_dtype(col):
         named = col.map(lambda v: f"{v:.15g}" if pd.notna(v) else None)
     else:
         named = col.map(lambda v: str(v) if pd.notna(v) else None)

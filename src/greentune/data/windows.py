@@ -277,10 +277,22 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     val = _windows("val", val_o[val_o >= L], bad_rows, L, H, dropped)
     test = _windows("test", test_o[test_o >= L], bad_rows, L, H, dropped)
     for ws in (train, val, test):
-        if len(ws) == 0:
+        if len(ws) == 0 and dropped.get(ws.name):
             raise DataError(
                 f"{report.origin}: no complete {ws.name} window of {L}+{H} steps without missing "
                 f"values; shorten data.context_length or change the splits (data.val, data.test)"
+            )
+        if len(ws) == 0:  # no origin at all: daily origins where the zone has no midnight
+            daily = ws.name == "test" or cfg.match_origins
+            raise DataError(
+                f"{report.origin}: no {ws.name} window: no forecast origin"
+                + (
+                    " at local midnight (data.eval_origins: daily; a zone whose steps skip "
+                    "midnight, such as hourly data in Asia/Kolkata, has none): give "
+                    "data.eval_origins a step count such as '1'"
+                    if daily
+                    else f" with {L} steps before it; change the splits (data.val, data.test)"
+                )
             )
     if dropped:
         report.notes.append(
@@ -358,7 +370,7 @@ def _split_start(spec: str, index: pd.DatetimeIndex, end: int, n: int, key: str)
 
 def _check_sizes(origin: str, n: int, val_start: int, test_start: int, L: int, H: int) -> None:
     need_train = L + H
-    if val_start < need_train or test_start <= val_start or n - test_start < H:
+    if val_start < need_train or test_start - val_start < H or n - test_start < H:
         raise DataError(
             f"{origin}: too little data for windows of {L} context + {H} horizon steps: "
             f"{n} rows split into train {val_start}, val {test_start - val_start}, "
