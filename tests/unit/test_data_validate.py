@@ -42,6 +42,24 @@ def test_unparseable_timestamp_names_row(tiny_series):
         clean_frame(table(frame), CFG)
 
 
+def test_timestamps_written_two_ways_name_the_first_odd_row(tiny_series):
+    """Each cell parses alone; pandas reads the column in row 1's format."""
+    stamps = pd.to_datetime(tiny_series.ts)
+    iso = tiny_series.assign(ts=stamps.dt.strftime("%Y-%m-%d %H:%M:%S"))
+    iso.loc[0, "ts"] = stamps[0].strftime("%Y-%m-%d")  # midnight written short: read as ISO
+    frame, _ = clean_frame(table(iso), CFG)
+    assert frame.index[0] == stamps[0] and len(frame) == len(tiny_series)
+    aware = tiny_series.assign(ts=stamps.dt.strftime("%Y-%m-%d %H:%M:%S+11:00"))
+    aware.loc[100, "ts"] = stamps[100].strftime("%Y-%m-%d %H:%M:%S")  # appended without offset
+    with pytest.raises(
+        DataError,
+        match=rf"row 101: '{stamps[100]:%Y-%m-%d %H:%M:%S}' is not written as row 1 "
+        rf"\('{stamps[0]:%Y-%m-%d %H:%M:%S}\+11:00', read as %Y-%m-%d %H:%M:%S%z; that one "
+        r"has a UTC offset, this one none\)",
+    ):
+        clean_frame(table(aware), CFG)
+
+
 def test_missing_timestamp(tiny_series):
     frame = tiny_series.copy()
     frame.loc[3, "ts"] = pd.NaT

@@ -10,10 +10,12 @@ asked for (``data.series``); its rows keep their numbers in the file.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from greentune.config import DataConfig
 from greentune.data.features import calendar_features, hinge_features
@@ -343,11 +345,10 @@ def _parse_times(
         try:  # mixed UTC offsets (e.g. across daylight saving) parse as UTC instants
             parsed = pd.to_datetime(col, utc=True)
         except (ValueError, TypeError):
-            bad = _first_unparseable(col)
-            raise DataError(
-                f"{origin}: column {name!r} row {rows[bad[0]]}: cannot parse {bad[1]!r} as a "
-                "timestamp"
-            ) from None
+            try:  # ISO stamps of mixed precision: '2021-01-01' at midnight, then '01:00:00'
+                parsed = pd.to_datetime(col, format="ISO8601")
+            except (ValueError, TypeError):
+                raise DataError(_unparseable(col, origin, name, rows)) from None
     index = pd.DatetimeIndex(parsed).as_unit("ns")
     if cfg.timezone:
         if index.tz is None:
@@ -373,14 +374,36 @@ def _localise(index: pd.DatetimeIndex, tz: str, origin: str, name: str) -> pd.Da
         ) from None
 
 
-def _first_unparseable(col: pd.Series) -> tuple[int, object]:
-    """The position of the first cell that is no timestamp, and the cell."""
-    for i, value in enumerate(col.tolist()):
+def _unparseable(col: pd.Series, origin: str, name: str, rows: np.ndarray) -> str:
+    """Why the column is no timestamps: the first cell that is none, or else (each cell
+    parses alone) the first written otherwise than row 1, whose format pandas applies to all."""
+    values = col.tolist()
+    for i, value in enumerate(values):
         try:
             pd.Timestamp(value)
         except (ValueError, TypeError):
-            return i, value
-    return 0, col.iloc[0]  # pragma: no cover - whole-column failure with parseable cells
+            return f"{origin}: column {name!r} row {rows[i]}: cannot parse {value!r} as a timestamp"
+    first = str(values[0])
+    fmt = guess_datetime_format(first)
+    if fmt is not None:
+        read = pd.to_datetime(col.astype(str), format=fmt, errors="coerce")
+        if read.isna().any():
+            i = int(np.argmax(read.isna().to_numpy()))
+            offsets = "%z" in fmt and not _has_offset(str(values[i]))
+            return (
+                f"{origin}: column {name!r} row {rows[i]}: {values[i]!r} is not written as row "
+                f"{rows[0]} ({first!r}, read as {fmt}"
+                + ("; that one has a UTC offset, this one none" if offsets else "")
+                + "); write every timestamp the same way"
+            )
+    return (
+        f"{origin}: column {name!r}: its timestamps are written in several ways (row {rows[0]}: "
+        f"{first!r}); write every timestamp the same way"
+    )
+
+
+def _has_offset(text: str) -> bool:
+    return bool(re.search(r"(Z|[+-]\d{2}:?\d{2})$", text.strip()))
 
 
 def _numeric(col: pd.Series, origin: str, name: str, rows: np.ndarray) -> np.ndarray:
