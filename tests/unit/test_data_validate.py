@@ -386,3 +386,18 @@ def test_long_numeric_series_ids_stay_distinct():
     assert list(_labels(ids)) == ["871687120050000001", "871687120050000002", "871687120050000001"]
     floats = _labels(pd.Series([1.0, 2.5, None]))
     assert list(floats[:2]) == ["1", "2.5"] and pd.isna(floats[2])
+
+
+def test_a_naive_local_time_the_clocks_skip_is_named_not_called_a_duplicate():
+    """ISO-NE's 2017 export has 24 rows on 12 March, 02:00 among them (New York skipped it)."""
+    times = pd.date_range("2021-03-28 00:00", periods=6, freq="1h")  # naive, 02:00 included
+    frame = pd.DataFrame({"ts": times.astype(str), "load_mw": [1.0, 2, 3, 4, 5, 6]})
+    cfg = DataConfig(source="csv", time_col="ts", target="load_mw", timezone="Europe/Berlin")
+    with pytest.raises(
+        DataError,
+        match=r"column 'ts' row 3: 2021-03-28 02:00:00 does not exist in Europe/Berlin .* drop "
+        r"that row",
+    ):
+        clean_frame(table(frame), cfg)
+    out, _ = clean_frame(table(frame.drop(index=2)), cfg)  # without it: regular in local time
+    assert len(out) == 5 and out.index[2].hour == 3

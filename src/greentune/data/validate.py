@@ -352,7 +352,7 @@ def _parse_times(
     index = pd.DatetimeIndex(parsed).as_unit("ns")
     if cfg.timezone:
         if index.tz is None:
-            index = _localise(index, cfg.timezone, origin, name)
+            index = _localise(index, cfg.timezone, origin, name, rows)
         else:
             try:
                 index = index.tz_convert(cfg.timezone)
@@ -364,9 +364,24 @@ def _parse_times(
     return index
 
 
-def _localise(index: pd.DatetimeIndex, tz: str, origin: str, name: str) -> pd.DatetimeIndex:
+def _localise(
+    index: pd.DatetimeIndex, tz: str, origin: str, name: str, rows: np.ndarray
+) -> pd.DatetimeIndex:
     try:
-        return index.tz_localize(tz, ambiguous="infer", nonexistent="shift_forward")
+        placed = index.tz_localize(tz, ambiguous="infer", nonexistent="NaT")
+        # a local time the clocks skip: shifted forward it would collide with the next row
+        # and be reported as a duplicate of a row the file has once
+        skipped = np.asarray(placed.isna())
+        if skipped.any():
+            i = int(np.argmax(skipped))
+            raise DataError(
+                f"{origin}: column {name!r} row {rows[i]}: {index[i]} does not exist in {tz} "
+                "(the clocks skip it when daylight saving starts); drop that row, or leave "
+                "data.timezone unset if the file's times are not local"
+            )
+        return placed
+    except DataError:
+        raise
     except Exception as exc:  # pytz/zoneinfo raise several types
         raise DataError(
             f"{origin}: column {name!r}: naive local times cannot be placed in {tz} ({exc}); "
