@@ -67,14 +67,18 @@ class LwaScenario:
 
 def lwa_deadline(finish: pd.Timestamp) -> pd.Timestamp:
     """Next workday 09:00 after a local finish time; a finish inside a workday is its own."""
-    nine = finish.normalize() + pd.Timedelta(hours=9)
+    # on the wall clock: a day is not 24 hours across a daylight-saving change, 09:00 is
+    tz = finish.tz
+    wall = finish.tz_localize(None) if tz is not None else finish
+    nine = wall.normalize() + pd.Timedelta(hours=9)
     hour = finish.hour + finish.minute / 60
     if finish.weekday() >= 5 or hour > 17:
-        day = nine + pd.Timedelta(days=1)
-        while day.weekday() >= 5:
-            day += pd.Timedelta(days=1)
-        return day
-    return nine if hour < 9 else finish
+        nine += pd.Timedelta(days=1)
+        while nine.weekday() >= 5:
+            nine += pd.Timedelta(days=1)
+    elif hour >= 9:
+        return finish
+    return nine.tz_localize(tz) if tz is not None else nine
 
 
 def lwa_jobs(year: int, timezone: str, scenario: LwaScenario = LwaScenario()) -> pd.DataFrame:

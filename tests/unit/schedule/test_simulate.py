@@ -65,3 +65,18 @@ def test_pricing_the_restart_saves_against_the_unpriced_plan():
                              "greenest-chunks": priced}  # fmt: skip
     assert res.saving_pct("greenest-chunks") == pytest.approx(100 * (1 - priced / run_now))
     assert res.saving_pct("greenest-chunks-unpriced") < res.saving_pct("greenest-chunks")
+
+
+def test_lwa_deadlines_are_09_00_on_the_wall_clock_across_daylight_saving():
+    from greentune.schedule.simulate import lwa_deadline
+
+    london = "Europe/London"
+    # Friday evening before the clocks go forward (Sunday 31 March 2024): Monday 09:00 BST
+    friday = pd.Timestamp("2024-03-29 18:00", tz=london)
+    assert lwa_deadline(friday) == pd.Timestamp("2024-04-01 09:00", tz=london)
+    autumn = pd.Timestamp("2024-10-25 18:30", tz=london)  # back on Sunday 27 October
+    assert lwa_deadline(autumn) == pd.Timestamp("2024-10-28 09:00", tz=london)
+    early = pd.Timestamp("2024-04-02 07:00", tz=london)  # a workday before 09:00: that day
+    assert lwa_deadline(early) == pd.Timestamp("2024-04-02 09:00", tz=london)
+    inside = pd.Timestamp("2024-04-02 12:00", tz=london)
+    assert lwa_deadline(inside) == inside
