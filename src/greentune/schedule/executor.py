@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -49,16 +50,67 @@ class Handle(Protocol):
 
 
 class Runner(Protocol):
-    def start(self, argv: list[str], log: Path) -> Handle: ...
+    def start(self, argv: list[str], log: Path, exit_file: Path | None = None) -> Handle:
+        """Start ``argv``; with ``exit_file``, its exit code is written there when it ends
+        (a command: a later scheduler that adopts it has no other way to learn it) and
+        signals go to its whole process group."""
+        ...
 
     def adopt(
-        self, pid: int, started: float | None = None, boot: str | None = None
+        self, pid: int, started: float | None = None, boot: str | None = None, group: bool = False
     ) -> Handle | None: ...
+
+
+EXIT_WRAPPER = """
+import os, signal, subprocess, sys
+out, cmd, proc = sys.argv[1], sys.argv[2:], None
+def forward(sig, frame):
+    if proc is not None:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, forward)
+try:
+    proc = subprocess.Popen(cmd)
+except OSError as exc:
+    print(f"cannot start {cmd[0]}: {exc}", file=sys.stderr)
+    code = 127
+else:
+    code = proc.wait()
+    code = 128 - code if code < 0 else code
+with open(out + ".tmp", "w") as f:
+    f.write(str(code))
+os.replace(out + ".tmp", out)
+sys.exit(code)
+"""
+"""``python -c`` around a command (standard library only: it starts at once): runs it,
+passes SIGTERM/SIGINT/SIGHUP on, then writes its exit code to the file named first (128 + the
+signal for a command killed by one, as a shell reports it)."""
+
+
+def read_exit_code(path: Path) -> int | None:
+    """The exit code a wrapped command wrote, or None (not ended, or killed before)."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    # a wrapped command runs under its wrapper: SIGSTOP/SIGCONT must reach it too
+    # (each job starts in its own session, so its process group id is its pid)
+    if group:
+        os.killpg(pid, sig)
+    else:
+        os.kill(pid, sig)
 
 
 @dataclass
 class _PopenHandle:
     proc: subprocess.Popen[bytes]
+    group: bool = False
 
     @property
     def pid(self) -> int:
@@ -68,7 +120,8 @@ class _PopenHandle:
         return self.proc.poll()
 
     def send(self, sig: int) -> None:
-        self.proc.send_signal(sig)
+        if self.proc.poll() is None:
+            _signal(self.proc.pid, sig, self.group)
 
 
 @dataclass
@@ -80,6 +133,8 @@ class _PidHandle:
     """The process's start time (``greentune.procs.process_started``) when it was launched."""
     boot: str | None = None
     """The boot it was launched in (``greentune.procs.boot_id``)."""
+    group: bool = False
+    """Signals go to its process group (a wrapped command)."""
 
     def poll(self) -> int | None:
         """-1 once the process is gone, a zombie (dead, not yet reaped by whoever inherited
@@ -88,23 +143,26 @@ class _PidHandle:
 
     def send(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, sig)
+            _signal(self.pid, sig, self.group)
 
 
 class PopenRunner:
     """Real processes; each in its own session so a scheduler crash does not kill the jobs."""
 
-    def start(self, argv: list[str], log: Path) -> Handle:
+    def start(self, argv: list[str], log: Path, exit_file: Path | None = None) -> Handle:
+        if exit_file is not None:
+            exit_file.unlink(missing_ok=True)
+            argv = [sys.executable, "-c", EXIT_WRAPPER, str(exit_file), *argv]
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        return _PopenHandle(proc)
+        return _PopenHandle(proc, group=exit_file is not None)
 
     def adopt(
-        self, pid: int, started: float | None = None, boot: str | None = None
+        self, pid: int, started: float | None = None, boot: str | None = None, group: bool = False
     ) -> Handle | None:
-        handle = _PidHandle(pid, started, boot)
+        handle = _PidHandle(pid, started, boot, group)
         return handle if handle.poll() is None else None
 
 
@@ -231,7 +289,8 @@ class _Executor:
             stopped = st.status == "paused" and not self.jobs[name].is_greentune
             if (st.status != "running" and not stopped) or st.pid is None:
                 continue
-            handle = self.runner.adopt(st.pid, st.pid_started, st.pid_boot)
+            command = not self.jobs[name].is_greentune
+            handle = self.runner.adopt(st.pid, st.pid_started, st.pid_boot, group=command)
             if handle is not None:
                 self.handles[name] = handle
                 self.log(f"{name}: adopted {'paused' if stopped else 'running'} process {st.pid}")
@@ -244,6 +303,8 @@ class _Executor:
     def _ended(self, name: str, code: int | None) -> None:
         st, job = self.states[name], self.jobs[name]
         now = self.clock.now()
+        if code is None and not job.is_greentune:  # adopted: its wrapper wrote the code
+            code = read_exit_code(self.out / f"{name}.exit")
         if st.launches:
             st.launches[-1] |= {
                 "sim_end": now.isoformat(),
@@ -254,9 +315,9 @@ class _Executor:
         if code == 0 or run_status == "complete":
             st.status = "done"
         elif st.stopping or (code is None and (run_status in RESUMABLE or job.is_greentune)):
-            # code None: a process a restarted scheduler adopted died, exit code unknown; a
-            # greentune job that died before its run began starts again (a real failure then
-            # fails with its exit code)
+            # code None: a process a restarted scheduler adopted died, exit code unknown (a
+            # command's wrapper writes it; killed, it could not); a greentune job that died
+            # before its run began starts again (a real failure then fails with its exit code)
             st.status, st.chunk = "paused", st.chunk + 1
         else:
             st.status, st.note = "failed", f"exit code {code}; see {self.out / (name + '.log')}"
@@ -272,7 +333,8 @@ class _Executor:
         else:
             resume = job.is_greentune and (self.output_dir / job.name / "config.yaml").is_file()
             argv = job_argv(job, self.output_dir, resume, self.greentune)
-            handle = self.runner.start(argv, self.out / f"{name}.log")
+            exit_file = None if job.is_greentune else self.out / f"{name}.exit"
+            handle = self.runner.start(argv, self.out / f"{name}.log", exit_file)
             self.handles[name], st.pid, st.status = handle, handle.pid, "running"
             st.pid_started, st.pid_boot = process_started(handle.pid), boot_id()
         st.launches.append(

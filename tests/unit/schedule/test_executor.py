@@ -91,7 +91,7 @@ class FakeRunner:
         (self.runs / name).mkdir(parents=True, exist_ok=True)
         (self.runs / name / "run.json").write_text(json.dumps({"status": status}))
 
-    def start(self, argv: list[str], log: Path) -> FakeHandle:
+    def start(self, argv: list[str], log: Path, exit_file: Path | None = None) -> FakeHandle:
         self.starts.append((argv, self.clock.now()))
         name = (
             "cmd" if argv == ["work"] else Path(argv[-1]).name if "--resume" in argv else "chunky"
@@ -104,7 +104,7 @@ class FakeRunner:
         return handle
 
     def adopt(
-        self, pid: int, started: float | None = None, boot: str | None = None
+        self, pid: int, started: float | None = None, boot: str | None = None, group: bool = False
     ) -> FakeHandle | None:
         return self.alive.get(pid)
 
@@ -262,3 +262,47 @@ def test_a_restarted_scheduler_continues_a_paused_command_instead_of_starting_it
     assert state["jobs"]["cmd"]["status"] == "done"
     assert not [argv for argv, _ in runner2.starts if argv == ["work"]]  # never started again
     assert ("cmd", signal.SIGCONT) in [(n, s) for n, s, _ in runner.signals]
+
+
+def test_a_wrapped_command_leaves_its_exit_code_and_takes_signals_as_a_group(tmp_path):
+    """A later scheduler adopts a command by pid and cannot wait for it: the wrapper writes
+    its exit code. SIGSTOP/SIGTERM reach the command under the wrapper's shell too."""
+    import time
+
+    from greentune.schedule.executor import PopenRunner, read_exit_code
+
+    runner = PopenRunner()
+    done = tmp_path / "done.exit"
+    handle = runner.start(["sh", "-c", "exit 3"], tmp_path / "a.log", done)
+    while handle.poll() is None:
+        time.sleep(0.01)
+    assert handle.poll() == 3 and read_exit_code(done) == 3
+    held = tmp_path / "held.exit"
+    handle = runner.start(["sleep", "30"], tmp_path / "b.log", held)
+    import psutil
+
+    deadline = time.monotonic() + 10
+    while not psutil.Process(handle.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the wrapper has started the command (and set its handlers)
+    adopted = runner.adopt(handle.pid, group=True)
+    assert adopted is not None
+    adopted.send(signal.SIGTERM)  # to the group: sleep ends, so its shell does at once
+    deadline = time.monotonic() + 10
+    while handle.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handle.poll() is not None and read_exit_code(held) == 128 + signal.SIGTERM
+
+
+def test_a_command_that_ended_while_no_scheduler_watched_reads_its_exit_code(setup):
+    plan, jobs, runs, out = setup
+    clock = FakeClock()
+    runner = FakeRunner(clock, runs)
+    execute(plan, jobs, out, clock, runner, runs, ("gt",), log=lambda m: None,
+            stop_after=lambda: any(argv == ["work"] for argv, _ in runner.starts))  # fmt: skip
+    assert json.loads((out / "state.json").read_text())["jobs"]["cmd"]["status"] == "running"
+    (out / "cmd.exit").write_text("0")  # its wrapper wrote it when it ended
+    runner2 = FakeRunner(clock, runs, alive={})  # and its process is gone
+    logs: list[str] = []
+    execute(plan, jobs, out, clock, runner2, runs, ("gt",), log=logs.append,
+            stop_after=lambda: True)  # fmt: skip
+    assert any(line.startswith("cmd: done") and "(exit 0)" in line for line in logs)
