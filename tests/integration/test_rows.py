@@ -140,6 +140,13 @@ def test_a_clock_time_without_its_ridge_is_refused(run) -> None:
         gt.Predictor.from_run(run.path, row="ensemble-mean").prepare(frame)
     # the network and the other rows forecast from any clock time
     assert len(gt.Predictor.from_run(run.path, row="lightgbm").predict(frame)) == 24
+    # a value missing in the week LightGBM reads (before the network's 48-step context) is
+    # refused for it, not read as a missing lag; the network does not read it
+    holed = frame.copy()
+    holed.loc[holed.index[-24 - 100], "load_mw"] = np.nan
+    with pytest.raises(gt.DataError, match=r"column 'load_mw' is missing at .* fill the value"):
+        gt.Predictor.from_run(run.path, row="lightgbm").predict(holed)
+    assert len(gt.Predictor.from_run(run.path).predict(holed)) == 24
     # LightGBM reads the week before the forecast: a shorter history is refused, not guessed
     with pytest.raises(gt.DataError, match=r"needs 168 observed rows .* \(lightgbm reads that"):
         gt.Predictor.from_run(run.path, row="lightgbm").predict(frame.iloc[-96:])

@@ -16,6 +16,7 @@ from greentune.data.sources import RawTable, load_table, resolve
 from greentune.data.validate import clean_frame
 from greentune.data.windows import ForecastData, Scaler, WindowSet, featurize
 from greentune.errors import CheckpointError, ConfigError, DataError
+from greentune.evaluate.lgbm import history_rows
 from greentune.io import files_digest
 from greentune.models.variants import read_variant
 from greentune.results import Forecast
@@ -264,11 +265,17 @@ class ForecastPredictor(Predictor):
             raise DataError(f"{origin}: columns {got} differ from the run's {self.columns.all}")
         scaled = self.scaler.transform(featured.to_numpy(dtype=float)).astype(np.float32)
         need, reader = L, "the model's context"
+        step = featured.index[1] - featured.index[0]
         for view in views:
             if view.row is not None and view.rows is not None:
-                history = view.rows.history(view.row, featured.index[1] - featured.index[0], H)
+                history = view.rows.history(view.row, step, H)
                 if history > need:
                     need, reader = history, f"{view.row} reads that far back"
+        if self.hybrid is not None and any(v.needs_network for v in views):
+            day = max(1, round(pd.Timedelta("1D") / step))
+            base = max(history_rows(f, day, H) for f in self.hybrid.fits)
+            if base > need:  # else its lags would be NaN and it would fall back to the mean
+                need, reader = base, "the hybrid's LightGBM base reads that far back"
         chosen = _choose_origins(featured, targets, how, need, H, origin, reader)
         stamps = featured.index[chosen]
         off = stamps[(stamps.hour != 0) | (stamps.minute != 0)]
@@ -279,7 +286,7 @@ class ForecastPredictor(Predictor):
                 "history that ends just before a local midnight, or ask for origins 'daily' "
                 "(--origins daily)"
             )
-        _check_inputs(featured, scaled, chosen, L, H, len(targets) + len(past), origin)
+        _check_inputs(featured, scaled, chosen, L, H, len(targets) + len(past), origin, need)
         data = ForecastData(
             featured,
             targets,
@@ -411,15 +418,21 @@ def _check_inputs(
     H: int,
     t: int,
     origin: str,
+    need: int | None = None,
 ) -> None:
+    """No missing input: every column over the context and (known covariates) the horizon;
+    the targets and past covariates over the ``need`` rows a kept row (a weekly naive,
+    LightGBM) reads before the context too."""
+    need = max(L, need or L)
     for o in origins:
-        window = scaled[o - L : o + H].copy()
-        window[L:, :t] = 0.0  # future targets and past-only covariates are not inputs
+        window = scaled[o - need : o + H].copy()
+        window[need:, :t] = 0.0  # future targets and past-only covariates are not inputs
+        window[: need - L, t:] = 0.0  # known covariates are read from the context on
         bad = np.argwhere(np.isnan(window))
         if len(bad):
             row, col = bad[0]
             raise DataError(
                 f"{origin}: column {frame.columns[col]!r} is missing at "
-                f"{frame.index[o - L + row]}, "
+                f"{frame.index[o - need + row]}, "
                 "inside the window needed for the forecast; fill the value in the input"
             )
