@@ -401,3 +401,18 @@ def test_a_naive_local_time_the_clocks_skip_is_named_not_called_a_duplicate():
         clean_frame(table(frame), cfg)
     out, _ = clean_frame(table(frame.drop(index=2)), cfg)  # without it: regular in local time
     assert len(out) == 5 and out.index[2].hour == 3
+
+
+def test_daily_rows_in_a_zone_with_daylight_saving_are_regular():
+    """Days of 23 and 25 hours are whole days on the wall clock; a missing day is a gap."""
+    times = pd.date_range("2021-03-01", "2021-04-30", freq="D", tz="Europe/Berlin")
+    frame = pd.DataFrame({"ts": times.astype(str), "load_mw": np.arange(len(times), dtype=float)})
+    cfg = DataConfig(source="csv", time_col="ts", target="load_mw", timezone="Europe/Berlin")
+    out, report = clean_frame(table(frame), cfg)
+    assert len(out) == 61 and report.gaps == [] and report.step == "1 days 00:00:00"
+    holed, report = clean_frame(
+        table(frame.drop(index=30)), DataConfig(**{**cfg.__dict__, "fill_gaps": True})
+    )
+    assert len(holed) == 61 and report.filled_steps == 1
+    assert holed.index[30] == pd.Timestamp("2021-03-31", tz="Europe/Berlin")
+    assert holed.load_mw.iloc[30] == pytest.approx(30.0, abs=0.05)  # time-interpolated

@@ -486,7 +486,11 @@ def _handle_gaps(
     report: DataReport,
     rows: np.ndarray,
 ) -> pd.DataFrame:
-    diffs = np.diff(data.index.asi8)
+    # days in a zone with daylight saving last 23 or 25 hours: daily (weekly) rows are
+    # regular on the wall clock, where the check then runs
+    calendar = data.index.tz is not None and step % pd.Timedelta("1D") == pd.Timedelta(0)
+    wall = data.index.tz_localize(None) if calendar else data.index
+    diffs = np.diff(wall.as_unit("ns").asi8)
     irregular = np.flatnonzero(diffs != step.value)
     if len(irregular) == 0:
         return data
@@ -507,7 +511,8 @@ def _handle_gaps(
             f"steps of {step}), first between {first[0]} and {first[1]}; "
             "fill them in the file or set data.fill_gaps=true (--fill-gaps) to interpolate"
         )
-    full = pd.date_range(data.index[0], data.index[-1], freq=step)
+    days = pd.offsets.Day(step // pd.Timedelta("1D")) if calendar else step
+    full = pd.date_range(data.index[0], data.index[-1], freq=days)
     filled = data.reindex(full)
     # only the absent times: a value missing in a row the file has stays missing, so the
     # windows it touches are dropped and counted instead of scored against an invented truth
