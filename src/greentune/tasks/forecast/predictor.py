@@ -129,6 +129,28 @@ class ForecastPredictor(Predictor):
             [(self.run.model_dir, ""), (rows, f"{ROWS_DIR}/")], extra=self.row.encode()
         )
 
+    def _on_trained_clock(self, frame: pd.DataFrame, origin: str) -> pd.DataFrame:
+        """Input timestamps on the clock the run's calendar features were computed on. Without
+        ``data.timezone`` a file's offsets decide it: several offsets (daylight saving) were
+        read as UTC, one offset as that fixed zone. A history of one summer week has one
+        offset: its calendar features would be hours off the run's, so it is converted."""
+        if self.cfg.data.timezone or self.run is None:
+            return frame  # clean_frame converted it to the run's zone already
+        start = (self.run.metrics.data or {}).get("start")
+        zone = pd.Timestamp(start).tz if start else None
+        index = pd.DatetimeIndex(frame.index)
+        if zone is None:
+            return frame  # naive local times: the input's wall clock is taken as it is
+        if index.tz is None:
+            raise DataError(
+                f"{origin}: timestamps without a UTC offset, but this run was trained on "
+                f"timestamps with one (its calendar features on {zone}); write the offset, as "
+                "the training file did"
+            )
+        if str(index.tz) != str(zone):
+            frame = frame.set_axis(index.tz_convert(zone))
+        return frame
+
     def _trained_step(self) -> pd.Timedelta | None:
         """The step of the rows the run was trained on (metrics.json), read once; None for a
         predictor without its run or a run that did not record it."""
@@ -247,6 +269,7 @@ class ForecastPredictor(Predictor):
     ) -> tuple[ForecastData, np.ndarray]:
         frame, report = clean_frame(table, dcfg)
         origin = report.origin  # names the series of a long file
+        frame = self._on_trained_clock(frame, origin)
         trained = self._trained_step()
         if trained is not None and pd.Timedelta(report.step) != trained:
             raise DataError(
