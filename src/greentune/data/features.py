@@ -83,7 +83,9 @@ def check_temperature(cfg: DataConfig, columns: list[str]) -> None:
     if col not in columns or col not in (cfg.covariates or ()):
         raise ConfigError(
             f"data.temperature_col={col!r} must also be a covariate (data.covariates), known "
-            f"over the horizon; covariates are: {', '.join(cfg.covariates or ()) or 'none'}"
+            f"over the horizon; covariates are: {', '.join(cfg.covariates or ()) or 'none'}. "
+            "For no degree hinges give data.temperature_col='' (an empty name; null is the "
+            "demo's default)"
         )
 
 
