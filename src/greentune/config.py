@@ -103,7 +103,7 @@ class DataConfig:
     the test forecasts from (local midnight with ``eval_origins: daily``): a stride that
     shares a factor with the steps per day (8 on hourly data) starts them at a few clock
     times only, and "test" makes the test's one of them, whatever time the file starts at.
-    The same number of windows either way."""
+    As many windows either way, give or take one."""
     val: str | None = None
     """Validation split: a fraction ('0.1'), a duration before test ('56D') or a start date.
     None: 56 days, or 15 % when that leaves less than 4x as much for training."""

@@ -20,7 +20,7 @@ from greentune.energy.journal import Journal, journal_path, read_journal, read_j
 from greentune.energy.ledger import Ledger, remove_journals
 from greentune.energy.meter import FakeSource, Meter
 from greentune.energy.session import metered
-from greentune.errors import CheckpointError, StorageError
+from greentune.errors import CheckpointError, EnergyError, StorageError
 from greentune.io import atomic_write, staged_dir, write_json
 from greentune.rundir import RunDir
 from greentune.runlock import RunLockedError, acquire, live_holder, read_holder
@@ -197,6 +197,15 @@ def test_a_crash_keeps_closed_windows_prices_open_ones_to_the_last_tick_and_esti
     assert "half the usual spacing" in lost["extra"]["estimated"]
     top = Ledger(rows).totals()["all"]
     assert top["energy_j"] == 30.0 + 70.0 + 15.0 and top["kinds"] == ["estimated", "measured"]
+
+    def trace_ended(joules, start, end):
+        raise EnergyError("trace.csv does not cover 2023-01-01 00:00 UTC .. 00:00:10 UTC")
+
+    unpriced = {(r["window"], r["kind"]): r for r in jf.recovered_rows(trace_ended)}
+    for key in (("train", "measured"), ("train", "estimated")):  # folded, not failed
+        assert unpriced[key]["energy_j"] == by_name[key]["energy_j"]
+        assert unpriced[key]["emissions_g"] is None
+        assert "does not cover" in unpriced[key]["extra"]["pricing_error"]
 
 
 def test_the_lost_interval_is_capped_by_the_journal_interval(tmp_path):

@@ -416,3 +416,31 @@ def test_daily_rows_in_a_zone_with_daylight_saving_are_regular():
     assert len(holed) == 61 and report.filled_steps == 1
     assert holed.index[30] == pd.Timestamp("2021-03-31", tz="Europe/Berlin")
     assert holed.load_mw.iloc[30] == pytest.approx(30.0, abs=0.05)  # time-interpolated
+
+
+def test_daily_rows_regular_in_absolute_time_stay_regular_in_a_zone():
+    """Stamped at UTC midnight, shown in Berlin: 01:00 in winter, 02:00 in summer."""
+    times = pd.date_range("2021-03-01", "2021-04-30", freq="D", tz="UTC")
+    frame = pd.DataFrame({"ts": times.astype(str), "load_mw": np.arange(len(times), dtype=float)})
+    cfg = DataConfig(source="csv", time_col="ts", target="load_mw", timezone="Europe/Berlin")
+    out, report = clean_frame(table(frame), cfg)
+    assert len(out) == 61 and report.gaps == []
+    filled, report = clean_frame(
+        table(frame.drop(index=40)), DataConfig(**{**cfg.__dict__, "fill_gaps": True})
+    )
+    assert len(filled) == 61 and report.filled_steps == 1  # a missing day is a gap, filled
+
+
+def test_offsets_across_daylight_saving_with_one_row_without_one():
+    """+01:00 and +02:00 (the file spans the change), then a row appended with none."""
+    times = pd.date_range("2021-03-27", periods=72, freq="h", tz="Europe/Berlin")
+    stamps = [t.isoformat() for t in times]
+    stamps[60] = times[60].strftime("%Y-%m-%d %H:%M:%S")
+    frame = pd.DataFrame({"ts": stamps, "load_mw": np.arange(72, dtype=float)})
+    cfg = DataConfig(source="csv", time_col="ts", target="load_mw")
+    with pytest.raises(DataError, match=r"row 61: .* is not written as row 1 .* this one none"):
+        clean_frame(table(frame), cfg)
+    short = [t.isoformat() for t in times]
+    short[0] = times[0].strftime("%Y-%m-%dT%H:%M") + "+01:00"  # ISO, no seconds; all offsets
+    out, _ = clean_frame(table(frame.assign(ts=short)), cfg)
+    assert len(out) == 72 and str(out.index.tz) == "UTC"

@@ -267,10 +267,15 @@ def test_train_phase_is_checked():
             r"data.temperature_col='temp_c' is a past covariate .* known only up to the "
             r"forecast origin",
         ),
-        ({"covariates": ()}, r"must also be a covariate \(data.covariates\).*covariates are: none"),
+        (
+            {"covariates": ()},
+            r"must also be a covariate \(data.covariates\).*covariates are: none; for no "
+            r"degree hinges give the column an empty name",
+        ),
         (
             {"covariates": (), "multivariate": True, "target": None},
-            r"with data.multivariate every column is a target .* data.temperature_col=null",
+            r"with data.multivariate every column is a target .* an empty name: .* train it "
+            r"again without it",
         ),
     ],
 )

@@ -62,30 +62,40 @@ def hinge_features(temperature: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(cols, index=temperature.index)
 
 
-def check_temperature(cfg: DataConfig, columns: list[str]) -> None:
+NO_HINGES = (
+    'for no degree hinges give the column an empty name: temperature_col: "" in a file, '
+    "'data.temperature_col=\"\"' on the command line (null is the demo's default)"
+)
+
+
+def check_temperature(cfg: DataConfig) -> None:
     """The hinges are inputs over the horizon, so their temperature must be a covariate known
     ahead (a forecast), never a value observed only up to the origin: a past covariate, the
-    target, or a column of a multivariate file (each is a target forecast from its past)."""
+    target, or a column of a multivariate file (each is a target forecast from its past).
+    Checked where windows are cut for a run (training, evaluation), not where a trained model
+    forecasts: there the input gives the horizon's temperatures itself."""
     col = cfg.temperature_col
+    if not col:
+        return
+    retrain = "; a run made so was scored on the observed future: train it again without it"
     if cfg.multivariate:
         raise ConfigError(
             f"data.temperature_col={col!r}: with data.multivariate every column is a target "
-            "forecast from its past, so its future temperatures are not known; set "
-            "data.temperature_col=null"
+            f"forecast from its past, so its future temperatures are not known; {NO_HINGES}"
+            + retrain
         )
     if col == cfg.target or col in cfg.past_covariates:
         kind = "the target" if col == cfg.target else "a past covariate (data.past_covariates)"
         raise ConfigError(
             f"data.temperature_col={col!r} is {kind}, known only up to the forecast origin, "
-            "but its degree hinges are read over the horizon; name a temperature forecast "
-            "column in data.covariates, or set data.temperature_col=null"
+            "but its degree hinges are read over the horizon: name a temperature forecast "
+            f"column in data.covariates, or {NO_HINGES}" + retrain
         )
-    if col not in columns or col not in (cfg.covariates or ()):
+    if col not in (cfg.covariates or ()):
         raise ConfigError(
             f"data.temperature_col={col!r} must also be a covariate (data.covariates), known "
-            f"over the horizon; covariates are: {', '.join(cfg.covariates or ()) or 'none'}. "
-            "For no degree hinges give data.temperature_col='' (an empty name; null is the "
-            "demo's default)"
+            f"over the horizon; covariates are: {', '.join(cfg.covariates or ()) or 'none'}; "
+            + NO_HINGES
         )
 
 
@@ -97,7 +107,11 @@ def add_features(frame: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, li
     if cfg.country:
         parts.append(holiday_flags(frame.index, cfg.country, cfg.subdivision))
     if cfg.temperature_col:
-        check_temperature(cfg, list(frame.columns))
+        if cfg.temperature_col not in frame.columns:
+            raise ConfigError(
+                f"data.temperature_col={cfg.temperature_col!r} must also be a covariate; "
+                f"covariates are: {', '.join(frame.columns[1:]) or 'none'}; {NO_HINGES}"
+            )
         parts.append(hinge_features(frame[cfg.temperature_col]))
     if not parts:
         return frame, []

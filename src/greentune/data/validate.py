@@ -345,8 +345,11 @@ def _parse_times(
         try:  # mixed UTC offsets (e.g. across daylight saving) parse as UTC instants
             parsed = pd.to_datetime(col, utc=True)
         except (ValueError, TypeError):
-            try:  # ISO stamps of mixed precision: '2021-01-01' at midnight, then '01:00:00'
-                parsed = pd.to_datetime(col, format="ISO8601")
+            # ISO stamps of mixed precision: '2021-01-01' at midnight, then '01:00:00' (as UTC
+            # instants when every one has an offset; a stamp without one is never taken as UTC)
+            every = all(_has_offset(str(v)) for v in col.tolist())
+            try:
+                parsed = pd.to_datetime(col, format="ISO8601", utc=every)
             except (ValueError, TypeError):
                 raise DataError(_unparseable(col, origin, name, rows)) from None
     index = pd.DatetimeIndex(parsed).as_unit("ns")
@@ -400,17 +403,19 @@ def _unparseable(col: pd.Series, origin: str, name: str, rows: np.ndarray) -> st
             return f"{origin}: column {name!r} row {rows[i]}: cannot parse {value!r} as a timestamp"
     first = str(values[0])
     fmt = guess_datetime_format(first)
+    read = None
     if fmt is not None:
-        read = pd.to_datetime(col.astype(str), format=fmt, errors="coerce")
-        if read.isna().any():
-            i = int(np.argmax(read.isna().to_numpy()))
-            offsets = "%z" in fmt and not _has_offset(str(values[i]))
-            return (
-                f"{origin}: column {name!r} row {rows[i]}: {values[i]!r} is not written as row "
-                f"{rows[0]} ({first!r}, read as {fmt}"
-                + ("; that one has a UTC offset, this one none" if offsets else "")
-                + "); write every timestamp the same way"
-            )
+        with contextlib.suppress(ValueError, TypeError):  # pandas refuses some mixes outright
+            read = pd.to_datetime(col.astype(str), format=fmt, errors="coerce", utc="%z" in fmt)
+    if fmt is not None and read is not None and read.isna().any():
+        i = int(np.argmax(read.isna().to_numpy()))
+        offsets = "%z" in fmt and not _has_offset(str(values[i]))
+        return (
+            f"{origin}: column {name!r} row {rows[i]}: {values[i]!r} is not written as row "
+            f"{rows[0]} ({first!r}, read as {fmt}"
+            + ("; that one has a UTC offset, this one none" if offsets else "")
+            + "); write every timestamp the same way"
+        )
     return (
         f"{origin}: column {name!r}: its timestamps are written in several ways (row {rows[0]}: "
         f"{first!r}); write every timestamp the same way"
@@ -486,11 +491,16 @@ def _handle_gaps(
     report: DataReport,
     rows: np.ndarray,
 ) -> pd.DataFrame:
-    # days in a zone with daylight saving last 23 or 25 hours: daily (weekly) rows are
-    # regular on the wall clock, where the check then runs
-    calendar = data.index.tz is not None and step % pd.Timedelta("1D") == pd.Timedelta(0)
-    wall = data.index.tz_localize(None) if calendar else data.index
-    diffs = np.diff(wall.as_unit("ns").asi8)
+    diffs = np.diff(data.index.as_unit("ns").asi8)
+    # days in a zone with daylight saving last 23 or 25 hours: daily (weekly) rows off the grid
+    # in absolute time may be on it on the wall clock, where the check then runs
+    calendar = (
+        data.index.tz is not None
+        and step % pd.Timedelta("1D") == pd.Timedelta(0)
+        and bool((diffs % step.value != 0).any())
+    )
+    if calendar:
+        diffs = np.diff(data.index.tz_localize(None).as_unit("ns").asi8)
     irregular = np.flatnonzero(diffs != step.value)
     if len(irregular) == 0:
         return data

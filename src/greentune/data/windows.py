@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from greentune.config import DataConfig
-from greentune.data.features import add_features
+from greentune.data.features import add_features, check_temperature
 from greentune.data.shape import channels_of, resolve_shape
 from greentune.data.sources import load_table, resolve
 from greentune.data.validate import DataReport, clean_frame
@@ -236,6 +236,7 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
     report.notes.extend(f"chosen from the data: {note}" for note in cfg.chosen)
     assert isinstance(cfg.context_length, int) and isinstance(cfg.horizon, int)
     assert cfg.val is not None and cfg.test is not None
+    check_temperature(cfg)
     frame, target_cols, past_cols, known_cols = featurize(frame, cfg)
     n = len(frame)
     test_start = _split_start(cfg.test, frame.index, n, n, "data.test")
@@ -283,7 +284,7 @@ def build_forecast_data(frame: pd.DataFrame, cfg: DataConfig, report: DataReport
                 f"values; shorten data.context_length or change the splits (data.val, data.test)"
             )
         if len(ws) == 0:  # no origin at all: daily origins where the zone has no midnight
-            daily = ws.name == "test" or cfg.match_origins
+            daily = (ws.name == "test" and cfg.eval_origins == "daily") or cfg.match_origins
             raise DataError(
                 f"{report.origin}: no {ws.name} window: no forecast origin"
                 + (

@@ -138,7 +138,10 @@ def build_meter(cfg: EnergyConfig, command: str, children: bool = False) -> tupl
     sources, notes = build_sources(cfg, children)
     # a local rank other than 0 whose only source was RAPL (machine-wide, read by rank 0)
     # meters nothing itself, but still times its windows and joins the ranks' gather
-    meter = Meter(sources, provider, pue=cfg.pue, command=command, allow_empty=True)
+    from greentune.distributed import ranks
+
+    left_to_rank_0 = ranks.local_world_size() > 1 and ranks.local_rank() != 0
+    meter = Meter(sources, provider, pue=cfg.pue, command=command, allow_empty=left_to_rank_0)
     try:
         meter.check_coverage()
     except BaseException:

@@ -172,9 +172,7 @@ class PartialProvider(Protocol):
 
 def _covered_part(provider: IntensityProvider, s: dt.datetime, e: dt.datetime) -> list[Segment]:
     try:
-        # a chain as primary prices with all of it (its own fallbacks before this one's)
-        chain = isinstance(provider, WithFallback)
-        covered = None if chain else getattr(provider, "covered_segments", None)
+        covered = getattr(provider, "covered_segments", None)
         return list(covered(s, e)) if covered else provider.segments(s, e)
     except EnergyError as exc:
         # A live API that is down must not stop the run when a fallback was configured.
@@ -204,31 +202,6 @@ class WithFallback:
             filled.extend(self.fallback.segments(lo, hi))
             self.fallback_s += (hi - lo).total_seconds()
         return sorted(covered + filled, key=lambda seg: seg.start)
-
-    def covered_segments(self, start: dt.datetime, end: dt.datetime) -> list[Segment]:
-        """The stretches the chain has data for (a trace, an API), never a fallback's yearly
-        average: a plan's history and its 'actual' intensity must not read a flat line as
-        the grid's."""
-        s, e = check_window(start, end)
-        if s == e:
-            return []
-        own = _data_part(self.primary, s, e)
-        more: list[Segment] = []
-        for lo, hi in holes(own, s, e):
-            more.extend(_data_part(self.fallback, lo, hi))
-        return sorted(own + more, key=lambda seg: seg.start)
-
-
-def _data_part(provider: IntensityProvider, s: dt.datetime, e: dt.datetime) -> list[Segment]:
-    """What ``provider`` has data for: a provider without ``covered_segments`` (static,
-    fixed) has none."""
-    covered = getattr(provider, "covered_segments", None)
-    if covered is None:
-        return []
-    try:
-        return list(covered(s, e))
-    except EnergyError:
-        return []
 
 
 def with_fallback(primary: IntensityProvider, fallback: IntensityProvider) -> IntensityProvider:

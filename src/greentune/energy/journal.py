@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from greentune.energy.base import kind_of
+from greentune.errors import EnergyError
 from greentune.procs import same_process
 
 JOURNAL_DIR = "energy-journal"
@@ -122,7 +123,7 @@ class JournalFile:
             now_j = last["energy_j"]
             energy = {c: max(0.0, now_j.get(c, 0.0) - j) for c, j in w["energy_j"].items()}
             row = self._row(w, start, end, energy, price)
-            row["extra"] = {"crashed": f"energy up to the journal's last reading at {last['time']}"}
+            row["extra"]["crashed"] = f"energy up to the journal's last reading at {last['time']}"
             partial.append(row)
         out += partial
         outer = next((w for w in self.open.values() if w["depth"] == 0), None)
@@ -148,12 +149,10 @@ class JournalFile:
         )
         row["kind"] = "estimated"
         row["sources"] = dict.fromkeys(energy, "estimate")
-        row["extra"] = {
-            "estimated": (
-                f"between the journal's last reading and the crash: half the usual spacing of "
-                f"its readings ({lost_s:.3g} s), at the power of the latest readings"
-            )
-        }
+        row["extra"]["estimated"] = (
+            f"between the journal's last reading and the crash: half the usual spacing of "
+            f"its readings ({lost_s:.3g} s), at the power of the latest readings"
+        )
         return row
 
     def _spacing_s(self) -> float:
@@ -188,7 +187,13 @@ class JournalFile:
         energy: dict[str, float],
         price: Price | None,
     ) -> dict[str, Any]:
-        intensity, grams = price(sum(energy.values()), start, end) if price else (None, None)
+        extra: dict[str, Any] = {}
+        intensity, grams = None, None
+        if price is not None:
+            try:
+                intensity, grams = price(sum(energy.values()), start, end)
+            except EnergyError as exc:  # as the meter does: the energy is kept, unpriced
+                extra["pricing_error"] = str(exc)
         owners: dict[str, list[str]] = self.session.get("owners") or {}
         return {
             "window": w["window"],
@@ -207,7 +212,7 @@ class JournalFile:
             "emissions_g": grams,
             "pue": self.session.get("pue", 1.0),
             "ok": False,
-            "extra": {},
+            "extra": extra,
         }
 
     def ledger_session(self) -> dict[str, Any]:

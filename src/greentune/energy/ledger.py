@@ -238,6 +238,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "energy_j": sum(energy.values()),
         **{f"energy_{c}_j": j for c, j in energy.items()},
         "emissions_g": None if any(g is None for g in grams) else sum(grams),
-        "kinds": sorted({r["kind"] for r in rows}),
+        "kinds": sorted({r["kind"] for r in rows if r["kind"]}),  # "": a row of no energy
     }
     return out

@@ -303,7 +303,7 @@ class Meter:
     @property
     def kind(self) -> str:
         """measured, model, or mixed: how this meter's joules are obtained."""
-        return kind_of(s.kind for s in self.sources) or "mixed"
+        return kind_of(s.kind for s in self.sources) or ("mixed" if self.sources else "")
 
     def _read(self) -> dict[str, float]:
         out: dict[str, float] = {}

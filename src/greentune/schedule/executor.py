@@ -63,31 +63,30 @@ class Runner(Protocol):
 
 EXIT_WRAPPER = """
 import os, signal, subprocess, sys
-out, cmd, proc = sys.argv[1], sys.argv[2:], None
-def forward(sig, frame):
-    if proc is not None:
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
+out, cmd, early = sys.argv[1], sys.argv[2:], []
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-    signal.signal(s, forward)
-try:
-    proc = subprocess.Popen(cmd)
-except OSError as exc:
-    print(f"cannot start {cmd[0]}: {exc}", file=sys.stderr)
-    code = 127
+    signal.signal(s, lambda sig, frame: early.append(sig))
+if early:
+    code = 128 + early[0]
 else:
-    code = proc.wait()
-    code = 128 - code if code < 0 else code
+    try:
+        proc = subprocess.Popen(cmd)
+    except OSError as exc:
+        print(f"cannot start {cmd[0]}: {exc}", file=sys.stderr)
+        code = 127
+    else:
+        code = proc.wait()
+        code = 128 - code if code < 0 else code
 with open(out + ".tmp", "w") as f:
     f.write(str(code))
 os.replace(out + ".tmp", out)
 sys.exit(code)
 """
-"""``python -c`` around a command (standard library only: it starts at once): runs it,
-passes SIGTERM/SIGINT/SIGHUP on, then writes its exit code to the file named first (128 + the
-signal for a command killed by one, as a shell reports it)."""
+"""``python -c`` around a command (standard library only: it starts at once): runs it, then
+writes its exit code to the file named first (128 + the signal for a command killed by one, as
+a shell reports it). Signals go to the job's process group, so the command gets them itself;
+the wrapper only outlives them to write the code (a signal before the command started: it is
+not started). Stop a job by hand with ``kill -- -PID``: the pid in state.json is the wrapper's."""
 
 
 def read_exit_code(path: Path) -> int | None:
@@ -294,6 +293,8 @@ class _Executor:
             if handle is not None:
                 self.handles[name] = handle
                 self.log(f"{name}: adopted {'paused' if stopped else 'running'} process {st.pid}")
+            elif stopped and read_exit_code(self.out / f"{name}.exit") is not None:
+                self._ended(name, None)  # continued by hand and ended: its code decides
             elif stopped:
                 self.log(f"{name}: its paused process {st.pid} is gone; it starts again")
                 st.pid, st.pid_started, st.pid_boot = None, None, None
@@ -353,7 +354,12 @@ class _Executor:
                 f"{name}: end of chunk at {now:%Y-%m-%d %H:%M}: SIGTERM, waiting for checkpoint"
             )
         else:
-            self.handles[name].send(signal.SIGSTOP)
+            handle = self.handles[name]
+            code = handle.poll()
+            if code is not None:  # it ended since the last pass: nothing to pause
+                self._ended(name, None if code == -1 and isinstance(handle, _PidHandle) else code)
+                return
+            handle.send(signal.SIGSTOP)
             st.status, st.chunk = "paused", st.chunk + 1
             st.launches[-1] |= {"sim_end": now.isoformat(), "real_end": time.time()}
             self.log(f"{name}: paused (SIGSTOP) at {now:%Y-%m-%d %H:%M}")

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -241,23 +240,6 @@ def test_fallback_fills_a_gap(tmp_path: Path) -> None:
         Segment(at(2), at(4), 7.0),
         Segment(at(4), at(4, 30), 40.0),
     ]
-
-
-def test_a_chain_says_which_stretches_are_data_not_its_fallbacks_average(tmp_path: Path) -> None:
-    """A plan reads the covered part as the grid's history and actual intensity."""
-    from greentune.schedule.plan import slot_means
-
-    text = "timestamp,intensity\n" + "".join(f"2024-01-01 0{h}:00,{h}0\n" for h in [0, 1, 4, 5])
-    provider = parse_provider_spec(f"trace:{write(tmp_path, 'g.csv', text)}|fixed:7")
-    assert provider.covered_segments(at(1, 30), at(4, 30)) == [
-        Segment(at(1, 30), at(2), 10.0),
-        Segment(at(4), at(4, 30), 40.0),
-    ]
-    means = slot_means(provider, at(0), 6, 3600)
-    assert means[:2].tolist() == [0.0, 10.0] and np.isnan(means[2:4]).all()
-    assert means[4:].tolist() == [40.0, 50.0]
-    # pricing still fills the gap from the fallback
-    assert provider.segments(at(2), at(3)) == [Segment(at(2), at(3), 7.0)]
 
 
 # --- bad files -------------------------------------------------------------------------------

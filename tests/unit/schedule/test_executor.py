@@ -266,8 +266,10 @@ def test_a_restarted_scheduler_continues_a_paused_command_instead_of_starting_it
 
 def test_a_wrapped_command_leaves_its_exit_code_and_takes_signals_as_a_group(tmp_path):
     """A later scheduler adopts a command by pid and cannot wait for it: the wrapper writes
-    its exit code. SIGSTOP/SIGTERM reach the command under the wrapper's shell too."""
+    its exit code. SIGSTOP, SIGCONT and SIGTERM reach the command under the wrapper."""
     import time
+
+    import psutil
 
     from greentune.schedule.executor import PopenRunner, read_exit_code
 
@@ -279,18 +281,28 @@ def test_a_wrapped_command_leaves_its_exit_code_and_takes_signals_as_a_group(tmp
     assert handle.poll() == 3 and read_exit_code(done) == 3
     held = tmp_path / "held.exit"
     handle = runner.start(["sleep", "30"], tmp_path / "b.log", held)
-    import psutil
-
     deadline = time.monotonic() + 10
     while not psutil.Process(handle.pid).children() and time.monotonic() < deadline:
-        time.sleep(0.01)  # the wrapper has started the command (and set its handlers)
+        time.sleep(0.01)  # the wrapper has started the command
+    child = psutil.Process(handle.pid).children()[0]
     adopted = runner.adopt(handle.pid, group=True)
     assert adopted is not None
-    adopted.send(signal.SIGTERM)  # to the group: sleep ends, so its shell does at once
+
+    def status_becomes(want: str) -> bool:
+        end = time.monotonic() + 10
+        while child.status() != want and time.monotonic() < end:
+            time.sleep(0.01)
+        return child.status() == want
+
+    adopted.send(signal.SIGSTOP)  # the pause reaches the command, not only its wrapper
+    assert status_becomes(psutil.STATUS_STOPPED)
+    adopted.send(signal.SIGCONT)
+    assert status_becomes(psutil.STATUS_SLEEPING)
+    adopted.send(signal.SIGTERM)  # the group: sleep ends, the wrapper writes its code
     deadline = time.monotonic() + 10
     while handle.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert handle.poll() is not None and read_exit_code(held) == 128 + signal.SIGTERM
+    assert handle.poll() == 128 + signal.SIGTERM and read_exit_code(held) == 128 + signal.SIGTERM
 
 
 def test_a_command_that_ended_while_no_scheduler_watched_reads_its_exit_code(setup):

@@ -309,7 +309,9 @@ class ForecastPredictor(Predictor):
                 "history that ends just before a local midnight, or ask for origins 'daily' "
                 "(--origins daily)"
             )
-        _check_inputs(featured, scaled, chosen, L, H, len(targets) + len(past), origin, need)
+        _check_inputs(
+            featured, scaled, chosen, L, H, len(targets) + len(past), origin, need, len(targets)
+        )
         data = ForecastData(
             featured,
             targets,
@@ -442,15 +444,16 @@ def _check_inputs(
     t: int,
     origin: str,
     need: int | None = None,
+    n_targets: int | None = None,
 ) -> None:
     """No missing input: every column over the context and (known covariates) the horizon;
-    the targets and past covariates over the ``need`` rows a kept row (a weekly naive,
-    LightGBM) reads before the context too."""
+    the targets over the ``need`` rows a kept row (a weekly naive's lags, LightGBM's) or a
+    hybrid's base reads before the context too."""
     need = max(L, need or L)
     for o in origins:
         window = scaled[o - need : o + H].copy()
         window[need:, :t] = 0.0  # future targets and past-only covariates are not inputs
-        window[: need - L, t:] = 0.0  # known covariates are read from the context on
+        window[: need - L, t if n_targets is None else n_targets :] = 0.0  # targets only
         bad = np.argwhere(np.isnan(window))
         if len(bad):
             row, col = bad[0]
