@@ -271,15 +271,18 @@ def test_input_offsets_are_put_on_the_runs_clock():
     summer week all at +11:00: its calendar features must be computed in UTC as the run's."""
     from types import SimpleNamespace
 
-    fake = SimpleNamespace(
-        cfg=SimpleNamespace(data=SimpleNamespace(timezone=None)),
-        run=SimpleNamespace(metrics=SimpleNamespace(data={"start": "2013-12-31 13:00:00+00:00"})),
-    )
+    def trained(start: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            cfg=SimpleNamespace(data=SimpleNamespace(timezone=None)),
+            run=SimpleNamespace(metrics=SimpleNamespace(data={"start": start})),
+        )
+
+    fake = trained("2013-12-31 13:00:00+00:00")
     times = pd.date_range("2014-01-10 00:00", periods=3, freq="h", tz="Etc/GMT-11")
     frame = pd.DataFrame({"load": [1.0, 2.0, 3.0]}, index=times)
     out = ForecastPredictor._on_trained_clock(fake, frame, "week.csv")
     assert str(out.index.tz) == "UTC" and out.index[0].hour == 13
     with pytest.raises(DataError, match=r"week.csv: timestamps without a UTC offset, but this run"):
         ForecastPredictor._on_trained_clock(fake, frame.tz_localize(None), "week.csv")
-    fake.run.metrics.data = {"start": "2014-01-01 00:00:00"}  # naive training: as given
-    assert ForecastPredictor._on_trained_clock(fake, frame, "week.csv") is frame
+    naive = trained("2014-01-01 00:00:00")  # naive training: the input's clock as given
+    assert ForecastPredictor._on_trained_clock(naive, frame, "week.csv") is frame

@@ -136,8 +136,10 @@ class ForecastPredictor(Predictor):
         offset: its calendar features would be hours off the run's, so it is converted."""
         if self.cfg.data.timezone or self.run is None:
             return frame  # clean_frame converted it to the run's zone already
-        start = (self.run.metrics.data or {}).get("start")
-        zone = pd.Timestamp(start).tz if start else None
+        if not hasattr(self, "_zone"):  # read once: serve calls this per request
+            start = (self.run.metrics.data or {}).get("start")
+            self._zone = pd.Timestamp(start).tz if start else None
+        zone = self._zone
         index = pd.DatetimeIndex(frame.index)
         if zone is None:
             return frame  # naive local times: the input's wall clock is taken as it is
