@@ -41,6 +41,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,24 @@ def mape(y: np.ndarray, yhat: np.ndarray) -> float:
     return float(np.mean(np.abs((yhat[ok] - y[ok]) / y[ok])) * 100)
 
 
-def score(path: Path) -> dict[str, Any]:
+@dataclass
+class Saved:
+    """A run's weighted-ensemble members and their saved forecasts, as ``arrays`` lays them."""
+
+    metrics: dict[str, Any]
+    members: list[str]
+    """As metrics.json names them ("model" for the network)."""
+    names: list[str]
+    """As the forecasts files name them."""
+    val_frame: pd.DataFrame
+    test_frame: pd.DataFrame
+    val: dict[str, np.ndarray]
+    y_val: np.ndarray
+    test: dict[str, np.ndarray]
+    y_test: np.ndarray
+
+
+def saved(path: Path) -> Saved:
     run = RunDir(path)
     metrics = json.loads((path / "metrics.json").read_text())
     members = metrics["ensembles"]["ensemble-weighted"]["members"]
@@ -224,7 +242,14 @@ def score(path: Path) -> dict[str, Any]:
     val_frame, test_frame = run.validation_predictions, run.predictions
     val, y_val = arrays(val_frame)
     test, y_test = arrays(test_frame)
-    mask = clock_matched(val_frame, test_frame)
+    return Saved(metrics, members, names, val_frame, test_frame, val, y_val, test, y_test)
+
+
+def score(path: Path) -> dict[str, Any]:
+    got = saved(path)
+    metrics, members, names = got.metrics, got.members, got.names
+    val, y_val, test, y_test = got.val, got.y_val, got.test, got.y_test
+    mask = clock_matched(got.val_frame, got.test_frame)
     val = {m: val[m] for m in names}
     test = {m: test[m] for m in names}
     rules: dict[str, Any] = {}

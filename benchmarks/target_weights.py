@@ -23,7 +23,6 @@ benchmarks/results/target-weights[-TAG].json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -35,12 +34,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from combine import RESULTS, RUNS, arrays, mape, write
+from combine import RESULTS, RUNS, mape, saved, write
 from machine import git_commit, machine_info
 
 from greentune.evaluate.ensemble import fit_weights
 from greentune.results import Forecast
-from greentune.rundir import RunDir
 
 
 def _weights_shared(val: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
@@ -64,14 +62,10 @@ RULES = {"shared": _weights_shared, "target": _weights_target}
 
 def score(path: Path) -> dict[str, Any]:
     """Per target: the weighted ensemble's test MAPE under each rule."""
-    run = RunDir(path)
-    metrics = json.loads((path / "metrics.json").read_text())
-    members = metrics["ensembles"]["ensemble-weighted"]["members"]
-    names = [metrics["model"] if m == "model" else m for m in members]
-    val_frame, test_frame = run.validation_predictions, run.predictions
-    val, y_val = arrays(val_frame)
-    test, y_test = arrays(test_frame)
-    targets = sorted(test_frame["target"].unique())  # arrays' order
+    got = saved(path)
+    metrics, members, names = got.metrics, got.members, got.names
+    val, y_val, test, y_test = got.val, got.y_val, got.test, got.y_test
+    targets = sorted(got.test_frame["target"].unique())  # arrays' order
     stacked = np.stack([test[m] for m in names])
     out: dict[str, Any] = {"members": members, "targets": {}}
     points = {}
