@@ -235,8 +235,8 @@ def build_free(values: list[float], scored: dict[str, list[int]]) -> list[str]:
 
 def test_train_phase_test_starts_the_stride_at_the_tests_clock_time(tiny_series):
     late = tiny_series.iloc[5:].reset_index(drop=True)  # the file starts at 05:00
-    start = build(late, train_stride=8)
-    aligned = build(late, train_stride=8, train_phase="test")
+    start = build(late, train_stride=8, train_phase="start")
+    aligned = build(late, train_stride=8)  # the default since 2026-12-08
     hours = lambda d: sorted(set(d.frame.index[d.train.origins].hour))  # noqa: E731
     assert hours(start) == [5, 13, 21]  # 48 steps of context from 05:00, every 8 hours
     assert hours(aligned) == [0, 8, 16]  # the test forecasts from midnight
@@ -246,10 +246,10 @@ def test_train_phase_test_starts_the_stride_at_the_tests_clock_time(tiny_series)
     np.testing.assert_array_equal(aligned.test.origins, start.test.origins)
     # a stride of one, or origins that already line up, change nothing
     np.testing.assert_array_equal(
-        build(late, train_phase="test").train.origins, build(late).train.origins
+        build(late, train_phase="start").train.origins, build(late).train.origins
     )
     np.testing.assert_array_equal(
-        build(tiny_series, train_stride=8, train_phase="test").train.origins,
+        build(tiny_series, train_stride=8, train_phase="start").train.origins,
         build(tiny_series, train_stride=8).train.origins,
     )
 
