@@ -10,8 +10,9 @@ test`` counts the stride from the test's first origin (the same number of window
 Pre-registered (benchmarks/README.md, "Training windows at the test's clock time"). Data: the
 9 PJM utilities' 3-year window (``federated.prepare(3 * 365)``, ``combine._pjm``'s settings),
 each file without its first ``--drop`` rows (4: it starts at 04:00). Per seed, arms alternating
-(A,B / B,A / ...): A = one default ``greentune run`` per utility; B = the same with
-``data.train_phase=test``. Per utility, from each run's ``predictions.parquet`` and
+(A,B / B,A / ...): A = one default ``greentune run`` per utility with ``data.train_phase=start``
+(the default when it ran, at a890f42); B = the same with ``data.train_phase=test`` (the default
+since, by this study's rule). Per utility, from each run's ``predictions.parquet`` and
 ``validation.parquet``: MAPE of the recommended row (chosen on validation), the network (test
 and validation), LightGBM; energy modelled.
 
@@ -41,8 +42,8 @@ from machine import git_commit, machine_info
 
 from greentune.rundir import RunDir
 
-ARMS = {"A": [], "B": ["data.train_phase=test"]}
-"""Each arm's settings beyond the defaults."""
+ARMS = {"A": ["data.train_phase=start"], "B": ["data.train_phase=test"]}
+"""Each arm's setting (A was the default when the study ran; B has been since)."""
 
 
 def shifted(drop: int) -> dict[str, Path]:
