@@ -444,3 +444,15 @@ def test_offsets_across_daylight_saving_with_one_row_without_one():
     short[0] = times[0].strftime("%Y-%m-%dT%H:%M") + "+01:00"  # ISO, no seconds; all offsets
     out, _ = clean_frame(table(frame.assign(ts=short)), cfg)
     assert len(out) == 72 and str(out.index.tz) == "UTC"
+
+
+def test_a_text_column_of_a_multivariate_file_is_to_be_removed_from_the_file(tiny_series):
+    """No setting leaves a column of a wide multivariate file out: say what does."""
+    frame = tiny_series.assign(day=pd.to_datetime(tiny_series.ts).dt.strftime("%Y-%m-%d"))
+    cfg = DataConfig(source="csv", time_col="ts", multivariate=True)
+    with pytest.raises(
+        DataError,
+        match=r"column 'day' is not numeric: row 1 holds '2021-01-04'; with data.multivariate "
+        r"every column but the time column is a target: remove this column from the file",
+    ):
+        clean_frame(table(frame), cfg)

@@ -60,7 +60,16 @@ def clean_frame(table: RawTable, cfg: DataConfig) -> tuple[pd.DataFrame, DataRep
     # before the values: a long file's first fault is its repeated times, whose message names
     # the series column (with data.multivariate that column is not numeric either)
     _check_order(index, origin, time_col, rows, frame)
-    data = pd.DataFrame({c: _numeric(frame[c], origin, c, rows) for c in columns}, index=index)
+    # a wide multivariate file takes every column as a target: no setting leaves one out
+    todo = (
+        "with data.multivariate every column but the time column is a target: remove this "
+        "column from the file"
+        if cfg.multivariate and not cfg.series_col
+        else None
+    )
+    data = pd.DataFrame(
+        {c: _numeric(frame[c], origin, c, rows, todo) for c in columns}, index=index
+    )
     data.index.name = "time"
     step = _modal_step(data.index, origin)
     data = _handle_gaps(data, step, cfg, origin, report, rows)
@@ -426,7 +435,9 @@ def _has_offset(text: str) -> bool:
     return bool(re.search(r"(Z|[+-]\d{2}:?\d{2})$", text.strip()))
 
 
-def _numeric(col: pd.Series, origin: str, name: str, rows: np.ndarray) -> np.ndarray:
+def _numeric(
+    col: pd.Series, origin: str, name: str, rows: np.ndarray, todo: str | None = None
+) -> np.ndarray:
     if pd.api.types.is_bool_dtype(col):
         return col.astype(float).to_numpy()
     values = pd.to_numeric(col, errors="coerce")
@@ -435,7 +446,7 @@ def _numeric(col: pd.Series, origin: str, name: str, rows: np.ndarray) -> np.nda
         row = int(np.argmax(bad.to_numpy()))
         raise DataError(
             f"{origin}: column {name!r} is not numeric: row {rows[row]} holds {col.iloc[row]!r}; "
-            "fix the value or leave the column out of the config"
+            + (todo or "fix the value or leave the column out of the config")
         )
     out = values.astype(float).to_numpy()
     infinite = np.isinf(out)
