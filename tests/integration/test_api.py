@@ -274,7 +274,8 @@ def test_input_offsets_are_put_on_the_runs_clock():
     def trained(start: str) -> SimpleNamespace:
         return SimpleNamespace(
             cfg=SimpleNamespace(data=SimpleNamespace(timezone=None)),
-            run=SimpleNamespace(metrics=SimpleNamespace(data={"start": start})),
+            run=SimpleNamespace(),  # a run's: what metrics.json says its data began at
+            _trained=lambda: {"start": start},
         )
 
     fake = trained("2013-12-31 13:00:00+00:00")

@@ -72,6 +72,8 @@ class ForecastPredictor(Predictor):
         """The kept row ``predict`` forecasts with (None: the network) and the run's rows."""
         self.row_spec: str | None = None
         """The row as asked for (``recommended`` follows the run on a reload)."""
+        self._trained_data: dict[str, Any] | None = None
+        """metrics.json's ``data`` of the run, read once (serve prepares per request)."""
 
     @classmethod
     def load(cls, run: RunDir) -> ForecastPredictor:
@@ -136,10 +138,8 @@ class ForecastPredictor(Predictor):
         offset: its calendar features would be hours off the run's, so it is converted."""
         if self.cfg.data.timezone or self.run is None:
             return frame  # clean_frame converted it to the run's zone already
-        if not hasattr(self, "_zone"):  # read once: serve calls this per request
-            start = (self.run.metrics.data or {}).get("start")
-            self._zone = pd.Timestamp(start).tz if start else None
-        zone = self._zone
+        start = self._trained().get("start")
+        zone = pd.Timestamp(start).tz if start else None
         index = pd.DatetimeIndex(frame.index)
         if zone is None:
             return frame  # naive local times: the input's wall clock is taken as it is
@@ -153,14 +153,17 @@ class ForecastPredictor(Predictor):
             frame = frame.set_axis(index.tz_convert(zone))
         return frame
 
+    def _trained(self) -> dict[str, Any]:
+        """How the run's data was cut (metrics.json's ``data``: its step, its first time);
+        empty for a predictor without its run."""
+        if self._trained_data is None:
+            self._trained_data = (self.run.metrics.data or {}) if self.run is not None else {}
+        return self._trained_data
+
     def _trained_step(self) -> pd.Timedelta | None:
-        """The step of the rows the run was trained on (metrics.json), read once; None for a
-        predictor without its run or a run that did not record it."""
-        if not hasattr(self, "_step"):
-            data = self.run.metrics.data if self.run is not None else None
-            step = (data or {}).get("step")
-            self._step = pd.Timedelta(step) if step else None
-        return self._step
+        """The step of the rows the run was trained on; None where it was not recorded."""
+        step = self._trained().get("step")
+        return pd.Timedelta(step) if step else None
 
     @property
     def context_length(self) -> int:
